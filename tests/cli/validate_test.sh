@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# System test of `belay validate` and the --version flags, run by ctest with the build's
+# bin directory and the source tree as arguments.
+set -euo pipefail
+bin=$1
+src=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# Every program answers --version with its name and version.
+for prog in belay belayd belay-worker; do
+  out=$("$bin/$prog" --version)
+  [[ $out =~ ^$prog\ [0-9]+\.[0-9]+\.[0-9]+ ]] || fail "$prog --version printed '$out'"
+done
+"$bin/belay" --help | grep -q validate || fail "belay --help does not list validate"
+
+# The shipped examples are valid (offline: their data lives elsewhere).
+for f in "$src"/deploy/examples/*.toml; do
+  out=$("$bin/belay" validate --offline "$f") || fail "example $f is invalid"
+  [[ $out == OK\ * ]] || fail "validate $f printed '$out'"
+done
+
+# A campaign whose data exists validates with file-system checks on; paths are relative to
+# the campaign file, not to the working directory.
+mkdir -p "$tmp/c/data" "$tmp/elsewhere"
+touch "$tmp/c/data/train_000.bin" "$tmp/c/data/val_000.bin"
+sed -e 's#../../var/demo/data/#data/#' -e 's#../../var/demo/checkpoints#ckpt#' \
+  "$src/deploy/examples/demo.toml" > "$tmp/c/demo.toml"
+out=$(cd "$tmp/elsewhere" && "$bin/belay" validate ../c/demo.toml) || fail "local demo copy invalid"
+[[ $out == "OK demo" ]] || fail "validate printed '$out'"
+
+# Missing data: exit 2 and an error naming file, line, column and key.
+rm "$tmp/c/data/train_000.bin"
+set +e
+err=$("$bin/belay" validate "$tmp/c/demo.toml" 2>&1 >/dev/null)
+rc=$?
+set -e
+[[ $rc == 2 ]] || fail "missing data: exit $rc, want 2"
+line=$(grep -n '^train = ' "$tmp/c/demo.toml" | cut -d: -f1)
+[[ $err == "$tmp/c/demo.toml:$line:9: data.train: \"$tmp/c/data/train_*.bin\" matches no file" ]] \
+  || fail "missing data: got '$err'"
+
+# Several files: one bad file makes the exit code 2, good ones still print OK.
+printf '[campaign]\nname = 5\n' > "$tmp/bad.toml"
+set +e
+out=$("$bin/belay" validate --offline "$src/deploy/examples/demo.toml" "$tmp/bad.toml" 2>"$tmp/err")
+rc=$?
+set -e
+[[ $rc == 2 ]] || fail "mixed files: exit $rc, want 2"
+[[ $out == "OK demo" ]] || fail "mixed files: stdout '$out'"
+grep -q "^$tmp/bad.toml:2:8: campaign.name: expected a string, got integer 5$" "$tmp/err" \
+  || fail "mixed files: stderr $(cat "$tmp/err")"
+
+# A file that does not exist.
+set +e
+err=$("$bin/belay" validate "$tmp/nope.toml" 2>&1)
+rc=$?
+set -e
+[[ $rc == 2 && $err == "$tmp/nope.toml:1:1: cannot open: No such file or directory" ]] \
+  || fail "missing file: rc $rc, '$err'"
+echo "validate_test: all checks passed"
