@@ -13,6 +13,7 @@ namespace {
 struct ValidateOptions {
   std::vector<std::string> files;
   bool offline = false;
+  bool print = false;
 };
 
 int RunValidate(const ValidateOptions& opts) {
@@ -23,6 +24,7 @@ int RunValidate(const ValidateOptions& opts) {
     SpecParseResult result = LoadCampaignSpec(file, parse_opts);
     if (result.ok()) {
       std::cout << "OK " << result.spec->campaign.name << "\n";
+      if (opts.print) std::cout << FormatCampaignSpec(*result.spec) << "\n";
       continue;
     }
     rc = kExitInvalid;
@@ -43,6 +45,9 @@ void AddValidateCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--offline", opts->offline,
                 "skip file-system checks (data globs, checkpoint directory), for a file meant "
                 "for another machine");
+  cmd->add_flag("--print", opts->print,
+                "after OK, print the effective campaign: every key, defaults filled in, paths "
+                "made absolute");
   cmd->callback([opts, exit_code] { *exit_code = RunValidate(*opts); });
 }
 

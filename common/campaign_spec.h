@@ -46,6 +46,8 @@ std::string_view ToString(NanPolicy v);
 struct CampaignSection {
   std::string name;  // [A-Za-z0-9][A-Za-z0-9._-]{0,63}
   std::string description;
+
+  bool operator==(const CampaignSection&) const = default;
 };
 
 struct ModelSpec {
@@ -55,6 +57,8 @@ struct ModelSpec {
   int64_t d_model = 0;
   int64_t seq_len = 0;     // tokens per sequence (context length)
   int64_t vocab_size = 0;  // tokens; the model pads it to a multiple of 128
+
+  bool operator==(const ModelSpec&) const = default;
 };
 
 struct DataSpec {
@@ -64,11 +68,15 @@ struct DataSpec {
   std::vector<std::string> train;
   std::vector<std::string> val;
   bool shuffle = true;
+
+  bool operator==(const DataSpec&) const = default;
 };
 
 struct GoldfishSpec {
   int64_t k = 0;  // drop 1/k of label positions
   int64_t h = 0;  // hash window in tokens, ending at the label
+
+  bool operator==(const GoldfishSpec&) const = default;
 };
 
 struct TrainSpec {
@@ -94,6 +102,8 @@ struct TrainSpec {
   std::optional<GoldfishSpec> goldfish;
   int64_t eval_every = 0;  // steps; 0 disables evaluation
   int64_t eval_batches = 20;
+
+  bool operator==(const TrainSpec&) const = default;
 };
 
 struct CheckpointSpec {
@@ -102,12 +112,16 @@ struct CheckpointSpec {
   int64_t keep_last = 3;
   int64_t keep_every = 0;  // 0: no permanent checkpoints
   bool async = true;
+
+  bool operator==(const CheckpointSpec&) const = default;
 };
 
 struct BackoffSpec {
   std::chrono::seconds initial{30};
   std::chrono::seconds max{600};
   double jitter = 0.2;  // fraction of the delay, drawn uniformly in [-jitter, +jitter]
+
+  bool operator==(const BackoffSpec&) const = default;
 };
 
 struct ResourcesSpec {
@@ -124,6 +138,8 @@ struct ResourcesSpec {
   std::chrono::seconds pre_limit_signal{600};  // SIGUSR1 this long before the time limit
 
   int64_t world_size() const { return nodes * ranks_per_node; }
+
+  bool operator==(const ResourcesSpec&) const = default;
 };
 
 struct RestartSpec {
@@ -134,6 +150,8 @@ struct RestartSpec {
   int64_t max_rollbacks = 3;
   int64_t max_node_failures = 20;
   bool exclude_failed_nodes = true;
+
+  bool operator==(const RestartSpec&) const = default;
 };
 
 struct CampaignSpec {
@@ -151,6 +169,8 @@ struct CampaignSpec {
   // Micro-batches each rank runs per optimizer step on `world_size` ranks; 0 when the global
   // batch does not divide evenly over micro_batch × world_size.
   int64_t grad_accum_steps(int64_t world_size) const;
+
+  bool operator==(const CampaignSpec&) const = default;
 };
 
 struct SpecParseOptions {
@@ -175,6 +195,10 @@ inline constexpr size_t kMaxSpecBytes = 1 << 20;
 // throws; reports every problem it finds, not only the first.
 SpecParseResult ParseCampaignSpec(std::string_view text, std::string_view file,
                                   const SpecParseOptions& options = {});
+
+// The spec as a complete campaign file: every key, defaults included, in the documented
+// order. Parsing the output (with the same base directory) gives back an equal spec.
+std::string FormatCampaignSpec(const CampaignSpec& spec);
 
 // Reads `path` (at most kMaxSpecBytes) and parses it with base_dir defaulting to the file's
 // directory. Unreadable files are reported as a SpecError at 1:1.

@@ -1,0 +1,442 @@
+// Campaign file parsing: malformed inputs each give their own message at their own line;
+// valid files (the shipped examples among them) round-trip through FormatCampaignSpec.
+#include "common/campaign_spec.h"
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace belay {
+namespace {
+
+// A small valid campaign; the line numbers of its keys are what the cases below expect.
+constexpr std::string_view kBase = R"([campaign]
+name = "t1"
+
+[model]
+n_layer = 2
+n_head = 2
+d_model = 8
+seq_len = 16
+vocab_size = 64
+
+[data]
+train = "data/train_*.bin"
+val = "data/val_*.bin"
+
+[train]
+total_steps = 10
+micro_batch = 2
+global_batch = 4
+lr = 1e-3
+
+[checkpoint]
+dir = "ckpt"
+
+[resources]
+ranks_per_node = 2
+)";
+
+// `s` with the first occurrence of `from` replaced by `to`.
+std::string Edit(std::string s, std::string_view from, std::string_view to) {
+  size_t at = s.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) s.replace(at, from.size(), to);
+  return s;
+}
+
+std::string With(std::string_view from, std::string_view to) {
+  return Edit(std::string(kBase), from, to);
+}
+
+std::string Append(std::string_view extra) { return std::string(kBase) + std::string(extra); }
+
+SpecParseResult Parse(std::string_view text) {
+  SpecParseOptions opts;
+  opts.check_paths = false;
+  opts.base_dir = "/base";
+  return ParseCampaignSpec(text, "c.toml", opts);
+}
+
+struct BadCase {
+  std::string name;
+  std::string text;
+  // One of the errors, exactly as `belay validate` prints it.
+  std::string error;
+  size_t error_count = 1;
+};
+
+std::ostream& operator<<(std::ostream& os, const BadCase& c) { return os << c.name; }
+
+class MalformedSpec : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(MalformedSpec, ReportsItsErrorAtItsLine) {
+  const BadCase& c = GetParam();
+  SpecParseResult r = Parse(c.text);
+  ASSERT_FALSE(r.ok());
+  EXPECT_FALSE(r.spec.has_value());
+  std::string all;
+  for (const SpecError& e : r.errors) all += e.ToString() + "\n";
+  EXPECT_NE(all.find(c.error + "\n"), std::string::npos) << "want: " << c.error << "\ngot:\n" << all;
+  EXPECT_EQ(r.errors.size(), c.error_count) << all;
+}
+
+// Syntax errors carry toml++'s description; only the position and prefix are pinned here.
+struct SyntaxCase {
+  std::string name;
+  std::string text;
+  uint32_t line;
+};
+
+std::ostream& operator<<(std::ostream& os, const SyntaxCase& c) { return os << c.name; }
+
+class SyntaxError : public ::testing::TestWithParam<SyntaxCase> {};
+
+TEST_P(SyntaxError, NamesLineAndSaysSyntaxError) {
+  const SyntaxCase& c = GetParam();
+  SpecParseResult r = Parse(c.text);
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].line, c.line) << r.errors[0].ToString();
+  EXPECT_EQ(r.errors[0].key, "");
+  EXPECT_EQ(r.errors[0].message.rfind("syntax error: ", 0), 0u) << r.errors[0].message;
+  EXPECT_EQ(r.errors[0].ToString().rfind("c.toml:" + std::to_string(c.line) + ":", 0), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Toml, SyntaxError,
+    ::testing::Values(
+        SyntaxCase{"UnterminatedString", With("name = \"t1\"", "name = \"t1"), 2},
+        SyntaxCase{"MissingValue", With("n_layer = 2", "n_layer = "), 5},
+        SyntaxCase{"DuplicateKey", With("n_head = 2", "n_head = 2\nn_head = 4"), 7},
+        SyntaxCase{"DuplicateTable", Append("\n[model]\nn_layer = 3\n"), 27},
+        SyntaxCase{"InvalidUtf8InString", With("name = \"t1\"", "name = \"t\xff\xfe\""), 2},
+        SyntaxCase{"InvalidUtf8InComment", With("[data]", "[data] # caf\xc3\x28"), 11},
+        SyntaxCase{"IntegerOverflow", With("total_steps = 10", "total_steps = 99999999999999999999"),
+                   16},
+        SyntaxCase{"BareWord", With("lr = 1e-3", "lr = fast"), 19},
+        SyntaxCase{"NulByte", With("seq_len = 16", std::string("seq_len = 1\0" "6", 12)), 8}),
+    [](const auto& p) { return p.param.name; });
+
+INSTANTIATE_TEST_SUITE_P(
+    Fields, MalformedSpec,
+    ::testing::Values(
+        // Empty and oversized files.
+        BadCase{"EmptyFile", "",
+                "c.toml:1:1: the file is empty; a campaign needs at least the sections "
+                "[campaign], [model], [data], [train] and [checkpoint]"},
+        BadCase{"OnlyComments", "# nothing here\n\n   \n",
+                "c.toml:1:1: the file is empty; a campaign needs at least the sections "
+                "[campaign], [model], [data], [train] and [checkpoint]"},
+        BadCase{"TenMegabytes", "# " + std::string((10 << 20) - 3, 'x') + "\n",
+                "c.toml:1:1: file is 10485760 bytes; a campaign file may be at most 1048576 "
+                "bytes"},
+        // Wrong types.
+        BadCase{"NameIsInteger", With("name = \"t1\"", "name = 5"),
+                "c.toml:2:8: campaign.name: expected a string, got integer 5"},
+        BadCase{"IntegerAsString", With("micro_batch = 2", "micro_batch = \"2\""),
+                "c.toml:17:15: train.micro_batch: expected an integer, got string \"2\""},
+        BadCase{"IntegerAsFloat", With("micro_batch = 2", "micro_batch = 2.0"),
+                "c.toml:17:15: train.micro_batch: expected an integer, got float 2"},
+        BadCase{"FloatAsString", With("lr = 1e-3", "lr = \"fast\""),
+                "c.toml:19:6: train.lr: expected a number, got string \"fast\""},
+        BadCase{"BoolAsString", With("val = \"data/val_*.bin\"", "shuffle = \"yes\""),
+                "c.toml:13:11: data.shuffle: expected a boolean (true or false), got string "
+                "\"yes\""},
+        BadCase{"SectionIsValue", With("[campaign]\nname = \"t1\"\n", "campaign = 5\n"),
+                "c.toml:1:12: campaign: expected a table, got integer 5"},
+        BadCase{"GlobIsInteger", With("train = \"data/train_*.bin\"", "train = 7"),
+                "c.toml:12:9: data.train: expected a string or an array of strings, got "
+                "integer 7"},
+        BadCase{"GlobArrayWithNumber", With("train = \"data/train_*.bin\"", "train = [\"a\", 3]"),
+                "c.toml:12:15: data.train: expected a string or an array of strings, got "
+                "integer 3"},
+        BadCase{"EmptyGlobArray", With("train = \"data/train_*.bin\"", "train = []"),
+                "c.toml:12:9: data.train: empty array; expected at least one path"},
+        BadCase{"DurationAsInteger",
+                Append("time_limit = 3600\nscheduler = \"slurm\"\n"),
+                "c.toml:26:14: resources.time_limit: expected a duration string such as "
+                "\"30m\", got integer 3600"},
+        BadCase{"DateWhereIntegerExpected", With("total_steps = 10", "total_steps = 2024-01-01"),
+                "c.toml:16:15: train.total_steps: expected an integer, got a date"},
+        BadCase{"TableWhereStringExpected", With("dir = \"ckpt\"", "dir = { path = \"ckpt\" }"),
+                "c.toml:22:7: checkpoint.dir: expected a string, got a table"},
+        // Out of range.
+        BadCase{"ZeroLayers", With("n_layer = 2", "n_layer = 0"),
+                "c.toml:5:11: model.n_layer: 0 is out of range; allowed: 1..1024"},
+        BadCase{"TooManyHeads", With("n_head = 2", "n_head = 5000"),
+                "c.toml:6:10: model.n_head: 5000 is out of range; allowed: 1..1024"},
+        BadCase{"ZeroLearningRate", With("lr = 1e-3", "lr = 0.0"),
+                "c.toml:19:6: train.lr: 0 is out of range; allowed: > 0 and <= 10"},
+        BadCase{"NanLearningRate", With("lr = 1e-3", "lr = nan"),
+                "c.toml:19:6: train.lr: nan is out of range; allowed: > 0 and <= 10"},
+        BadCase{"Beta2AboveOne", With("lr = 1e-3", "lr = 1e-3\nbeta2 = 1.5"),
+                "c.toml:20:9: train.beta2: 1.5 is out of range; allowed: >= 0 and <= 1"},
+        BadCase{"NegativeMicroBatch", With("micro_batch = 2", "micro_batch = -2"),
+                "c.toml:17:15: train.micro_batch: -2 is out of range; allowed: 1..65536"},
+        BadCase{"ZeroStageThree", With("lr = 1e-3", "lr = 1e-3\nzero_stage = 3"),
+                "c.toml:20:14: train.zero_stage: 3 is not supported yet; allowed: 0, 1, 2"},
+        BadCase{"ZeroStageSeven", With("lr = 1e-3", "lr = 1e-3\nzero_stage = 7"),
+                "c.toml:20:14: train.zero_stage: 7 is out of range; allowed: 0..3"},
+        BadCase{"NameWithSpace", With("name = \"t1\"", "name = \"my campaign\""),
+                "c.toml:2:8: campaign.name: \"my campaign\" is not a valid name; allowed: "
+                "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 "
+                "bytes"},
+        BadCase{"ArchNotYetSupported", With("n_layer = 2", "arch = \"apertus\"\nn_layer = 2"),
+                "c.toml:5:8: model.arch: \"apertus\" is not supported yet; allowed: \"gpt2\""},
+        BadCase{"UnknownSchedule", With("lr = 1e-3", "lr = 1e-3\nlr_schedule = \"linear\""),
+                "c.toml:20:15: train.lr_schedule: \"linear\" is not allowed; allowed: "
+                "\"cosine\", \"wsd\""},
+        BadCase{"DurationNotParsable", Append("\n[restart]\nhang_timeout = \"5 minutes\"\n"),
+                "c.toml:28:16: restart.hang_timeout: \"5 minutes\": expected a duration such as "
+                "\"90s\", \"30m\", \"1h30m\", \"2d\" or \"[D-]HH:MM:SS\""},
+        BadCase{"DurationTooShort", Append("\n[restart]\nhang_timeout = \"5s\"\n"),
+                "c.toml:28:16: restart.hang_timeout: \"5s\" is out of range; allowed: 10s..7d"},
+        // Unknown keys.
+        BadCase{"MisspelledKey", With("val = \"data/val_*.bin\"", "shufle = false"),
+                "c.toml:13:1: data.shufle: unknown key; did you mean 'shuffle'?"},
+        BadCase{"MisspelledRequiredKey", With("d_model = 8", "dmodel = 8"),
+                "c.toml:7:1: model.dmodel: unknown key; did you mean 'd_model'?", 2},
+        BadCase{"UnknownSection", Append("\n[optimizer]\nname = \"adam\"\n"),
+                "c.toml:27:2: optimizer: unknown key; allowed keys: campaign, checkpoint, data, "
+                "model, resources, restart, train"},
+        BadCase{"UnknownGoldfishKey",
+                With("lr = 1e-3", "lr = 1e-3\ngoldfish = { k = 50, h = 5, seed = 3 }"),
+                "c.toml:20:29: train.goldfish.seed: unknown key; allowed keys: h, k"},
+        // Missing required keys.
+        BadCase{"MissingModelSection",
+                With("[model]\nn_layer = 2\nn_head = 2\nd_model = 8\nseq_len = 16\nvocab_size = "
+                     "64\n",
+                     ""),
+                "c.toml:1:1: model: missing required section [model]"},
+        BadCase{"MissingLayerCount", With("n_layer = 2\n", ""),
+                "c.toml:4:1: model.n_layer: missing required key"},
+        BadCase{"MissingStepsAndTokens", With("total_steps = 10\n", ""),
+                "c.toml:15:1: train.total_steps: missing: set train.total_steps or "
+                "train.total_tokens"},
+        BadCase{"MissingCheckpointDir", With("dir = \"ckpt\"\n", ""),
+                "c.toml:21:1: checkpoint.dir: missing required key"},
+        BadCase{"MissingGoldfishH", With("lr = 1e-3", "lr = 1e-3\ngoldfish = { k = 50 }"),
+                "c.toml:20:12: train.goldfish.h: missing required key"},
+        // Contradictory fields.
+        BadCase{"StepsAndTokens", With("total_steps = 10", "total_steps = 10\ntotal_tokens = 640"),
+                "c.toml:17:16: train.total_tokens: set together with train.total_steps; "
+                "allowed: exactly one of the two"},
+        BadCase{"DModelNotDivisibleByHeads", With("n_head = 2", "n_head = 3"),
+                "c.toml:7:11: model.d_model: 8 is not divisible by model.n_head = 3; allowed: a "
+                "multiple of n_head"},
+        BadCase{"GlobalBatchNotMultipleOfMicro", With("global_batch = 4", "global_batch = 5"),
+                "c.toml:18:16: train.global_batch: 5 is not divisible by train.micro_batch = 2; "
+                "allowed: a multiple of micro_batch"},
+        BadCase{"GlobalBatchNotMultipleOfRanks", With("global_batch = 4", "global_batch = 6"),
+                "c.toml:18:16: train.global_batch: 6 is not divisible by train.micro_batch × "
+                "ranks = 2 × 2 = 4; allowed: a multiple of 4"},
+        BadCase{"MinLrAboveLr", With("lr = 1e-3", "lr = 1e-3\nmin_lr = 0.01"),
+                "c.toml:20:10: train.min_lr: 0.01 is above train.lr = 0.001; allowed: 0..lr"},
+        BadCase{"WsdWithoutCooldown", With("lr = 1e-3", "lr = 1e-3\nlr_schedule = \"wsd\""),
+                "c.toml:20:15: train.cooldown_steps: missing: lr_schedule = \"wsd\" needs "
+                "train.cooldown_steps"},
+        BadCase{"CooldownWithCosine", With("lr = 1e-3", "lr = 1e-3\ncooldown_steps = 5"),
+                "c.toml:20:18: train.cooldown_steps: only applies to lr_schedule = \"wsd\" (the "
+                "schedule is \"cosine\")"},
+        BadCase{"WarmupLongerThanTraining", With("lr = 1e-3", "lr = 1e-3\nwarmup_steps = 11"),
+                "c.toml:20:16: train.warmup_steps: warmup = 11 steps is more than the 10 steps "
+                "of training"},
+        BadCase{"GoldfishWindowLongerThanSequence",
+                With("lr = 1e-3", "lr = 1e-3\ngoldfish = { k = 50, h = 17 }"),
+                "c.toml:20:12: train.goldfish.h: 17 is longer than model.seq_len = 16; allowed: "
+                "1..16"},
+        BadCase{"EvalWithoutValidationData",
+                Edit(With("val = \"data/val_*.bin\"\n", ""), "lr = 1e-3",
+                     "lr = 1e-3\neval_every = 5"),
+                "c.toml:19:14: train.eval_every: evaluation needs validation shards; set data.val "
+                "or eval_every = 0"},
+        BadCase{"Bf16OnCpu", With("lr = 1e-3", "lr = 1e-3\ndtype = \"bf16\""),
+                "c.toml:20:9: train.dtype: \"bf16\" needs GPUs (resources.gpus_per_node = 0); "
+                "allowed on CPU: \"fp32\""},
+        BadCase{"PartitionWithLocalScheduler", Append("partition = \"normal\"\n"),
+                "c.toml:26:13: resources.partition: only applies to resources.scheduler = "
+                "\"slurm\" (it is \"local\")"},
+        BadCase{"SeveralNodesLocally", Append("nodes = 2\n"),
+                "c.toml:26:9: resources.nodes: 2 nodes with the local scheduler; allowed: 1", 2},
+        BadCase{"RanksNotOnePerGpu",
+                Append("gpus_per_node = 4\nscheduler = \"slurm\"\n"),
+                "c.toml:25:18: resources.ranks_per_node: 2 ranks with resources.gpus_per_node = "
+                "4; allowed: one rank per GPU"},
+        BadCase{"SbatchOptionBelayManages",
+                Append("scheduler = \"slurm\"\nsbatch_options = [\"--exclude=nid001\"]\n"),
+                "c.toml:27:18: resources.sbatch_options: \"--exclude=nid001\" is set by belay "
+                "itself (--exclude); use the matching [resources] key or leave it to belay"},
+        BadCase{"BackoffInitialAboveMax",
+                Append("\n[restart]\nbackoff = { initial = \"10m\", max = \"1m\" }\n"),
+                "c.toml:28:36: restart.backoff.max: 1m is shorter than restart.backoff.initial = "
+                "10m"},
+        BadCase{"KeepEveryNotMultipleOfEvery",
+                With("dir = \"ckpt\"", "dir = \"ckpt\"\nevery_steps = 4\nkeep_every = 10"),
+                "c.toml:24:14: checkpoint.keep_every: 10 is not a multiple of "
+                "checkpoint.every_steps = 4, so no checkpoint would be kept by it"},
+        BadCase{"SignalNotBeforeLimit",
+                Append("scheduler = \"slurm\"\ntime_limit = \"10m\"\npre_limit_signal = \"10m\"\n"),
+                "c.toml:28:20: resources.pre_limit_signal: 10m is not shorter than "
+                "resources.time_limit = 10m"}),
+    [](const auto& p) { return p.param.name; });
+
+TEST(CampaignSpec, ValidFileGetsDefaultsAndPathsRelativeToItsDirectory) {
+  SpecParseResult r = Parse(kBase);
+  ASSERT_TRUE(r.ok()) << r.errors.front().ToString();
+  const CampaignSpec& s = *r.spec;
+  EXPECT_EQ(s.campaign.name, "t1");
+  EXPECT_EQ(s.model.arch, ModelArch::kGpt2);
+  EXPECT_EQ(s.data.train, std::vector<std::string>{"/base/data/train_*.bin"});
+  EXPECT_EQ(s.checkpoint.dir, "/base/ckpt");
+  EXPECT_EQ(s.checkpoint.every_steps, 1000);
+  EXPECT_EQ(s.train.lr_schedule, LrSchedule::kCosine);
+  EXPECT_DOUBLE_EQ(s.train.lr, 1e-3);
+  EXPECT_EQ(s.train.zero_stage, 0);
+  EXPECT_FALSE(s.train.goldfish.has_value());
+  EXPECT_EQ(s.resources.scheduler, SchedulerKind::kLocal);
+  EXPECT_EQ(s.resources.world_size(), 2);
+  EXPECT_EQ(s.restart.backoff.initial, std::chrono::seconds(30));
+  EXPECT_FALSE(s.restart.hang_timeout.has_value());  // auto
+  EXPECT_EQ(s.total_steps(), 10);
+  EXPECT_EQ(s.grad_accum_steps(2), 1);
+  EXPECT_EQ(s.grad_accum_steps(1), 2);
+  EXPECT_EQ(s.grad_accum_steps(3), 0);  // 4 sequences do not split over 3 ranks
+}
+
+TEST(CampaignSpec, TotalTokensRoundUpToWholeSteps) {
+  // One step is global_batch × seq_len = 4 × 16 = 64 tokens.
+  SpecParseResult r = Parse(With("total_steps = 10", "total_tokens = 641"));
+  ASSERT_TRUE(r.ok()) << r.errors.front().ToString();
+  EXPECT_EQ(r.spec->total_steps(), 11);
+}
+
+TEST(CampaignSpec, ReportsEveryErrorInFileOrder) {
+  std::string text = Edit(Edit(With("n_layer = 2", "n_layer = 0"), "lr = 1e-3", "lr = -1.0"),
+                          "name = \"t1\"", "name = \"t1\"\ncolour = \"blue\"");
+  SpecParseResult r = Parse(text);
+  ASSERT_EQ(r.errors.size(), 3u);
+  EXPECT_EQ(r.errors[0].ToString(),
+            "c.toml:3:1: campaign.colour: unknown key; allowed keys: description, name");
+  EXPECT_EQ(r.errors[1].ToString(),
+            "c.toml:6:11: model.n_layer: 0 is out of range; allowed: 1..1024");
+  EXPECT_EQ(r.errors[2].ToString(),
+            "c.toml:20:6: train.lr: -1 is out of range; allowed: > 0 and <= 10");
+}
+
+TEST(CampaignSpec, WsdScheduleWithCooldownIsAccepted) {
+  SpecParseResult r = Parse(With(
+      "lr = 1e-3", "lr = 1e-3\nlr_schedule = \"wsd\"\ncooldown_steps = 4\ncooldown = \"1-sqrt\""));
+  ASSERT_TRUE(r.ok()) << r.errors.front().ToString();
+  EXPECT_EQ(r.spec->train.lr_schedule, LrSchedule::kWsd);
+  EXPECT_EQ(r.spec->train.cooldown_steps, 4);
+  EXPECT_EQ(r.spec->train.cooldown, CooldownShape::kOneMinusSqrt);
+}
+
+std::vector<std::filesystem::path> Examples() {
+  std::vector<std::filesystem::path> out;
+  for (const auto& e : std::filesystem::directory_iterator(BELAY_SOURCE_DIR "/deploy/examples")) {
+    if (e.path().extension() == ".toml") out.push_back(e.path());
+  }
+  return out;
+}
+
+TEST(CampaignSpec, ShippedExamplesRoundTripThroughTheEffectiveSpec) {
+  std::vector<std::filesystem::path> examples = Examples();
+  ASSERT_GE(examples.size(), 2u);
+  for (const auto& path : examples) {
+    SpecParseOptions opts;
+    opts.check_paths = false;
+    SpecParseResult first = LoadCampaignSpec(path, opts);
+    ASSERT_TRUE(first.ok()) << first.errors.front().ToString();
+    std::string text = FormatCampaignSpec(*first.spec);
+    SpecParseResult second = ParseCampaignSpec(text, "effective.toml", opts);
+    ASSERT_TRUE(second.ok()) << second.errors.front().ToString() << "\n" << text;
+    EXPECT_TRUE(*first.spec == *second.spec) << path << "\n" << text;
+    EXPECT_EQ(FormatCampaignSpec(*second.spec), text);
+  }
+}
+
+TEST(CampaignSpec, RoundTripKeepsEveryNonDefaultValue) {
+  // Changing any field must change the formatted text, or the round trip could hide a
+  // field the writer forgot.
+  SpecParseResult base = Parse(kBase);
+  ASSERT_TRUE(base.ok());
+  CampaignSpec changed = *base.spec;
+  changed.train.beta1 = 0.8;
+  changed.train.eps = 1e-6;
+  changed.data.shuffle = false;
+  changed.restart.max_node_failures = 7;
+  changed.checkpoint.async = false;
+  changed.resources.pre_limit_signal = std::chrono::seconds(90);
+  SpecParseResult again = Parse(FormatCampaignSpec(changed));
+  ASSERT_TRUE(again.ok()) << again.errors.front().ToString();
+  EXPECT_TRUE(*again.spec == changed);
+  EXPECT_FALSE(*again.spec == *base.spec);
+}
+
+class SpecFiles : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("spec_files_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_ / "data");
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void Write(const std::filesystem::path& rel, std::string_view text) {
+    std::ofstream(dir_ / rel, std::ios::binary) << text;
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(SpecFiles, DataGlobsAreCheckedAgainstTheFileSystem) {
+  Write("c.toml", kBase);
+  SpecParseResult r = LoadCampaignSpec(dir_ / "c.toml");
+  ASSERT_EQ(r.errors.size(), 2u);
+  EXPECT_EQ(r.errors[0].ToString(), (dir_ / "c.toml").string() + ":12:9: data.train: \"" +
+                                        (dir_ / "data/train_*.bin").string() +
+                                        "\" matches no file");
+  EXPECT_EQ(r.errors[1].line, 13u);
+  Write("data/train_000.bin", "x");
+  Write("data/val_000.bin", "x");
+  r = LoadCampaignSpec(dir_ / "c.toml");
+  EXPECT_TRUE(r.ok()) << r.errors.front().ToString();
+}
+
+TEST_F(SpecFiles, CheckpointDirThatIsAFileIsRejected) {
+  Write("c.toml", kBase);
+  Write("data/train_000.bin", "x");
+  Write("data/val_000.bin", "x");
+  Write("ckpt", "not a directory");
+  SpecParseResult r = LoadCampaignSpec(dir_ / "c.toml");
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].ToString(), (dir_ / "c.toml").string() + ":22:7: checkpoint.dir: \"" +
+                                        (dir_ / "ckpt").string() +
+                                        "\" exists and is not a directory");
+}
+
+TEST_F(SpecFiles, UnreadableAndOversizedFilesAreReportedNotRead) {
+  SpecParseResult missing = LoadCampaignSpec(dir_ / "none.toml");
+  ASSERT_EQ(missing.errors.size(), 1u);
+  EXPECT_EQ(missing.errors[0].ToString(),
+            (dir_ / "none.toml").string() + ":1:1: cannot open: No such file or directory");
+
+  SpecParseResult directory = LoadCampaignSpec(dir_);
+  ASSERT_EQ(directory.errors.size(), 1u);
+  EXPECT_EQ(directory.errors[0].message, "is a directory, not a campaign file");
+
+  Write("big.toml", std::string(10 << 20, '#'));
+  SpecParseResult big = LoadCampaignSpec(dir_ / "big.toml");
+  ASSERT_EQ(big.errors.size(), 1u);
+  EXPECT_EQ(big.errors[0].message,
+            "file is 10485760 bytes; a campaign file may be at most 1048576 bytes");
+}
+
+}  // namespace
+}  // namespace belay

@@ -1,6 +1,7 @@
 // Duration parsing and formatting for campaign files and Slurm time limits.
 #include "common/duration.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -15,13 +16,13 @@ constexpr int64_t kMaxSeconds = int64_t{365} * 24 * 3600;
 constexpr char kForms[] =
     "expected a duration such as \"90s\", \"30m\", \"1h30m\", \"2d\" or \"[D-]HH:MM:SS\"";
 
-// Reads decimal digits at text[*pos...]; nullopt if none or if the value would overflow.
+// Reads decimal digits at text[*pos...]; nullopt if there are none. Values past kMaxSeconds
+// are clamped to kMaxSeconds + 1 so that huge numbers read as out of range, not malformed.
 std::optional<int64_t> ReadNumber(std::string_view text, size_t* pos) {
   int64_t value = 0;
   size_t start = *pos;
   while (*pos < text.size() && text[*pos] >= '0' && text[*pos] <= '9') {
-    if (value > kMaxSeconds) return std::nullopt;  // Far past any allowed value.
-    value = value * 10 + (text[*pos] - '0');
+    value = std::min(value * 10 + (text[*pos] - '0'), kMaxSeconds + 1);
     ++*pos;
   }
   if (*pos == start) return std::nullopt;
@@ -71,9 +72,6 @@ absl::StatusOr<int64_t> ParseClock(std::string_view text) {
   }
   if (pos != text.size() || hms[1] >= 60 || hms[2] >= 60) {
     return absl::InvalidArgumentError(kForms);
-  }
-  if (days > 365 || hms[0] > kMaxSeconds / 3600) {
-    return absl::OutOfRangeError("longer than 365 days");
   }
   int64_t total = days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
   if (total > kMaxSeconds) return absl::OutOfRangeError("longer than 365 days");

@@ -94,8 +94,9 @@ std::string DescribeValue(const toml::node& node) {
 }
 
 TomlReader::TomlReader(const toml::table* table, std::string path, toml::source_position where,
-                       SpecErrorSink* errors)
-    : table_(table), path_(std::move(path)), where_(where), errors_(errors) {
+                       SpecErrorSink* errors, bool quiet_missing)
+    : table_(table), path_(std::move(path)), where_(where), errors_(errors),
+      quiet_missing_(quiet_missing) {
   if (table_ != nullptr && table_->source().begin) where_ = table_->source().begin;
 }
 
@@ -123,15 +124,18 @@ const toml::node* TomlReader::Get(std::string_view key) {
 
 void TomlReader::TypeError(std::string_view key, const toml::node& node,
                            std::string_view expected) {
+  bool scalar = node.is_string() || node.is_integer() || node.is_floating_point() ||
+                node.is_boolean();
   errors_->Add(node.source().begin, KeyPath(key),
-               Cat("expected ", expected, ", got ", TomlTypeName(node), " ",
-                            DescribeValue(node)));
+               scalar ? Cat("expected ", expected, ", got ", TomlTypeName(node), " ",
+                            DescribeValue(node))
+                      : Cat("expected ", expected, ", got ", DescribeValue(node)));
 }
 
 void TomlReader::Missing(std::string_view key) {
+  if (quiet_missing_) return;
   errors_->Add(where_, KeyPath(key),
-               table_ == nullptr ? Cat("missing required key (the section [", path_,
-                                                "] is absent)")
+               table_ == nullptr ? Cat("missing required key (the section [", path_, "] is absent)")
                                  : "missing required key");
 }
 
@@ -335,12 +339,12 @@ TomlReader TomlReader::Table(std::string_view key, bool required) {
       errors_->Add(where_, KeyPath(key),
                    Cat("missing required section [", KeyPath(key), "]"));
     }
-    return TomlReader(nullptr, KeyPath(key), where_, errors_);
+    return TomlReader(nullptr, KeyPath(key), where_, errors_, required);
   }
   const auto* t = n->as_table();
   if (t == nullptr) {
     TypeError(key, *n, "a table");
-    return TomlReader(nullptr, KeyPath(key), n->source().begin, errors_);
+    return TomlReader(nullptr, KeyPath(key), n->source().begin, errors_, true);
   }
   return TomlReader(t, KeyPath(key), n->source().begin, errors_);
 }

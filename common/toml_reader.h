@@ -36,7 +36,7 @@ class TomlReader {
   // `table` may be null (the section is absent); reads then yield their defaults and
   // required keys are reported missing at `where`.
   TomlReader(const toml::table* table, std::string path, toml::source_position where,
-             SpecErrorSink* errors);
+             SpecErrorSink* errors, bool quiet_missing = false);
 
   bool present() const { return table_ != nullptr; }
   bool has(std::string_view key) const;
@@ -87,6 +87,9 @@ class TomlReader {
   toml::source_position where_;
   SpecErrorSink* errors_;
   std::vector<std::string> known_;
+  // The table itself was reported missing (or of the wrong type): its required keys are not
+  // reported again one by one.
+  bool quiet_missing_;
 };
 
 // "string", "integer", ... as TOML names them.
