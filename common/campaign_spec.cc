@@ -197,7 +197,9 @@ void ReadResources(TomlReader r, ResourcesSpec* s) {
   s->time_limit = r.Duration("time_limit", seconds(60), seconds(365LL * 86400));
   if (auto opts = r.StringList("sbatch_options", false)) {
     for (const std::string& o : *opts) {
-      std::string flag = o.substr(0, o.find('='));
+      // "--name=value", "--name value", "-Xvalue", "-X value": compare the option's name.
+      std::string flag = o.rfind("--", 0) == 0 ? o.substr(0, o.find_first_of("= \t"))
+                                               : o.substr(0, std::min<size_t>(2, o.size()));
       bool managed = false;
       for (const char* m : kManagedSbatch) managed = managed || flag == m;
       if (o.size() < 2 || o[0] != '-') {
@@ -269,8 +271,10 @@ void ReadRestart(TomlReader r, RestartSpec* s) {
 }
 
 // Rules that span sections. Positions point at the field a user would change.
-void CheckCrossSection(const CampaignSpec& s, TomlReader& train, TomlReader& data,
+void CheckCrossSection(CampaignSpec& s, TomlReader& train, TomlReader& data,
                        SpecErrorSink* errors) {
+  // The dtype follows the hardware unless the file sets it: fp32 on CPU, bf16 on GPUs.
+  if (!train.has("dtype") && s.resources.gpus_per_node > 0) s.train.dtype = DType::kBf16;
   const TrainSpec& t = s.train;
   int64_t world = s.resources.world_size();
   if (t.micro_batch > 0 && t.global_batch > 0 && t.global_batch % t.micro_batch == 0 &&

@@ -97,7 +97,7 @@ struct TrainSpec {
   double eps = 1e-8;
   double grad_clip = 1.0;  // 0 disables clipping
   uint64_t seed = 1234;
-  DType dtype = DType::kFp32;
+  DType dtype = DType::kFp32;  // default: bf16 when resources.gpus_per_node > 0
   int zero_stage = 0;
   std::optional<GoldfishSpec> goldfish;
   int64_t eval_every = 0;  // steps; 0 disables evaluation

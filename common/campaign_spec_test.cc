@@ -271,6 +271,14 @@ INSTANTIATE_TEST_SUITE_P(
                 Append("scheduler = \"slurm\"\nsbatch_options = [\"--exclude=nid001\"]\n"),
                 "c.toml:27:18: resources.sbatch_options: \"--exclude=nid001\" is set by belay "
                 "itself (--exclude); use the matching [resources] key or leave it to belay"},
+        BadCase{"SbatchShortOptionBelayManages",
+                Append("scheduler = \"slurm\"\nsbatch_options = [\"-t10\"]\n"),
+                "c.toml:27:18: resources.sbatch_options: \"-t10\" is set by belay itself (-t); "
+                "use the matching [resources] key or leave it to belay"},
+        BadCase{"SbatchSpacedOptionBelayManages",
+                Append("scheduler = \"slurm\"\nsbatch_options = [\"--time 1:00:00\"]\n"),
+                "c.toml:27:18: resources.sbatch_options: \"--time 1:00:00\" is set by belay "
+                "itself (--time); use the matching [resources] key or leave it to belay"},
         BadCase{"BackoffInitialAboveMax",
                 Append("\n[restart]\nbackoff = { initial = \"10m\", max = \"1m\" }\n"),
                 "c.toml:28:36: restart.backoff.max: 1m is shorter than restart.backoff.initial = "
@@ -306,6 +314,16 @@ TEST(CampaignSpec, ValidFileGetsDefaultsAndPathsRelativeToItsDirectory) {
   EXPECT_EQ(s.grad_accum_steps(2), 1);
   EXPECT_EQ(s.grad_accum_steps(1), 2);
   EXPECT_EQ(s.grad_accum_steps(3), 0);  // 4 sequences do not split over 3 ranks
+}
+
+TEST(CampaignSpec, DtypeDefaultsToBf16OnGpusAndRoundTrips) {
+  SpecParseResult r = Parse(Edit(Append("gpus_per_node = 2\nscheduler = \"slurm\"\n"),
+                                 "micro_batch = 2", "micro_batch = 1"));
+  ASSERT_TRUE(r.ok()) << r.errors.front().ToString();
+  EXPECT_EQ(r.spec->train.dtype, DType::kBf16);
+  SpecParseResult again = Parse(FormatCampaignSpec(*r.spec));
+  ASSERT_TRUE(again.ok()) << again.errors.front().ToString();
+  EXPECT_TRUE(*again.spec == *r.spec);
 }
 
 TEST(CampaignSpec, TotalTokensRoundUpToWholeSteps) {

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages that belay's build, tests and demo need. Idempotent: prints
+# what it installed, or that nothing was missing. As a non-root user it prints the apt-get
+# line to run instead. The CUDA toolkit (nvcc, cuBLASLt, NCCL) is not a Debian package; the
+# build looks for it under /usr/local/cuda and builds the GPU path only when it is there.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config git
+  # RPC and storage
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  librocksdb-dev
+  # command line, logging, formats, checksums
+  libcli11-dev libspdlog-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev libxxhash-dev
+  # numerics and distribution
+  libopenblas-dev libopenmpi-dev openmpi-bin
+  # Slurm client library
+  libslurm-dev
+  # tests
+  libgtest-dev libgmock-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "deps: nothing missing (${#packages[@]} packages present)"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: missing ${#missing[@]} packages; run as root:" >&2
+  echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "deps: installing ${missing[*]}"
+apt-get update -q
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "deps: installed ${#missing[@]} packages: ${missing[*]}"
