@@ -13,4 +13,8 @@ inline constexpr int kExitInvalid = 2;  // bad input: command line or campaign f
 // `belay validate FILE...`. The command stores its exit code in *exit_code when it runs.
 void AddValidateCommand(CLI::App& app, int* exit_code);
 
+// `belay data prepare --out DIR [--val-fraction F] [--shard-tokens N] FILE...`: text files to
+// byte-level token shards. Stores its exit code in *exit_code when it runs.
+void AddDataCommand(CLI::App& app, int* exit_code);
+
 }  // namespace belay::cli

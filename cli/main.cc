@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", belay::VersionLine("belay"));
   int exit_code = belay::cli::kExitOk;
   belay::cli::AddValidateCommand(app, &exit_code);
+  belay::cli::AddDataCommand(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

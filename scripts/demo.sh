@@ -1,21 +1,44 @@
 #!/usr/bin/env bash
-# The demo: installs what is missing, builds everything, and shows the three programs and
-# the demo campaign as belay reads it. The campaign itself runs here once the coordinator
-# and the trainer are in place (see docs/architecture.md for what is built so far).
+# The demo: installs what is missing, builds everything, prepares the demo corpus (the King
+# James Bible from Debian's bible-kjv packages) and trains the demo campaign
+# (deploy/examples/demo.toml) with belay-worker on this machine, printing the loss curve.
+# Until belayd carries campaigns, the campaign runs standalone on one CPU rank. Running it
+# again resumes from the last checkpoint under var/demo/checkpoints (remove var/demo to
+# start over).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
 cmake --preset default >/dev/null
 cmake --build --preset default -j "$(nproc)"
-
 bin=build/bin
+spec=deploy/examples/demo.toml
+
 echo
-"$bin/belay" --help
-echo
-"$bin/belayd" --version
 "$bin/belay-worker" --version
-"$bin/belay-worker" devices
-echo
-echo "# the demo campaign, as belay validates it (defaults filled in):"
-"$bin/belay" validate --offline --print deploy/examples/demo.toml
+"$bin/belay" validate "$spec" 2>/dev/null || {
+  mkdir -p var/demo/text
+  bible Gen1:1-Mal4:6 > var/demo/text/1-old-testament.txt
+  bible Mat1:1-Rev22:21 > var/demo/text/2-new-testament.txt
+  rm -rf var/demo/data
+  "$bin/belay" data prepare --out var/demo/data var/demo/text/*.txt
+  "$bin/belay" validate "$spec"
+}
+
+resume=()
+if [ -d var/demo/checkpoints/demo ]; then resume=(--resume var/demo/checkpoints); fi
+echo "training $spec (one CPU rank; one line per 10 steps, evaluations as they come)"
+"$bin/belay-worker" --log-level warn train --spec "$spec" "${resume[@]}" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    step = r["step"]
+    if "val_loss" in r:
+        print("step %5d  val_loss %.4f" % (step, r["val_loss"]), flush=True)
+    elif step % 10 == 0 or step == 1:
+        print("step %5d  loss %.4f  lr %.2e  grad_norm %.3f  %6.0f tok/s  goldfish %.1f%%"
+              % (step, r["loss"], r["lr"], r["grad_norm"], r["tokens_per_s"],
+                 100 * r["goldfish_dropped"]), flush=True)
+'
+echo "checkpoints: var/demo/checkpoints/demo/"
+ls var/demo/checkpoints/demo/

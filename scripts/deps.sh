@@ -19,6 +19,10 @@ packages=(
   libslurm-dev
   # tests
   libgtest-dev libgmock-dev
+  # the numerical reference for the model (run with /usr/bin/python3)
+  python3-torch python3-numpy
+  # demo corpus: the King James Bible as plain text (`bible Gen1:1-Rev22:21`), see docs/data.md
+  bible-kjv bible-kjv-text
 )
 
 missing=()

@@ -4,6 +4,7 @@
 #include "CLI/CLI.hpp"
 #include "common/logging.h"
 #include "kernels/device.h"
+#include "worker/train_command.h"
 
 namespace {
 
@@ -30,9 +31,17 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", belay::VersionLine("belay-worker"));
   app.require_subcommand(1);
   int rc = 0;
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
+      ->capture_default_str();
+  app.parse_complete_callback([&log_level] {
+    absl::Status s = belay::InitLogging("belay-worker", log_level);
+    if (!s.ok()) throw CLI::ValidationError("--log-level", std::string(s.message()));
+  });
   app.add_subcommand("devices", "List the accelerators this process can use")->callback([&rc] {
     rc = ListDevices();
   });
+  belay::worker::AddTrainCommand(app, &rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,119 @@
+// llm.c token shards: the on-disk format of training and validation data, read through a
+// memory map and written atomically. The format is described in docs/data.md.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace belay::data {
+
+// A shard is a header of 256 little-endian int32 followed by the tokens:
+//   header[0] = kShardMagic
+//   header[1] = version: 1 = uint16 tokens (llm.c's format), 2 = uint32 tokens (belay's
+//               variant, for vocabularies over 65,536; llm.c itself writes only version 1)
+//   header[2] = number of tokens
+// The other 253 header words are written as zero and ignored when read.
+inline constexpr int32_t kShardMagic = 20240520;
+inline constexpr int32_t kShardVersionU16 = 1;
+inline constexpr int32_t kShardVersionU32 = 2;
+inline constexpr int64_t kShardHeaderInts = 256;
+inline constexpr int64_t kShardHeaderBytes = kShardHeaderInts * 4;
+// header[2] is an int32, so that is the most tokens one shard holds.
+inline constexpr int64_t kMaxShardTokens = INT32_MAX;
+
+// Bytes per token of a shard version: 2 or 4; 0 for a version that does not exist.
+int TokenWidth(int32_t version);
+
+// A validated, memory-mapped shard. Open checks everything a reader relies on, so Read never
+// fails. Move-only; the map is released when the object is destroyed. Read is const and
+// touches no mutable state, so any number of threads may call it at once.
+class TokenShard {
+ public:
+  // Maps `path` and validates it against a vocabulary of `vocab_size` tokens (1 to 2^31):
+  // at least a header long, the magic, a known version, a size of exactly header + count ×
+  // token width, and every token below vocab_size. Each error names the path and the byte
+  // offset where the problem is: InvalidArgument for a file that is not a shard of this
+  // vocabulary (too short for a header, bad magic, unknown version, a token out of range),
+  // DataLoss for one whose size disagrees with its header (truncated or with extra bytes),
+  // NotFound / PermissionDenied when it cannot be opened.
+  static absl::StatusOr<TokenShard> Open(const std::filesystem::path& path, int64_t vocab_size);
+
+  TokenShard(TokenShard&& other) noexcept;
+  TokenShard& operator=(TokenShard&& other) noexcept;
+  TokenShard(const TokenShard&) = delete;
+  TokenShard& operator=(const TokenShard&) = delete;
+  ~TokenShard();
+
+  const std::filesystem::path& path() const { return path_; }
+  int32_t version() const { return version_; }
+  int token_width() const { return TokenWidth(version_); }
+  int64_t num_tokens() const { return num_tokens_; }
+
+  // Copies tokens [first, first + count) into out[0, count). A range outside [0, num_tokens())
+  // is a programming error: the process aborts with a message.
+  void Read(int64_t first, int64_t count, int32_t* out) const;
+
+ private:
+  TokenShard(std::filesystem::path path, const std::byte* map, size_t map_bytes, int32_t version,
+             int64_t num_tokens);
+  void Unmap();
+
+  std::filesystem::path path_;
+  const std::byte* map_ = nullptr;  // the whole file, header included
+  size_t map_bytes_ = 0;
+  int32_t version_ = 0;
+  int64_t num_tokens_ = 0;
+};
+
+// Writes a shard incrementally and atomically: tokens go to a temporary file in the target's
+// directory (`.<name>.<pid>.<n>.tmp`); Commit() writes the final count into the header, fsyncs,
+// renames over `path` and fsyncs the directory. Until Commit succeeds nothing appears under
+// `path`; destroying an uncommitted writer unlinks its temporary file. The first error is
+// sticky: every later call returns it. Move-only, not thread-safe.
+class TokenShardWriter {
+ public:
+  // InvalidArgument for a version other than 1 or 2; NotFound / PermissionDenied when the
+  // temporary file cannot be created in path's directory.
+  static absl::StatusOr<TokenShardWriter> Create(const std::filesystem::path& path,
+                                                 int32_t version);
+
+  TokenShardWriter(TokenShardWriter&& other) noexcept;
+  TokenShardWriter& operator=(TokenShardWriter&& other) noexcept;
+  TokenShardWriter(const TokenShardWriter&) = delete;
+  TokenShardWriter& operator=(const TokenShardWriter&) = delete;
+  ~TokenShardWriter();
+
+  // Appends tokens. InvalidArgument (naming the token's index in the shard and its value)
+  // for a token that is negative or does not fit the version's width, or when the shard
+  // would exceed kMaxShardTokens; the error code of errno for a failed write.
+  absl::Status Append(std::span<const int32_t> tokens);
+  absl::Status Commit();
+
+  int64_t num_tokens() const { return num_tokens_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  TokenShardWriter(std::filesystem::path path, std::filesystem::path temp_path, int fd,
+                   int32_t version);
+  absl::Status Fail(absl::Status status);  // keeps the first error and returns it
+  void Abandon();                          // closes and unlinks the temporary file
+
+  std::filesystem::path path_;
+  std::filesystem::path temp_path_;
+  int fd_ = -1;
+  int32_t version_ = 0;
+  int64_t num_tokens_ = 0;
+  bool committed_ = false;
+  absl::Status error_;
+};
+
+// Writes `tokens` as one shard of `version` at `path`, atomically (see TokenShardWriter).
+absl::Status WriteTokenShard(const std::filesystem::path& path, std::span<const int32_t> tokens,
+                             int32_t version);
+
+}  // namespace belay::data

@@ -1,0 +1,100 @@
+// GPT-2 parameter layout and initialisation.
+#include "worker/model/params.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <iostream>
+
+#include "worker/model/rng.h"
+
+namespace belay::model {
+
+Gpt2Config Gpt2Config::FromSpec(const ModelSpec& m) {
+  Gpt2Config c;
+  c.n_layer = static_cast<int>(m.n_layer);
+  c.n_head = static_cast<int>(m.n_head);
+  c.d_model = static_cast<int>(m.d_model);
+  c.max_seq_len = static_cast<int>(m.seq_len);
+  c.vocab_size = static_cast<int>(m.vocab_size);
+  c.padded_vocab = (c.vocab_size + 127) / 128 * 128;
+  return c;
+}
+
+ParameterLayout::ParameterLayout(const Gpt2Config& config) : config_(config) {
+  const int64_t L = config.n_layer, C = config.d_model, Vp = config.padded_vocab;
+  const int64_t T = config.max_seq_len;
+  auto add = [this](std::string name, std::vector<int64_t> shape, bool decay, bool resid) {
+    int64_t size = 1;
+    for (int64_t d : shape) size *= d;
+    tensors_.push_back(TensorView{std::move(name), std::move(shape), total_, size, decay, resid});
+    total_ += size;
+  };
+  // Order matters: Bind() and checkpoints rely on it.
+  add("wte", {Vp, C}, true, false);
+  add("wpe", {T, C}, true, false);
+  add("h.ln_1.weight", {L, C}, false, false);
+  add("h.ln_1.bias", {L, C}, false, false);
+  add("h.attn.c_attn.weight", {L, 3 * C, C}, true, false);
+  add("h.attn.c_attn.bias", {L, 3 * C}, false, false);
+  add("h.attn.c_proj.weight", {L, C, C}, true, true);
+  add("h.attn.c_proj.bias", {L, C}, false, false);
+  add("h.ln_2.weight", {L, C}, false, false);
+  add("h.ln_2.bias", {L, C}, false, false);
+  add("h.mlp.c_fc.weight", {L, 4 * C, C}, true, false);
+  add("h.mlp.c_fc.bias", {L, 4 * C}, false, false);
+  add("h.mlp.c_proj.weight", {L, C, 4 * C}, true, true);
+  add("h.mlp.c_proj.bias", {L, C}, false, false);
+  add("ln_f.weight", {C}, false, false);
+  add("ln_f.bias", {C}, false, false);
+}
+
+const TensorView& ParameterLayout::at(std::string_view name) const {
+  for (const TensorView& t : tensors_) {
+    if (t.name == name) return t;
+  }
+  std::cerr << "ParameterLayout: no tensor named " << name << "\n";
+  std::abort();
+}
+
+template <typename T>
+static ParameterLayout::Views<T> BindImpl(const std::vector<TensorView>& t, T* flat) {
+  return {flat + t[0].offset,  flat + t[1].offset,  flat + t[2].offset,  flat + t[3].offset,
+          flat + t[4].offset,  flat + t[5].offset,  flat + t[6].offset,  flat + t[7].offset,
+          flat + t[8].offset,  flat + t[9].offset,  flat + t[10].offset, flat + t[11].offset,
+          flat + t[12].offset, flat + t[13].offset, flat + t[14].offset, flat + t[15].offset};
+}
+
+ParameterLayout::Views<float> ParameterLayout::Bind(float* flat) const {
+  return BindImpl(tensors_, flat);
+}
+ParameterLayout::Views<const float> ParameterLayout::Bind(const float* flat) const {
+  return BindImpl(tensors_, flat);
+}
+
+void InitGpt2(const ParameterLayout& layout, std::span<float> params, uint64_t seed) {
+  const Gpt2Config& c = layout.config();
+  const double resid_std = 0.02 / std::sqrt(2.0 * c.n_layer);
+  // Each tensor draws from its own stream so adding a tensor does not shift the others.
+  uint64_t tensor_index = 0;
+  for (const TensorView& t : layout.tensors()) {
+    float* p = params.data() + t.offset;
+    SplitMix64 rng(seed ^ (0x5bd1e995ULL * ++tensor_index));
+    bool is_ln_weight = t.name.find("ln_") != std::string::npos &&
+                        t.name.find(".weight") != std::string::npos;
+    if (is_ln_weight) {
+      for (int64_t i = 0; i < t.size; ++i) p[i] = 1.0f;
+    } else if (!t.decay) {
+      for (int64_t i = 0; i < t.size; ++i) p[i] = 0.0f;  // biases
+    } else {
+      double std = t.residual_proj ? resid_std : 0.02;
+      for (int64_t i = 0; i < t.size; ++i) p[i] = static_cast<float>(std * rng.Normal());
+    }
+  }
+  // Padded vocabulary rows are never looked up or predicted; keep them 0.
+  const TensorView& wte = layout.at("wte");
+  for (int64_t i = int64_t{c.vocab_size} * c.d_model; i < wte.size; ++i) {
+    params[static_cast<size_t>(wte.offset + i)] = 0.0f;
+  }
+}
+
+}  // namespace belay::model
