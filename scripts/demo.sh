@@ -16,7 +16,7 @@ spec=deploy/examples/demo.toml
 
 echo
 "$bin/belay-worker" --version
-"$bin/belay" validate "$spec" 2>/dev/null || {
+"$bin/belay" validate "$spec" 2>/dev/null && [ -d var/demo/text ] || {
   mkdir -p var/demo/text
   bible Gen1:1-Mal4:6 > var/demo/text/1-old-testament.txt
   bible Mat1:1-Rev22:21 > var/demo/text/2-new-testament.txt
@@ -24,6 +24,18 @@ echo
   "$bin/belay" data prepare --out var/demo/data var/demo/text/*.txt
   "$bin/belay" validate "$spec"
 }
+
+# What a model that knows only letter frequencies would score: the corpus's unigram entropy.
+python3 - <<'PY'
+import collections, glob, math
+counts = collections.Counter()
+for path in glob.glob("var/demo/text/*.txt"):
+    with open(path, "rb") as f:
+        counts.update(f.read())
+n = sum(counts.values())
+h = -sum(c / n * math.log(c / n) for c in counts.values())
+print(f"unigram entropy of the corpus: {h:.3f} nats/token (the loss of a model that learned only byte frequencies)")
+PY
 
 resume=()
 if [ -d var/demo/checkpoints/demo ]; then resume=(--resume var/demo/checkpoints); fi

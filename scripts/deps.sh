@@ -20,7 +20,7 @@ packages=(
   # tests
   libgtest-dev libgmock-dev
   # the numerical reference for the model (run with /usr/bin/python3)
-  python3-torch python3-numpy
+  python3-torch python3-numpy python3-xxhash
   # demo corpus: the King James Bible as plain text (`bible Gen1:1-Rev22:21`), see docs/data.md
   bible-kjv bible-kjv-text
 )

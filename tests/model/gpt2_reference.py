@@ -4,7 +4,10 @@
 Usage: gpt2_reference.py DIR. Reads DIR/config.json, params.f32 (belay's flat layout),
 inputs.i32, targets.i32 and masks.u8 (steps x accum x micro_batch x seq_len); writes
 DIR/ref_losses.f64, ref_grad_norms.f64, ref_lrs.f64, ref_grads1.f64 (the gradient of the
-first step, before clipping, in belay's layout) and ref_params.f64 (after the last step).
+first step, before clipping, in belay's layout), ref_logits.f64 (the first micro-batch's
+logits, real vocabulary columns only) and ref_params.f64 (after the last step). The Goldfish
+masks belay computed are checked against this script's own implementation of the rule
+(xxh3-64 from python3-xxhash); a mismatch exits 3.
 """
 import json
 import math
@@ -12,6 +15,7 @@ import sys
 
 import numpy as np
 import torch
+import xxhash
 import torch.nn.functional as F
 
 
@@ -29,7 +33,7 @@ def layout(cfg):
     ]
 
 
-def forward(p, cfg, inputs, targets, mask):
+def forward(p, cfg, inputs, targets, mask, want_logits=False):
     L, NH, C, V = cfg["n_layer"], cfg["n_head"], cfg["d_model"], cfg["vocab_size"]
     B, T = inputs.shape
     hs = C // NH
@@ -49,8 +53,27 @@ def forward(p, cfg, inputs, targets, mask):
         x = x + h @ p["h.mlp.c_proj.weight"][l].T + p["h.mlp.c_proj.bias"][l]
     x = F.layer_norm(x, (C,), p["ln_f.weight"], p["ln_f.bias"], eps=1e-5)
     logits = (x @ p["wte"].T)[..., :V]  # padded vocabulary columns are never predicted
+    if want_logits:
+        return logits
     losses = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="none")
     return (losses * mask.reshape(-1)).sum()
+
+
+GOLDFISH_SEED = 0x676F6C6466697368  # "goldfish"
+
+
+def goldfish_mask(seq, k, h):
+    """Mask of the T labels of a T+1-token sequence: 0 where the h-token window ending at the
+    label hashes below 2^64 / k, 1 elsewhere and where the window does not fit."""
+    threshold = (2**64 - 1) // k
+    mask = []
+    for t in range(len(seq) - 1):
+        if t + 2 < h:
+            mask.append(1)
+            continue
+        window = np.asarray(seq[t + 2 - h:t + 2], dtype="<i4").tobytes()
+        mask.append(0 if xxhash.xxh3_64_intdigest(window, seed=GOLDFISH_SEED) < threshold else 1)
+    return mask
 
 
 def cosine_lr(cfg, step):
@@ -73,6 +96,18 @@ def main():
     masks = torch.from_numpy(np.fromfile(f"{d}/masks.u8", dtype="u1").astype(np.float64))
     inputs, targets, masks = (t.view(S, A, M, T) for t in (inputs, targets, masks))
 
+    # Goldfish: recompute every mask from the tokens (sequence = inputs + last target).
+    mismatches = 0
+    for s in range(S):
+        for a in range(A):
+            for m in range(M):
+                seq = inputs[s, a, m].tolist() + [int(targets[s, a, m, -1])]
+                want = goldfish_mask(seq, cfg["goldfish_k"], cfg["goldfish_h"])
+                mismatches += sum(int(x != y) for x, y in zip(want, masks[s, a, m].tolist()))
+    if mismatches:
+        print(f"goldfish: {mismatches} mask positions differ from the reference rule")
+        sys.exit(3)
+
     params, decay, no_decay, off = {}, [], [], 0
     for name, shape, dec in layout(cfg):
         n = int(np.prod(shape))
@@ -93,6 +128,11 @@ def main():
         counted = masks[s].sum()
         total = 0.0
         for a in range(A):
+            if s == 0 and a == 0:
+                with torch.no_grad():
+                    logits = forward(params, cfg, inputs[0, 0], targets[0, 0], masks[0, 0],
+                                     want_logits=True)
+                logits.numpy().astype("<f8").tofile(f"{d}/ref_logits.f64")
             loss_sum = forward(params, cfg, inputs[s, a], targets[s, a], masks[s, a])
             (loss_sum / counted).backward()
             total += loss_sum.item()

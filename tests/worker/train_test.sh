@@ -26,17 +26,17 @@ vocab_size = 257
 train = "data/train_*.bin"
 val = "data/val_*.bin"
 [train]
-total_steps = 8
+total_steps = 20
 micro_batch = 2
 global_batch = 4
 lr = 3e-3
 warmup_steps = 2
 goldfish = { k = 4, h = 8 }
-eval_every = 4
+eval_every = 10
 eval_batches = 2
 [checkpoint]
 dir = "ckpt"
-every_steps = 4
+every_steps = 10
 keep_last = 5
 TOML
 
@@ -44,42 +44,47 @@ train() { "$bin/belay-worker" --log-level warn train --spec c.toml "$@"; }
 
 train --out a > a.jsonl
 train --out b > b.jsonl
-[ "$(grep -c '"loss"' a.jsonl)" = 8 ] || fail "expected 8 step lines: $(cat a.jsonl)"
+[ "$(grep -c '"loss"' a.jsonl)" = 20 ] || fail "expected 20 step lines: $(cat a.jsonl)"
 [ "$(grep -c '"val_loss"' a.jsonl)" = 2 ] || fail "expected 2 eval lines"
 for key in step loss lr grad_norm tokens_per_s goldfish_dropped; do
   head -1 a.jsonl | grep -q "\"$key\":" || fail "step line lacks $key: $(head -1 a.jsonl)"
 done
 losses() { grep -o '"loss":[^,}]*' "$1"; }
 [ "$(losses a.jsonl)" = "$(losses b.jsonl)" ] || fail "two runs with the same seed differ"
-ls a/tiny/step_000000004/manifest.json a/tiny/step_000000008/rank_00000.bin >/dev/null
+ls a/tiny/step_000000010/manifest.json a/tiny/step_000000020/rank_00000.bin >/dev/null
 
-# Stop at step 4, resume to 8: the same losses, bit for bit.
-train --out c --steps 4 > c1.jsonl
+# Stop at step 10, resume to 20: the same losses, bit for bit, and the same final state (the
+# shard holds parameters, AdamW moments, step and loader position; no timestamps).
+cmp a/tiny/step_000000020/rank_00000.bin b/tiny/step_000000020/rank_00000.bin \
+  || fail "two runs end in different states"
+train --out c --steps 10 > c1.jsonl
 train --out c --resume c > c2.jsonl
 [ "$(losses c1.jsonl; losses c2.jsonl)" = "$(losses a.jsonl)" ] \
   || fail "resumed run differs: $(losses c1.jsonl c2.jsonl) vs $(losses a.jsonl)"
+cmp a/tiny/step_000000020/rank_00000.bin c/tiny/step_000000020/rank_00000.bin \
+  || fail "resumed run ends in a different state"
 [ "$(grep -o '"val_loss":[^,}]*' c2.jsonl)" = "$(grep -o '"val_loss":[^,}]*' a.jsonl | tail -1)" ] \
   || fail "val loss after resume differs"
 
 # A flipped byte in the newest checkpoint: naming it fails with the file and the checksum;
-# resuming from the root falls back to step 4 and still reproduces steps 5..8.
-shard=a/tiny/step_000000008/rank_00000.bin
+# resuming from the root falls back to step 10 and still reproduces steps 11..20.
+shard=a/tiny/step_000000020/rank_00000.bin
 printf '\x55' | dd of="$shard" bs=1 seek=5000 conv=notrunc status=none
 set +e
-err=$(train --out d --resume a/tiny/step_000000008 2>&1 >/dev/null)
+err=$(train --out d --resume a/tiny/step_000000020 2>&1 >/dev/null)
 rc=$?
 set -e
 [ $rc = 1 ] || fail "corrupt checkpoint: exit $rc"
 echo "$err" | grep -q "rank_00000.bin" || fail "error does not name the shard: $err"
 echo "$err" | grep -qi "checksum\|differ\|mismatch" || fail "error does not say checksum: $err"
 train --out e --resume a 2> e.err > e.jsonl || fail "fall-back resume failed: $(cat e.err)"
-grep -q "skipping checkpoint .*step_000000008" e.err || fail "fall-back not logged: $(cat e.err)"
-[ "$(losses e.jsonl)" = "$(losses a.jsonl | tail -4)" ] || fail "fall-back run differs"
+grep -q "skipping checkpoint .*step_000000020" e.err || fail "fall-back not logged: $(cat e.err)"
+[ "$(losses e.jsonl)" = "$(losses a.jsonl | tail -10)" ] || fail "fall-back run differs"
 
 # A truncated shard is reported, never loaded.
-head -c 1000 c/tiny/step_000000008/rank_00000.bin > t.bin && mv t.bin c/tiny/step_000000008/rank_00000.bin
+head -c 1000 c/tiny/step_000000020/rank_00000.bin > t.bin && mv t.bin c/tiny/step_000000020/rank_00000.bin
 set +e
-err=$(train --out f --resume c/tiny/step_000000008 2>&1 >/dev/null)
+err=$(train --out f --resume c/tiny/step_000000020 2>&1 >/dev/null)
 rc=$?
 set -e
 [ $rc = 1 ] && echo "$err" | grep -q "rank_00000.bin" || fail "truncated shard: rc $rc, $err"

@@ -7,8 +7,8 @@
 #include <system_error>
 
 #include "absl/strings/str_format.h"
+#include "common/durable_file.h"
 #include "common/strings.h"
-#include "worker/ckpt/durable_file.h"
 
 namespace belay::ckpt {
 namespace {

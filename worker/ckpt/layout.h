@@ -8,7 +8,7 @@
 // (single-process) mode the step is written under `step_<N>.tmp` and renamed into place after
 // its manifest, so a committed name appears complete or not at all; under belayd, ranks write
 // into `step_<N>` and the manifest is written last, after the commit. Names ending in ".tmp"
-// (kTempSuffix) or ".trash" are never committed checkpoints.
+// (kTempSuffix, common/durable_file.h) or ".trash" are never committed checkpoints.
 //
 // None of these functions lock anything: run RemoveIncomplete, ApplyRetention and CommitStep
 // from one process per campaign at a time, and RemoveIncomplete only while no writer is

@@ -9,8 +9,8 @@
 #include <system_error>
 
 #include "common/checksum.h"
+#include "common/durable_file.h"
 #include "common/strings.h"
-#include "worker/ckpt/durable_file.h"
 #include "worker/ckpt/layout.h"
 
 namespace belay::ckpt {

@@ -17,7 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "worker/ckpt/durable_file.h"
+#include "common/durable_file.h"
 
 namespace belay::ckpt {
 

@@ -1,4 +1,4 @@
-// llm.c token shards: mmap-based validating reader and atomic writer.
+// llm.c token shards: mmap-based validating reader and atomic writer (over AtomicFile).
 #include "worker/data/shard.h"
 
 #include <fcntl.h>
@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstdio>
@@ -29,21 +28,6 @@ static_assert(std::endian::native == std::endian::little,
 namespace fs = std::filesystem;
 
 namespace {
-
-absl::Status ErrnoError(int err, const fs::path& path, std::string_view what) {
-  return absl::ErrnoToStatus(err, Cat(path.string(), ": ", what));
-}
-
-absl::Status WriteAll(int fd, const char* data, size_t n, const fs::path& path) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, data, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return ErrnoError(errno, path, "write failed");
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-  return absl::OkStatus();
-}
 
 // "<path>: byte <offset>: <message>", the form of every format error.
 std::string At(const fs::path& path, int64_t offset, std::string_view message) {
@@ -233,65 +217,24 @@ absl::StatusOr<TokenShardWriter> TokenShardWriter::Create(const fs::path& path, 
     return absl::InvalidArgumentError(Cat(path.string(), ": shard version ", version, " is not ",
                                           kShardVersionU16, " or ", kShardVersionU32));
   }
-  fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
-  // Not mkstemp: its files are mode 0600, and shards should get the umask's usual mode.
-  // The pid and a process-wide counter make the name unique unless a stale file holds it.
-  static std::atomic<uint64_t> counter{0};
-  fs::path temp;
-  int fd = -1;
-  for (int attempt = 0; fd < 0 && attempt < 100; ++attempt) {
-    temp = dir / Cat(".", path.filename().string(), ".", ::getpid(), ".", counter++, ".tmp");
-    fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && errno != EEXIST) break;
-  }
-  if (fd < 0) return ErrnoError(errno, path, "cannot create a temporary file beside it");
-  TokenShardWriter writer(path, temp, fd, version);
+  // Mode 0666: shards get the umask's usual mode, like any other output file.
+  absl::StatusOr<AtomicFile> file =
+      AtomicFile::Create(path, AtomicFileOptions{.hidden_temp_name = true, .mode = 0666});
+  if (!file.ok()) return file.status();
+  TokenShardWriter writer(path, *std::move(file), version);
   // The header goes in now with a count of 0 and is rewritten by Commit.
-  std::array<char, kShardHeaderBytes> header{};
-  absl::Status status = WriteAll(fd, header.data(), header.size(), writer.temp_path_);
+  std::array<std::byte, kShardHeaderBytes> header{};
+  absl::Status status = writer.file_->Append(header);
   if (!status.ok()) return writer.Fail(status);
   return writer;
 }
 
-TokenShardWriter::TokenShardWriter(fs::path path, fs::path temp_path, int fd, int32_t version)
-    : path_(std::move(path)), temp_path_(std::move(temp_path)), fd_(fd), version_(version) {}
-
-TokenShardWriter::TokenShardWriter(TokenShardWriter&& other) noexcept
-    : path_(std::move(other.path_)),
-      temp_path_(std::move(other.temp_path_)),
-      fd_(std::exchange(other.fd_, -1)),
-      version_(other.version_),
-      num_tokens_(other.num_tokens_),
-      committed_(other.committed_),
-      error_(std::move(other.error_)) {}
-
-TokenShardWriter& TokenShardWriter::operator=(TokenShardWriter&& other) noexcept {
-  if (this != &other) {
-    Abandon();
-    path_ = std::move(other.path_);
-    temp_path_ = std::move(other.temp_path_);
-    fd_ = std::exchange(other.fd_, -1);
-    version_ = other.version_;
-    num_tokens_ = other.num_tokens_;
-    committed_ = other.committed_;
-    error_ = std::move(other.error_);
-  }
-  return *this;
-}
-
-TokenShardWriter::~TokenShardWriter() { Abandon(); }
-
-void TokenShardWriter::Abandon() {
-  if (fd_ >= 0) {
-    ::close(fd_);
-    fd_ = -1;
-    if (!committed_) ::unlink(temp_path_.c_str());
-  }
-}
+TokenShardWriter::TokenShardWriter(fs::path path, AtomicFile file, int32_t version)
+    : path_(std::move(path)), file_(std::move(file)), version_(version) {}
 
 absl::Status TokenShardWriter::Fail(absl::Status status) {
   if (error_.ok()) error_ = std::move(status);
-  Abandon();
+  file_.reset();
   return error_;
 }
 
@@ -306,7 +249,7 @@ absl::Status TokenShardWriter::Append(std::span<const int32_t> tokens) {
   const int64_t limit = version_ == kShardVersionU16 ? int64_t{1} << 16 : int64_t{1} << 32;
   constexpr size_t kChunk = 1 << 16;
   const auto width = static_cast<size_t>(TokenWidth(version_));
-  std::vector<char> buf;
+  std::vector<std::byte> buf;
   for (size_t begin = 0; begin < tokens.size(); begin += kChunk) {
     size_t end = std::min(tokens.size(), begin + kChunk);
     buf.resize((end - begin) * width);
@@ -326,7 +269,7 @@ absl::Status TokenShardWriter::Append(std::span<const int32_t> tokens) {
         std::memcpy(buf.data() + (i - begin) * width, &v, sizeof(v));
       }
     }
-    absl::Status st = WriteAll(fd_, buf.data(), buf.size(), temp_path_);
+    absl::Status st = file_->Append(buf);
     if (!st.ok()) return Fail(st);
   }
   num_tokens_ += static_cast<int64_t>(tokens.size());
@@ -337,28 +280,9 @@ absl::Status TokenShardWriter::Commit() {
   if (!error_.ok()) return error_;
   if (committed_) return absl::OkStatus();
   std::array<int32_t, 3> words = {kShardMagic, version_, static_cast<int32_t>(num_tokens_)};
-  if (::pwrite(fd_, words.data(), sizeof(words), 0) != static_cast<ssize_t>(sizeof(words))) {
-    return Fail(ErrnoError(errno, temp_path_, "write failed"));
-  }
-  if (::fsync(fd_) != 0) return Fail(ErrnoError(errno, temp_path_, "fsync failed"));
-  if (::close(std::exchange(fd_, -1)) != 0) {
-    int err = errno;
-    ::unlink(temp_path_.c_str());
-    return Fail(ErrnoError(err, temp_path_, "close failed"));
-  }
-  if (::rename(temp_path_.c_str(), path_.c_str()) != 0) {
-    int err = errno;
-    ::unlink(temp_path_.c_str());
-    return Fail(ErrnoError(err, path_, "cannot rename the temporary file to it"));
-  }
+  if (absl::Status s = file_->WriteAt(0, std::as_bytes(std::span(words))); !s.ok()) return Fail(s);
+  if (absl::Status s = file_->Commit(); !s.ok()) return Fail(s);
   committed_ = true;
-  fs::path dir = path_.parent_path().empty() ? fs::path(".") : path_.parent_path();
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return Fail(ErrnoError(errno, dir, "cannot open directory to fsync it"));
-  int rc = ::fsync(dfd);
-  int err = errno;
-  ::close(dfd);
-  if (rc != 0) return Fail(ErrnoError(err, dir, "fsync of directory failed"));
   return absl::OkStatus();
 }
 

@@ -5,10 +5,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <span>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/durable_file.h"
 
 namespace belay::data {
 
@@ -70,11 +72,12 @@ class TokenShard {
   int64_t num_tokens_ = 0;
 };
 
-// Writes a shard incrementally and atomically: tokens go to a temporary file in the target's
-// directory (`.<name>.<pid>.<n>.tmp`); Commit() writes the final count into the header, fsyncs,
-// renames over `path` and fsyncs the directory. Until Commit succeeds nothing appears under
-// `path`; destroying an uncommitted writer unlinks its temporary file. The first error is
-// sticky: every later call returns it. Move-only, not thread-safe.
+// Writes a shard incrementally and atomically through AtomicFile: tokens go to a hidden
+// temporary file in the target's directory (`.<name>.<16 hex digits>.tmp`, which globs such as
+// `train_*` do not match); Commit() writes the final count into the header, fsyncs, renames
+// over `path` and fsyncs the directory. Until Commit succeeds nothing appears under `path`;
+// destroying an uncommitted writer unlinks its temporary file. The first error is sticky:
+// every later call returns it. Move-only, not thread-safe.
 class TokenShardWriter {
  public:
   // InvalidArgument for a version other than 1 or 2; NotFound / PermissionDenied when the
@@ -82,11 +85,11 @@ class TokenShardWriter {
   static absl::StatusOr<TokenShardWriter> Create(const std::filesystem::path& path,
                                                  int32_t version);
 
-  TokenShardWriter(TokenShardWriter&& other) noexcept;
-  TokenShardWriter& operator=(TokenShardWriter&& other) noexcept;
+  TokenShardWriter(TokenShardWriter&& other) noexcept = default;
+  TokenShardWriter& operator=(TokenShardWriter&& other) noexcept = default;
   TokenShardWriter(const TokenShardWriter&) = delete;
   TokenShardWriter& operator=(const TokenShardWriter&) = delete;
-  ~TokenShardWriter();
+  ~TokenShardWriter() = default;
 
   // Appends tokens. InvalidArgument (naming the token's index in the shard and its value)
   // for a token that is negative or does not fit the version's width, or when the shard
@@ -98,14 +101,12 @@ class TokenShardWriter {
   const std::filesystem::path& path() const { return path_; }
 
  private:
-  TokenShardWriter(std::filesystem::path path, std::filesystem::path temp_path, int fd,
-                   int32_t version);
-  absl::Status Fail(absl::Status status);  // keeps the first error and returns it
-  void Abandon();                          // closes and unlinks the temporary file
+  TokenShardWriter(std::filesystem::path path, AtomicFile file, int32_t version);
+  // Keeps the first error and returns it; drops the file, which unlinks the temporary.
+  absl::Status Fail(absl::Status status);
 
   std::filesystem::path path_;
-  std::filesystem::path temp_path_;
-  int fd_ = -1;
+  std::optional<AtomicFile> file_;  // empty once a call has failed
   int32_t version_ = 0;
   int64_t num_tokens_ = 0;
   bool committed_ = false;

@@ -31,6 +31,8 @@ class Gpt2 {
 
   // Per-position losses of the last Forward (0 where masked), B×T.
   const std::vector<float>& losses() const { return losses_; }
+  // Logits of the last Forward, B×T×Vp (padding columns included).
+  const std::vector<float>& logits() const { return logits_; }
 
  private:
   const ParameterLayout& layout_;

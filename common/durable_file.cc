@@ -1,9 +1,10 @@
 // AtomicFile: temporary file, fsync, rename, directory fsync.
-#include "worker/ckpt/durable_file.h"
+#include "common/durable_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <random>
@@ -12,7 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "common/strings.h"
 
-namespace belay::ckpt {
+namespace belay {
 namespace {
 
 namespace fs = std::filesystem;
@@ -34,6 +35,21 @@ absl::Status WriteAll(int fd, const std::byte* data, size_t size, const fs::path
     if (n == 0) return ErrnoError(EIO, path, "write made no progress");
     data += n;
     size -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+// pwrite(2) until done, retrying short writes and EINTR.
+absl::Status PwriteAll(int fd, const std::byte* data, size_t size, uint64_t offset,
+                       const fs::path& path) {
+  while (size > 0) {
+    ssize_t n = ::pwrite(fd, data, size, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, path, "write failed");
+    if (n == 0) return ErrnoError(EIO, path, "write made no progress");
+    data += n;
+    size -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
   }
   return absl::OkStatus();
 }
@@ -67,13 +83,16 @@ absl::Status SyncDirectory(const fs::path& dir) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<AtomicFile> AtomicFile::Create(const fs::path& final_path) {
+absl::StatusOr<AtomicFile> AtomicFile::Create(const fs::path& final_path,
+                                              const AtomicFileOptions& options) {
   if (final_path.filename().empty()) {
     return absl::InvalidArgumentError(Cat(final_path.string(), ": not a file name"));
   }
-  fs::path temp_path = final_path;
-  temp_path += Cat(".", RandomHex(), kTempSuffix);
-  int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  fs::path temp_path =
+      final_path.parent_path() / Cat(options.hidden_temp_name ? "." : "",
+                                     final_path.filename().string(), ".", RandomHex(), kTempSuffix);
+  int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                  static_cast<mode_t>(options.mode));
   if (fd < 0) return ErrnoError(errno, temp_path, "cannot create");
   return AtomicFile(final_path, std::move(temp_path), fd);
 }
@@ -119,6 +138,12 @@ void AtomicFile::Abandon() {
   }
 }
 
+absl::Status AtomicFile::CheckOpen() const {
+  if (!error_.ok()) return error_;
+  if (fd_ < 0) return absl::FailedPreconditionError(Cat(temp_path_.string(), ": already closed"));
+  return absl::OkStatus();
+}
+
 absl::Status AtomicFile::Fail(absl::Status status) {
   if (error_.ok()) error_ = std::move(status);
   Abandon();
@@ -126,8 +151,7 @@ absl::Status AtomicFile::Fail(absl::Status status) {
 }
 
 absl::Status AtomicFile::Append(std::span<const std::byte> data) {
-  if (!error_.ok()) return error_;
-  if (fd_ < 0) return absl::FailedPreconditionError(Cat(temp_path_.string(), ": already closed"));
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
   bytes_appended_ += data.size();
   if (buffer_.size() + data.size() <= kBufferSize) {
     buffer_.insert(buffer_.end(), data.begin(), data.end());
@@ -149,6 +173,30 @@ absl::Status AtomicFile::Append(std::string_view data) {
   return Append(std::as_bytes(std::span<const char>(data.data(), data.size())));
 }
 
+absl::Status AtomicFile::WriteAt(uint64_t offset, std::span<const std::byte> data) {
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
+  if (offset > bytes_appended_ || data.size() > bytes_appended_ - offset) {
+    return Fail(absl::OutOfRangeError(Cat(temp_path_.string(), ": cannot overwrite ", data.size(),
+                                          " bytes at offset ", offset, ": only ", bytes_appended_,
+                                          " bytes have been appended")));
+  }
+  // Bytes below `on_disk` have been written to the file; the rest are still in the buffer.
+  const uint64_t on_disk = bytes_appended_ - buffer_.size();
+  const size_t in_file =
+      offset >= on_disk ? 0
+                        : static_cast<size_t>(std::min<uint64_t>(data.size(), on_disk - offset));
+  if (in_file > 0) {
+    if (absl::Status s = PwriteAll(fd_, data.data(), in_file, offset, temp_path_); !s.ok()) {
+      return Fail(std::move(s));
+    }
+  }
+  if (in_file < data.size()) {
+    std::copy(data.begin() + static_cast<std::ptrdiff_t>(in_file), data.end(),
+              buffer_.begin() + static_cast<std::ptrdiff_t>(offset + in_file - on_disk));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status AtomicFile::Flush() {
   if (buffer_.empty()) return absl::OkStatus();
   absl::Status s = WriteAll(fd_, buffer_.data(), buffer_.size(), temp_path_);
@@ -158,8 +206,7 @@ absl::Status AtomicFile::Flush() {
 }
 
 absl::Status AtomicFile::Commit() {
-  if (!error_.ok()) return error_;
-  if (fd_ < 0) return absl::FailedPreconditionError(Cat(temp_path_.string(), ": already closed"));
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
   if (absl::Status s = Flush(); !s.ok()) return s;
   if (::fsync(fd_) != 0) return Fail(ErrnoError(errno, temp_path_, "fsync failed"));
   int fd = std::exchange(fd_, -1);
@@ -175,4 +222,4 @@ absl::Status AtomicFile::Commit() {
   return absl::OkStatus();
 }
 
-}  // namespace belay::ckpt
+}  // namespace belay

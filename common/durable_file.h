@@ -1,5 +1,5 @@
-// Crash-safe file creation for checkpoints: a file appears under its final name complete and
-// on disk, or not at all.
+// Crash-safe file creation (checkpoints, token shards): a file appears under its final name
+// complete and on disk, or not at all.
 #pragma once
 
 #include <cstddef>
@@ -13,16 +13,27 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace belay::ckpt {
+namespace belay {
 
-// Suffix of every temporary name this library creates (files and step directories). A name
-// ending in it is never a finished checkpoint; RemoveIncomplete (layout.h) deletes such names.
+// Suffix of every temporary name AtomicFile creates; the checkpoint layout gives its step
+// directories the same suffix. A name ending in it is never a finished file, so crash cleanup
+// (RemoveIncomplete, worker/ckpt/layout.h) may delete such names.
 inline constexpr std::string_view kTempSuffix = ".tmp";
+
+// How AtomicFile::Create names and creates its temporary file.
+struct AtomicFileOptions {
+  // Starts the temporary name with a dot (`.<final name>.<hex>.tmp`), so that shell globs
+  // such as `train_*` never match a file that is still being written or that a crash left.
+  bool hidden_temp_name = false;
+  // Permission bits of the new file, before the umask.
+  uint32_t mode = 0644;
+};
 
 // Writes `final_path` atomically: bytes go to a fresh temporary file in the same directory
 // (`<final name>.<16 random hex digits>.tmp`, so writers that overlap by mistake never share
-// a temporary file), and Commit() fsyncs it, renames it over `final_path` and fsyncs the
-// directory. A file previously under `final_path` stays intact until the rename replaces it.
+// a temporary file; with a leading dot if options ask for it), and Commit() fsyncs it, renames
+// it over `final_path` and fsyncs the directory. A file previously under `final_path` stays
+// intact until the rename replaces it.
 //
 // Destroying an uncommitted AtomicFile closes and unlinks its temporary file; a process that
 // dies instead leaves it behind for RemoveIncomplete. After any failed call the object is
@@ -30,7 +41,8 @@ inline constexpr std::string_view kTempSuffix = ".tmp";
 class AtomicFile {
  public:
   // Creates the temporary file. The parent directory must exist (NotFound otherwise).
-  static absl::StatusOr<AtomicFile> Create(const std::filesystem::path& final_path);
+  static absl::StatusOr<AtomicFile> Create(const std::filesystem::path& final_path,
+                                           const AtomicFileOptions& options = {});
 
   AtomicFile(AtomicFile&& other) noexcept;
   AtomicFile& operator=(AtomicFile&& other) noexcept;
@@ -43,6 +55,12 @@ class AtomicFile {
   absl::Status Append(std::span<const std::byte> data);
   absl::Status Append(std::string_view data);
 
+  // Overwrites bytes [offset, offset + data.size()) of what has been appended so far (a header
+  // whose final contents are known only at the end, say), wherever those bytes are: in the
+  // buffer or already in the file. The file does not grow. OutOfRange for a range that is not
+  // inside the bytes appended.
+  absl::Status WriteAt(uint64_t offset, std::span<const std::byte> data);
+
   // Flushes, fsyncs, closes, renames into place and fsyncs the directory. Once it has
   // returned OK the file survives a crash under its final name.
   absl::Status Commit();
@@ -53,6 +71,7 @@ class AtomicFile {
  private:
   AtomicFile(std::filesystem::path final_path, std::filesystem::path temp_path, int fd);
   absl::Status Flush();
+  absl::Status CheckOpen() const;          // The sticky error; FailedPrecondition once closed.
   absl::Status Fail(absl::Status status);  // Keeps the first error; returns it.
   void Abandon();                          // Closes and unlinks the temporary file.
 
@@ -93,4 +112,4 @@ absl::Status SyncDirectory(const std::filesystem::path& dir);
 // Builds a status from errno: `<path>: <what>: <strerror>` with the code errno maps to.
 absl::Status ErrnoError(int err, const std::filesystem::path& path, std::string_view what);
 
-}  // namespace belay::ckpt
+}  // namespace belay
