@@ -1,0 +1,26 @@
+// CommHandle: completing a pending collective exactly once.
+#include "worker/comm/communicator.h"
+
+namespace belay::comm {
+
+CommHandle& CommHandle::operator=(CommHandle&& other) noexcept {
+  if (this != &other) {
+    // A pending collective being replaced must finish before its buffers can be reused.
+    (void)Wait();
+    pending_ = std::move(other.pending_);
+    status_ = std::move(other.status_);
+  }
+  return *this;
+}
+
+CommHandle::~CommHandle() { (void)Wait(); }
+
+absl::Status CommHandle::Wait() {
+  if (pending_ != nullptr) {
+    status_ = pending_->Wait();
+    pending_.reset();
+  }
+  return status_;
+}
+
+}  // namespace belay::comm

@@ -1,0 +1,52 @@
+// Which rank this process is, read from the launcher's environment in one place: Slurm
+// (srun), mpirun (Open MPI) or belay's local backend; none of them means a single rank.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace belay::runtime {
+
+enum class RankSource { kSingle, kSlurm, kMpirun, kBelay };
+
+// "single", "Slurm", "mpirun", "belay".
+std::string_view RankSourceName(RankSource source);
+
+struct RankInfo {
+  int rank = 0;
+  int world_size = 1;
+  int local_rank = 0;  // rank among the processes of this node (picks the GPU)
+  RankSource source = RankSource::kSingle;
+  friend bool operator==(const RankInfo&, const RankInfo&) = default;
+};
+
+// Looks up one environment variable; nullopt when it is not set.
+using Environment = std::function<std::optional<std::string>(std::string_view name)>;
+
+// The process environment (getenv).
+Environment ProcessEnvironment();
+// A fixed set of variables, for tests.
+Environment MapEnvironment(std::map<std::string, std::string, std::less<>> variables);
+
+// The variables of each source (rank, world size, local rank):
+//   Slurm   SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID
+//   mpirun  OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_RANK
+//   belay   BELAY_RANK, BELAY_WORLD_SIZE, BELAY_LOCAL_RANK
+// A source is present when any of its three variables is set, and then all three must be:
+// decimal digits only, world size at least 1, rank and local rank below the world size.
+// Otherwise InvalidArgument naming the variable and its value. No source present gives rank 0
+// of 1 (source kSingle). Several present must agree on all three numbers, or InvalidArgument
+// names both sources and their values; when they agree, `source` is the first present in the
+// order Slurm, mpirun, belay.
+//
+// Note: mpirun started inside a Slurm allocation (not through srun) gives its ranks the
+// SLURM_* variables of its own daemons' step, which disagree with OMPI_COMM_WORLD_*; that is
+// reported as the disagreement it is. Launch with srun, or with mpirun outside Slurm.
+absl::StatusOr<RankInfo> RankInfoFromEnvironment(const Environment& env);
+
+}  // namespace belay::runtime
