@@ -4,5 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake --preset default >/dev/null
-cmake --build --preset default -j "$(nproc)" --target checksum_bench >/dev/null
+cmake --build --preset default -j "$(nproc)" --target checksum_bench train_step_bench >/dev/null
 build/bench/checksum_bench "${BELAY_BENCH_MIB:-512}"
+# belay's training step against PyTorch (/usr/bin/python3, Debian's python3-torch), each in
+# two thread settings. 5 timed steps (the binary's default is 10) keep this script within
+# about three minutes on 2 cores; BELAY_BENCH_STEPS=10 gives steadier medians.
+build/bench/train_step_bench --steps "${BELAY_BENCH_STEPS:-5}"
