@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 cmake --preset default >/dev/null
 cmake --build --preset default -j "$(nproc)" --target checksum_bench train_step_bench >/dev/null
 build/bench/checksum_bench "${BELAY_BENCH_MIB:-512}"
-# belay's training step against PyTorch (/usr/bin/python3, Debian's python3-torch), each in
-# two thread settings. 5 timed steps (the binary's default is 10) keep this script within
-# about three minutes on 2 cores; BELAY_BENCH_STEPS=10 gives steadier medians.
-build/bench/train_step_bench --steps "${BELAY_BENCH_STEPS:-5}"
+# belay's training step against PyTorch (/usr/bin/python3, Debian's python3-torch). To stay
+# within about three minutes on 2 cores this times 5 steps (the binary's default is 10) and
+# runs the OPENBLAS_NUM_THREADS=1 setting on the demo shape only (on the large one it costs
+# a minute and a half); BELAY_BENCH_STEPS=10 gives steadier medians.
+build/bench/train_step_bench --steps "${BELAY_BENCH_STEPS:-5}" --openblas1 demo

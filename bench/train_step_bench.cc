@@ -1,12 +1,13 @@
 // belay's CPU training step (UpdateOnBatch: forward/backward over the micro-batches, clipping,
 // AdamW) against the same GPT-2 step in PyTorch (bench/train_step_torch.py), on the same
 // shapes and the same OpenMP thread count, in one run. Every measurement runs in its own
-// process, and each side runs twice: in the environment as given and with
-// OPENBLAS_NUM_THREADS=1, since OpenBLAS's pthread pool and OpenMP's threads share the cores
-// (PyTorch here calls the same OpenBLAS, so both sides get both settings).
+// process, and each side runs in the environment as given and, for the shapes named by
+// --openblas1 (default: all), again with OPENBLAS_NUM_THREADS=1, since OpenBLAS's pthread
+// pool and OpenMP's threads share the cores (PyTorch here calls the same OpenBLAS, so both
+// sides get both settings).
 //
-// Usage: train_step_bench [--steps N] [--warmup N] [--shapes demo,large] [--python PYTHON]
-//                         [--torch-script PATH]
+// Usage: train_step_bench [--steps N] [--warmup N] [--shapes demo,large]
+//                         [--openblas1 SHAPES|none] [--python PYTHON] [--torch-script PATH]
 #include <cblas.h>
 #include <omp.h>
 #include <spawn.h>
@@ -21,6 +22,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,6 +58,19 @@ const Shape* FindShape(const std::string& name) {
     if (s.name == name) return &s;
   }
   return nullptr;
+}
+
+// Shapes named in a comma-separated list; nullopt if one is unknown.
+std::optional<std::vector<const Shape*>> ParseShapes(const std::string& list) {
+  std::vector<const Shape*> shapes;
+  for (size_t p = 0; p <= list.size();) {
+    size_t q = std::min(list.find(',', p), list.size());
+    const Shape* s = FindShape(list.substr(p, q - p));
+    if (s == nullptr) return std::nullopt;
+    shapes.push_back(s);
+    p = q + 1;
+  }
+  return shapes;
 }
 
 double Median(std::vector<double> v) {
@@ -222,8 +237,8 @@ struct ThreadConfig {
   std::map<std::string, std::string> set;
 };
 
-int Drive(const std::vector<const Shape*>& shapes, int warmup, int steps, const std::string& python,
-          const std::string& script) {
+int Drive(const std::vector<const Shape*>& shapes, const std::vector<const Shape*>& openblas1,
+          int warmup, int steps, const std::string& python, const std::string& script) {
   const int threads = omp_get_max_threads();
   const ThreadConfig configs[] = {{"as given", {}}, {"1", {{"OPENBLAS_NUM_THREADS", "1"}}}};
   std::printf(
@@ -267,6 +282,10 @@ int Drive(const std::vector<const Shape*>& shapes, int warmup, int steps, const 
                                                  "--steps",       std::to_string(steps)};
     nlohmann::json losses;
     for (const ThreadConfig& config : configs) {
+      if (!config.set.empty() &&
+          std::find(openblas1.begin(), openblas1.end(), s) == openblas1.end()) {
+        continue;
+      }
       // belay, then PyTorch, in each configuration, so that a change in the machine's load
       // affects one pair rather than one side.
       absl::StatusOr<nlohmann::json> belay = RunChild(belay_argv, config.set);
@@ -308,13 +327,14 @@ int Drive(const std::vector<const Shape*>& shapes, int warmup, int steps, const 
 
 int Usage() {
   std::cerr << "usage: train_step_bench [--steps N] [--warmup N] [--shapes demo,large] "
-               "[--python PYTHON] [--torch-script PATH]\n";
+               "[--openblas1 SHAPES|none] [--python PYTHON] [--torch-script PATH]\n";
   return 2;
 }
 
 int Main(int argc, char** argv) {
   int steps = 10, warmup = 2, threads = 0;
-  std::string shapes_arg = "demo,large", measure, python = "/usr/bin/python3";
+  std::string shapes_arg = "demo,large", openblas1_arg = "all", measure;
+  std::string python = "/usr/bin/python3";
   std::string script = BELAY_SOURCE_DIR "/bench/train_step_torch.py";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -326,6 +346,8 @@ int Main(int argc, char** argv) {
       warmup = std::atoi(v.c_str());
     } else if (a == "--shapes") {
       shapes_arg = v;
+    } else if (a == "--openblas1") {
+      openblas1_arg = v;
     } else if (a == "--python") {
       python = v;
     } else if (a == "--torch-script") {
@@ -344,15 +366,13 @@ int Main(int argc, char** argv) {
     if (s == nullptr || threads < 1) return Usage();
     return MeasureBelay(*s, threads, warmup, steps);
   }
-  std::vector<const Shape*> shapes;
-  for (size_t p = 0; p <= shapes_arg.size();) {
-    size_t q = std::min(shapes_arg.find(',', p), shapes_arg.size());
-    const Shape* s = FindShape(shapes_arg.substr(p, q - p));
-    if (s == nullptr) return Usage();
-    shapes.push_back(s);
-    p = q + 1;
-  }
-  return Drive(shapes, warmup, steps, python, script);
+  std::optional<std::vector<const Shape*>> shapes = ParseShapes(shapes_arg);
+  std::optional<std::vector<const Shape*>> openblas1 = openblas1_arg == "all" ? shapes
+                                                       : openblas1_arg == "none"
+                                                           ? std::vector<const Shape*>{}
+                                                           : ParseShapes(openblas1_arg);
+  if (!shapes || !openblas1) return Usage();
+  return Drive(*shapes, *openblas1, warmup, steps, python, script);
 }
 
 }  // namespace
