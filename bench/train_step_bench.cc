@@ -31,7 +31,7 @@
 #include "nlohmann/json.hpp"
 #include "worker/model/gpt2.h"
 #include "worker/model/params.h"
-#include "worker/model/rng.h"
+#include "common/rng.h"
 #include "worker/optim/optimizer.h"
 #include "worker/train/update.h"
 
@@ -108,7 +108,7 @@ int MeasureBelay(const Shape& s, int threads, int warmup, int steps) {
                    static_cast<size_t>(s.seq_len);
   std::vector<int32_t> inputs(n), targets(n);
   std::vector<uint8_t> masks(n, 1);
-  model::SplitMix64 rng(99);
+  SplitMix64 rng(99);
   for (size_t i = 0; i < n; ++i) {
     inputs[i] = static_cast<int32_t>(rng.Next() % static_cast<uint64_t>(s.vocab));
     targets[i] = static_cast<int32_t>(rng.Next() % static_cast<uint64_t>(s.vocab));

@@ -16,7 +16,7 @@
 #include "worker/model/goldfish.h"
 #include "worker/model/gpt2.h"
 #include "worker/model/params.h"
-#include "worker/model/rng.h"
+#include "common/rng.h"
 #include "worker/optim/optimizer.h"
 #include "worker/train/update.h"
 
@@ -61,7 +61,7 @@ TEST(TorchReference, TrainingStepsMatchPyTorch) {
   // GPT-2's small initial weights keep activations near 0, where e.g. exact and tanh GELU
   // agree to 1e-6; larger weights put every op in its non-linear range so that a wrong
   // formula cannot hide. Padded vocabulary rows stay 0.
-  model::SplitMix64 noise(7);
+  SplitMix64 noise(7);
   const int64_t real_wte = int64_t{50} * 16;
   for (const model::TensorView& t : layout.tensors()) {
     for (int64_t i = 0; i < t.size; ++i) {
@@ -72,7 +72,7 @@ TEST(TorchReference, TrainingStepsMatchPyTorch) {
   std::vector<float> initial = params;
 
   // Batches of random tokens, masked by Goldfish with a small k so that many positions drop.
-  model::SplitMix64 rng(99);
+  SplitMix64 rng(99);
   const size_t n = static_cast<size_t>(steps * accum * M * T);
   std::vector<int32_t> inputs(n), targets(n);
   std::vector<uint8_t> masks(n);

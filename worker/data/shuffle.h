@@ -5,21 +5,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/rng.h"
+
 namespace belay::data {
 
 // splitmix64's output function: a bijective 64-bit mixer.
 uint64_t Mix64(uint64_t z);
-
-// splitmix64 (Steele, Lea, Flood 2014): small, fast and fully specified, so a seed gives the
-// same stream everywhere.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t Next();
-
- private:
-  uint64_t state_;
-};
 
 // Uniform integer in [0, bound) for bound ≥ 1, unbiased by rejection. Not
 // std::uniform_int_distribution: its algorithm differs between standard libraries.

@@ -9,7 +9,7 @@
 #include "worker/model/goldfish.h"
 #include "worker/model/gpt2.h"
 #include "worker/model/params.h"
-#include "worker/model/rng.h"
+#include "common/rng.h"
 #include "worker/model/schedule.h"
 
 namespace belay::model {

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <iostream>
 
-#include "worker/model/rng.h"
+#include "common/rng.h"
 
 namespace belay::model {
 

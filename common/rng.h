@@ -1,11 +1,11 @@
-// A small portable random generator: the same numbers on every platform and standard
-// library, for initialisation and anything else that must be reproducible.
+// splitmix64 (Steele, Lea, Flood 2014): a small, fully specified generator that gives the same
+// numbers on every platform and standard library; used for initialisation and data shuffling.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-namespace belay::model {
+namespace belay {
 
 class SplitMix64 {
  public:
@@ -31,4 +31,4 @@ class SplitMix64 {
   uint64_t state_;
 };
 
-}  // namespace belay::model
+}  // namespace belay
