@@ -5,10 +5,17 @@
 #include <csignal>
 #include <iostream>
 #include <memory>
+#include <vector>
+
+#include "common/strings.h"
 
 #include "common/campaign_spec.h"
+#include "common/checksum.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
+#include "worker/comm/mpi_communicator.h"
+#include "worker/comm/single_communicator.h"
+#include "worker/runtime/rank_env.h"
 #include "worker/train/trainer.h"
 
 namespace belay::worker {
@@ -24,8 +31,63 @@ void PrintStep(const train::StepMetrics& m) {
                       {"lr", m.lr},
                       {"grad_norm", m.grad_norm},
                       {"tokens_per_s", m.tokens_per_s},
-                      {"goldfish_dropped", m.goldfish_dropped}};
+                      {"goldfish_dropped", m.goldfish_dropped},
+                      {"tokens", m.tokens},
+                      {"data_digest", FormatXxh3(m.data_digest)}};
   std::cout << j.dump() << std::endl;
+}
+
+// What each rank holds, gathered to rank 0 and printed there as one JSON line:
+// {"event": "memory", "world_size": W, "zero_stage": s, "param_bytes": [...], ...}.
+absl::Status PrintMemory(const train::Trainer& trainer, comm::Communicator& comm) {
+  const train::MemoryAccounting m = trainer.memory();
+  const int64_t mine[3] = {m.params, m.gradients, m.optimizer};
+  std::vector<int64_t> all(static_cast<size_t>(3 * comm.world_size()));
+  if (absl::Status s = comm.AllGatherInt64(mine, all); !s.ok()) return s;
+  if (comm.rank() != 0) return absl::OkStatus();
+  nlohmann::json j = {{"event", "memory"},
+                      {"world_size", comm.world_size()},
+                      {"zero_stage", trainer.spec().train.zero_stage},
+                      {"shard_elements", trainer.plan().shard_size()},
+                      {"param_elements", trainer.params().size()}};
+  const char* keys[] = {"param_bytes", "gradient_bytes", "optimizer_bytes"};
+  for (size_t k = 0; k < 3; ++k) {
+    nlohmann::json per_rank = nlohmann::json::array();
+    for (int r = 0; r < comm.world_size(); ++r) per_rank.push_back(all[static_cast<size_t>(3 * r) + k]);
+    j[keys[k]] = per_rank;
+  }
+  std::cout << j.dump() << std::endl;
+  return absl::OkStatus();
+}
+
+// This process's place in the job, and the communicator that connects it to the others:
+// MPI when the launcher started more than one rank.
+struct World {
+  std::shared_ptr<comm::MpiSession> session;
+  std::unique_ptr<comm::Communicator> comm;
+};
+
+absl::StatusOr<World> JoinWorld() {
+  absl::StatusOr<runtime::RankInfo> info = runtime::RankInfoFromEnvironment(runtime::ProcessEnvironment());
+  if (!info.ok()) return info.status();
+  World w;
+  if (info->world_size == 1) {
+    w.comm = std::make_unique<comm::SingleCommunicator>();
+    return w;
+  }
+  absl::StatusOr<std::shared_ptr<comm::MpiSession>> session = comm::MpiSession::Start();
+  if (!session.ok()) return session.status();
+  w.session = *session;
+  absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> mpi = comm::MpiCommunicator::Create(w.session);
+  if (!mpi.ok()) return mpi.status();
+  if ((*mpi)->rank() != info->rank || (*mpi)->world_size() != info->world_size) {
+    return absl::FailedPreconditionError(
+        Cat("MPI says rank ", (*mpi)->rank(), " of ", (*mpi)->world_size(), ", the launcher's ",
+            runtime::RankSourceName(info->source), " variables say rank ", info->rank, " of ",
+            info->world_size));
+  }
+  w.comm = std::move(*mpi);
+  return w;
 }
 
 int Run(const TrainOptions& o) {
@@ -38,20 +100,33 @@ int Run(const TrainOptions& o) {
   if (!o.out.empty()) spec.checkpoint.dir = std::filesystem::absolute(o.out).lexically_normal();
   const int64_t last = o.steps > 0 ? o.steps : spec.total_steps();
 
-  absl::StatusOr<std::unique_ptr<train::Trainer>> created = train::Trainer::Create(spec);
-  if (!created.ok()) {
-    spdlog::error("{}", std::string(created.status().message()));
+  absl::StatusOr<World> world = JoinWorld();
+  if (!world.ok()) {
+    spdlog::error("{}", std::string(world.status().message()));
     return 1;
   }
+  comm::Communicator& comm = *world->comm;
+  const bool lead = comm.rank() == 0;  // prints the JSON lines
+  // Errors every rank agrees on are logged once, by rank 0.
+  auto fail = [&](const std::string& what) {
+    if (lead) spdlog::error("{}", what);
+    return 1;
+  };
+
+  absl::StatusOr<std::unique_ptr<train::Trainer>> created = train::Trainer::Create(spec, comm);
+  if (!created.ok()) return fail(std::string(created.status().message()));
   train::Trainer& trainer = **created;
+  if (lead) {
+    spdlog::info("rank 0 of {}, ZeRO stage {}, {} micro-batches of {} per rank per step",
+                 comm.world_size(), spec.train.zero_stage, trainer.grad_accum_steps(),
+                 spec.train.micro_batch);
+  }
   if (!o.resume.empty()) {
     absl::Status s = trainer.Resume(o.resume);
-    if (!s.ok()) {
-      spdlog::error("cannot resume from {}: {}", o.resume, std::string(s.message()));
-      return 1;
-    }
-    spdlog::info("resumed from {} at step {}", o.resume, trainer.step());
+    if (!s.ok()) return fail(Cat("cannot resume from ", o.resume, ": ", s.message()));
+    if (lead) spdlog::info("resumed from {} at step {}", o.resume, trainer.step());
   }
+  if (absl::Status s = PrintMemory(trainer, comm); !s.ok()) return fail(std::string(s.message()));
 
   // SIGUSR1 (Slurm's pre-limit signal) and SIGTERM: finish the current step, checkpoint, exit.
   std::signal(SIGUSR1, OnStopSignal);
@@ -60,33 +135,40 @@ int Run(const TrainOptions& o) {
   const std::optional<int64_t> every = spec.checkpoint.every_steps;
   train::StepMetrics m;
   int64_t saved_at = trainer.step();
-  while (trainer.step() < last && g_stop_signal == 0) {
+  // A signal may reach the ranks at different steps: they stop together, at the first step
+  // after which any of them has seen one.
+  auto stop_requested = [&]() {
+    int64_t stop = g_stop_signal != 0 ? 1 : 0;
+    absl::Status s = comm.AllReduceSumInt64(std::span(&stop, 1));
+    if (!s.ok()) {
+      spdlog::critical("all-reduce of the stop flag failed: {}", std::string(s.message()));
+      std::abort();
+    }
+    return stop > 0;
+  };
+  while (trainer.step() < last && !stop_requested()) {
     m = trainer.TrainStep();
-    PrintStep(m);
+    if (lead) PrintStep(m);
     if (spec.train.eval_every > 0 && m.step % spec.train.eval_every == 0) {
-      std::cout << nlohmann::json{{"step", m.step}, {"val_loss", trainer.Evaluate()}}.dump()
-                << std::endl;
+      const double val = trainer.Evaluate();
+      if (lead) std::cout << nlohmann::json{{"step", m.step}, {"val_loss", val}}.dump() << std::endl;
     }
     if (every && m.step % *every == 0) {
       absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m);
       if (!c.ok()) {
         // A failed save is reported and training goes on; the previous checkpoint stands.
-        spdlog::error("checkpoint at step {} failed: {}", m.step, std::string(c.status().message()));
+        if (lead) spdlog::error("checkpoint at step {} failed: {}", m.step, std::string(c.status().message()));
       } else {
         saved_at = m.step;
-        spdlog::info("checkpoint step {}: {} ({} bytes)", c->step, c->step_dir.string(), c->bytes);
+        if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());
       }
     }
   }
   if (g_stop_signal != 0) spdlog::warn("signal {}: checkpointing and stopping", int{g_stop_signal});
   if (trainer.step() != saved_at) {
     absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m);
-    if (!c.ok()) {
-      spdlog::error("final checkpoint at step {} failed: {}", trainer.step(),
-                    std::string(c.status().message()));
-      return 1;
-    }
-    spdlog::info("checkpoint step {}: {} ({} bytes)", c->step, c->step_dir.string(), c->bytes);
+    if (!c.ok()) return fail(Cat("final checkpoint at step ", trainer.step(), " failed: ", c.status().message()));
+    if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());
   }
   return 0;
 }

@@ -46,8 +46,8 @@ train --out a > a.jsonl
 train --out b > b.jsonl
 [ "$(grep -c '"loss"' a.jsonl)" = 20 ] || fail "expected 20 step lines: $(cat a.jsonl)"
 [ "$(grep -c '"val_loss"' a.jsonl)" = 2 ] || fail "expected 2 eval lines"
-for key in step loss lr grad_norm tokens_per_s goldfish_dropped; do
-  head -1 a.jsonl | grep -q "\"$key\":" || fail "step line lacks $key: $(head -1 a.jsonl)"
+for key in step loss lr grad_norm tokens_per_s goldfish_dropped tokens data_digest; do
+  grep -m1 '"loss"' a.jsonl | grep -q "\"$key\":" || fail "step line lacks $key: $(grep -m1 loss a.jsonl)"
 done
 losses() { grep -o '"loss":[^,}]*' "$1"; }
 [ "$(losses a.jsonl)" = "$(losses b.jsonl)" ] || fail "two runs with the same seed differ"

@@ -4,6 +4,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <charconv>
+#include <optional>
+#include <tuple>
 #include <cerrno>
 #include <limits>
 #include <system_error>
@@ -85,7 +89,126 @@ bool IsPlainFileName(std::string_view name) {
          name.find_first_of(std::string_view("/\0", 2)) == std::string_view::npos;
 }
 
+// "<name> <offset> <count>" (decimal numbers; the name has no spaces).
+std::optional<std::tuple<std::string, uint64_t, uint64_t>> ParseRange(const std::string& s) {
+  const size_t b = s.rfind(' ');
+  if (b == std::string::npos || b == 0) return std::nullopt;
+  const size_t a = s.rfind(' ', b - 1);
+  if (a == std::string::npos || a == 0) return std::nullopt;
+  auto number = [](std::string_view v) -> std::optional<uint64_t> {
+    uint64_t x = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+    if (v.empty() || ec != std::errc() || end != v.data() + v.size()) return std::nullopt;
+    return x;
+  };
+  std::optional<uint64_t> offset = number(std::string_view(s).substr(a + 1, b - a - 1));
+  std::optional<uint64_t> count = number(std::string_view(s).substr(b + 1));
+  if (!offset || !count) return std::nullopt;
+  return std::tuple{s.substr(0, a), *offset, *count};
+}
+
+absl::StatusOr<ShardMap> ShardMapFromJson(const Decoder& d, const json& j, int world_size) {
+  if (!j.is_object()) return d.Error("shard_map", "must be an object");
+  ShardMap map;
+  absl::StatusOr<const json*> totals = d.Member(j, "tensors", "shard_map.tensors");
+  if (!totals.ok()) return totals.status();
+  if (!(*totals)->is_object()) return d.Error("shard_map.tensors", "must be an object");
+  for (const auto& [name, total] : (*totals)->items()) {
+    if (!total.is_number_unsigned() || total.get<uint64_t>() == 0) {
+      return d.Error(Cat("shard_map.tensors.", name), "must be a positive integer");
+    }
+    map.totals[name] = total.get<uint64_t>();
+  }
+  absl::StatusOr<const json*> ranks = d.Member(j, "ranks", "shard_map.ranks");
+  if (!ranks.ok()) return ranks.status();
+  if (!(*ranks)->is_array() || (*ranks)->size() != static_cast<size_t>(world_size)) {
+    return d.Error("shard_map.ranks", Cat("must be an array of ", world_size, " lists, one per rank"));
+  }
+  for (size_t r = 0; r < (*ranks)->size(); ++r) {
+    const json& list = (**ranks)[r];
+    if (!list.is_array()) return d.Error(Cat("shard_map.ranks[", r, "]"), "must be an array");
+    for (size_t i = 0; i < list.size(); ++i) {
+      const json& e = list[i];
+      const std::string at = Cat("shard_map.ranks[", r, "][", i, "]");
+      std::optional<std::tuple<std::string, uint64_t, uint64_t>> parsed;
+      if (e.is_string()) parsed = ParseRange(e.get<std::string>());
+      if (!parsed) return d.Error(at, "must be a string \"<tensor> <offset> <count>\"");
+      auto [name, offset, count] = std::move(*parsed);
+      auto total = map.totals.find(name);
+      if (total == map.totals.end()) return d.Error(at, Cat("tensor ", name, " is not in shard_map.tensors"));
+      if (count == 0 || offset > total->second || count > total->second - offset) {
+        return d.Error(at, Cat("range [", offset, ", +", count, ") is not inside ", name, "'s ",
+                               total->second, " elements"));
+      }
+      map.Add(name, total->second, {static_cast<int>(r), offset, count});
+    }
+  }
+  for (const auto& [name, total] : map.totals) {
+    uint64_t next = 0;
+    for (const ShardRange& range : map.ranges[name]) {
+      if (range.offset > next) {
+        return d.Error("shard_map", Cat(name, ": elements [", next, ", ", range.offset, ") are in no shard"));
+      }
+      if (range.offset < next) {
+        return d.Error("shard_map", Cat(name, ": elements from ", range.offset, " are in two shards (rank ",
+                                        range.rank, " and an earlier one)"));
+      }
+      next = range.offset + range.count;
+    }
+    if (next != total) {
+      return d.Error("shard_map", Cat(name, ": elements [", next, ", ", total, ") are in no shard"));
+    }
+  }
+  return map;
+}
+
+json ShardMapToJson(const ShardMap& map, int world_size) {
+  json totals = json::object();
+  for (const auto& [name, total] : map.totals) totals[name] = total;
+  json ranks = json::array();
+  for (int r = 0; r < world_size; ++r) {
+    json list = json::array();
+    for (const auto& [name, range] : map.OfRank(r)) {
+      list.push_back(Cat(name, " ", range.offset, " ", range.count));
+    }
+    ranks.push_back(std::move(list));
+  }
+  return {{"tensors", std::move(totals)}, {"ranks", std::move(ranks)}};
+}
+
 }  // namespace
+
+void ShardMap::Add(const std::string& name, uint64_t total, ShardRange range) {
+  totals[name] = total;
+  std::vector<ShardRange>& v = ranges[name];
+  auto at = std::lower_bound(v.begin(), v.end(), range, [](const ShardRange& a, const ShardRange& b) {
+    return a.offset < b.offset;
+  });
+  v.insert(at, range);
+}
+
+std::vector<std::pair<std::string, ShardRange>> ShardMap::OfRank(int rank) const {
+  std::vector<std::pair<std::string, ShardRange>> out;
+  for (const auto& [name, list] : ranges) {
+    for (const ShardRange& r : list) {
+      if (r.rank == rank) out.emplace_back(name, r);
+    }
+  }
+  return out;
+}
+
+std::vector<ShardRange> ShardMap::Find(const std::string& name, uint64_t offset,
+                                       uint64_t count) const {
+  std::vector<ShardRange> out;
+  auto it = ranges.find(name);
+  if (it == ranges.end()) return out;
+  const uint64_t end = offset + count;
+  for (const ShardRange& r : it->second) {
+    const uint64_t lo = std::max(offset, r.offset), hi = std::min(end, r.offset + r.count);
+    if (lo < hi) out.push_back({r.rank, lo, hi - lo});
+  }
+  return out;
+}
 
 std::string ManifestToJson(const Manifest& m) {
   json shards = json::array();
@@ -100,6 +223,7 @@ std::string ManifestToJson(const Manifest& m) {
               {"shards", std::move(shards)},
               {"metrics", m.metrics},
               {"created_unix", m.created_unix}};
+  if (m.shard_map) doc["shard_map"] = ShardMapToJson(*m.shard_map, m.world_size);
   // Replace rather than throw on invalid UTF-8: validation on read then reports the field.
   return doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
@@ -177,6 +301,11 @@ absl::StatusOr<Manifest> ManifestFromJson(std::string_view text, std::string_vie
     if (!parsed.ok()) return d.Error(at + ".xxh3", std::string(parsed.status().message()));
     shard.xxh3 = *parsed;
     m.shards.push_back(std::move(shard));
+  }
+  if (auto it = doc.find("shard_map"); it != doc.end()) {
+    absl::StatusOr<ShardMap> map = ShardMapFromJson(d, *it, m.world_size);
+    if (!map.ok()) return map.status();
+    m.shard_map = std::move(*map);
   }
   return m;
 }

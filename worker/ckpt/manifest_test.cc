@@ -183,5 +183,65 @@ TEST_F(ManifestTest, VerifyShardsReportsAMissingShardAsNotFound) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("rank_00001.bin"));
 }
 
+// A map of two tensors over two ranks: "p" split at 1000, "q" all on rank 1.
+ShardMap TwoRankMap() {
+  ShardMap map;
+  map.Add("p", 2000, {0, 0, 1000});
+  map.Add("p", 2000, {1, 1000, 1000});
+  map.Add("q", 7, {1, 0, 7});
+  return map;
+}
+
+TEST_F(ManifestTest, ShardMapRoundTripsAndFindsRanges) {
+  Manifest m = WriteStep();
+  m.shard_map = TwoRankMap();
+  ASSERT_TRUE(WriteManifest(step_dir_, m).ok());
+  absl::StatusOr<Manifest> back = ReadManifest(step_dir_);
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_TRUE(back->shard_map.has_value());
+  EXPECT_EQ(*back->shard_map, *m.shard_map);
+  // One range string per entry: "<tensor> <offset> <count>".
+  json doc = json::parse(ManifestToJson(m));
+  EXPECT_EQ(doc["shard_map"]["ranks"][1][0], "p 1000 1000");
+  EXPECT_EQ(doc["shard_map"]["tensors"]["q"], 7);
+
+  const ShardMap& map = *back->shard_map;
+  EXPECT_EQ(map.Find("p", 900, 200),
+            (std::vector<ShardRange>{{0, 900, 100}, {1, 1000, 100}}));
+  EXPECT_EQ(map.Find("q", 2, 3), (std::vector<ShardRange>{{1, 2, 3}}));
+  EXPECT_TRUE(map.Find("r", 0, 1).empty());
+  EXPECT_EQ(map.OfRank(1).size(), 2u);
+}
+
+TEST_F(ManifestTest, CorruptShardMapsAreRejectedNamingTheProblem) {
+  Manifest m = WriteStep();
+  m.shard_map = TwoRankMap();
+  auto expect = [&](const std::function<void(json&)>& edit, const std::string& message) {
+    absl::Status s = ParseEdited(m, edit);
+    EXPECT_TRUE(absl::IsDataLoss(s)) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(message));
+  };
+  // A range removed: a gap.
+  expect([](json& d) { d["shard_map"]["ranks"][0] = json::array(); },
+         "shard_map: p: elements [0, 1000) are in no shard");
+  // A range grown: an overlap.
+  expect([](json& d) { d["shard_map"]["ranks"][0][0] = "p 0 1001"; },
+         "p: elements from 1000 are in two shards");
+  // The tail missing.
+  expect([](json& d) { d["shard_map"]["ranks"][1][0] = "p 1000 999"; },
+         "p: elements [1999, 2000) are in no shard");
+  expect([](json& d) { d["shard_map"]["ranks"][1][1] = "r 0 7"; },
+         "shard_map.ranks[1][1]: tensor r is not in shard_map.tensors");
+  expect([](json& d) { d["shard_map"]["ranks"][1][1] = "q 0 8"; },
+         "range [0, +8) is not inside q's 7 elements");
+  expect([](json& d) { d["shard_map"]["ranks"][1][1] = "q 0"; },
+         "shard_map.ranks[1][1]: must be a string \"<tensor> <offset> <count>\"");
+  expect([](json& d) { d["shard_map"]["ranks"][1][1] = "q x 7"; }, "must be a string");
+  expect([](json& d) { d["shard_map"]["ranks"].erase(1); }, "must be an array of 2 lists");
+  expect([](json& d) { d["shard_map"]["tensors"]["q"] = -1; },
+         "shard_map.tensors.q: must be a positive integer");
+  expect([](json& d) { d["shard_map"].erase("tensors"); }, "shard_map.tensors: missing");
+}
+
 }  // namespace
 }  // namespace belay::ckpt

@@ -118,7 +118,23 @@ double Gpt2::Forward(const float* params, const int32_t* inputs, const int32_t* 
   return sum;
 }
 
+FlatGradientSink::FlatGradientSink(const ParameterLayout& layout, float* grads)
+    : groups_(GradientGroups(layout)), grads_(grads) {}
+
+ParameterLayout::Views<float> FlatGradientSink::Acquire(int group) {
+  ParameterLayout::Views<float> v{};
+  for (const Segment& s : groups_[static_cast<size_t>(group)]) {
+    v.*ParameterLayout::Field<float>(static_cast<size_t>(s.tensor)) = grads_ + s.offset;
+  }
+  return v;
+}
+
 void Gpt2::Backward(const float* params, float* grads, float loss_scale) {
+  FlatGradientSink sink(layout_, grads);
+  Backward(params, sink, loss_scale);
+}
+
+void Gpt2::Backward(const float* params, GradientSink& sink, float loss_scale) {
   const Gpt2Config& c = layout_.config();
   const int C = c.d_model, NH = c.n_head, L = c.n_layer, Vp = c.padded_vocab;
   const int N = B_ * T_;
@@ -126,18 +142,21 @@ void Gpt2::Backward(const float* params, float* grads, float loss_scale) {
   const size_t att = static_cast<size_t>(B_) * NH * T_ * T_;
   const size_t C1 = static_cast<size_t>(C);
   auto p = layout_.Bind(params);
-  auto g = layout_.Bind(grads);
+  const int embed_group = L + 1;
+  ParameterLayout::Views<float> ge = sink.Acquire(embed_group);
 
   k::SoftmaxCrossEntropyBackward(dlogits_.data(), probs_.data(), targets_, mask_, loss_scale, N,
                                  c.vocab_size, Vp);
   Zero(dlnf_);
-  k::MatmulBackward(dlnf_.data(), g.wte, nullptr, dlogits_.data(), lnf_.data(), p.wte, N, C, Vp);
+  k::MatmulBackward(dlnf_.data(), ge.wte, nullptr, dlogits_.data(), lnf_.data(), p.wte, N, C, Vp);
   float* dcur = dres_a_.data();   // gradient w.r.t. the output of the current block
   float* dnext = dres_b_.data();  // gradient w.r.t. its input
   std::fill(dcur, dcur + NC, 0.0f);
   const float* last = residual3_.data() + static_cast<size_t>(L - 1) * NC;
-  k::LayerNormBackward(dcur, g.lnfw, g.lnfb, dlnf_.data(), last, p.lnfw, lnf_mean_.data(),
+  ParameterLayout::Views<float> gf = sink.Acquire(0);
+  k::LayerNormBackward(dcur, gf.lnfw, gf.lnfb, dlnf_.data(), last, p.lnfw, lnf_mean_.data(),
                        lnf_rstd_.data(), N, C);
+  sink.Release(0);
 
   for (int l = L - 1; l >= 0; --l) {
     const size_t lc = static_cast<size_t>(l);
@@ -156,29 +175,33 @@ void Gpt2::Backward(const float* params, float* grads, float loss_scale) {
       Zero(*v);
     }
     std::fill(dnext, dnext + NC, 0.0f);
+    const int group = L - l;
+    ParameterLayout::Views<float> g = sink.Acquire(group);  // layer l's slices
 
     k::ResidualBackward(dresidual2_.data(), dfcproj_.data(), dcur, static_cast<int64_t>(NC));
-    k::MatmulBackward(dfch_gelu_.data(), g.fcprojw + lc * 4 * C1 * C1, g.fcprojb + lc * C1,
+    k::MatmulBackward(dfch_gelu_.data(), g.fcprojw, g.fcprojb,
                       dfcproj_.data(), fch_gelu, p.fcprojw + lc * 4 * C1 * C1, N, 4 * C, C);
     k::GeluBackward(dfch_.data(), fch, dfch_gelu_.data(), static_cast<int64_t>(NC) * 4);
-    k::MatmulBackward(dln2_.data(), g.fcw + lc * 4 * C1 * C1, g.fcb + lc * 4 * C1, dfch_.data(),
+    k::MatmulBackward(dln2_.data(), g.fcw, g.fcb, dfch_.data(),
                       ln2, p.fcw + lc * 4 * C1 * C1, N, C, 4 * C);
-    k::LayerNormBackward(dresidual2_.data(), g.ln2w + lc * C1, g.ln2b + lc * C1, dln2_.data(),
+    k::LayerNormBackward(dresidual2_.data(), g.ln2w, g.ln2b, dln2_.data(),
                          residual2, p.ln2w + lc * C1, ln2_mean_.data() + lc * N,
                          ln2_rstd_.data() + lc * N, N, C);
     k::ResidualBackward(dnext, dattproj_.data(), dresidual2_.data(), static_cast<int64_t>(NC));
-    k::MatmulBackward(datty_.data(), g.attprojw + lc * C1 * C1, g.attprojb + lc * C1,
+    k::MatmulBackward(datty_.data(), g.attprojw, g.attprojb,
                       dattproj_.data(), atty, p.attprojw + lc * C1 * C1, N, C, C);
     k::AttentionBackward(dqkv_.data(), att_scratch_.data(), datty_.data(), qkv, attw, B_, T_, C,
                          NH);
-    k::MatmulBackward(dln1_.data(), g.qkvw + lc * 3 * C1 * C1, g.qkvb + lc * 3 * C1, dqkv_.data(),
+    k::MatmulBackward(dln1_.data(), g.qkvw, g.qkvb, dqkv_.data(),
                       ln1, p.qkvw + lc * 3 * C1 * C1, N, C, 3 * C);
-    k::LayerNormBackward(dnext, g.ln1w + lc * C1, g.ln1b + lc * C1, dln1_.data(), residual,
+    k::LayerNormBackward(dnext, g.ln1w, g.ln1b, dln1_.data(), residual,
                          p.ln1w + lc * C1, ln1_mean_.data() + lc * N, ln1_rstd_.data() + lc * N,
                          N, C);
+    sink.Release(group);
     std::swap(dcur, dnext);
   }
-  k::EncoderBackward(g.wte, g.wpe, dcur, inputs_, B_, T_, C);
+  k::EncoderBackward(ge.wte, ge.wpe, dcur, inputs_, B_, T_, C);
+  sink.Release(embed_group);
 }
 
 }  // namespace belay::model

@@ -173,5 +173,84 @@ TEST(Gpt2, GradientMatchesFiniteDifferences) {
   EXPECT_GE(checked, 40);
 }
 
+// A sink that gives every group its own zeroed staging buffer, as ZeRO-2 does, and records
+// the calls; its gradients, copied back, must equal the flat buffer's bit for bit.
+class StagingSink final : public GradientSink {
+ public:
+  explicit StagingSink(const ParameterLayout& layout) : groups_(GradientGroups(layout)) {
+    for (const auto& g : groups_) {
+      int64_t n = 0;
+      for (const Segment& s : g) n += s.size;
+      buffers_.emplace_back(static_cast<size_t>(n), 0.0f);
+    }
+  }
+  ParameterLayout::Views<float> Acquire(int group) override {
+    calls_.push_back(group + 1);
+    return BindSegments(groups_[static_cast<size_t>(group)], buffers_[static_cast<size_t>(group)].data());
+  }
+  void Release(int group) override { calls_.push_back(-(group + 1)); }
+  void CopyTo(std::vector<float>& flat) const {
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      const float* at = buffers_[g].data();
+      for (const Segment& s : groups_[g]) {
+        std::copy(at, at + s.size, flat.begin() + s.offset);
+        at += s.size;
+      }
+    }
+  }
+  const std::vector<int>& calls() const { return calls_; }
+
+ private:
+  std::vector<std::vector<Segment>> groups_;
+  std::vector<std::vector<float>> buffers_;
+  std::vector<int> calls_;  // +g+1 acquire, -(g+1) release
+};
+
+TEST(Gpt2, GradientGroupsCoverEveryParameterOnce) {
+  ParameterLayout layout(Tiny());
+  std::vector<int> seen(static_cast<size_t>(layout.total()), 0);
+  std::vector<std::vector<Segment>> groups = GradientGroups(layout);
+  ASSERT_EQ(groups.size(), static_cast<size_t>(layout.config().n_layer + 2));
+  for (const auto& g : groups) {
+    for (const Segment& s : g) {
+      for (int64_t i = 0; i < s.size; ++i) ++seen[static_cast<size_t>(s.offset + i)];
+    }
+  }
+  for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i], 1) << "element " << i;
+}
+
+TEST(Gpt2, BackwardIntoStagingBuffersEqualsFlatBackward) {
+  ParameterLayout layout(Tiny());
+  const int L = layout.config().n_layer;
+  std::vector<float> params(static_cast<size_t>(layout.total()));
+  InitGpt2(layout, params, 3);
+  const int B = 2, T = 5;
+  SplitMix64 rng(9);
+  std::vector<int32_t> inputs(B * T), targets(B * T);
+  for (int i = 0; i < B * T; ++i) {
+    inputs[static_cast<size_t>(i)] = static_cast<int32_t>(rng.Next() % 11);
+    targets[static_cast<size_t>(i)] = static_cast<int32_t>(rng.Next() % 11);
+  }
+  std::vector<uint8_t> mask(B * T, 1);
+  Gpt2 model(layout, B, T);
+  model.Forward(params.data(), inputs.data(), targets.data(), mask.data());
+  std::vector<float> flat(params.size(), 0.0f);
+  model.Backward(params.data(), flat.data(), 0.1f);
+  StagingSink sink(layout);
+  model.Backward(params.data(), sink, 0.1f);
+  std::vector<float> staged(params.size(), -1.0f);
+  sink.CopyTo(staged);
+  EXPECT_EQ(staged, flat);
+
+  // Acquire(L+1); then each group g = 0 … L acquired and released in turn; Release(L+1) last.
+  std::vector<int> expected = {L + 2};
+  for (int g = 0; g <= L; ++g) {
+    expected.push_back(g + 1);
+    expected.push_back(-(g + 1));
+  }
+  expected.push_back(-(L + 2));
+  EXPECT_EQ(sink.calls(), expected);
+}
+
 }  // namespace
 }  // namespace belay::model

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <iostream>
+#include <iterator>
 
 #include "common/rng.h"
 
@@ -69,6 +70,57 @@ ParameterLayout::Views<float> ParameterLayout::Bind(float* flat) const {
 }
 ParameterLayout::Views<const float> ParameterLayout::Bind(const float* flat) const {
   return BindImpl(tensors_, flat);
+}
+
+template <typename T>
+T* ParameterLayout::Views<T>::*ParameterLayout::Field(size_t index) {
+  using V = Views<T>;
+  static constexpr T* V::*kFields[] = {&V::wte,      &V::wpe,      &V::ln1w,    &V::ln1b,
+                                       &V::qkvw,     &V::qkvb,     &V::attprojw, &V::attprojb,
+                                       &V::ln2w,     &V::ln2b,     &V::fcw,     &V::fcb,
+                                       &V::fcprojw,  &V::fcprojb,  &V::lnfw,    &V::lnfb};
+  static_assert(std::size(kFields) == 16);
+  return kFields[index];
+}
+template float* ParameterLayout::Views<float>::*ParameterLayout::Field<float>(size_t);
+template const float* ParameterLayout::Views<const float>::*ParameterLayout::Field<const float>(
+    size_t);
+
+std::vector<std::vector<Segment>> GradientGroups(const ParameterLayout& layout) {
+  const std::vector<TensorView>& t = layout.tensors();
+  const int L = layout.config().n_layer;
+  std::vector<std::vector<Segment>> groups;
+  std::vector<Segment> final_norm;
+  std::vector<Segment> embeddings;
+  for (size_t i = 0; i < t.size(); ++i) {
+    const TensorView& v = t[i];
+    if (v.name.starts_with("ln_f.")) final_norm.push_back({static_cast<int>(i), v.offset, v.size});
+    if (v.name == "wte" || v.name == "wpe") {
+      embeddings.push_back({static_cast<int>(i), v.offset, v.size});
+    }
+  }
+  groups.push_back(std::move(final_norm));
+  for (int l = L - 1; l >= 0; --l) {
+    std::vector<Segment> layer;
+    for (size_t i = 0; i < t.size(); ++i) {
+      if (!t[i].name.starts_with("h.")) continue;
+      const int64_t slice = t[i].size / L;
+      layer.push_back({static_cast<int>(i), t[i].offset + l * slice, slice});
+    }
+    groups.push_back(std::move(layer));
+  }
+  groups.push_back(std::move(embeddings));
+  return groups;
+}
+
+ParameterLayout::Views<float> BindSegments(const std::vector<Segment>& segments, float* base) {
+  ParameterLayout::Views<float> v{};
+  int64_t at = 0;
+  for (const Segment& s : segments) {
+    v.*ParameterLayout::Field<float>(static_cast<size_t>(s.tensor)) = base + at;
+    at += s.size;
+  }
+  return v;
 }
 
 void InitGpt2(const ParameterLayout& layout, std::span<float> params, uint64_t seed) {

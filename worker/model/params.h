@@ -51,11 +51,37 @@ class ParameterLayout {
   Views<float> Bind(float* flat) const;
   Views<const float> Bind(const float* flat) const;
 
+  // The field of Views that holds tensor `index` (tensors() order is the order of the fields).
+  template <typename T>
+  static T* Views<T>::*Field(size_t index);
+
  private:
   Gpt2Config config_;
   std::vector<TensorView> tensors_;
   int64_t total_ = 0;
 };
+
+// A run of a tensor's elements inside the flat buffer.
+struct Segment {
+  int tensor = 0;       // index into ParameterLayout::tensors()
+  int64_t offset = 0;   // first element in the flat buffer
+  int64_t size = 0;     // elements
+  bool operator==(const Segment&) const = default;
+};
+
+// The parameters whose gradients Gpt2::Backward completes together, numbered in the order it
+// completes them:
+//   0            ln_f (weight, bias)
+//   1 … L        layer L−1 … layer 0: that layer's slice of every h.* tensor
+//   L + 1        the embeddings wte and wpe (wte also collects the output head's gradient,
+//                which Backward computes first, so this group is open for the whole pass)
+// Every parameter is in exactly one group; segments are in tensor order.
+std::vector<std::vector<Segment>> GradientGroups(const ParameterLayout& layout);
+
+// Pointers for the tensors of `segments`, laid out one after another from `base` in segment
+// order: the field of a segment's tensor points at that segment's first element. Fields of
+// tensors not in `segments` are null.
+ParameterLayout::Views<float> BindSegments(const std::vector<Segment>& segments, float* base);
 
 // GPT-2 initialisation from `seed`: weights N(0, 0.02), residual projections
 // N(0, 0.02 / sqrt(2·n_layer)), biases 0, LayerNorm weights 1, padded vocabulary rows 0.

@@ -10,14 +10,29 @@
 
 namespace belay::optim {
 
+// A run of parameters the optimizer updates: params[param_offset, +size) from
+// grads/m/v[state_offset, +size). Pieces never straddle two tensors.
+struct UpdatePiece {
+  int64_t param_offset = 0;  // in the flat parameter buffer
+  int64_t state_offset = 0;  // in the gradient and moment buffers this optimizer is given
+  int64_t size = 0;
+  bool decay = false;  // weight decay applies
+};
+
 class AdamW {
  public:
+  // Over every parameter; gradients and moments are laid out like the parameters (one rank,
+  // or ZeRO stage 0 where every rank holds the whole state).
   AdamW(const model::ParameterLayout& layout, const TrainSpec& train);
+  // Over `pieces` only, with moments of `state_size` elements (ZeRO stages 1 and 2: this
+  // rank's shard).
+  AdamW(std::vector<UpdatePiece> pieces, int64_t state_size, const TrainSpec& train);
 
-  // Applies update number `step` (1-based) with learning rate `lr` to params from grads
-  // (both laid out by the layout).
+  // Applies update number `step` (1-based) with learning rate `lr`: for every piece,
+  // params at param_offset from grads at state_offset.
   void Update(float* params, const float* grads, double lr, int64_t step);
 
+  const std::vector<UpdatePiece>& pieces() const { return pieces_; }
   std::vector<float>& m() { return m_; }
   std::vector<float>& v() { return v_; }
   const std::vector<float>& m() const { return m_; }
@@ -26,7 +41,7 @@ class AdamW {
   int64_t state_bytes() const { return static_cast<int64_t>((m_.size() + v_.size()) * sizeof(float)); }
 
  private:
-  const model::ParameterLayout& layout_;
+  std::vector<UpdatePiece> pieces_;
   TrainSpec train_;
   std::vector<float> m_, v_;
 };

@@ -1,11 +1,19 @@
-// One rank's training loop.
+// One rank's training loop: data parallelism with ZeRO stages 0, 1 and 2.
 #include "worker/train/trainer.h"
 
+#include <algorithm>
+#include <array>
 #include <chrono>
-
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <map>
+#include <optional>
 
+#include "common/checksum.h"
 #include "common/strings.h"
+#include "kernels/grad_norm.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "worker/ckpt/layout.h"
@@ -13,42 +21,248 @@
 #include "worker/ckpt/shard_file.h"
 #include "worker/data/loader_state.h"
 #include "worker/model/goldfish.h"
-#include "worker/train/update.h"
+#include "worker/model/schedule.h"
 
 namespace belay::train {
+namespace {
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spec) {
-  data::DataLoaderOptions opts;
-  opts.globs = spec.data.train;
-  opts.seq_len = spec.model.seq_len;
-  opts.vocab_size = spec.model.vocab_size;
-  opts.seed = spec.train.seed;
-  opts.shuffle = spec.data.shuffle;
-  absl::StatusOr<std::unique_ptr<data::DataLoader>> train = data::DataLoader::Open(opts);
-  if (!train.ok()) return train.status();
-  std::unique_ptr<data::DataLoader> val;
-  if (!spec.data.val.empty()) {
-    opts.globs = spec.data.val;
-    opts.shuffle = false;  // evaluation always reads the same sequences
-    absl::StatusOr<std::unique_ptr<data::DataLoader>> v = data::DataLoader::Open(opts);
-    if (!v.ok()) return v.status();
-    val = std::move(*v);
-  }
-  return std::unique_ptr<Trainer>(new Trainer(spec, std::move(*train), std::move(val)));
+namespace fs = std::filesystem;
+
+// The three flat buffers a checkpoint holds, each stored tensor by tensor under its logical
+// name, so that a loader can re-partition them over any number of ranks.
+constexpr std::string_view kParamPrefix = "param/";
+constexpr std::string_view kAdamMPrefix = "adam.m/";
+constexpr std::string_view kAdamVPrefix = "adam.v/";
+constexpr std::string_view kPrefixes[] = {kParamPrefix, kAdamMPrefix, kAdamVPrefix};
+
+nlohmann::json ConfigJson(const model::Gpt2Config& c) {
+  return {{"n_layer", c.n_layer},         {"n_head", c.n_head},
+          {"d_model", c.d_model},         {"max_seq_len", c.max_seq_len},
+          {"vocab_size", c.vocab_size},   {"padded_vocab", c.padded_vocab}};
 }
 
-Trainer::Trainer(const CampaignSpec& spec, std::unique_ptr<data::DataLoader> train,
-                 std::unique_ptr<data::DataLoader> val)
+// A failed collective leaves the ranks in states that can no longer be matched up: stop the
+// process (the launcher or belayd sees the exit and restarts from the last checkpoint).
+void CheckCollective(const absl::Status& s, std::string_view what) {
+  if (s.ok()) return;
+  spdlog::critical("{} failed: {}", what, std::string(s.message()));
+  std::abort();
+}
+
+// Every rank's status; see Trainer::Agree.
+absl::Status AgreeOnStatus(comm::Communicator& comm, const absl::Status& local) {
+  const int W = comm.world_size();
+  if (W == 1) return local;
+  // Fixed-size records: [code (1 byte)] [message, NUL-padded].
+  constexpr size_t kRecord = 1024;
+  std::vector<std::byte> mine(kRecord), all(kRecord * static_cast<size_t>(W));
+  mine[0] = static_cast<std::byte>(static_cast<int>(local.code()));
+  const std::string msg(local.message());
+  std::memcpy(mine.data() + 1, msg.data(), std::min(msg.size(), kRecord - 2));
+  CheckCollective(comm.AllGatherBytes(mine, all), "status exchange");
+  for (int r = 0; r < W; ++r) {
+    const std::byte* rec = all.data() + static_cast<size_t>(r) * kRecord;
+    auto code = static_cast<absl::StatusCode>(static_cast<int>(rec[0]));
+    if (code == absl::StatusCode::kOk) continue;
+    const char* text = reinterpret_cast<const char*>(rec + 1);
+    return absl::Status(code, Cat("rank ", r, ": ", std::string_view(text, strnlen(text, kRecord - 1))));
+  }
+  return absl::OkStatus();
+}
+
+// Sums one double per rank in rank order, the same bits on every rank.
+double SumOverRanks(comm::Communicator& comm, double local) {
+  std::vector<double> all(static_cast<size_t>(comm.world_size()));
+  CheckCollective(comm.AllGatherBytes(std::as_bytes(std::span(&local, 1)),
+                                      std::as_writable_bytes(std::span(all))),
+                  "all-gather");
+  double sum = 0;
+  for (double v : all) sum += v;
+  return sum;
+}
+
+// A hash of one training sequence's tokens: 32 bits, so a batch's sum cannot overflow.
+uint64_t SequenceHash(const int32_t* seq, int T) {
+  return Xxh3(std::as_bytes(std::span(seq, static_cast<size_t>(T + 1)))) >> 32;
+}
+
+}  // namespace
+
+// ZeRO stage 2's gradient path: Backward writes each bucket into staging memory, and as soon
+// as a bucket is complete its reduce-scatter starts, adding into this rank's gradient shard
+// while backward goes on with the next bucket. Staging is one buffer for the embeddings
+// (their gradient collects from the first to the last kernel of the pass) and a ring of two
+// for the other buckets; a ring buffer is reused once its earlier reduce-scatter completed.
+class Trainer::ZeroTwoSink final : public model::GradientSink {
+ public:
+  ZeroTwoSink(const ShardPlan& plan, comm::Communicator& comm, std::vector<float>& shard)
+      : plan_(plan), comm_(comm), shard_(shard) {
+    int64_t ring = 0, slice = 0;
+    for (size_t b = 0; b < plan.buckets().size(); ++b) {
+      slice = std::max(slice, plan.buckets()[b].slice);
+      if (b + 1 < plan.buckets().size()) ring = std::max(ring, plan.buckets()[b].padded);
+    }
+    embed_.buffer.resize(static_cast<size_t>(plan.buckets().back().padded));
+    embed_.received.resize(static_cast<size_t>(slice));
+    for (Slot& s : ring_) {
+      s.buffer.resize(static_cast<size_t>(ring));
+      s.received.resize(static_cast<size_t>(slice));
+    }
+  }
+
+  // Before the backward pass of micro-batch `micro` (0-based) of a step.
+  void BeginMicroBatch(int64_t micro) { micro_ = micro; }
+
+  model::ParameterLayout::Views<float> Acquire(int group) override {
+    Slot& slot = SlotOf(group);
+    Complete(slot);
+    const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
+    std::fill(slot.buffer.begin(), slot.buffer.begin() + b.padded, 0.0f);
+    return model::BindSegments(b.segments, slot.buffer.data());
+  }
+
+  void Release(int group) override {
+    Slot& slot = SlotOf(group);
+    const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
+    std::span<const float> input(slot.buffer.data(), static_cast<size_t>(b.padded));
+    std::span<float> own(shard_.data() + b.shard_offset, static_cast<size_t>(b.slice));
+    // The first micro-batch's sum lands in the shard; later ones are added to it.
+    slot.accumulate = micro_ > 0;
+    slot.bucket = &b;
+    slot.handle = comm_.StartReduceScatterSum(
+        input, slot.accumulate ? std::span<float>(slot.received.data(), own.size()) : own);
+  }
+
+  // Completes every reduce-scatter started so far. Call after each backward pass.
+  void Finish() {
+    for (Slot& s : ring_) Complete(s);
+    Complete(embed_);
+  }
+
+  int64_t bytes() const {
+    int64_t n = static_cast<int64_t>(embed_.buffer.size() + embed_.received.size());
+    for (const Slot& s : ring_) n += static_cast<int64_t>(s.buffer.size() + s.received.size());
+    return n * static_cast<int64_t>(sizeof(float));
+  }
+
+ private:
+  struct Slot {
+    std::vector<float> buffer;    // the bucket's gradient, padded
+    std::vector<float> received;  // this rank's slice of the sum, before it is accumulated
+    comm::CommHandle handle;
+    const Bucket* bucket = nullptr;
+    bool accumulate = false;
+  };
+
+  Slot& SlotOf(int group) {
+    if (static_cast<size_t>(group) + 1 == plan_.buckets().size()) return embed_;
+    return ring_[static_cast<size_t>(group) % ring_.size()];
+  }
+
+  void Complete(Slot& slot) {
+    if (slot.bucket == nullptr) return;
+    CheckCollective(slot.handle.Wait(), "gradient reduce-scatter");
+    if (slot.accumulate) {
+      float* own = shard_.data() + slot.bucket->shard_offset;
+      for (int64_t i = 0; i < slot.bucket->slice; ++i) own[i] += slot.received[static_cast<size_t>(i)];
+    }
+    slot.bucket = nullptr;
+  }
+
+  const ShardPlan& plan_;
+  comm::Communicator& comm_;
+  std::vector<float>& shard_;
+  int64_t micro_ = 0;
+  Slot embed_;
+  std::array<Slot, 2> ring_;
+};
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spec,
+                                                         comm::Communicator& comm) {
+  const int W = comm.world_size();
+  absl::Status local;
+  if (spec.grad_accum_steps(W) == 0) {
+    local = absl::InvalidArgumentError(
+        Cat("train.global_batch = ", spec.train.global_batch, " does not divide into micro_batch ",
+            spec.train.micro_batch, " × ", W, " ranks = ", spec.train.micro_batch * W,
+            " sequences per micro-step; choose a global batch that is a multiple of it"));
+  } else if (spec.train.zero_stage < 0 || spec.train.zero_stage > 2) {
+    local = absl::InvalidArgumentError(
+        Cat("train.zero_stage = ", spec.train.zero_stage, ": this trainer has stages 0, 1 and 2"));
+  }
+  std::unique_ptr<data::DataLoader> train, val;
+  if (local.ok()) {
+    data::DataLoaderOptions opts;
+    opts.globs = spec.data.train;
+    opts.seq_len = spec.model.seq_len;
+    opts.vocab_size = spec.model.vocab_size;
+    opts.seed = spec.train.seed;
+    opts.shuffle = spec.data.shuffle;
+    absl::StatusOr<std::unique_ptr<data::DataLoader>> t = data::DataLoader::Open(opts);
+    if (t.ok()) {
+      train = std::move(*t);
+    } else {
+      local = t.status();
+    }
+    if (local.ok() && !spec.data.val.empty()) {
+      opts.globs = spec.data.val;
+      opts.shuffle = false;  // evaluation always reads the same sequences
+      absl::StatusOr<std::unique_ptr<data::DataLoader>> v = data::DataLoader::Open(opts);
+      if (v.ok()) {
+        val = std::move(*v);
+      } else {
+        local = v.status();
+      }
+    }
+  }
+  if (absl::Status s = AgreeOnStatus(comm, local); !s.ok()) return s;
+
+  // All ranks must train on the same data: compare what each one opened.
+  std::vector<int64_t> prints(static_cast<size_t>(W));
+  const int64_t mine = static_cast<int64_t>(train->fingerprint());
+  CheckCollective(comm.AllGatherInt64(std::span(&mine, 1), prints), "all-gather");
+  for (int r = 0; r < W; ++r) {
+    if (prints[static_cast<size_t>(r)] != prints[0]) {
+      return absl::FailedPreconditionError(
+          Cat("rank ", r, " opened different training data than rank 0 (fingerprint ",
+              FormatXxh3(static_cast<uint64_t>(prints[static_cast<size_t>(r)])), " vs ",
+              FormatXxh3(static_cast<uint64_t>(prints[0])), "); every rank must see the same shards"));
+    }
+  }
+  return std::unique_ptr<Trainer>(new Trainer(spec, comm, std::move(train), std::move(val)));
+}
+
+Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm,
+                 std::unique_ptr<data::DataLoader> train, std::unique_ptr<data::DataLoader> val)
     : spec_(spec),
+      comm_(comm),
       layout_(model::Gpt2Config::FromSpec(spec.model)),
+      plan_(layout_, comm.world_size()),
+      owned_(plan_.Owned(comm.rank())),
       train_data_(std::move(train)),
       val_data_(std::move(val)),
       model_(layout_, static_cast<int>(spec.train.micro_batch), static_cast<int>(spec.model.seq_len)),
-      optimizer_(layout_, spec.train),
-      params_(static_cast<size_t>(layout_.total())),
-      grads_(static_cast<size_t>(layout_.total())) {
+      params_(static_cast<size_t>(layout_.total())) {
   model::InitGpt2(layout_, params_, spec.train.seed);
-  accum_ = spec.grad_accum_steps(/*world_size=*/1);
+  accum_ = spec.grad_accum_steps(comm.world_size());
+  const int stage = spec.train.zero_stage;
+  if (stage == 0) {
+    optimizer_ = std::make_unique<optim::AdamW>(layout_, spec.train);
+  } else {
+    std::vector<optim::UpdatePiece> pieces;
+    for (const OwnedPiece& p : owned_) {
+      pieces.push_back({p.flat_offset, p.shard_offset, p.size,
+                        layout_.tensors()[static_cast<size_t>(p.tensor)].decay});
+    }
+    optimizer_ = std::make_unique<optim::AdamW>(std::move(pieces), plan_.shard_size(), spec.train);
+    grad_shard_.resize(static_cast<size_t>(plan_.shard_size()));
+  }
+  if (stage < 2) grads_.resize(static_cast<size_t>(layout_.total()));
+  if (stage == 2) zero2_ = std::make_unique<ZeroTwoSink>(plan_, comm_, grad_shard_);
+  int64_t largest = 0;
+  for (const Bucket& b : plan_.buckets()) largest = std::max(largest, b.padded);
+  staging_.resize(static_cast<size_t>(largest));
+
   const size_t M = static_cast<size_t>(spec.train.micro_batch);
   const size_t T = static_cast<size_t>(spec.model.seq_len);
   const size_t A = static_cast<size_t>(accum_);
@@ -58,45 +272,151 @@ Trainer::Trainer(const CampaignSpec& spec, std::unique_ptr<data::DataLoader> tra
   masks_.resize(A * M * T);
 }
 
+Trainer::~Trainer() = default;
+
+MemoryAccounting Trainer::memory() const {
+  MemoryAccounting m;
+  m.params = static_cast<int64_t>(params_.size() * sizeof(float));
+  m.gradients = static_cast<int64_t>((grads_.size() + grad_shard_.size()) * sizeof(float));
+  if (zero2_) m.gradients += zero2_->bytes();
+  m.optimizer = optimizer_->state_bytes();
+  return m;
+}
+
+absl::Status Trainer::Agree(const absl::Status& local) { return AgreeOnStatus(comm_, local); }
+
+const float* Trainer::OwnedGradients() const {
+  return spec_.train.zero_stage == 0 ? grads_.data() : grad_shard_.data();
+}
+
+absl::Status Trainer::GatherFlat(float* flat) {
+  const int r = comm_.rank();
+  for (size_t b = 0; b < plan_.buckets().size(); ++b) {
+    const Bucket& bucket = plan_.buckets()[b];
+    std::span<float> all(staging_.data(), static_cast<size_t>(bucket.padded));
+    std::span<float> mine = all.subspan(static_cast<size_t>(r * bucket.slice),
+                                        static_cast<size_t>(bucket.slice));
+    std::fill(mine.begin(), mine.end(), 0.0f);
+    for (const OwnedPiece& p : plan_.OwnedInBucket(b, r)) {
+      std::memcpy(mine.data() + (p.shard_offset - bucket.shard_offset), flat + p.flat_offset,
+                  static_cast<size_t>(p.size) * sizeof(float));
+    }
+    if (absl::Status s = comm_.AllGather(mine, all); !s.ok()) return s;
+    plan_.Unpack(b, staging_.data(), flat);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::ReduceGradients() {
+  if (spec_.train.zero_stage == 0) return comm_.AllReduceSum(grads_);
+  // Stage 1: the whole gradient was accumulated locally; each rank keeps the sum of its slices.
+  for (size_t b = 0; b < plan_.buckets().size(); ++b) {
+    const Bucket& bucket = plan_.buckets()[b];
+    plan_.Pack(b, grads_.data(), staging_.data());
+    absl::Status s = comm_.ReduceScatterSum(
+        std::span<const float>(staging_.data(), static_cast<size_t>(bucket.padded)),
+        std::span<float>(grad_shard_.data() + bucket.shard_offset, static_cast<size_t>(bucket.slice)));
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 StepMetrics Trainer::TrainStep() {
   auto t0 = std::chrono::steady_clock::now();
   const int T = static_cast<int>(spec_.model.seq_len);
   const int M = static_cast<int>(spec_.train.micro_batch);
-  // Load the whole step's sequences and masks first: the loss is normalised by the counted
-  // positions of the whole batch, which must be known before any backward pass. Sequence
-  // numbers are global, so the batch is the same whatever the number of ranks.
-  int64_t dropped = 0;
+  const int W = comm_.world_size(), r = comm_.rank();
+  const int stage = spec_.train.zero_stage;
+  // Load this rank's sequences and masks for the whole step first: the loss is normalised by
+  // the counted positions of the whole global batch, which all ranks must know before any
+  // backward pass. Sequence numbers are global (data::MicroBatchStart), so the global batch
+  // is the same whatever the number of ranks.
+  int64_t totals[3] = {0, 0, 0};  // counted positions, Goldfish-dropped positions, data digest
   for (int64_t a = 0; a < accum_; ++a) {
     for (int i = 0; i < M; ++i) {
       size_t row = static_cast<size_t>(a) * static_cast<size_t>(M) + static_cast<size_t>(i);
       int32_t* seq = seqs_.data() + row * static_cast<size_t>(T + 1);
-      train_data_->Sequence(
-          data::MicroBatchStart(next_sequence_, M, /*world_size=*/1, a, /*rank=*/0) +
-              static_cast<uint64_t>(i),
-          seq);
+      train_data_->Sequence(data::MicroBatchStart(next_sequence_, M, W, a, r) + static_cast<uint64_t>(i),
+                            seq);
+      totals[2] += static_cast<int64_t>(SequenceHash(seq, T));
       std::copy(seq, seq + T, inputs_.data() + row * static_cast<size_t>(T));
       std::copy(seq + 1, seq + T + 1, targets_.data() + row * static_cast<size_t>(T));
       uint8_t* mask = masks_.data() + row * static_cast<size_t>(T);
       if (spec_.train.goldfish) {
-        dropped += model::GoldfishMask(seq, T, spec_.train.goldfish->k, spec_.train.goldfish->h, mask);
+        totals[1] += model::GoldfishMask(seq, T, spec_.train.goldfish->k, spec_.train.goldfish->h, mask);
       } else {
         std::fill(mask, mask + T, uint8_t{1});
       }
+      totals[0] += std::count(mask, mask + T, uint8_t{1});
     }
   }
-  const int64_t positions = accum_ * M * T;
-  UpdateResult u = UpdateOnBatch(model_, optimizer_, spec_.train, spec_.total_steps(), step_ + 1,
-                                 params_, grads_, inputs_.data(), targets_.data(), masks_.data(),
-                                 accum_);
+  CheckCollective(comm_.AllReduceSumInt64(totals), "all-reduce of batch counts");
+  const int64_t counted = totals[0];
+  // The loss is the mean over the batch's counted positions, so every micro-batch's summed
+  // loss is scaled by the same 1/counted.
+  const float scale = counted > 0 ? 1.0f / static_cast<float>(counted) : 0.0f;
+
+  // Forward and backward, micro-batch by micro-batch.
+  const size_t per_micro = static_cast<size_t>(M) * static_cast<size_t>(T);
+  std::vector<double> micro_loss(static_cast<size_t>(accum_));
+  if (stage < 2) std::fill(grads_.begin(), grads_.end(), 0.0f);
+  model::FlatGradientSink flat(layout_, grads_.data());
+  for (int64_t a = 0; a < accum_; ++a) {
+    const size_t off = static_cast<size_t>(a) * per_micro;
+    micro_loss[static_cast<size_t>(a)] =
+        model_.Forward(params_.data(), inputs_.data() + off, targets_.data() + off, masks_.data() + off);
+    if (stage == 2) {
+      zero2_->BeginMicroBatch(a);
+      model_.Backward(params_.data(), *zero2_, scale);
+      zero2_->Finish();
+    } else {
+      model_.Backward(params_.data(), flat, scale);
+    }
+  }
+  if (stage < 2) CheckCollective(ReduceGradients(), "gradient reduction");
+
+  // The loss: micro-batch sums added in global micro-batch order (micro-step a of rank r is
+  // micro-batch a·W + r), the order one rank adds them in, so the value does not depend on W.
+  std::vector<double> all_loss(static_cast<size_t>(accum_ * W));
+  CheckCollective(comm_.AllGatherBytes(std::as_bytes(std::span(micro_loss)),
+                                       std::as_writable_bytes(std::span(all_loss))),
+                  "all-gather of losses");
+  double loss_sum = 0;
+  for (int64_t a = 0; a < accum_; ++a) {
+    for (int q = 0; q < W; ++q) loss_sum += all_loss[static_cast<size_t>(q * accum_ + a)];
+  }
+
+  // Gradient norm over the shards: each rank sums the squares of what it owns, piece by
+  // piece (the same pieces for every stage), and the ranks' sums add in rank order.
+  const float* g = OwnedGradients();
+  double local_sq = 0;
+  for (const OwnedPiece& p : owned_) {
+    local_sq += kernels::cpu::SumOfSquares(g + StateOffset(p), p.size);
+  }
+  const double grad_norm = std::sqrt(SumOverRanks(comm_, local_sq));
+  const float clip = kernels::cpu::ClipFactor(grad_norm, spec_.train.grad_clip);
+  if (clip < 1.0f) {
+    std::vector<float>& buf = stage == 0 ? grads_ : grad_shard_;
+    kernels::cpu::Scale(buf.data(), static_cast<int64_t>(buf.size()), clip);
+  }
+
+  const double lr = model::LearningRate(spec_.train, spec_.total_steps(), step_ + 1);
+  optimizer_->Update(params_.data(), OwnedGradients(), lr, step_ + 1);
+  // Stages 1 and 2 updated only this rank's shard: bring every rank's update to all.
+  if (stage > 0) CheckCollective(GatherFlat(params_.data()), "parameter all-gather");
+
   ++step_;
   next_sequence_ += static_cast<uint64_t>(spec_.train.global_batch);
 
   StepMetrics m;
   m.step = step_;
-  m.loss = u.loss;
-  m.lr = u.lr;
-  m.grad_norm = u.grad_norm;
-  m.goldfish_dropped = static_cast<double>(dropped) / static_cast<double>(positions);
+  m.loss = counted > 0 ? loss_sum / static_cast<double>(counted) : 0.0;
+  m.lr = lr;
+  m.grad_norm = grad_norm;
+  const int64_t positions = spec_.train.global_batch * T;
+  m.goldfish_dropped = static_cast<double>(totals[1]) / static_cast<double>(positions);
+  m.tokens = static_cast<int64_t>(next_sequence_) * T;
+  m.data_digest = static_cast<uint64_t>(totals[2]);
   m.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   m.tokens_per_s = m.step_time_s > 0 ? static_cast<double>(positions) / m.step_time_s : 0.0;
   return m;
@@ -105,61 +425,66 @@ StepMetrics Trainer::TrainStep() {
 double Trainer::Evaluate() {
   const int T = static_cast<int>(spec_.model.seq_len);
   const int M = static_cast<int>(spec_.train.micro_batch);
+  const int W = comm_.world_size(), r = comm_.rank();
+  const int64_t batches = spec_.train.eval_batches;
   std::vector<int32_t> seq(static_cast<size_t>(T + 1));
   std::vector<int32_t> inputs(static_cast<size_t>(M * T)), targets(inputs.size());
   std::vector<uint8_t> mask(inputs.size(), 1);
-  double sum = 0;
-  int64_t count = 0;
-  uint64_t g = 0;
-  for (int64_t b = 0; b < spec_.train.eval_batches; ++b) {
-    for (int i = 0; i < M; ++i, ++g) {
+  // Batch b is evaluated by rank b mod W; the per-batch sums then add in batch order.
+  std::vector<double> mine(static_cast<size_t>(batches), 0.0);
+  for (int64_t b = r; b < batches; b += W) {
+    for (int i = 0; i < M; ++i) {
+      uint64_t g = static_cast<uint64_t>(b * M + i);
       val_data_->Sequence(g % val_data_->sequences_per_epoch(), seq.data());
       std::copy(seq.begin(), seq.begin() + T, inputs.begin() + i * T);
       std::copy(seq.begin() + 1, seq.end(), targets.begin() + i * T);
     }
-    sum += model_.Forward(params_.data(), inputs.data(), targets.data(), mask.data());
-    count += int64_t{M} * T;
+    mine[static_cast<size_t>(b)] = model_.Forward(params_.data(), inputs.data(), targets.data(), mask.data());
   }
-  return sum / static_cast<double>(count);
+  std::vector<double> all(static_cast<size_t>(batches * W));
+  CheckCollective(comm_.AllGatherBytes(std::as_bytes(std::span(mine)),
+                                       std::as_writable_bytes(std::span(all))),
+                  "all-gather of evaluation losses");
+  double sum = 0;
+  for (int64_t b = 0; b < batches; ++b) sum += all[static_cast<size_t>((b % W) * batches + b)];
+  return sum / static_cast<double>(batches * M * T);
 }
 
-namespace {
-
-// The three flat buffers a checkpoint holds, each stored tensor by tensor under its logical
-// name so that a later loader can re-partition them over any number of ranks.
-constexpr std::string_view kParamPrefix = "param/";
-constexpr std::string_view kAdamMPrefix = "adam.m/";
-constexpr std::string_view kAdamVPrefix = "adam.v/";
-
-nlohmann::json ConfigJson(const model::Gpt2Config& c) {
-  return {{"n_layer", c.n_layer},         {"n_head", c.n_head},
-          {"d_model", c.d_model},         {"max_seq_len", c.max_seq_len},
-          {"vocab_size", c.vocab_size},   {"padded_vocab", c.padded_vocab}};
-}
-
-}  // namespace
-
-absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const std::filesystem::path& root,
+absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
                                                        const StepMetrics& last) {
   const std::string& campaign = spec_.campaign.name;
-  absl::StatusOr<std::filesystem::path> tmp = ckpt::BeginStep(root, campaign, step_);
-  if (!tmp.ok()) return tmp.status();
+  const int W = comm_.world_size(), r = comm_.rank();
+  // Rank 0 prepares the temporary step directory; everyone writes into it.
+  absl::Status prepared;
+  if (r == 0) prepared = ckpt::BeginStep(root, campaign, step_).status();
+  if (absl::Status s = Agree(prepared); !s.ok()) return s;
+  const fs::path tmp = ckpt::StepTempDir(root, campaign, step_);
 
   ckpt::ShardWriter writer;
-  for (const model::TensorView& t : layout_.tensors()) {
-    const size_t o = static_cast<size_t>(t.offset), n = static_cast<size_t>(t.size);
-    const uint64_t total = static_cast<uint64_t>(t.size);
-    for (auto [prefix, buf] : {std::pair{kParamPrefix, &params_}, std::pair{kAdamMPrefix, &optimizer_.m()},
-                               std::pair{kAdamVPrefix, &optimizer_.v()}}) {
-      absl::Status s = writer.Add(Cat(prefix, t.name), 0, total,
-                                  std::span<const float>(buf->data() + o, n));
-      if (!s.ok()) return s;
+  ckpt::ShardMap map;
+  absl::Status local;
+  for (int q = 0; q < W && local.ok(); ++q) {
+    for (const OwnedPiece& p : plan_.Owned(q)) {
+      const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
+      const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
+      const uint64_t total = static_cast<uint64_t>(t.size);
+      const float* bufs[] = {params_.data() + p.flat_offset, optimizer_->m().data() + StateOffset(p),
+                             optimizer_->v().data() + StateOffset(p)};
+      for (size_t k = 0; k < std::size(kPrefixes); ++k) {
+        std::string name = Cat(kPrefixes[k], t.name);
+        map.Add(name, total, {q, in_tensor, static_cast<uint64_t>(p.size)});
+        if (q != r) continue;
+        local = writer.Add(std::move(name), in_tensor, total,
+                           std::span<const float>(bufs[k], static_cast<size_t>(p.size)));
+        if (!local.ok()) break;
+      }
     }
   }
   nlohmann::json meta = {
       {"step", step_},
-      {"world_size", 1},
-      {"rank", 0},
+      {"world_size", W},
+      {"rank", r},
+      {"zero_stage", spec_.train.zero_stage},
       {"model", ConfigJson(layout_.config())},
       {"loader", data::LoaderStateToJson(train_data_->State(next_sequence_))},
       // Training draws no random numbers after initialisation (no dropout); the seed is
@@ -167,45 +492,135 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const std::filesystem::pa
       {"rng", {{"init_seed", spec_.train.seed}}},
   };
   writer.SetMetadata(meta.dump());
-  absl::StatusOr<ckpt::ShardFileInfo> shard = writer.Write(*tmp / ckpt::ShardFileName(0));
-  if (!shard.ok()) return shard.status();
-
-  ckpt::Manifest manifest;
-  manifest.campaign = campaign;
-  manifest.step = step_;
-  manifest.world_size = 1;
-  manifest.shards.push_back(
-      {0, shard->path.filename().string(), shard->bytes, shard->xxh3});
-  manifest.metrics = {{"loss", last.loss}, {"lr", last.lr}, {"grad_norm", last.grad_norm},
-                      {"sequences_seen", next_sequence_}};
-  manifest.created_unix = static_cast<int64_t>(std::time(nullptr));
-  if (absl::Status s = ckpt::WriteManifest(*tmp, manifest); !s.ok()) return s;
-  if (absl::Status s = ckpt::CommitStep(root, campaign, step_); !s.ok()) return s;
-
-  absl::StatusOr<std::vector<int64_t>> removed =
-      ckpt::ApplyRetention(root, campaign, spec_.checkpoint.keep_last,
-                           spec_.checkpoint.keep_every, /*protect_step=*/step_);
-  if (!removed.ok()) {
-    spdlog::warn("checkpoint retention: {}", std::string(removed.status().message()));
+  ckpt::ShardFileInfo shard;
+  if (local.ok()) {
+    absl::StatusOr<ckpt::ShardFileInfo> written = writer.Write(tmp / ckpt::ShardFileName(r));
+    if (written.ok()) {
+      shard = *written;
+    } else {
+      local = written.status();
+    }
   }
-  return CheckpointInfo{ckpt::StepDir(root, campaign, step_), step_,
-                        static_cast<int64_t>(shard->bytes)};
+  if (absl::Status s = Agree(local); !s.ok()) return s;
+
+  // Rank 0 collects every shard's size and sum for the manifest, writes it and commits.
+  const int64_t info[2] = {static_cast<int64_t>(shard.bytes), static_cast<int64_t>(shard.xxh3)};
+  std::vector<int64_t> infos(static_cast<size_t>(2 * W));
+  CheckCollective(comm_.AllGatherInt64(info, infos), "all-gather of shard sums");
+  absl::Status committed;
+  if (r == 0) {
+    ckpt::Manifest manifest;
+    manifest.campaign = campaign;
+    manifest.step = step_;
+    manifest.world_size = W;
+    for (int q = 0; q < W; ++q) {
+      manifest.shards.push_back({q, ckpt::ShardFileName(q),
+                                 static_cast<uint64_t>(infos[static_cast<size_t>(2 * q)]),
+                                 static_cast<uint64_t>(infos[static_cast<size_t>(2 * q + 1)])});
+    }
+    manifest.shard_map = std::move(map);
+    manifest.metrics = {{"loss", last.loss}, {"lr", last.lr}, {"grad_norm", last.grad_norm},
+                        {"sequences_seen", next_sequence_}, {"tokens", last.tokens},
+                        {"zero_stage", spec_.train.zero_stage}};
+    manifest.created_unix = static_cast<int64_t>(std::time(nullptr));
+    committed = ckpt::WriteManifest(tmp, manifest);
+    if (committed.ok()) committed = ckpt::CommitStep(root, campaign, step_);
+    if (committed.ok()) {
+      absl::StatusOr<std::vector<int64_t>> removed =
+          ckpt::ApplyRetention(root, campaign, spec_.checkpoint.keep_last,
+                               spec_.checkpoint.keep_every, /*protect_step=*/step_);
+      if (!removed.ok()) {
+        spdlog::warn("checkpoint retention: {}", std::string(removed.status().message()));
+      }
+    }
+  }
+  if (absl::Status s = Agree(committed); !s.ok()) return s;
+  return CheckpointInfo{ckpt::StepDir(root, campaign, step_), step_, static_cast<int64_t>(shard.bytes)};
 }
 
-absl::Status Trainer::LoadStep(const std::filesystem::path& step_dir) {
+absl::Status Trainer::LoadOwned(const fs::path& step_dir) {
+  const int r = comm_.rank();
   absl::StatusOr<ckpt::Manifest> manifest = ckpt::ReadManifest(step_dir);
   if (!manifest.ok()) return manifest.status();
-  if (manifest->world_size != 1) {
-    return absl::UnimplementedError(Cat(step_dir.string(), ": saved on ", manifest->world_size,
-                                        " ranks; this trainer runs on 1"));
+  if (manifest->campaign != spec_.campaign.name) {
+    return absl::FailedPreconditionError(Cat(step_dir.string(), ": checkpoint of campaign ",
+                                             manifest->campaign, ", not ", spec_.campaign.name));
   }
-  absl::StatusOr<ckpt::ShardReader> reader =
-      ckpt::ShardReader::Open(step_dir / manifest->shards[0].file);  // verifies the checksum
-  if (!reader.ok()) return reader.status();
-  nlohmann::json meta = nlohmann::json::parse(reader->metadata(), nullptr, /*allow_exceptions=*/false);
+  if (!manifest->shard_map) {
+    return absl::FailedPreconditionError(
+        Cat(step_dir.string(), "/manifest.json has no shard_map: written by an earlier format"));
+  }
+  const ckpt::ShardMap& map = *manifest->shard_map;
+  const std::string where = Cat(step_dir.string(), "/manifest.json: shard_map");
+  // The map must describe exactly this model's tensors.
+  size_t expected = 0;
+  for (const model::TensorView& t : layout_.tensors()) {
+    for (std::string_view prefix : kPrefixes) {
+      ++expected;
+      auto it = map.totals.find(Cat(prefix, t.name));
+      if (it == map.totals.end()) return absl::FailedPreconditionError(Cat(where, ": no tensor ", prefix, t.name));
+      if (it->second != static_cast<uint64_t>(t.size)) {
+        return absl::FailedPreconditionError(Cat(where, ": ", prefix, t.name, " has ", it->second,
+                                                 " elements; this model's has ", t.size));
+      }
+    }
+  }
+  if (map.totals.size() != expected) {
+    return absl::FailedPreconditionError(Cat(where, ": ", map.totals.size(), " tensors; this model has ", expected));
+  }
+  // Rank 0 checks that every shard is there, so that a missing one is reported by name even
+  // when no rank needs its ranges... which cannot happen with a complete map, but a missing
+  // file must never look like a checksum error.
+  if (r == 0) {
+    for (const ckpt::ManifestShard& s : manifest->shards) {
+      std::error_code ec;
+      const uintmax_t size = fs::file_size(step_dir / s.file, ec);
+      if (ec) {
+        return absl::NotFoundError(Cat((step_dir / s.file).string(), ": shard of rank ", s.rank,
+                                       " (of ", manifest->world_size, ") is missing"));
+      }
+      if (size != s.bytes) {
+        return absl::DataLossError(Cat((step_dir / s.file).string(), ": shard of rank ", s.rank,
+                                       " is ", size, " bytes, the manifest says ", s.bytes));
+      }
+    }
+  }
+
+  // Open the shards this rank needs, each verified by checksum, by the manifest's sum and
+  // against the shard map.
+  std::map<int, ckpt::ShardReader> readers;
+  auto reader = [&](int old_rank) -> absl::StatusOr<const ckpt::ShardReader*> {
+    if (auto it = readers.find(old_rank); it != readers.end()) return &it->second;
+    const ckpt::ManifestShard& s = manifest->shards[static_cast<size_t>(old_rank)];
+    absl::StatusOr<ckpt::ShardReader> opened = ckpt::ShardReader::Open(step_dir / s.file);
+    if (!opened.ok()) {
+      if (absl::IsNotFound(opened.status())) {
+        return absl::NotFoundError(Cat((step_dir / s.file).string(), ": shard of rank ", old_rank,
+                                       " (of ", manifest->world_size, ") is missing"));
+      }
+      return opened.status();
+    }
+    std::vector<std::pair<std::string, ckpt::ShardRange>> want = map.OfRank(old_rank), have;
+    for (const ckpt::ShardEntry& e : opened->entries()) have.push_back({e.name, {old_rank, e.offset, e.count}});
+    if (want != have) {
+      return absl::DataLossError(Cat(opened->path().string(), ": holds ", have.size(),
+                                     " tensor ranges that do not match the ", want.size(),
+                                     " the manifest's shard map lists for rank ", old_rank));
+    }
+    return &readers.emplace(old_rank, std::move(*opened)).first->second;
+  };
+
+  // Step, model and data position, from the shard of old rank r mod W_old.
+  absl::StatusOr<const ckpt::ShardReader*> first = reader(r % manifest->world_size);
+  if (!first.ok()) return first.status();
+  nlohmann::json meta = nlohmann::json::parse((*first)->metadata(), nullptr, /*allow_exceptions=*/false);
   if (!meta.is_object() || !meta.contains("model") || !meta.contains("loader") ||
       !meta.contains("step") || !meta["step"].is_number_integer()) {
-    return absl::DataLossError(Cat(step_dir.string(), ": shard metadata lacks model, loader or step"));
+    return absl::DataLossError(Cat((*first)->path().string(), ": metadata lacks model, loader or step"));
+  }
+  if (meta["step"].get<int64_t>() != manifest->step) {
+    return absl::DataLossError(Cat((*first)->path().string(), ": holds step ", meta["step"].dump(),
+                                   ", the manifest says ", manifest->step));
   }
   if (meta["model"] != ConfigJson(layout_.config())) {
     return absl::FailedPreconditionError(Cat(step_dir.string(), ": saved model ", meta["model"].dump(),
@@ -216,41 +631,77 @@ absl::Status Trainer::LoadStep(const std::filesystem::path& step_dir) {
   if (!loader.ok()) return loader.status();
   if (absl::Status s = train_data_->CheckResume(*loader); !s.ok()) return s;
 
-  for (const model::TensorView& t : layout_.tensors()) {
-    const size_t o = static_cast<size_t>(t.offset), n = static_cast<size_t>(t.size);
-    for (auto [prefix, buf] : {std::pair{kParamPrefix, &params_}, std::pair{kAdamMPrefix, &optimizer_.m()},
-                               std::pair{kAdamVPrefix, &optimizer_.v()}}) {
-      absl::Status s = reader->Read(Cat(prefix, t.name), 0, std::span<float>(buf->data() + o, n));
-      if (!s.ok()) return s;
+  // This rank's pieces of parameters and moments, from whichever shards hold them.
+  for (const OwnedPiece& p : owned_) {
+    const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
+    const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
+    float* dst[] = {params_.data() + p.flat_offset, optimizer_->m().data() + StateOffset(p),
+                    optimizer_->v().data() + StateOffset(p)};
+    for (size_t k = 0; k < std::size(kPrefixes); ++k) {
+      const std::string name = Cat(kPrefixes[k], t.name);
+      for (const ckpt::ShardRange& part : map.Find(name, in_tensor, static_cast<uint64_t>(p.size))) {
+        absl::StatusOr<const ckpt::ShardReader*> rd = reader(part.rank);
+        if (!rd.ok()) return rd.status();
+        absl::Status s = (*rd)->Read(name, part.offset,
+                                     std::span<float>(dst[k] + (part.offset - in_tensor), part.count));
+        if (!s.ok()) return s;
+      }
     }
   }
-  step_ = meta["step"].get<int64_t>();
+  step_ = manifest->step;
   next_sequence_ = loader->next_sequence;
   return absl::OkStatus();
 }
 
-absl::Status Trainer::Resume(const std::filesystem::path& dir) {
+absl::Status Trainer::LoadStep(const fs::path& step_dir) {
+  if (absl::Status s = Agree(LoadOwned(step_dir)); !s.ok()) return s;
+  // Each rank read only what it owns; the rest comes from the other ranks.
+  CheckCollective(GatherFlat(params_.data()), "parameter all-gather");
+  if (spec_.train.zero_stage == 0) {  // every rank keeps all moments
+    CheckCollective(GatherFlat(optimizer_->m().data()), "moment all-gather");
+    CheckCollective(GatherFlat(optimizer_->v().data()), "moment all-gather");
+  }
+  return absl::OkStatus();
+}
+
+void Trainer::Reinitialize() {
+  model::InitGpt2(layout_, params_, spec_.train.seed);
+  std::fill(optimizer_->m().begin(), optimizer_->m().end(), 0.0f);
+  std::fill(optimizer_->v().begin(), optimizer_->v().end(), 0.0f);
+  step_ = 0;
+  next_sequence_ = 0;
+}
+
+absl::Status Trainer::Resume(const fs::path& dir) {
   std::error_code ec;
-  if (std::filesystem::exists(dir / "manifest.json", ec)) return LoadStep(dir);
+  if (fs::exists(dir / ckpt::kManifestFileName, ec)) {
+    absl::Status s = LoadStep(dir);
+    if (!s.ok()) Reinitialize();
+    return s;
+  }
   // A checkpoint root: the newest committed step that loads, falling back to older ones.
+  // Every rank lists the same directory; rank 0's list is used so that all try the same steps.
   absl::StatusOr<std::vector<int64_t>> steps = ckpt::ListCommittedSteps(dir, spec_.campaign.name);
-  if (!steps.ok()) return steps.status();
-  if (steps->empty()) {
+  if (absl::Status s = Agree(steps.status()); !s.ok()) return s;
+  int64_t count = comm_.rank() == 0 ? static_cast<int64_t>(steps->size()) : 0;
+  CheckCollective(comm_.AllReduceSumInt64(std::span(&count, 1)), "all-reduce");
+  std::vector<int64_t> list(static_cast<size_t>(count), 0);
+  if (comm_.rank() == 0) list = *steps;
+  CheckCollective(comm_.AllReduceSumInt64(list), "all-reduce");
+  if (list.empty()) {
     return absl::NotFoundError(Cat(dir.string(), ": no committed checkpoint of campaign ",
                                    spec_.campaign.name));
   }
   absl::Status last_error;
-  for (auto it = steps->rbegin(); it != steps->rend(); ++it) {
-    std::filesystem::path step_dir = ckpt::StepDir(dir, spec_.campaign.name, *it);
+  for (auto it = list.rbegin(); it != list.rend(); ++it) {
+    fs::path step_dir = ckpt::StepDir(dir, spec_.campaign.name, *it);
     last_error = LoadStep(step_dir);
     if (last_error.ok()) return last_error;
-    spdlog::warn("skipping checkpoint {}: {}", step_dir.string(), std::string(last_error.message()));
+    if (comm_.rank() == 0) {
+      spdlog::warn("skipping checkpoint {}: {}", step_dir.string(), std::string(last_error.message()));
+    }
     // A failed load may have overwritten part of the state: start that part over.
-    model::InitGpt2(layout_, params_, spec_.train.seed);
-    std::fill(optimizer_.m().begin(), optimizer_.m().end(), 0.0f);
-    std::fill(optimizer_.v().begin(), optimizer_.v().end(), 0.0f);
-    step_ = 0;
-    next_sequence_ = 0;
+    Reinitialize();
   }
   return last_error;
 }

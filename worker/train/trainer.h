@@ -1,86 +1,142 @@
-// The training loop of one rank: batches from the loader, Goldfish masks, forward/backward
-// over micro-batches, gradient clipping, AdamW, evaluation, checkpoints.
+// The training loop of one rank among W data-parallel ranks: its part of every global batch,
+// Goldfish masks, forward/backward over micro-batches, gradient reduction and the sharded
+// optimizer of the campaign's ZeRO stage, evaluation, and checkpoints that any world size can
+// load.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/campaign_spec.h"
+#include "worker/comm/communicator.h"
 #include "worker/data/loader.h"
 #include "worker/model/gpt2.h"
 #include "worker/model/params.h"
 #include "worker/optim/optimizer.h"
+#include "worker/train/shard_plan.h"
 
 namespace belay::train {
 
 struct StepMetrics {
-  int64_t step = 0;           // updates done after this one (1-based)
-  double loss = 0;            // mean cross-entropy over the counted positions of the batch
-  double lr = 0;              // learning rate of this update
-  double grad_norm = 0;       // global L2 norm before clipping
-  double tokens_per_s = 0;    // batch tokens / step wall time
+  int64_t step = 0;             // updates done after this one (1-based)
+  double loss = 0;              // mean cross-entropy over the counted positions of the batch
+  double lr = 0;                // learning rate of this update
+  double grad_norm = 0;         // global L2 norm before clipping
+  double tokens_per_s = 0;      // batch tokens / step wall time
   double goldfish_dropped = 0;  // fraction of label positions Goldfish excluded
   double step_time_s = 0;
+  int64_t tokens = 0;          // tokens trained on since step 0, this step's batch included
+  uint64_t data_digest = 0;    // sum over the batch's sequences of a hash of their tokens
 };
 
 struct CheckpointInfo {
   std::filesystem::path step_dir;
   int64_t step = 0;
-  int64_t bytes = 0;
+  int64_t bytes = 0;  // this rank's shard
+};
+
+// Bytes this rank holds for training state (activations and scratch not counted).
+struct MemoryAccounting {
+  int64_t params = 0;     // the full fp32 parameters every rank computes with
+  int64_t gradients = 0;  // gradient buffers kept between steps or during backward
+  int64_t optimizer = 0;  // AdamW m and v
 };
 
 class Trainer {
  public:
-  // Opens the data and sets up a freshly initialised model (seeded by train.seed). The
-  // world is one rank for now.
-  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const CampaignSpec& spec);
+  // Opens the data and sets up a freshly initialised model (seeded by train.seed), for rank
+  // comm.rank() of comm.world_size(). Every rank of the group must call it (the ranks check
+  // together that they agree). InvalidArgument when the global batch does not divide into
+  // micro_batch × world size, or for a ZeRO stage this trainer does not have.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const CampaignSpec& spec,
+                                                         comm::Communicator& comm);
 
-  // Replaces the state with a checkpoint: `dir` is a step directory (holding manifest.json),
-  // or a checkpoint root whose newest committed step of this campaign that verifies is
-  // used (older ones are tried when a newer one fails, each failure logged). Every shard's
-  // checksum, the model shape and the data fingerprint are checked before use.
+  // Replaces the state with a checkpoint, which may have been written by any number of
+  // ranks: `dir` is a step directory (holding manifest.json), or a checkpoint root whose
+  // newest committed step of this campaign that loads is used (older ones are tried when a
+  // newer one fails, each failure logged). Each rank reads the element ranges it owns from
+  // whichever shards hold them, verifying every shard it opens by checksum and against the
+  // manifest's shard map; the model shape and the data fingerprint are checked too. All
+  // ranks agree on the outcome: if one rank fails, all do, with that rank's error. Collective.
   absl::Status Resume(const std::filesystem::path& dir);
+
+  ~Trainer();
 
   int64_t step() const { return step_; }
   const CampaignSpec& spec() const { return spec_; }
+  int rank() const { return comm_.rank(); }
+  int world_size() const { return comm_.world_size(); }
+  int64_t grad_accum_steps() const { return accum_; }
+  const ShardPlan& plan() const { return plan_; }
+  MemoryAccounting memory() const;
 
-  // One optimizer update over one global batch.
+  // One optimizer update over one global batch. Collective. Aborts the process if a
+  // collective fails: the ranks' states can no longer be trusted to agree.
   StepMetrics TrainStep();
 
   // Mean loss over eval_batches micro-batches of the validation split (always the same
-  // sequences), no Goldfish masking. Requires validation data.
+  // sequences, shared out over the ranks), no Goldfish masking. Requires validation data.
+  // The same value on every rank and for every world size. Collective.
   double Evaluate();
 
-  // Writes the full state as a committed checkpoint under `root` and returns where.
+  // Writes the full state as a committed checkpoint under `root` (each rank its shard, rank 0
+  // the manifest with the shard map, then the commit) and returns where. Collective; every
+  // rank gets the same outcome.
   absl::StatusOr<CheckpointInfo> SaveCheckpoint(const std::filesystem::path& root,
                                                 const StepMetrics& last);
 
   const std::vector<float>& params() const { return params_; }
 
  private:
-  // Loads one step directory: manifest, checksum-verified shard, model shape, data.
-  absl::Status LoadStep(const std::filesystem::path& step_dir);
+  Trainer(const CampaignSpec& spec, comm::Communicator& comm,
+          std::unique_ptr<data::DataLoader> train, std::unique_ptr<data::DataLoader> val);
 
-  Trainer(const CampaignSpec& spec, std::unique_ptr<data::DataLoader> train,
-          std::unique_ptr<data::DataLoader> val);
+  // Loads one step directory (see Resume). Collective.
+  absl::Status LoadStep(const std::filesystem::path& step_dir);
+  // What this rank's part of LoadStep found, before the ranks agree.
+  absl::Status LoadOwned(const std::filesystem::path& step_dir);
+  // Restores the freshly initialised state after a failed load.
+  void Reinitialize();
+
+  // Every rank's slice of every bucket of `flat` (laid out like the parameters) from its
+  // owner to all ranks: after it, all ranks hold the owners' values. Collective.
+  absl::Status GatherFlat(float* flat);
+  // The gradient reduction of stages 0 and 1 after the last backward pass.
+  absl::Status ReduceGradients();
+  // Offset of an owned piece in this rank's gradient and moment buffers.
+  int64_t StateOffset(const OwnedPiece& p) const {
+    return spec_.train.zero_stage == 0 ? p.flat_offset : p.shard_offset;
+  }
+  // This rank's gradient for what it owns (stage 0: the flat buffer; 1, 2: the shard).
+  const float* OwnedGradients() const;
+  // Every rank's status, agreed: OK when all are OK, else the first failing rank's error
+  // prefixed with its rank (when there are several ranks). Collective.
+  absl::Status Agree(const absl::Status& local);
 
   CampaignSpec spec_;
+  comm::Communicator& comm_;
   model::ParameterLayout layout_;
+  ShardPlan plan_;
+  std::vector<OwnedPiece> owned_;  // this rank's pieces, in shard order
   std::unique_ptr<data::DataLoader> train_data_;
   std::unique_ptr<data::DataLoader> val_data_;  // null without validation data
   model::Gpt2 model_;
-  optim::AdamW optimizer_;
-  std::vector<float> params_, grads_;
+  std::unique_ptr<optim::AdamW> optimizer_;
+  std::vector<float> params_;
+  std::vector<float> grads_;       // stages 0, 1: the flat gradient of this rank's micro-batches
+  std::vector<float> grad_shard_;  // stages 1, 2: the summed gradient of what this rank owns
+  std::vector<float> staging_;     // one padded bucket, for reduce-scatter and all-gather
+  class ZeroTwoSink;
+  std::unique_ptr<ZeroTwoSink> zero2_;  // stage 2
   int64_t step_ = 0;             // updates done
-  uint64_t next_sequence_ = 0;  // global index of the next training sequence
+  uint64_t next_sequence_ = 0;   // global index of the next training sequence
   int64_t accum_ = 1;            // micro-batches per update on this rank
 
-  // Per-step scratch: the tokens and masks of all micro-batches of one update.
+  // Per-step scratch: the tokens and masks of this rank's micro-batches of one update.
   std::vector<int32_t> seqs_, inputs_, targets_;
   std::vector<uint8_t> masks_;
 };
