@@ -11,3 +11,6 @@ build/bench/checksum_bench "${BELAY_BENCH_MIB:-512}"
 # runs the OPENBLAS_NUM_THREADS=1 setting on the demo shape only (on the large one it costs
 # a minute and a half); BELAY_BENCH_STEPS=10 gives steadier medians.
 build/bench/train_step_bench --steps "${BELAY_BENCH_STEPS:-5}" --openblas1 demo
+# Data parallelism: ZeRO stages 0, 1, 2 on 1, 2 and 4 ranks (mpirun), step time against one
+# rank and bytes sent against each stage's theoretical volume (about a minute on 2 cores).
+/usr/bin/python3 bench/zero_bench.py build/bin

@@ -2,9 +2,9 @@
 # The demo: installs what is missing, builds everything, prepares the demo corpus (the King
 # James Bible from Debian's bible-kjv packages) and trains the demo campaign
 # (deploy/examples/demo.toml) with belay-worker on this machine, printing the loss curve.
-# Until belayd carries campaigns, the campaign runs standalone on one CPU rank. Running it
-# again resumes from the last checkpoint under var/demo/checkpoints (remove var/demo to
-# start over).
+# Until belayd carries campaigns, the campaign runs standalone: its ranks (ranks_per_node in
+# the campaign file) started by mpirun, data-parallel with ZeRO stage 2. Running it again
+# resumes from the last checkpoint under var/demo/checkpoints (remove var/demo to start over).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,11 +39,20 @@ PY
 
 resume=()
 if [ -d var/demo/checkpoints/demo ]; then resume=(--resume var/demo/checkpoints); fi
-echo "training $spec (one CPU rank; one line per 10 steps, evaluations as they come)"
-"$bin/belay-worker" --log-level warn train --spec "$spec" "${resume[@]}" | python3 -c '
+ranks=$(sed -n 's/^ranks_per_node *= *\([0-9]*\).*/\1/p' "$spec")
+source scripts/mpi-env.sh
+# One thread per rank: the ranks share this machine's cores.
+export OMP_NUM_THREADS=$(( $(nproc) / ranks > 0 ? $(nproc) / ranks : 1 )) OPENBLAS_NUM_THREADS=1
+echo "training $spec on $ranks CPU ranks (mpirun; one line per 10 steps, evaluations as they come)"
+mpirun -np "$ranks" "$bin/belay-worker" --log-level warn train --spec "$spec" "${resume[@]}" | python3 -c '
 import json, sys
 for line in sys.stdin:
     r = json.loads(line)
+    if r.get("event") == "memory":
+        print("%d ranks, ZeRO stage %d: per rank %.2f MB parameters, %.2f MB gradients, %.2f MB optimizer state"
+              % (r["world_size"], r["zero_stage"], r["param_bytes"][0] / 1e6,
+                 r["gradient_bytes"][0] / 1e6, r["optimizer_bytes"][0] / 1e6), flush=True)
+        continue
     step = r["step"]
     if "val_loss" in r:
         print("step %5d  val_loss %.4f" % (step, r["val_loss"]), flush=True)

@@ -33,7 +33,8 @@ void PrintStep(const train::StepMetrics& m) {
                       {"tokens_per_s", m.tokens_per_s},
                       {"goldfish_dropped", m.goldfish_dropped},
                       {"tokens", m.tokens},
-                      {"data_digest", FormatXxh3(m.data_digest)}};
+                      {"data_digest", FormatXxh3(m.data_digest)},
+                      {"comm_bytes", m.comm_bytes}};
   std::cout << j.dump() << std::endl;
 }
 

@@ -89,25 +89,21 @@ uint64_t SequenceHash(const int32_t* seq, int T) {
 }  // namespace
 
 // ZeRO stage 2's gradient path: Backward writes each bucket into staging memory, and as soon
-// as a bucket is complete its reduce-scatter starts, adding into this rank's gradient shard
-// while backward goes on with the next bucket. Staging is one buffer for the embeddings
-// (their gradient collects from the first to the last kernel of the pass) and a ring of two
-// for the other buckets; a ring buffer is reused once its earlier reduce-scatter completed.
+// as a bucket is complete its reduce-scatter starts (in place: this rank's slice of the
+// staging buffer receives the sum) while backward goes on with the next bucket; once it is
+// done the slice is added into this rank's gradient shard. Staging is one buffer for the
+// embeddings (their gradient collects from the first to the last kernel of the pass) and a
+// ring of two for the other buckets; a ring buffer is reused once its earlier reduce-scatter
+// has completed. So what stays resident between steps is the shard; during backward, the
+// embeddings' bucket and two others.
 class Trainer::ZeroTwoSink final : public model::GradientSink {
  public:
   ZeroTwoSink(const ShardPlan& plan, comm::Communicator& comm, std::vector<float>& shard)
       : plan_(plan), comm_(comm), shard_(shard) {
-    int64_t ring = 0, slice = 0;
-    for (size_t b = 0; b < plan.buckets().size(); ++b) {
-      slice = std::max(slice, plan.buckets()[b].slice);
-      if (b + 1 < plan.buckets().size()) ring = std::max(ring, plan.buckets()[b].padded);
-    }
+    int64_t ring = 0;
+    for (size_t b = 0; b + 1 < plan.buckets().size(); ++b) ring = std::max(ring, plan.buckets()[b].padded);
     embed_.buffer.resize(static_cast<size_t>(plan.buckets().back().padded));
-    embed_.received.resize(static_cast<size_t>(slice));
-    for (Slot& s : ring_) {
-      s.buffer.resize(static_cast<size_t>(ring));
-      s.received.resize(static_cast<size_t>(slice));
-    }
+    for (Slot& s : ring_) s.buffer.resize(static_cast<size_t>(ring));
   }
 
   // Before the backward pass of micro-batch `micro` (0-based) of a step.
@@ -124,13 +120,11 @@ class Trainer::ZeroTwoSink final : public model::GradientSink {
   void Release(int group) override {
     Slot& slot = SlotOf(group);
     const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
-    std::span<const float> input(slot.buffer.data(), static_cast<size_t>(b.padded));
-    std::span<float> own(shard_.data() + b.shard_offset, static_cast<size_t>(b.slice));
-    // The first micro-batch's sum lands in the shard; later ones are added to it.
-    slot.accumulate = micro_ > 0;
+    std::span<float> input(slot.buffer.data(), static_cast<size_t>(b.padded));
     slot.bucket = &b;
+    slot.accumulate = micro_ > 0;
     slot.handle = comm_.StartReduceScatterSum(
-        input, slot.accumulate ? std::span<float>(slot.received.data(), own.size()) : own);
+        input, input.subspan(static_cast<size_t>(comm_.rank() * b.slice), static_cast<size_t>(b.slice)));
   }
 
   // Completes every reduce-scatter started so far. Call after each backward pass.
@@ -140,18 +134,17 @@ class Trainer::ZeroTwoSink final : public model::GradientSink {
   }
 
   int64_t bytes() const {
-    int64_t n = static_cast<int64_t>(embed_.buffer.size() + embed_.received.size());
-    for (const Slot& s : ring_) n += static_cast<int64_t>(s.buffer.size() + s.received.size());
+    int64_t n = static_cast<int64_t>(embed_.buffer.size());
+    for (const Slot& s : ring_) n += static_cast<int64_t>(s.buffer.size());
     return n * static_cast<int64_t>(sizeof(float));
   }
 
  private:
   struct Slot {
-    std::vector<float> buffer;    // the bucket's gradient, padded
-    std::vector<float> received;  // this rank's slice of the sum, before it is accumulated
+    std::vector<float> buffer;  // the bucket's gradient, padded
     comm::CommHandle handle;
-    const Bucket* bucket = nullptr;
-    bool accumulate = false;
+    const Bucket* bucket = nullptr;  // the bucket in flight, if any
+    bool accumulate = false;         // add into the shard (not the first micro-batch)
   };
 
   Slot& SlotOf(int group) {
@@ -162,9 +155,13 @@ class Trainer::ZeroTwoSink final : public model::GradientSink {
   void Complete(Slot& slot) {
     if (slot.bucket == nullptr) return;
     CheckCollective(slot.handle.Wait(), "gradient reduce-scatter");
+    const Bucket& b = *slot.bucket;
+    const float* sum = slot.buffer.data() + comm_.rank() * b.slice;
+    float* own = shard_.data() + b.shard_offset;
     if (slot.accumulate) {
-      float* own = shard_.data() + slot.bucket->shard_offset;
-      for (int64_t i = 0; i < slot.bucket->slice; ++i) own[i] += slot.received[static_cast<size_t>(i)];
+      for (int64_t i = 0; i < b.slice; ++i) own[i] += sum[i];
+    } else {
+      std::copy(sum, sum + b.slice, own);
     }
     slot.bucket = nullptr;
   }
@@ -323,6 +320,7 @@ absl::Status Trainer::ReduceGradients() {
 
 StepMetrics Trainer::TrainStep() {
   auto t0 = std::chrono::steady_clock::now();
+  const int64_t sent_before = comm_.bytes_sent().total_bytes();
   const int T = static_cast<int>(spec_.model.seq_len);
   const int M = static_cast<int>(spec_.train.micro_batch);
   const int W = comm_.world_size(), r = comm_.rank();
@@ -407,8 +405,11 @@ StepMetrics Trainer::TrainStep() {
 
   ++step_;
   next_sequence_ += static_cast<uint64_t>(spec_.train.global_batch);
+  int64_t sent = comm_.bytes_sent().total_bytes() - sent_before;
+  CheckCollective(comm_.AllReduceSumInt64(std::span(&sent, 1)), "all-reduce of byte counts");
 
   StepMetrics m;
+  m.comm_bytes = sent;
   m.step = step_;
   m.loss = counted > 0 ? loss_sum / static_cast<double>(counted) : 0.0;
   m.lr = lr;

@@ -31,6 +31,9 @@ struct StepMetrics {
   double step_time_s = 0;
   int64_t tokens = 0;          // tokens trained on since step 0, this step's batch included
   uint64_t data_digest = 0;    // sum over the batch's sequences of a hash of their tokens
+  // Payload bytes all ranks sent for this step's collectives (comm::CommStats' volume model),
+  // the step's own bookkeeping (this count) excluded.
+  int64_t comm_bytes = 0;
 };
 
 struct CheckpointInfo {

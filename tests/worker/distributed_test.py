@@ -1,0 +1,300 @@
+#!/usr/bin/python3
+"""System test of data-parallel training: `mpirun -np W belay-worker train` with ZeRO stages
+0, 1 and 2 against one rank, determinism, resharding checkpoints, memory accounting and the
+configurations that must be refused before training.
+
+Usage: distributed_test.py BIN_DIR
+
+Tolerance. One rank and W ranks train on the same global batch (24 sequences: micro-batches
+of 2, so 12, 6, 4 or 3 micro-steps per rank on 1, 2, 3 or 4 ranks), but add the per-sequence
+gradients in a different grouping: one rank accumulates all micro-batches in turn, W ranks each
+accumulate theirs and then sum over ranks. fp32 addition is not associative, so the updates
+differ in the last bits (relative 1e-7 per element) and the difference grows slowly through
+the steps. Losses must agree within a relative 1e-6 over 20 steps (measured: below 1e-8).
+What does not depend on the grouping is checked exactly: the first step's loss (the
+micro-batch losses are added in global micro-batch order on any world size), the tokens
+trained and a digest of every step's sequences, and — at the same world size — stages 0 and 1
+against each other (the same sums, only reduced differently), and stage 2 against them when
+each rank runs one micro-batch per step.
+"""
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+BIN = pathlib.Path(sys.argv[1]).resolve()
+TOL = 1e-6
+failures = []
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def mpi_env():
+    env = dict(os.environ)
+    # Open MPI in a sandbox: ctest may run as root, which mpirun refuses unless told twice;
+    # ranks of one node talk over shared memory without the kernel's cross-memory attach,
+    # which containers often forbid; control traffic stays on loopback; ranks may exceed cores.
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_btl="self,vader", OMPI_MCA_btl_vader_single_copy_mechanism="none",
+               OMPI_MCA_oob_tcp_if_include="lo", OMPI_MCA_btl_tcp_if_include="lo",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    # One thread per rank: ranks outnumber the cores, and the 1-rank reference must use the
+    # same BLAS threading as the others (sgemm's bits depend on its thread count).
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "BELAY_RANK",
+              "BELAY_WORLD_SIZE", "BELAY_LOCAL_RANK"):
+        env.pop(k, None)
+    return env
+
+
+ENV = mpi_env()
+
+
+def train(np, spec, out, *extra, expect_ok=True):
+    cmd = ["mpirun", "--oversubscribe", "-np", str(np), str(BIN / "belay-worker"),
+           "--log-level", "warn", "train", "--spec", spec, "--out", out, *extra]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    if expect_ok and p.returncode != 0:
+        fail(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stderr[-3000:]}")
+    lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    return p, lines
+
+
+def steps(lines):
+    return [l for l in lines if "loss" in l]
+
+
+def memory(lines):
+    m = [l for l in lines if l.get("event") == "memory"]
+    if len(m) != 1:
+        fail(f"expected one memory line, got {m}")
+    return m[0]
+
+
+def close(a, b):
+    return abs(a - b) <= TOL * max(abs(a), abs(b))
+
+
+def compare(name, got, ref, exact=False):
+    """Step lines of a run against the reference's steps with the same numbers."""
+    by_step = {l["step"]: l for l in ref}
+    if not got:
+        fail(f"{name}: no steps")
+    worst = 0.0
+    for l in got:
+        r = by_step[l["step"]]
+        for key in ("tokens", "data_digest"):
+            if l[key] != r[key]:
+                fail(f"{name} step {l['step']}: {key} {l[key]} != reference {r[key]} "
+                     "(a sequence skipped or seen twice)")
+        if exact:
+            if l["loss"] != r["loss"]:
+                fail(f"{name} step {l['step']}: loss {l['loss']!r} != {r['loss']!r} (bitwise)")
+        elif not close(l["loss"], r["loss"]):
+            fail(f"{name} step {l['step']}: loss {l['loss']} vs reference {r['loss']}, "
+                 f"relative tolerance {TOL}")
+        worst = max(worst, abs(l["loss"] - r["loss"]) / abs(r["loss"]))
+    return worst
+
+
+def main():
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    try:
+        os.chdir(tmp)
+        subprocess.run([str(BIN / "belay"), "data", "prepare", "--out", "data", "--val-fraction",
+                        "0.1", "/usr/share/common-licenses/GPL-3",
+                        "/usr/share/common-licenses/Apache-2.0"],
+                       check=True, capture_output=True)
+        base = """[campaign]
+name = "dp"
+[model]
+n_layer = 2
+n_head = 2
+d_model = 32
+seq_len = 32
+vocab_size = 257
+[data]
+train = "data/train_*.bin"
+val = "data/val_*.bin"
+[train]
+total_steps = 20
+micro_batch = 2
+global_batch = {gb}
+lr = 3e-3
+warmup_steps = 2
+goldfish = {{ k = 4, h = 8 }}
+eval_every = 10
+eval_batches = 4
+zero_stage = {stage}
+[checkpoint]
+dir = "ckpt"
+every_steps = 10
+keep_last = 5
+"""
+        for stage in (0, 1, 2):
+            for gb in (24, 8, 6):
+                pathlib.Path(f"s{stage}_g{gb}.toml").write_text(base.format(gb=gb, stage=stage))
+
+        # The reference: one rank.
+        _, ref_lines = train(1, "s0_g24.toml", "ref")
+        ref = steps(ref_lines)
+        if len(ref) != 20:
+            fail(f"reference: {len(ref)} steps")
+        ref_mem = memory(ref_lines)
+        n_params = ref_mem["param_elements"]
+
+        # Stages 0, 1, 2 on 2 and 4 ranks against it.
+        runs = {}
+        for np in (2, 4):
+            for stage in (0, 1, 2):
+                _, lines = train(np, f"s{stage}_g24.toml", f"s{stage}n{np}")
+                got = steps(lines)
+                if len(got) != 20:
+                    fail(f"stage {stage} on {np} ranks: {len(got)} steps")
+                worst = compare(f"stage {stage} on {np} ranks", got, ref)
+                if got[0]["loss"] != ref[0]["loss"]:
+                    fail(f"stage {stage} on {np} ranks: first loss {got[0]['loss']!r} is not "
+                         f"bit-identical to one rank's {ref[0]['loss']!r}")
+                runs[(stage, np)] = (lines, got)
+                print(f"stage {stage}, {np} ranks: 20 steps, largest relative loss difference "
+                      f"from 1 rank {worst:.2e}; final loss {got[-1]['loss']:.6f}")
+            compare(f"stage 1 vs 0 on {np} ranks", runs[(1, np)][1], runs[(0, np)][1], exact=True)
+
+        # Stage 2 reduces every micro-batch separately; with one micro-batch per rank per step
+        # it adds exactly what stage 1 adds.
+        _, one = train(4, "s1_g8.toml", "g8s1")
+        _, two = train(4, "s2_g8.toml", "g8s2")
+        compare("stage 2 vs 1, one micro-batch per rank", steps(two), steps(one), exact=True)
+        print("stages 0 and 1 bit-identical at the same world size; stage 2 too with one "
+              "micro-batch per rank")
+
+        # Determinism: the same world size and stage again gives the same losses and state.
+        _, again = train(4, "s2_g24.toml", "again")
+        compare("stage 2 on 4 ranks, second run", steps(again), runs[(2, 4)][1], exact=True)
+        for r in range(4):
+            a = pathlib.Path(f"again/dp/step_000000020/rank_{r:05d}.bin").read_bytes()
+            b = pathlib.Path(f"s2n4/dp/step_000000020/rank_{r:05d}.bin").read_bytes()
+            if a != b:
+                fail(f"two 4-rank runs end in different shards for rank {r}")
+
+        # Memory: optimizer state per rank shrinks as 1/W under stages 1 and 2.
+        print(f"optimizer bytes per rank ({n_params} parameters, 8 bytes each for m and v):")
+        for (stage, np), (lines, _) in sorted(runs.items()):
+            mem = memory(lines)
+            opt = mem["optimizer_bytes"]
+            grad = mem["gradient_bytes"]
+            print(f"  stage {stage}, {np} ranks: optimizer {opt}, gradients {grad}")
+            if len(opt) != np or len(set(opt)) != 1:
+                fail(f"stage {stage}, {np} ranks: optimizer bytes differ between ranks: {opt}")
+            if stage == 0:
+                if opt[0] != 8 * n_params:
+                    fail(f"stage 0 holds {opt[0]} optimizer bytes, expected {8 * n_params}")
+            else:
+                if opt[0] != 8 * mem["shard_elements"]:
+                    fail(f"stage {stage}: {opt[0]} optimizer bytes for a shard of "
+                         f"{mem['shard_elements']} elements")
+                # Padding: less than one element per rank per bucket (n_layer + 2 buckets).
+                if not 8 * n_params <= np * opt[0] < 8 * (n_params + np * (2 + 2)):
+                    fail(f"stage {stage}, {np} ranks: {np} × {opt[0]} bytes is not the "
+                         f"{8 * n_params} of one rank split {np} ways")
+        print("  one rank:", ref_mem["optimizer_bytes"])
+
+        # Gradients: stage 1 keeps the full gradient and its shard; stage 2 the shard and, during
+        # backward, the staging of three buckets (embeddings and two layers) — less than the
+        # full gradient once the model has more than a few layers.
+        deep = base.replace("n_layer = 2", "n_layer = 8")
+        grads = {}
+        for stage in (1, 2):
+            pathlib.Path(f"deep{stage}.toml").write_text(deep.format(gb=8, stage=stage))
+            _, lines = train(4, f"deep{stage}.toml", f"deep{stage}", "--steps", "1")
+            mem = memory(lines)
+            grads[stage] = mem["gradient_bytes"][0]
+            n_deep = mem["param_elements"]
+        print(f"  8 layers, {n_deep} parameters, 4 ranks: gradient bytes per rank: stage 1 "
+              f"{grads[1]}, stage 2 {grads[2]} (full gradient {4 * n_deep})")
+        if not grads[2] < 4 * n_deep < grads[1]:
+            fail(f"stage 2 keeps {grads[2]} gradient bytes, stage 1 {grads[1]}: expected "
+                 f"stage 2 < {4 * n_deep} < stage 1")
+
+        # Bit-identical resume at the same world size.
+        train(4, "s2_g24.toml", "half", "--steps", "10")
+        _, rest = train(4, "s2_g24.toml", "half", "--resume", "half")
+        compare("stage 2 on 4 ranks resumed at 10", steps(rest), runs[(2, 4)][1][10:], exact=True)
+
+        # Save on 4 ranks at step 10, resume on 2 and on 3 ranks (uneven shards), in stages 2
+        # and 1: the losses follow the 1-rank reference, and every step trains on the same
+        # sequences as the uninterrupted run.
+        saved = "s2n4/dp/step_000000010"
+        for np, stage in ((2, 2), (3, 2), (3, 1), (1, 0)):
+            _, lines = train(np, f"s{stage}_g24.toml", f"re{np}_{stage}", "--resume", saved)
+            got = steps(lines)
+            if [l["step"] for l in got] != list(range(11, 21)):
+                fail(f"resume on {np} ranks: steps {[l['step'] for l in got]}")
+            worst = compare(f"resumed on {np} ranks (stage {stage})", got, ref)
+            print(f"saved on 4 ranks at step 10, resumed on {np} (stage {stage}): steps 11-20 "
+                  f"within {worst:.2e} of 1 rank; tokens {got[-1]['tokens']} = reference "
+                  f"{ref[-1]['tokens']}")
+
+        # Refused before training, with a clear error.
+        def refused(name, np, spec, out, pattern, *extra):
+            p, lines = train(np, spec, out, *extra, expect_ok=False)
+            if p.returncode == 0:
+                fail(f"{name}: accepted")
+            if steps(lines):
+                fail(f"{name}: trained before failing")
+            if not re.search(pattern, p.stderr):
+                fail(f"{name}: error does not match /{pattern}/:\n{p.stderr[-2000:]}")
+            msg = [l for l in p.stderr.splitlines() if re.search(pattern, l)][0]
+            print(f"refused ({name}): {msg.strip()[:200]}")
+
+        refused("global batch 6 on 4 ranks", 4, "s2_g6.toml", "bad1",
+                r"global_batch = 6 does not divide into micro_batch 2 × 4 ranks = 8")
+
+        def copy_step(name):
+            dst = pathlib.Path(name) / "dp" / "step_000000010"
+            shutil.copytree(saved, dst)
+            return dst
+
+        d = copy_step("corrupt_map")
+        manifest = json.loads((d / "manifest.json").read_text())
+        manifest["shard_map"]["ranks"][1].pop(0)
+        (d / "manifest.json").write_text(json.dumps(manifest))
+        refused("shard map with a gap", 2, "s2_g24.toml", "bad2", r"manifest\.json: shard_map: .* are in no shard",
+                "--resume", str(d))
+
+        d = copy_step("missing")
+        (d / "rank_00002.bin").unlink()
+        refused("missing shard", 3, "s2_g24.toml", "bad3",
+                r"rank_00002\.bin: shard of rank 2 \(of 4\) is missing", "--resume", str(d))
+
+        d = copy_step("flipped")
+        with open(d / "rank_00001.bin", "r+b") as f:
+            f.seek(4000)
+            b = f.read(1)
+            f.seek(4000)
+            f.write(bytes([b[0] ^ 0x55]))
+        refused("flipped byte", 2, "s2_g24.toml", "bad4", r"rank_00001\.bin.*checksum", "--resume", str(d))
+
+        d = copy_step("swapped")
+        a, b = d / "rank_00001.bin", d / "rank_00002.bin"
+        a.rename(d / "x")
+        b.rename(a)
+        (d / "x").rename(b)
+        refused("swapped shards", 4, "s2_g24.toml", "bad5",
+                r"rank_0000[12]\.bin: (shard of rank [12] is \d+ bytes, the manifest says \d+|"
+                r"holds .* do not match the .* shard map lists for rank [12])", "--resume", str(d))
+        print("distributed_test: all checks passed")
+    finally:
+        os.chdir("/")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+main()
