@@ -1,0 +1,201 @@
+// LocalScheduler with real processes: one rank and several under mpirun, per-rank logs and
+// exits, signals to the whole job, and a second scheduler (a restarted belayd) finding jobs.
+#include "daemon/scheduler/local_scheduler.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "gtest/gtest.h"
+
+namespace belay::sched {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::steady_clock;
+
+class LocalSchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("belay_local_sched_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    options_.jobs_dir = dir_ / "jobs";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  JobSpec Job(int world_size, std::string script) {
+    JobSpec j;
+    j.campaign_id = "c-1";
+    j.attempt = 1;
+    j.world_size = world_size;
+    j.command = {"/bin/sh", "-c", std::move(script)};
+    j.log_dir = dir_ / "logs";
+    return j;
+  }
+
+  static JobStatus PollOne(Scheduler& s, const std::string& id) {
+    absl::StatusOr<std::vector<JobStatus>> st = s.Poll({id});
+    EXPECT_TRUE(st.ok()) << st.status();
+    EXPECT_EQ(st->size(), 1u);
+    return st->front();
+  }
+
+  static JobStatus WaitEnded(Scheduler& s, const std::string& id) {
+    auto deadline = steady_clock::now() + std::chrono::seconds(30);
+    JobStatus st;
+    do {
+      st = PollOne(s, id);
+      if (st.state == JobState::kEnded) return st;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    } while (steady_clock::now() < deadline);
+    ADD_FAILURE() << "job " << id << " did not end";
+    return st;
+  }
+
+  std::string Log(int rank) {
+    char name[32];
+    std::snprintf(name, sizeof name, "rank_%05d.log", rank);
+    std::ifstream in(dir_ / "logs" / name);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  void WaitForLog(int rank, const std::string& text) {
+    auto deadline = steady_clock::now() + std::chrono::seconds(30);
+    while (Log(rank).find(text) == std::string::npos) {
+      ASSERT_LT(steady_clock::now(), deadline) << "rank " << rank << " never logged " << text;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+  fs::path dir_;
+  LocalSchedulerOptions options_;
+};
+
+TEST_F(LocalSchedulerTest, OneRankRunsWithItsEnvironmentAndReportsItsExit) {
+  LocalScheduler s(options_);
+  JobSpec job = Job(1, "echo rank=$BELAY_RANK of=$BELAY_WORLD_SIZE token=$BELAY_TOKEN; exit 3");
+  job.env = {{"BELAY_TOKEN", "t0k3n"}};
+  absl::StatusOr<std::string> id = s.Submit(job);
+  ASSERT_TRUE(id.ok()) << id.status();
+  JobStatus st = WaitEnded(s, *id);
+  ASSERT_EQ(st.ranks.size(), 1u);
+  EXPECT_EQ(st.ranks[0].exit_code, 3);
+  EXPECT_EQ(st.ranks[0].signal, 0);
+  EXPECT_EQ(st.reason, pb::END_REASON_UNSPECIFIED);
+  EXPECT_NE(st.message.find("exited with status 3"), std::string::npos) << st.message;
+  EXPECT_EQ(Log(0), "rank=0 of=1 token=t0k3n\n");
+}
+
+TEST_F(LocalSchedulerTest, SeveralRanksRunUnderMpirunEachWithItsOwnLog) {
+  LocalScheduler s(options_);
+  absl::StatusOr<std::string> id = s.Submit(
+      Job(3, "echo \"rank $OMPI_COMM_WORLD_RANK of $OMPI_COMM_WORLD_SIZE log $BELAY_LOG_DIR\""));
+  ASSERT_TRUE(id.ok()) << id.status();
+  JobStatus st = WaitEnded(s, *id);
+  ASSERT_EQ(st.ranks.size(), 3u);
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(st.ranks[static_cast<size_t>(r)].exit_code, 0) << "rank " << r;
+    EXPECT_EQ(Log(r), "rank " + std::to_string(r) + " of 3 log " + (dir_ / "logs").string() + "\n");
+  }
+}
+
+TEST_F(LocalSchedulerTest, ARankKilledByASignalIsReportedAsSuch) {
+  LocalScheduler s(options_);
+  absl::StatusOr<std::string> id =
+      s.Submit(Job(2, "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then kill -KILL $$; fi; sleep 30"));
+  ASSERT_TRUE(id.ok()) << id.status();
+  JobStatus st = WaitEnded(s, *id);  // mpirun ends the job when a rank fails
+  ASSERT_EQ(st.ranks.size(), 2u);
+  EXPECT_EQ(st.ranks[1].signal, SIGKILL);
+  EXPECT_FALSE(st.ranks[1].exit_code.has_value());
+}
+
+TEST_F(LocalSchedulerTest, SigusrReachesEveryRankOfTheJob) {
+  LocalScheduler s(options_);
+  absl::StatusOr<std::string> id = s.Submit(Job(
+      2, "trap 'echo stopping; exit 0' USR1; echo ready; while :; do sleep 0.1; done"));
+  ASSERT_TRUE(id.ok()) << id.status();
+  WaitForLog(0, "ready");
+  WaitForLog(1, "ready");
+  EXPECT_EQ(PollOne(s, *id).state, JobState::kRunning);
+  ASSERT_TRUE(s.Signal(*id, SIGUSR1).ok());
+  JobStatus st = WaitEnded(s, *id);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(st.ranks[static_cast<size_t>(r)].exit_code, 0) << "rank " << r;
+    EXPECT_NE(Log(r).find("stopping"), std::string::npos) << Log(r);
+  }
+  EXPECT_TRUE(s.Signal(*id, SIGKILL).ok()) << "signalling an ended job is not an error";
+}
+
+TEST_F(LocalSchedulerTest, SigkillEndsTheJobAndLeavesNoProcessBehind) {
+  LocalScheduler s(options_);
+  absl::StatusOr<std::string> id = s.Submit(Job(2, "echo up; exec sleep 1000"));
+  ASSERT_TRUE(id.ok()) << id.status();
+  WaitForLog(0, "up");
+  WaitForLog(1, "up");
+  const pid_t leader = static_cast<pid_t>(std::stol(id->substr(0, id->find('-'))));
+  ASSERT_TRUE(s.Signal(*id, SIGKILL).ok());
+  JobStatus st = WaitEnded(s, *id);
+  EXPECT_NE(st.message.find("killed by signal 9"), std::string::npos) << st.message;
+  // Nothing of the job's session is left.
+  auto deadline = steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    int left = 0;
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      const std::string name = e.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      pid_t pid = static_cast<pid_t>(std::stol(name));
+      if (::getsid(pid) != leader) continue;
+      std::ifstream stat(e.path() / "stat");
+      std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+      size_t close = text.rfind(')');
+      if (close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'Z') continue;  // dead, unreaped
+      ++left;
+    }
+    if (left == 0) break;
+    ASSERT_LT(steady_clock::now(), deadline) << left << " processes of the job still exist";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+TEST_F(LocalSchedulerTest, ARestartedSchedulerFindsAndSignalsJobsStartedBefore) {
+  std::string id;
+  {
+    LocalScheduler first(options_);
+    absl::StatusOr<std::string> submitted =
+        first.Submit(Job(1, "trap 'echo stopping; exit 4' USR1; echo ready; while :; do sleep 0.1; done"));
+    ASSERT_TRUE(submitted.ok()) << submitted.status();
+    id = *submitted;
+  }  // "belayd exits"; the job goes on
+  WaitForLog(0, "ready");
+  LocalScheduler second(options_);
+  EXPECT_EQ(PollOne(second, id).state, JobState::kRunning);
+  ASSERT_TRUE(second.Signal(id, SIGUSR1).ok());
+  JobStatus st = WaitEnded(second, id);
+  ASSERT_EQ(st.ranks.size(), 1u);
+  EXPECT_EQ(st.ranks[0].exit_code, 4);  // from the rank's exit file, not from waitpid
+  EXPECT_NE(st.message.find("not watching"), std::string::npos) << st.message;
+}
+
+TEST_F(LocalSchedulerTest, UnknownAndMalformedIdsAreUnknownNotErrors) {
+  LocalScheduler s(options_);
+  absl::StatusOr<std::vector<JobStatus>> st = s.Poll({"999999-1", "../etc/passwd", ""});
+  ASSERT_TRUE(st.ok());
+  ASSERT_EQ(st->size(), 3u);
+  for (const JobStatus& j : *st) EXPECT_EQ(j.state, JobState::kUnknown) << j.job_id;
+  EXPECT_TRUE(absl::IsNotFound(s.Signal("999999-1", SIGKILL)));
+  JobSpec bad = Job(0, "true");
+  EXPECT_TRUE(absl::IsInvalidArgument(s.Submit(bad).status()));
+}
+
+}  // namespace
+}  // namespace belay::sched

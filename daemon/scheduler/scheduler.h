@@ -1,0 +1,89 @@
+// How belayd runs an attempt's ranks: the Scheduler interface, implemented by the local
+// process backend (local_scheduler.h) and, later, Slurm. The supervisor decides what to run
+// and when; a Scheduler only starts, observes and signals jobs.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "belay/v1/types.pb.h"
+
+namespace belay::sched {
+
+namespace pb = ::belay::v1;
+
+// What to run for one attempt.
+struct JobSpec {
+  std::string campaign_id;
+  int32_t attempt = 0;
+  int world_size = 1;
+  int ranks_per_node = 1;
+  // Every rank runs this program with these arguments (argv[0] a path, or a name looked up
+  // in PATH).
+  std::vector<std::string> command;
+  // Added to every rank's environment (on top of the daemon's).
+  std::vector<std::pair<std::string, std::string>> env;
+  // Where rank r writes its output (rank_<r, 5 digits>.log); created if missing.
+  std::filesystem::path log_dir;
+  // The ranks' working directory; empty: the daemon's.
+  std::filesystem::path work_dir;
+  std::vector<std::string> exclude_nodes;  // nodes not to run on (Slurm)
+  std::optional<std::chrono::seconds> time_limit;
+};
+
+enum class JobState {
+  kQueued,   // accepted, ranks not started yet
+  kRunning,  // ranks started, not all ended
+  kEnded,    // no rank is running any more
+  kUnknown,  // the scheduler has no such job (never had, or forgot it)
+};
+std::string_view JobStateName(JobState state);
+
+// How one rank ended, as far as the scheduler saw it.
+struct RankEnd {
+  int rank = 0;
+  std::optional<int> exit_code;  // its exit status, when it exited
+  int signal = 0;                // the signal that killed it, or 0
+  std::string node;
+  friend bool operator==(const RankEnd&, const RankEnd&) = default;
+};
+
+struct JobStatus {
+  std::string job_id;
+  JobState state = JobState::kUnknown;
+  // For an ended job: the end reason the scheduler itself can tell (Slurm: time limit, node
+  // failure, preemption, ...), or END_REASON_UNSPECIFIED when it cannot and the supervisor
+  // decides from the rank ends and the workers' own reports.
+  pb::EndReason reason = pb::END_REASON_UNSPECIFIED;
+  std::string message;  // human-readable detail
+  std::vector<std::string> nodes;
+  std::vector<RankEnd> ranks;  // ended ranks it knows about, in rank order
+};
+
+// Contract (tested for every implementation):
+//  - Submit returns an id that names the job for this scheduler, stays valid across daemon
+//    restarts (a new Scheduler object with the same configuration polls and signals it) and
+//    is never reused for another job.
+//  - Poll takes a batch of ids (one call per supervision round, whatever the number of
+//    campaigns) and returns one status per id, in order.
+//  - Signal delivers a signal to every rank of a running job; for an ended job it is OK and
+//    does nothing. SIGUSR1 asks ranks to checkpoint and stop (Slurm's pre-limit signal),
+//    SIGKILL ends them at once.
+//  - Thread-compatible: one caller at a time.
+class Scheduler {
+ public:
+  virtual ~Scheduler() = default;
+  virtual pb::SchedulerKind kind() const = 0;
+  virtual absl::StatusOr<std::string> Submit(const JobSpec& job) = 0;
+  virtual absl::StatusOr<std::vector<JobStatus>> Poll(const std::vector<std::string>& job_ids) = 0;
+  virtual absl::Status Signal(const std::string& job_id, int signal) = 0;
+};
+
+}  // namespace belay::sched
