@@ -81,6 +81,16 @@ std::string DescribeWait(int status) {
   return Cat("wait status ", status);
 }
 
+std::string HexOf(std::string_view s) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return out;
+}
+
 std::string Hostname() {
   char buf[256] = {};
   if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
@@ -108,6 +118,12 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   for (const fs::path& d : {job.log_dir, options_.jobs_dir}) {
     fs::create_directories(d, ec);
     if (ec) return absl::InternalError(Cat(d.string(), ": cannot create: ", ec.message()));
+  }
+  // Idempotent per (campaign, attempt): the key file names the job already started.
+  const fs::path key_file = options_.jobs_dir / ("key-" + HexOf(Cat(job.campaign_id, "/", job.attempt)));
+  if (std::ifstream in(key_file); in) {
+    std::string existing;
+    if (std::getline(in, existing) && Find(existing).ok()) return existing;
   }
   const fs::path log_dir = fs::absolute(job.log_dir);
   for (int r = 0; r < job.world_size; ++r) fs::remove(RankFile(log_dir, r, "exit"), ec);
@@ -191,6 +207,10 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
     return s;
   }
   jobs_[id] = record;
+  absl::StatusOr<AtomicFile> key = AtomicFile::Create(key_file);
+  absl::Status saved = key.ok() ? key->Append(id + "\n") : key.status();
+  if (saved.ok()) saved = key->Commit();
+  if (!saved.ok()) return saved;
   return id;
 }
 

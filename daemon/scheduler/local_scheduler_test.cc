@@ -186,6 +186,23 @@ TEST_F(LocalSchedulerTest, ARestartedSchedulerFindsAndSignalsJobsStartedBefore) 
   EXPECT_NE(st.message.find("not watching"), std::string::npos) << st.message;
 }
 
+TEST_F(LocalSchedulerTest, SubmittingTheSameAttemptAgainReturnsTheJobAlreadyStarted) {
+  std::string id;
+  {
+    LocalScheduler first(options_);
+    id = first.Submit(Job(1, "echo once >> \"$BELAY_LOG_DIR/runs\"; sleep 0.3")).value();
+  }
+  LocalScheduler second(options_);  // a belayd that crashed before recording the id
+  EXPECT_EQ(second.Submit(Job(1, "echo once >> \"$BELAY_LOG_DIR/runs\"; sleep 0.3")).value(), id);
+  JobSpec next = Job(1, "true");
+  next.attempt = 2;
+  EXPECT_NE(second.Submit(next).value(), id);
+  WaitEnded(second, id);
+  std::ifstream runs(dir_ / "logs" / "runs");
+  std::string all((std::istreambuf_iterator<char>(runs)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(all, "once\n");
+}
+
 TEST_F(LocalSchedulerTest, UnknownAndMalformedIdsAreUnknownNotErrors) {
   LocalScheduler s(options_);
   absl::StatusOr<std::vector<JobStatus>> st = s.Poll({"999999-1", "../etc/passwd", ""});

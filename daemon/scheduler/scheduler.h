@@ -70,7 +70,9 @@ struct JobStatus {
 // Contract (tested for every implementation):
 //  - Submit returns an id that names the job for this scheduler, stays valid across daemon
 //    restarts (a new Scheduler object with the same configuration polls and signals it) and
-//    is never reused for another job.
+//    is never reused for another job. Submit is idempotent per (campaign_id, attempt): asked
+//    again — by a belayd that crashed before it could record the id — it returns the job it
+//    already started instead of starting a second one.
 //  - Poll takes a batch of ids (one call per supervision round, whatever the number of
 //    campaigns) and returns one status per id, in order.
 //  - Signal delivers a signal to every rank of a running job; for an ended job it is OK and

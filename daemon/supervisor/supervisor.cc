@@ -1,0 +1,610 @@
+// Supervisor: load, reconcile, persist, act.
+#include "daemon/supervisor/supervisor.h"
+
+#include <signal.h>
+
+#include <cmath>
+#include <fstream>
+#include <random>
+
+#include "common/durable_file.h"
+#include "common/strings.h"
+#include "daemon/store/records.h"
+#include "daemon/supervisor/policy.h"
+#include "fmt/format.h"
+#include "spdlog/spdlog.h"
+
+namespace belay::supervisor {
+namespace {
+
+namespace fs = std::filesystem;
+using store::Durability;
+using store::WriteBatch;
+
+constexpr std::string_view kCampaignSeqKey = "next_campaign_seq";
+
+std::string RandomToken() {
+  std::random_device rd;
+  std::string out;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 32; ++i) out.push_back(kHex[rd() & 15]);
+  return out;
+}
+
+std::string AttemptDirName(int32_t n) { return Cat("attempt_", n); }
+
+}  // namespace
+
+void SetTime(google::protobuf::Timestamp* ts, TimePoint t) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  ts->set_seconds(ns / 1'000'000'000);
+  ts->set_nanos(static_cast<int32_t>(ns % 1'000'000'000));
+}
+
+TimePoint FromTimestamp(const google::protobuf::Timestamp& ts) {
+  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
+      std::chrono::seconds(ts.seconds()) + std::chrono::nanoseconds(ts.nanos())));
+}
+
+Supervisor::Supervisor(store::Store& store, sched::Scheduler& scheduler, const Clock& clock,
+                       SupervisorOptions options)
+    : store_(store), scheduler_(scheduler), clock_(clock), options_(std::move(options)),
+      jitter_(options_.jitter_seed) {}
+
+fs::path Supervisor::CampaignDir(const std::string& id) const {
+  return options_.state_dir / "campaigns" / id;
+}
+
+absl::Status Supervisor::AddEvent(WriteBatch& batch, const pb::Campaign& c, pb::EventKind kind,
+                                  pb::Severity severity, std::string message, int32_t attempt) {
+  auto it = next_event_seq_.find(c.id());
+  if (it == next_event_seq_.end()) {
+    absl::StatusOr<int64_t> last = store::LastEventSeq(store_, c.id());
+    if (!last.ok()) return last.status();
+    it = next_event_seq_.emplace(c.id(), *last + 1).first;
+  }
+  pb::Event e;
+  e.set_campaign_id(c.id());
+  e.set_seq(it->second++);
+  SetTime(e.mutable_time(), clock_.Now());
+  e.set_attempt_number(attempt);
+  e.set_kind(kind);
+  e.set_severity(severity);
+  e.set_step(c.current_step());
+  spdlog::info("campaign {}: {}", c.id(), message);
+  e.set_message(std::move(message));
+  store::Put(batch, e);
+  return absl::OkStatus();
+}
+
+absl::Status Supervisor::SetCampaignState(WriteBatch& batch, pb::Campaign& c, pb::CampaignState to,
+                                          const std::string& why) {
+  if (c.state() == to) return absl::OkStatus();
+  if (!CampaignTransitionAllowed(c.state(), to)) {
+    return absl::InternalError(Cat("campaign ", c.id(), ": no transition from ",
+                                   Name(c.state()), " to ", Name(to)));
+  }
+  const std::string msg = Cat(Name(c.state()), " -> ", Name(to),
+                              why.empty() ? "" : ": ", why);
+  c.set_state(to);
+  SetTime(c.mutable_update_time(), clock_.Now());
+  if (IsTerminal(to)) SetTime(c.mutable_end_time(), clock_.Now());
+  return AddEvent(batch, c, pb::EVENT_KIND_CAMPAIGN_STATE_CHANGED,
+                  to == pb::CAMPAIGN_STATE_FAILED ? pb::SEVERITY_ERROR : pb::SEVERITY_INFO, msg);
+}
+
+absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::string spec_toml,
+                                                std::string spec_file, uint32_t owner_uid,
+                                                std::string owner_name) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::optional<std::string>> seq_text = store_.Get(store::Table::kMeta, kCampaignSeqKey);
+  if (!seq_text.ok()) return seq_text.status();
+  int64_t seq = seq_text->has_value() ? std::stoll(**seq_text) : 1;
+  pb::Campaign c;
+  c.set_id(Cat(spec.campaign.name, "-", seq));
+  if (absl::Status s = store::ValidateId("campaign id", c.id()); !s.ok()) return s;
+  c.set_owner_uid(owner_uid);
+  c.set_owner_name(std::move(owner_name));
+  c.set_name(spec.campaign.name);
+  c.set_description(spec.campaign.description);
+  c.set_state(pb::CAMPAIGN_STATE_SUBMITTED);
+  c.set_spec_toml(std::move(spec_toml));
+  c.set_spec_file(std::move(spec_file));
+  c.set_scheduler(spec.resources.scheduler == SchedulerKind::kSlurm ? pb::SCHEDULER_KIND_SLURM
+                                                                    : pb::SCHEDULER_KIND_LOCAL);
+  SetTime(c.mutable_submit_time(), clock_.Now());
+  SetTime(c.mutable_update_time(), clock_.Now());
+  c.set_total_steps(spec.total_steps());
+  c.set_tokens_per_step(spec.train.global_batch * spec.model.seq_len);
+  c.set_max_restarts(static_cast<int32_t>(spec.restart.max_restarts));
+  c.set_max_rollbacks(static_cast<int32_t>(spec.restart.max_rollbacks));
+
+  // The workers' copy of the spec, every path absolute; written before the campaign exists
+  // in the store, so a stored campaign always has it.
+  std::error_code ec;
+  fs::create_directories(CampaignDir(c.id()), ec);
+  if (ec) return absl::InternalError(Cat(CampaignDir(c.id()).string(), ": ", ec.message()));
+  absl::StatusOr<AtomicFile> file = AtomicFile::Create(CampaignDir(c.id()) / "campaign.toml");
+  if (!file.ok()) return file.status();
+  if (absl::Status s = file->Append(FormatCampaignSpec(spec)); !s.ok()) return s;
+  if (absl::Status s = file->Commit(); !s.ok()) return s;
+
+  WriteBatch b;
+  b.Put(store::Table::kMeta, std::string(kCampaignSeqKey), std::to_string(seq + 1));
+  store::Put(b, c);
+  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CAMPAIGN_SUBMITTED, pb::SEVERITY_INFO,
+                                Cat("submitted by ", c.owner_name(), " (uid ", owner_uid, "): ",
+                                    c.total_steps(), " steps on ", spec.resources.world_size(), " ranks"));
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  return c;
+}
+
+absl::Status Supervisor::Cancel(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::optional<pb::Campaign>> c = store::GetCampaign(store_, id);
+  if (!c.ok()) return c.status();
+  if (!c->has_value()) return absl::NotFoundError(Cat("no campaign ", id));
+  pb::Campaign& campaign = **c;
+  if (IsTerminal(campaign.state())) {
+    return absl::FailedPreconditionError(Cat("campaign ", id, " already ended (",
+                                             Name(campaign.state()), ")"));
+  }
+  if (campaign.cancel_requested()) return absl::OkStatus();
+  campaign.set_cancel_requested(true);
+  WriteBatch b;
+  store::Put(b, campaign);
+  if (absl::Status s = AddEvent(b, campaign, pb::EVENT_KIND_CAMPAIGN_CANCEL_REQUESTED, pb::SEVERITY_INFO,
+                                "cancel requested");
+      !s.ok()) {
+    return s;
+  }
+  return store_.Write(b, Durability::kSynced);
+}
+
+absl::StatusOr<Supervisor::Loaded> Supervisor::Load(const std::string& id) {
+  absl::StatusOr<std::optional<pb::Campaign>> c = store::GetCampaign(store_, id);
+  if (!c.ok()) return c.status();
+  if (!c->has_value()) return absl::NotFoundError(Cat("no campaign ", id));
+  Loaded l;
+  l.campaign = std::move(**c);
+  SpecParseOptions po;
+  po.check_paths = false;  // checked at submit; the worker reports missing data itself
+  const fs::path spec_path = CampaignDir(id) / "campaign.toml";
+  SpecParseResult parsed = LoadCampaignSpec(spec_path, po);
+  if (!parsed.ok()) {
+    return absl::DataLossError(Cat(spec_path.string(), ": ", parsed.errors.empty() ? "" : parsed.errors[0].ToString()));
+  }
+  l.spec = std::move(*parsed.spec);
+  if (l.campaign.current_attempt() > 0) {
+    absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, id, l.campaign.current_attempt());
+    if (!a.ok()) return a.status();
+    if (a->has_value()) l.attempt = std::move(**a);
+  }
+  return l;
+}
+
+absl::Status Supervisor::Tick() {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status s = store_.write_error(); !s.ok()) return store::ReadOnlyError(s);
+  absl::StatusOr<std::vector<pb::Campaign>> all = store::ListCampaigns(store_);
+  if (!all.ok()) return all.status();
+  std::vector<Loaded> active;
+  std::vector<std::string> job_ids;
+  for (const pb::Campaign& c : *all) {
+    if (IsTerminal(c.state())) continue;
+    absl::StatusOr<Loaded> l = Load(c.id());
+    if (!l.ok()) {
+      spdlog::error("campaign {}: cannot load: {}", c.id(), std::string(l.status().message()));
+      continue;
+    }
+    if (l->attempt && !l->attempt->scheduler_job_id().empty() &&
+        l->attempt->state() != pb::ATTEMPT_STATE_ENDED) {
+      job_ids.push_back(l->attempt->scheduler_job_id());
+      tokens_[l->attempt->worker_token()] = {c.id(), l->attempt->number()};
+    }
+    active.push_back(std::move(*l));
+  }
+  std::map<std::string, sched::JobStatus> polled;
+  if (!job_ids.empty()) {
+    absl::StatusOr<std::vector<sched::JobStatus>> st = scheduler_.Poll(job_ids);
+    if (!st.ok()) {
+      spdlog::warn("scheduler poll failed, trying again next round: {}", std::string(st.status().message()));
+      return absl::OkStatus();
+    }
+    for (sched::JobStatus& j : *st) polled[j.job_id] = std::move(j);
+  }
+  for (Loaded& l : active) {
+    absl::Status s = Reconcile(l, polled);
+    if (!s.ok()) {
+      if (!store_.write_error().ok()) return s;
+      spdlog::error("campaign {}: {}", l.campaign.id(), std::string(s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched::JobStatus>& polled) {
+  pb::Campaign& c = l.campaign;
+  const TimePoint now = clock_.Now();
+  if (!l.attempt) {
+    WriteBatch b;
+    if (c.cancel_requested()) {
+      if (absl::Status s = SetCampaignState(b, c, pb::CAMPAIGN_STATE_CANCELLED, "before any attempt"); !s.ok()) return s;
+      c.set_end_reason(pb::END_REASON_CANCELLED_BY_USER);
+      store::Put(b, c);
+      return store_.Write(b, Durability::kSynced);
+    }
+    pb::Attempt a;
+    a.set_campaign_id(c.id());
+    a.set_number(1);
+    a.set_state(pb::ATTEMPT_STATE_QUEUED);
+    a.set_world_size(static_cast<int32_t>(l.spec.resources.world_size()));
+    a.set_ranks_per_node(static_cast<int32_t>(l.spec.resources.ranks_per_node));
+    a.set_scheduler(c.scheduler());
+    SetTime(a.mutable_queue_time(), now);
+    c.set_current_attempt(1);
+    store::Put(b, a);
+    store::Put(b, c);
+    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO, "attempt 1 queued", 1); !s.ok()) return s;
+    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+    l.attempt = a;
+  }
+  pb::Attempt& a = *l.attempt;
+  if (a.state() == pb::ATTEMPT_STATE_QUEUED && a.scheduler_job_id().empty()) {
+    if (c.cancel_requested()) {
+      sched::JobStatus none;
+      none.state = sched::JobState::kEnded;
+      none.message = "cancelled before it started";
+      return EndAttempt(l, none);
+    }
+    if (now < FromTimestamp(a.queue_time())) return absl::OkStatus();  // backoff
+    return StartAttempt(l);
+  }
+  if (a.state() == pb::ATTEMPT_STATE_ENDED) return absl::OkStatus();
+  auto it = polled.find(a.scheduler_job_id());
+  if (it == polled.end()) return absl::OkStatus();
+  const sched::JobStatus& job = it->second;
+  if (job.state == sched::JobState::kEnded) return EndAttempt(l, job);
+  if (job.state == sched::JobState::kUnknown) {
+    sched::JobStatus lost = job;
+    lost.state = sched::JobState::kEnded;
+    lost.reason = pb::END_REASON_DAEMON_LOST;
+    lost.message = Cat("the scheduler no longer knows job ", job.job_id, ": ", job.message);
+    return EndAttempt(l, lost);
+  }
+  if (job.state == sched::JobState::kRunning && a.state() == pb::ATTEMPT_STATE_STARTING) {
+    WriteBatch b;
+    a.set_state(pb::ATTEMPT_STATE_RUNNING);
+    SetTime(a.mutable_running_time(), now);
+    for (const std::string& n : job.nodes) a.add_nodes(n);
+    if (absl::Status s = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RUNNING, Cat("attempt ", a.number(), " running")); !s.ok()) return s;
+    store::Put(b, a);
+    store::Put(b, c);
+    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_RUNNING, pb::SEVERITY_INFO,
+                                  Cat("attempt ", a.number(), " running as job ", a.scheduler_job_id()), a.number());
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  }
+  if (c.cancel_requested()) {
+    auto sent = cancel_signalled_.find(c.id());
+    if (sent == cancel_signalled_.end()) {
+      cancel_signalled_[c.id()] = now;
+      return scheduler_.Signal(a.scheduler_job_id(), SIGUSR1);
+    }
+    if (now - sent->second > options_.cancel_grace) return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
+    return absl::OkStatus();
+  }
+  // Hang: no step progress for hang_timeout while the job runs.
+  if (a.state() == pb::ATTEMPT_STATE_RUNNING && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
+    const std::chrono::seconds timeout = l.spec.restart.hang_timeout.value_or(options_.default_hang_timeout);
+    TimePoint last = FromTimestamp(a.running_time());
+    if (a.has_last_progress_time()) last = std::max(last, FromTimestamp(a.last_progress_time()));
+    if (now - last > timeout) {
+      WriteBatch b;
+      a.set_end_reason(pb::END_REASON_HANG);  // pending: the attempt ends once the job is gone
+      a.set_end_message(Cat("no step progress for ", timeout.count(), " s (last step ", a.last_step(), ")"));
+      store::Put(b, a);
+      if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_WARNING,
+                                    Cat("attempt ", a.number(), " hangs: ", a.end_message(), "; killing it"), a.number());
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+      return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
+    }
+  }
+  if (a.end_reason() != pb::END_REASON_UNSPECIFIED) {
+    // A pending end (hang, nan): make sure the job goes.
+    return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Supervisor::StartAttempt(Loaded& l) {
+  pb::Campaign& c = l.campaign;
+  pb::Attempt& a = *l.attempt;
+  if (a.worker_token().empty()) {
+    // The token first (synced): a retried Submit after a crash must hand out the same one.
+    a.set_worker_token(RandomToken());
+    WriteBatch b;
+    store::Put(b, a);
+    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  }
+  sched::JobSpec job;
+  job.campaign_id = c.id();
+  job.attempt = a.number();
+  job.world_size = a.world_size();
+  job.ranks_per_node = a.ranks_per_node();
+  job.log_dir = CampaignDir(c.id()) / AttemptDirName(a.number());
+  job.command = {options_.worker_program, "--log-level", "info", "train",
+                 "--spec", (CampaignDir(c.id()) / "campaign.toml").string()};
+  if (a.has_start_checkpoint_step()) {
+    job.command.push_back("--resume");
+    // The checkpoint layout (docs/checkpoints.md): <dir>/<campaign name>/step_<9 digits>.
+    job.command.push_back((fs::path(l.spec.checkpoint.dir) / c.name() /
+                           fmt::format("step_{:09d}", a.start_checkpoint_step()))
+                              .string());
+  }
+  job.env = {{"BELAY_CAMPAIGN", c.id()},
+             {"BELAY_ATTEMPT", std::to_string(a.number())},
+             {"BELAY_TOKEN", a.worker_token()}};
+  if (!options_.coordinator_address.empty()) job.env.push_back({"BELAY_COORDINATOR", options_.coordinator_address});
+  if (l.spec.resources.time_limit) job.time_limit = *l.spec.resources.time_limit;
+  for (const std::string& n : a.excluded_nodes()) job.exclude_nodes.push_back(n);
+
+  absl::StatusOr<std::string> id = scheduler_.Submit(job);
+  WriteBatch b;
+  if (!id.ok()) {
+    sched::JobStatus rejected;
+    rejected.state = sched::JobState::kEnded;
+    rejected.reason = pb::END_REASON_SCHEDULER_REJECTED;
+    rejected.message = std::string(id.status().message());
+    return EndAttempt(l, rejected);
+  }
+  a.set_scheduler_job_id(*id);
+  a.set_state(pb::ATTEMPT_STATE_STARTING);
+  SetTime(a.mutable_start_time(), clock_.Now());
+  tokens_[a.worker_token()] = {c.id(), a.number()};
+  store::Put(b, a);
+  store::Put(b, c);
+  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
+                                Cat("attempt ", a.number(), " started as job ", *id, " (", a.world_size(), " ranks",
+                                    a.has_start_checkpoint_step() ? Cat(", from checkpoint step ", a.start_checkpoint_step()) : "",
+                                    ")"),
+                                a.number());
+      !s.ok()) {
+    return s;
+  }
+  return store_.Write(b, Durability::kSynced);
+}
+
+absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
+  pb::Campaign& c = l.campaign;
+  pb::Attempt& a = *l.attempt;
+  const TimePoint now = clock_.Now();
+  EndEvidence ev;
+  ev.job = job;
+  ev.finishes.assign(a.rank_exits().begin(), a.rank_exits().end());
+  ev.killed_for_hang = a.end_reason() == pb::END_REASON_HANG;
+  ev.cancel_requested = c.cancel_requested();
+  if (a.end_reason() == pb::END_REASON_NAN || a.end_reason() == pb::END_REASON_LOSS_SPIKE) ev.reported = a.end_reason();
+  ev.world_size = a.world_size();
+  Classification cls = Classify(ev);
+  if (cls.reason == pb::END_REASON_HANG) cls.message = a.end_message();
+  if (cls.reason == pb::END_REASON_RANK_CRASH && c.total_steps() > 0 && c.current_step() >= c.total_steps() &&
+      ev.finishes.empty()) {
+    cls.reason = pb::END_REASON_COMPLETED;  // ranks that reached the last step and exited 0
+    cls.message = "ranks reached the last step";
+  }
+  a.set_state(pb::ATTEMPT_STATE_ENDED);
+  a.set_end_reason(cls.reason);
+  a.set_end_message(cls.message);
+  SetTime(a.mutable_end_time(), now);
+  for (const std::string& n : cls.failed_nodes) a.add_failed_nodes(n);
+
+  absl::StatusOr<std::vector<pb::Attempt>> history = store::ListAttempts(store_, c.id());
+  if (!history.ok()) return history.status();
+  for (pb::Attempt& h : *history) {
+    if (h.number() == a.number()) h = a;
+  }
+  const double jitter = 2.0 * jitter_.Uniform() - 1.0;
+  Decision d = Decide(cls.reason, c, *history, l.spec.restart, jitter);
+  a.set_counted_as_restart(d.counts_as_restart);
+  if (d.counts_as_restart) c.set_restarts_used(c.restarts_used() + 1);
+  if (d.counts_as_rollback) c.set_rollbacks_used(c.rollbacks_used() + 1);
+  if (d.counts_as_node_failure) c.set_node_failures(c.node_failures() + 1);
+
+  WriteBatch b;
+  const bool bad = cls.reason != pb::END_REASON_COMPLETED && cls.reason != pb::END_REASON_TIME_LIMIT &&
+                   cls.reason != pb::END_REASON_CANCELLED_BY_USER;
+  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, bad ? pb::SEVERITY_WARNING : pb::SEVERITY_INFO,
+                                Cat("attempt ", a.number(), " ended: ", Name(cls.reason), ": ",
+                                    cls.message, "; ", d.message),
+                                a.number());
+      !s.ok()) {
+    return s;
+  }
+  absl::Status st;
+  switch (d.next) {
+    case NextStep::kComplete:
+      c.set_end_reason(pb::END_REASON_COMPLETED);
+      st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_COMPLETED, d.message);
+      break;
+    case NextStep::kCancel:
+      c.set_end_reason(pb::END_REASON_CANCELLED_BY_USER);
+      st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_CANCELLED, d.message);
+      break;
+    case NextStep::kFail:
+      c.set_end_reason(d.fail_reason);
+      c.set_end_message(d.message);
+      st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_FAILED, d.message);
+      break;
+    case NextStep::kRestart: {
+      if (c.state() == pb::CAMPAIGN_STATE_SUBMITTED) {
+        st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RUNNING, "");
+        if (!st.ok()) break;
+      }
+      st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RECOVERING, Name(cls.reason));
+      if (!st.ok()) break;
+      pb::Attempt next;
+      next.set_campaign_id(c.id());
+      next.set_number(a.number() + 1);
+      next.set_state(pb::ATTEMPT_STATE_QUEUED);
+      next.set_world_size(a.world_size());
+      next.set_ranks_per_node(a.ranks_per_node());
+      next.set_scheduler(a.scheduler());
+      SetTime(next.mutable_queue_time(), now + d.delay);  // not started before
+      for (const std::string& n : a.excluded_nodes()) next.add_excluded_nodes(n);
+      for (const std::string& n : cls.failed_nodes) next.add_excluded_nodes(n);
+      const bool rollback = d.counts_as_rollback;
+      if (rollback && c.has_last_good_checkpoint_step()) {
+        next.set_start_checkpoint_step(c.last_good_checkpoint_step());
+      } else if (!rollback && c.has_last_checkpoint_step()) {
+        next.set_start_checkpoint_step(c.last_checkpoint_step());
+      }
+      c.set_current_attempt(next.number());
+      store::Put(b, next);
+      st = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
+                    Cat("attempt ", next.number(), " queued",
+                        next.has_start_checkpoint_step() ? Cat(" to resume from step ", next.start_checkpoint_step())
+                                                         : " to start from step 0",
+                        d.delay.count() > 0 ? Cat(", starts in ", d.delay.count(), " s") : ""),
+                    next.number());
+      break;
+    }
+  }
+  if (!st.ok()) return st;
+  SetTime(c.mutable_update_time(), now);
+  store::Put(b, a);
+  store::Put(b, c);
+  tokens_.erase(a.worker_token());
+  cancel_signalled_.erase(c.id());
+  return store_.Write(b, Durability::kSynced);
+}
+
+absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::StepMetrics m) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Loaded> l = Load(id);
+  if (!l.ok()) return l.status();
+  if (!l->attempt || l->attempt->number() != attempt || l->attempt->state() == pb::ATTEMPT_STATE_ENDED) {
+    return absl::OkStatus();
+  }
+  pb::Campaign& c = l->campaign;
+  pb::Attempt& a = *l->attempt;
+  m.set_attempt_number(attempt);
+  if (!m.has_time()) SetTime(m.mutable_time(), clock_.Now());
+  WriteBatch b;
+  store::Put(b, id, m);
+  Durability durability = Durability::kBuffered;
+  if (m.step() > c.current_step()) {
+    c.set_current_step(m.step());
+    c.set_tokens_seen(m.tokens_seen() > 0 ? m.tokens_seen() : m.step() * c.tokens_per_step());
+  }
+  a.set_last_step(std::max(a.last_step(), m.step()));
+  if (a.first_step() == 0) a.set_first_step(m.step());
+  SetTime(a.mutable_last_progress_time(), clock_.Now());
+  if (!std::isfinite(m.loss()) && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
+    a.set_end_reason(pb::END_REASON_NAN);
+    a.set_end_message(Cat("loss ", m.loss(), " at step ", m.step()));
+    pb::StepRange* skip = a.add_skipped_data();
+    skip->set_first(m.step());
+    skip->set_last(m.step());
+    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
+                                  Cat("non-finite loss at step ", m.step(), ": stopping attempt ", attempt,
+                                      " to roll back to the last good checkpoint"),
+                                  attempt);
+        !s.ok()) {
+      return s;
+    }
+    durability = Durability::kSynced;
+  }
+  if (c.has_last_checkpoint_step() &&
+      (!c.has_last_good_checkpoint_step() || c.last_good_checkpoint_step() < c.last_checkpoint_step()) &&
+      m.step() >= c.last_checkpoint_step() + options_.good_after_steps && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
+    c.set_last_good_checkpoint_step(c.last_checkpoint_step());
+    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_GOOD, pb::SEVERITY_INFO,
+                                  Cat("checkpoint step ", c.last_checkpoint_step(), " is good (", options_.good_after_steps,
+                                      " healthy steps after it)"),
+                                  attempt);
+        !s.ok()) {
+      return s;
+    }
+    durability = Durability::kSynced;
+  }
+  store::Put(b, a);
+  store::Put(b, c);
+  absl::Status s = store_.Write(b, durability);
+  if (s.ok() && a.end_reason() == pb::END_REASON_NAN && durability == Durability::kSynced) {
+    return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
+  }
+  return s;
+}
+
+absl::Status Supervisor::OnEval(const std::string& id, int32_t attempt, pb::EvalMetrics m) {
+  absl::MutexLock lock(&mu_);
+  m.set_attempt_number(attempt);
+  if (!m.has_time()) SetTime(m.mutable_time(), clock_.Now());
+  if (m.dataset().empty()) m.set_dataset("val");
+  WriteBatch b;
+  store::Put(b, id, m);
+  return store_.Write(b, Durability::kBuffered);
+}
+
+absl::Status Supervisor::OnCheckpoint(const std::string& id, int32_t attempt, int64_t step,
+                                      const std::string& dir, int32_t world_size) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Loaded> l = Load(id);
+  if (!l.ok()) return l.status();
+  pb::Campaign& c = l->campaign;
+  pb::Checkpoint ck;
+  ck.set_campaign_id(id);
+  ck.set_step(step);
+  ck.set_attempt_number(attempt);
+  ck.set_world_size(world_size);
+  ck.set_state(pb::CHECKPOINT_STATE_COMMITTED);
+  ck.set_dir(dir);
+  SetTime(ck.mutable_committed_time(), clock_.Now());
+  WriteBatch b;
+  store::Put(b, ck);
+  if (!c.has_last_checkpoint_step() || step > c.last_checkpoint_step()) c.set_last_checkpoint_step(step);
+  store::Put(b, c);
+  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_COMMITTED, pb::SEVERITY_INFO,
+                                Cat("checkpoint step ", step, " committed (", world_size, " shards) in ", dir), attempt);
+      !s.ok()) {
+    return s;
+  }
+  return store_.Write(b, Durability::kSynced);
+}
+
+absl::Status Supervisor::OnFinish(const std::string& id, int32_t attempt, pb::RankExit exit) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, id, attempt);
+  if (!a.ok()) return a.status();
+  if (!a->has_value() || (*a)->state() == pb::ATTEMPT_STATE_ENDED) return absl::OkStatus();
+  pb::Attempt& at = **a;
+  bool replaced = false;
+  for (pb::RankExit& e : *at.mutable_rank_exits()) {
+    if (e.rank() == exit.rank()) {
+      e = exit;
+      replaced = true;
+    }
+  }
+  if (!replaced) *at.add_rank_exits() = std::move(exit);
+  WriteBatch b;
+  store::Put(b, at);
+  return store_.Write(b, Durability::kSynced);
+}
+
+std::optional<std::pair<std::string, int32_t>> Supervisor::AttemptOfToken(const std::string& token) const {
+  absl::MutexLock lock(&mu_);
+  auto it = tokens_.find(token);
+  if (it == tokens_.end() || token.empty()) return std::nullopt;
+  return it->second;
+}
+
+}  // namespace belay::supervisor

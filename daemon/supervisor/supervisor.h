@@ -1,0 +1,120 @@
+// The supervisor: carries campaigns through their attempts. It reconciles what the store says
+// each campaign wants with what the scheduler and the workers report, decides with the pure
+// functions of policy.h, writes every transition to the store (synced) before acting on it,
+// and acts idempotently (submit, signal), so a belayd restarted at any point picks up where
+// the last one stopped.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "belay/v1/types.pb.h"
+#include "common/campaign_spec.h"
+#include "common/clock.h"
+#include "common/rng.h"
+#include "daemon/scheduler/scheduler.h"
+#include "daemon/store/store.h"
+
+namespace belay::supervisor {
+
+namespace pb = ::belay::v1;
+
+struct SupervisorOptions {
+  // campaigns/<id>/campaign.toml (the effective spec the workers read) and
+  // campaigns/<id>/attempt_<n>/ (rank logs) live here.
+  std::filesystem::path state_dir;
+  // The worker program (belay-worker) and the address workers reach belayd's worker link at
+  // (BELAY_COORDINATOR; empty: workers run without reporting).
+  std::string worker_program = "belay-worker";
+  std::string coordinator_address;
+  // Hang timeout when the campaign says "auto" (until it is derived from step times).
+  std::chrono::seconds default_hang_timeout{600};
+  // After SIGUSR1 for a cancel, how long ranks get to checkpoint before SIGKILL.
+  std::chrono::seconds cancel_grace{60};
+  // A checkpoint becomes "good" once this many further steps ran without trouble.
+  int64_t good_after_steps = 10;
+  uint64_t jitter_seed = 0x5eed;  // backoff jitter draws
+};
+
+class Supervisor {
+ public:
+  Supervisor(store::Store& store, sched::Scheduler& scheduler, const Clock& clock,
+             SupervisorOptions options);
+
+  // Stores a new campaign (SUBMITTED) for a validated spec: the spec as submitted
+  // (`spec_toml`, from `spec_file`) and the effective spec, with absolute paths, in the state
+  // directory for the workers. The next Tick starts its first attempt.
+  absl::StatusOr<pb::Campaign> Submit(const CampaignSpec& spec, std::string spec_toml,
+                                      std::string spec_file, uint32_t owner_uid,
+                                      std::string owner_name);
+  // Asks for the campaign to end CANCELLED: a queued attempt is dropped; a running one gets
+  // SIGUSR1 (checkpoint and stop), then SIGKILL after cancel_grace. NotFound; FailedPrecondition
+  // when it already ended.
+  absl::Status Cancel(const std::string& campaign_id);
+
+  // One reconciliation round over every campaign that has not ended: start due attempts, poll
+  // the scheduler once for all running jobs, detect hangs, end attempts and decide what
+  // follows. Errors of one campaign are logged to its event log and do not stop the others;
+  // a store write error is returned (the store is then read-only and nothing more is done).
+  absl::Status Tick();
+
+  // Worker reports, already authenticated for (campaign, attempt). Reports for an attempt that
+  // is not the campaign's current one, or has ended, are ignored (OK).
+  absl::Status OnStep(const std::string& campaign_id, int32_t attempt, pb::StepMetrics metrics);
+  absl::Status OnEval(const std::string& campaign_id, int32_t attempt, pb::EvalMetrics metrics);
+  // A checkpoint of `step` is committed on disk under `dir` (written by `world_size` ranks).
+  absl::Status OnCheckpoint(const std::string& campaign_id, int32_t attempt, int64_t step,
+                            const std::string& dir, int32_t world_size);
+  // A rank says how it leaves.
+  absl::Status OnFinish(const std::string& campaign_id, int32_t attempt, pb::RankExit exit);
+
+  // The attempt whose workers present `token`, if it is one belayd is running.
+  std::optional<std::pair<std::string, int32_t>> AttemptOfToken(const std::string& token) const;
+
+ private:
+  struct Loaded {
+    pb::Campaign campaign;
+    CampaignSpec spec;
+    std::optional<pb::Attempt> attempt;  // the current one
+  };
+
+  absl::StatusOr<Loaded> Load(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Reconcile(Loaded& l, const std::map<std::string, sched::JobStatus>& polled)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status StartAttempt(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status EndAttempt(Loaded& l, const sched::JobStatus& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends an event for the campaign to `batch` (sequence numbers are kept per campaign).
+  absl::Status AddEvent(store::WriteBatch& batch, const pb::Campaign& c, pb::EventKind kind,
+                        pb::Severity severity, std::string message, int32_t attempt = 0)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SetCampaignState(store::WriteBatch& batch, pb::Campaign& c, pb::CampaignState to,
+                                const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::filesystem::path CampaignDir(const std::string& id) const;
+
+  store::Store& store_;
+  sched::Scheduler& scheduler_;
+  const Clock& clock_;
+  SupervisorOptions options_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, int64_t> next_event_seq_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::pair<std::string, int32_t>> tokens_ ABSL_GUARDED_BY(mu_);
+  // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends
+  // it again).
+  std::map<std::string, TimePoint> cancel_signalled_ ABSL_GUARDED_BY(mu_);
+  SplitMix64 jitter_ ABSL_GUARDED_BY(mu_);
+};
+
+// Protobuf timestamps from and to the clock's time points.
+void SetTime(google::protobuf::Timestamp* ts, TimePoint t);
+TimePoint FromTimestamp(const google::protobuf::Timestamp& ts);
+
+}  // namespace belay::supervisor

@@ -1,0 +1,397 @@
+// The Supervisor over an in-memory store, the fake scheduler and a fake clock: every end
+// reason of DESIGN.md's table, budgets, crash loops, hangs, NaN rollbacks, cancels, store
+// failures and a restart of the supervisor itself.
+#include "daemon/supervisor/supervisor.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "daemon/scheduler/fake_scheduler.h"
+#include "daemon/store/memory_store.h"
+#include "daemon/store/records.h"
+#include "gtest/gtest.h"
+
+namespace belay::supervisor {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr const char* kSpec = R"(
+[campaign]
+name = "tiny"
+[model]
+n_layer = 2
+n_head = 2
+d_model = 32
+seq_len = 32
+vocab_size = 257
+[data]
+train = "/data/train_*.bin"
+[train]
+total_steps = 100
+micro_batch = 2
+global_batch = 4
+lr = 1e-3
+[checkpoint]
+dir = "/ckpt"
+every_steps = 10
+[resources]
+ranks_per_node = 2
+[restart]
+max_restarts = 3
+max_rollbacks = 2
+hang_timeout = "5m"
+backoff = { initial = "30s", max = "10m", jitter = 0.0 }
+)";
+
+class SupervisorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("belay_supervisor_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    SpecParseOptions o;
+    o.check_paths = false;
+    SpecParseResult parsed = ParseCampaignSpec(kSpec, "tiny.toml", o);
+    ASSERT_TRUE(parsed.ok()) << parsed.errors[0].ToString();
+    spec_ = *parsed.spec;
+    MakeSupervisor();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  void MakeSupervisor() {
+    SupervisorOptions o;
+    o.state_dir = dir_;
+    o.worker_program = "/usr/bin/belay-worker";
+    o.coordinator_address = "127.0.0.1:7000";
+    o.good_after_steps = 5;
+    sup_ = std::make_unique<Supervisor>(store_, sched_, clock_, o);
+  }
+
+  std::string SubmitAndStart() {
+    absl::StatusOr<pb::Campaign> c = sup_->Submit(spec_, kSpec, "/home/u/tiny.toml", 1000, "u");
+    EXPECT_TRUE(c.ok()) << c.status();
+    Tick();
+    return c->id();
+  }
+  void Tick() {
+    absl::Status s = sup_->Tick();
+    ASSERT_TRUE(s.ok()) << s;
+  }
+  pb::Campaign Campaign(const std::string& id) { return store::GetCampaign(store_, id).value().value(); }
+  pb::Attempt Attempt(const std::string& id, int n) { return store::GetAttempt(store_, id, n).value().value(); }
+  std::string JobOf(const std::string& id, int n) { return Attempt(id, n).scheduler_job_id(); }
+  std::vector<std::string> EventMessages(const std::string& id) {
+    std::vector<std::string> out;
+    const std::vector<pb::Event> events = store::ListEvents(store_, id).value();
+    for (const pb::Event& e : events) out.push_back(e.message());
+    return out;
+  }
+  bool HasEvent(const std::string& id, const std::string& text) {
+    for (const std::string& m : EventMessages(id)) {
+      if (m.find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+  void Steps(const std::string& id, int attempt, int64_t first, int64_t last, double loss = 3.0) {
+    for (int64_t s = first; s <= last; ++s) {
+      pb::StepMetrics m;
+      m.set_step(s);
+      m.set_loss(loss);
+      ASSERT_TRUE(sup_->OnStep(id, attempt, m).ok());
+    }
+  }
+  void Finish(const std::string& id, int attempt, pb::ExitKind kind, pb::EndReason reason = pb::END_REASON_UNSPECIFIED) {
+    for (int r = 0; r < 2; ++r) {
+      pb::RankExit e;
+      e.set_rank(r);
+      e.set_exit_kind(kind);
+      e.set_error_reason(reason);
+      e.set_message("from the worker");
+      ASSERT_TRUE(sup_->OnFinish(id, attempt, e).ok());
+    }
+  }
+  std::vector<sched::RankEnd> Crash(int rank, int signal) {
+    std::vector<sched::RankEnd> ranks = {{0, 0, 0, "fake-node-0"}, {1, 0, 0, "fake-node-0"}};
+    ranks[static_cast<size_t>(rank)] = {rank, std::nullopt, signal, "fake-node-0"};
+    return ranks;
+  }
+
+  fs::path dir_;
+  CampaignSpec spec_;
+  store::MemoryStore store_;
+  sched::FakeScheduler sched_;
+  FakeClock clock_;
+  std::unique_ptr<Supervisor> sup_;
+};
+
+TEST_F(SupervisorTest, ACampaignRunsToCompletion) {
+  const std::string id = SubmitAndStart();
+  pb::Campaign c = Campaign(id);
+  EXPECT_EQ(c.state(), pb::CAMPAIGN_STATE_SUBMITTED);
+  ASSERT_EQ(sched_.submitted().size(), 1u);
+  const sched::JobSpec& job = sched_.submitted()[0];
+  EXPECT_EQ(job.world_size, 2);
+  EXPECT_EQ(job.command[0], "/usr/bin/belay-worker");
+  EXPECT_TRUE(std::find(job.command.begin(), job.command.end(), "--resume") == job.command.end());
+  EXPECT_TRUE(fs::exists(dir_ / "campaigns" / id / "campaign.toml"));
+  auto env = [&](const std::string& k) {
+    for (const auto& [key, v] : job.env) {
+      if (key == k) return v;
+    }
+    return std::string();
+  };
+  EXPECT_EQ(env("BELAY_CAMPAIGN"), id);
+  EXPECT_EQ(env("BELAY_COORDINATOR"), "127.0.0.1:7000");
+  EXPECT_EQ(env("BELAY_TOKEN").size(), 32u);
+  EXPECT_EQ(sup_->AttemptOfToken(env("BELAY_TOKEN")), std::make_pair(id, 1));
+  EXPECT_FALSE(sup_->AttemptOfToken("forged").has_value());
+
+  Tick();  // the job runs
+  EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_RUNNING);
+  EXPECT_EQ(Attempt(id, 1).state(), pb::ATTEMPT_STATE_RUNNING);
+  Steps(id, 1, 1, 100);
+  Finish(id, 1, pb::EXIT_KIND_COMPLETED);
+  sched_.End(JobOf(id, 1));
+  Tick();
+  c = Campaign(id);
+  EXPECT_EQ(c.state(), pb::CAMPAIGN_STATE_COMPLETED);
+  EXPECT_EQ(c.end_reason(), pb::END_REASON_COMPLETED);
+  EXPECT_EQ(c.current_step(), 100);
+  EXPECT_EQ(store::ListStepMetrics(store_, id, 0, -1).value().size(), 100u);
+  EXPECT_TRUE(HasEvent(id, "running -> completed"));
+  Tick();  // nothing more happens to an ended campaign
+  EXPECT_EQ(sched_.submitted().size(), 1u);
+}
+
+TEST_F(SupervisorTest, ARankCrashRestartsAfterBackoffFromTheLastCheckpoint) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 23);
+  ASSERT_TRUE(sup_->OnCheckpoint(id, 1, 20, "/ckpt/tiny/step_000000020", 2).ok());
+  sched_.End(JobOf(id, 1), Crash(1, SIGKILL));
+  Tick();
+  pb::Campaign c = Campaign(id);
+  EXPECT_EQ(c.state(), pb::CAMPAIGN_STATE_RECOVERING);
+  EXPECT_EQ(c.restarts_used(), 1);
+  pb::Attempt a1 = Attempt(id, 1);
+  EXPECT_EQ(a1.end_reason(), pb::END_REASON_RANK_CRASH);
+  EXPECT_EQ(a1.end_message(), "rank 1 killed by signal 9 on fake-node-0");
+  pb::Attempt a2 = Attempt(id, 2);
+  EXPECT_EQ(a2.state(), pb::ATTEMPT_STATE_QUEUED);
+  EXPECT_EQ(a2.start_checkpoint_step(), 20);
+  EXPECT_TRUE(HasEvent(id, "restart 1 of 3 in 30 s"));
+
+  clock_.Advance(29s);
+  Tick();
+  EXPECT_EQ(sched_.submitted().size(), 1u) << "started before its backoff";
+  clock_.Advance(2s);
+  Tick();
+  ASSERT_EQ(sched_.submitted().size(), 2u);
+  const std::vector<std::string>& cmd = sched_.submitted()[1].command;
+  auto resume = std::find(cmd.begin(), cmd.end(), "--resume");
+  ASSERT_NE(resume, cmd.end());
+  EXPECT_EQ(*(resume + 1), "/ckpt/tiny/step_000000020");
+  Tick();
+  EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_RUNNING);
+}
+
+TEST_F(SupervisorTest, TheSameCrashWithoutNewCheckpointsStopsTheCampaign) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  sched_.End(JobOf(id, 1), Crash(0, SIGSEGV));
+  Tick();
+  clock_.Advance(1min);
+  Tick();
+  Tick();
+  sched_.End(JobOf(id, 2), Crash(0, SIGSEGV));
+  Tick();
+  pb::Campaign c = Campaign(id);
+  EXPECT_EQ(c.state(), pb::CAMPAIGN_STATE_FAILED);
+  EXPECT_EQ(c.end_reason(), pb::END_REASON_CRASH_LOOP);
+  EXPECT_TRUE(HasEvent(id, "crash loop")) << EventMessages(id).back();
+  EXPECT_EQ(sched_.submitted().size(), 2u);
+}
+
+TEST_F(SupervisorTest, RestartsBeyondTheBudgetFailTheCampaign) {
+  const std::string id = SubmitAndStart();
+  for (int n = 1; n <= 4; ++n) {
+    Tick();
+    Steps(id, n, 10 * n - 9, 10 * n);
+    ASSERT_TRUE(sup_->OnCheckpoint(id, n, 10 * n, "/ckpt", 2).ok());  // progress every time
+    sched_.End(JobOf(id, n), Crash(1, SIGKILL));
+    Tick();
+    clock_.Advance(1h);
+    Tick();
+  }
+  pb::Campaign c = Campaign(id);
+  EXPECT_EQ(c.state(), pb::CAMPAIGN_STATE_FAILED);
+  EXPECT_EQ(c.end_reason(), pb::END_REASON_RESTARTS_EXHAUSTED);
+  EXPECT_EQ(c.restarts_used(), 3);
+  EXPECT_EQ(sched_.submitted().size(), 4u);
+}
+
+TEST_F(SupervisorTest, AHangIsDetectedKilledAndRestarted) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 7);
+  clock_.Advance(4min);
+  Tick();
+  EXPECT_TRUE(sched_.signals().empty());
+  clock_.Advance(2min);  // 6 min without a step, hang_timeout 5 min
+  Tick();
+  ASSERT_EQ(sched_.signals().size(), 1u);
+  EXPECT_EQ(sched_.signals()[0].second, SIGKILL);
+  Tick();  // the killed job is seen ended
+  pb::Attempt a = Attempt(id, 1);
+  EXPECT_EQ(a.end_reason(), pb::END_REASON_HANG);
+  EXPECT_NE(a.end_message().find("last step 7"), std::string::npos) << a.end_message();
+  EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_RECOVERING);
+  EXPECT_EQ(Campaign(id).restarts_used(), 1);
+}
+
+TEST_F(SupervisorTest, ANonFiniteLossRollsBackToTheLastGoodCheckpoint) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 10);
+  ASSERT_TRUE(sup_->OnCheckpoint(id, 1, 10, "/ckpt", 2).ok());
+  Steps(id, 1, 11, 16);  // 5 healthy steps after it: step 10 is good
+  EXPECT_EQ(Campaign(id).last_good_checkpoint_step(), 10);
+  ASSERT_TRUE(sup_->OnCheckpoint(id, 1, 20, "/ckpt", 2).ok());
+  Steps(id, 1, 17, 20);
+  Steps(id, 1, 21, 21, std::nan(""));
+  ASSERT_FALSE(sched_.signals().empty());
+  EXPECT_EQ(sched_.signals().back().second, SIGKILL);
+  Tick();
+  pb::Campaign c = Campaign(id);
+  EXPECT_EQ(c.rollbacks_used(), 1);
+  EXPECT_EQ(c.restarts_used(), 0);
+  EXPECT_EQ(Attempt(id, 1).end_reason(), pb::END_REASON_NAN);
+  EXPECT_EQ(Attempt(id, 2).start_checkpoint_step(), 10) << "not the unproven step 20";
+  EXPECT_TRUE(HasEvent(id, "non-finite loss at step 21"));
+}
+
+TEST_F(SupervisorTest, ATimeLimitContinuesAtOnceWithoutCountingARestart) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 30);
+  ASSERT_TRUE(sup_->OnCheckpoint(id, 1, 30, "/ckpt", 2).ok());
+  Finish(id, 1, pb::EXIT_KIND_TIME_LIMIT_CHECKPOINTED);
+  sched_.End(JobOf(id, 1));
+  Tick();
+  EXPECT_EQ(Campaign(id).restarts_used(), 0);
+  Tick();  // no backoff
+  EXPECT_EQ(sched_.submitted().size(), 2u);
+  EXPECT_EQ(Attempt(id, 2).start_checkpoint_step(), 30);
+}
+
+TEST_F(SupervisorTest, MissingDataFailsWithoutRetry) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  Finish(id, 1, pb::EXIT_KIND_ERROR, pb::END_REASON_MISSING_DATA);
+  sched_.End(JobOf(id, 1), {}, 1);
+  Tick();
+  pb::Campaign c = Campaign(id);
+  EXPECT_EQ(c.state(), pb::CAMPAIGN_STATE_FAILED);
+  EXPECT_EQ(c.end_reason(), pb::END_REASON_MISSING_DATA);
+  clock_.Advance(1h);
+  Tick();
+  EXPECT_EQ(sched_.submitted().size(), 1u);
+}
+
+TEST_F(SupervisorTest, CancelStopsTheRunningAttemptGracefullyThenForcibly) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  sched_.set_kill_ends_job(false);
+  ASSERT_TRUE(sup_->Cancel(id).ok());
+  Tick();
+  ASSERT_EQ(sched_.signals().size(), 1u);
+  EXPECT_EQ(sched_.signals()[0].second, SIGUSR1);
+  clock_.Advance(61s);
+  Tick();
+  ASSERT_EQ(sched_.signals().size(), 2u);
+  EXPECT_EQ(sched_.signals()[1].second, SIGKILL);
+  sched_.End(JobOf(id, 1), Crash(0, SIGKILL));
+  Tick();
+  EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_CANCELLED);
+  EXPECT_EQ(Attempt(id, 1).end_reason(), pb::END_REASON_CANCELLED_BY_USER);
+  EXPECT_TRUE(absl::IsFailedPrecondition(sup_->Cancel(id)));
+  EXPECT_TRUE(absl::IsNotFound(sup_->Cancel("nope-1")));
+}
+
+TEST_F(SupervisorTest, ACampaignCancelledWhileWaitingForBackoffNeverStartsAgain) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  sched_.End(JobOf(id, 1), Crash(0, SIGKILL));
+  Tick();
+  ASSERT_TRUE(sup_->Cancel(id).ok());
+  Tick();
+  EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_CANCELLED);
+  clock_.Advance(1h);
+  Tick();
+  EXPECT_EQ(sched_.submitted().size(), 1u);
+}
+
+TEST_F(SupervisorTest, ASchedulerThatRefusesTheJobCountsAsAFailedStart) {
+  sched_.FailNextSubmit(absl::UnavailableError("slurmctld is down"));
+  const std::string id = SubmitAndStart();
+  pb::Attempt a = Attempt(id, 1);
+  EXPECT_EQ(a.end_reason(), pb::END_REASON_SCHEDULER_REJECTED);
+  EXPECT_EQ(a.end_message(), "slurmctld is down");
+  EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_RECOVERING);
+  clock_.Advance(31s);
+  Tick();
+  EXPECT_EQ(sched_.submitted().size(), 1u);
+  EXPECT_EQ(Attempt(id, 2).state(), pb::ATTEMPT_STATE_STARTING);
+}
+
+TEST_F(SupervisorTest, AJobTheSchedulerForgotEndsAsLostAndIsReplaced) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  sched_.Forget(JobOf(id, 1));
+  Tick();
+  EXPECT_EQ(Attempt(id, 1).end_reason(), pb::END_REASON_DAEMON_LOST);
+  Tick();
+  EXPECT_EQ(sched_.submitted().size(), 2u);
+}
+
+TEST_F(SupervisorTest, AStoreWriteFailureStopsEveryActionAfterIt) {
+  absl::StatusOr<pb::Campaign> c = sup_->Submit(spec_, kSpec, "tiny.toml", 1000, "u");
+  ASSERT_TRUE(c.ok());
+  store_.FailNextWrite(absl::InternalError("No space left on device"));
+  absl::Status s = sup_->Tick();
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("read-only"), std::string_view::npos) << s;
+  EXPECT_TRUE(sched_.submitted().empty()) << "acted on a transition that was not written";
+  EXPECT_FALSE(sup_->Tick().ok());
+  EXPECT_TRUE(sched_.submitted().empty());
+}
+
+TEST_F(SupervisorTest, ARestartedSupervisorCarriesOnWithoutDuplicatingTheAttempt) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 12);
+  MakeSupervisor();  // belayd restarted: same store, same scheduler
+  Tick();
+  EXPECT_EQ(sched_.submitted().size(), 1u);
+  EXPECT_EQ(sched_.polls() > 0, true);
+  const std::string token = Attempt(id, 1).worker_token();
+  EXPECT_EQ(sup_->AttemptOfToken(token), std::make_pair(id, 1)) << "workers' token known again";
+  Steps(id, 1, 13, 100);
+  Finish(id, 1, pb::EXIT_KIND_COMPLETED);
+  sched_.End(JobOf(id, 1));
+  Tick();
+  EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_COMPLETED);
+  // Events kept counting from where the first supervisor stopped: no sequence number reused.
+  std::vector<int64_t> seqs;
+  const std::vector<pb::Event> events = store::ListEvents(store_, id).value();
+  for (const pb::Event& e : events) seqs.push_back(e.seq());
+  for (size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(seqs[i], static_cast<int64_t>(i));
+}
+
+}  // namespace
+}  // namespace belay::supervisor
