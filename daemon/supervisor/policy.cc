@@ -143,6 +143,12 @@ Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
                 const std::vector<pb::Attempt>& attempts, const RestartSpec& restart, double jitter) {
   Decision d;
   const std::string why = Name(reason);
+  auto fail = [&d](pb::EndReason r, std::string message) {
+    d.next = NextStep::kFail;
+    d.fail_reason = r;
+    d.message = std::move(message);
+    return d;
+  };
   switch (reason) {
     case pb::END_REASON_COMPLETED:
       d.next = NextStep::kComplete;
@@ -154,10 +160,7 @@ Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
       return d;
     case pb::END_REASON_BAD_SPEC:
     case pb::END_REASON_MISSING_DATA:
-      d.next = NextStep::kFail;
-      d.fail_reason = reason;
-      d.message = Cat(why, ": not retried");
-      return d;
+      return fail(reason, Cat(why, ": not retried"));
     case pb::END_REASON_TIME_LIMIT:
     case pb::END_REASON_PREEMPTED:
     case pb::END_REASON_CANCELLED_EXTERNALLY:
@@ -167,11 +170,8 @@ Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
       return d;
     case pb::END_REASON_NODE_FAILURE:
       if (campaign.node_failures() + 1 > restart.max_node_failures) {
-        d.next = NextStep::kFail;
-        d.fail_reason = pb::END_REASON_RESTARTS_EXHAUSTED;
-        d.message = Cat("node failure ", campaign.node_failures() + 1, " exceeds max_node_failures = ",
-                        restart.max_node_failures);
-        return d;
+        return fail(pb::END_REASON_RESTARTS_EXHAUSTED, Cat("node failure ", campaign.node_failures() + 1, " exceeds max_node_failures = ",
+                        restart.max_node_failures));
       }
       d.next = NextStep::kRestart;
       d.counts_as_node_failure = true;
@@ -180,17 +180,11 @@ Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
     case pb::END_REASON_NAN:
     case pb::END_REASON_LOSS_SPIKE:
       if (restart.nan_policy == NanPolicy::kStop) {
-        d.next = NextStep::kFail;
-        d.fail_reason = reason;
-        d.message = Cat(why, " with nan_policy = \"stop\"");
-        return d;
+        return fail(reason, Cat(why, " with nan_policy = \"stop\""));
       }
       if (campaign.rollbacks_used() + 1 > restart.max_rollbacks) {
-        d.next = NextStep::kFail;
-        d.fail_reason = pb::END_REASON_ROLLBACKS_EXHAUSTED;
-        d.message = Cat(why, ": rollback ", campaign.rollbacks_used() + 1, " exceeds max_rollbacks = ",
-                        restart.max_rollbacks);
-        return d;
+        return fail(pb::END_REASON_ROLLBACKS_EXHAUSTED, Cat(why, ": rollback ", campaign.rollbacks_used() + 1, " exceeds max_rollbacks = ",
+                        restart.max_rollbacks));
       }
       d.next = NextStep::kRestart;
       d.counts_as_rollback = true;
@@ -201,10 +195,7 @@ Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
   }
   // Counted failures: crash loop, budget, backoff.
   if (!Counted(reason)) {
-    d.next = NextStep::kFail;
-    d.fail_reason = reason;
-    d.message = Cat(why, ": no rule restarts after it");
-    return d;
+    return fail(reason, Cat(why, ": no rule restarts after it"));
   }
   if (attempts.size() >= 2) {
     const pb::Attempt& ended = attempts.back();
@@ -213,19 +204,13 @@ Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
                           (!ended.has_start_checkpoint_step() ||
                            campaign.last_checkpoint_step() > ended.start_checkpoint_step());
     if (before.end_reason() == reason && !progress) {
-      d.next = NextStep::kFail;
-      d.fail_reason = pb::END_REASON_CRASH_LOOP;
-      d.message = Cat("crash loop: ", why, " again (attempts ", before.number(), " and ", ended.number(),
-                      ") with no checkpoint since attempt ", ended.number(), " started");
-      return d;
+      return fail(pb::END_REASON_CRASH_LOOP, Cat("crash loop: ", why, " again (attempts ", before.number(), " and ", ended.number(),
+                      ") with no checkpoint since attempt ", ended.number(), " started"));
     }
   }
   if (campaign.restarts_used() + 1 > restart.max_restarts) {
-    d.next = NextStep::kFail;
-    d.fail_reason = pb::END_REASON_RESTARTS_EXHAUSTED;
-    d.message = Cat(why, ": restart ", campaign.restarts_used() + 1, " exceeds max_restarts = ",
-                    restart.max_restarts);
-    return d;
+    return fail(pb::END_REASON_RESTARTS_EXHAUSTED, Cat(why, ": restart ", campaign.restarts_used() + 1, " exceeds max_restarts = ",
+                    restart.max_restarts));
   }
   // Consecutive counted failures, this one included.
   int streak = 0;
