@@ -1,5 +1,6 @@
 // belay: the command-line client. Wiring only; each command group lives in its own file.
 #include <iostream>
+#include <string>
 
 #include "CLI/CLI.hpp"
 #include "cli/commands.h"
@@ -11,8 +12,13 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", belay::VersionLine("belay"));
   int exit_code = belay::cli::kExitOk;
+  std::string socket;
+  app.add_option("--socket", socket,
+                 "belayd's socket (default: $BELAY_SOCKET, else belayd's default under the state directory)")
+      ->envname("BELAY_SOCKET");
   belay::cli::AddValidateCommand(app, &exit_code);
   belay::cli::AddDataCommand(app, &exit_code);
+  belay::cli::AddCampaignCommands(app, &socket, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

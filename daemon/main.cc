@@ -1,17 +1,225 @@
-// belayd: the coordinator daemon. Wiring only.
+// belayd: the coordinator daemon. Wiring only: the store, the scheduler, the supervisor and
+// its loop, the worker link on TCP and the coordinator API on a Unix socket.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
 #include "CLI/CLI.hpp"
+#include "common/clock.h"
 #include "common/logging.h"
+#include "common/strings.h"
+#include "common/version.h"
+#include "daemon/rpc/coordinator_service.h"
+#include "daemon/rpc/peer_registry.h"
+#include "daemon/rpc/worker_link_service.h"
+#include "daemon/scheduler/local_scheduler.h"
+#include "daemon/store/rocksdb_store.h"
+#include "daemon/supervisor/supervisor.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/server_posix.h"
+#include "spdlog/spdlog.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using belay::Cat;
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+struct Options {
+  std::string state_dir;
+  std::string socket;
+  std::string listen = "127.0.0.1:0";
+  std::string worker;
+  std::string log_level = "info";
+  double tick_s = 1.0;
+};
+
+std::string DefaultStateDir() {
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x != nullptr && *x == '/') return Cat(x, "/belay");
+  if (const char* h = std::getenv("HOME"); h != nullptr && *h == '/') return Cat(h, "/.local/state/belay");
+  return "/var/lib/belay";
+}
+
+// Listens on `path` (replacing a stale socket); every user may connect — who they are comes
+// from the connection's credentials.
+int ListenUnix(const fs::path& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.string().size() >= sizeof addr.sun_path) {
+    ::close(fd);
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ::unlink(path.c_str());
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::chmod(path.c_str(), 0666) != 0 ||
+      ::listen(fd, 64) != 0) {
+    int e = errno;
+    ::close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+int Run(const Options& o) {
+  if (absl::Status s = belay::InitLogging("belayd", o.log_level); !s.ok()) {
+    std::cerr << "belayd: " << s.message() << "\n";
+    return 2;
+  }
+  const fs::path state = fs::absolute(o.state_dir.empty() ? DefaultStateDir() : o.state_dir);
+  std::error_code ec;
+  fs::create_directories(state, ec);
+  if (ec) {
+    spdlog::critical("cannot create the state directory {}: {}", state.string(), ec.message());
+    return 1;
+  }
+  absl::StatusOr<std::unique_ptr<belay::store::RocksDbStore>> store = belay::store::RocksDbStore::Open(state / "store");
+  if (!store.ok()) {
+    spdlog::critical("{}", std::string(store.status().message()));
+    return 1;
+  }
+  belay::SystemClock clock;
+  belay::sched::LocalSchedulerOptions so;
+  so.jobs_dir = state / "jobs";
+  belay::sched::LocalScheduler scheduler(so);
+
+  belay::supervisor::SupervisorOptions sup_options;
+  sup_options.state_dir = state;
+  sup_options.worker_program = o.worker;
+  belay::supervisor::Supervisor supervisor(**store, scheduler, clock, sup_options);
+
+  // The worker link; its address goes into every attempt's environment. With port 0, the port
+  // of the previous run is taken again if it is free, so that workers still running from
+  // before a restart reach this belayd.
+  belay::rpc::WorkerLinkService link(supervisor);
+  const fs::path address_file = state / "worker_address";
+  std::string listen = o.listen;
+  if (listen.ends_with(":0")) {
+    std::ifstream in(address_file);
+    std::string previous;
+    if (std::getline(in, previous) && previous.starts_with(listen.substr(0, listen.size() - 1))) listen = previous;
+  }
+  std::unique_ptr<grpc::Server> link_server;
+  int port = 0;
+  for (const std::string& address : {listen, o.listen}) {
+    grpc::ServerBuilder link_builder;
+    link_builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+    link_builder.RegisterService(&link);
+    link_server = link_builder.BuildAndStart();
+    if (link_server && port != 0) break;
+    spdlog::warn("cannot listen for workers on {}", address);
+  }
+  if (!link_server || port == 0) {
+    spdlog::critical("cannot listen for workers on {}", o.listen);
+    return 1;
+  }
+  const std::string worker_address = Cat(o.listen.substr(0, o.listen.rfind(':')), ":", port);
+  std::ofstream(address_file) << worker_address << "\n";
+  supervisor.set_coordinator_address(worker_address);
+
+  // The coordinator API: connections accepted here, credentials read, then handed to gRPC.
+  belay::rpc::PeerRegistry peers;
+  belay::rpc::DaemonFacts facts;
+  facts.version = belay::VersionLine("belayd");
+  facts.state_dir = state;
+  facts.worker_listen_address = worker_address;
+  facts.start_time = clock.Now();
+  belay::rpc::CoordinatorService coordinator(supervisor, **store, peers, clock, facts);
+  grpc::ServerBuilder api_builder;
+  api_builder.RegisterService(&coordinator);
+  std::unique_ptr<grpc::Server> api_server = api_builder.BuildAndStart();
+  const fs::path socket_path = o.socket.empty() ? state / "belayd.sock" : fs::path(o.socket);
+  const int listen_fd = ListenUnix(socket_path);
+  if (listen_fd < 0) {
+    spdlog::critical("cannot listen on {}: {}", socket_path.string(), std::strerror(errno));
+    return 1;
+  }
+  std::thread acceptor([&] {
+    while (!g_stop) {
+      int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);  // gRPC polls it
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (g_stop) break;
+        spdlog::error("accept on {}: {}", socket_path.string(), std::strerror(errno));
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        continue;
+      }
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        ::close(fd);
+        continue;
+      }
+      peers.Set(fd, {cred.uid, cred.gid, cred.pid});
+      grpc::AddInsecureChannelFromFd(api_server.get(), fd);
+    }
+  });
+
+  spdlog::info("{}: state in {}, API on {}, workers on {}, local scheduler", facts.version, state.string(),
+               socket_path.string(), worker_address);
+  ::signal(SIGTERM, OnSignal);
+  ::signal(SIGINT, OnSignal);
+  const auto tick = std::chrono::milliseconds(static_cast<int64_t>(o.tick_s * 1000));
+  bool read_only_reported = false;
+  while (!g_stop) {
+    absl::Status s = supervisor.Tick();
+    if (!s.ok() && !read_only_reported) {
+      spdlog::critical("supervision stopped: {}", std::string(s.message()));
+      read_only_reported = !(*store)->write_error().ok();
+    }
+    for (auto waited = std::chrono::milliseconds(0); waited < tick && !g_stop; waited += std::chrono::milliseconds(50)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  spdlog::info("stopping; running attempts keep running and are re-adopted at the next start");
+  ::shutdown(listen_fd, SHUT_RDWR);
+  ::close(listen_fd);
+  acceptor.join();
+  api_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  link_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  ::unlink(socket_path.c_str());
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"belayd: the belay coordinator; owns campaign state and drives the scheduler",
-               "belayd"};
+  CLI::App app{"belayd: the belay coordinator; owns campaign state and drives the scheduler", "belayd"};
   app.set_version_flag("--version", belay::VersionLine("belayd"));
+  Options o;
+  app.add_option("--state-dir", o.state_dir,
+                 "state directory: store, campaign files, logs (default $XDG_STATE_HOME/belay or ~/.local/state/belay)");
+  app.add_option("--socket", o.socket, "Unix socket of the coordinator API (default <state-dir>/belayd.sock)");
+  app.add_option("--listen", o.listen, "address:port workers reach belayd at (port 0: any free one)");
+  app.add_option("--worker", o.worker, "the belay-worker program (default: beside belayd)");
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error");
+  app.add_option("--tick", o.tick_s, "seconds between supervision rounds")->check(CLI::PositiveNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
-  std::cout << app.help();
-  return 2;
+  if (o.worker.empty()) {
+    std::error_code ec;
+    fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    o.worker = ec ? "belay-worker" : (self.parent_path() / "belay-worker").string();
+  }
+  return Run(o);
 }

@@ -15,6 +15,8 @@
 #include "spdlog/spdlog.h"
 #include "worker/comm/mpi_communicator.h"
 #include "worker/comm/single_communicator.h"
+#include "worker/ckpt/layout.h"
+#include "worker/runtime/coordinator_client.h"
 #include "worker/runtime/rank_env.h"
 #include "worker/train/trainer.h"
 
@@ -36,6 +38,29 @@ void PrintStep(const train::StepMetrics& m) {
                       {"data_digest", FormatXxh3(m.data_digest)},
                       {"comm_bytes", m.comm_bytes}};
   std::cout << j.dump() << std::endl;
+}
+
+v1::StepMetrics ToProto(const train::StepMetrics& m) {
+  v1::StepMetrics p;
+  p.set_step(m.step);
+  p.set_loss(m.loss);
+  p.set_lr(m.lr);
+  p.set_grad_norm(m.grad_norm);
+  p.set_tokens_per_s(m.tokens_per_s);
+  p.set_step_time_s(m.step_time_s);
+  p.set_goldfish_dropped_fraction(m.goldfish_dropped);
+  p.set_tokens_seen(m.tokens);
+  return p;
+}
+
+v1::CheckpointShard ShardProto(const train::CheckpointInfo& c, int rank) {
+  v1::CheckpointShard s;
+  s.set_step(c.step);
+  s.set_rank(rank);
+  s.set_path((c.step_dir / ckpt::ShardFileName(rank)).string());
+  s.set_bytes(c.bytes);
+  s.set_xxh3(c.xxh3);
+  return s;
 }
 
 // What each rank holds, gathered to rank 0 and printed there as one JSON line:
@@ -92,15 +117,6 @@ absl::StatusOr<World> JoinWorld() {
 }
 
 int Run(const TrainOptions& o) {
-  SpecParseResult parsed = LoadCampaignSpec(o.spec_file);
-  if (!parsed.ok()) {
-    for (const SpecError& e : parsed.errors) std::cerr << e.ToString() << "\n";
-    return 2;
-  }
-  CampaignSpec spec = std::move(*parsed.spec);
-  if (!o.out.empty()) spec.checkpoint.dir = std::filesystem::absolute(o.out).lexically_normal();
-  const int64_t last = o.steps > 0 ? o.steps : spec.total_steps();
-
   absl::StatusOr<World> world = JoinWorld();
   if (!world.ok()) {
     spdlog::error("{}", std::string(world.status().message()));
@@ -108,14 +124,36 @@ int Run(const TrainOptions& o) {
   }
   comm::Communicator& comm = *world->comm;
   const bool lead = comm.rank() == 0;  // prints the JSON lines
-  // Errors every rank agrees on are logged once, by rank 0.
-  auto fail = [&](const std::string& what) {
+  // Under belayd: the worker link (null when run standalone).
+  std::unique_ptr<runtime::CoordinatorClient> link =
+      runtime::CoordinatorClient::FromEnvironment(comm.rank(), comm.world_size());
+  if (link) link->Register(std::chrono::seconds(20)).IgnoreError();  // logged; training goes on
+  // Errors every rank agrees on are logged once, by rank 0, and told to belayd by every rank.
+  auto fail = [&](const std::string& what, v1::EndReason reason = v1::END_REASON_UNSPECIFIED, int code = 1) {
     if (lead) spdlog::error("{}", what);
-    return 1;
+    if (link) link->Finish(v1::EXIT_KIND_ERROR, reason, what, 0, std::chrono::seconds(10)).IgnoreError();
+    return code;
   };
 
+  SpecParseResult parsed = LoadCampaignSpec(o.spec_file);
+  if (!parsed.ok()) {
+    std::string all;
+    for (const SpecError& e : parsed.errors) all += e.ToString() + "\n";
+    std::cerr << all;
+    return fail(all, v1::END_REASON_BAD_SPEC, 2);
+  }
+  CampaignSpec spec = std::move(*parsed.spec);
+  if (!o.out.empty()) spec.checkpoint.dir = std::filesystem::absolute(o.out).lexically_normal();
+  const int64_t last = o.steps > 0 ? o.steps : spec.total_steps();
+
   absl::StatusOr<std::unique_ptr<train::Trainer>> created = train::Trainer::Create(spec, comm);
-  if (!created.ok()) return fail(std::string(created.status().message()));
+  if (!created.ok()) {
+    const absl::StatusCode code = created.status().code();
+    const v1::EndReason reason = code == absl::StatusCode::kNotFound ? v1::END_REASON_MISSING_DATA
+                                 : code == absl::StatusCode::kInvalidArgument ? v1::END_REASON_BAD_SPEC
+                                                                              : v1::END_REASON_UNSPECIFIED;
+    return fail(std::string(created.status().message()), reason);
+  }
   train::Trainer& trainer = **created;
   if (lead) {
     spdlog::info("rank 0 of {}, ZeRO stage {}, {} micro-batches of {} per rank per step",
@@ -150,9 +188,20 @@ int Run(const TrainOptions& o) {
   while (trainer.step() < last && !stop_requested()) {
     m = trainer.TrainStep();
     if (lead) PrintStep(m);
+    if (link) {
+      link->SetPosition(m.step, v1::WORKER_PHASE_DATA);
+      if (lead) link->ReportStep(ToProto(m));
+    }
     if (spec.train.eval_every > 0 && m.step % spec.train.eval_every == 0) {
       const double val = trainer.Evaluate();
       if (lead) std::cout << nlohmann::json{{"step", m.step}, {"val_loss", val}}.dump() << std::endl;
+      if (link && lead) {
+        v1::EvalMetrics e;
+        e.set_step(m.step);
+        e.set_dataset("val");
+        e.set_loss(val);
+        link->ReportEval(e);
+      }
     }
     if (every && m.step % *every == 0) {
       absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m);
@@ -162,6 +211,7 @@ int Run(const TrainOptions& o) {
       } else {
         saved_at = m.step;
         if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());
+        if (link) link->ReportShard(ShardProto(*c, comm.rank()));
       }
     }
   }
@@ -170,6 +220,13 @@ int Run(const TrainOptions& o) {
     absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m);
     if (!c.ok()) return fail(Cat("final checkpoint at step ", trainer.step(), " failed: ", c.status().message()));
     if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());
+    if (link) link->ReportShard(ShardProto(*c, comm.rank()));
+  }
+  if (link) {
+    const v1::ExitKind kind = trainer.step() >= spec.total_steps() ? v1::EXIT_KIND_COMPLETED
+                              : g_stop_signal == SIGUSR1         ? v1::EXIT_KIND_TIME_LIMIT_CHECKPOINTED
+                                                                 : v1::EXIT_KIND_STOPPED;
+    link->Finish(kind, v1::END_REASON_UNSPECIFIED, "", trainer.step(), std::chrono::seconds(30)).IgnoreError();
   }
   return 0;
 }

@@ -203,7 +203,7 @@ absl::Status Supervisor::Tick() {
     if (l->attempt && !l->attempt->scheduler_job_id().empty() &&
         l->attempt->state() != pb::ATTEMPT_STATE_ENDED) {
       job_ids.push_back(l->attempt->scheduler_job_id());
-      tokens_[l->attempt->worker_token()] = {c.id(), l->attempt->number()};
+      tokens_[l->attempt->worker_token()] = {c.id(), l->attempt->number(), l->attempt->world_size()};
     }
     active.push_back(std::move(*l));
   }
@@ -369,7 +369,7 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
   a.set_scheduler_job_id(*id);
   a.set_state(pb::ATTEMPT_STATE_STARTING);
   SetTime(a.mutable_start_time(), clock_.Now());
-  tokens_[a.worker_token()] = {c.id(), a.number()};
+  tokens_[a.worker_token()] = {c.id(), a.number(), a.world_size()};
   store::Put(b, a);
   store::Put(b, c);
   if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
@@ -600,7 +600,7 @@ absl::Status Supervisor::OnFinish(const std::string& id, int32_t attempt, pb::Ra
   return store_.Write(b, Durability::kSynced);
 }
 
-std::optional<std::pair<std::string, int32_t>> Supervisor::AttemptOfToken(const std::string& token) const {
+std::optional<Supervisor::AttemptRef> Supervisor::AttemptOfToken(const std::string& token) const {
   absl::MutexLock lock(&mu_);
   auto it = tokens_.find(token);
   if (it == tokens_.end() || token.empty()) return std::nullopt;

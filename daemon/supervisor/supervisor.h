@@ -76,8 +76,21 @@ class Supervisor {
   // A rank says how it leaves.
   absl::Status OnFinish(const std::string& campaign_id, int32_t attempt, pb::RankExit exit);
 
+  // Where workers reach belayd, for attempts started from now on (belayd knows its port only
+  // once the worker link listens).
+  void set_coordinator_address(std::string address) {
+    absl::MutexLock lock(&mu_);
+    options_.coordinator_address = std::move(address);
+  }
+
   // The attempt whose workers present `token`, if it is one belayd is running.
-  std::optional<std::pair<std::string, int32_t>> AttemptOfToken(const std::string& token) const;
+  struct AttemptRef {
+    std::string campaign_id;
+    int32_t attempt = 0;
+    int32_t world_size = 0;
+    bool operator==(const AttemptRef&) const = default;
+  };
+  std::optional<AttemptRef> AttemptOfToken(const std::string& token) const;
 
  private:
   struct Loaded {
@@ -102,11 +115,11 @@ class Supervisor {
   store::Store& store_;
   sched::Scheduler& scheduler_;
   const Clock& clock_;
-  SupervisorOptions options_;
+  SupervisorOptions options_;  // coordinator_address guarded by mu_
 
   mutable absl::Mutex mu_;
   std::map<std::string, int64_t> next_event_seq_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::pair<std::string, int32_t>> tokens_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, AttemptRef> tokens_ ABSL_GUARDED_BY(mu_);
   // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends
   // it again).
   std::map<std::string, TimePoint> cancel_signalled_ ABSL_GUARDED_BY(mu_);

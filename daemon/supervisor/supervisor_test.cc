@@ -148,7 +148,7 @@ TEST_F(SupervisorTest, ACampaignRunsToCompletion) {
   EXPECT_EQ(env("BELAY_CAMPAIGN"), id);
   EXPECT_EQ(env("BELAY_COORDINATOR"), "127.0.0.1:7000");
   EXPECT_EQ(env("BELAY_TOKEN").size(), 32u);
-  EXPECT_EQ(sup_->AttemptOfToken(env("BELAY_TOKEN")), std::make_pair(id, 1));
+  EXPECT_EQ(sup_->AttemptOfToken(env("BELAY_TOKEN")), (Supervisor::AttemptRef{id, 1, 2}));
   EXPECT_FALSE(sup_->AttemptOfToken("forged").has_value());
 
   Tick();  // the job runs
@@ -380,7 +380,7 @@ TEST_F(SupervisorTest, ARestartedSupervisorCarriesOnWithoutDuplicatingTheAttempt
   EXPECT_EQ(sched_.submitted().size(), 1u);
   EXPECT_EQ(sched_.polls() > 0, true);
   const std::string token = Attempt(id, 1).worker_token();
-  EXPECT_EQ(sup_->AttemptOfToken(token), std::make_pair(id, 1)) << "workers' token known again";
+  EXPECT_EQ(sup_->AttemptOfToken(token), (Supervisor::AttemptRef{id, 1, 2})) << "workers' token known again";
   Steps(id, 1, 13, 100);
   Finish(id, 1, pb::EXIT_KIND_COMPLETED);
   sched_.End(JobOf(id, 1));

@@ -205,6 +205,16 @@ absl::StatusOr<std::vector<fs::path>> RemoveIncomplete(const fs::path& root,
   return doomed;
 }
 
+absl::Status DeleteStep(const fs::path& root, std::string_view campaign, int64_t step) {
+  const fs::path trash = TrashDir(root, campaign, step);
+  if (absl::Status s = RemoveAll(trash); !s.ok()) return s;
+  std::error_code ec;
+  fs::rename(StepDir(root, campaign, step), trash, ec);
+  if (ec) return FsError(ec, StepDir(root, campaign, step), "cannot rename for deletion");
+  if (absl::Status s = SyncDirectory(CampaignDir(root, campaign)); !s.ok()) return s;
+  return RemoveAll(trash);
+}
+
 absl::StatusOr<std::vector<int64_t>> ApplyRetention(const fs::path& root, std::string_view campaign,
                                                     int64_t keep_last, int64_t keep_every,
                                                     std::optional<int64_t> protect_step) {
@@ -221,13 +231,7 @@ absl::StatusOr<std::vector<int64_t>> ApplyRetention(const fs::path& root, std::s
     const int64_t step = (*steps)[i];
     if (protect_step && step == *protect_step) continue;
     if (keep_every > 0 && step % keep_every == 0) continue;
-    const fs::path trash = TrashDir(root, campaign, step);
-    if (absl::Status s = RemoveAll(trash); !s.ok()) return s;
-    std::error_code ec;
-    fs::rename(StepDir(root, campaign, step), trash, ec);
-    if (ec) return FsError(ec, StepDir(root, campaign, step), "cannot rename for deletion");
-    if (absl::Status s = SyncDirectory(CampaignDir(root, campaign)); !s.ok()) return s;
-    if (absl::Status s = RemoveAll(trash); !s.ok()) return s;
+    if (absl::Status s = DeleteStep(root, campaign, step); !s.ok()) return s;
     deleted.push_back(step);
   }
   return deleted;

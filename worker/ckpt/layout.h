@@ -70,6 +70,10 @@ absl::StatusOr<std::vector<int64_t>> ListCommittedSteps(const std::filesystem::p
 absl::StatusOr<std::vector<std::filesystem::path>> RemoveIncomplete(
     const std::filesystem::path& root, std::string_view campaign);
 
+// Deletes one committed step: renamed to `step_<N>.trash` first (so a crash mid-deletion never
+// leaves a committed-looking partial step), then removed.
+absl::Status DeleteStep(const std::filesystem::path& root, std::string_view campaign, int64_t step);
+
 // Deletes committed steps that no rule keeps, and returns them ascending. A step is kept when
 // it is one of the newest `keep_last`, when `keep_every` > 0 and step % keep_every == 0, or
 // when it is `protect_step` (the newest good checkpoint, which must survive whatever the other

@@ -457,7 +457,16 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
   const int W = comm_.world_size(), r = comm_.rank();
   // Rank 0 prepares the temporary step directory; everyone writes into it.
   absl::Status prepared;
-  if (r == 0) prepared = ckpt::BeginStep(root, campaign, step_).status();
+  if (r == 0) {
+    prepared = ckpt::BeginStep(root, campaign, step_).status();
+    if (absl::IsAlreadyExists(prepared)) {
+      // Written by an earlier attempt that resumed from before it (a rollback, or a save
+      // belayd never heard of): that trajectory was abandoned, this one replaces it.
+      spdlog::warn("replacing checkpoint step {} of an earlier attempt in {}", step_, root.string());
+      prepared = ckpt::DeleteStep(root, campaign, step_);
+      if (prepared.ok()) prepared = ckpt::BeginStep(root, campaign, step_).status();
+    }
+  }
   if (absl::Status s = Agree(prepared); !s.ok()) return s;
   const fs::path tmp = ckpt::StepTempDir(root, campaign, step_);
 
@@ -536,7 +545,7 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
     }
   }
   if (absl::Status s = Agree(committed); !s.ok()) return s;
-  return CheckpointInfo{ckpt::StepDir(root, campaign, step_), step_, static_cast<int64_t>(shard.bytes)};
+  return CheckpointInfo{ckpt::StepDir(root, campaign, step_), step_, static_cast<int64_t>(shard.bytes), shard.xxh3};
 }
 
 absl::Status Trainer::LoadOwned(const fs::path& step_dir) {

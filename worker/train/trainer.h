@@ -39,7 +39,8 @@ struct StepMetrics {
 struct CheckpointInfo {
   std::filesystem::path step_dir;
   int64_t step = 0;
-  int64_t bytes = 0;  // this rank's shard
+  int64_t bytes = 0;   // this rank's shard
+  uint64_t xxh3 = 0;   // of this rank's shard file
 };
 
 // Bytes this rank holds for training state (activations and scratch not counted).

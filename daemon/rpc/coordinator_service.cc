@@ -1,0 +1,361 @@
+// CoordinatorService: who is calling, what they may see, conversion.
+#include "daemon/rpc/coordinator_service.h"
+
+#include <pwd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <thread>
+
+#include "common/campaign_spec.h"
+#include "common/strings.h"
+#include "daemon/rpc/worker_link_service.h"
+#include "daemon/store/records.h"
+#include "daemon/supervisor/policy.h"
+
+namespace belay::rpc {
+namespace {
+
+namespace fs = std::filesystem;
+using supervisor::FromTimestamp;
+using supervisor::SetTime;
+
+std::string UserName(uid_t uid) {
+  struct passwd pw, *out = nullptr;
+  char buf[4096];
+  if (getpwuid_r(uid, &pw, buf, sizeof buf, &out) == 0 && out != nullptr) return out->pw_name;
+  return Cat("uid", uid);
+}
+
+// Attempts as the API shows them: without the workers' secret.
+void AddAttempts(const std::vector<v1::Attempt>& attempts, v1::GetCampaignResponse* resp) {
+  for (v1::Attempt a : attempts) {
+    a.clear_worker_token();
+    *resp->add_attempts() = std::move(a);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<PeerCredentials> CoordinatorService::Caller(const grpc::ServerContext* ctx) const {
+  std::optional<PeerCredentials> c = peers_.Lookup(ctx->peer());
+  if (!c) return absl::UnauthenticatedError("the coordinator API is served on belayd's Unix socket only");
+  return *c;
+}
+
+absl::StatusOr<v1::Campaign> CoordinatorService::Visible(const grpc::ServerContext* ctx, const std::string& id) const {
+  absl::StatusOr<PeerCredentials> who = Caller(ctx);
+  if (!who.ok()) return who.status();
+  if (absl::Status s = store::ValidateId("campaign id", id); !s.ok()) return s;
+  absl::StatusOr<std::optional<v1::Campaign>> c = store::GetCampaign(store_, id);
+  if (!c.ok()) return c.status();
+  if (!c->has_value() || (who->uid != 0 && (*c)->owner_uid() != who->uid)) {
+    return absl::NotFoundError(Cat("no campaign ", id));
+  }
+  return **c;
+}
+
+absl::StatusOr<v1::Progress> CoordinatorService::ProgressOf(const v1::Campaign& c) const {
+  v1::Progress p;
+  p.set_campaign_id(c.id());
+  SetTime(p.mutable_time(), clock_.Now());
+  p.set_state(c.state());
+  p.set_attempt_number(c.current_attempt());
+  p.set_step(c.current_step());
+  p.set_total_steps(c.total_steps());
+  p.set_tokens_seen(c.tokens_seen());
+  p.set_total_tokens(c.total_steps() * c.tokens_per_step());
+  p.set_restarts_used(c.restarts_used());
+  if (c.has_last_checkpoint_step()) p.set_last_checkpoint_step(c.last_checkpoint_step());
+  absl::StatusOr<std::vector<v1::StepMetrics>> last = store::ListStepMetrics(store_, c.id(), 0, -1, 20, true);
+  if (!last.ok()) return last.status();
+  if (!last->empty()) {
+    const v1::StepMetrics& m = last->back();
+    p.set_loss(m.loss());
+    double tps = 0, st = 0;
+    for (const v1::StepMetrics& x : *last) {
+      tps += x.tokens_per_s();
+      st += x.step_time_s();
+    }
+    tps /= static_cast<double>(last->size());
+    st /= static_cast<double>(last->size());
+    p.set_tokens_per_s(tps);
+    p.set_step_time_s(st);
+    if (st > 0 && c.total_steps() > c.current_step()) {
+      const double eta = st * static_cast<double>(c.total_steps() - c.current_step());
+      p.mutable_eta()->set_seconds(static_cast<int64_t>(eta));
+      SetTime(p.mutable_estimated_end_time(),
+              clock_.Now() + std::chrono::duration_cast<TimePoint::duration>(std::chrono::duration<double>(eta)));
+    }
+  }
+  return p;
+}
+
+grpc::Status CoordinatorService::SubmitCampaign(grpc::ServerContext* ctx, const v1::SubmitCampaignRequest* req,
+                                                v1::SubmitCampaignResponse* resp) {
+  absl::StatusOr<PeerCredentials> who = Caller(ctx);
+  if (!who.ok()) return ToGrpc(who.status());
+  if (req->spec_toml().size() > kMaxSpecBytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, Cat("campaign file larger than ", kMaxSpecBytes, " bytes"));
+  }
+  SpecParseOptions o;
+  o.check_paths = true;
+  if (!req->spec_dir().empty()) o.base_dir = req->spec_dir();
+  if (!o.base_dir.is_absolute() && !req->spec_toml().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "spec_dir must be an absolute directory");
+  }
+  SpecParseResult parsed = ParseCampaignSpec(req->spec_toml(), req->spec_file().empty() ? "campaign.toml" : req->spec_file(), o);
+  for (const SpecError& e : parsed.errors) {
+    v1::SpecError* pe = resp->add_errors();
+    pe->set_line(static_cast<int32_t>(e.line));
+    pe->set_column(static_cast<int32_t>(e.column));
+    pe->set_key(e.key);
+    pe->set_message(e.message);
+  }
+  if (!parsed.ok() || req->validate_only()) return grpc::Status::OK;
+  if ((parsed.spec->resources.scheduler == SchedulerKind::kSlurm) != (facts_.scheduler == v1::SCHEDULER_KIND_SLURM)) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        Cat("the campaign asks for scheduler \"", ToString(parsed.spec->resources.scheduler),
+                            "\"; this belayd runs the ",
+                            facts_.scheduler == v1::SCHEDULER_KIND_SLURM ? "slurm" : "local", " scheduler"));
+  }
+  absl::StatusOr<v1::Campaign> c =
+      supervisor_.Submit(*parsed.spec, req->spec_toml(), req->spec_file(), who->uid, UserName(who->uid));
+  if (!c.ok()) return ToGrpc(c.status());
+  *resp->mutable_campaign() = *c;
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::ListCampaigns(grpc::ServerContext* ctx, const v1::ListCampaignsRequest* req,
+                                               v1::ListCampaignsResponse* resp) {
+  absl::StatusOr<PeerCredentials> who = Caller(ctx);
+  if (!who.ok()) return ToGrpc(who.status());
+  absl::StatusOr<std::vector<v1::Campaign>> all = store::ListCampaigns(store_);
+  if (!all.ok()) return ToGrpc(all.status());
+  std::vector<v1::Campaign> out;
+  for (v1::Campaign& c : *all) {
+    const bool mine = c.owner_uid() == who->uid;
+    if (!mine && who->uid != 0) continue;
+    if (!mine && !req->all_users()) continue;
+    if (req->has_owner_uid() && c.owner_uid() != req->owner_uid()) continue;
+    if (!req->states().empty() &&
+        std::find(req->states().begin(), req->states().end(), c.state()) == req->states().end()) {
+      continue;
+    }
+    c.clear_spec_toml();
+    out.push_back(std::move(c));
+  }
+  std::sort(out.begin(), out.end(), [](const v1::Campaign& a, const v1::Campaign& b) {
+    return FromTimestamp(a.submit_time()) > FromTimestamp(b.submit_time());
+  });
+  if (req->limit() > 0 && out.size() > static_cast<size_t>(req->limit())) out.resize(static_cast<size_t>(req->limit()));
+  for (v1::Campaign& c : out) *resp->add_campaigns() = std::move(c);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::GetCampaign(grpc::ServerContext* ctx, const v1::GetCampaignRequest* req,
+                                             v1::GetCampaignResponse* resp) {
+  absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
+  if (!c.ok()) return ToGrpc(c.status());
+  absl::StatusOr<std::vector<v1::Attempt>> attempts = store::ListAttempts(store_, c->id());
+  if (!attempts.ok()) return ToGrpc(attempts.status());
+  AddAttempts(*attempts, resp);
+  absl::StatusOr<v1::Progress> p = ProgressOf(*c);
+  if (!p.ok()) return ToGrpc(p.status());
+  *resp->mutable_progress() = *p;
+  *resp->mutable_campaign() = std::move(*c);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::CancelCampaign(grpc::ServerContext* ctx, const v1::CancelCampaignRequest* req,
+                                                v1::CancelCampaignResponse* resp) {
+  absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
+  if (!c.ok()) return ToGrpc(c.status());
+  if (absl::Status s = supervisor_.Cancel(c->id()); !s.ok()) return ToGrpc(s);
+  absl::StatusOr<std::optional<v1::Campaign>> now = store::GetCampaign(store_, c->id());
+  if (now.ok() && now->has_value()) *resp->mutable_campaign() = **now;
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::WatchCampaign(grpc::ServerContext* ctx, const v1::WatchCampaignRequest* req,
+                                               grpc::ServerWriter<v1::WatchCampaignResponse>* writer) {
+  absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
+  if (!c.ok()) return ToGrpc(c.status());
+  int64_t after = req->has_after_event_seq() ? req->after_event_seq() : -1;
+  auto interval = std::chrono::milliseconds(1000);
+  if (req->has_progress_interval()) {
+    interval = std::max(std::chrono::milliseconds(100),
+                        std::chrono::milliseconds(req->progress_interval().seconds() * 1000 +
+                                                  req->progress_interval().nanos() / 1'000'000));
+  }
+  v1::WatchCampaignResponse first;
+  *first.mutable_campaign() = *c;
+  if (!writer->Write(first)) return grpc::Status::OK;
+  for (;;) {
+    absl::StatusOr<std::vector<v1::Event>> events = store::ListEvents(store_, c->id(), after, 1000);
+    if (!events.ok()) return ToGrpc(events.status());
+    for (const v1::Event& e : *events) {
+      v1::WatchCampaignResponse r;
+      *r.mutable_event() = e;
+      if (!writer->Write(r)) return grpc::Status::OK;
+      after = e.seq();
+    }
+    absl::StatusOr<std::optional<v1::Campaign>> now = store::GetCampaign(store_, c->id());
+    if (!now.ok()) return ToGrpc(now.status());
+    if (!now->has_value()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "campaign vanished");
+    absl::StatusOr<v1::Progress> p = ProgressOf(**now);
+    if (!p.ok()) return ToGrpc(p.status());
+    v1::WatchCampaignResponse r;
+    *r.mutable_progress() = *p;
+    if (!writer->Write(r)) return grpc::Status::OK;
+    if (supervisor::IsTerminal((*now)->state()) && events->empty()) {
+      v1::WatchCampaignResponse last;
+      *last.mutable_campaign() = **now;
+      writer->Write(last);
+      return grpc::Status::OK;
+    }
+    if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+    std::this_thread::sleep_for(interval);
+  }
+}
+
+grpc::Status CoordinatorService::QueryMetrics(grpc::ServerContext* ctx, const v1::QueryMetricsRequest* req,
+                                              v1::QueryMetricsResponse* resp) {
+  absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
+  if (!c.ok()) return ToGrpc(c.status());
+  const int64_t end = req->last_step() > 0 ? req->last_step() + 1 : -1;
+  absl::StatusOr<std::vector<v1::StepMetrics>> steps = store::ListStepMetrics(store_, c->id(), req->first_step(), end);
+  if (!steps.ok()) return ToGrpc(steps.status());
+  absl::StatusOr<std::vector<v1::EvalMetrics>> evals = store::ListEvalMetrics(store_, c->id());
+  if (!evals.ok()) return ToGrpc(evals.status());
+  // Loss and validation loss series, averaged into at most max_points buckets of steps.
+  const size_t n = steps->size();
+  const size_t points = req->max_points() > 0 ? std::min<size_t>(n, static_cast<size_t>(req->max_points())) : n;
+  v1::MetricSeriesData* loss = resp->add_series();
+  loss->set_series(v1::METRIC_SERIES_LOSS);
+  for (size_t p = 0; p < points; ++p) {
+    const size_t lo = p * n / points, hi = (p + 1) * n / points;
+    double sum = 0, mn = 1e300, mx = -1e300;
+    for (size_t i = lo; i < hi; ++i) {
+      const double v = (*steps)[i].loss();
+      sum += v;
+      mn = std::min(mn, v);
+      mx = std::max(mx, v);
+    }
+    loss->add_steps((*steps)[hi - 1].step());
+    loss->add_values(sum / static_cast<double>(hi - lo));
+    loss->add_min_values(mn);
+    loss->add_max_values(mx);
+  }
+  v1::MetricSeriesData* val = resp->add_series();
+  val->set_series(v1::METRIC_SERIES_VAL_LOSS);
+  for (const v1::EvalMetrics& e : *evals) {
+    if (e.step() < req->first_step() || (end >= 0 && e.step() >= end)) continue;
+    val->add_steps(e.step());
+    val->add_values(e.loss());
+    if (req->include_raw()) *resp->add_evals() = e;
+  }
+  if (req->include_raw()) {
+    for (const v1::StepMetrics& m : *steps) *resp->add_steps() = m;
+  }
+  resp->set_latest_step(c->current_step());
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::ListEvents(grpc::ServerContext* ctx, const v1::ListEventsRequest* req,
+                                            v1::ListEventsResponse* resp) {
+  absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
+  if (!c.ok()) return ToGrpc(c.status());
+  const size_t limit = req->limit() > 0 ? static_cast<size_t>(req->limit()) : 1000;
+  absl::StatusOr<std::vector<v1::Event>> events = store::ListEvents(store_, c->id(), req->after_seq() > 0 ? req->after_seq() : -1, limit + 1);
+  if (!events.ok()) return ToGrpc(events.status());
+  resp->set_more(events->size() > limit);
+  if (events->size() > limit) events->resize(limit);
+  for (const v1::Event& e : *events) {
+    resp->set_next_after_seq(e.seq());
+    if (e.severity() < req->min_severity()) continue;
+    *resp->add_events() = e;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::ListCheckpoints(grpc::ServerContext* ctx, const v1::ListCheckpointsRequest* req,
+                                                 v1::ListCheckpointsResponse* resp) {
+  absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
+  if (!c.ok()) return ToGrpc(c.status());
+  absl::StatusOr<std::vector<v1::Checkpoint>> all = store::ListCheckpoints(store_, c->id());
+  if (!all.ok()) return ToGrpc(all.status());
+  for (auto it = all->rbegin(); it != all->rend(); ++it) {
+    if (it->state() == v1::CHECKPOINT_STATE_DELETED && !req->include_deleted()) continue;
+    v1::Checkpoint ck = *it;
+    if (!req->include_shards()) ck.clear_shards();
+    *resp->add_checkpoints() = std::move(ck);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::ListNodes(grpc::ServerContext* ctx, const v1::ListNodesRequest* req,
+                                           v1::ListNodesResponse* resp) {
+  absl::StatusOr<PeerCredentials> who = Caller(ctx);
+  if (!who.ok()) return ToGrpc(who.status());
+  absl::StatusOr<std::vector<v1::Node>> nodes = store::ListNodes(store_);
+  if (!nodes.ok()) return ToGrpc(nodes.status());
+  for (const v1::Node& n : *nodes) {
+    if (req->excluded_only() && !n.excluded()) continue;
+    if (!req->names().empty() && std::find(req->names().begin(), req->names().end(), n.name()) == req->names().end()) {
+      continue;
+    }
+    *resp->add_nodes() = n;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::GetLogs(grpc::ServerContext* ctx, const v1::GetLogsRequest* req,
+                                         v1::GetLogsResponse* resp) {
+  absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
+  if (!c.ok()) return ToGrpc(c.status());
+  const int32_t attempt = req->attempt_number() > 0 ? req->attempt_number() : c->current_attempt();
+  if (attempt <= 0) return grpc::Status(grpc::StatusCode::NOT_FOUND, "the campaign has no attempt yet");
+  const int32_t rank = req->has_rank() ? req->rank() : 0;
+  if (rank < 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rank must be >= 0");
+  const fs::path path = facts_.state_dir / "campaigns" / c->id() / Cat("attempt_", attempt) /
+                        fmt::format("rank_{:05d}.log", rank);
+  resp->set_attempt_number(attempt);
+  resp->set_path(path.string());
+  std::error_code ec;
+  const int64_t size = static_cast<int64_t>(fs::file_size(path, ec));
+  if (ec) return grpc::Status(grpc::StatusCode::NOT_FOUND, Cat(path.string(), ": no log (yet)"));
+  resp->set_file_bytes(size);
+  constexpr int64_t kMaxChunk = 1 << 20;
+  int64_t from = req->has_from_offset() ? std::clamp<int64_t>(req->from_offset(), 0, size)
+                                        : std::max<int64_t>(0, size - (req->tail_bytes() > 0 ? req->tail_bytes() : 64 << 10));
+  const int64_t len = std::min(kMaxChunk, size - from);
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(from);
+  std::string data(static_cast<size_t>(len), '\0');
+  in.read(data.data(), len);
+  data.resize(static_cast<size_t>(in.gcount()));
+  resp->set_offset(from);
+  resp->set_data(std::move(data));
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::GetDaemonInfo(grpc::ServerContext* ctx, const v1::GetDaemonInfoRequest*,
+                                               v1::GetDaemonInfoResponse* resp) {
+  absl::StatusOr<PeerCredentials> who = Caller(ctx);
+  if (!who.ok()) return ToGrpc(who.status());
+  resp->set_version(facts_.version);
+  resp->set_scheduler(facts_.scheduler);
+  resp->set_state_dir(facts_.state_dir.string());
+  resp->set_store_schema_version(store::kSchemaVersion);
+  absl::Status w = store_.write_error();
+  resp->set_read_only(!w.ok());
+  resp->set_read_only_reason(std::string(w.message()));
+  resp->set_worker_listen_address(facts_.worker_listen_address);
+  SetTime(resp->mutable_start_time(), facts_.start_time);
+  resp->set_caller_uid(who->uid);
+  resp->set_caller_is_operator(who->uid == 0);
+  return grpc::Status::OK;
+}
+
+}  // namespace belay::rpc

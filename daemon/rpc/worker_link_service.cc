@@ -1,0 +1,116 @@
+// WorkerLinkService: token check, conversion, supervisor call.
+#include "daemon/rpc/worker_link_service.h"
+
+#include "common/strings.h"
+
+namespace belay::rpc {
+namespace {
+
+using supervisor::Supervisor;
+
+grpc::Status Unauthenticated() {
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown or expired attempt token");
+}
+
+}  // namespace
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()));
+}
+
+grpc::Status WorkerLinkService::Register(grpc::ServerContext*, const v1::RegisterRequest* req,
+                                         v1::RegisterResponse* resp) {
+  std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
+  if (!a) return Unauthenticated();
+  if (req->world_size() != a->world_size || req->rank() < 0 || req->rank() >= a->world_size) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        Cat("rank ", req->rank(), " of ", req->world_size(), " does not fit attempt ", a->attempt,
+                            " of campaign ", a->campaign_id, " (", a->world_size, " ranks)"));
+  }
+  resp->set_campaign_id(a->campaign_id);
+  resp->set_attempt_number(a->attempt);
+  resp->mutable_heartbeat_interval()->set_seconds(5);
+  resp->mutable_report_interval()->set_seconds(1);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerLinkService::Rendezvous(grpc::ServerContext*, const v1::RendezvousRequest* req,
+                                           v1::RendezvousResponse*) {
+  if (!supervisor_.AttemptOfToken(req->attempt_token())) return Unauthenticated();
+  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                      "rendezvous through belayd is not available yet; CPU ranks meet through mpirun");
+}
+
+grpc::Status WorkerLinkService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+                                          v1::HeartbeatResponse* resp) {
+  if (!supervisor_.AttemptOfToken(req->attempt_token())) return Unauthenticated();
+  resp->mutable_heartbeat_interval()->set_seconds(5);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerLinkService::ReportSteps(grpc::ServerContext*, const v1::ReportStepsRequest* req,
+                                            v1::ReportStepsResponse* resp) {
+  std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
+  if (!a) return Unauthenticated();
+  int64_t through = 0;
+  for (const v1::StepMetrics& m : req->steps()) {
+    if (absl::Status s = supervisor_.OnStep(a->campaign_id, a->attempt, m); !s.ok()) return ToGrpc(s);
+    through = std::max(through, m.step());
+    resp->set_accepted(resp->accepted() + 1);
+  }
+  for (const v1::EvalMetrics& m : req->evals()) {
+    if (absl::Status s = supervisor_.OnEval(a->campaign_id, a->attempt, m); !s.ok()) return ToGrpc(s);
+    resp->set_accepted(resp->accepted() + 1);
+  }
+  resp->set_stored_through_step(through);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerLinkService::ReportCheckpointShard(grpc::ServerContext*, const v1::ReportCheckpointShardRequest* req,
+                                                      v1::ReportCheckpointShardResponse* resp) {
+  std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
+  if (!a) return Unauthenticated();
+  const v1::CheckpointShard& shard = req->shard();
+  if (shard.rank() < 0 || shard.rank() >= a->world_size || shard.step() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, Cat("shard of rank ", shard.rank(), " step ", shard.step()));
+  }
+  resp->set_shards_expected(a->world_size);
+  if (!req->error().empty()) {
+    resp->set_accepted(true);
+    resp->set_message("save failure recorded");
+    return grpc::Status::OK;
+  }
+  bool complete = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto& ranks = shards_[{a->campaign_id, a->attempt, shard.step()}];
+    ranks.insert(shard.rank());
+    resp->set_shards_reported(static_cast<int32_t>(ranks.size()));
+    complete = static_cast<int32_t>(ranks.size()) == a->world_size;
+    if (complete) shards_.erase({a->campaign_id, a->attempt, shard.step()});
+  }
+  resp->set_accepted(true);
+  if (complete) {
+    std::string dir = shard.path();
+    if (auto slash = dir.rfind('/'); slash != std::string::npos) dir.resize(slash);
+    absl::Status s = supervisor_.OnCheckpoint(a->campaign_id, a->attempt, shard.step(), dir, a->world_size);
+    if (!s.ok()) return ToGrpc(s);
+    resp->set_committed(true);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerLinkService::Finish(grpc::ServerContext*, const v1::FinishRequest* req, v1::FinishResponse*) {
+  std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
+  if (!a) return Unauthenticated();
+  v1::RankExit e;
+  e.set_rank(req->rank());
+  e.set_exit_kind(req->exit_kind());
+  e.set_error_reason(req->error_reason());
+  e.set_message(req->message());
+  e.set_last_step(req->final_step());
+  return ToGrpc(supervisor_.OnFinish(a->campaign_id, a->attempt, e));
+}
+
+}  // namespace belay::rpc

@@ -1,0 +1,45 @@
+// The worker link (proto/belay/v1/worker.proto) over the Supervisor: thin handlers that check
+// the attempt token, convert, and call the supervisor.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "belay/v1/worker.grpc.pb.h"
+#include "daemon/supervisor/supervisor.h"
+
+namespace belay::rpc {
+
+// Every call must carry the token of an attempt belayd is running (UNAUTHENTICATED
+// otherwise), and a token opens only its own attempt. Rendezvous is not offered yet (CPU ranks
+// meet through mpirun; the NCCL id comes with the GPU path): UNIMPLEMENTED.
+//
+// Checkpoints: each rank reports its shard once the worker has committed the step; when
+// every rank of the attempt has reported step N, the supervisor records the checkpoint.
+class WorkerLinkService final : public v1::WorkerLink::Service {
+ public:
+  explicit WorkerLinkService(supervisor::Supervisor& supervisor) : supervisor_(supervisor) {}
+
+  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::RegisterResponse*) override;
+  grpc::Status Rendezvous(grpc::ServerContext*, const v1::RendezvousRequest*, v1::RendezvousResponse*) override;
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*, v1::HeartbeatResponse*) override;
+  grpc::Status ReportSteps(grpc::ServerContext*, const v1::ReportStepsRequest*, v1::ReportStepsResponse*) override;
+  grpc::Status ReportCheckpointShard(grpc::ServerContext*, const v1::ReportCheckpointShardRequest*,
+                                     v1::ReportCheckpointShardResponse*) override;
+  grpc::Status Finish(grpc::ServerContext*, const v1::FinishRequest*, v1::FinishResponse*) override;
+
+ private:
+  supervisor::Supervisor& supervisor_;
+  absl::Mutex mu_;
+  // (campaign, attempt, step) -> ranks that reported their shard.
+  std::map<std::tuple<std::string, int32_t, int64_t>, std::set<int32_t>> shards_ ABSL_GUARDED_BY(mu_);
+};
+
+// grpc::Status from absl::Status, code for code.
+grpc::Status ToGrpc(const absl::Status& s);
+
+}  // namespace belay::rpc

@@ -1,0 +1,277 @@
+#!/usr/bin/python3
+"""System test of belayd + belay + belay-worker on this machine: the local scheduler, the
+embedded RocksDB store, CPU ranks under mpirun, the worker link and the coordinator API on a
+Unix socket.
+
+Usage: belayd_test.py BIN_DIR
+
+Checked:
+  - a 2-rank campaign whose rank 1 is killed with SIGKILL mid-run restarts from the last
+    committed checkpoint and completes, and its final checkpoint is byte-identical to an
+    uninterrupted `mpirun -np 2 belay-worker train` of the same campaign;
+  - a rank stopped with SIGSTOP is detected as a hang (hang_timeout 10 s), killed, and the
+    campaign completes;
+  - belayd killed with SIGKILL mid-run and started again re-adopts the running attempt (no
+    second attempt) and the campaign completes with every checkpoint recorded;
+  - another user can neither see nor cancel the campaign (when run as root);
+  - a malformed campaign file is refused with file:line: key: message; unknown ids, garbage
+    on the socket and malformed RPCs leave belayd running.
+"""
+
+import json
+import os
+import pathlib
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = pathlib.Path(sys.argv[1]).resolve()
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+ENV = dict(os.environ)
+# One thread per rank (2 ranks on this machine's cores); the reference run uses the same.
+ENV.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "BELAY_RANK", "BELAY_WORLD_SIZE",
+          "BELAY_LOCAL_RANK", "BELAY_COORDINATOR", "BELAY_TOKEN", "BELAY_SOCKET"):
+    ENV.pop(k, None)
+
+
+class Daemon:
+    def __init__(self, state):
+        self.state = state
+        self.socket = str(state / "belayd.sock")
+        self.proc = None
+
+    def start(self):
+        log = open(self.state.parent / "belayd.log", "a")
+        self.proc = subprocess.Popen([str(BIN / "belayd"), "--state-dir", str(self.state), "--tick", "0.5"],
+                                     env=ENV, stdout=log, stderr=log)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if belay("daemon", check=False).returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                fail(f"belayd exited with {self.proc.returncode}:\n" + (self.state.parent / "belayd.log").read_text()[-3000:])
+            time.sleep(0.2)
+        fail("belayd did not come up")
+
+    def kill(self, sig=signal.SIGKILL):
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+
+DAEMON = None
+
+
+def belay(*args, check=True, user=None, timeout=60):
+    cmd = [str(BIN / "belay"), "--socket", DAEMON.socket, *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        fail(f"{' '.join(args)} exited {p.returncode}: {p.stderr}")
+    return p
+
+
+def status(cid):
+    return json.loads(belay("status", cid, "--json").stdout)
+
+
+def wait_for(what, pred, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    fail(f"timed out waiting for {what}")
+
+
+def committed_steps(cid):
+    out = json.loads(belay("ckpt", "ls", cid, "--json").stdout)
+    return sorted(int(c["step"]) for c in out.get("checkpoints", []))
+
+
+def rank_pid(state, cid, attempt, rank):
+    log = state / "campaigns" / cid / f"attempt_{attempt}" / f"rank_{rank:05d}.log"
+    if not log.exists():
+        return None
+    m = re.search(r"belay-worker\[(\d+)\]", log.read_text(errors="replace"))
+    return int(m.group(1)) if m else None
+
+
+SPEC = """[campaign]
+name = "{name}"
+[model]
+n_layer = 2
+n_head = 2
+d_model = 64
+seq_len = 32
+vocab_size = 257
+[data]
+train = "data/train_*.bin"
+val = "data/val_*.bin"
+[train]
+total_steps = {steps}
+micro_batch = 2
+global_batch = 8
+lr = 3e-3
+warmup_steps = 2
+eval_every = 100
+eval_batches = 2
+zero_stage = 2
+[checkpoint]
+dir = "ckpt"
+every_steps = 50
+keep_last = 20
+[resources]
+ranks_per_node = 2
+[restart]
+backoff = {{ initial = "1s", max = "5s", jitter = 0.1 }}
+hang_timeout = "10s"
+"""
+
+
+def main():
+    global DAEMON
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    os.chmod(tmp, 0o755)  # another user must reach the socket
+    try:
+        os.chdir(tmp)
+        subprocess.run([str(BIN / "belay"), "data", "prepare", "--out", "data", "--val-fraction", "0.1",
+                        "/usr/share/common-licenses/GPL-3", "/usr/share/common-licenses/Apache-2.0"],
+                       check=True, capture_output=True)
+        state = tmp / "state"
+        DAEMON = Daemon(state)
+        DAEMON.start()
+
+        # --- A killed rank: restart from the last commit, bit-identical end state.
+        pathlib.Path("kill.toml").write_text(SPEC.format(name="kill", steps=600))
+        cid = belay("submit", "kill.toml").stdout.split()[-1]
+        wait_for("a checkpoint at step 100 or later", lambda: [s for s in committed_steps(cid) if s >= 100])
+        pid = wait_for("rank 1's pid", lambda: rank_pid(state, cid, 1, 1))
+        os.kill(pid, signal.SIGKILL)
+        w = belay("watch", cid, check=False, timeout=300)
+        if w.returncode != 0:
+            fail(f"watch after a killed rank: exit {w.returncode}\n{w.stdout[-3000:]}")
+        st = status(cid)
+        attempts = st["attempts"]
+        if len(attempts) != 2 or attempts[0]["end_reason"] != "END_REASON_RANK_CRASH":
+            fail(f"expected a rank_crash then a completed attempt: {json.dumps(attempts)[:2000]}")
+        resumed = int(attempts[1]["start_checkpoint_step"])
+        if resumed < 100:
+            fail(f"attempt 2 resumed from {resumed}, not from the last commit")
+        events = belay("events", cid).stdout
+        for needed in ("rank 1 killed by signal 9", f"to resume from step {resumed}", "running -> completed"):
+            if needed not in events:
+                fail(f"event log lacks '{needed}':\n{events}")
+        print(f"killed rank 1 (pid {pid}); attempt 2 resumed from step {resumed}; campaign completed")
+        # The same campaign uninterrupted, standalone: the same final state, byte for byte.
+        ref = subprocess.run(["mpirun", "-np", "2", str(BIN / "belay-worker"), "--log-level", "warn", "train",
+                              "--spec", "kill.toml", "--out", "ref"],
+                             env={**ENV, **mpi_env()}, capture_output=True, text=True, timeout=300)
+        if ref.returncode != 0:
+            fail(f"reference run: {ref.stderr[-2000:]}")
+        for r in range(2):
+            a = (tmp / "ckpt" / "kill" / "step_000000600" / f"rank_{r:05d}.bin").read_bytes()
+            b = (tmp / "ref" / "kill" / "step_000000600" / f"rank_{r:05d}.bin").read_bytes()
+            if a != b:
+                fail(f"final shard of rank {r} differs from the uninterrupted run's")
+        print("final checkpoint byte-identical to an uninterrupted run's")
+
+        # --- A stopped rank: hang detected, killed, restarted.
+        pathlib.Path("hang.toml").write_text(SPEC.format(name="hang", steps=300))
+        cid = belay("submit", "hang.toml").stdout.split()[-1]
+        wait_for("a checkpoint", lambda: committed_steps(cid))
+        pid = wait_for("rank 0's pid", lambda: rank_pid(state, cid, 1, 0))
+        os.kill(pid, signal.SIGSTOP)
+        t0 = time.time()
+        w = belay("watch", cid, check=False, timeout=300)
+        if w.returncode != 0:
+            fail(f"watch after a stopped rank: exit {w.returncode}\n{w.stdout[-3000:]}")
+        attempts = status(cid)["attempts"]
+        if attempts[0]["end_reason"] != "END_REASON_HANG":
+            fail(f"attempt 1 ended {attempts[0]['end_reason']}, not hang")
+        print(f"SIGSTOP on rank 0: hang detected and recovered; completed {time.time() - t0:.0f} s later")
+
+        # --- belayd killed mid-run and restarted: the attempt is re-adopted.
+        pathlib.Path("readopt.toml").write_text(SPEC.format(name="readopt", steps=800))
+        cid = belay("submit", "readopt.toml").stdout.split()[-1]
+        wait_for("a checkpoint", lambda: committed_steps(cid))
+        before = committed_steps(cid)
+        DAEMON.kill(signal.SIGKILL)
+        time.sleep(2)
+        DAEMON.start()
+        w = belay("watch", cid, check=False, timeout=300)
+        if w.returncode != 0:
+            fail(f"watch after a belayd restart: exit {w.returncode}\n{w.stdout[-3000:]}")
+        st = status(cid)
+        if len(st["attempts"]) != 1:
+            fail(f"a restarted belayd started {len(st['attempts'])} attempts: {json.dumps(st['attempts'])[:2000]}")
+        after = committed_steps(cid)
+        if not set(before) <= set(after) or after[-1] != 800:
+            fail(f"checkpoints before the restart {before}, after {after}")
+        print(f"belayd killed and restarted: the attempt was re-adopted; checkpoints {after}")
+
+        # --- Access: another user sees nothing of root's campaigns and cannot cancel them.
+        if os.geteuid() == 0 and shutil.which("setpriv"):
+            nobody = pwd.getpwnam("nobody").pw_uid
+            ls = belay("ls", "--json", user=nobody)
+            if json.loads(ls.stdout).get("campaigns"):
+                fail(f"another user lists root's campaigns: {ls.stdout[:500]}")
+            for args in (("status", cid), ("cancel", cid), ("events", cid), ("logs", cid)):
+                p = belay(*args, user=nobody, check=False)
+                if p.returncode != 3 or "no campaign" not in p.stderr:
+                    fail(f"uid {nobody}: belay {' '.join(args)}: exit {p.returncode} {p.stderr}")
+            print(f"uid {nobody} can neither list, read nor cancel root's campaigns")
+        else:
+            print("not root: the second-user check is skipped")
+
+        # --- Bad input: refused clearly, and belayd stays up.
+        pathlib.Path("bad.toml").write_text(SPEC.format(name="bad", steps=10).replace("lr = 3e-3", "lr = \"fast\""))
+        p = belay("submit", "bad.toml", check=False)
+        if p.returncode != 2 or not re.search(r"bad\.toml:\d+:\d+: train\.lr: ", p.stderr):
+            fail(f"malformed campaign: exit {p.returncode}: {p.stderr}")
+        for args in (("status", "no-such-1"), ("cancel", "x" * 300), ("logs", "a\x01b"), ("events", "")):
+            p = belay(*args, check=False)
+            if p.returncode not in (2, 3):
+                fail(f"belay {args[0]} {args[1][:20]!r}: exit {p.returncode}: {p.stderr}")
+        for junk in (b"\x00" * 64, b"GET / HTTP/1.1\r\n\r\n", os.urandom(4096),
+                     b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(2000)):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(DAEMON.socket)
+            s.sendall(junk)
+            s.close()
+        if not DAEMON.alive() or belay("daemon", check=False).returncode != 0:
+            fail("belayd did not survive malformed input")
+        print("malformed campaign refused with file:line; unknown ids and socket garbage leave belayd running")
+        DAEMON.kill(signal.SIGTERM)
+        print("belayd_test: all checks passed")
+    finally:
+        if DAEMON and DAEMON.proc and DAEMON.alive():
+            DAEMON.kill()
+        os.chdir("/")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def mpi_env():
+    return dict(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl="self,vader",
+                OMPI_MCA_btl_vader_single_copy_mechanism="none", OMPI_MCA_oob_tcp_if_include="lo",
+                OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_rmaps_base_oversubscribe="1")
+
+
+main()

@@ -1,0 +1,211 @@
+// CoordinatorClient: buffered reports, a background sender, backoff while belayd is away.
+#include "worker/runtime/coordinator_client.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "grpcpp/grpcpp.h"
+#include "spdlog/spdlog.h"
+
+namespace belay::runtime {
+
+std::unique_ptr<CoordinatorClient> CoordinatorClient::FromEnvironment(int rank, int world_size) {
+  const char* address = std::getenv("BELAY_COORDINATOR");
+  const char* token = std::getenv("BELAY_TOKEN");
+  if (address == nullptr || token == nullptr || *address == '\0' || *token == '\0') return nullptr;
+  CoordinatorClientOptions o;
+  o.address = address;
+  o.token = token;
+  o.rank = rank;
+  o.world_size = world_size;
+  return std::make_unique<CoordinatorClient>(o);
+}
+
+CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options)
+    : options_(std::move(options)),
+      stub_(pb::WorkerLink::NewStub(grpc::CreateChannel(options_.address, grpc::InsecureChannelCredentials()))) {}
+
+CoordinatorClient::~CoordinatorClient() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::unique_ptr<grpc::ClientContext> CoordinatorClient::Context() const {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + options_.rpc_deadline);
+  return ctx;
+}
+
+absl::Status CoordinatorClient::Register(std::chrono::milliseconds patience) {
+  pb::RegisterRequest req;
+  req.set_attempt_token(options_.token);
+  req.set_rank(options_.rank);
+  req.set_world_size(options_.world_size);
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  req.set_hostname(host);
+  req.set_pid(static_cast<int32_t>(getpid()));
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  absl::Status result;
+  auto wait = std::chrono::milliseconds(200);
+  for (;;) {
+    pb::RegisterResponse resp;
+    grpc::Status s = stub_->Register(Context().get(), req, &resp);
+    if (s.ok()) {
+      spdlog::info("registered with belayd at {}: campaign {} attempt {}", options_.address, resp.campaign_id(),
+                   resp.attempt_number());
+      result = absl::OkStatus();
+      break;
+    }
+    result = absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    // A refused token will not get better by waiting.
+    if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED || s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+        std::chrono::steady_clock::now() + wait > deadline) {
+      spdlog::warn("cannot register with belayd at {}: {}; training on, reports buffered", options_.address,
+                   s.error_message());
+      break;
+    }
+    std::this_thread::sleep_for(wait);
+    wait = std::min(wait * 2, std::chrono::milliseconds(5000));
+  }
+  thread_ = std::thread([this] { Loop(); });
+  return result;
+}
+
+void CoordinatorClient::ReportStep(pb::StepMetrics m) {
+  std::lock_guard lock(mu_);
+  steps_.push_back(std::move(m));
+  if (steps_.size() > options_.max_buffered) {
+    steps_.pop_front();
+    ++dropped_;
+  }
+}
+
+void CoordinatorClient::ReportEval(pb::EvalMetrics m) {
+  std::lock_guard lock(mu_);
+  evals_.push_back(std::move(m));
+}
+
+void CoordinatorClient::ReportShard(pb::CheckpointShard shard) {
+  {
+    std::lock_guard lock(mu_);
+    shards_.push_back(std::move(shard));
+  }
+  cv_.notify_all();  // checkpoint reports go out at once
+}
+
+void CoordinatorClient::SetPosition(int64_t step, pb::WorkerPhase phase) {
+  std::lock_guard lock(mu_);
+  step_ = step;
+  phase_ = phase;
+}
+
+int64_t CoordinatorClient::dropped() const {
+  std::lock_guard lock(mu_);
+  return dropped_;
+}
+
+bool CoordinatorClient::Flush() {
+  std::lock_guard send(send_mu_);
+  pb::ReportStepsRequest req;
+  std::deque<pb::CheckpointShard> shards;
+  {
+    std::lock_guard lock(mu_);
+    req.set_attempt_token(options_.token);
+    req.set_rank(options_.rank);
+    const size_t n = std::min<size_t>(steps_.size(), 10'000);
+    for (size_t i = 0; i < n; ++i) *req.add_steps() = steps_[i];
+    for (const pb::EvalMetrics& e : evals_) *req.add_evals() = e;
+    shards = shards_;
+  }
+  if (req.steps_size() > 0 || req.evals_size() > 0) {
+    pb::ReportStepsResponse resp;
+    grpc::Status s = stub_->ReportSteps(Context().get(), req, &resp);
+    if (!s.ok()) return false;
+    std::lock_guard lock(mu_);
+    steps_.erase(steps_.begin(), steps_.begin() + req.steps_size());
+    evals_.erase(evals_.begin(), evals_.begin() + req.evals_size());
+  }
+  for (const pb::CheckpointShard& shard : shards) {
+    pb::ReportCheckpointShardRequest r;
+    r.set_attempt_token(options_.token);
+    *r.mutable_shard() = shard;
+    pb::ReportCheckpointShardResponse resp;
+    grpc::Status s = stub_->ReportCheckpointShard(Context().get(), r, &resp);
+    if (!s.ok()) return false;
+    std::lock_guard lock(mu_);
+    shards_.pop_front();
+  }
+  return true;
+}
+
+void CoordinatorClient::Loop() {
+  auto next_heartbeat = std::chrono::steady_clock::now();
+  auto backoff = options_.report_interval;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, backoff, [this] { return stop_ || !shards_.empty(); });
+      if (stop_) return;
+    }
+    const bool ok = Flush();
+    if (std::chrono::steady_clock::now() >= next_heartbeat) {
+      pb::HeartbeatRequest hb;
+      {
+        std::lock_guard lock(mu_);
+        hb.set_attempt_token(options_.token);
+        hb.set_rank(options_.rank);
+        hb.set_step(step_);
+        hb.set_phase(phase_);
+        hb.set_buffered_reports(static_cast<int32_t>(steps_.size()));
+      }
+      pb::HeartbeatResponse resp;
+      stub_->Heartbeat(Context().get(), hb, &resp);  // best effort; missing ones are belayd's to notice
+      next_heartbeat = std::chrono::steady_clock::now() + options_.heartbeat_interval;
+    }
+    backoff = ok ? options_.report_interval : std::min(backoff * 2, std::chrono::milliseconds(30'000));
+  }
+}
+
+absl::Status CoordinatorClient::Finish(pb::ExitKind kind, pb::EndReason reason, std::string message,
+                                       int64_t final_step, std::chrono::milliseconds patience) {
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  // The background sender stops; what is left goes out from here.
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  for (;;) {
+    bool empty;
+    {
+      std::lock_guard lock(mu_);
+      empty = steps_.empty() && evals_.empty() && shards_.empty();
+    }
+    if (empty || Flush()) {
+      std::lock_guard lock(mu_);
+      if (steps_.empty() && evals_.empty() && shards_.empty()) break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  pb::FinishRequest req;
+  req.set_attempt_token(options_.token);
+  req.set_rank(options_.rank);
+  req.set_final_step(final_step);
+  req.set_exit_kind(kind);
+  req.set_error_reason(reason);
+  req.set_message(std::move(message));
+  pb::FinishResponse resp;
+  grpc::Status s = stub_->Finish(Context().get(), req, &resp);
+  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  return absl::OkStatus();
+}
+
+}  // namespace belay::runtime

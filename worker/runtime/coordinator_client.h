@@ -1,0 +1,80 @@
+// The worker's side of the worker link: registers with belayd, then reports steps,
+// evaluations, checkpoint shards and heartbeats from a background thread, and says how the
+// rank leaves. belayd is never on the training path: reports are buffered and retried with
+// backoff while it is unreachable, and training goes on.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "belay/v1/worker.grpc.pb.h"
+
+namespace belay::runtime {
+
+namespace pb = ::belay::v1;
+
+struct CoordinatorClientOptions {
+  std::string address;  // host:port of belayd's worker link
+  std::string token;    // the attempt's token
+  int rank = 0;
+  int world_size = 1;
+  std::chrono::milliseconds report_interval{1000};
+  std::chrono::milliseconds heartbeat_interval{5000};
+  std::chrono::milliseconds rpc_deadline{5000};
+  size_t max_buffered = 1'000'000;  // oldest step reports dropped (and counted) beyond this
+};
+
+class CoordinatorClient {
+ public:
+  // From BELAY_COORDINATOR and BELAY_TOKEN; null when the worker does not run under belayd.
+  static std::unique_ptr<CoordinatorClient> FromEnvironment(int rank, int world_size);
+
+  explicit CoordinatorClient(CoordinatorClientOptions options);
+  ~CoordinatorClient();  // stops the background thread (call Finish first to flush)
+
+  // Registers, retrying for up to `patience`; on failure training goes on and reports are
+  // buffered. Starts the background thread either way.
+  absl::Status Register(std::chrono::milliseconds patience);
+
+  void ReportStep(pb::StepMetrics m);
+  void ReportEval(pb::EvalMetrics m);
+  void ReportShard(pb::CheckpointShard shard);
+  void SetPosition(int64_t step, pb::WorkerPhase phase);
+
+  // Flushes what is buffered (for up to `patience`), then sends Finish.
+  absl::Status Finish(pb::ExitKind kind, pb::EndReason reason, std::string message, int64_t final_step,
+                      std::chrono::milliseconds patience);
+
+  // Reports dropped because the buffer was full.
+  int64_t dropped() const;
+
+ private:
+  void Loop();
+  // Sends buffered reports; false when belayd could not be reached.
+  bool Flush();
+  std::unique_ptr<grpc::ClientContext> Context() const;
+
+  CoordinatorClientOptions options_;
+  std::unique_ptr<pb::WorkerLink::Stub> stub_;
+  std::mutex send_mu_;  // one Flush at a time (the background thread, or Finish)
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<pb::StepMetrics> steps_;
+  std::deque<pb::EvalMetrics> evals_;
+  std::deque<pb::CheckpointShard> shards_;
+  int64_t step_ = 0;
+  pb::WorkerPhase phase_ = pb::WORKER_PHASE_STARTUP;
+  int64_t dropped_ = 0;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace belay::runtime
