@@ -274,6 +274,34 @@ int Loss(const Common& c, const std::string& id, bool csv, bool json, int width,
   return kExitOk;
 }
 
+// --- goodput -----------------------------------------------------------------------------
+
+int Goodput(const Common& c, const std::string& id, bool json) {
+  v1::GetCampaignRequest req;
+  req.set_campaign_id(id);
+  v1::GetCampaignResponse resp;
+  grpc::Status s = Connect(c.path())->GetCampaign(CallContext().get(), req, &resp);
+  if (!s.ok()) return ReportError(s, Cat("campaign ", id), c.path());
+  if (json) {
+    std::cout << ToJson(resp.ledger()) << "\n";
+    return kExitOk;
+  }
+  const v1::GoodputSummary& g = resp.ledger().summary();
+  auto rs = [](double h) { return Cat(std::llround(h * 3600.0), " rank-s"); };
+  std::cout << id << ": goodput " << std::fixed << std::setprecision(1) << 100.0 * g.goodput_fraction() << "% ("
+            << rs(g.productive_rank_hours()) << " productive of " << rs(g.spent_rank_hours()) << " spent)\n"
+            << "  lost work " << rs(g.lost_work_rank_hours()) << ", detection " << rs(g.detection_rank_hours())
+            << ", restarts " << rs(g.restart_rank_hours()) << "; " << g.incidents() << " incident"
+            << (g.incidents() == 1 ? "" : "s") << "\n";
+  for (const v1::GoodputIncident& i : resp.ledger().incidents()) {
+    std::cout << "  attempt " << i.attempt_number() << " " << ReasonName(i.end_reason()) << ": " << i.lost_steps()
+              << " steps redone (" << rs(i.lost_work_rank_hours()) << "), detected after "
+              << rs(i.detection_rank_hours()) << ", restart " << rs(i.restart_rank_hours()) << ", "
+              << std::setprecision(0) << i.downtime_s() << " s without progress\n";
+  }
+  return kExitOk;
+}
+
 // --- events, ckpt, cancel, logs, nodes, daemon ------------------------------------------
 
 int Events(const Common& c, const std::string& id, bool json) {
@@ -454,6 +482,11 @@ void AddCampaignCommands(CLI::App& app, const std::string* socket, int* exit_cod
     cmd->add_option("--attempt", *attempt, "attempt number (default: the current one)")->check(CLI::NonNegativeNumber);
     cmd->add_flag("-f,--follow", *follow, "keep printing what is appended");
     cmd->callback([=] { *c->exit_code = Logs(*c, *id, *rank, *attempt, *follow); });
+  }
+  {
+    CLI::App* cmd = with_id("goodput", "Where a campaign's rank-hours went: productive, lost work, detection, restarts");
+    cmd->add_flag("--json", *json, "the ledger as JSON");
+    cmd->callback([=] { *c->exit_code = Goodput(*c, *id, *json); });
   }
   {
     CLI::App* cmd = app.add_subcommand("nodes", "Nodes belayd knows: state, failures, exclusion");

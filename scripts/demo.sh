@@ -2,9 +2,10 @@
 # The demo: installs what is missing, builds everything, prepares the demo corpus (the King
 # James Bible from Debian's bible-kjv packages) and trains the demo campaign
 # (deploy/examples/demo.toml) with belay-worker on this machine, printing the loss curve.
-# Until belayd carries campaigns, the campaign runs standalone: its ranks (ranks_per_node in
-# the campaign file) started by mpirun, data-parallel with ZeRO stage 2. Running it again
-# resumes from the last checkpoint under var/demo/checkpoints (remove var/demo to start over).
+# It starts belayd (state under var/demo/belayd), submits the campaign (2 CPU ranks under
+# mpirun, ZeRO stage 2), kills one rank midway, and shows belayd bringing the campaign back
+# from its last checkpoint: the live progress, the loss curve, the event log and the goodput
+# summary. belayd is stopped at the end. Each run submits a new campaign.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,29 +38,54 @@ h = -sum(c / n * math.log(c / n) for c in counts.values())
 print(f"unigram entropy of the corpus: {h:.3f} nats/token (the loss of a model that learned only byte frequencies)")
 PY
 
-resume=()
-if [ -d var/demo/checkpoints/demo ]; then resume=(--resume var/demo/checkpoints); fi
+# belayd with its state under var/demo/belayd (store, campaign files, rank logs); stopped when
+# this script ends. Ranks inherit its environment: one thread each, the ranks share the cores.
+state=var/demo/belayd
 ranks=$(sed -n 's/^ranks_per_node *= *\([0-9]*\).*/\1/p' "$spec")
-source scripts/mpi-env.sh
-# One thread per rank: the ranks share this machine's cores.
 export OMP_NUM_THREADS=$(( $(nproc) / ranks > 0 ? $(nproc) / ranks : 1 )) OPENBLAS_NUM_THREADS=1
-echo "training $spec on $ranks CPU ranks (mpirun; one line per 10 steps, evaluations as they come)"
-mpirun -np "$ranks" "$bin/belay-worker" --log-level warn train --spec "$spec" "${resume[@]}" | python3 -c '
+export BELAY_SOCKET="$PWD/$state/belayd.sock"
+mkdir -p "$state"
+"$bin/belayd" --state-dir "$state" >var/demo/belayd.log 2>&1 &
+belayd_pid=$!
+killer_pid=
+cleanup() {
+  [ -n "$killer_pid" ] && kill "$killer_pid" 2>/dev/null || true
+  kill "$belayd_pid" 2>/dev/null && wait "$belayd_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 100); do "$bin/belay" daemon >/dev/null 2>&1 && break; sleep 0.2; done
+"$bin/belay" daemon
+
+# A fresh campaign each run: checkpoints of an earlier demo are removed first.
+rm -rf var/demo/checkpoints
+id=$("$bin/belay" submit "$spec" | awk '{print $2}')
+echo "submitted $id: $ranks CPU ranks under mpirun, ZeRO stage 2"
+
+# Midway, rank 1 dies (SIGKILL): belayd must bring the campaign back by itself.
+(
+  while :; do
+    last=$("$bin/belay" ckpt ls "$id" --json 2>/dev/null | python3 -c '
 import json, sys
-for line in sys.stdin:
-    r = json.loads(line)
-    if r.get("event") == "memory":
-        print("%d ranks, ZeRO stage %d: per rank %.2f MB parameters, %.2f MB gradients, %.2f MB optimizer state"
-              % (r["world_size"], r["zero_stage"], r["param_bytes"][0] / 1e6,
-                 r["gradient_bytes"][0] / 1e6, r["optimizer_bytes"][0] / 1e6), flush=True)
-        continue
-    step = r["step"]
-    if "val_loss" in r:
-        print("step %5d  val_loss %.4f" % (step, r["val_loss"]), flush=True)
-    elif step % 10 == 0 or step == 1:
-        print("step %5d  loss %.4f  lr %.2e  grad_norm %.3f  %6.0f tok/s  goldfish %.1f%%"
-              % (step, r["loss"], r["lr"], r["grad_norm"], r["tokens_per_s"],
-                 100 * r["goldfish_dropped"]), flush=True)
-'
-echo "checkpoints: var/demo/checkpoints/demo/"
-ls var/demo/checkpoints/demo/
+print(max([int(c["step"]) for c in json.load(sys.stdin).get("checkpoints", [])] or [0]))' 2>/dev/null || echo 0)
+    [ "$last" -ge 100 ] && break
+    sleep 1
+  done
+  sleep 5
+  pid=$("$bin/belay" logs "$id" --rank 1 | grep -o 'belay-worker\[[0-9]*\]' | head -1 | tr -dc 0-9)
+  echo "demo: killing rank 1 (pid $pid) with SIGKILL, a few steps after the checkpoint at step $last"
+  kill -9 "$pid"
+) &
+killer_pid=$!
+
+"$bin/belay" watch "$id" || true
+wait "$killer_pid" 2>/dev/null || true
+killer_pid=
+echo
+"$bin/belay" loss "$id"
+echo
+echo "event log ($("$bin/belay" events "$id" | wc -l) events):"
+"$bin/belay" events "$id"
+echo
+"$bin/belay" goodput "$id"
+echo
+"$bin/belay" status "$id"

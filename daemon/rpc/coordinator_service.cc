@@ -11,6 +11,7 @@
 #include "common/strings.h"
 #include "daemon/rpc/worker_link_service.h"
 #include "daemon/store/records.h"
+#include "daemon/supervisor/goodput.h"
 #include "daemon/supervisor/policy.h"
 
 namespace belay::rpc {
@@ -160,6 +161,7 @@ grpc::Status CoordinatorService::GetCampaign(grpc::ServerContext* ctx, const v1:
   absl::StatusOr<std::vector<v1::Attempt>> attempts = store::ListAttempts(store_, c->id());
   if (!attempts.ok()) return ToGrpc(attempts.status());
   AddAttempts(*attempts, resp);
+  *resp->mutable_ledger() = supervisor::ComputeGoodput(*attempts, clock_.Now());
   absl::StatusOr<v1::Progress> p = ProgressOf(*c);
   if (!p.ok()) return ToGrpc(p.status());
   *resp->mutable_progress() = *p;

@@ -506,7 +506,10 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
     c.set_tokens_seen(m.tokens_seen() > 0 ? m.tokens_seen() : m.step() * c.tokens_per_step());
   }
   a.set_last_step(std::max(a.last_step(), m.step()));
-  if (a.first_step() == 0) a.set_first_step(m.step());
+  if (a.first_step() == 0) {
+    a.set_first_step(m.step());
+    SetTime(a.mutable_first_step_time(), clock_.Now());
+  }
   SetTime(a.mutable_last_progress_time(), clock_.Now());
   if (!std::isfinite(m.loss()) && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
     a.set_end_reason(pb::END_REASON_NAN);

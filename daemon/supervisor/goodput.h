@@ -1,0 +1,29 @@
+// The goodput ledger of a campaign: where its rank-hours went. Computed from the attempts'
+// records (times, steps, end reasons) whenever asked; nothing of it is stored separately.
+#pragma once
+
+#include <vector>
+
+#include "belay/v1/types.pb.h"
+#include "common/clock.h"
+
+namespace belay::supervisor {
+
+namespace pb = ::belay::v1;
+
+// Rank-hours are wall time × ranks. Per incident (an attempt that ended other than completed
+// or cancelled):
+//   failure time   the attempt's last step report (its end, if it never reported one)
+//   detection      its end
+//   lost steps     its last step minus the checkpoint the next attempt resumed from (or minus
+//                  where it started, when the next has not been planned yet)
+//   lost work      lost steps × its mean step time × ranks
+//   detection cost (detection − failure) × ranks
+//   restart cost   the next attempt's start → first step report, × ranks
+//   downtime       failure → the next attempt's first step report
+// Summary: spent = Σ attempts (start → end, or now while running) × ranks; productive =
+// spent − lost work − detection − restart costs; goodput = productive / spent. Checkpoint
+// time is not measured yet (0).
+pb::GoodputLedger ComputeGoodput(const std::vector<pb::Attempt>& attempts, TimePoint now);
+
+}  // namespace belay::supervisor
