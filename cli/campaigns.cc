@@ -117,12 +117,17 @@ int List(const Common& c, bool all, bool json) {
   return kExitOk;
 }
 
-int Status(const Common& c, const std::string& id, bool json) {
+// GetCampaign; kExitOk, or the exit code of the error it printed.
+int Fetch(const Common& c, const std::string& id, v1::GetCampaignResponse* resp) {
   v1::GetCampaignRequest req;
   req.set_campaign_id(id);
+  grpc::Status s = Connect(c.path())->GetCampaign(CallContext().get(), req, resp);
+  return s.ok() ? kExitOk : ReportError(s, Cat("campaign ", id), c.path());
+}
+
+int Status(const Common& c, const std::string& id, bool json) {
   v1::GetCampaignResponse resp;
-  grpc::Status s = Connect(c.path())->GetCampaign(CallContext().get(), req, &resp);
-  if (!s.ok()) return ReportError(s, Cat("campaign ", id), c.path());
+  if (int rc = Fetch(c, id, &resp); rc != kExitOk) return rc;
   if (json) {
     std::cout << ToJson(resp) << "\n";
     return kExitOk;
@@ -277,11 +282,8 @@ int Loss(const Common& c, const std::string& id, bool csv, bool json, int width,
 // --- goodput -----------------------------------------------------------------------------
 
 int Goodput(const Common& c, const std::string& id, bool json) {
-  v1::GetCampaignRequest req;
-  req.set_campaign_id(id);
   v1::GetCampaignResponse resp;
-  grpc::Status s = Connect(c.path())->GetCampaign(CallContext().get(), req, &resp);
-  if (!s.ok()) return ReportError(s, Cat("campaign ", id), c.path());
+  if (int rc = Fetch(c, id, &resp); rc != kExitOk) return rc;
   if (json) {
     std::cout << ToJson(resp.ledger()) << "\n";
     return kExitOk;

@@ -3,6 +3,7 @@
 #include "worker/train_command.h"
 
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <vector>
@@ -185,7 +186,19 @@ int Run(const TrainOptions& o) {
     }
     return stop > 0;
   };
+  // Fault injection for tests: BELAY_FAULT_NAN_AT_STEP=N makes step N's loss NaN, in the attempt
+  // BELAY_FAULT_ATTEMPT names (default 1) when run under belayd.
+  int64_t nan_at = 0;
+  if (const char* v = std::getenv("BELAY_FAULT_NAN_AT_STEP"); v != nullptr) {
+    const char* want = std::getenv("BELAY_FAULT_ATTEMPT");
+    const char* attempt = std::getenv("BELAY_ATTEMPT");
+    if (attempt == nullptr || std::string(attempt) == (want != nullptr ? want : "1")) nan_at = std::atoll(v);
+  }
   while (trainer.step() < last && !stop_requested()) {
+    if (nan_at > 0 && trainer.step() + 1 == nan_at) {
+      spdlog::warn("fault injection: step {} will have a non-finite loss", nan_at);
+      trainer.PoisonParametersForTesting();
+    }
     m = trainer.TrainStep();
     if (lead) PrintStep(m);
     if (link) {

@@ -82,19 +82,23 @@ grpc::Status WorkerLinkService::ReportCheckpointShard(grpc::ServerContext*, cons
     return grpc::Status::OK;
   }
   bool complete = false;
+  std::vector<v1::CheckpointShard> all;
   {
     absl::MutexLock lock(&mu_);
     auto& ranks = shards_[{a->campaign_id, a->attempt, shard.step()}];
-    ranks.insert(shard.rank());
+    ranks[shard.rank()] = shard;
     resp->set_shards_reported(static_cast<int32_t>(ranks.size()));
     complete = static_cast<int32_t>(ranks.size()) == a->world_size;
-    if (complete) shards_.erase({a->campaign_id, a->attempt, shard.step()});
+    if (complete) {
+      for (auto& [rank, s] : ranks) all.push_back(s);
+      shards_.erase({a->campaign_id, a->attempt, shard.step()});
+    }
   }
   resp->set_accepted(true);
   if (complete) {
     std::string dir = shard.path();
     if (auto slash = dir.rfind('/'); slash != std::string::npos) dir.resize(slash);
-    absl::Status s = supervisor_.OnCheckpoint(a->campaign_id, a->attempt, shard.step(), dir, a->world_size);
+    absl::Status s = supervisor_.OnCheckpoint(a->campaign_id, a->attempt, shard.step(), dir, a->world_size, std::move(all));
     if (!s.ok()) return ToGrpc(s);
     resp->set_committed(true);
   }

@@ -35,8 +35,9 @@ class WorkerLinkService final : public v1::WorkerLink::Service {
  private:
   supervisor::Supervisor& supervisor_;
   absl::Mutex mu_;
-  // (campaign, attempt, step) -> ranks that reported their shard.
-  std::map<std::tuple<std::string, int32_t, int64_t>, std::set<int32_t>> shards_ ABSL_GUARDED_BY(mu_);
+  // (campaign, attempt, step) -> the shards reported so far, by rank.
+  std::map<std::tuple<std::string, int32_t, int64_t>, std::map<int32_t, v1::CheckpointShard>> shards_
+      ABSL_GUARDED_BY(mu_);
 };
 
 // grpc::Status from absl::Status, code for code.

@@ -142,8 +142,8 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
     size_t eq = kv.find('=');
     if (eq == std::string_view::npos) continue;
     std::string key(kv.substr(0, eq));
-    if (key.starts_with("SLURM_") || key.starts_with("OMPI_") || key.starts_with("BELAY_") ||
-        key.starts_with("PMIX_")) {
+    if (key.starts_with("SLURM_") || key.starts_with("OMPI_") || key.starts_with("PMIX_") ||
+        (key.starts_with("BELAY_") && !key.starts_with("BELAY_FAULT_"))) {
       continue;
     }
     env[key] = std::string(kv.substr(eq + 1));

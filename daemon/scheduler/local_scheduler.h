@@ -41,7 +41,9 @@ struct LocalSchedulerOptions {
 // above 128 is reported as the signal (status − 128) that killed the rank, the shell's
 // convention. The leader's own output goes to <log_dir>/launcher.log. Ranks get
 // BELAY_LOG_DIR, and a one-rank job BELAY_RANK=0, BELAY_WORLD_SIZE=1, BELAY_LOCAL_RANK=0
-// (mpirun gives its ranks their own variables; belay's are then not set). Signal reaches
+// (mpirun gives its ranks their own variables; belay's are then not set). The daemon's own
+// SLURM_*, OMPI_*, PMIX_* and BELAY_* variables are not passed on, except BELAY_FAULT_* (the
+// worker's fault injection for tests). Signal reaches
 // every process of the job's session (the leader, mpirun's ranks and their wrappers).
 class LocalScheduler final : public Scheduler {
  public:

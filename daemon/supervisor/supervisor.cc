@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 
+#include "common/checksum.h"
 #include "common/durable_file.h"
 #include "common/strings.h"
 #include "daemon/store/records.h"
@@ -325,13 +326,82 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
   return absl::OkStatus();
 }
 
+absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b) {
+  pb::Campaign& c = l.campaign;
+  pb::Attempt& a = *l.attempt;
+  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, c.id());
+  if (!all.ok()) return all.status();
+  const int64_t wanted = a.start_checkpoint_step();
+  for (auto it = all->rbegin(); it != all->rend(); ++it) {
+    pb::Checkpoint& ck = *it;
+    if (ck.step() > wanted || ck.state() != pb::CHECKPOINT_STATE_COMMITTED) continue;
+    std::string problem;
+    // Without shard records (nothing to check) a checkpoint is taken as reported.
+    bool gone = ck.shards_size() > 0 && !ck.dir().empty() && !fs::exists(ck.dir());
+    for (const pb::CheckpointShard& sh : ck.shards()) {
+      if (gone) break;
+      std::error_code ec;
+      const uintmax_t size = fs::file_size(sh.path(), ec);
+      if (ec) {
+        problem = Cat(sh.path(), ": shard of rank ", sh.rank(), " is missing");
+        break;
+      }
+      if (static_cast<int64_t>(size) != sh.bytes()) {
+        problem = Cat(sh.path(), ": ", size, " bytes, ", sh.bytes(), " when it was written");
+        break;
+      }
+      absl::StatusOr<uint64_t> sum = Xxh3File(sh.path());
+      if (!sum.ok()) {
+        problem = std::string(sum.status().message());
+        break;
+      }
+      if (*sum != sh.xxh3()) {
+        problem = Cat(sh.path(), ": checksum mismatch: written as ", FormatXxh3(sh.xxh3()), ", now ", FormatXxh3(*sum));
+        break;
+      }
+    }
+    if (!gone && problem.empty()) {
+      if (ck.step() != wanted) {
+        if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
+                                      Cat("attempt ", a.number(), " resumes from checkpoint step ", ck.step(),
+                                          " instead of ", wanted),
+                                      a.number());
+            !s.ok()) {
+          return s;
+        }
+      }
+      a.set_start_checkpoint_step(ck.step());
+      return absl::OkStatus();
+    }
+    ck.set_state(gone ? pb::CHECKPOINT_STATE_DELETED : pb::CHECKPOINT_STATE_CORRUPT);
+    ck.set_state_message(gone ? "its directory is gone" : problem);
+    store::Put(b, ck);
+    if (absl::Status s = AddEvent(b, c, gone ? pb::EVENT_KIND_CHECKPOINT_DELETED : pb::EVENT_KIND_CHECKPOINT_CORRUPT,
+                                  gone ? pb::SEVERITY_INFO : pb::SEVERITY_WARNING,
+                                  Cat("checkpoint step ", ck.step(), gone ? " was removed from disk" : " is corrupt: ",
+                                      gone ? "" : problem, "; trying an older one"),
+                                  a.number());
+        !s.ok()) {
+      return s;
+    }
+  }
+  a.clear_start_checkpoint_step();
+  return AddEvent(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
+                  Cat("no usable checkpoint at or before step ", wanted, ": attempt ", a.number(), " starts from step 0"),
+                  a.number());
+}
+
 absl::Status Supervisor::StartAttempt(Loaded& l) {
   pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
   if (a.worker_token().empty()) {
-    // The token first (synced): a retried Submit after a crash must hand out the same one.
+    // The token and the verified checkpoint first (synced): a retried Submit after a crash
+    // must hand out the same ones.
     a.set_worker_token(RandomToken());
     WriteBatch b;
+    if (a.has_start_checkpoint_step()) {
+      if (absl::Status s = PickResumeCheckpoint(l, b); !s.ok()) return s;
+    }
     store::Put(b, a);
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   }
@@ -559,7 +629,8 @@ absl::Status Supervisor::OnEval(const std::string& id, int32_t attempt, pb::Eval
 }
 
 absl::Status Supervisor::OnCheckpoint(const std::string& id, int32_t attempt, int64_t step,
-                                      const std::string& dir, int32_t world_size) {
+                                      const std::string& dir, int32_t world_size,
+                                      std::vector<pb::CheckpointShard> shards) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Loaded> l = Load(id);
   if (!l.ok()) return l.status();
@@ -572,6 +643,12 @@ absl::Status Supervisor::OnCheckpoint(const std::string& id, int32_t attempt, in
   ck.set_state(pb::CHECKPOINT_STATE_COMMITTED);
   ck.set_dir(dir);
   SetTime(ck.mutable_committed_time(), clock_.Now());
+  int64_t total = 0;
+  for (pb::CheckpointShard& sh : shards) {
+    total += sh.bytes();
+    *ck.add_shards() = std::move(sh);
+  }
+  ck.set_total_bytes(total);
   WriteBatch b;
   store::Put(b, ck);
   if (!c.has_last_checkpoint_step() || step > c.last_checkpoint_step()) c.set_last_checkpoint_step(step);

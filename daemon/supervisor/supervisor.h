@@ -70,9 +70,11 @@ class Supervisor {
   // is not the campaign's current one, or has ended, are ignored (OK).
   absl::Status OnStep(const std::string& campaign_id, int32_t attempt, pb::StepMetrics metrics);
   absl::Status OnEval(const std::string& campaign_id, int32_t attempt, pb::EvalMetrics metrics);
-  // A checkpoint of `step` is committed on disk under `dir` (written by `world_size` ranks).
+  // A checkpoint of `step` is committed on disk under `dir` (written by `world_size` ranks);
+  // `shards` (path, bytes, xxh3 per rank, as reported) are what a later resume verifies.
   absl::Status OnCheckpoint(const std::string& campaign_id, int32_t attempt, int64_t step,
-                            const std::string& dir, int32_t world_size);
+                            const std::string& dir, int32_t world_size,
+                            std::vector<pb::CheckpointShard> shards = {});
   // A rank says how it leaves.
   absl::Status OnFinish(const std::string& campaign_id, int32_t attempt, pb::RankExit exit);
 
@@ -103,6 +105,11 @@ class Supervisor {
   absl::Status Reconcile(Loaded& l, const std::map<std::string, sched::JobStatus>& polled)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status StartAttempt(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Before an attempt resumes: the newest committed checkpoint at or below the one planned
+  // whose recorded shards verify (size and xxh3). Checkpoints that fail are marked CORRUPT,
+  // those whose directory is gone DELETED, each with an event; without any usable one the
+  // attempt starts from step 0.
+  absl::Status PickResumeCheckpoint(Loaded& l, store::WriteBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status EndAttempt(Loaded& l, const sched::JobStatus& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends an event for the campaign to `batch` (sequence numbers are kept per campaign).
   absl::Status AddEvent(store::WriteBatch& batch, const pb::Campaign& c, pb::EventKind kind,

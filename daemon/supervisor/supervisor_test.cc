@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
+#include "common/checksum.h"
 #include "daemon/scheduler/fake_scheduler.h"
 #include "daemon/store/memory_store.h"
 #include "daemon/store/records.h"
@@ -198,6 +200,53 @@ TEST_F(SupervisorTest, ARankCrashRestartsAfterBackoffFromTheLastCheckpoint) {
   EXPECT_EQ(*(resume + 1), "/ckpt/tiny/step_000000020");
   Tick();
   EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_RUNNING);
+}
+
+// A committed checkpoint of `step` with one real shard file under the test directory.
+std::vector<pb::CheckpointShard> WriteShard(const fs::path& dir, int64_t step) {
+  fs::create_directories(dir);
+  const fs::path file = dir / "rank_00000.bin";
+  std::ofstream(file) << "shard of step " << step;
+  pb::CheckpointShard sh;
+  sh.set_step(step);
+  sh.set_rank(0);
+  sh.set_path(file.string());
+  sh.set_bytes(static_cast<int64_t>(fs::file_size(file)));
+  sh.set_xxh3(Xxh3File(file).value());
+  return {sh};
+}
+
+TEST_F(SupervisorTest, ACorruptCheckpointIsSkippedForThePreviousOne) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 45);
+  const fs::path c20 = dir_ / "ck" / "step_20", c40 = dir_ / "ck" / "step_40";
+  ASSERT_TRUE(sup_->OnCheckpoint(id, 1, 20, c20.string(), 2, WriteShard(c20, 20)).ok());
+  ASSERT_TRUE(sup_->OnCheckpoint(id, 1, 40, c40.string(), 2, WriteShard(c40, 40)).ok());
+  std::ofstream(c40 / "rank_00000.bin", std::ios::in | std::ios::out) << "X";  // a flipped byte
+  sched_.End(JobOf(id, 1), Crash(1, SIGKILL));
+  Tick();
+  clock_.Advance(1min);
+  Tick();
+  pb::Attempt a2 = Attempt(id, 2);
+  EXPECT_EQ(a2.start_checkpoint_step(), 20);
+  const std::vector<std::string>& cmd = sched_.submitted().back().command;
+  EXPECT_NE(std::find(cmd.begin(), cmd.end(), "/ckpt/tiny/step_000000020"), cmd.end());
+  pb::Checkpoint bad = store::GetCheckpoint(store_, id, 40).value().value();
+  EXPECT_EQ(bad.state(), pb::CHECKPOINT_STATE_CORRUPT);
+  EXPECT_NE(bad.state_message().find("checksum mismatch"), std::string::npos) << bad.state_message();
+  EXPECT_TRUE(HasEvent(id, "checkpoint step 40 is corrupt"));
+  EXPECT_TRUE(HasEvent(id, "resumes from checkpoint step 20 instead of 40"));
+
+  // With the remaining one gone from disk too, the next attempt starts over.
+  sched_.End(JobOf(id, 2), Crash(0, SIGKILL));
+  fs::remove_all(c20);
+  Tick();
+  clock_.Advance(10min);
+  Tick();
+  EXPECT_FALSE(Attempt(id, 3).has_start_checkpoint_step());
+  EXPECT_EQ(store::GetCheckpoint(store_, id, 20).value()->state(), pb::CHECKPOINT_STATE_DELETED);
+  EXPECT_TRUE(HasEvent(id, "starts from step 0"));
 }
 
 TEST_F(SupervisorTest, TheSameCrashWithoutNewCheckpointsStopsTheCampaign) {

@@ -13,6 +13,10 @@ Checked:
     campaign completes;
   - belayd killed with SIGKILL mid-run and started again re-adopts the running attempt (no
     second attempt) and the campaign completes with every checkpoint recorded;
+  - the newest checkpoint corrupted (a flipped byte) while an attempt is down: the next
+    attempt resumes from the previous one, and the corrupt one is marked so;
+  - a non-finite loss (fault injection at step 130) rolls back to the last good checkpoint
+    and the campaign completes, counted as a rollback, not a restart;
   - another user can neither see nor cancel the campaign (when run as root);
   - a malformed campaign file is refused with file:line: key: message; unknown ids, garbage
     on the socket and malformed RPCs leave belayd running.
@@ -53,10 +57,10 @@ class Daemon:
         self.socket = str(state / "belayd.sock")
         self.proc = None
 
-    def start(self):
+    def start(self, extra_env=None):
         log = open(self.state.parent / "belayd.log", "a")
         self.proc = subprocess.Popen([str(BIN / "belayd"), "--state-dir", str(self.state), "--tick", "0.5"],
-                                     env=ENV, stdout=log, stderr=log)
+                                     env={**ENV, **(extra_env or {})}, stdout=log, stderr=log)
         deadline = time.time() + 20
         while time.time() < deadline:
             if belay("daemon", check=False).returncode == 0:
@@ -226,6 +230,53 @@ def main():
         if not set(before) <= set(after) or after[-1] != 800:
             fail(f"checkpoints before the restart {before}, after {after}")
         print(f"belayd killed and restarted: the attempt was re-adopted; checkpoints {after}")
+
+        # --- A corrupt checkpoint: the attempt after it falls back to the previous one.
+        pathlib.Path("corrupt.toml").write_text(
+            SPEC.format(name="corrupt", steps=600).replace('initial = "1s", max = "5s"', 'initial = "6s", max = "10s"'))
+        cid = belay("submit", "corrupt.toml").stdout.split()[-1]
+        wait_for("a checkpoint at step 150 or later", lambda: [s for s in committed_steps(cid) if s >= 150])
+        pid = wait_for("rank 1's pid", lambda: rank_pid(state, cid, 1, 1))
+        os.kill(pid, signal.SIGKILL)
+        wait_for("attempt 1 to end", lambda: status(cid)["attempts"][0]["state"] == "ATTEMPT_STATE_ENDED")
+        newest = committed_steps(cid)[-1]
+        shard = tmp / "ckpt" / "corrupt" / f"step_{newest:09d}" / "rank_00000.bin"
+        with open(shard, "r+b") as f:
+            f.seek(5000)
+            b = f.read(1)
+            f.seek(5000)
+            f.write(bytes([b[0] ^ 0x55]))
+        w = belay("watch", cid, check=False, timeout=300)
+        if w.returncode != 0:
+            fail(f"watch after a corrupt checkpoint: exit {w.returncode}\n{w.stdout[-3000:]}")
+        attempts = status(cid)["attempts"]
+        resumed = int(attempts[1].get("start_checkpoint_step", 0))
+        if not 0 < resumed < newest:
+            fail(f"attempt 2 resumed from {resumed}; step {newest} was corrupt")
+        events = belay("events", cid).stdout
+        if f"checkpoint step {newest} is corrupt" not in events or "checksum mismatch" not in events:
+            fail(f"no corrupt-checkpoint event:\n{events}")
+        print(f"step {newest} corrupted: attempt 2 resumed from step {resumed}; campaign completed")
+
+        # --- A non-finite loss: rollback to the last good checkpoint.
+        DAEMON.kill(signal.SIGTERM)
+        DAEMON.start({"BELAY_FAULT_NAN_AT_STEP": "130", "BELAY_FAULT_ATTEMPT": "1"})
+        pathlib.Path("nan.toml").write_text(SPEC.format(name="nan", steps=300))
+        cid = belay("submit", "nan.toml").stdout.split()[-1]
+        w = belay("watch", cid, check=False, timeout=300)
+        if w.returncode != 0:
+            fail(f"watch after a NaN: exit {w.returncode}\n{w.stdout[-3000:]}")
+        st = status(cid)
+        attempts = st["attempts"]
+        if attempts[0]["end_reason"] != "END_REASON_NAN" or int(attempts[1].get("start_checkpoint_step", 0)) != 100:
+            fail(f"expected a nan attempt and a resume from the good step 100: {json.dumps(attempts)[:2000]}")
+        if st["campaign"].get("rollbacks_used") != 1 or st["campaign"].get("restarts_used", 0) != 0:
+            fail(f"rollbacks/restarts: {st['campaign'].get('rollbacks_used')}/{st['campaign'].get('restarts_used')}")
+        if "non-finite loss at step 130" not in belay("events", cid).stdout:
+            fail("no NaN event")
+        print("NaN at step 130: rolled back to the good checkpoint at step 100; campaign completed")
+        DAEMON.kill(signal.SIGTERM)
+        DAEMON.start()
 
         # --- Access: another user sees nothing of root's campaigns and cannot cancel them.
         if os.geteuid() == 0 and shutil.which("setpriv"):

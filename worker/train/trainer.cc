@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <limits>
 #include <map>
 #include <optional>
 
@@ -672,6 +673,10 @@ absl::Status Trainer::LoadStep(const fs::path& step_dir) {
     CheckCollective(GatherFlat(optimizer_->v().data()), "moment all-gather");
   }
   return absl::OkStatus();
+}
+
+void Trainer::PoisonParametersForTesting() {
+  params_[static_cast<size_t>(layout_.at("ln_f.bias").offset)] = std::numeric_limits<float>::quiet_NaN();
 }
 
 void Trainer::Reinitialize() {

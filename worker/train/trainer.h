@@ -95,6 +95,10 @@ class Trainer {
 
   const std::vector<float>& params() const { return params_; }
 
+  // Fault injection for tests of the NaN path: makes the next step's loss non-finite (the
+  // final LayerNorm's first bias becomes NaN on this rank). Every rank must call it.
+  void PoisonParametersForTesting();
+
  private:
   Trainer(const CampaignSpec& spec, comm::Communicator& comm,
           std::unique_ptr<data::DataLoader> train, std::unique_ptr<data::DataLoader> val);
