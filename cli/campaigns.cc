@@ -16,6 +16,7 @@
 
 #include "cli/commands.h"
 #include "cli/daemon_client.h"
+#include "common/campaign_spec.h"
 #include "common/strings.h"
 
 namespace belay::cli {
@@ -67,6 +68,17 @@ int Submit(const Common& c, const std::string& file, bool validate_only, bool wa
   }
   std::stringstream ss;
   ss << in.rdbuf();
+  // The API carries the file as text; a file that is not UTF-8 is reported here, where it
+  // is, by the same parser belayd runs.
+  const std::string text = ss.str();
+  if (!google::protobuf::internal::IsStructurallyValidUTF8(text.data(), static_cast<int>(text.size()))) {
+    SpecParseOptions o;
+    o.check_paths = false;
+    SpecParseResult parsed = ParseCampaignSpec(ss.str(), file, o);
+    for (const SpecError& e : parsed.errors) std::cerr << e.ToString() << "\n";
+    if (parsed.errors.empty()) std::cerr << file << ":1:1: not valid UTF-8\n";
+    return kExitInvalid;
+  }
   v1::SubmitCampaignRequest req;
   req.set_spec_toml(ss.str());
   req.set_spec_file(file);

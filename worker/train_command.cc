@@ -221,6 +221,7 @@ int Run(const TrainOptions& o) {
       if (!c.ok()) {
         // A failed save is reported and training goes on; the previous checkpoint stands.
         if (lead) spdlog::error("checkpoint at step {} failed: {}", m.step, std::string(c.status().message()));
+        if (link && lead) link->ReportSaveFailure(m.step, std::string(c.status().message()));
       } else {
         saved_at = m.step;
         if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());

@@ -77,6 +77,8 @@ grpc::Status WorkerLinkService::ReportCheckpointShard(grpc::ServerContext*, cons
   }
   resp->set_shards_expected(a->world_size);
   if (!req->error().empty()) {
+    absl::Status s = supervisor_.OnSaveFailed(a->campaign_id, a->attempt, shard.step(), req->error());
+    if (!s.ok()) return ToGrpc(s);
     resp->set_accepted(true);
     resp->set_message("save failure recorded");
     return grpc::Status::OK;

@@ -661,6 +661,23 @@ absl::Status Supervisor::OnCheckpoint(const std::string& id, int32_t attempt, in
   return store_.Write(b, Durability::kSynced);
 }
 
+absl::Status Supervisor::OnSaveFailed(const std::string& id, int32_t attempt, int64_t step,
+                                      const std::string& message) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::optional<pb::Campaign>> c = store::GetCampaign(store_, id);
+  if (!c.ok()) return c.status();
+  if (!c->has_value()) return absl::NotFoundError(Cat("no campaign ", id));
+  WriteBatch b;
+  if (absl::Status s = AddEvent(b, **c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
+                                Cat("checkpoint at step ", step, " failed: ", message.substr(0, 2000),
+                                    "; training goes on"),
+                                attempt);
+      !s.ok()) {
+    return s;
+  }
+  return store_.Write(b, Durability::kSynced);
+}
+
 absl::Status Supervisor::OnFinish(const std::string& id, int32_t attempt, pb::RankExit exit) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, id, attempt);

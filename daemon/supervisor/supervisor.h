@@ -75,6 +75,9 @@ class Supervisor {
   absl::Status OnCheckpoint(const std::string& campaign_id, int32_t attempt, int64_t step,
                             const std::string& dir, int32_t world_size,
                             std::vector<pb::CheckpointShard> shards = {});
+  // A save of `step` failed (the workers train on; the previous checkpoint stands).
+  absl::Status OnSaveFailed(const std::string& campaign_id, int32_t attempt, int64_t step,
+                            const std::string& message);
   // A rank says how it leaves.
   absl::Status OnFinish(const std::string& campaign_id, int32_t attempt, pb::RankExit exit);
 

@@ -17,6 +17,8 @@ Checked:
     attempt resumes from the previous one, and the corrupt one is marked so;
   - a non-finite loss (fault injection at step 130) rolls back to the last good checkpoint
     and the campaign completes, counted as a rollback, not a restart;
+  - a full disk (a small tmpfs, when run as root) makes a save fail: training goes on, the
+    failure is in the event log, and saves succeed again once space returns;
   - another user can neither see nor cancel the campaign (when run as root);
   - a malformed campaign file is refused with file:line: key: message; unknown ids, garbage
     on the socket and malformed RPCs leave belayd running.
@@ -26,6 +28,7 @@ import json
 import os
 import pathlib
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -278,6 +281,38 @@ def main():
         DAEMON.kill(signal.SIGTERM)
         DAEMON.start()
 
+        # --- A full disk during a save.
+        full = tmp / "full"
+        full.mkdir()
+        mounted = os.geteuid() == 0 and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(full)], capture_output=True).returncode == 0
+        if mounted:
+            try:
+                filler = full / "filler"
+                with open(filler, "wb") as f:  # leave about 1 MB: less than one checkpoint
+                    f.write(b"\0" * (11 * 1024 * 1024))
+                pathlib.Path("full.toml").write_text(
+                    SPEC.format(name="full", steps=400).replace('dir = "ckpt"', 'dir = "full/ckpt"')
+                    .replace("keep_last = 20", "keep_last = 2"))
+                cid = belay("submit", "full.toml").stdout.split()[-1]
+                wait_for("a failed save", lambda: "failed" in belay("events", cid).stdout and "checkpoint at step" in belay("events", cid).stdout)
+                failed_at = int(re.search(r"checkpoint at step (\d+) failed", belay("events", cid).stdout).group(1))
+                filler.unlink()
+                w = belay("watch", cid, check=False, timeout=300)
+                if w.returncode != 0:
+                    fail(f"watch with a full disk: exit {w.returncode}\n{w.stdout[-3000:]}")
+                later = [s for s in committed_steps(cid) if s > failed_at]
+                st = status(cid)
+                if not later or len(st["attempts"]) != 1:
+                    fail(f"after the failed save at {failed_at}: committed {committed_steps(cid)}, "
+                         f"{len(st['attempts'])} attempts")
+                print(f"disk full: the save at step {failed_at} failed, training went on in the same attempt, "
+                      f"saves at {later} succeeded once space returned")
+            finally:
+                subprocess.run(["umount", str(full)])
+        else:
+            print("cannot mount a tmpfs (not root?): the full-disk check is skipped")
+
         # --- Access: another user sees nothing of root's campaigns and cannot cancel them.
         if os.geteuid() == 0 and shutil.which("setpriv"):
             nobody = pwd.getpwnam("nobody").pw_uid
@@ -297,6 +332,42 @@ def main():
         p = belay("submit", "bad.toml", check=False)
         if p.returncode != 2 or not re.search(r"bad\.toml:\d+:\d+: train\.lr: ", p.stderr):
             fail(f"malformed campaign: exit {p.returncode}: {p.stderr}")
+        # 50 mangled campaign files, checked by belayd (--validate-only stores nothing): each is
+        # either refused with file:line:col or (when the change left it valid) accepted.
+        rng = random.Random(1234)
+        good = SPEC.format(name="mangled", steps=10)
+        refused = 0
+        for i in range(50):
+            text = good
+            kind = i % 5
+            path = pathlib.Path(f"m{i}.toml")
+            if kind == 0:
+                lines = text.splitlines()
+                lines.insert(rng.randrange(len(lines)), rng.choice(["x = 1", "[", "lr = ", "= 3", "[[train]]", "\x00"]))
+                path.write_text("\n".join(lines))
+            elif kind == 1:
+                path.write_text(text[:rng.randrange(len(text))])
+            elif kind == 2:
+                pos = rng.randrange(len(text))
+                path.write_text(text[:pos] + rng.choice(['"', "{", "}", "\\", "'''", "\u00ff", "9" * 40]) + text[pos:])
+            elif kind == 3:
+                path.write_text(re.sub(r"= \d+", lambda m: "= " + rng.choice(["-1", "0", "1e400", '"7"', "true", "[]"]),
+                                       text, count=rng.randrange(1, 6)))
+            else:
+                raw = bytearray(text.encode())
+                for _ in range(rng.randrange(1, 20)):
+                    raw[rng.randrange(len(raw))] = rng.randrange(256)
+                path.write_bytes(bytes(raw))
+            p = belay("submit", "--validate-only", str(path), check=False)
+            if p.returncode == 2:
+                if not re.search(rf"m{i}\.toml:\d+:\d+: ", p.stderr):
+                    fail(f"mangled file {i} refused without a location: {p.stderr[:500]}")
+                refused += 1
+            elif p.returncode != 0:
+                fail(f"mangled file {i}: exit {p.returncode}: {p.stderr[:500]}")
+            if not DAEMON.alive():
+                fail(f"belayd died on mangled file {i}")
+        print(f"50 mangled campaign files: {refused} refused with file:line:col, {50 - refused} still valid; belayd up")
         for args in (("status", "no-such-1"), ("cancel", "x" * 300), ("logs", "a\x01b"), ("events", "")):
             p = belay(*args, check=False)
             if p.returncode not in (2, 3):

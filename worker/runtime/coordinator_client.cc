@@ -94,9 +94,23 @@ void CoordinatorClient::ReportEval(pb::EvalMetrics m) {
 void CoordinatorClient::ReportShard(pb::CheckpointShard shard) {
   {
     std::lock_guard lock(mu_);
-    shards_.push_back(std::move(shard));
+    pb::ReportCheckpointShardRequest r;
+    *r.mutable_shard() = std::move(shard);
+    shards_.push_back(std::move(r));
   }
   cv_.notify_all();  // checkpoint reports go out at once
+}
+
+void CoordinatorClient::ReportSaveFailure(int64_t step, std::string message) {
+  {
+    std::lock_guard lock(mu_);
+    pb::ReportCheckpointShardRequest r;
+    r.mutable_shard()->set_step(step);
+    r.mutable_shard()->set_rank(options_.rank);
+    r.set_error(std::move(message));
+    shards_.push_back(std::move(r));
+  }
+  cv_.notify_all();
 }
 
 void CoordinatorClient::SetPosition(int64_t step, pb::WorkerPhase phase) {
@@ -113,7 +127,7 @@ int64_t CoordinatorClient::dropped() const {
 bool CoordinatorClient::Flush() {
   std::lock_guard send(send_mu_);
   pb::ReportStepsRequest req;
-  std::deque<pb::CheckpointShard> shards;
+  std::deque<pb::ReportCheckpointShardRequest> shards;
   {
     std::lock_guard lock(mu_);
     req.set_attempt_token(options_.token);
@@ -131,10 +145,8 @@ bool CoordinatorClient::Flush() {
     steps_.erase(steps_.begin(), steps_.begin() + req.steps_size());
     evals_.erase(evals_.begin(), evals_.begin() + req.evals_size());
   }
-  for (const pb::CheckpointShard& shard : shards) {
-    pb::ReportCheckpointShardRequest r;
+  for (pb::ReportCheckpointShardRequest& r : shards) {
     r.set_attempt_token(options_.token);
-    *r.mutable_shard() = shard;
     pb::ReportCheckpointShardResponse resp;
     grpc::Status s = stub_->ReportCheckpointShard(Context().get(), r, &resp);
     if (!s.ok()) return false;

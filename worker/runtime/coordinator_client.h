@@ -47,6 +47,8 @@ class CoordinatorClient {
   void ReportStep(pb::StepMetrics m);
   void ReportEval(pb::EvalMetrics m);
   void ReportShard(pb::CheckpointShard shard);
+  // A save of `step` failed (training goes on; belayd records it).
+  void ReportSaveFailure(int64_t step, std::string message);
   void SetPosition(int64_t step, pb::WorkerPhase phase);
 
   // Flushes what is buffered (for up to `patience`), then sends Finish.
@@ -69,7 +71,7 @@ class CoordinatorClient {
   std::condition_variable cv_;
   std::deque<pb::StepMetrics> steps_;
   std::deque<pb::EvalMetrics> evals_;
-  std::deque<pb::CheckpointShard> shards_;
+  std::deque<pb::ReportCheckpointShardRequest> shards_;  // token filled in when sent
   int64_t step_ = 0;
   pb::WorkerPhase phase_ = pb::WORKER_PHASE_STARTUP;
   int64_t dropped_ = 0;

@@ -512,7 +512,12 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
       local = written.status();
     }
   }
-  if (absl::Status s = Agree(local); !s.ok()) return s;
+  if (absl::Status s = Agree(local); !s.ok()) {
+    // Leave no partial step behind (a full disk must not stay full of it).
+    std::error_code ec;
+    if (r == 0) fs::remove_all(tmp, ec);
+    return s;
+  }
 
   // Rank 0 collects every shard's size and sum for the manifest, writes it and commits.
   const int64_t info[2] = {static_cast<int64_t>(shard.bytes), static_cast<int64_t>(shard.xxh3)};
@@ -545,7 +550,11 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
       }
     }
   }
-  if (absl::Status s = Agree(committed); !s.ok()) return s;
+  if (absl::Status s = Agree(committed); !s.ok()) {
+    std::error_code ec;
+    if (r == 0) fs::remove_all(tmp, ec);
+    return s;
+  }
   return CheckpointInfo{ckpt::StepDir(root, campaign, step_), step_, static_cast<int64_t>(shard.bytes), shard.xxh3};
 }
 
