@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake --preset default >/dev/null
-cmake --build --preset default -j "$(nproc)" --target checksum_bench train_step_bench >/dev/null
+cmake --build --preset default -j "$(nproc)" --target checksum_bench train_step_bench link_bench belayd belay >/dev/null
 build/bench/checksum_bench "${BELAY_BENCH_MIB:-512}"
 # belay's training step against PyTorch (/usr/bin/python3, Debian's python3-torch). To stay
 # within about three minutes on 2 cores this times 5 steps (the binary's default is 10) and
@@ -14,3 +14,6 @@ build/bench/train_step_bench --steps "${BELAY_BENCH_STEPS:-5}" --openblas1 demo
 # Data parallelism: ZeRO stages 0, 1, 2 on 1, 2 and 4 ranks (mpirun), step time against one
 # rank and bytes sent against each stage's theoretical volume (about a minute on 2 cores).
 /usr/bin/python3 bench/zero_bench.py build/bin
+# belayd ingesting heartbeats and step reports over the worker link (1k and 10k simulated
+# ranks, and saturation), against an empty gRPC server in the same run (about a minute).
+build/bench/link_bench run --bin build/bin --seconds "${BELAY_BENCH_LINK_SECONDS:-5}"
