@@ -167,6 +167,28 @@ int Run(const TrainOptions& o) {
     if (lead) spdlog::info("resumed from {} at step {}", o.resume, trainer.step());
   }
   if (absl::Status s = PrintMemory(trainer, comm); !s.ok()) return fail(std::string(s.message()));
+  if (link) {
+    link->SetPhaseSource([&trainer] {
+      switch (trainer.phase()) {
+        case train::Phase::kData: return v1::WORKER_PHASE_DATA;
+        case train::Phase::kForward: return v1::WORKER_PHASE_FORWARD;
+        case train::Phase::kBackward: return v1::WORKER_PHASE_BACKWARD;
+        case train::Phase::kCollective: return v1::WORKER_PHASE_COLLECTIVE;
+        case train::Phase::kOptimizer: return v1::WORKER_PHASE_OPTIMIZER;
+        case train::Phase::kEval: return v1::WORKER_PHASE_EVAL;
+        case train::Phase::kCheckpoint: return v1::WORKER_PHASE_CHECKPOINT;
+      }
+      return v1::WORKER_PHASE_UNSPECIFIED;
+    });
+  }
+  // Leftovers of saves interrupted by an earlier attempt (temporary step directories).
+  if (lead) {
+    absl::StatusOr<std::vector<std::filesystem::path>> removed =
+        ckpt::RemoveIncomplete(spec.checkpoint.dir, spec.campaign.name);
+    if (removed.ok()) {
+      for (const auto& p : *removed) spdlog::info("removed the leftover of an interrupted save: {}", p.string());
+    }
+  }
 
   // SIGUSR1 (Slurm's pre-limit signal) and SIGTERM: finish the current step, checkpoint, exit.
   std::signal(SIGUSR1, OnStopSignal);

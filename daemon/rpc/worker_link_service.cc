@@ -44,7 +44,11 @@ grpc::Status WorkerLinkService::Rendezvous(grpc::ServerContext*, const v1::Rende
 
 grpc::Status WorkerLinkService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
                                           v1::HeartbeatResponse* resp) {
-  if (!supervisor_.AttemptOfToken(req->attempt_token())) return Unauthenticated();
+  std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
+  if (!a) return Unauthenticated();
+  if (req->rank() >= 0 && req->rank() < a->world_size) {
+    supervisor_.OnHeartbeat(a->campaign_id, a->attempt, req->rank(), req->step(), req->phase());
+  }
   resp->mutable_heartbeat_interval()->set_seconds(5);
   return grpc::Status::OK;
 }

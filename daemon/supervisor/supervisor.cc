@@ -3,6 +3,7 @@
 
 #include <signal.h>
 
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <random>
@@ -308,7 +309,8 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
     if (now - last > timeout) {
       WriteBatch b;
       a.set_end_reason(pb::END_REASON_HANG);  // pending: the attempt ends once the job is gone
-      a.set_end_message(Cat("no step progress for ", timeout.count(), " s (last step ", a.last_step(), ")"));
+      a.set_end_message(Cat("no step progress for ", timeout.count(), " s (last step ", a.last_step(),
+                            "); last heartbeats: ", DescribeRanks(c.id(), a.number())));
       store::Put(b, a);
       if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_WARNING,
                                     Cat("attempt ", a.number(), " hangs: ", a.end_message(), "; killing it"), a.number());
@@ -676,6 +678,28 @@ absl::Status Supervisor::OnSaveFailed(const std::string& id, int32_t attempt, in
     return s;
   }
   return store_.Write(b, Durability::kSynced);
+}
+
+void Supervisor::OnHeartbeat(const std::string& id, int32_t attempt, int32_t rank, int64_t step,
+                             pb::WorkerPhase phase) {
+  absl::MutexLock lock(&beats_mu_);
+  beats_[{id, attempt}][rank] = Beat{step, phase, clock_.Now()};
+}
+
+std::string Supervisor::DescribeRanks(const std::string& id, int32_t attempt) const {
+  absl::MutexLock lock(&beats_mu_);
+  auto it = beats_.find({id, attempt});
+  if (it == beats_.end()) return "no heartbeats received";
+  std::string out;
+  const TimePoint now = clock_.Now();
+  for (const auto& [rank, b] : it->second) {
+    std::string phase = pb::WorkerPhase_Name(b.phase);
+    if (phase.starts_with("WORKER_PHASE_")) phase.erase(0, 13);
+    for (char& ch : phase) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    out += Cat(out.empty() ? "" : "; ", "rank ", rank, ": step ", b.step, ", ", phase, ", ",
+               std::chrono::duration_cast<std::chrono::seconds>(now - b.time).count(), " s ago");
+  }
+  return out;
 }
 
 absl::Status Supervisor::OnFinish(const std::string& id, int32_t attempt, pb::RankExit exit) {

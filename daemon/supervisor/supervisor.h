@@ -78,6 +78,9 @@ class Supervisor {
   // A save of `step` failed (the workers train on; the previous checkpoint stands).
   absl::Status OnSaveFailed(const std::string& campaign_id, int32_t attempt, int64_t step,
                             const std::string& message);
+  // A rank's heartbeat: kept in memory (not in the store) for the hang report.
+  void OnHeartbeat(const std::string& campaign_id, int32_t attempt, int32_t rank, int64_t step,
+                   pb::WorkerPhase phase);
   // A rank says how it leaves.
   absl::Status OnFinish(const std::string& campaign_id, int32_t attempt, pb::RankExit exit);
 
@@ -134,6 +137,17 @@ class Supervisor {
   // it again).
   std::map<std::string, TimePoint> cancel_signalled_ ABSL_GUARDED_BY(mu_);
   SplitMix64 jitter_ ABSL_GUARDED_BY(mu_);
+  // Last heartbeat per (campaign, attempt) and rank: step, phase, time. Its own lock, so that
+  // heartbeats never wait for a supervision round.
+  struct Beat {
+    int64_t step = 0;
+    pb::WorkerPhase phase = pb::WORKER_PHASE_UNSPECIFIED;
+    TimePoint time;
+  };
+  mutable absl::Mutex beats_mu_;
+  std::map<std::pair<std::string, int32_t>, std::map<int32_t, Beat>> beats_ ABSL_GUARDED_BY(beats_mu_);
+  // "rank 0: step 57, backward, 12 s ago; ..." for an attempt's ranks.
+  std::string DescribeRanks(const std::string& campaign_id, int32_t attempt) const;
 };
 
 // Protobuf timestamps from and to the clock's time points.

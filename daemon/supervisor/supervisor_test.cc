@@ -288,6 +288,8 @@ TEST_F(SupervisorTest, AHangIsDetectedKilledAndRestarted) {
   const std::string id = SubmitAndStart();
   Tick();
   Steps(id, 1, 1, 7);
+  sup_->OnHeartbeat(id, 1, 0, 7, pb::WORKER_PHASE_COLLECTIVE);
+  sup_->OnHeartbeat(id, 1, 1, 7, pb::WORKER_PHASE_BACKWARD);
   clock_.Advance(4min);
   Tick();
   EXPECT_TRUE(sched_.signals().empty());
@@ -299,6 +301,9 @@ TEST_F(SupervisorTest, AHangIsDetectedKilledAndRestarted) {
   pb::Attempt a = Attempt(id, 1);
   EXPECT_EQ(a.end_reason(), pb::END_REASON_HANG);
   EXPECT_NE(a.end_message().find("last step 7"), std::string::npos) << a.end_message();
+  EXPECT_NE(a.end_message().find("rank 0: step 7, collective, 360 s ago; rank 1: step 7, backward"),
+            std::string::npos)
+      << a.end_message();
   EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_RECOVERING);
   EXPECT_EQ(Campaign(id).restarts_used(), 1);
 }

@@ -213,6 +213,10 @@ def main():
         attempts = status(cid)["attempts"]
         if attempts[0]["end_reason"] != "END_REASON_HANG":
             fail(f"attempt 1 ended {attempts[0]['end_reason']}, not hang")
+        # The hang report names each rank's last heartbeat: rank 1 waits in a collective for
+        # the stopped rank 0.
+        if not re.search(r"rank 1: step \d+, collective", attempts[0].get("end_message", "")):
+            fail(f"hang report without rank 1's phase: {attempts[0].get('end_message')}")
         print(f"SIGSTOP on rank 0: hang detected and recovered; completed {time.time() - t0:.0f} s later")
 
         # --- belayd killed mid-run and restarted: the attempt is re-adopted.

@@ -119,6 +119,11 @@ void CoordinatorClient::SetPosition(int64_t step, pb::WorkerPhase phase) {
   phase_ = phase;
 }
 
+void CoordinatorClient::SetPhaseSource(std::function<pb::WorkerPhase()> source) {
+  std::lock_guard lock(mu_);
+  phase_source_ = std::move(source);
+}
+
 int64_t CoordinatorClient::dropped() const {
   std::lock_guard lock(mu_);
   return dropped_;
@@ -173,7 +178,7 @@ void CoordinatorClient::Loop() {
         hb.set_attempt_token(options_.token);
         hb.set_rank(options_.rank);
         hb.set_step(step_);
-        hb.set_phase(phase_);
+        hb.set_phase(phase_source_ ? phase_source_() : phase_);
         hb.set_buffered_reports(static_cast<int32_t>(steps_.size()));
       }
       pb::HeartbeatResponse resp;

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -50,6 +51,9 @@ class CoordinatorClient {
   // A save of `step` failed (training goes on; belayd records it).
   void ReportSaveFailure(int64_t step, std::string message);
   void SetPosition(int64_t step, pb::WorkerPhase phase);
+  // Where the phase comes from at each heartbeat (read on the background thread; must be
+  // safe to call from it). Without one, the phase given to SetPosition is sent.
+  void SetPhaseSource(std::function<pb::WorkerPhase()> source);
 
   // Flushes what is buffered (for up to `patience`), then sends Finish.
   absl::Status Finish(pb::ExitKind kind, pb::EndReason reason, std::string message, int64_t final_step,
@@ -74,6 +78,7 @@ class CoordinatorClient {
   std::deque<pb::ReportCheckpointShardRequest> shards_;  // token filled in when sent
   int64_t step_ = 0;
   pb::WorkerPhase phase_ = pb::WORKER_PHASE_STARTUP;
+  std::function<pb::WorkerPhase()> phase_source_;
   int64_t dropped_ = 0;
   bool stop_ = false;
   std::thread thread_;

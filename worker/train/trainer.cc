@@ -99,8 +99,9 @@ uint64_t SequenceHash(const int32_t* seq, int T) {
 // embeddings' bucket and two others.
 class Trainer::ZeroTwoSink final : public model::GradientSink {
  public:
-  ZeroTwoSink(const ShardPlan& plan, comm::Communicator& comm, std::vector<float>& shard)
-      : plan_(plan), comm_(comm), shard_(shard) {
+  ZeroTwoSink(const ShardPlan& plan, comm::Communicator& comm, std::vector<float>& shard,
+              std::atomic<Phase>& phase)
+      : plan_(plan), comm_(comm), shard_(shard), phase_(phase) {
     int64_t ring = 0;
     for (size_t b = 0; b + 1 < plan.buckets().size(); ++b) ring = std::max(ring, plan.buckets()[b].padded);
     embed_.buffer.resize(static_cast<size_t>(plan.buckets().back().padded));
@@ -155,7 +156,10 @@ class Trainer::ZeroTwoSink final : public model::GradientSink {
 
   void Complete(Slot& slot) {
     if (slot.bucket == nullptr) return;
+    // Waiting here is waiting for the other ranks: say so in heartbeats.
+    const Phase was = phase_.exchange(Phase::kCollective);
     CheckCollective(slot.handle.Wait(), "gradient reduce-scatter");
+    phase_.store(was);
     const Bucket& b = *slot.bucket;
     const float* sum = slot.buffer.data() + comm_.rank() * b.slice;
     float* own = shard_.data() + b.shard_offset;
@@ -170,6 +174,7 @@ class Trainer::ZeroTwoSink final : public model::GradientSink {
   const ShardPlan& plan_;
   comm::Communicator& comm_;
   std::vector<float>& shard_;
+  std::atomic<Phase>& phase_;
   int64_t micro_ = 0;
   Slot embed_;
   std::array<Slot, 2> ring_;
@@ -256,7 +261,7 @@ Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm,
     grad_shard_.resize(static_cast<size_t>(plan_.shard_size()));
   }
   if (stage < 2) grads_.resize(static_cast<size_t>(layout_.total()));
-  if (stage == 2) zero2_ = std::make_unique<ZeroTwoSink>(plan_, comm_, grad_shard_);
+  if (stage == 2) zero2_ = std::make_unique<ZeroTwoSink>(plan_, comm_, grad_shard_, phase_);
   int64_t largest = 0;
   for (const Bucket& b : plan_.buckets()) largest = std::max(largest, b.padded);
   staging_.resize(static_cast<size_t>(largest));
@@ -330,6 +335,7 @@ StepMetrics Trainer::TrainStep() {
   // the counted positions of the whole global batch, which all ranks must know before any
   // backward pass. Sequence numbers are global (data::MicroBatchStart), so the global batch
   // is the same whatever the number of ranks.
+  phase_ = Phase::kData;
   int64_t totals[3] = {0, 0, 0};  // counted positions, Goldfish-dropped positions, data digest
   for (int64_t a = 0; a < accum_; ++a) {
     for (int i = 0; i < M; ++i) {
@@ -362,8 +368,10 @@ StepMetrics Trainer::TrainStep() {
   model::FlatGradientSink flat(layout_, grads_.data());
   for (int64_t a = 0; a < accum_; ++a) {
     const size_t off = static_cast<size_t>(a) * per_micro;
+    phase_ = Phase::kForward;
     micro_loss[static_cast<size_t>(a)] =
         model_.Forward(params_.data(), inputs_.data() + off, targets_.data() + off, masks_.data() + off);
+    phase_ = Phase::kBackward;
     if (stage == 2) {
       zero2_->BeginMicroBatch(a);
       model_.Backward(params_.data(), *zero2_, scale);
@@ -372,6 +380,7 @@ StepMetrics Trainer::TrainStep() {
       model_.Backward(params_.data(), flat, scale);
     }
   }
+  phase_ = Phase::kCollective;
   if (stage < 2) CheckCollective(ReduceGradients(), "gradient reduction");
 
   // The loss: micro-batch sums added in global micro-batch order (micro-step a of rank r is
@@ -400,9 +409,12 @@ StepMetrics Trainer::TrainStep() {
   }
 
   const double lr = model::LearningRate(spec_.train, spec_.total_steps(), step_ + 1);
+  phase_ = Phase::kOptimizer;
   optimizer_->Update(params_.data(), OwnedGradients(), lr, step_ + 1);
   // Stages 1 and 2 updated only this rank's shard: bring every rank's update to all.
+  phase_ = Phase::kCollective;
   if (stage > 0) CheckCollective(GatherFlat(params_.data()), "parameter all-gather");
+  phase_ = Phase::kData;
 
   ++step_;
   next_sequence_ += static_cast<uint64_t>(spec_.train.global_batch);
@@ -432,6 +444,7 @@ double Trainer::Evaluate() {
   std::vector<int32_t> seq(static_cast<size_t>(T + 1));
   std::vector<int32_t> inputs(static_cast<size_t>(M * T)), targets(inputs.size());
   std::vector<uint8_t> mask(inputs.size(), 1);
+  phase_ = Phase::kEval;
   // Batch b is evaluated by rank b mod W; the per-batch sums then add in batch order.
   std::vector<double> mine(static_cast<size_t>(batches), 0.0);
   for (int64_t b = r; b < batches; b += W) {
@@ -456,6 +469,7 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
                                                        const StepMetrics& last) {
   const std::string& campaign = spec_.campaign.name;
   const int W = comm_.world_size(), r = comm_.rank();
+  phase_ = Phase::kCheckpoint;
   // Rank 0 prepares the temporary step directory; everyone writes into it.
   absl::Status prepared;
   if (r == 0) {

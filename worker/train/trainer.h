@@ -4,6 +4,7 @@
 // load.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -50,6 +51,9 @@ struct MemoryAccounting {
   int64_t optimizer = 0;  // AdamW m and v
 };
 
+// Where a training step is, for heartbeats (a hang report names each rank's last phase).
+enum class Phase { kData, kForward, kBackward, kCollective, kOptimizer, kEval, kCheckpoint };
+
 class Trainer {
  public:
   // Opens the data and sets up a freshly initialised model (seeded by train.seed), for rank
@@ -94,6 +98,10 @@ class Trainer {
                                                 const StepMetrics& last);
 
   const std::vector<float>& params() const { return params_; }
+
+  // The phase this rank is in; updated by TrainStep, Evaluate and SaveCheckpoint, readable
+  // from any thread.
+  Phase phase() const { return phase_.load(std::memory_order_relaxed); }
 
   // Fault injection for tests of the NaN path: makes the next step's loss non-finite (the
   // final LayerNorm's first bias becomes NaN on this rank). Every rank must call it.
@@ -140,6 +148,7 @@ class Trainer {
   std::vector<float> staging_;     // one padded bucket, for reduce-scatter and all-gather
   class ZeroTwoSink;
   std::unique_ptr<ZeroTwoSink> zero2_;  // stage 2
+  std::atomic<Phase> phase_{Phase::kData};
   int64_t step_ = 0;             // updates done
   uint64_t next_sequence_ = 0;   // global index of the next training sequence
   int64_t accum_ = 1;            // micro-batches per update on this rank
