@@ -35,11 +35,52 @@ grpc::Status WorkerLinkService::Register(grpc::ServerContext*, const v1::Registe
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerLinkService::Rendezvous(grpc::ServerContext*, const v1::RendezvousRequest* req,
-                                           v1::RendezvousResponse*) {
-  if (!supervisor_.AttemptOfToken(req->attempt_token())) return Unauthenticated();
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      "rendezvous through belayd is not available yet; CPU ranks meet through mpirun");
+grpc::Status WorkerLinkService::Rendezvous(grpc::ServerContext* ctx, const v1::RendezvousRequest* req,
+                                           v1::RendezvousResponse* resp) {
+  std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
+  if (!a) return Unauthenticated();
+  if (req->rank() < 0 || req->rank() >= a->world_size || req->generation() < 1 || req->barrier().empty() ||
+      req->barrier().size() > 256 || req->blob().size() > (64 << 10)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        Cat("rendezvous of rank ", req->rank(), " of ", a->world_size, ", barrier \"",
+                            req->barrier().substr(0, 64), "\" generation ", req->generation(),
+                            ": ranks, a generation >= 1, a name of 1-256 bytes and a blob up to 64 KiB"));
+  }
+  const auto key = std::make_tuple(a->campaign_id, a->attempt, req->barrier(), req->generation());
+  absl::Time deadline = absl::Now() + max_rendezvous_wait_;
+  if (ctx != nullptr) deadline = std::min(deadline, absl::FromChrono(ctx->deadline()));
+  absl::MutexLock lock(&mu_);
+  Barrier& b = barriers_[key];
+  if (req->rank() == 0) {
+    if (b.blob && *b.blob != req->blob()) {
+      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                          Cat("barrier \"", req->barrier(), "\" generation ", req->generation(),
+                              " already has a different blob from rank 0"));
+    }
+    b.blob = req->blob();
+  }
+  b.arrived.insert(req->rank());
+  if (static_cast<int32_t>(b.arrived.size()) == a->world_size && b.blob) {
+    b.complete = true;
+    barrier_changed_.SignalAll();
+  }
+  // Wakes at least every second to notice a cancelled call.
+  while (!b.complete && absl::Now() < deadline && !(ctx != nullptr && ctx->IsCancelled())) {
+    barrier_changed_.WaitWithDeadline(&mu_, std::min(deadline, absl::Now() + absl::Seconds(1)));
+  }
+  if (!b.complete) {
+    std::string missing;
+    for (int32_t r = 0; r < a->world_size; ++r) {
+      if (!b.arrived.contains(r)) missing += Cat(missing.empty() ? "" : ", ", r);
+    }
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                        Cat("barrier \"", req->barrier(), "\" generation ", req->generation(), ": ", b.arrived.size(),
+                            " of ", a->world_size, " ranks arrived; missing ", missing));
+  }
+  resp->set_blob(*b.blob);
+  resp->set_world_size(a->world_size);
+  resp->set_generation(req->generation());
+  return grpc::Status::OK;
 }
 
 grpc::Status WorkerLinkService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,

@@ -3,26 +3,35 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "belay/v1/worker.grpc.pb.h"
 #include "daemon/supervisor/supervisor.h"
 
 namespace belay::rpc {
 
 // Every call must carry the token of an attempt belayd is running (UNAUTHENTICATED
-// otherwise), and a token opens only its own attempt. Rendezvous is not offered yet (CPU ranks
-// meet through mpirun; the NCCL id comes with the GPU path): UNIMPLEMENTED.
+// otherwise), and a token opens only its own attempt.
+//
+// Rendezvous: each (attempt, barrier name, generation) completes once, when all ranks of the
+// attempt have arrived; every caller then gets rank 0's blob (the NCCL unique id). A call
+// waits until then, its deadline, or `max_rendezvous_wait`, whichever comes first
+// (DEADLINE_EXCEEDED naming the ranks still missing). A rank arriving again after completion
+// gets the same answer at once.
 //
 // Checkpoints: each rank reports its shard once the worker has committed the step; when
 // every rank of the attempt has reported step N, the supervisor records the checkpoint.
 class WorkerLinkService final : public v1::WorkerLink::Service {
  public:
-  explicit WorkerLinkService(supervisor::Supervisor& supervisor) : supervisor_(supervisor) {}
+  explicit WorkerLinkService(supervisor::Supervisor& supervisor,
+                             absl::Duration max_rendezvous_wait = absl::Minutes(10))
+      : supervisor_(supervisor), max_rendezvous_wait_(max_rendezvous_wait) {}
 
   grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::RegisterResponse*) override;
   grpc::Status Rendezvous(grpc::ServerContext*, const v1::RendezvousRequest*, v1::RendezvousResponse*) override;
@@ -33,8 +42,17 @@ class WorkerLinkService final : public v1::WorkerLink::Service {
   grpc::Status Finish(grpc::ServerContext*, const v1::FinishRequest*, v1::FinishResponse*) override;
 
  private:
+  struct Barrier {
+    std::set<int32_t> arrived;
+    std::optional<std::string> blob;  // rank 0's
+    bool complete = false;
+  };
+
   supervisor::Supervisor& supervisor_;
+  const absl::Duration max_rendezvous_wait_;
   absl::Mutex mu_;
+  absl::CondVar barrier_changed_;
+  std::map<std::tuple<std::string, int32_t, std::string, int64_t>, Barrier> barriers_ ABSL_GUARDED_BY(mu_);
   // (campaign, attempt, step) -> the shards reported so far, by rank.
   std::map<std::tuple<std::string, int32_t, int64_t>, std::map<int32_t, v1::CheckpointShard>> shards_
       ABSL_GUARDED_BY(mu_);
