@@ -172,14 +172,19 @@ absl::StatusOr<Supervisor::Loaded> Supervisor::Load(const std::string& id) {
   if (!c->has_value()) return absl::NotFoundError(Cat("no campaign ", id));
   Loaded l;
   l.campaign = std::move(**c);
-  SpecParseOptions po;
-  po.check_paths = false;  // checked at submit; the worker reports missing data itself
-  const fs::path spec_path = CampaignDir(id) / "campaign.toml";
-  SpecParseResult parsed = LoadCampaignSpec(spec_path, po);
-  if (!parsed.ok()) {
-    return absl::DataLossError(Cat(spec_path.string(), ": ", parsed.errors.empty() ? "" : parsed.errors[0].ToString()));
+  // The effective spec never changes after Submit: parsed once per campaign per belayd.
+  auto cached = specs_.find(id);
+  if (cached == specs_.end()) {
+    SpecParseOptions po;
+    po.check_paths = false;  // checked at submit; the worker reports missing data itself
+    const fs::path spec_path = CampaignDir(id) / "campaign.toml";
+    SpecParseResult parsed = LoadCampaignSpec(spec_path, po);
+    if (!parsed.ok()) {
+      return absl::DataLossError(Cat(spec_path.string(), ": ", parsed.errors.empty() ? "" : parsed.errors[0].ToString()));
+    }
+    cached = specs_.emplace(id, std::move(*parsed.spec)).first;
   }
-  l.spec = std::move(*parsed.spec);
+  l.spec = cached->second;
   if (l.campaign.current_attempt() > 0) {
     absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, id, l.campaign.current_attempt());
     if (!a.ok()) return a.status();

@@ -132,6 +132,7 @@ class Supervisor {
 
   mutable absl::Mutex mu_;
   std::map<std::string, int64_t> next_event_seq_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, CampaignSpec> specs_ ABSL_GUARDED_BY(mu_);  // effective specs, by campaign
   std::map<std::string, AttemptRef> tokens_ ABSL_GUARDED_BY(mu_);
   // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends
   // it again).
