@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/escaping.h"
 #include "common/durable_file.h"
 #include "common/strings.h"
 #include "nlohmann/json.hpp"
@@ -81,16 +82,6 @@ std::string DescribeWait(int status) {
   return Cat("wait status ", status);
 }
 
-std::string HexOf(std::string_view s) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : s) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
-}
-
 std::string Hostname() {
   char buf[256] = {};
   if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
@@ -120,7 +111,7 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
     if (ec) return absl::InternalError(Cat(d.string(), ": cannot create: ", ec.message()));
   }
   // Idempotent per (campaign, attempt): the key file names the job already started.
-  const fs::path key_file = options_.jobs_dir / ("key-" + HexOf(Cat(job.campaign_id, "/", job.attempt)));
+  const fs::path key_file = options_.jobs_dir / ("key-" + absl::BytesToHexString(Cat(job.campaign_id, "/", job.attempt)));
   if (std::ifstream in(key_file); in) {
     std::string existing;
     if (std::getline(in, existing) && Find(existing).ok()) return existing;

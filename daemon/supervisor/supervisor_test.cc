@@ -432,7 +432,7 @@ TEST_F(SupervisorTest, ARestartedSupervisorCarriesOnWithoutDuplicatingTheAttempt
   MakeSupervisor();  // belayd restarted: same store, same scheduler
   Tick();
   EXPECT_EQ(sched_.submitted().size(), 1u);
-  EXPECT_EQ(sched_.polls() > 0, true);
+  EXPECT_GT(sched_.polls(), 0);
   const std::string token = Attempt(id, 1).worker_token();
   EXPECT_EQ(sup_->AttemptOfToken(token), (Supervisor::AttemptRef{id, 1, 2})) << "workers' token known again";
   Steps(id, 1, 13, 100);

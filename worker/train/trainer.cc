@@ -486,24 +486,18 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
   const fs::path tmp = ckpt::StepTempDir(root, campaign, step_);
 
   ckpt::ShardWriter writer;
-  ckpt::ShardMap map;
   absl::Status local;
-  for (int q = 0; q < W && local.ok(); ++q) {
-    for (const OwnedPiece& p : plan_.Owned(q)) {
-      const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
-      const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
-      const uint64_t total = static_cast<uint64_t>(t.size);
-      const float* bufs[] = {params_.data() + p.flat_offset, optimizer_->m().data() + StateOffset(p),
-                             optimizer_->v().data() + StateOffset(p)};
-      for (size_t k = 0; k < std::size(kPrefixes); ++k) {
-        std::string name = Cat(kPrefixes[k], t.name);
-        map.Add(name, total, {q, in_tensor, static_cast<uint64_t>(p.size)});
-        if (q != r) continue;
-        local = writer.Add(std::move(name), in_tensor, total,
-                           std::span<const float>(bufs[k], static_cast<size_t>(p.size)));
-        if (!local.ok()) break;
-      }
+  // This rank's ranges, by logical tensor name.
+  for (const OwnedPiece& p : owned_) {
+    const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
+    const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
+    const float* bufs[] = {params_.data() + p.flat_offset, optimizer_->m().data() + StateOffset(p),
+                           optimizer_->v().data() + StateOffset(p)};
+    for (size_t k = 0; k < std::size(kPrefixes) && local.ok(); ++k) {
+      local = writer.Add(Cat(kPrefixes[k], t.name), in_tensor, static_cast<uint64_t>(t.size),
+                         std::span<const float>(bufs[k], static_cast<size_t>(p.size)));
     }
+    if (!local.ok()) break;
   }
   nlohmann::json meta = {
       {"step", step_},
@@ -547,6 +541,17 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
       manifest.shards.push_back({q, ckpt::ShardFileName(q),
                                  static_cast<uint64_t>(infos[static_cast<size_t>(2 * q)]),
                                  static_cast<uint64_t>(infos[static_cast<size_t>(2 * q + 1)])});
+    }
+    // Every rank's ranges, from the same plan the ranks wrote by.
+    ckpt::ShardMap map;
+    for (int q = 0; q < W; ++q) {
+      for (const OwnedPiece& p : plan_.Owned(q)) {
+        const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
+        const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
+        for (std::string_view prefix : kPrefixes) {
+          map.Add(Cat(prefix, t.name), static_cast<uint64_t>(t.size), {q, in_tensor, static_cast<uint64_t>(p.size)});
+        }
+      }
     }
     manifest.shard_map = std::move(map);
     manifest.metrics = {{"loss", last.loss}, {"lr", last.lr}, {"grad_norm", last.grad_norm},
@@ -722,10 +727,10 @@ absl::Status Trainer::Resume(const fs::path& dir) {
   absl::StatusOr<std::vector<int64_t>> steps = ckpt::ListCommittedSteps(dir, spec_.campaign.name);
   if (absl::Status s = Agree(steps.status()); !s.ok()) return s;
   int64_t count = comm_.rank() == 0 ? static_cast<int64_t>(steps->size()) : 0;
-  CheckCollective(comm_.AllReduceSumInt64(std::span(&count, 1)), "all-reduce");
+  CheckCollective(comm_.Broadcast(std::as_writable_bytes(std::span(&count, 1)), 0), "broadcast");
   std::vector<int64_t> list(static_cast<size_t>(count), 0);
   if (comm_.rank() == 0) list = *steps;
-  CheckCollective(comm_.AllReduceSumInt64(list), "all-reduce");
+  CheckCollective(comm_.Broadcast(std::as_writable_bytes(std::span(list)), 0), "broadcast");
   if (list.empty()) {
     return absl::NotFoundError(Cat(dir.string(), ": no committed checkpoint of campaign ",
                                    spec_.campaign.name));
