@@ -17,6 +17,7 @@
 #include "cli/commands.h"
 #include "cli/daemon_client.h"
 #include "common/campaign_spec.h"
+#include "belay/v1/enum_names.h"
 #include "common/strings.h"
 
 namespace belay::cli {
@@ -24,14 +25,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Lower(std::string name, std::string_view prefix) {
-  if (name.starts_with(prefix)) name.erase(0, prefix.size());
-  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return name;
-}
-std::string StateName(v1::CampaignState s) { return Lower(v1::CampaignState_Name(s), "CAMPAIGN_STATE_"); }
-std::string ReasonName(v1::EndReason r) { return Lower(v1::EndReason_Name(r), "END_REASON_"); }
-std::string AttemptStateName(v1::AttemptState s) { return Lower(v1::AttemptState_Name(s), "ATTEMPT_STATE_"); }
 
 std::string Time(const google::protobuf::Timestamp& ts) {
   if (ts.seconds() == 0) return "-";
@@ -122,7 +115,7 @@ int List(const Common& c, bool all, bool json) {
   std::cout << std::left << std::setw(24) << "ID" << std::setw(12) << "STATE" << std::setw(14) << "STEP"
             << std::setw(9) << "RESTARTS" << std::setw(10) << "OWNER" << "SUBMITTED\n";
   for (const v1::Campaign& x : resp.campaigns()) {
-    std::cout << std::left << std::setw(24) << x.id() << std::setw(12) << StateName(x.state()) << std::setw(14)
+    std::cout << std::left << std::setw(24) << x.id() << std::setw(12) << v1::ShortName(x.state()) << std::setw(14)
               << Cat(x.current_step(), "/", x.total_steps()) << std::setw(9) << x.restarts_used() << std::setw(10)
               << x.owner_name() << Time(x.submit_time()) << "\n";
   }
@@ -146,8 +139,8 @@ int Status(const Common& c, const std::string& id, bool json) {
   }
   const v1::Campaign& x = resp.campaign();
   const v1::Progress& p = resp.progress();
-  std::cout << x.id() << "  " << StateName(x.state());
-  if (x.end_reason() != v1::END_REASON_UNSPECIFIED) std::cout << " (" << ReasonName(x.end_reason()) << ")";
+  std::cout << x.id() << "  " << v1::ShortName(x.state());
+  if (x.end_reason() != v1::END_REASON_UNSPECIFIED) std::cout << " (" << v1::ShortName(x.end_reason()) << ")";
   std::cout << "\n  owner " << x.owner_name() << ", submitted " << Time(x.submit_time()) << " from " << x.spec_file()
             << "\n  step " << x.current_step() << "/" << x.total_steps() << ", " << x.tokens_seen() << " tokens";
   if (p.loss() != 0) std::cout << ", loss " << std::fixed << std::setprecision(4) << p.loss();
@@ -159,8 +152,8 @@ int Status(const Common& c, const std::string& id, bool json) {
   if (!x.end_message().empty()) std::cout << "  " << x.end_message() << "\n";
   std::cout << "  attempts:\n";
   for (const v1::Attempt& a : resp.attempts()) {
-    std::cout << "    " << a.number() << "  " << std::left << std::setw(9) << AttemptStateName(a.state())
-              << std::setw(14) << (a.end_reason() == v1::END_REASON_UNSPECIFIED ? "" : ReasonName(a.end_reason()))
+    std::cout << "    " << a.number() << "  " << std::left << std::setw(9) << v1::ShortName(a.state())
+              << std::setw(14) << (a.end_reason() == v1::END_REASON_UNSPECIFIED ? "" : v1::ShortName(a.end_reason()))
               << "job " << (a.scheduler_job_id().empty() ? "-" : a.scheduler_job_id()) << ", " << a.world_size()
               << " ranks, steps " << a.first_step() << "-" << a.last_step();
     if (!a.end_message().empty()) std::cout << ": " << a.end_message();
@@ -224,7 +217,7 @@ int Watch(const Common& c, const std::string& id, bool json) {
   if (progress_shown) std::cout << "\n";
   grpc::Status s = reader->Finish();
   if (!s.ok()) return ReportError(s, Cat("watching ", id), c.path());
-  if (!json) std::cout << id << " " << StateName(final_state) << "\n";
+  if (!json) std::cout << id << " " << v1::ShortName(final_state) << "\n";
   return final_state == v1::CAMPAIGN_STATE_COMPLETED ? kExitOk : kExitCampaignFailed;
 }
 
@@ -308,7 +301,7 @@ int Goodput(const Common& c, const std::string& id, bool json) {
             << ", restarts " << rs(g.restart_rank_hours()) << "; " << g.incidents() << " incident"
             << (g.incidents() == 1 ? "" : "s") << "\n";
   for (const v1::GoodputIncident& i : resp.ledger().incidents()) {
-    std::cout << "  attempt " << i.attempt_number() << " " << ReasonName(i.end_reason()) << ": " << i.lost_steps()
+    std::cout << "  attempt " << i.attempt_number() << " " << v1::ShortName(i.end_reason()) << ": " << i.lost_steps()
               << " steps redone (" << rs(i.lost_work_rank_hours()) << "), detected after "
               << rs(i.detection_rank_hours()) << ", restart " << rs(i.restart_rank_hours()) << ", "
               << std::setprecision(0) << i.downtime_s() << " s without progress\n";
@@ -333,7 +326,7 @@ int Events(const Common& c, const std::string& id, bool json) {
         std::cout << ToJson(e) << "\n";
       } else {
         std::cout << Time(e.time()) << "  " << std::left << std::setw(8)
-                  << Lower(v1::Severity_Name(e.severity()), "SEVERITY_") << e.message() << "\n";
+                  << v1::ShortName(e.severity()) << e.message() << "\n";
       }
     }
     if (!resp.more()) return kExitOk;
@@ -355,7 +348,7 @@ int Checkpoints(const Common& c, const std::string& id, bool json) {
             << std::setw(7) << "RANKS" << std::setw(21) << "COMMITTED" << "DIR\n";
   for (const v1::Checkpoint& k : resp.checkpoints()) {
     std::cout << std::left << std::setw(10) << k.step() << std::setw(11)
-              << Lower(v1::CheckpointState_Name(k.state()), "CHECKPOINT_STATE_") << std::setw(9) << k.attempt_number()
+              << v1::ShortName(k.state()) << std::setw(9) << k.attempt_number()
               << std::setw(7) << k.world_size() << std::setw(21) << Time(k.committed_time()) << k.dir() << "\n";
   }
   return kExitOk;
@@ -416,7 +409,7 @@ int Daemon(const Common& c, bool json) {
   }
   std::cout << resp.version() << "\n  state " << resp.state_dir() << "\n  workers connect to "
             << resp.worker_listen_address() << "\n  scheduler "
-            << Lower(v1::SchedulerKind_Name(resp.scheduler()), "SCHEDULER_KIND_") << "\n  store "
+            << v1::ShortName(resp.scheduler()) << "\n  store "
             << (resp.read_only() ? "READ-ONLY: " + resp.read_only_reason() : "writable") << "\n  you are uid "
             << resp.caller_uid() << (resp.caller_is_operator() ? " (operator: all campaigns)" : "") << "\n";
   return kExitOk;

@@ -17,7 +17,7 @@ namespace belay {
 
 // Suffix of every temporary name AtomicFile creates; the checkpoint layout gives its step
 // directories the same suffix. A name ending in it is never a finished file, so crash cleanup
-// (RemoveIncomplete, worker/ckpt/layout.h) may delete such names.
+// (RemoveIncomplete, common/ckpt/layout.h) may delete such names.
 inline constexpr std::string_view kTempSuffix = ".tmp";
 
 // How AtomicFile::Create names and creates its temporary file.

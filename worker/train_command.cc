@@ -16,7 +16,7 @@
 #include "spdlog/spdlog.h"
 #include "worker/comm/mpi_communicator.h"
 #include "worker/comm/single_communicator.h"
-#include "worker/ckpt/layout.h"
+#include "common/ckpt/layout.h"
 #include "worker/runtime/coordinator_client.h"
 #include "worker/runtime/rank_env.h"
 #include "worker/train/trainer.h"
@@ -61,6 +61,15 @@ v1::CheckpointShard ShardProto(const train::CheckpointInfo& c, int rank) {
   s.set_path((c.step_dir / ckpt::ShardFileName(rank)).string());
   s.set_bytes(c.bytes);
   s.set_xxh3(c.xxh3);
+  s.set_tensor_count(static_cast<int32_t>(c.slices.size()));
+  for (const train::CheckpointInfo::Slice& x : c.slices) {
+    v1::TensorSlice* t = s.add_tensors();
+    t->set_name(x.name);
+    t->set_dtype("f32");
+    t->add_shape(static_cast<int64_t>(x.total));
+    t->set_element_offset(static_cast<int64_t>(x.offset));
+    t->set_element_count(static_cast<int64_t>(x.count));
+  }
   return s;
 }
 
@@ -195,6 +204,8 @@ int Run(const TrainOptions& o) {
   std::signal(SIGTERM, OnStopSignal);
 
   const std::optional<int64_t> every = spec.checkpoint.every_steps;
+  // Under belayd the ranks write and report their shards; belayd commits (docs/checkpoints.md).
+  const train::SaveMode save_mode = link ? train::SaveMode::kShardsOnly : train::SaveMode::kCommit;
   train::StepMetrics m;
   int64_t saved_at = trainer.step();
   // A signal may reach the ranks at different steps: they stop together, at the first step
@@ -239,7 +250,7 @@ int Run(const TrainOptions& o) {
       }
     }
     if (every && m.step % *every == 0) {
-      absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m);
+      absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode);
       if (!c.ok()) {
         // A failed save is reported and training goes on; the previous checkpoint stands.
         if (lead) spdlog::error("checkpoint at step {} failed: {}", m.step, std::string(c.status().message()));
@@ -247,16 +258,16 @@ int Run(const TrainOptions& o) {
       } else {
         saved_at = m.step;
         if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());
-        if (link) link->ReportShard(ShardProto(*c, comm.rank()));
+        if (link) link->ReportShard(ShardProto(*c, comm.rank()), lead ? std::optional(ToProto(m)) : std::nullopt);
       }
     }
   }
   if (g_stop_signal != 0) spdlog::warn("signal {}: checkpointing and stopping", int{g_stop_signal});
   if (trainer.step() != saved_at) {
-    absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m);
+    absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode);
     if (!c.ok()) return fail(Cat("final checkpoint at step ", trainer.step(), " failed: ", c.status().message()));
     if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());
-    if (link) link->ReportShard(ShardProto(*c, comm.rank()));
+    if (link) link->ReportShard(ShardProto(*c, comm.rank()), lead ? std::optional(ToProto(m)) : std::nullopt);
   }
   if (link) {
     const v1::ExitKind kind = trainer.step() >= spec.total_steps() ? v1::EXIT_KIND_COMPLETED

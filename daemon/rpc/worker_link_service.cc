@@ -128,27 +128,13 @@ grpc::Status WorkerLinkService::ReportCheckpointShard(grpc::ServerContext*, cons
     resp->set_message("save failure recorded");
     return grpc::Status::OK;
   }
-  bool complete = false;
-  std::vector<v1::CheckpointShard> all;
-  {
-    absl::MutexLock lock(&mu_);
-    auto& ranks = shards_[{a->campaign_id, a->attempt, shard.step()}];
-    ranks[shard.rank()] = shard;
-    resp->set_shards_reported(static_cast<int32_t>(ranks.size()));
-    complete = static_cast<int32_t>(ranks.size()) == a->world_size;
-    if (complete) {
-      for (auto& [rank, s] : ranks) all.push_back(s);
-      shards_.erase({a->campaign_id, a->attempt, shard.step()});
-    }
-  }
-  resp->set_accepted(true);
-  if (complete) {
-    std::string dir = shard.path();
-    if (auto slash = dir.rfind('/'); slash != std::string::npos) dir.resize(slash);
-    absl::Status s = supervisor_.OnCheckpoint(a->campaign_id, a->attempt, shard.step(), dir, a->world_size, std::move(all));
-    if (!s.ok()) return ToGrpc(s);
-    resp->set_committed(true);
-  }
+  absl::StatusOr<Supervisor::ShardReceipt> r = supervisor_.OnShard(
+      a->campaign_id, a->attempt, shard, req->has_step_metrics() ? &req->step_metrics() : nullptr);
+  if (!r.ok()) return ToGrpc(r.status());
+  resp->set_accepted(r->message.empty() || r->committed);
+  resp->set_message(r->message);
+  resp->set_committed(r->committed);
+  resp->set_shards_reported(r->reported);
   return grpc::Status::OK;
 }
 

@@ -53,9 +53,6 @@ class WorkerLinkService final : public v1::WorkerLink::Service {
   absl::Mutex mu_;
   absl::CondVar barrier_changed_;
   std::map<std::tuple<std::string, int32_t, std::string, int64_t>, Barrier> barriers_ ABSL_GUARDED_BY(mu_);
-  // (campaign, attempt, step) -> the shards reported so far, by rank.
-  std::map<std::tuple<std::string, int32_t, int64_t>, std::map<int32_t, v1::CheckpointShard>> shards_
-      ABSL_GUARDED_BY(mu_);
 };
 
 // grpc::Status from absl::Status, code for code.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <utility>
 
+#include "belay/v1/enum_names.h"
 #include "common/strings.h"
 
 namespace belay::supervisor {
@@ -50,17 +51,11 @@ bool Counted(pb::EndReason r) {
 
 }  // namespace
 
-namespace {
-std::string Lower(std::string name, std::string_view prefix) {
-  if (name.starts_with(prefix)) name.erase(0, prefix.size());
-  for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return name;
-}
-}  // namespace
 
-std::string Name(pb::CampaignState s) { return Lower(pb::CampaignState_Name(s), "CAMPAIGN_STATE_"); }
-std::string Name(pb::AttemptState s) { return Lower(pb::AttemptState_Name(s), "ATTEMPT_STATE_"); }
-std::string Name(pb::EndReason r) { return Lower(pb::EndReason_Name(r), "END_REASON_"); }
+std::string Name(pb::CampaignState s) { return pb::ShortName(s); }
+std::string Name(pb::AttemptState s) { return pb::ShortName(s); }
+std::string Name(pb::EndReason r) { return pb::ShortName(r); }
+std::string Name(pb::CheckpointState s) { return pb::ShortName(s); }
 
 bool CampaignTransitionAllowed(CS from, CS to) {
   return std::find(std::begin(kCampaignTransitions), std::end(kCampaignTransitions),

@@ -31,6 +31,7 @@ bool IsTerminal(pb::CampaignState state);
 std::string Name(pb::CampaignState state);
 std::string Name(pb::AttemptState state);
 std::string Name(pb::EndReason reason);
+std::string Name(pb::CheckpointState state);
 
 // What the supervisor knows when an attempt's job has ended.
 struct EndEvidence {

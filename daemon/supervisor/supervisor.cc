@@ -8,8 +8,12 @@
 #include <fstream>
 #include <random>
 
+#include "belay/v1/enum_names.h"
 #include "common/checksum.h"
+#include "common/ckpt/layout.h"
+#include "common/ckpt/manifest.h"
 #include "common/durable_file.h"
+#include "daemon/checkpoints/catalog.h"
 #include "common/strings.h"
 #include "daemon/store/records.h"
 #include "daemon/supervisor/policy.h"
@@ -128,7 +132,11 @@ absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::s
   if (ec) return absl::InternalError(Cat(CampaignDir(c.id()).string(), ": ", ec.message()));
   absl::StatusOr<AtomicFile> file = AtomicFile::Create(CampaignDir(c.id()) / "campaign.toml");
   if (!file.ok()) return file.status();
-  if (absl::Status s = file->Append(FormatCampaignSpec(spec)); !s.ok()) return s;
+  // Checkpoints of the campaign live under <checkpoint dir>/<campaign id>: the workers' copy
+  // is named by the id, so that two campaigns of one name never share a directory.
+  CampaignSpec effective = spec;
+  effective.campaign.name = c.id();
+  if (absl::Status s = file->Append(FormatCampaignSpec(effective)); !s.ok()) return s;
   if (absl::Status s = file->Commit(); !s.ok()) return s;
 
   WriteBatch b;
@@ -342,30 +350,16 @@ absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b) {
   for (auto it = all->rbegin(); it != all->rend(); ++it) {
     pb::Checkpoint& ck = *it;
     if (ck.step() > wanted || ck.state() != pb::CHECKPOINT_STATE_COMMITTED) continue;
-    std::string problem;
     // Without shard records (nothing to check) a checkpoint is taken as reported.
-    bool gone = ck.shards_size() > 0 && !ck.dir().empty() && !fs::exists(ck.dir());
-    for (const pb::CheckpointShard& sh : ck.shards()) {
-      if (gone) break;
-      std::error_code ec;
-      const uintmax_t size = fs::file_size(sh.path(), ec);
-      if (ec) {
-        problem = Cat(sh.path(), ": shard of rank ", sh.rank(), " is missing");
-        break;
-      }
-      if (static_cast<int64_t>(size) != sh.bytes()) {
-        problem = Cat(sh.path(), ": ", size, " bytes, ", sh.bytes(), " when it was written");
-        break;
-      }
-      absl::StatusOr<uint64_t> sum = Xxh3File(sh.path());
-      if (!sum.ok()) {
-        problem = std::string(sum.status().message());
-        break;
-      }
-      if (*sum != sh.xxh3()) {
-        problem = Cat(sh.path(), ": checksum mismatch: written as ", FormatXxh3(sh.xxh3()), ", now ", FormatXxh3(*sum));
-        break;
-      }
+    const bool gone = ck.shards_size() > 0 && !ck.dir().empty() && !fs::exists(ck.dir());
+    std::string problem = gone ? "" : checkpoints::VerifyShards(ck);
+    if (!gone && problem.empty() && ck.shards_size() > 0 &&
+        !fs::exists(fs::path(ck.dir()) / ckpt::kManifestFileName)) {
+      // Committed, but belayd stopped before it wrote the manifest (or the write failed):
+      // the workers read the manifest, so it is written now.
+      absl::StatusOr<ckpt::Manifest> m = checkpoints::BuildManifest(ck, c.id());
+      absl::Status written = m.ok() ? ckpt::WriteManifest(ck.dir(), *m) : m.status();
+      if (!written.ok()) problem = Cat("its manifest.json cannot be written: ", written.message());
     }
     if (!gone && problem.empty()) {
       if (ck.step() != wanted) {
@@ -409,8 +403,11 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
     if (a.has_start_checkpoint_step()) {
       if (absl::Status s = PickResumeCheckpoint(l, b); !s.ok()) return s;
     }
+    if (absl::Status s = AbandonPendingSaves(l, b); !s.ok()) return s;
     store::Put(b, a);
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+    // No rank of the campaign runs now: what earlier attempts left half-written goes.
+    RemoveUncommittedSteps(l);
   }
   sched::JobSpec job;
   job.campaign_id = c.id();
@@ -422,10 +419,7 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
                  "--spec", (CampaignDir(c.id()) / "campaign.toml").string()};
   if (a.has_start_checkpoint_step()) {
     job.command.push_back("--resume");
-    // The checkpoint layout (docs/checkpoints.md): <dir>/<campaign name>/step_<9 digits>.
-    job.command.push_back((fs::path(l.spec.checkpoint.dir) / c.name() /
-                           fmt::format("step_{:09d}", a.start_checkpoint_step()))
-                              .string());
+    job.command.push_back(ckpt::StepDir(l.spec.checkpoint.dir, c.id(), a.start_checkpoint_step()).string());
   }
   job.env = {{"BELAY_CAMPAIGN", c.id()},
              {"BELAY_ATTEMPT", std::to_string(a.number())},
@@ -544,6 +538,11 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
       } else if (!rollback && c.has_last_checkpoint_step()) {
         next.set_start_checkpoint_step(c.last_checkpoint_step());
       }
+      if (rollback) {
+        st = AbandonCheckpointsAfter(b, c, next.has_start_checkpoint_step() ? next.start_checkpoint_step() : -1,
+                                     a.number());
+        if (!st.ok()) break;
+      }
       c.set_current_attempt(next.number());
       store::Put(b, next);
       st = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
@@ -607,6 +606,12 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
       (!c.has_last_good_checkpoint_step() || c.last_good_checkpoint_step() < c.last_checkpoint_step()) &&
       m.step() >= c.last_checkpoint_step() + options_.good_after_steps && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
     c.set_last_good_checkpoint_step(c.last_checkpoint_step());
+    absl::StatusOr<std::optional<pb::Checkpoint>> ck = store::GetCheckpoint(store_, id, c.last_checkpoint_step());
+    if (!ck.ok()) return ck.status();
+    if (ck->has_value()) {
+      (*ck)->set_good(true);
+      store::Put(b, **ck);
+    }
     if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_GOOD, pb::SEVERITY_INFO,
                                   Cat("checkpoint step ", c.last_checkpoint_step(), " is good (", options_.good_after_steps,
                                       " healthy steps after it)"),
@@ -635,37 +640,215 @@ absl::Status Supervisor::OnEval(const std::string& id, int32_t attempt, pb::Eval
   return store_.Write(b, Durability::kBuffered);
 }
 
-absl::Status Supervisor::OnCheckpoint(const std::string& id, int32_t attempt, int64_t step,
-                                      const std::string& dir, int32_t world_size,
-                                      std::vector<pb::CheckpointShard> shards) {
+absl::Status Supervisor::AbandonCheckpointsAfter(WriteBatch& b, pb::Campaign& c, int64_t target, int32_t attempt) {
+  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, c.id());
+  if (!all.ok()) return all.status();
+  for (pb::Checkpoint& ck : *all) {
+    if (ck.step() <= target || ck.state() != pb::CHECKPOINT_STATE_COMMITTED) continue;
+    ck.set_state(pb::CHECKPOINT_STATE_DELETED);
+    ck.set_state_message(target >= 0 ? Cat("given up by the rollback to step ", target)
+                                     : std::string("given up by the rollback to step 0"));
+    store::Put(b, ck);
+    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
+                                  Cat("checkpoint step ", ck.step(), " is ", ck.state_message(), "; its files are removed"),
+                                  attempt);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (target >= 0) {
+    c.set_last_checkpoint_step(target);
+  } else {
+    c.clear_last_checkpoint_step();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Supervisor::AbandonPendingSaves(Loaded& l, WriteBatch& b) {
+  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, l.campaign.id());
+  if (!all.ok()) return all.status();
+  for (pb::Checkpoint& ck : *all) {
+    if (ck.state() != pb::CHECKPOINT_STATE_PENDING) continue;
+    ck.set_state(pb::CHECKPOINT_STATE_DELETED);
+    ck.set_state_message(Cat("save of attempt ", ck.attempt_number(), " never completed (", ck.shards_size(), " of ",
+                             ck.world_size(), " shards reported)"));
+    store::Put(b, ck);
+    if (absl::Status s = AddEvent(b, l.campaign, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
+                                  Cat("checkpoint step ", ck.step(), ": ", ck.state_message(), "; its files are removed"),
+                                  ck.attempt_number());
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Supervisor::RemoveUncommittedSteps(const Loaded& l) {
+  const fs::path root = l.spec.checkpoint.dir;
+  const std::string& id = l.campaign.id();
+  if (root.empty()) return;
+  absl::StatusOr<std::vector<fs::path>> leftovers = ckpt::RemoveIncomplete(root, id);
+  if (!leftovers.ok()) {
+    spdlog::warn("campaign {}: {}", id, std::string(leftovers.status().message()));
+  }
+  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, id);
+  if (!all.ok()) return;
+  std::map<int64_t, pb::CheckpointState> state;
+  for (const pb::Checkpoint& ck : *all) state[ck.step()] = ck.state();
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(ckpt::CampaignDir(root, id), ec)) {
+    std::optional<int64_t> step = ckpt::ParseStepDirName(e.path().filename().string());
+    if (!step) continue;
+    auto it = state.find(*step);
+    // Committed checkpoints stay, and corrupt ones for inspection; the rest never committed
+    // (or were given up) in the catalog.
+    if (it != state.end() &&
+        (it->second == pb::CHECKPOINT_STATE_COMMITTED || it->second == pb::CHECKPOINT_STATE_CORRUPT)) {
+      continue;
+    }
+    if (absl::Status s = ckpt::DeleteStep(root, id, *step); !s.ok()) {
+      spdlog::warn("campaign {}: removing uncommitted step {}: {}", id, *step, std::string(s.message()));
+    } else {
+      spdlog::info("campaign {}: removed uncommitted checkpoint step {} ({})", id, *step, e.path().string());
+    }
+  }
+}
+
+absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& id, int32_t attempt,
+                                                             const pb::CheckpointShard& shard,
+                                                             const pb::StepMetrics* metrics) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Loaded> l = Load(id);
   if (!l.ok()) return l.status();
-  pb::Campaign& c = l->campaign;
-  pb::Checkpoint ck;
-  ck.set_campaign_id(id);
-  ck.set_step(step);
-  ck.set_attempt_number(attempt);
-  ck.set_world_size(world_size);
-  ck.set_state(pb::CHECKPOINT_STATE_COMMITTED);
-  ck.set_dir(dir);
-  SetTime(ck.mutable_committed_time(), clock_.Now());
-  int64_t total = 0;
-  for (pb::CheckpointShard& sh : shards) {
-    total += sh.bytes();
-    *ck.add_shards() = std::move(sh);
+  ShardReceipt out;
+  if (!l->attempt || l->attempt->number() != attempt || l->attempt->state() == pb::ATTEMPT_STATE_ENDED) {
+    out.message = Cat("attempt ", attempt, " is not running: its shard is not recorded");
+    return out;
   }
-  ck.set_total_bytes(total);
+  pb::Campaign& c = l->campaign;
+  pb::Attempt& a = *l->attempt;
+  out.expected = a.world_size();
+  if (a.end_reason() == pb::END_REASON_NAN) {
+    out.message = "the attempt is stopping after a non-finite loss: its checkpoints are not committed";
+    return out;
+  }
+  const fs::path root = l->spec.checkpoint.dir;
+  absl::StatusOr<std::optional<pb::Checkpoint>> existing = store::GetCheckpoint(store_, id, shard.step());
+  if (!existing.ok()) return existing.status();
   WriteBatch b;
+  pb::Checkpoint ck;
+  if (existing->has_value() && (*existing)->attempt_number() == attempt &&
+      ((*existing)->state() == pb::CHECKPOINT_STATE_PENDING || (*existing)->state() == pb::CHECKPOINT_STATE_COMMITTED)) {
+    ck = **existing;
+  } else {
+    if (existing->has_value() && (*existing)->state() != pb::CHECKPOINT_STATE_DELETED) {
+      // An earlier attempt's save of this step, on a trajectory given up since (the ranks
+      // overwrite its directory).
+      if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
+                                    Cat("checkpoint step ", shard.step(), " of attempt ", (*existing)->attempt_number(),
+                                        " (", Name((*existing)->state()), ") is replaced by attempt ", attempt, "'s save"),
+                                    attempt);
+          !s.ok()) {
+        return s;
+      }
+    }
+    ck = checkpoints::NewPending(id, shard.step(), attempt, a.world_size(), ckpt::StepDir(root, id, shard.step()));
+  }
+  const bool was_committed = ck.state() == pb::CHECKPOINT_STATE_COMMITTED;
+  absl::StatusOr<checkpoints::ShardAdded> added = checkpoints::AddShard(ck, shard);
+  if (!added.ok()) return added.status();
+  out.reported = ck.shards_size();
+  if (*added == checkpoints::ShardAdded::kRepeat) {
+    out.committed = was_committed;
+    return out;
+  }
+  if (was_committed) return absl::FailedPreconditionError(Cat("checkpoint step ", shard.step(), " is already committed"));
+  if (metrics != nullptr && shard.rank() == 0) *ck.mutable_metrics() = *metrics;
+  if (*added == checkpoints::ShardAdded::kAdded) {
+    // Phase one: the report is kept (synced: a restarted belayd must not forget it).
+    store::Put(b, ck);
+    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+    return out;
+  }
+  // Phase two: every rank has reported. The commit is one synced write.
+  SetTime(ck.mutable_committed_time(), clock_.Now());
+  absl::StatusOr<ckpt::Manifest> manifest = checkpoints::BuildManifest(ck, id);
+  if (!manifest.ok()) {
+    ck.set_state(pb::CHECKPOINT_STATE_CORRUPT);
+    ck.set_state_message(std::string(manifest.status().message()));
+    store::Put(b, ck);
+    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_CORRUPT, pb::SEVERITY_ERROR,
+                                  Cat("checkpoint step ", ck.step(), " cannot be committed: ", ck.state_message()), attempt);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+    out.message = ck.state_message();
+    return out;
+  }
+  ck.set_state(pb::CHECKPOINT_STATE_COMMITTED);
   store::Put(b, ck);
-  if (!c.has_last_checkpoint_step() || step > c.last_checkpoint_step()) c.set_last_checkpoint_step(step);
+  if (!c.has_last_checkpoint_step() || ck.step() > c.last_checkpoint_step()) c.set_last_checkpoint_step(ck.step());
   store::Put(b, c);
   if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_COMMITTED, pb::SEVERITY_INFO,
-                                Cat("checkpoint step ", step, " committed (", world_size, " shards) in ", dir), attempt);
+                                Cat("checkpoint step ", ck.step(), " committed (", ck.world_size(), " shards, ",
+                                    ck.total_bytes(), " bytes) in ", ck.dir()),
+                                attempt);
       !s.ok()) {
     return s;
   }
-  return store_.Write(b, Durability::kSynced);
+  if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  out.committed = true;
+  // Then the manifest beside the shards (a failure here is made good before a resume).
+  if (absl::Status s = ckpt::WriteManifest(ck.dir(), *manifest); !s.ok()) {
+    WriteBatch w;
+    if (absl::Status e = AddEvent(w, c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
+                                  Cat("manifest.json of checkpoint step ", ck.step(), " not written: ", s.message(),
+                                      "; it is written again before a resume"),
+                                  attempt);
+        e.ok()) {
+      store_.Write(w, Durability::kBuffered).IgnoreError();
+    }
+  }
+  if (absl::Status s = ApplyRetention(*l); !s.ok()) return s;
+  return out;
+}
+
+absl::Status Supervisor::ApplyRetention(Loaded& l) {
+  pb::Campaign& c = l.campaign;
+  const CheckpointSpec& spec = l.spec.checkpoint;
+  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, c.id());
+  if (!all.ok()) return all.status();
+  std::vector<int64_t> protect;
+  if (c.has_last_good_checkpoint_step()) protect.push_back(c.last_good_checkpoint_step());
+  const std::vector<int64_t> doomed =
+      checkpoints::PlanRetention(*all, {spec.keep_last, spec.keep_every}, protect);
+  if (doomed.empty()) return absl::OkStatus();
+  // The catalog first (synced), then the files: a crash in between leaves directories the
+  // next attempt's start removes, never a record pointing at deleted files.
+  WriteBatch b;
+  std::string steps;
+  for (pb::Checkpoint& ck : *all) {
+    if (std::find(doomed.begin(), doomed.end(), ck.step()) == doomed.end()) continue;
+    ck.set_state(pb::CHECKPOINT_STATE_DELETED);
+    ck.set_state_message(Cat("retention (keep_last ", spec.keep_last, ", keep_every ", spec.keep_every, ")"));
+    store::Put(b, ck);
+    steps += Cat(steps.empty() ? "" : ", ", ck.step());
+  }
+  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
+                                Cat("retention (keep_last ", spec.keep_last, ", keep_every ", spec.keep_every,
+                                    ") deletes checkpoint step", doomed.size() > 1 ? "s " : " ", steps),
+                                l.attempt ? l.attempt->number() : 0);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  for (int64_t step : doomed) {
+    if (absl::Status s = ckpt::DeleteStep(spec.dir, c.id(), step); !s.ok()) {
+      spdlog::warn("campaign {}: retention could not delete step {}: {}", c.id(), step, std::string(s.message()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Supervisor::OnSaveFailed(const std::string& id, int32_t attempt, int64_t step,
@@ -698,9 +881,7 @@ std::string Supervisor::DescribeRanks(const std::string& id, int32_t attempt) co
   std::string out;
   const TimePoint now = clock_.Now();
   for (const auto& [rank, b] : it->second) {
-    std::string phase = pb::WorkerPhase_Name(b.phase);
-    if (phase.starts_with("WORKER_PHASE_")) phase.erase(0, 13);
-    for (char& ch : phase) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    const std::string phase = pb::ShortName(b.phase);
     out += Cat(out.empty() ? "" : "; ", "rank ", rank, ": step ", b.step, ", ", phase, ", ",
                std::chrono::duration_cast<std::chrono::seconds>(now - b.time).count(), " s ago");
   }

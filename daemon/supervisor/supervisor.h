@@ -70,11 +70,20 @@ class Supervisor {
   // is not the campaign's current one, or has ended, are ignored (OK).
   absl::Status OnStep(const std::string& campaign_id, int32_t attempt, pb::StepMetrics metrics);
   absl::Status OnEval(const std::string& campaign_id, int32_t attempt, pb::EvalMetrics metrics);
-  // A checkpoint of `step` is committed on disk under `dir` (written by `world_size` ranks);
-  // `shards` (path, bytes, xxh3 per rank, as reported) are what a later resume verifies.
-  absl::Status OnCheckpoint(const std::string& campaign_id, int32_t attempt, int64_t step,
-                            const std::string& dir, int32_t world_size,
-                            std::vector<pb::CheckpointShard> shards = {});
+  // One rank's shard of a checkpoint is on disk: the first phase of the commit (the report is
+  // kept, synced). The report that completes the step commits it — one synced write, once the
+  // ranks' tensor slices make a valid shard map — then belayd writes manifest.json beside the
+  // shards and applies retention. `metrics` (rank 0's) are the saved step's. Invalid reports
+  // (wrong path, rank, a changed sum) are InvalidArgument / FailedPrecondition; reports of an
+  // attempt that is not running are ignored (`message` says so).
+  struct ShardReceipt {
+    bool committed = false;
+    int32_t reported = 0;  // shards of the step recorded so far
+    int32_t expected = 0;  // the attempt's world size
+    std::string message;
+  };
+  absl::StatusOr<ShardReceipt> OnShard(const std::string& campaign_id, int32_t attempt,
+                                       const pb::CheckpointShard& shard, const pb::StepMetrics* metrics);
   // A save of `step` failed (the workers train on; the previous checkpoint stands).
   absl::Status OnSaveFailed(const std::string& campaign_id, int32_t attempt, int64_t step,
                             const std::string& message);
@@ -117,6 +126,16 @@ class Supervisor {
   // attempt starts from step 0.
   absl::Status PickResumeCheckpoint(Loaded& l, store::WriteBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status EndAttempt(Loaded& l, const sched::JobStatus& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Checkpoint housekeeping. Before a new attempt: PENDING saves of earlier attempts become
+  // DELETED (in `batch`), and after that is written, step directories with no COMMITTED or
+  // CORRUPT record are removed. On a rollback to `target` (-1: step 0), COMMITTED checkpoints
+  // after it are given up (their directories go at the next attempt's start). After a commit,
+  // retention: records marked DELETED (synced), then the directories removed.
+  absl::Status AbandonPendingSaves(Loaded& l, store::WriteBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveUncommittedSteps(const Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AbandonCheckpointsAfter(store::WriteBatch& batch, pb::Campaign& c, int64_t target, int32_t attempt)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ApplyRetention(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends an event for the campaign to `batch` (sequence numbers are kept per campaign).
   absl::Status AddEvent(store::WriteBatch& batch, const pb::Campaign& c, pb::EventKind kind,
                         pb::Severity severity, std::string message, int32_t attempt = 0)

@@ -11,6 +11,9 @@
 #include <fstream>
 
 #include "common/checksum.h"
+#include "common/ckpt/layout.h"
+#include "common/ckpt/manifest.h"
+#include "common/strings.h"
 #include "daemon/scheduler/fake_scheduler.h"
 #include "daemon/store/memory_store.h"
 #include "daemon/store/records.h"
@@ -61,6 +64,7 @@ class SupervisorTest : public ::testing::Test {
     SpecParseResult parsed = ParseCampaignSpec(kSpec, "tiny.toml", o);
     ASSERT_TRUE(parsed.ok()) << parsed.errors[0].ToString();
     spec_ = *parsed.spec;
+    spec_.checkpoint.dir = (dir_ / "ckpt").string();
     MakeSupervisor();
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -115,6 +119,40 @@ class SupervisorTest : public ::testing::Test {
       e.set_error_reason(reason);
       e.set_message("from the worker");
       ASSERT_TRUE(sup_->OnFinish(id, attempt, e).ok());
+    }
+  }
+  fs::path StepDir(const std::string& id, int64_t step) const { return ckpt::StepDir(dir_ / "ckpt", id, step); }
+  // One rank of `attempt` reports its shard of `step`: a real file in the step directory
+  // holding its half of a 10-element tensor "w".
+  absl::StatusOr<Supervisor::ShardReceipt> SaveShard(const std::string& id, int attempt, int64_t step, int rank,
+                                                     const std::string& content = "") {
+    const fs::path d = StepDir(id, step);
+    fs::create_directories(d);
+    const fs::path f = d / ckpt::ShardFileName(rank);
+    std::ofstream(f) << (content.empty() ? Cat("shard ", rank, " of step ", step, " attempt ", attempt) : content);
+    pb::CheckpointShard sh;
+    sh.set_step(step);
+    sh.set_rank(rank);
+    sh.set_path(f.string());
+    sh.set_bytes(static_cast<int64_t>(fs::file_size(f)));
+    sh.set_xxh3(Xxh3File(f).value());
+    pb::TensorSlice* t = sh.add_tensors();
+    t->set_name("w");
+    t->set_dtype("f32");
+    t->add_shape(10);
+    t->set_element_offset(5 * rank);
+    t->set_element_count(5);
+    pb::StepMetrics m;
+    m.set_step(step);
+    m.set_loss(2.5);
+    return sup_->OnShard(id, attempt, sh, rank == 0 ? &m : nullptr);
+  }
+  // Both ranks save `step`; the checkpoint is committed.
+  void Save(const std::string& id, int attempt, int64_t step) {
+    for (int r : {1, 0}) {
+      absl::StatusOr<Supervisor::ShardReceipt> got = SaveShard(id, attempt, step, r);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(got->committed, r == 0) << got->message;
     }
   }
   std::vector<sched::RankEnd> Crash(int rank, int signal) {
@@ -174,7 +212,7 @@ TEST_F(SupervisorTest, ARankCrashRestartsAfterBackoffFromTheLastCheckpoint) {
   const std::string id = SubmitAndStart();
   Tick();
   Steps(id, 1, 1, 23);
-  ASSERT_TRUE(sup_->OnCheckpoint(id, 1, 20, "/ckpt/tiny/step_000000020", 2).ok());
+  Save(id, 1, 20);
   sched_.End(JobOf(id, 1), Crash(1, SIGKILL));
   Tick();
   pb::Campaign c = Campaign(id);
@@ -197,32 +235,18 @@ TEST_F(SupervisorTest, ARankCrashRestartsAfterBackoffFromTheLastCheckpoint) {
   const std::vector<std::string>& cmd = sched_.submitted()[1].command;
   auto resume = std::find(cmd.begin(), cmd.end(), "--resume");
   ASSERT_NE(resume, cmd.end());
-  EXPECT_EQ(*(resume + 1), "/ckpt/tiny/step_000000020");
+  EXPECT_EQ(*(resume + 1), StepDir(id, 20).string());
   Tick();
   EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_RUNNING);
-}
-
-// A committed checkpoint of `step` with one real shard file under the test directory.
-std::vector<pb::CheckpointShard> WriteShard(const fs::path& dir, int64_t step) {
-  fs::create_directories(dir);
-  const fs::path file = dir / "rank_00000.bin";
-  std::ofstream(file) << "shard of step " << step;
-  pb::CheckpointShard sh;
-  sh.set_step(step);
-  sh.set_rank(0);
-  sh.set_path(file.string());
-  sh.set_bytes(static_cast<int64_t>(fs::file_size(file)));
-  sh.set_xxh3(Xxh3File(file).value());
-  return {sh};
 }
 
 TEST_F(SupervisorTest, ACorruptCheckpointIsSkippedForThePreviousOne) {
   const std::string id = SubmitAndStart();
   Tick();
   Steps(id, 1, 1, 45);
-  const fs::path c20 = dir_ / "ck" / "step_20", c40 = dir_ / "ck" / "step_40";
-  ASSERT_TRUE(sup_->OnCheckpoint(id, 1, 20, c20.string(), 2, WriteShard(c20, 20)).ok());
-  ASSERT_TRUE(sup_->OnCheckpoint(id, 1, 40, c40.string(), 2, WriteShard(c40, 40)).ok());
+  Save(id, 1, 20);
+  Save(id, 1, 40);
+  const fs::path c20 = StepDir(id, 20), c40 = StepDir(id, 40);
   std::ofstream(c40 / "rank_00000.bin", std::ios::in | std::ios::out) << "X";  // a flipped byte
   sched_.End(JobOf(id, 1), Crash(1, SIGKILL));
   Tick();
@@ -231,7 +255,7 @@ TEST_F(SupervisorTest, ACorruptCheckpointIsSkippedForThePreviousOne) {
   pb::Attempt a2 = Attempt(id, 2);
   EXPECT_EQ(a2.start_checkpoint_step(), 20);
   const std::vector<std::string>& cmd = sched_.submitted().back().command;
-  EXPECT_NE(std::find(cmd.begin(), cmd.end(), "/ckpt/tiny/step_000000020"), cmd.end());
+  EXPECT_NE(std::find(cmd.begin(), cmd.end(), c20.string()), cmd.end());
   pb::Checkpoint bad = store::GetCheckpoint(store_, id, 40).value().value();
   EXPECT_EQ(bad.state(), pb::CHECKPOINT_STATE_CORRUPT);
   EXPECT_NE(bad.state_message().find("checksum mismatch"), std::string::npos) << bad.state_message();
@@ -271,7 +295,7 @@ TEST_F(SupervisorTest, RestartsBeyondTheBudgetFailTheCampaign) {
   for (int n = 1; n <= 4; ++n) {
     Tick();
     Steps(id, n, 10 * n - 9, 10 * n);
-    ASSERT_TRUE(sup_->OnCheckpoint(id, n, 10 * n, "/ckpt", 2).ok());  // progress every time
+    Save(id, n, 10 * n);  // progress every time
     sched_.End(JobOf(id, n), Crash(1, SIGKILL));
     Tick();
     clock_.Advance(1h);
@@ -312,10 +336,10 @@ TEST_F(SupervisorTest, ANonFiniteLossRollsBackToTheLastGoodCheckpoint) {
   const std::string id = SubmitAndStart();
   Tick();
   Steps(id, 1, 1, 10);
-  ASSERT_TRUE(sup_->OnCheckpoint(id, 1, 10, "/ckpt", 2).ok());
+  Save(id, 1, 10);
   Steps(id, 1, 11, 16);  // 5 healthy steps after it: step 10 is good
   EXPECT_EQ(Campaign(id).last_good_checkpoint_step(), 10);
-  ASSERT_TRUE(sup_->OnCheckpoint(id, 1, 20, "/ckpt", 2).ok());
+  Save(id, 1, 20);
   Steps(id, 1, 17, 20);
   Steps(id, 1, 21, 21, std::nan(""));
   ASSERT_FALSE(sched_.signals().empty());
@@ -327,13 +351,151 @@ TEST_F(SupervisorTest, ANonFiniteLossRollsBackToTheLastGoodCheckpoint) {
   EXPECT_EQ(Attempt(id, 1).end_reason(), pb::END_REASON_NAN);
   EXPECT_EQ(Attempt(id, 2).start_checkpoint_step(), 10) << "not the unproven step 20";
   EXPECT_TRUE(HasEvent(id, "non-finite loss at step 21"));
+  // Step 20 lies on the abandoned trajectory: given up, and its files go before attempt 2.
+  EXPECT_EQ(store::GetCheckpoint(store_, id, 20).value()->state(), pb::CHECKPOINT_STATE_DELETED);
+  EXPECT_EQ(c.last_checkpoint_step(), 10);
+  clock_.Advance(1h);
+  Tick();
+  EXPECT_FALSE(fs::exists(StepDir(id, 20)));
+  EXPECT_TRUE(fs::exists(StepDir(id, 10)));
+}
+
+TEST_F(SupervisorTest, ACheckpointCommitsWhenEveryShardIsReportedThenGetsItsManifest) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 20);
+  absl::StatusOr<Supervisor::ShardReceipt> first = SaveShard(id, 1, 20, 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(first->committed);
+  EXPECT_EQ(first->reported, 1);
+  EXPECT_EQ(first->expected, 2);
+  pb::Checkpoint pending = store::GetCheckpoint(store_, id, 20).value().value();
+  EXPECT_EQ(pending.state(), pb::CHECKPOINT_STATE_PENDING);
+  EXPECT_FALSE(Campaign(id).has_last_checkpoint_step());
+  EXPECT_FALSE(fs::exists(StepDir(id, 20) / "manifest.json"));
+  // A restarted belayd still holds the first report (phase one is persisted).
+  MakeSupervisor();
+  absl::StatusOr<Supervisor::ShardReceipt> second = SaveShard(id, 1, 20, 0);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_TRUE(second->committed);
+  EXPECT_EQ(second->reported, 2);
+  pb::Checkpoint ck = store::GetCheckpoint(store_, id, 20).value().value();
+  EXPECT_EQ(ck.state(), pb::CHECKPOINT_STATE_COMMITTED);
+  EXPECT_EQ(ck.shards_size(), 2);
+  EXPECT_EQ(ck.metrics().loss(), 2.5);
+  EXPECT_EQ(Campaign(id).last_checkpoint_step(), 20);
+  absl::StatusOr<ckpt::Manifest> m = ckpt::ReadManifest(StepDir(id, 20));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->campaign, id);
+  EXPECT_EQ(m->world_size, 2);
+  EXPECT_EQ(m->shard_map->Find("w", 0, 10).size(), 2u);
+  EXPECT_EQ(m->metrics["loss"].get<double>(), 2.5);
+  EXPECT_TRUE(ckpt::VerifyShards(StepDir(id, 20), *m).ok());
+  EXPECT_TRUE(HasEvent(id, "checkpoint step 20 committed (2 shards"));
+  // A repeat of a report is harmless; a changed one is refused.
+  absl::StatusOr<Supervisor::ShardReceipt> again = SaveShard(id, 1, 20, 0);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->committed);
+  absl::StatusOr<Supervisor::ShardReceipt> changed = SaveShard(id, 1, 20, 0, "other bytes");
+  EXPECT_EQ(changed.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store::GetCheckpoint(store_, id, 20).value()->state(), pb::CHECKPOINT_STATE_COMMITTED);
+}
+
+TEST_F(SupervisorTest, ShardReportsThatDoNotFitAreRefusedOrIgnored) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  pb::CheckpointShard elsewhere;
+  elsewhere.set_step(10);
+  elsewhere.set_rank(0);
+  elsewhere.set_path("/etc/passwd");
+  elsewhere.set_bytes(100);
+  EXPECT_EQ(sup_->OnShard(id, 1, elsewhere, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  // Another attempt's token cannot add to this one's checkpoints.
+  absl::StatusOr<Supervisor::ShardReceipt> stale = SaveShard(id, 7, 10, 0);
+  ASSERT_TRUE(stale.ok());
+  EXPECT_FALSE(stale->committed);
+  EXPECT_NE(stale->message.find("not running"), std::string::npos);
+  EXPECT_FALSE(store::GetCheckpoint(store_, id, 10).value().has_value());
+  // Slices that leave part of a tensor uncovered: the step is not committed.
+  ASSERT_TRUE(SaveShard(id, 1, 10, 0).ok());
+  pb::CheckpointShard gap;
+  gap.set_step(10);
+  gap.set_rank(1);
+  gap.set_path((StepDir(id, 10) / "rank_00001.bin").string());
+  std::ofstream(gap.path()) << "x";
+  gap.set_bytes(1);
+  pb::TensorSlice* t = gap.add_tensors();
+  t->set_name("w");
+  t->add_shape(10);
+  t->set_element_offset(6);
+  t->set_element_count(4);
+  absl::StatusOr<Supervisor::ShardReceipt> bad = sup_->OnShard(id, 1, gap, nullptr);
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  EXPECT_FALSE(bad->committed);
+  EXPECT_EQ(store::GetCheckpoint(store_, id, 10).value()->state(), pb::CHECKPOINT_STATE_CORRUPT);
+  EXPECT_TRUE(HasEvent(id, "checkpoint step 10 cannot be committed"));
+  EXPECT_FALSE(Campaign(id).has_last_checkpoint_step());
+}
+
+TEST_F(SupervisorTest, RetentionKeepsTheNewestAndTheGoodOne) {
+  spec_.checkpoint.keep_last = 2;
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 10);
+  Save(id, 1, 10);
+  Steps(id, 1, 11, 20);  // step 10 becomes good
+  ASSERT_EQ(Campaign(id).last_good_checkpoint_step(), 10);
+  EXPECT_TRUE(store::GetCheckpoint(store_, id, 10).value()->good());
+  Save(id, 1, 20);
+  Save(id, 1, 30);
+  // keep_last 2: 20 and 30 stay by count, 10 as the newest good one; nothing deleted yet.
+  EXPECT_TRUE(fs::exists(StepDir(id, 10)));
+  Save(id, 1, 40);
+  EXPECT_EQ(store::GetCheckpoint(store_, id, 20).value()->state(), pb::CHECKPOINT_STATE_DELETED);
+  EXPECT_FALSE(fs::exists(StepDir(id, 20)));
+  for (int64_t kept : {10, 30, 40}) {
+    EXPECT_EQ(store::GetCheckpoint(store_, id, kept).value()->state(), pb::CHECKPOINT_STATE_COMMITTED) << kept;
+    EXPECT_TRUE(fs::exists(StepDir(id, kept) / "manifest.json")) << kept;
+  }
+  EXPECT_TRUE(HasEvent(id, "deletes checkpoint step 20"));
+}
+
+TEST_F(SupervisorTest, HalfWrittenSavesAreRemovedBeforeTheNextAttempt) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 31);
+  Save(id, 1, 20);
+  ASSERT_TRUE(SaveShard(id, 1, 30, 0).ok());                   // rank 1 died before reporting
+  fs::create_directories(StepDir(id, 25));                     // a directory the catalog never heard of
+  fs::create_directories(dir_ / "ckpt" / id / "step_000000030.tmp");  // a standalone leftover
+  std::ofstream(StepDir(id, 20) / "rank_00000.bin.0123456789abcdef.tmp") << "partial";
+  fs::remove(StepDir(id, 20) / "manifest.json");               // belayd died before writing it
+  sched_.End(JobOf(id, 1), Crash(1, SIGKILL));
+  Tick();
+  clock_.Advance(1min);
+  Tick();
+  EXPECT_EQ(Attempt(id, 2).start_checkpoint_step(), 20);
+  pb::Checkpoint half = store::GetCheckpoint(store_, id, 30).value().value();
+  EXPECT_EQ(half.state(), pb::CHECKPOINT_STATE_DELETED);
+  EXPECT_NE(half.state_message().find("1 of 2 shards reported"), std::string::npos) << half.state_message();
+  EXPECT_FALSE(fs::exists(StepDir(id, 30)));
+  EXPECT_FALSE(fs::exists(StepDir(id, 25)));
+  EXPECT_FALSE(fs::exists(dir_ / "ckpt" / id / "step_000000030.tmp"));
+  EXPECT_FALSE(fs::exists(StepDir(id, 20) / "rank_00000.bin.0123456789abcdef.tmp"));
+  // The committed one stays, and has its manifest again for the workers.
+  ASSERT_TRUE(fs::exists(StepDir(id, 20) / "manifest.json"));
+  EXPECT_TRUE(ckpt::ReadManifest(StepDir(id, 20)).ok());
+  // Attempt 2 saves step 30 again: a fresh record, committed.
+  Tick();
+  Save(id, 2, 30);
+  EXPECT_EQ(store::GetCheckpoint(store_, id, 30).value()->attempt_number(), 2);
 }
 
 TEST_F(SupervisorTest, ATimeLimitContinuesAtOnceWithoutCountingARestart) {
   const std::string id = SubmitAndStart();
   Tick();
   Steps(id, 1, 1, 30);
-  ASSERT_TRUE(sup_->OnCheckpoint(id, 1, 30, "/ckpt", 2).ok());
+  Save(id, 1, 30);
   Finish(id, 1, pb::EXIT_KIND_TIME_LIMIT_CHECKPOINTED);
   sched_.End(JobOf(id, 1));
   Tick();

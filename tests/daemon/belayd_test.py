@@ -110,7 +110,7 @@ def wait_for(what, pred, timeout=240):
 
 def committed_steps(cid):
     out = json.loads(belay("ckpt", "ls", cid, "--json").stdout)
-    return sorted(int(c["step"]) for c in out.get("checkpoints", []))
+    return sorted(int(c["step"]) for c in out.get("checkpoints", []) if c.get("state") == "CHECKPOINT_STATE_COMMITTED")
 
 
 def rank_pid(state, cid, attempt, rank):
@@ -167,7 +167,7 @@ def main():
         DAEMON.start()
 
         # --- A killed rank: restart from the last commit, bit-identical end state.
-        pathlib.Path("kill.toml").write_text(SPEC.format(name="kill", steps=600))
+        pathlib.Path("kill.toml").write_text(SPEC.format(name="kill", steps=600).replace("keep_last = 20", "keep_last = 3"))
         cid = belay("submit", "kill.toml").stdout.split()[-1]
         wait_for("a checkpoint at step 100 or later", lambda: [s for s in committed_steps(cid) if s >= 100])
         pid = wait_for("rank 1's pid", lambda: rank_pid(state, cid, 1, 1))
@@ -194,11 +194,26 @@ def main():
         if ref.returncode != 0:
             fail(f"reference run: {ref.stderr[-2000:]}")
         for r in range(2):
-            a = (tmp / "ckpt" / "kill" / "step_000000600" / f"rank_{r:05d}.bin").read_bytes()
+            a = (tmp / "ckpt" / cid / "step_000000600" / f"rank_{r:05d}.bin").read_bytes()
             b = (tmp / "ref" / "kill" / "step_000000600" / f"rank_{r:05d}.bin").read_bytes()
             if a != b:
                 fail(f"final shard of rank {r} differs from the uninterrupted run's")
-        print("final checkpoint byte-identical to an uninterrupted run's")
+        # belayd committed it and wrote the manifest: the same shards, sums and shard map as the
+        # standalone worker's own manifest.
+        ours = json.loads((tmp / "ckpt" / cid / "step_000000600" / "manifest.json").read_text())
+        theirs = json.loads((tmp / "ref" / "kill" / "step_000000600" / "manifest.json").read_text())
+        for key in ("step", "world_size", "shards", "shard_map"):
+            if ours[key] != theirs[key]:
+                fail(f"belayd's manifest differs in {key}: {str(ours[key])[:500]} vs {str(theirs[key])[:500]}")
+        # Retention by belayd (keep_last 3, plus the newest good checkpoint): what is on disk is
+        # exactly what the catalog calls committed.
+        on_disk = sorted(int(p.name[5:]) for p in (tmp / "ckpt" / cid).iterdir() if re.fullmatch(r"step_\d{9}", p.name))
+        catalog = committed_steps(cid)
+        if on_disk != catalog or not 3 <= len(catalog) <= 4 or catalog[-1] != 600:
+            fail(f"after retention: on disk {on_disk}, committed {catalog}")
+        if "deletes checkpoint step" not in belay("events", cid).stdout:
+            fail("no retention event")
+        print(f"final checkpoint byte-identical to an uninterrupted run's, manifest written by belayd; kept {catalog}")
 
         # --- A stopped rank: hang detected, killed, restarted.
         pathlib.Path("hang.toml").write_text(SPEC.format(name="hang", steps=300))
@@ -247,7 +262,7 @@ def main():
         os.kill(pid, signal.SIGKILL)
         wait_for("attempt 1 to end", lambda: status(cid)["attempts"][0]["state"] == "ATTEMPT_STATE_ENDED")
         newest = committed_steps(cid)[-1]
-        shard = tmp / "ckpt" / "corrupt" / f"step_{newest:09d}" / "rank_00000.bin"
+        shard = tmp / "ckpt" / cid / f"step_{newest:09d}" / "rank_00000.bin"
         with open(shard, "r+b") as f:
             f.seek(5000)
             b = f.read(1)

@@ -1,5 +1,5 @@
 // manifest.json: round trip, strict validation naming file and field, shard verification.
-#include "worker/ckpt/manifest.h"
+#include "common/ckpt/manifest.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "common/checksum.h"
-#include "worker/ckpt/layout.h"
+#include "common/ckpt/layout.h"
 #include "worker/ckpt/shard_file.h"
-#include "worker/ckpt/test_dir.h"
+#include "common/ckpt/test_dir.h"
 
 namespace belay::ckpt {
 namespace {

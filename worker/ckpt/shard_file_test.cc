@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "common/checksum.h"
-#include "worker/ckpt/layout.h"
-#include "worker/ckpt/test_dir.h"
+#include "common/ckpt/layout.h"
+#include "common/ckpt/test_dir.h"
 
 // Records the largest single allocation while g_track_allocations is set, so the tests can
 // show that a crafted index never makes the reader allocate more than the file's size.

@@ -91,11 +91,12 @@ void CoordinatorClient::ReportEval(pb::EvalMetrics m) {
   evals_.push_back(std::move(m));
 }
 
-void CoordinatorClient::ReportShard(pb::CheckpointShard shard) {
+void CoordinatorClient::ReportShard(pb::CheckpointShard shard, std::optional<pb::StepMetrics> step_metrics) {
   {
     std::lock_guard lock(mu_);
     pb::ReportCheckpointShardRequest r;
     *r.mutable_shard() = std::move(shard);
+    if (step_metrics) *r.mutable_step_metrics() = std::move(*step_metrics);
     shards_.push_back(std::move(r));
   }
   cv_.notify_all();  // checkpoint reports go out at once
@@ -129,6 +130,26 @@ int64_t CoordinatorClient::dropped() const {
   return dropped_;
 }
 
+namespace {
+// Whether a failed call is worth repeating: belayd unreachable, slow or overloaded. Anything
+// else is its verdict on the request, which a repeat would not change: logged and dropped, so
+// that one refused report never holds up the ones behind it.
+bool Retryable(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+    case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::CANCELLED:
+    case grpc::StatusCode::UNKNOWN:
+    case grpc::StatusCode::INTERNAL:
+      return true;
+    default:
+      return false;
+  }
+}
+}  // namespace
+
 bool CoordinatorClient::Flush() {
   std::lock_guard send(send_mu_);
   pb::ReportStepsRequest req;
@@ -145,7 +166,8 @@ bool CoordinatorClient::Flush() {
   if (req.steps_size() > 0 || req.evals_size() > 0) {
     pb::ReportStepsResponse resp;
     grpc::Status s = stub_->ReportSteps(Context().get(), req, &resp);
-    if (!s.ok()) return false;
+    if (!s.ok() && Retryable(s.error_code())) return false;
+    if (!s.ok()) spdlog::error("belayd refused {} step reports: {}", req.steps_size(), s.error_message());
     std::lock_guard lock(mu_);
     steps_.erase(steps_.begin(), steps_.begin() + req.steps_size());
     evals_.erase(evals_.begin(), evals_.begin() + req.evals_size());
@@ -154,7 +176,12 @@ bool CoordinatorClient::Flush() {
     r.set_attempt_token(options_.token);
     pb::ReportCheckpointShardResponse resp;
     grpc::Status s = stub_->ReportCheckpointShard(Context().get(), r, &resp);
-    if (!s.ok()) return false;
+    if (!s.ok() && Retryable(s.error_code())) return false;
+    if (!s.ok()) {
+      spdlog::error("belayd refused the report of checkpoint step {}: {}", r.shard().step(), s.error_message());
+    } else if (!resp.accepted()) {
+      spdlog::warn("checkpoint step {}: {}", r.shard().step(), resp.message());
+    }
     std::lock_guard lock(mu_);
     shards_.pop_front();
   }

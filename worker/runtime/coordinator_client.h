@@ -47,7 +47,8 @@ class CoordinatorClient {
 
   void ReportStep(pb::StepMetrics m);
   void ReportEval(pb::EvalMetrics m);
-  void ReportShard(pb::CheckpointShard shard);
+  // This rank's shard of a checkpoint is on disk; rank 0 adds the metrics of the saved step.
+  void ReportShard(pb::CheckpointShard shard, std::optional<pb::StepMetrics> step_metrics = std::nullopt);
   // A save of `step` failed (training goes on; belayd records it).
   void ReportSaveFailure(int64_t step, std::string message);
   void SetPosition(int64_t step, pb::WorkerPhase phase);

@@ -17,8 +17,8 @@
 #include "kernels/grad_norm.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
-#include "worker/ckpt/layout.h"
-#include "worker/ckpt/manifest.h"
+#include "common/ckpt/layout.h"
+#include "common/ckpt/manifest.h"
 #include "worker/ckpt/shard_file.h"
 #include "worker/data/loader_state.h"
 #include "worker/model/goldfish.h"
@@ -466,13 +466,16 @@ double Trainer::Evaluate() {
 }
 
 absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
-                                                       const StepMetrics& last) {
+                                                       const StepMetrics& last, SaveMode mode) {
   const std::string& campaign = spec_.campaign.name;
   const int W = comm_.world_size(), r = comm_.rank();
   phase_ = Phase::kCheckpoint;
-  // Rank 0 prepares the temporary step directory; everyone writes into it.
+  const bool standalone = mode == SaveMode::kCommit;
+  // Rank 0 prepares the step directory (standalone: the temporary one); everyone writes into it.
   absl::Status prepared;
-  if (r == 0) {
+  if (r == 0 && !standalone) {
+    prepared = ckpt::PrepareStepDir(root, campaign, step_);
+  } else if (r == 0) {
     prepared = ckpt::BeginStep(root, campaign, step_).status();
     if (absl::IsAlreadyExists(prepared)) {
       // Written by an earlier attempt that resumed from before it (a rollback, or a save
@@ -483,10 +486,11 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
     }
   }
   if (absl::Status s = Agree(prepared); !s.ok()) return s;
-  const fs::path tmp = ckpt::StepTempDir(root, campaign, step_);
+  const fs::path tmp = standalone ? ckpt::StepTempDir(root, campaign, step_) : ckpt::StepDir(root, campaign, step_);
 
   ckpt::ShardWriter writer;
   absl::Status local;
+  CheckpointInfo info;
   // This rank's ranges, by logical tensor name.
   for (const OwnedPiece& p : owned_) {
     const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
@@ -494,8 +498,10 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
     const float* bufs[] = {params_.data() + p.flat_offset, optimizer_->m().data() + StateOffset(p),
                            optimizer_->v().data() + StateOffset(p)};
     for (size_t k = 0; k < std::size(kPrefixes) && local.ok(); ++k) {
-      local = writer.Add(Cat(kPrefixes[k], t.name), in_tensor, static_cast<uint64_t>(t.size),
+      std::string name = Cat(kPrefixes[k], t.name);
+      local = writer.Add(name, in_tensor, static_cast<uint64_t>(t.size),
                          std::span<const float>(bufs[k], static_cast<size_t>(p.size)));
+      info.slices.push_back({std::move(name), in_tensor, static_cast<uint64_t>(p.size), static_cast<uint64_t>(t.size)});
     }
     if (!local.ok()) break;
   }
@@ -527,10 +533,19 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
     return s;
   }
 
-  // Rank 0 collects every shard's size and sum for the manifest, writes it and commits.
-  const int64_t info[2] = {static_cast<int64_t>(shard.bytes), static_cast<int64_t>(shard.xxh3)};
+  info.step_dir = ckpt::StepDir(root, campaign, step_);
+  info.step = step_;
+  info.bytes = static_cast<int64_t>(shard.bytes);
+  info.xxh3 = shard.xxh3;
+  // Under belayd that is all: each rank reports its shard, belayd commits and writes the
+  // manifest.
+  if (!standalone) return info;
+
+  // Standalone: rank 0 collects every shard's size and sum for the manifest, writes it and
+  // commits.
+  const int64_t sums[2] = {static_cast<int64_t>(shard.bytes), static_cast<int64_t>(shard.xxh3)};
   std::vector<int64_t> infos(static_cast<size_t>(2 * W));
-  CheckCollective(comm_.AllGatherInt64(info, infos), "all-gather of shard sums");
+  CheckCollective(comm_.AllGatherInt64(sums, infos), "all-gather of shard sums");
   absl::Status committed;
   if (r == 0) {
     ckpt::Manifest manifest;
@@ -574,7 +589,7 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
     if (r == 0) fs::remove_all(tmp, ec);
     return s;
   }
-  return CheckpointInfo{ckpt::StepDir(root, campaign, step_), step_, static_cast<int64_t>(shard.bytes), shard.xxh3};
+  return info;
 }
 
 absl::Status Trainer::LoadOwned(const fs::path& step_dir) {

@@ -42,7 +42,22 @@ struct CheckpointInfo {
   int64_t step = 0;
   int64_t bytes = 0;   // this rank's shard
   uint64_t xxh3 = 0;   // of this rank's shard file
+  // The element ranges this rank's shard holds, by logical tensor (what belayd builds the
+  // shard map from).
+  struct Slice {
+    std::string name;
+    uint64_t offset = 0;
+    uint64_t count = 0;
+    uint64_t total = 0;  // elements of the whole logical tensor
+  };
+  std::vector<Slice> slices;
 };
+
+// Who commits a checkpoint. kCommit (standalone): the ranks write into a temporary step
+// directory, rank 0 writes the manifest, renames the directory into place and applies
+// retention. kShardsOnly (under belayd): the ranks write straight into step_<N>/ and stop
+// there; each reports its shard, and belayd commits, writes the manifest and applies retention.
+enum class SaveMode { kCommit, kShardsOnly };
 
 // Bytes this rank holds for training state (activations and scratch not counted).
 struct MemoryAccounting {
@@ -91,11 +106,12 @@ class Trainer {
   // The same value on every rank and for every world size. Collective.
   double Evaluate();
 
-  // Writes the full state as a committed checkpoint under `root` (each rank its shard, rank 0
-  // the manifest with the shard map, then the commit) and returns where. Collective; every
-  // rank gets the same outcome.
-  absl::StatusOr<CheckpointInfo> SaveCheckpoint(const std::filesystem::path& root,
-                                                const StepMetrics& last);
+  // Writes the full state under `root` (each rank its shard; with kCommit also rank 0 the
+  // manifest with the shard map, then the commit) and returns this rank's shard. Collective;
+  // every rank gets the same outcome. A step directory already there (an abandoned
+  // trajectory's, after a rollback) is replaced.
+  absl::StatusOr<CheckpointInfo> SaveCheckpoint(const std::filesystem::path& root, const StepMetrics& last,
+                                                SaveMode mode = SaveMode::kCommit);
 
   const std::vector<float>& params() const { return params_; }
 

@@ -1,5 +1,5 @@
 // Checkpoint directory names and the directory operations over them.
-#include "worker/ckpt/layout.h"
+#include "common/ckpt/layout.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -124,6 +124,22 @@ absl::StatusOr<fs::path> BeginStep(const fs::path& root, std::string_view campai
   if (absl::Status s = SyncDirectory(root); !s.ok()) return s;
   if (absl::Status s = SyncDirectory(CampaignDir(root, campaign)); !s.ok()) return s;
   return temp;
+}
+
+absl::Status PrepareStepDir(const fs::path& root, std::string_view campaign, int64_t step) {
+  if (absl::Status s = ValidateCampaignName(campaign); !s.ok()) return s;
+  if (absl::Status s = CheckStep(step); !s.ok()) return s;
+  const fs::path dir = StepDir(root, campaign, step);
+  absl::StatusOr<bool> there = Exists(dir);
+  if (!there.ok()) return there.status();
+  if (*there) {
+    if (absl::Status s = DeleteStep(root, campaign, step); !s.ok()) return s;
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return FsError(ec, dir, "cannot create");
+  if (absl::Status s = SyncDirectory(root); !s.ok()) return s;
+  return SyncDirectory(CampaignDir(root, campaign));
 }
 
 absl::Status CommitStep(const fs::path& root, std::string_view campaign, int64_t step) {

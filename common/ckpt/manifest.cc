@@ -1,5 +1,5 @@
 // manifest.json encoding, strict decoding and shard verification.
-#include "worker/ckpt/manifest.h"
+#include "common/ckpt/manifest.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -15,7 +15,7 @@
 #include "common/checksum.h"
 #include "common/durable_file.h"
 #include "common/strings.h"
-#include "worker/ckpt/layout.h"
+#include "common/ckpt/layout.h"
 
 namespace belay::ckpt {
 namespace {

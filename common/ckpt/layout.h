@@ -53,6 +53,11 @@ std::filesystem::path StepTempDir(const std::filesystem::path& root, std::string
 // a crashed earlier try left there. AlreadyExists if the step is already committed.
 absl::StatusOr<std::filesystem::path> BeginStep(const std::filesystem::path& root,
                                                 std::string_view campaign, int64_t step);
+// Under belayd: an empty StepDir for the ranks to write their shards into (and the
+// directories above it). A step directory already there — an earlier attempt's save of this
+// step on a trajectory given up since, committed or not — is deleted first (renamed to
+// ".trash", then removed). Call it from the campaign's one writing process.
+absl::Status PrepareStepDir(const std::filesystem::path& root, std::string_view campaign, int64_t step);
 // Standalone mode: renames StepTempDir to StepDir and fsyncs the campaign directory. The
 // temporary directory must hold manifest.json (FailedPrecondition otherwise); AlreadyExists if
 // the step is already committed (remove the old one first).

@@ -1,5 +1,5 @@
 // Checkpoint directory layout: names, committing, listing, crash clean-up and retention.
-#include "worker/ckpt/layout.h"
+#include "common/ckpt/layout.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/ckpt/test_dir.h"
+#include "common/ckpt/test_dir.h"
 
 namespace belay::ckpt {
 namespace {
@@ -91,6 +91,17 @@ TEST_F(LayoutTest, BeginStepDiscardsWhatACrashedTryLeft) {
   absl::StatusOr<fs::path> tmp = BeginStep(dir(), "camp", 5);
   ASSERT_TRUE(tmp.ok()) << tmp.status();
   EXPECT_TRUE(fs::is_empty(*tmp));
+}
+
+TEST_F(LayoutTest, PrepareStepDirGivesAnEmptyStepDirectoryReplacingAnOldOne) {
+  ASSERT_TRUE(PrepareStepDir(dir(), "camp", 7).ok());
+  EXPECT_TRUE(fs::is_empty(StepDir(dir(), "camp", 7)));
+  Commit(8);  // an earlier attempt's committed save of step 8
+  ASSERT_TRUE(fs::exists(StepDir(dir(), "camp", 8) / kManifestFileName));
+  ASSERT_TRUE(PrepareStepDir(dir(), "camp", 8).ok());
+  EXPECT_TRUE(fs::is_empty(StepDir(dir(), "camp", 8)));
+  EXPECT_FALSE(fs::exists(CampaignDir(dir(), "camp") / "step_000000008.trash"));
+  EXPECT_EQ(PrepareStepDir(dir(), "../x", 8).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(LayoutTest, ListingSkipsTemporaryJunkAndManifestlessDirectories) {
