@@ -51,6 +51,8 @@ v1::StepMetrics ToProto(const train::StepMetrics& m) {
   p.set_step_time_s(m.step_time_s);
   p.set_goldfish_dropped_fraction(m.goldfish_dropped);
   p.set_tokens_seen(m.tokens);
+  for (double t : m.rank_step_time_s) p.add_rank_step_time_s(t);
+  for (double t : m.rank_compute_time_s) p.add_rank_compute_time_s(t);
   return p;
 }
 

@@ -222,4 +222,11 @@ Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
   return d;
 }
 
+std::chrono::seconds AutoHangTimeout(const StepPace& pace, const HangAllowance& allowance) {
+  if (pace.steps < kPaceSteps || pace.busy_elsewhere) return allowance.startup;
+  const double seconds = std::max({static_cast<double>(allowance.floor.count()), 20.0 * pace.median_step_s,
+                                   3.0 * pace.longest_gap_s});
+  return std::chrono::seconds(static_cast<int64_t>(std::ceil(seconds)));
+}
+
 }  // namespace belay::supervisor

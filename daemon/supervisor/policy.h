@@ -92,4 +92,23 @@ struct Decision {
 Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
                 const std::vector<pb::Attempt>& attempts, const RestartSpec& restart, double jitter);
 
+// What an attempt's step reports have shown so far, for hang_timeout = "auto".
+struct StepPace {
+  int64_t steps = 0;            // step reports received in this attempt
+  double median_step_s = 0;     // median of the recent reported step times
+  double longest_gap_s = 0;     // longest wait between two step reports after the first
+                                // kPaceSteps (saves and evals included)
+  bool busy_elsewhere = false;  // a rank's last heartbeat says checkpoint or eval
+};
+struct HangAllowance {
+  std::chrono::seconds startup{600};  // before kPaceSteps steps, and during saves and evals
+  std::chrono::seconds floor{180};    // never less than this once the pace is known
+};
+inline constexpr int64_t kPaceSteps = 10;
+// The hang timeout "auto" means: until the attempt has reported kPaceSteps steps, or while a
+// rank says it is checkpointing or evaluating, `startup`; after that the largest of `floor`,
+// 20 × the median step time and 3 × the longest gap between step reports seen so far (which
+// covers the attempt's own saves and evals), in whole seconds rounded up.
+std::chrono::seconds AutoHangTimeout(const StepPace& pace, const HangAllowance& allowance);
+
 }  // namespace belay::supervisor

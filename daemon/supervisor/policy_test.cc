@@ -158,5 +158,14 @@ TEST(Decide, BudgetsEndTheCampaign) {
             NextStep::kFail);
 }
 
+TEST(AutoHangTimeout, StartupUntilThePaceIsKnownThenTheLargestTerm) {
+  const HangAllowance allow{std::chrono::seconds(600), std::chrono::seconds(180)};
+  EXPECT_EQ(AutoHangTimeout({5, 1.0, 2.0, false}, allow).count(), 600);
+  EXPECT_EQ(AutoHangTimeout({50, 1.0, 2.0, false}, allow).count(), 180);     // floor
+  EXPECT_EQ(AutoHangTimeout({50, 30.0, 2.0, false}, allow).count(), 600);    // 20 x 30 s steps
+  EXPECT_EQ(AutoHangTimeout({50, 1.0, 100.25, false}, allow).count(), 301);  // 3 x a 100 s save
+  EXPECT_EQ(AutoHangTimeout({50, 1.0, 2.0, true}, allow).count(), 600);      // saving now
+}
+
 }  // namespace
 }  // namespace belay::supervisor

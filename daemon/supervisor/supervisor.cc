@@ -316,7 +316,7 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
   }
   // Hang: no step progress for hang_timeout while the job runs.
   if (a.state() == pb::ATTEMPT_STATE_RUNNING && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
-    const std::chrono::seconds timeout = l.spec.restart.hang_timeout.value_or(options_.default_hang_timeout);
+    const std::chrono::seconds timeout = HangTimeout(l);
     TimePoint last = FromTimestamp(a.running_time());
     if (a.has_last_progress_time()) last = std::max(last, FromTimestamp(a.last_progress_time()));
     if (now - last > timeout) {
@@ -559,6 +559,7 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   store::Put(b, a);
   store::Put(b, c);
   tokens_.erase(a.worker_token());
+  pace_.erase({c.id(), a.number()});
   cancel_signalled_.erase(c.id());
   return store_.Write(b, Durability::kSynced);
 }
@@ -587,6 +588,21 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
     SetTime(a.mutable_first_step_time(), clock_.Now());
   }
   SetTime(a.mutable_last_progress_time(), clock_.Now());
+  {
+    Pace& p = pace_[{id, attempt}];
+    const TimePoint now = clock_.Now();
+    // Gaps count once the attempt is past its first steps (start-up, warm-up are not repeated).
+    if (p.steps >= kPaceSteps) p.longest_gap_s = std::max(p.longest_gap_s, std::chrono::duration<double>(now - p.last_report).count());
+    p.last_report = now;
+    ++p.steps;
+    constexpr size_t kPaceWindow = 64;
+    if (p.recent.size() < kPaceWindow) {
+      p.recent.push_back(m.step_time_s());
+    } else {
+      p.recent[p.next] = m.step_time_s();
+      p.next = (p.next + 1) % kPaceWindow;
+    }
+  }
   if (!std::isfinite(m.loss()) && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
     a.set_end_reason(pb::END_REASON_NAN);
     a.set_end_message(Cat("loss ", m.loss(), " at step ", m.step()));
@@ -872,6 +888,31 @@ void Supervisor::OnHeartbeat(const std::string& id, int32_t attempt, int32_t ran
                              pb::WorkerPhase phase) {
   absl::MutexLock lock(&beats_mu_);
   beats_[{id, attempt}][rank] = Beat{step, phase, clock_.Now()};
+}
+
+std::chrono::seconds Supervisor::HangTimeout(const Loaded& l) {
+  if (l.spec.restart.hang_timeout) return *l.spec.restart.hang_timeout;
+  const pb::Attempt& a = *l.attempt;
+  StepPace pace;
+  if (auto it = pace_.find({l.campaign.id(), a.number()}); it != pace_.end()) {
+    const Pace& p = it->second;
+    pace.steps = p.steps;
+    pace.longest_gap_s = p.longest_gap_s;
+    std::vector<double> sorted = p.recent;
+    if (!sorted.empty()) {
+      std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2), sorted.end());
+      pace.median_step_s = sorted[sorted.size() / 2];
+    }
+  }
+  {
+    absl::MutexLock lock(&beats_mu_);
+    if (auto it = beats_.find({l.campaign.id(), a.number()}); it != beats_.end()) {
+      for (const auto& [rank, b] : it->second) {
+        if (b.phase == pb::WORKER_PHASE_CHECKPOINT || b.phase == pb::WORKER_PHASE_EVAL) pace.busy_elsewhere = true;
+      }
+    }
+  }
+  return AutoHangTimeout(pace, {options_.default_hang_timeout, options_.auto_hang_floor});
 }
 
 std::string Supervisor::DescribeRanks(const std::string& id, int32_t attempt) const {

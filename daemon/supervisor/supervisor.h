@@ -35,8 +35,10 @@ struct SupervisorOptions {
   // (BELAY_COORDINATOR; empty: workers run without reporting).
   std::string worker_program = "belay-worker";
   std::string coordinator_address;
-  // Hang timeout when the campaign says "auto" (until it is derived from step times).
+  // hang_timeout = "auto" (policy.h AutoHangTimeout): the allowance before an attempt's pace
+  // is known and during saves and evals, and the least timeout once it is.
   std::chrono::seconds default_hang_timeout{600};
+  std::chrono::seconds auto_hang_floor{180};
   // After SIGUSR1 for a cancel, how long ranks get to checkpoint before SIGKILL.
   std::chrono::seconds cancel_grace{60};
   // A checkpoint becomes "good" once this many further steps ran without trouble.
@@ -164,6 +166,17 @@ class Supervisor {
     pb::WorkerPhase phase = pb::WORKER_PHASE_UNSPECIFIED;
     TimePoint time;
   };
+  // Per (campaign, attempt): recent step times and the longest gap between step reports, for
+  // hang_timeout = "auto" (in memory: a restarted belayd starts from the startup allowance).
+  struct Pace {
+    int64_t steps = 0;
+    std::vector<double> recent;  // ring of the last kPaceWindow step times
+    size_t next = 0;
+    TimePoint last_report;
+    double longest_gap_s = 0;
+  };
+  std::map<std::pair<std::string, int32_t>, Pace> pace_ ABSL_GUARDED_BY(mu_);
+  std::chrono::seconds HangTimeout(const Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   mutable absl::Mutex beats_mu_;
   std::map<std::pair<std::string, int32_t>, std::map<int32_t, Beat>> beats_ ABSL_GUARDED_BY(beats_mu_);
   // "rank 0: step 57, backward, 12 s ago; ..." for an attempt's ranks.

@@ -332,6 +332,38 @@ TEST_F(SupervisorTest, AHangIsDetectedKilledAndRestarted) {
   EXPECT_EQ(Campaign(id).restarts_used(), 1);
 }
 
+TEST_F(SupervisorTest, AnAutoHangTimeoutFollowsThePaceOfTheAttempt) {
+  spec_.restart.hang_timeout = std::nullopt;  // "auto"
+  const std::string id = SubmitAndStart();
+  Tick();
+  // Before the pace is known: the startup allowance (10 min).
+  Steps(id, 1, 1, 5);
+  clock_.Advance(9min);
+  Tick();
+  EXPECT_TRUE(sched_.signals().empty());
+  // 20 steps of 2 s, one report per second... the floor (3 min) is the largest term.
+  for (int64_t s = 6; s <= 25; ++s) {
+    pb::StepMetrics m;
+    m.set_step(s);
+    m.set_loss(3.0);
+    m.set_step_time_s(2.0);
+    ASSERT_TRUE(sup_->OnStep(id, 1, m).ok());
+    clock_.Advance(1s);
+  }
+  // A rank saving a checkpoint gets the startup allowance again.
+  sup_->OnHeartbeat(id, 1, 0, 25, pb::WORKER_PHASE_CHECKPOINT);
+  clock_.Advance(4min);
+  Tick();
+  EXPECT_TRUE(sched_.signals().empty()) << "killed during a save";
+  sup_->OnHeartbeat(id, 1, 0, 25, pb::WORKER_PHASE_COLLECTIVE);
+  Tick();
+  ASSERT_EQ(sched_.signals().size(), 1u) << "4 min without a step, auto timeout 3 min";
+  Tick();
+  pb::Attempt a = Attempt(id, 1);
+  EXPECT_EQ(a.end_reason(), pb::END_REASON_HANG);
+  EXPECT_NE(a.end_message().find("no step progress for 180 s"), std::string::npos) << a.end_message();
+}
+
 TEST_F(SupervisorTest, ANonFiniteLossRollsBackToTheLastGoodCheckpoint) {
   const std::string id = SubmitAndStart();
   Tick();

@@ -39,6 +39,7 @@ import tempfile
 import time
 
 BIN = pathlib.Path(sys.argv[1]).resolve()
+RPC_JUNK = pathlib.Path(sys.argv[2]).resolve()
 
 
 def fail(msg):
@@ -400,6 +401,34 @@ def main():
         if not DAEMON.alive() or belay("daemon", check=False).returncode != 0:
             fail("belayd did not survive malformed input")
         print("malformed campaign refused with file:line; unknown ids and socket garbage leave belayd running")
+
+        # --- Malformed and hostile RPCs on both services, half of them carrying the token of a
+        # running attempt (so they reach the handlers behind the token check).
+        pathlib.Path("junk.toml").write_text(SPEC.format(name="junk", steps=100000))
+        cid = belay("submit", "junk.toml").stdout.split()[-1]
+        pid = wait_for("rank 0's pid", lambda: rank_pid(state, cid, 1, 0))
+        environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        token = next(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"BELAY_TOKEN="))
+        worker = (state / "worker_address").read_text().strip()
+        for seed, tok in ((1, token), (2, ""), (3, token), (4, "")):
+            j = subprocess.run([str(RPC_JUNK), "--worker", worker, "--socket", str(DAEMON.socket), "--token", tok,
+                                "--count", "40", "--seed", str(seed)], capture_output=True, text=True, timeout=300)
+            if j.returncode != 0:
+                fail(f"rpc_junk: exit {j.returncode}: {j.stderr[-2000:]}")
+            if not DAEMON.alive():
+                fail(f"belayd died on malformed RPCs (seed {seed}):\n{j.stdout}")
+        codes = j.stdout.replace("\n", "; ")
+        for args in (("daemon",), ("ls",), ("status", cid), ("events", cid), ("ckpt", "ls", cid), ("loss", cid, "--json")):
+            p = belay(*args, check=False)
+            if p.returncode not in (0, 5):
+                fail(f"after malformed RPCs, belay {' '.join(args)}: exit {p.returncode}: {p.stderr[-1000:]}")
+        t0 = time.time()
+        belay("cancel", cid, check=False)
+        wait_for("the junk campaign to end", lambda: status(cid)["campaign"]["state"] in
+                 ("CAMPAIGN_STATE_CANCELLED", "CAMPAIGN_STATE_FAILED", "CAMPAIGN_STATE_COMPLETED"), timeout=180)
+        print(f"160 malformed RPCs (80 with a live attempt's token) on both services: belayd up and answering "
+              f"(last batch: {codes}); the campaign then ended {status(cid)['campaign']['state']} "
+              f"{time.time() - t0:.0f} s after its cancel")
         DAEMON.kill(signal.SIGTERM)
         print("belayd_test: all checks passed")
     finally:

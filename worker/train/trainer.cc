@@ -87,6 +87,20 @@ uint64_t SequenceHash(const int32_t* seq, int T) {
   return Xxh3(std::as_bytes(std::span(seq, static_cast<size_t>(T + 1)))) >> 32;
 }
 
+// Adds the time its scope lasts to `total`: how long this rank waits in a blocking collective
+// (the rest of a step is its own work, where a slow rank shows).
+class WaitClock {
+ public:
+  explicit WaitClock(double& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
+  ~WaitClock() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+  WaitClock(const WaitClock&) = delete;
+  WaitClock& operator=(const WaitClock&) = delete;
+
+ private:
+  double& total_;
+  std::chrono::steady_clock::time_point start_;
+};
+
 }  // namespace
 
 // ZeRO stage 2's gradient path: Backward writes each bucket into staging memory, and as soon
@@ -100,8 +114,8 @@ uint64_t SequenceHash(const int32_t* seq, int T) {
 class Trainer::ZeroTwoSink final : public model::GradientSink {
  public:
   ZeroTwoSink(const ShardPlan& plan, comm::Communicator& comm, std::vector<float>& shard,
-              std::atomic<Phase>& phase)
-      : plan_(plan), comm_(comm), shard_(shard), phase_(phase) {
+              std::atomic<Phase>& phase, double& wait_s)
+      : plan_(plan), comm_(comm), shard_(shard), phase_(phase), wait_s_(wait_s) {
     int64_t ring = 0;
     for (size_t b = 0; b + 1 < plan.buckets().size(); ++b) ring = std::max(ring, plan.buckets()[b].padded);
     embed_.buffer.resize(static_cast<size_t>(plan.buckets().back().padded));
@@ -158,7 +172,10 @@ class Trainer::ZeroTwoSink final : public model::GradientSink {
     if (slot.bucket == nullptr) return;
     // Waiting here is waiting for the other ranks: say so in heartbeats.
     const Phase was = phase_.exchange(Phase::kCollective);
-    CheckCollective(slot.handle.Wait(), "gradient reduce-scatter");
+    {
+      WaitClock clock(wait_s_);
+      CheckCollective(slot.handle.Wait(), "gradient reduce-scatter");
+    }
     phase_.store(was);
     const Bucket& b = *slot.bucket;
     const float* sum = slot.buffer.data() + comm_.rank() * b.slice;
@@ -175,6 +192,7 @@ class Trainer::ZeroTwoSink final : public model::GradientSink {
   comm::Communicator& comm_;
   std::vector<float>& shard_;
   std::atomic<Phase>& phase_;
+  double& wait_s_;
   int64_t micro_ = 0;
   Slot embed_;
   std::array<Slot, 2> ring_;
@@ -261,7 +279,7 @@ Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm,
     grad_shard_.resize(static_cast<size_t>(plan_.shard_size()));
   }
   if (stage < 2) grads_.resize(static_cast<size_t>(layout_.total()));
-  if (stage == 2) zero2_ = std::make_unique<ZeroTwoSink>(plan_, comm_, grad_shard_, phase_);
+  if (stage == 2) zero2_ = std::make_unique<ZeroTwoSink>(plan_, comm_, grad_shard_, phase_, wait_s_);
   int64_t largest = 0;
   for (const Bucket& b : plan_.buckets()) largest = std::max(largest, b.padded);
   staging_.resize(static_cast<size_t>(largest));
@@ -326,6 +344,7 @@ absl::Status Trainer::ReduceGradients() {
 
 StepMetrics Trainer::TrainStep() {
   auto t0 = std::chrono::steady_clock::now();
+  wait_s_ = 0;
   const int64_t sent_before = comm_.bytes_sent().total_bytes();
   const int T = static_cast<int>(spec_.model.seq_len);
   const int M = static_cast<int>(spec_.train.micro_batch);
@@ -355,7 +374,10 @@ StepMetrics Trainer::TrainStep() {
       totals[0] += std::count(mask, mask + T, uint8_t{1});
     }
   }
-  CheckCollective(comm_.AllReduceSumInt64(totals), "all-reduce of batch counts");
+  {
+    WaitClock clock(wait_s_);
+    CheckCollective(comm_.AllReduceSumInt64(totals), "all-reduce of batch counts");
+  }
   const int64_t counted = totals[0];
   // The loss is the mean over the batch's counted positions, so every micro-batch's summed
   // loss is scaled by the same 1/counted.
@@ -381,14 +403,16 @@ StepMetrics Trainer::TrainStep() {
     }
   }
   phase_ = Phase::kCollective;
-  if (stage < 2) CheckCollective(ReduceGradients(), "gradient reduction");
-
-  // The loss: micro-batch sums added in global micro-batch order (micro-step a of rank r is
-  // micro-batch a·W + r), the order one rank adds them in, so the value does not depend on W.
   std::vector<double> all_loss(static_cast<size_t>(accum_ * W));
-  CheckCollective(comm_.AllGatherBytes(std::as_bytes(std::span(micro_loss)),
-                                       std::as_writable_bytes(std::span(all_loss))),
-                  "all-gather of losses");
+  {
+    WaitClock clock(wait_s_);
+    if (stage < 2) CheckCollective(ReduceGradients(), "gradient reduction");
+    // The loss: micro-batch sums added in global micro-batch order (micro-step a of rank r is
+    // micro-batch a·W + r), the order one rank adds them in, so the value does not depend on W.
+    CheckCollective(comm_.AllGatherBytes(std::as_bytes(std::span(micro_loss)),
+                                         std::as_writable_bytes(std::span(all_loss))),
+                    "all-gather of losses");
+  }
   double loss_sum = 0;
   for (int64_t a = 0; a < accum_; ++a) {
     for (int q = 0; q < W; ++q) loss_sum += all_loss[static_cast<size_t>(q * accum_ + a)];
@@ -401,7 +425,12 @@ StepMetrics Trainer::TrainStep() {
   for (const OwnedPiece& p : owned_) {
     local_sq += kernels::cpu::SumOfSquares(g + StateOffset(p), p.size);
   }
-  const double grad_norm = std::sqrt(SumOverRanks(comm_, local_sq));
+  double sum_sq = 0;
+  {
+    WaitClock clock(wait_s_);
+    sum_sq = SumOverRanks(comm_, local_sq);
+  }
+  const double grad_norm = std::sqrt(sum_sq);
   const float clip = kernels::cpu::ClipFactor(grad_norm, spec_.train.grad_clip);
   if (clip < 1.0f) {
     std::vector<float>& buf = stage == 0 ? grads_ : grad_shard_;
@@ -413,16 +442,28 @@ StepMetrics Trainer::TrainStep() {
   optimizer_->Update(params_.data(), OwnedGradients(), lr, step_ + 1);
   // Stages 1 and 2 updated only this rank's shard: bring every rank's update to all.
   phase_ = Phase::kCollective;
-  if (stage > 0) CheckCollective(GatherFlat(params_.data()), "parameter all-gather");
+  if (stage > 0) {
+    WaitClock clock(wait_s_);
+    CheckCollective(GatherFlat(params_.data()), "parameter all-gather");
+  }
   phase_ = Phase::kData;
 
   ++step_;
   next_sequence_ += static_cast<uint64_t>(spec_.train.global_batch);
-  int64_t sent = comm_.bytes_sent().total_bytes() - sent_before;
-  CheckCollective(comm_.AllReduceSumInt64(std::span(&sent, 1)), "all-reduce of byte counts");
+  // Every rank's bytes sent, wall time and time outside collectives, gathered: one small
+  // collective for the step's bookkeeping (not counted in comm_bytes).
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const int64_t mine[3] = {comm_.bytes_sent().total_bytes() - sent_before, static_cast<int64_t>(wall * 1e9),
+                           static_cast<int64_t>(std::max(0.0, wall - wait_s_) * 1e9)};
+  std::vector<int64_t> every(static_cast<size_t>(3 * W));
+  CheckCollective(comm_.AllGatherInt64(mine, every), "all-gather of step bookkeeping");
 
   StepMetrics m;
-  m.comm_bytes = sent;
+  for (int q = 0; q < W; ++q) {
+    m.comm_bytes += every[static_cast<size_t>(3 * q)];
+    m.rank_step_time_s.push_back(static_cast<double>(every[static_cast<size_t>(3 * q + 1)]) * 1e-9);
+    m.rank_compute_time_s.push_back(static_cast<double>(every[static_cast<size_t>(3 * q + 2)]) * 1e-9);
+  }
   m.step = step_;
   m.loss = counted > 0 ? loss_sum / static_cast<double>(counted) : 0.0;
   m.lr = lr;

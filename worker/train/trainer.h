@@ -35,6 +35,11 @@ struct StepMetrics {
   // Payload bytes all ranks sent for this step's collectives (comm::CommStats' volume model),
   // the step's own bookkeeping (this count) excluded.
   int64_t comm_bytes = 0;
+  // Per rank (index = rank): the step's wall time, and the part of it spent outside blocking
+  // collectives (data, compute, optimizer). Ranks wait for each other, so wall times agree;
+  // a slow rank shows in its compute time.
+  std::vector<double> rank_step_time_s;
+  std::vector<double> rank_compute_time_s;
 };
 
 struct CheckpointInfo {
@@ -165,6 +170,7 @@ class Trainer {
   class ZeroTwoSink;
   std::unique_ptr<ZeroTwoSink> zero2_;  // stage 2
   std::atomic<Phase> phase_{Phase::kData};
+  double wait_s_ = 0;  // this step's time in blocking collectives, so far
   int64_t step_ = 0;             // updates done
   uint64_t next_sequence_ = 0;   // global index of the next training sequence
   int64_t accum_ = 1;            // micro-batches per update on this rank
