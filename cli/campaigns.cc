@@ -278,8 +278,14 @@ int Loss(const Common& c, const std::string& id, bool csv, bool json, int width,
   std::cout << std::string(9, ' ') << "+" << std::string(static_cast<size_t>(width), '-') << "\n"
             << std::string(10, ' ') << std::left << std::setw(width - 8) << first << std::right << std::setw(8) << last
             << "\n";
-  std::cout << "last train loss " << std::setprecision(4) << train->values(train->values_size() - 1);
-  if (val && val->values_size() > 0) std::cout << ", last validation loss " << val->values(val->values_size() - 1);
+  // The plot shows bucket means; the line below gives the last reported values.
+  v1::GetCampaignResponse now;
+  if (int rc = Fetch(c, id, &now); rc != kExitOk) return rc;
+  std::cout << "step " << now.progress().step() << ": train loss " << std::setprecision(4) << now.progress().loss();
+  if (val && val->values_size() > 0) {
+    std::cout << ", latest validation point " << val->values(val->values_size() - 1) << " (step "
+              << val->steps(val->steps_size() - 1) << ")";
+  }
   std::cout << "\n";
   return kExitOk;
 }
