@@ -434,8 +434,29 @@ def main():
     finally:
         if DAEMON and DAEMON.proc and DAEMON.alive():
             DAEMON.kill()
+        kill_local_jobs(tmp / "state")
         os.chdir("/")
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def kill_local_jobs(state):
+    """Ends what the local scheduler started and a failed check left running: every process of
+    each job's session (the session leader's pid starts the job id)."""
+    sessions = set()
+    for record in (state / "jobs").glob("*.json"):
+        m = re.match(r"(\d+)-", record.name)
+        if m:
+            sessions.add(int(m.group(1)))
+    for proc in pathlib.Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            sid = int(stat[stat.rindex(")") + 2:].split()[3])
+            if sid in sessions:
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
 
 
 def mpi_env():
