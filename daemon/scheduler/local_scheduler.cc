@@ -16,35 +16,13 @@
 #include "absl/strings/escaping.h"
 #include "common/durable_file.h"
 #include "common/strings.h"
+#include "daemon/scheduler/rank_files.h"
 #include "nlohmann/json.hpp"
-
-extern char** environ;
 
 namespace belay::sched {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Runs one rank: output to rank_<r>.log, exit status to rank_<r>.exit (written atomically).
-// The traps keep the wrapper alive when the job is signalled (the rank gets the signal too and
-// decides); trapped signals are reset to their defaults in the rank. Once the rank has ended
-// the signals are ignored, so that a late one (mpirun forwards them to each rank's process
-// group) cannot kill the wrapper's `mv` before the exit status is in place.
-constexpr const char* kRankWrapper =
-    "trap : USR1 USR2 TERM INT HUP\n"
-    "r=${OMPI_COMM_WORLD_RANK:-0}\n"
-    "f=$(printf '%s/rank_%05d' \"$BELAY_LOG_DIR\" \"$r\")\n"
-    "\"$@\" >\"$f.log\" 2>&1 </dev/null\n"
-    "s=$?\n"
-    "trap '' USR1 USR2 TERM INT HUP\n"
-    "echo \"$s\" >\"$f.exit.tmp\" && mv \"$f.exit.tmp\" \"$f.exit\"\n"
-    "exit \"$s\"\n";
-
-std::string RankFile(const fs::path& log_dir, int rank, std::string_view ext) {
-  char name[32];
-  std::snprintf(name, sizeof name, "rank_%05d.%s", rank, std::string(ext).c_str());
-  return (log_dir / name).string();
-}
 
 // State (field 3) and start time (field 22) of a process; nullopt when there is none.
 std::optional<std::pair<char, unsigned long long>> ProcStat(pid_t pid) {
@@ -127,18 +105,7 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   argv.insert(argv.end(), job.command.begin(), job.command.end());
 
   // The environment: the daemon's, minus any rank variables of its own, plus the job's.
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    std::string_view kv(*e);
-    size_t eq = kv.find('=');
-    if (eq == std::string_view::npos) continue;
-    std::string key(kv.substr(0, eq));
-    if (key.starts_with("SLURM_") || key.starts_with("OMPI_") || key.starts_with("PMIX_") ||
-        (key.starts_with("BELAY_") && !key.starts_with("BELAY_FAULT_"))) {
-      continue;
-    }
-    env[key] = std::string(kv.substr(eq + 1));
-  }
+  std::map<std::string, std::string> env = InheritedEnvironment();
   if (job.world_size > 1) {
     for (const auto& [k, v] : options_.mpi_env) env[k] = v;
   } else {
@@ -264,18 +231,8 @@ JobStatus LocalScheduler::Ended(const std::string& id, const Record& r) const {
   s.message = r.wait_status ? Cat("leader ", DescribeWait(*r.wait_status))
                             : "leader ended while belayd was not watching (status unknown)";
   for (int rank = 0; rank < r.world_size; ++rank) {
-    RankEnd e;
-    e.rank = rank;
-    e.node = s.nodes[0];
-    std::ifstream in(RankFile(r.log_dir, rank, "exit"));
-    int code = 0;
-    if (in >> code) {
-      if (code > 128 && code < 128 + 65) {
-        e.signal = code - 128;
-      } else {
-        e.exit_code = code;
-      }
-    } else if (r.world_size == 1 && r.wait_status && WIFSIGNALED(*r.wait_status)) {
+    RankEnd e = ReadRankEnd(r.log_dir, rank, s.nodes[0]);
+    if (!e.exit_code && e.signal == 0 && r.world_size == 1 && r.wait_status && WIFSIGNALED(*r.wait_status)) {
       e.signal = WTERMSIG(*r.wait_status);  // the wrapper itself was killed with its rank
     }
     s.ranks.push_back(e);

@@ -430,6 +430,12 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
 
   absl::StatusOr<std::string> id = scheduler_.Submit(job);
   WriteBatch b;
+  if (absl::IsUnavailable(id.status())) {
+    // The scheduler cannot be reached (slurmctld down or rate-limited): not a refusal of the
+    // job. The attempt stays queued with its token; the next round submits (idempotently).
+    spdlog::warn("campaign {}: attempt {} not submitted yet: {}", c.id(), a.number(), std::string(id.status().message()));
+    return absl::OkStatus();
+  }
   if (!id.ok()) {
     sched::JobStatus rejected;
     rejected.state = sched::JobState::kEnded;

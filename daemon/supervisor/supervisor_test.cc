@@ -584,12 +584,26 @@ TEST_F(SupervisorTest, ACampaignCancelledWhileWaitingForBackoffNeverStartsAgain)
   EXPECT_EQ(sched_.submitted().size(), 1u);
 }
 
-TEST_F(SupervisorTest, ASchedulerThatRefusesTheJobCountsAsAFailedStart) {
+TEST_F(SupervisorTest, AnUnreachableSchedulerIsAskedAgainNextRound) {
   sched_.FailNextSubmit(absl::UnavailableError("slurmctld is down"));
   const std::string id = SubmitAndStart();
   pb::Attempt a = Attempt(id, 1);
+  EXPECT_EQ(a.state(), pb::ATTEMPT_STATE_QUEUED);
+  EXPECT_EQ(a.end_reason(), pb::END_REASON_UNSPECIFIED);
+  const std::string token = a.worker_token();
+  Tick();
+  a = Attempt(id, 1);
+  EXPECT_EQ(a.state(), pb::ATTEMPT_STATE_STARTING);
+  EXPECT_EQ(a.worker_token(), token) << "the retry hands out the same token";
+  EXPECT_EQ(sched_.submitted().size(), 1u);
+}
+
+TEST_F(SupervisorTest, ASchedulerThatRefusesTheJobCountsAsAFailedStart) {
+  sched_.FailNextSubmit(absl::FailedPreconditionError("invalid partition specified"));
+  const std::string id = SubmitAndStart();
+  pb::Attempt a = Attempt(id, 1);
   EXPECT_EQ(a.end_reason(), pb::END_REASON_SCHEDULER_REJECTED);
-  EXPECT_EQ(a.end_message(), "slurmctld is down");
+  EXPECT_EQ(a.end_message(), "invalid partition specified");
   EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_RECOVERING);
   clock_.Advance(31s);
   Tick();

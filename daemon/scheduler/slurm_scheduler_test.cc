@@ -1,0 +1,167 @@
+// SlurmScheduler against a real Slurm cluster: the local cluster of deploy/local-cluster
+// (started by the ctest fixture slurm.cluster; SLURM_CONF names it). Jobs are tiny shell
+// commands run under mpirun across two virtual nodes.
+#include "daemon/scheduler/slurm_scheduler.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common/strings.h"
+#include "gtest/gtest.h"
+
+namespace belay::sched {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+class SlurmSchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* conf = std::getenv("SLURM_CONF");
+    if (conf == nullptr || !fs::exists(conf)) GTEST_SKIP() << "SLURM_CONF names no cluster (ctest starts one)";
+    dir_ = fs::temp_directory_path() / ("belay_slurm_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    SlurmSchedulerOptions o;
+    o.conf = conf;
+    o.min_poll_interval = 200ms;
+    o.mpi_env = {{"OMPI_ALLOW_RUN_AS_ROOT", "1"},       {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
+                 {"OMPI_MCA_btl", "self,tcp"},          {"OMPI_MCA_btl_tcp_if_include", "lo"},
+                 {"OMPI_MCA_oob_tcp_if_include", "lo"}, {"OMPI_MCA_rmaps_base_oversubscribe", "1"}};
+    sched_ = std::make_unique<SlurmScheduler>(o);
+  }
+  void TearDown() override {
+    for (const std::string& id : started_) sched_->Signal(id, SIGKILL).IgnoreError();
+    fs::remove_all(dir_);
+  }
+
+  JobSpec Job(int32_t attempt, std::vector<std::string> command, int world = 2) {
+    JobSpec j;
+    j.campaign_id = Cat("slurmtest-", ::getpid());
+    j.attempt = attempt;
+    j.world_size = world;
+    j.ranks_per_node = 1;
+    j.command = std::move(command);
+    j.log_dir = dir_ / ("attempt_" + std::to_string(attempt));
+    j.env = {{"BELAY_TOKEN", "t0k3n"}};
+    return j;
+  }
+  std::string Submit(const JobSpec& j) {
+    absl::StatusOr<std::string> id = sched_->Submit(j);
+    EXPECT_TRUE(id.ok()) << id.status();
+    if (id.ok()) started_.push_back(*id);
+    return id.value_or("");
+  }
+  // Polls until the job is in `want` (or ended), for up to `limit`.
+  JobStatus WaitFor(const std::string& id, JobState want, std::chrono::seconds limit = 120s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    JobStatus last;
+    while (std::chrono::steady_clock::now() < deadline) {
+      absl::StatusOr<std::vector<JobStatus>> st = sched_->Poll({id});
+      if (st.ok()) {
+        last = (*st)[0];
+        if (last.state == want || last.state == JobState::kEnded) return last;
+      }
+      std::this_thread::sleep_for(300ms);
+    }
+    ADD_FAILURE() << "job " << id << " never reached " << JobStateName(want) << "; last: " << last.message;
+    return last;
+  }
+
+  fs::path dir_;
+  std::unique_ptr<SlurmScheduler> sched_;
+  std::vector<std::string> started_;
+};
+
+TEST_F(SlurmSchedulerTest, AJobRunsItsRanksAcrossNodesAndReportsTheirExits) {
+  const JobSpec j = Job(1, {"/bin/sh", "-c", "echo \"rank $OMPI_COMM_WORLD_RANK token $BELAY_TOKEN\"; exit 3"});
+  const std::string id = Submit(j);
+  ASSERT_FALSE(id.empty());
+  // The same attempt again: the same job, not a second one.
+  absl::StatusOr<std::string> again = sched_->Submit(j);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, id);
+  const JobStatus st = WaitFor(id, JobState::kEnded);
+  ASSERT_EQ(st.state, JobState::kEnded) << st.message;
+  EXPECT_EQ(st.reason, pb::END_REASON_UNSPECIFIED) << st.message;  // FAILED: the ranks' exits decide
+  EXPECT_EQ(st.nodes.size(), 2u) << st.message;
+  ASSERT_EQ(st.ranks.size(), 2u);
+  for (const RankEnd& e : st.ranks) {
+    EXPECT_EQ(e.exit_code, 3) << "rank " << e.rank;
+  }
+  std::ifstream log(j.log_dir / "rank_00001.log");
+  std::string line;
+  std::getline(log, line);
+  EXPECT_EQ(line, "rank 1 token t0k3n");
+}
+
+TEST_F(SlurmSchedulerTest, Usr1ReachesEveryRankThroughTheBatchShell) {
+  const std::string id =
+      Submit(Job(2, {"/bin/sh", "-c", "trap 'exit 7' USR1; echo ready; while :; do sleep 0.2; done"}));
+  ASSERT_EQ(WaitFor(id, JobState::kRunning).state, JobState::kRunning);
+  // Both ranks up (their logs say so) before the signal.
+  const fs::path logs = dir_ / "attempt_2";
+  for (int i = 0; i < 200 && !(fs::exists(logs / "rank_00000.log") && fs::file_size(logs / "rank_00000.log") > 0 &&
+                               fs::exists(logs / "rank_00001.log") && fs::file_size(logs / "rank_00001.log") > 0);
+       ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(sched_->Signal(id, SIGUSR1).ok());
+  const JobStatus st = WaitFor(id, JobState::kEnded, 60s);
+  ASSERT_EQ(st.state, JobState::kEnded) << st.message;
+  ASSERT_EQ(st.ranks.size(), 2u);
+  for (const RankEnd& e : st.ranks) EXPECT_EQ(e.exit_code, 7) << "rank " << e.rank << ": " << st.message;
+}
+
+TEST_F(SlurmSchedulerTest, SigkillCancelsAndPollingStaysWithinItsBudget) {
+  const std::string id = Submit(Job(3, {"/bin/sleep", "300"}));
+  ASSERT_EQ(WaitFor(id, JobState::kRunning).state, JobState::kRunning);
+  // Many polls inside min_poll_interval cost one load.
+  const int64_t before = sched_->rpcs();
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(sched_->Poll({id, "999999"}).ok());
+  EXPECT_LE(sched_->rpcs() - before, 2);
+  ASSERT_TRUE(sched_->Signal(id, SIGKILL).ok());
+  const JobStatus st = WaitFor(id, JobState::kEnded, 60s);
+  EXPECT_EQ(st.reason, pb::END_REASON_CANCELLED_EXTERNALLY) << st.message;
+  // An unknown id is unknown; a signal to an ended job is fine.
+  absl::StatusOr<std::vector<JobStatus>> unknown = sched_->Poll({"999999"});
+  ASSERT_TRUE(unknown.ok());
+  EXPECT_EQ((*unknown)[0].state, JobState::kUnknown);
+  EXPECT_TRUE(sched_->Signal(id, SIGKILL).ok());
+}
+
+TEST_F(SlurmSchedulerTest, ABudgetOfRpcsIsNeverExceeded) {
+  SlurmSchedulerOptions o;
+  o.conf = std::getenv("SLURM_CONF");
+  o.min_poll_interval = 0ms;
+  o.rpc_budget_per_minute = 5;
+  SlurmScheduler tight(o);
+  int refused = 0;
+  for (int i = 0; i < 20; ++i) {
+    if (absl::IsUnavailable(tight.Poll({"1"}).status())) ++refused;
+  }
+  EXPECT_EQ(tight.rpcs(), 5);
+  EXPECT_EQ(refused, 15);
+  EXPECT_EQ(tight.refused(), 15);
+}
+
+TEST_F(SlurmSchedulerTest, ARefusedSubmissionSaysWhy) {
+  SlurmSchedulerOptions o;
+  o.conf = std::getenv("SLURM_CONF");
+  o.partition = "no-such-partition";
+  SlurmScheduler bad(o);
+  absl::StatusOr<std::string> id = bad.Submit(Job(4, {"/bin/true"}));
+  ASSERT_FALSE(id.ok());
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kFailedPrecondition) << id.status();
+  EXPECT_NE(id.status().message().find("artition"), std::string::npos) << id.status();
+}
+
+}  // namespace
+}  // namespace belay::sched

@@ -1,0 +1,43 @@
+// The pure parts of the Slurm backend: job comments, shell quoting, the batch script, the
+// meaning of Slurm job states.
+#include "daemon/scheduler/slurm_script.h"
+
+#include "gtest/gtest.h"
+#include "slurm/slurm.h"
+
+namespace belay::sched {
+namespace {
+
+TEST(SlurmScript, CommentsRoundTripAndStatesMeanWhatDesignSays) {
+  EXPECT_EQ(SlurmJobComment("demo-3", 12), "belay:campaign=demo-3:attempt=12");
+  EXPECT_EQ(ParseSlurmJobComment("belay:campaign=demo-3:attempt=12"), (std::pair<std::string, int32_t>{"demo-3", 12}));
+  for (const char* bad : {"", "belay:campaign=:attempt=1", "belay:campaign=x:attempt=0", "belay:campaign=x:attempt=1x",
+                          "other:campaign=x:attempt=1"}) {
+    EXPECT_FALSE(ParseSlurmJobComment(bad).has_value()) << bad;
+  }
+  EXPECT_EQ(MeaningOfSlurmState(JOB_PENDING).state, JobState::kQueued);
+  EXPECT_EQ(MeaningOfSlurmState(JOB_RUNNING).state, JobState::kRunning);
+  EXPECT_EQ(MeaningOfSlurmState(JOB_TIMEOUT).reason, pb::END_REASON_TIME_LIMIT);
+  EXPECT_EQ(MeaningOfSlurmState(JOB_NODE_FAIL).reason, pb::END_REASON_NODE_FAILURE);
+  EXPECT_EQ(MeaningOfSlurmState(JOB_PREEMPTED).reason, pb::END_REASON_PREEMPTED);
+  EXPECT_EQ(MeaningOfSlurmState(JOB_OOM).reason, pb::END_REASON_OUT_OF_MEMORY);
+  EXPECT_EQ(MeaningOfSlurmState(JOB_CANCELLED).reason, pb::END_REASON_CANCELLED_EXTERNALLY);
+  EXPECT_EQ(MeaningOfSlurmState(JOB_FAILED).reason, pb::END_REASON_UNSPECIFIED);
+  EXPECT_EQ(MeaningOfSlurmState(JOB_NODE_FAIL | JOB_COMPLETING).state, JobState::kRunning);
+  EXPECT_EQ(ShellQuote("it's"), "'it'\\''s'");
+  JobSpec j;
+  j.campaign_id = "c-1";
+  j.attempt = 2;
+  j.world_size = 4;
+  j.ranks_per_node = 2;
+  j.log_dir = "/shared/logs dir";
+  j.command = {"/opt/belay-worker", "train", "--spec", "/a b/c.toml"};
+  const std::string s = SlurmBatchScript(j, "mpirun");
+  EXPECT_NE(s.find("export BELAY_LOG_DIR='/shared/logs dir'"), std::string::npos) << s;
+  EXPECT_NE(s.find("'mpirun' -np 4 /bin/sh -c "), std::string::npos) << s;
+  EXPECT_NE(s.find(" belay-rank '/opt/belay-worker' 'train' '--spec' '/a b/c.toml' &"), std::string::npos) << s;
+  EXPECT_NE(s.find("trap 'kill -USR1 \"$child\" 2>/dev/null' USR1"), std::string::npos) << s;
+}
+
+}  // namespace
+}  // namespace belay::sched
