@@ -24,6 +24,8 @@
 #include "daemon/rpc/peer_registry.h"
 #include "daemon/rpc/worker_link_service.h"
 #include "daemon/scheduler/local_scheduler.h"
+#include "daemon/scheduler/routing_scheduler.h"
+#include "daemon/scheduler/slurm_scheduler.h"
 #include "daemon/store/rocksdb_store.h"
 #include "daemon/supervisor/supervisor.h"
 #include "grpcpp/grpcpp.h"
@@ -45,6 +47,9 @@ struct Options {
   std::string worker;
   std::string log_level = "info";
   double tick_s = 1.0;
+  std::string slurm_conf;                  // empty: SLURM_CONF, else /etc/slurm/slurm.conf
+  std::vector<std::string> slurm_job_env;  // KEY=VALUE added to every Slurm job
+  int slurm_rpc_budget = 120;
 };
 
 std::string DefaultStateDir() {
@@ -97,7 +102,27 @@ int Run(const Options& o) {
   belay::SystemClock clock;
   belay::sched::LocalSchedulerOptions so;
   so.jobs_dir = state / "jobs";
-  belay::sched::LocalScheduler scheduler(so);
+  // Campaigns with scheduler = "slurm" go to libslurm, created when the first one needs it.
+  std::string slurm_conf = o.slurm_conf;
+  if (slurm_conf.empty()) {
+    const char* env = std::getenv("SLURM_CONF");
+    slurm_conf = env != nullptr && *env != '\0' ? env : "/etc/slurm/slurm.conf";
+  }
+  if (!std::filesystem::exists(slurm_conf)) slurm_conf.clear();
+  belay::sched::RoutingScheduler scheduler(
+      std::make_unique<belay::sched::LocalScheduler>(so),
+      [&o, slurm_conf]() -> absl::StatusOr<std::unique_ptr<belay::sched::Scheduler>> {
+        belay::sched::SlurmSchedulerOptions sl;
+        sl.conf = slurm_conf;
+        if (sl.conf.empty()) return absl::FailedPreconditionError("this belayd knows no Slurm cluster (no slurm.conf)");
+        for (const std::string& kv : o.slurm_job_env) {
+          const size_t eq = kv.find('=');
+          sl.mpi_env.emplace_back(kv.substr(0, eq), eq == std::string::npos ? "" : kv.substr(eq + 1));
+        }
+        sl.rpc_budget_per_minute = o.slurm_rpc_budget;
+        spdlog::info("Slurm backend: {}", sl.conf);
+        return std::make_unique<belay::sched::SlurmScheduler>(std::move(sl));
+      });
 
   belay::supervisor::SupervisorOptions sup_options;
   sup_options.state_dir = state;
@@ -140,6 +165,7 @@ int Run(const Options& o) {
   facts.state_dir = state;
   facts.worker_listen_address = worker_address;
   facts.start_time = clock.Now();
+  facts.slurm_conf = slurm_conf;
   belay::rpc::CoordinatorService coordinator(supervisor, **store, peers, clock, facts);
   grpc::ServerBuilder api_builder;
   api_builder.RegisterService(&coordinator);
@@ -171,8 +197,8 @@ int Run(const Options& o) {
     }
   });
 
-  spdlog::info("{}: state in {}, API on {}, workers on {}, local scheduler", facts.version, state.string(),
-               socket_path.string(), worker_address);
+  spdlog::info("{}: state in {}, API on {}, workers on {}, local scheduler{}", facts.version, state.string(),
+               socket_path.string(), worker_address, slurm_conf.empty() ? "" : Cat(", Slurm cluster of ", slurm_conf));
   ::signal(SIGTERM, OnSignal);
   ::signal(SIGINT, OnSignal);
   const auto tick = std::chrono::milliseconds(static_cast<int64_t>(o.tick_s * 1000));
@@ -210,6 +236,11 @@ int main(int argc, char** argv) {
   app.add_option("--worker", o.worker, "the belay-worker program (default: beside belayd)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error");
   app.add_option("--tick", o.tick_s, "seconds between supervision rounds")->check(CLI::PositiveNumber);
+  app.add_option("--slurm-conf", o.slurm_conf, "slurm.conf of the cluster for scheduler = \"slurm\" campaigns "
+                                                 "(default: $SLURM_CONF, else /etc/slurm/slurm.conf)");
+  app.add_option("--slurm-job-env", o.slurm_job_env,
+                 "KEY=VALUE added to the environment of every Slurm job (e.g. Open MPI transport settings); repeatable");
+  app.add_option("--slurm-rpc-budget", o.slurm_rpc_budget, "most libslurm calls per minute")->check(CLI::PositiveNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -114,11 +114,10 @@ grpc::Status CoordinatorService::SubmitCampaign(grpc::ServerContext* ctx, const 
     pe->set_message(e.message);
   }
   if (!parsed.ok() || req->validate_only()) return grpc::Status::OK;
-  if ((parsed.spec->resources.scheduler == SchedulerKind::kSlurm) != (facts_.scheduler == v1::SCHEDULER_KIND_SLURM)) {
+  if (parsed.spec->resources.scheduler == SchedulerKind::kSlurm && facts_.slurm_conf.empty()) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        Cat("the campaign asks for scheduler \"", ToString(parsed.spec->resources.scheduler),
-                            "\"; this belayd runs the ",
-                            facts_.scheduler == v1::SCHEDULER_KIND_SLURM ? "slurm" : "local", " scheduler"));
+                        "the campaign asks for scheduler \"slurm\"; this belayd knows no Slurm cluster "
+                        "(no slurm.conf: start it with --slurm-conf or SLURM_CONF)");
   }
   absl::StatusOr<v1::Campaign> c =
       supervisor_.Submit(*parsed.spec, req->spec_toml(), req->spec_file(), who->uid, UserName(who->uid));

@@ -17,7 +17,8 @@ struct DaemonFacts {
   std::string version;
   std::filesystem::path state_dir;
   std::string worker_listen_address;
-  v1::SchedulerKind scheduler = v1::SCHEDULER_KIND_LOCAL;
+  v1::SchedulerKind scheduler = v1::SCHEDULER_KIND_LOCAL;  // the default backend
+  std::string slurm_conf;  // the Slurm cluster's slurm.conf; empty: none (slurm campaigns refused)
   TimePoint start_time;
 };
 

@@ -1,5 +1,6 @@
 // How belayd runs an attempt's ranks: the Scheduler interface, implemented by the local
-// process backend (local_scheduler.h) and, later, Slurm. The supervisor decides what to run
+// process backend (local_scheduler.h) and Slurm (slurm_scheduler.h); routing_scheduler.h
+// hands each job to the backend its campaign asks for. The supervisor decides what to run
 // and when; a Scheduler only starts, observes and signals jobs.
 #pragma once
 
@@ -36,6 +37,12 @@ struct JobSpec {
   std::filesystem::path work_dir;
   std::vector<std::string> exclude_nodes;  // nodes not to run on (Slurm)
   std::optional<std::chrono::seconds> time_limit;
+  // Which backend runs it (RoutingScheduler), and the campaign's Slurm settings.
+  pb::SchedulerKind kind = pb::SCHEDULER_KIND_LOCAL;
+  std::string partition;
+  std::string account;
+  std::vector<std::string> sbatch_options;  // "--name=value" (or "--name")
+  std::optional<std::chrono::seconds> pre_limit_signal;  // USR1 this long before the time limit
 };
 
 enum class JobState {

@@ -138,7 +138,11 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   const fs::path log_dir = fs::absolute(job.log_dir);
 
   // Idempotent per (campaign, attempt): a job already submitted for it, in whatever state.
-  const std::string comment = SlurmJobComment(job.campaign_id, job.attempt);
+  std::string token;
+  for (const auto& [k, v] : job.env) {
+    if (k == "BELAY_TOKEN") token = v;
+  }
+  const std::string comment = SlurmJobComment(job.campaign_id, job.attempt, token);
   if (absl::Status s = Load(/*fresh=*/true); !s.ok()) return s;
   for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
     if (it->second.comment == comment && it->second.user_id == getuid()) return std::to_string(it->first);
@@ -153,7 +157,27 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   std::string work_dir = log_dir.string();
   std::string exclude;
   for (const std::string& n : job.exclude_nodes) exclude += (exclude.empty() ? "" : ",") + n;
-  std::string partition = options_.partition, account = options_.account;
+  std::string partition = job.partition.empty() ? options_.partition : job.partition;
+  std::string account = job.account.empty() ? options_.account : job.account;
+  // The sbatch options belay knows how to pass through libslurm; others are refused by name.
+  std::string qos, reservation, constraint;
+  bool exclusive = false;
+  for (const std::string& o : job.sbatch_options) {
+    const size_t eq = o.find('=');
+    const std::string key = o.substr(0, eq), value = eq == std::string::npos ? "" : o.substr(eq + 1);
+    if (key == "--qos" && !value.empty()) {
+      qos = value;
+    } else if (key == "--reservation" && !value.empty()) {
+      reservation = value;
+    } else if (key == "--constraint" && !value.empty()) {
+      constraint = value;
+    } else if (key == "--exclusive" && value.empty()) {
+      exclusive = true;
+    } else {
+      return absl::InvalidArgumentError(Cat("sbatch option \"", o, "\" is not supported by belay's Slurm backend ",
+                                            "(supported: --qos=, --reservation=, --constraint=, --exclusive)"));
+    }
+  }
 
   // The environment: belayd's, minus rank and scheduler variables of its own, plus the job's.
   std::map<std::string, std::string> env = InheritedEnvironment();
@@ -179,13 +203,18 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   if (!exclude.empty()) d.exc_nodes = exclude.data();
   if (!partition.empty()) d.partition = partition.data();
   if (!account.empty()) d.account = account.data();
+  if (!qos.empty()) d.qos = qos.data();
+  if (!reservation.empty()) d.reservation = reservation.data();
+  if (!constraint.empty()) d.features = constraint.data();
+  if (exclusive) d.shared = JOB_SHARED_NONE;
   d.std_out = std_out.data();
   d.work_dir = work_dir.data();
   d.environment = envp.data();
   d.env_size = static_cast<uint32_t>(kvs.size());
   d.requeue = 0;  // belay decides restarts
   d.warn_signal = SIGUSR1;
-  d.warn_time = static_cast<uint16_t>(std::clamp<int64_t>(options_.pre_limit_signal.count(), 0, 65535));
+  d.warn_time = static_cast<uint16_t>(
+      std::clamp<int64_t>(job.pre_limit_signal.value_or(options_.pre_limit_signal).count(), 0, 65535));
   d.warn_flags = KILL_JOB_BATCH;  // to the batch shell, which passes it on to mpirun
   d.user_id = getuid();
   d.group_id = getgid();

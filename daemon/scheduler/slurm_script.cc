@@ -3,27 +3,34 @@
 
 #include <charconv>
 
+#include "common/checksum.h"
 #include "common/strings.h"
 #include "daemon/scheduler/rank_files.h"
 #include "slurm/slurm.h"
 
 namespace belay::sched {
 
-std::string SlurmJobComment(const std::string& campaign_id, int32_t attempt) {
-  return Cat("belay:campaign=", campaign_id, ":attempt=", attempt);
+std::string SlurmJobComment(const std::string& campaign_id, int32_t attempt, std::string_view token) {
+  return Cat("belay:campaign=", campaign_id, ":attempt=", attempt, ":key=", FormatXxh3(Xxh3(token)));
 }
 
-std::optional<std::pair<std::string, int32_t>> ParseSlurmJobComment(std::string_view c) {
-  constexpr std::string_view kPrefix = "belay:campaign=", kAttempt = ":attempt=";
+std::optional<SlurmJobTag> ParseSlurmJobComment(std::string_view c) {
+  constexpr std::string_view kPrefix = "belay:campaign=", kAttempt = ":attempt=", kKey = ":key=";
   if (!c.starts_with(kPrefix)) return std::nullopt;
   c.remove_prefix(kPrefix.size());
   const size_t at = c.find(kAttempt);
   if (at == std::string_view::npos || at == 0) return std::nullopt;
-  const std::string_view id = c.substr(0, at), num = c.substr(at + kAttempt.size());
-  int32_t attempt = 0;
-  auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), attempt);
-  if (ec != std::errc() || end != num.data() + num.size() || attempt < 1) return std::nullopt;
-  return std::pair{std::string(id), attempt};
+  SlurmJobTag tag;
+  tag.campaign_id = std::string(c.substr(0, at));
+  c.remove_prefix(at + kAttempt.size());
+  const size_t k = c.find(kKey);
+  if (k == std::string_view::npos) return std::nullopt;
+  const std::string_view num = c.substr(0, k);
+  auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), tag.attempt);
+  if (ec != std::errc() || end != num.data() + num.size() || tag.attempt < 1) return std::nullopt;
+  tag.key = std::string(c.substr(k + kKey.size()));
+  if (tag.key.size() != 16 || tag.key.find_first_not_of("0123456789abcdef") != std::string::npos) return std::nullopt;
+  return tag;
 }
 
 std::string ShellQuote(std::string_view text) {

@@ -12,11 +12,20 @@
 
 namespace belay::sched {
 
-// "belay:campaign=<id>:attempt=<n>" (campaign ids have no ':'). A restarted belayd finds the
-// jobs of its attempts by it.
-std::string SlurmJobComment(const std::string& campaign_id, int32_t attempt);
+// "belay:campaign=<id>:attempt=<n>:key=<16 hex digits>" (campaign ids have no ':'). The key
+// is a hash of the attempt's token: it tells this attempt's job from a job of the same
+// campaign id and attempt number submitted by another belayd (another state directory)
+// without revealing the token (comments are public). A restarted belayd finds the job of an
+// attempt by it.
+std::string SlurmJobComment(const std::string& campaign_id, int32_t attempt, std::string_view token);
+struct SlurmJobTag {
+  std::string campaign_id;
+  int32_t attempt = 0;
+  std::string key;
+  bool operator==(const SlurmJobTag&) const = default;
+};
 // Inverse of SlurmJobComment; nullopt for any other comment.
-std::optional<std::pair<std::string, int32_t>> ParseSlurmJobComment(std::string_view comment);
+std::optional<SlurmJobTag> ParseSlurmJobComment(std::string_view comment);
 
 // `text` in single quotes for /bin/sh.
 std::string ShellQuote(std::string_view text);

@@ -9,10 +9,18 @@ namespace belay::sched {
 namespace {
 
 TEST(SlurmScript, CommentsRoundTripAndStatesMeanWhatDesignSays) {
-  EXPECT_EQ(SlurmJobComment("demo-3", 12), "belay:campaign=demo-3:attempt=12");
-  EXPECT_EQ(ParseSlurmJobComment("belay:campaign=demo-3:attempt=12"), (std::pair<std::string, int32_t>{"demo-3", 12}));
-  for (const char* bad : {"", "belay:campaign=:attempt=1", "belay:campaign=x:attempt=0", "belay:campaign=x:attempt=1x",
-                          "other:campaign=x:attempt=1"}) {
+  const std::string c = SlurmJobComment("demo-3", 12, "secret-token");
+  EXPECT_EQ(c.rfind("belay:campaign=demo-3:attempt=12:key=", 0), 0u) << c;
+  EXPECT_EQ(c.find("secret"), std::string::npos);
+  EXPECT_NE(SlurmJobComment("demo-3", 12, "other-token"), c);
+  const std::optional<SlurmJobTag> tag = ParseSlurmJobComment(c);
+  ASSERT_TRUE(tag.has_value());
+  EXPECT_EQ(tag->campaign_id, "demo-3");
+  EXPECT_EQ(tag->attempt, 12);
+  EXPECT_EQ(tag->key.size(), 16u);
+  for (const char* bad : {"", "belay:campaign=:attempt=1:key=0123456789abcdef", "belay:campaign=x:attempt=0:key=0123456789abcdef",
+                          "belay:campaign=x:attempt=1x:key=0123456789abcdef", "belay:campaign=x:attempt=1",
+                          "belay:campaign=x:attempt=1:key=xyz", "other:campaign=x:attempt=1:key=0123456789abcdef"}) {
     EXPECT_FALSE(ParseSlurmJobComment(bad).has_value()) << bad;
   }
   EXPECT_EQ(MeaningOfSlurmState(JOB_PENDING).state, JobState::kQueued);

@@ -427,6 +427,11 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
   if (!options_.coordinator_address.empty()) job.env.push_back({"BELAY_COORDINATOR", options_.coordinator_address});
   if (l.spec.resources.time_limit) job.time_limit = *l.spec.resources.time_limit;
   for (const std::string& n : a.excluded_nodes()) job.exclude_nodes.push_back(n);
+  job.kind = c.scheduler();
+  job.partition = l.spec.resources.partition;
+  job.account = l.spec.resources.account;
+  job.sbatch_options = l.spec.resources.sbatch_options;
+  job.pre_limit_signal = l.spec.resources.pre_limit_signal;
 
   absl::StatusOr<std::string> id = scheduler_.Submit(job);
   WriteBatch b;

@@ -38,75 +38,13 @@ import sys
 import tempfile
 import time
 
-BIN = pathlib.Path(sys.argv[1]).resolve()
+from harness import ENV, Daemon, belay, fail, kill_local_jobs, mpi_env, status, wait_for
+import harness
+
+harness.init(sys.argv[1])
+BIN = harness.BIN
 RPC_JUNK = pathlib.Path(sys.argv[2]).resolve()
-
-
-def fail(msg):
-    print("FAIL: " + msg, file=sys.stderr)
-    sys.exit(1)
-
-
-ENV = dict(os.environ)
-# One thread per rank (2 ranks on this machine's cores); the reference run uses the same.
-ENV.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "BELAY_RANK", "BELAY_WORLD_SIZE",
-          "BELAY_LOCAL_RANK", "BELAY_COORDINATOR", "BELAY_TOKEN", "BELAY_SOCKET"):
-    ENV.pop(k, None)
-
-
-class Daemon:
-    def __init__(self, state):
-        self.state = state
-        self.socket = str(state / "belayd.sock")
-        self.proc = None
-
-    def start(self, extra_env=None):
-        log = open(self.state.parent / "belayd.log", "a")
-        self.proc = subprocess.Popen([str(BIN / "belayd"), "--state-dir", str(self.state), "--tick", "0.5"],
-                                     env={**ENV, **(extra_env or {})}, stdout=log, stderr=log)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if belay("daemon", check=False).returncode == 0:
-                return
-            if self.proc.poll() is not None:
-                fail(f"belayd exited with {self.proc.returncode}:\n" + (self.state.parent / "belayd.log").read_text()[-3000:])
-            time.sleep(0.2)
-        fail("belayd did not come up")
-
-    def kill(self, sig=signal.SIGKILL):
-        self.proc.send_signal(sig)
-        self.proc.wait(timeout=30)
-
-    def alive(self):
-        return self.proc.poll() is None
-
-
 DAEMON = None
-
-
-def belay(*args, check=True, user=None, timeout=60):
-    cmd = [str(BIN / "belay"), "--socket", DAEMON.socket, *args]
-    if user is not None:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
-    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        fail(f"{' '.join(args)} exited {p.returncode}: {p.stderr}")
-    return p
-
-
-def status(cid):
-    return json.loads(belay("status", cid, "--json").stdout)
-
-
-def wait_for(what, pred, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    fail(f"timed out waiting for {what}")
 
 
 def committed_steps(cid):
@@ -122,27 +60,7 @@ def rank_pid(state, cid, attempt, rank):
     return int(m.group(1)) if m else None
 
 
-SPEC = """[campaign]
-name = "{name}"
-[model]
-n_layer = 2
-n_head = 2
-d_model = 64
-seq_len = 32
-vocab_size = 257
-[data]
-train = "data/train_*.bin"
-val = "data/val_*.bin"
-[train]
-total_steps = {steps}
-micro_batch = 2
-global_batch = 8
-lr = 3e-3
-warmup_steps = 2
-eval_every = 100
-eval_batches = 2
-zero_stage = 2
-[checkpoint]
+SPEC = harness.tiny_campaign(2, """[checkpoint]
 dir = "ckpt"
 every_steps = 50
 keep_last = 20
@@ -151,7 +69,7 @@ ranks_per_node = 2
 [restart]
 backoff = {{ initial = "1s", max = "5s", jitter = 0.1 }}
 hang_timeout = "10s"
-"""
+""")
 
 
 def main():
@@ -437,32 +355,6 @@ def main():
         kill_local_jobs(tmp / "state")
         os.chdir("/")
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def kill_local_jobs(state):
-    """Ends what the local scheduler started and a failed check left running: every process of
-    each job's session (the session leader's pid starts the job id)."""
-    sessions = set()
-    for record in (state / "jobs").glob("*.json"):
-        m = re.match(r"(\d+)-", record.name)
-        if m:
-            sessions.add(int(m.group(1)))
-    for proc in pathlib.Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-            sid = int(stat[stat.rindex(")") + 2:].split()[3])
-            if sid in sessions:
-                os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, ValueError, IndexError):
-            pass
-
-
-def mpi_env():
-    return dict(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl="self,vader",
-                OMPI_MCA_btl_vader_single_copy_mechanism="none", OMPI_MCA_oob_tcp_if_include="lo",
-                OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_rmaps_base_oversubscribe="1")
 
 
 main()

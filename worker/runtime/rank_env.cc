@@ -115,7 +115,12 @@ absl::StatusOr<std::optional<RankInfo>> ReadSource(const SourceVariables& vars,
 absl::StatusOr<RankInfo> RankInfoFromEnvironment(const Environment& env) {
   std::optional<RankInfo> chosen;
   const SourceVariables* chosen_vars = nullptr;
+  // mpirun inside a Slurm allocation: the SLURM_* variables describe the step that started
+  // mpirun's daemons, not this process; OMPI_COMM_WORLD_* do.
+  const bool under_mpirun = env("OMPI_COMM_WORLD_RANK") || env("OMPI_COMM_WORLD_SIZE") ||
+                            env("OMPI_COMM_WORLD_LOCAL_RANK");
   for (const SourceVariables& vars : kSources) {
+    if (under_mpirun && vars.source == RankSource::kSlurm) continue;
     absl::StatusOr<std::optional<RankInfo>> info = ReadSource(vars, env);
     if (!info.ok()) return info.status();
     if (!info->has_value()) continue;

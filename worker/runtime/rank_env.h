@@ -44,9 +44,10 @@ Environment MapEnvironment(std::map<std::string, std::string, std::less<>> varia
 // names both sources and their values; when they agree, `source` is the first present in the
 // order Slurm, mpirun, belay.
 //
-// Note: mpirun started inside a Slurm allocation (not through srun) gives its ranks the
-// SLURM_* variables of its own daemons' step, which disagree with OMPI_COMM_WORLD_*; that is
-// reported as the disagreement it is. Launch with srun, or with mpirun outside Slurm.
+// mpirun inside a Slurm allocation (how belay's Slurm batch script launches CPU ranks) gives
+// its ranks the SLURM_* variables of the step that started its daemons (one task per node),
+// which describe that step, not the rank: when any OMPI_COMM_WORLD_* variable is set, the
+// Slurm source is ignored and mpirun's numbers count.
 absl::StatusOr<RankInfo> RankInfoFromEnvironment(const Environment& env);
 
 }  // namespace belay::runtime

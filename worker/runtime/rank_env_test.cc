@@ -67,21 +67,32 @@ TEST(RankEnv, ReadsBelayLocalBackend) {
 }
 
 TEST(RankEnv, AgreeingSourcesNameTheFirstInSlurmMpirunBelayOrder) {
-  absl::StatusOr<RankInfo> all = Read(Merge({kSlurm, kMpirun, kBelay}));
-  ASSERT_TRUE(all.ok()) << all.status();
-  EXPECT_EQ(all->source, RankSource::kSlurm);
-  EXPECT_EQ(all->rank, 3);
+  absl::StatusOr<RankInfo> slurm = Read(Merge({kSlurm, kBelay}));
+  ASSERT_TRUE(slurm.ok()) << slurm.status();
+  EXPECT_EQ(slurm->source, RankSource::kSlurm);
+  EXPECT_EQ(slurm->rank, 3);
   absl::StatusOr<RankInfo> two = Read(Merge({kBelay, kMpirun}));
   ASSERT_TRUE(two.ok()) << two.status();
   EXPECT_EQ(two->source, RankSource::kMpirun);
 }
 
+TEST(RankEnv, MpirunInsideASlurmAllocationCountsOverTheDaemonsStep) {
+  // mpirun's daemons ran as tasks 0..1 of a 2-node step; the ranks are 3 of 8.
+  Vars vars = Merge({kMpirun, kBelay});
+  vars["SLURM_PROCID"] = "1";
+  vars["SLURM_NTASKS"] = "2";
+  vars["SLURM_LOCALID"] = "0";
+  absl::StatusOr<RankInfo> info = Read(vars);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(*info, (RankInfo{.rank = 3, .world_size = 8, .local_rank = 1, .source = RankSource::kMpirun}));
+}
+
 TEST(RankEnv, DisagreeingRankNamesBothSourcesAndValues) {
-  Vars vars = Merge({kSlurm, kMpirun});
-  vars["OMPI_COMM_WORLD_RANK"] = "2";
+  Vars vars = Merge({kSlurm, kBelay});
+  vars["BELAY_RANK"] = "2";
   EXPECT_THAT(ErrorOf(vars),
               AllOf(HasSubstr("disagrees"), HasSubstr("Slurm"), HasSubstr("SLURM_PROCID=3"),
-                    HasSubstr("mpirun"), HasSubstr("OMPI_COMM_WORLD_RANK=2")));
+                    HasSubstr("belay"), HasSubstr("BELAY_RANK=2")));
 }
 
 TEST(RankEnv, DisagreeingWorldSizeIsAnError) {

@@ -1,0 +1,144 @@
+"""What the belayd system tests share: a clean environment, a belayd process, the belay CLI
+against it, waiting, and cleaning up what the local scheduler started.
+
+Call init(bin_dir) first. belay() talks to the belayd started last.
+"""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+BIN = None
+ENV = dict(os.environ)
+# One thread per rank (2 ranks on this machine's cores); reference runs use the same.
+ENV.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+for _k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_ID", "BELAY_RANK", "BELAY_WORLD_SIZE",
+           "BELAY_LOCAL_RANK", "BELAY_COORDINATOR", "BELAY_TOKEN", "BELAY_SOCKET"):
+    ENV.pop(_k, None)
+_current = None
+
+
+def init(bin_dir):
+    global BIN
+    BIN = pathlib.Path(bin_dir).resolve()
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+class Daemon:
+    """belayd with its state in `state`, its log in state/../belayd.log."""
+
+    def __init__(self, state, args=()):
+        self.state = state
+        self.socket = str(state / "belayd.sock")
+        self.args = list(args)
+        self.proc = None
+
+    def start(self, extra_env=None):
+        global _current
+        _current = self
+        log = open(self.state.parent / "belayd.log", "a")
+        self.proc = subprocess.Popen([str(BIN / "belayd"), "--state-dir", str(self.state), "--tick", "0.5", *self.args],
+                                     env={**ENV, **(extra_env or {})}, stdout=log, stderr=log)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if belay("daemon", check=False).returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                fail(f"belayd exited with {self.proc.returncode}:\n" + (self.state.parent / "belayd.log").read_text()[-3000:])
+            time.sleep(0.2)
+        fail("belayd did not come up")
+
+    def kill(self, sig=signal.SIGKILL):
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+
+def belay(*args, check=True, user=None, timeout=60):
+    cmd = [str(BIN / "belay"), "--socket", _current.socket, *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        fail(f"belay {' '.join(args)} exited {p.returncode}: {p.stderr}")
+    return p
+
+
+def status(cid):
+    return json.loads(belay("status", cid, "--json").stdout)
+
+
+def wait_for(what, pred, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    fail(f"timed out waiting for {what}")
+
+
+def kill_local_jobs(state):
+    """Ends what the local scheduler started and a failed check left running: every process of
+    each job's session (the session leader's pid starts the job id)."""
+    sessions = set()
+    for record in (state / "jobs").glob("*.json"):
+        m = re.match(r"(\d+)-", record.name)
+        if m:
+            sessions.add(int(m.group(1)))
+    for proc in pathlib.Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            sid = int(stat[stat.rindex(")") + 2:].split()[3])
+            if sid in sessions:
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
+def mpi_env(btl="self,vader"):
+    """Open MPI on loopback, as root, oversubscribed."""
+    env = dict(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl=btl,
+               OMPI_MCA_oob_tcp_if_include="lo", OMPI_MCA_btl_tcp_if_include="lo",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    if "vader" in btl:
+        env["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
+    return env
+
+
+# A tiny campaign (2 layers, d_model 64) over data prepared with `belay data prepare --out data`;
+# {name} and {steps} are left for str.format, the sections after [train] are the test's.
+def tiny_campaign(zero_stage, rest):
+    return """[campaign]
+name = "{name}"
+[model]
+n_layer = 2
+n_head = 2
+d_model = 64
+seq_len = 32
+vocab_size = 257
+[data]
+train = "data/train_*.bin"
+val = "data/val_*.bin"
+[train]
+total_steps = {steps}
+micro_batch = 2
+global_batch = 8
+lr = 3e-3
+warmup_steps = 2
+eval_every = 100
+eval_batches = 2
+zero_stage = """ + str(zero_stage) + "\n" + rest
