@@ -30,7 +30,11 @@ absl::StatusOr<std::string> RoutingScheduler::Submit(const JobSpec& job) {
 absl::StatusOr<std::vector<JobStatus>> RoutingScheduler::Poll(const std::vector<std::string>& ids) {
   std::vector<std::string> local_ids, slurm_ids;
   for (const std::string& id : ids) {
-    (id.starts_with(kSlurmPrefix) ? slurm_ids : local_ids).push_back(id.starts_with(kSlurmPrefix) ? id.substr(kSlurmPrefix.size()) : id);
+    if (id.starts_with(kSlurmPrefix)) {
+      slurm_ids.push_back(id.substr(kSlurmPrefix.size()));
+    } else {
+      local_ids.push_back(id);
+    }
   }
   std::vector<JobStatus> local, slurm;
   if (!local_ids.empty()) {

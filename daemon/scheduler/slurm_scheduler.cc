@@ -142,7 +142,7 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   for (const auto& [k, v] : job.env) {
     if (k == "BELAY_TOKEN") token = v;
   }
-  const std::string comment = SlurmJobComment(job.campaign_id, job.attempt, token);
+  std::string comment = SlurmJobComment(job.campaign_id, job.attempt, token);
   if (absl::Status s = Load(/*fresh=*/true); !s.ok()) return s;
   for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
     if (it->second.comment == comment && it->second.user_id == getuid()) return std::to_string(it->first);
@@ -192,7 +192,7 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   job_desc_msg_t d;
   slurm_init_job_desc_msg(&d);
   d.name = name.data();
-  d.comment = comment.empty() ? nullptr : const_cast<char*>(comment.c_str());
+  d.comment = comment.data();
   d.script = script.data();
   d.min_nodes = d.max_nodes = static_cast<uint32_t>(job.world_size / job.ranks_per_node);
   d.num_tasks = static_cast<uint32_t>(job.world_size);
@@ -287,7 +287,6 @@ absl::StatusOr<std::vector<JobStatus>> SlurmScheduler::Poll(const std::vector<st
           if (down.count(n) > 0) failed.push_back(n);
         }
         if (!failed.empty()) st.nodes = failed;
-        for (RankEnd& e : st.ranks) e.node.clear();
       }
     } else {
       spdlog::warn("loading Slurm nodes: {}", SlurmError());

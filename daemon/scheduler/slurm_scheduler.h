@@ -57,6 +57,7 @@ class SlurmScheduler final : public Scheduler {
   int64_t rpcs() const { return rpcs_; }
   int64_t refused() const { return refused_; }
 
+ private:
   // One job as the last load saw it.
   struct Seen {
     uint32_t job_state = 0;
@@ -68,7 +69,6 @@ class SlurmScheduler final : public Scheduler {
     uint32_t user_id = 0;
   };
 
- private:
   // Permission for one libslurm call: Unavailable while backing off or over budget.
   absl::Status Admit();
   void Succeeded();

@@ -667,18 +667,21 @@ absl::Status Supervisor::OnEval(const std::string& id, int32_t attempt, pb::Eval
   return store_.Write(b, Durability::kBuffered);
 }
 
+absl::Status Supervisor::GiveUp(WriteBatch& b, const pb::Campaign& c, pb::Checkpoint& ck, std::string why,
+                                int32_t attempt) {
+  ck.set_state(pb::CHECKPOINT_STATE_DELETED);
+  ck.set_state_message(std::move(why));
+  store::Put(b, ck);
+  return AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
+                  Cat("checkpoint step ", ck.step(), ": ", ck.state_message(), "; its files are removed"), attempt);
+}
+
 absl::Status Supervisor::AbandonCheckpointsAfter(WriteBatch& b, pb::Campaign& c, int64_t target, int32_t attempt) {
   absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, c.id());
   if (!all.ok()) return all.status();
   for (pb::Checkpoint& ck : *all) {
     if (ck.step() <= target || ck.state() != pb::CHECKPOINT_STATE_COMMITTED) continue;
-    ck.set_state(pb::CHECKPOINT_STATE_DELETED);
-    ck.set_state_message(target >= 0 ? Cat("given up by the rollback to step ", target)
-                                     : std::string("given up by the rollback to step 0"));
-    store::Put(b, ck);
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
-                                  Cat("checkpoint step ", ck.step(), " is ", ck.state_message(), "; its files are removed"),
-                                  attempt);
+    if (absl::Status s = GiveUp(b, c, ck, Cat("given up by the rollback to step ", std::max<int64_t>(target, 0)), attempt);
         !s.ok()) {
       return s;
     }
@@ -696,13 +699,10 @@ absl::Status Supervisor::AbandonPendingSaves(Loaded& l, WriteBatch& b) {
   if (!all.ok()) return all.status();
   for (pb::Checkpoint& ck : *all) {
     if (ck.state() != pb::CHECKPOINT_STATE_PENDING) continue;
-    ck.set_state(pb::CHECKPOINT_STATE_DELETED);
-    ck.set_state_message(Cat("save of attempt ", ck.attempt_number(), " never completed (", ck.shards_size(), " of ",
-                             ck.world_size(), " shards reported)"));
-    store::Put(b, ck);
-    if (absl::Status s = AddEvent(b, l.campaign, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
-                                  Cat("checkpoint step ", ck.step(), ": ", ck.state_message(), "; its files are removed"),
-                                  ck.attempt_number());
+    if (absl::Status s = GiveUp(b, l.campaign, ck,
+                                Cat("save of attempt ", ck.attempt_number(), " never completed (", ck.shards_size(),
+                                    " of ", ck.world_size(), " shards reported)"),
+                                ck.attempt_number());
         !s.ok()) {
       return s;
     }

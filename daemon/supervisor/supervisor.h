@@ -138,6 +138,9 @@ class Supervisor {
   absl::Status AbandonCheckpointsAfter(store::WriteBatch& batch, pb::Campaign& c, int64_t target, int32_t attempt)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ApplyRetention(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks `ck` DELETED for `why` (its directory goes at the next attempt's start), with an event.
+  absl::Status GiveUp(store::WriteBatch& batch, const pb::Campaign& c, pb::Checkpoint& ck, std::string why,
+                      int32_t attempt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends an event for the campaign to `batch` (sequence numbers are kept per campaign).
   absl::Status AddEvent(store::WriteBatch& batch, const pb::Campaign& c, pb::EventKind kind,
                         pb::Severity severity, std::string message, int32_t attempt = 0)
