@@ -1,0 +1,18 @@
+// AdamW on the GPU over fp32 master weights, writing the bf16 working copy (reference:
+// kernels/adamw.h, whose AdamWParams it takes).
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/adamw.h"
+#include "kernels/cuda/types.h"
+
+namespace belay::kernels::cuda {
+
+// Updates master[0..n) in place from grads with moments m, v (fp32, in place), the same
+// arithmetic as the CPU reference; writes params[i] = bf16(master[i]) when params is non-null.
+absl::Status AdamWUpdate(float* master, bf16* params, const float* grads, float* m, float* v,
+                         int64_t n, const cpu::AdamWParams& p, cudaStream_t stream);
+
+}  // namespace belay::kernels::cuda

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The GPU check in one command: builds for sm_90 (or unpacks a bundle made by
+# scripts/gpu-bundle.sh with --prebuilt), runs the gpu tests, benchmarks GPT-2 124M training
+# steps against PyTorch on the same device, and prints a short table last.
+#   scripts/gpu-check.sh [--prebuilt BUNDLE.tar.xz] [--results DIR] [--compile]
+# --results DIR writes the table there (default bench/results; elsewhere the logs too);
+# --compile also times PyTorch under torch.compile. Exits non-zero when a test fails or skips.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+prebuilt="" results=bench/results compile=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --prebuilt) prebuilt=$2; shift 2 ;;
+    --results) results=$2; shift 2 ;;
+    --compile) compile=1; shift ;;
+    *) echo "usage: scripts/gpu-check.sh [--prebuilt BUNDLE.tar.xz] [--results DIR] [--compile]" >&2; exit 2 ;;
+  esac
+done
+python=${BELAY_GPU_PYTHON:-python3}
+mkdir -p "$results"
+logs=$(mktemp -d)
+
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "gpu-check: no GPU here (nvidia-smi -L failed)" >&2
+  exit 1
+fi
+device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+echo "gpu-check: $device, driver $(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)"
+
+if [ -n "$prebuilt" ]; then
+  root=$(mktemp -d)
+  tar -C "$root" -xJf "$prebuilt" || exit 1
+  # cuBLASLt is not in the bundle: take the machine's own.
+  lt=$(find /usr/local /usr/lib /opt -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
+  [ -n "$lt" ] || { echo "gpu-check: no libcublasLt.so.13 on this machine" >&2; exit 1; }
+  export LD_LIBRARY_PATH="$root/lib:$(dirname "$lt")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  bin() { echo "$root/bin/$1"; }
+else
+  build=${BELAY_GPU_BUILD_DIR:-build-gpu}
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBELAY_WITH_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 >"$logs/configure.log" 2>&1 || { cat "$logs/configure.log"; exit 1; }
+  cmake --build "$build" -j "$(nproc)" --target device_test cuda_kernels_test cuda_gpt2_test \
+    gpu_train_bench >"$logs/build.log" 2>&1 || { tail -50 "$logs/build.log"; exit 1; }
+  bin() { find "$build" -type f -name "$1" -perm -u+x | head -1; }
+fi
+
+# Tests: run each binary directly (a bundle has no ctest tree); any failure or skip fails.
+status=0
+test_rows=()
+for t in device_test cuda_kernels_test cuda_gpt2_test; do
+  "$(bin $t)" >"$logs/$t.log" 2>&1
+  rc=$?
+  passed=$(grep -c '^\[       OK \]' "$logs/$t.log")
+  skipped=$(grep -c '^\[  SKIPPED \] [A-Za-z].*(' "$logs/$t.log")
+  failed=$(grep '^\[  FAILED  \] [A-Za-z].*(' "$logs/$t.log" | wc -l)
+  echo "--- $t: rc $rc, $passed passed, $failed failed, $skipped skipped"
+  grep -E '^\[  FAILED  \]|^\[  SKIPPED \]|relative error|loss cpu|Failure|error' "$logs/$t.log" | head -60
+  test_rows+=("$t|$passed|$failed|$skipped")
+  if [ $rc -ne 0 ] || [ "$failed" -ne 0 ] || [ "$skipped" -ne 0 ]; then status=1; fi
+done
+
+# Benchmarks: belay picks the largest micro-batch that fits; PyTorch runs the same B.
+"$(bin gpu_train_bench)" 2>&1 | tee "$logs/belay_bench.log"
+belay_json=$(grep '^{' "$logs/belay_bench.log" | tail -1)
+[ -n "$belay_json" ] || status=1
+B=$(echo "$belay_json" | $python -c 'import json,sys; print(json.load(sys.stdin)["B"])' 2>/dev/null || echo 16)
+# The same step with the fused attention kernel (about half the activation memory).
+"$(bin gpu_train_bench)" --batch "$B" --fused-attention 2>&1 | tee "$logs/belay_fused_bench.log"
+fused_json=$(grep '^{' "$logs/belay_fused_bench.log" | tail -1)
+PYTHONUNBUFFERED=1 $python bench/gpt2_torch_cuda.py --batch "$B" 2>&1 | tee "$logs/torch_bench.log"
+torch_json=$(grep '^{' "$logs/torch_bench.log" | tail -1)
+compile_json=""
+if [ "$compile" = 1 ]; then
+  PYTHONUNBUFFERED=1 timeout "${BELAY_GPU_COMPILE_TIMEOUT:-420}" $python bench/gpt2_torch_cuda.py --batch "$B" --compile 2>&1 \
+    | tee "$logs/torch_compile_bench.log"
+  compile_json=$(grep '^{' "$logs/torch_compile_bench.log" | tail -1)
+fi
+
+stamp=$(date -u +%Y-%m-%d)
+slug=$(echo "$device" | tr 'A-Z ' 'a-z-' | tr -cd 'a-z0-9-')
+table="$results/$stamp-$slug-gpu-check.txt"
+{
+  echo "gpu-check $stamp on $device ($(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1) driver)"
+  echo
+  printf '%-18s %7s %7s %8s\n' test passed failed skipped
+  for r in "${test_rows[@]}"; do IFS='|' read -r n p f s <<<"$r"; printf '%-18s %7s %7s %8s\n' "$n" "$p" "$f" "$s"; done
+  echo
+  BELAY="$belay_json" FUSED="$fused_json" TORCH="$torch_json" COMPILED="$compile_json" \
+    $python - <<'PY'
+import json, os
+rows = [json.loads(os.environ[k]) for k in ("BELAY", "FUSED", "TORCH", "COMPILED")
+        if os.environ.get(k)]
+print(f"{'GPT-2 124M train step':29} {'B':>3} {'T':>5} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} {'loss 1st→last':>16}")
+for r in rows:
+    print(f"{r['impl']:29} {r['B']:>3} {r['T']:>5} {r['step_ms']:>9.1f} {r['tokens_per_s']:>10.0f} "
+          f"{100 * r['mfu']:>5.1f}% {r['first_loss']:>7.3f}→{r['last_loss']:.3f}")
+base = {r["impl"]: r for r in rows}
+if "belay" in base:
+    for other in ("pytorch", "pytorch-compile"):
+        if other in base:
+            ratio = base["belay"]["tokens_per_s"] / base[other]["tokens_per_s"]
+            print(f"ratio belay/{other} (tokens/s): {ratio:.2f}")
+PY
+} >"$table"
+# Outside the repo's results folder (a device run's output folder), keep the logs beside it.
+if [ "$results" != bench/results ]; then
+  cat "$logs"/*_test.log >"$results/tests.log"
+  cp "$logs"/*_bench.log "$results/" 2>/dev/null || true
+fi
+echo
+echo "=== $table"
+cat "$table"
+exit $status

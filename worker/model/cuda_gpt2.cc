@@ -1,0 +1,421 @@
+// GPT-2 forward, backward and AdamW on one GPU (see cuda_gpt2.h).
+#include "worker/model/cuda_gpt2.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/adamw.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/flash_attention.h"
+#include "kernels/cuda/grad_norm.h"
+#include "kernels/cuda/layernorm.h"
+#include "kernels/cuda/softmax_xent.h"
+
+namespace belay::model {
+
+namespace kc = belay::kernels::cuda;
+
+CudaGpt2::CudaGpt2(const ParameterLayout& layout, int B, int T, bool fused_attention)
+    : layout_(layout), B_(B), T_(T), flash_(fused_attention) {}
+
+CudaGpt2::~CudaGpt2() {
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  blas_.reset();
+  for (void* p : allocations_) cudaFree(p);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+template <typename E>
+absl::Status CudaGpt2::Alloc(E** ptr, size_t count) {
+  const size_t bytes = std::max<size_t>(count, 1) * sizeof(E);
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, bytes);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // clear it: the caller may retry with a smaller micro-batch
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "GPU memory: ", bytes, " more bytes do not fit after ", device_bytes_, " (B=", B_,
+        ", T=", T_, ")"));
+  }
+  BELAY_CUDA_RETURN_IF_ERROR(err);
+  allocations_.push_back(p);
+  device_bytes_ += bytes;
+  *ptr = static_cast<E*>(p);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<CudaGpt2>> CudaGpt2::Create(const ParameterLayout& layout, int B,
+                                                           int T, Attention attention) {
+  const Gpt2Config& c = layout.config();
+  if (B <= 0 || T <= 0 || T > c.max_seq_len || T % 8 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GPU micro-batch B=", B, " T=", T, ": T must be a multiple of 8 and at most ",
+        c.max_seq_len));
+  }
+  if (c.d_model % c.n_head != 0 || (c.d_model / c.n_head) % 8 != 0 || c.d_model % 8 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GPU model needs d_model and head size multiples of 8, got d_model ", c.d_model,
+        " with ", c.n_head, " heads"));
+  }
+  const bool fused = attention == Attention::kFused;
+  if (fused && !kc::FlashAttentionSupports(T, c.d_model, c.n_head)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "fused attention needs head size 64 and T a multiple of 64, got d_model ", c.d_model,
+        " with ", c.n_head, " heads and T=", T));
+  }
+  std::unique_ptr<CudaGpt2> m(new CudaGpt2(layout, B, T, fused));
+  BELAY_RETURN_IF_NOT_OK(m->Allocate());
+  return m;
+}
+
+absl::Status CudaGpt2::Allocate() {
+  const Gpt2Config& c = layout_.config();
+  const size_t L = static_cast<size_t>(c.n_layer), C = static_cast<size_t>(c.d_model);
+  const size_t NH = static_cast<size_t>(c.n_head), Vp = static_cast<size_t>(c.padded_vocab);
+  const size_t N = static_cast<size_t>(B_) * static_cast<size_t>(T_);
+  const size_t P = static_cast<size_t>(layout_.total());
+  const size_t att = static_cast<size_t>(B_) * NH * static_cast<size_t>(T_) * static_cast<size_t>(T_);
+  BELAY_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  absl::StatusOr<std::unique_ptr<kc::Blas>> blas = kc::Blas::Create();
+  if (!blas.ok()) return blas.status();
+  blas_ = std::move(*blas);
+
+  BELAY_RETURN_IF_NOT_OK(Alloc(&params_, P));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&master_, P));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&grads_, P));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&m_, P));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&v_, P));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&inputs_, N));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&targets_, N));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&mask_, N));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&bucket_ids_, N));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&bucket_starts_, N + 1));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&bucket_positions_, N));
+
+  BELAY_RETURN_IF_NOT_OK(Alloc(&encoded_, N * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&ln1_, L * N * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&ln1_mean_, L * N));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&ln1_rstd_, L * N));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&qkv_, L * N * 3 * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&atty_, L * N * C));
+  if (flash_) {
+    BELAY_RETURN_IF_NOT_OK(Alloc(&lse_, L * static_cast<size_t>(B_) * NH * static_cast<size_t>(T_)));
+  } else {
+    BELAY_RETURN_IF_NOT_OK(Alloc(&att_, L * att));
+  }
+  BELAY_RETURN_IF_NOT_OK(Alloc(&residual2_, L * N * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&ln2_, L * N * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&ln2_mean_, L * N));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&ln2_rstd_, L * N));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&fch_, L * N * 4 * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&fch_gelu_, L * N * 4 * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&residual3_, L * N * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&lnf_, N * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&lnf_mean_, N));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&lnf_rstd_, N));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&logits_, N * Vp));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&losses_, N));
+
+  BELAY_RETURN_IF_NOT_OK(Alloc(&proj_, N * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&dres_, N * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&dc_, N * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&d3c_, N * 3 * C));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&d4c_, N * 4 * C));
+  const int iN = B_ * T_, iC = c.d_model;
+  if (!flash_) {
+    BELAY_RETURN_IF_NOT_OK(
+        Alloc(&att_scratch_, std::max(kc::AttentionForwardScratch(B_, T_, iC, c.n_head),
+                                      kc::AttentionBackwardScratch(B_, T_, iC, c.n_head))));
+  }
+  float_scratch_size_ = std::max({kc::MatmulBackwardScratch(iN, 4 * iC),
+                                  kc::LayerNormBackwardScratch(iN, iC),
+                                  kc::FlashAttentionBackwardScratch(B_, T_, c.n_head)});
+  BELAY_RETURN_IF_NOT_OK(Alloc(&float_scratch_, float_scratch_size_));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&norm_, 1));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&norm_scratch_, kc::SumOfSquaresScratch()));
+  return ZeroGradients();
+}
+
+absl::Status CudaGpt2::SetParameters(const float* host_params) {
+  const size_t P = static_cast<size_t>(layout_.total());
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(master_, host_params, P * sizeof(float),
+                                             cudaMemcpyHostToDevice, stream_));
+  // The bf16 copy: an AdamW step with lr 0 and no moments leaves the master as it is and
+  // writes its rounding; the moments are cleared after it.
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_, 0, P * sizeof(float), stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(m_, 0, P * sizeof(float), stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(v_, 0, P * sizeof(float), stream_));
+  kernels::cpu::AdamWParams copy;
+  copy.lr = 0.0f;
+  BELAY_RETURN_IF_NOT_OK(kc::AdamWUpdate(master_, params_, grads_, m_, v_,
+                                         static_cast<int64_t>(P), copy, stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(m_, 0, P * sizeof(float), stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(v_, 0, P * sizeof(float), stream_));
+  return Synchronize();
+}
+
+absl::Status CudaGpt2::GetParameters(float* host_params) const {
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_params, master_,
+                                             static_cast<size_t>(layout_.total()) * sizeof(float),
+                                             cudaMemcpyDeviceToHost, stream_));
+  return Synchronize();
+}
+
+absl::Status CudaGpt2::GetGradients(float* host_grads) const {
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_grads, grads_,
+                                             static_cast<size_t>(layout_.total()) * sizeof(float),
+                                             cudaMemcpyDeviceToHost, stream_));
+  return Synchronize();
+}
+
+absl::StatusOr<std::vector<float>> CudaGpt2::GetLosses() const {
+  std::vector<float> out(static_cast<size_t>(B_) * static_cast<size_t>(T_));
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.data(), losses_, out.size() * sizeof(float),
+                                             cudaMemcpyDeviceToHost, stream_));
+  BELAY_RETURN_IF_NOT_OK(Synchronize());
+  return out;
+}
+
+absl::Status CudaGpt2::ZeroGradients() {
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
+      grads_, 0, static_cast<size_t>(layout_.total()) * sizeof(float), stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaGpt2::Synchronize() const {
+  BELAY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Named pointers into a device buffer laid out like the parameters.
+template <typename T>
+ParameterLayout::Views<T> BindDevice(const ParameterLayout& layout, T* base) {
+  auto at = [&](const char* name) { return base + layout.at(name).offset; };
+  ParameterLayout::Views<T> v{};
+  v.wte = at("wte");
+  v.wpe = at("wpe");
+  v.ln1w = at("h.ln_1.weight");
+  v.ln1b = at("h.ln_1.bias");
+  v.qkvw = at("h.attn.c_attn.weight");
+  v.qkvb = at("h.attn.c_attn.bias");
+  v.attprojw = at("h.attn.c_proj.weight");
+  v.attprojb = at("h.attn.c_proj.bias");
+  v.ln2w = at("h.ln_2.weight");
+  v.ln2b = at("h.ln_2.bias");
+  v.fcw = at("h.mlp.c_fc.weight");
+  v.fcb = at("h.mlp.c_fc.bias");
+  v.fcprojw = at("h.mlp.c_proj.weight");
+  v.fcprojb = at("h.mlp.c_proj.bias");
+  v.lnfw = at("ln_f.weight");
+  v.lnfb = at("ln_f.bias");
+  return v;
+}
+
+}  // namespace
+
+absl::StatusOr<double> CudaGpt2::Forward(const int32_t* inputs, const int32_t* targets,
+                                         const uint8_t* mask, float loss_scale) {
+  const Gpt2Config& c = layout_.config();
+  const int C = c.d_model, NH = c.n_head, L = c.n_layer, Vp = c.padded_vocab;
+  const int N = B_ * T_;
+  const size_t NC = static_cast<size_t>(N) * static_cast<size_t>(C);
+  const size_t att = static_cast<size_t>(B_) * static_cast<size_t>(NH) *
+                     static_cast<size_t>(T_) * static_cast<size_t>(T_);
+  const size_t C1 = static_cast<size_t>(C), N1 = static_cast<size_t>(N);
+  for (int i = 0; i < N; ++i) {
+    if (inputs[i] < 0 || inputs[i] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("input token ", inputs[i], " at ", i,
+                                                     " outside the vocabulary of ", c.vocab_size));
+    }
+    if (mask[i] != 0 && (targets[i] < 0 || targets[i] >= c.vocab_size)) {
+      return absl::InvalidArgumentError(absl::StrCat("target token ", targets[i], " at ", i,
+                                                     " outside the vocabulary of ", c.vocab_size));
+    }
+  }
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(inputs_, inputs, N1 * sizeof(int32_t),
+                                             cudaMemcpyHostToDevice, stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(targets_, targets, N1 * sizeof(int32_t),
+                                             cudaMemcpyHostToDevice, stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(mask_, mask, N1, cudaMemcpyHostToDevice, stream_));
+  have_grad_pass_ = loss_scale > 0;
+  if (have_grad_pass_) {
+    // The encoder's backward groups positions by token; the host has the tokens now.
+    const kc::EncoderBuckets buckets = kc::BucketTokens(inputs, N);
+    n_bucket_ids_ = static_cast<int>(buckets.ids.size());
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(bucket_ids_, buckets.ids.data(),
+                                               buckets.ids.size() * sizeof(int32_t),
+                                               cudaMemcpyHostToDevice, stream_));
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(bucket_starts_, buckets.starts.data(),
+                                               buckets.starts.size() * sizeof(int32_t),
+                                               cudaMemcpyHostToDevice, stream_));
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(bucket_positions_, buckets.positions.data(),
+                                               buckets.positions.size() * sizeof(int32_t),
+                                               cudaMemcpyHostToDevice, stream_));
+    // The copies read pageable host memory that goes away on return.
+    BELAY_RETURN_IF_NOT_OK(Synchronize());
+  }
+  auto p = BindDevice<const bf16>(layout_, params_);
+  kc::Blas& blas = *blas_;
+
+  BELAY_RETURN_IF_NOT_OK(kc::EncoderForward(encoded_, inputs_, p.wte, p.wpe, B_, T_, C, stream_));
+  BELAY_RETURN_IF_NOT_OK(kc::ResidualLayerNormForward(nullptr, ln1_, ln1_mean_, ln1_rstd_,
+                                                      encoded_, nullptr, p.ln1w, p.ln1b, N, C,
+                                                      stream_));
+  for (int l = 0; l < L; ++l) {
+    const size_t lc = static_cast<size_t>(l);
+    const bf16* residual = l == 0 ? encoded_ : residual3_ + (lc - 1) * NC;
+    bf16* ln1 = ln1_ + lc * NC;
+    bf16* qkv = qkv_ + lc * NC * 3;
+    bf16* atty = atty_ + lc * NC;
+    bf16* residual2 = residual2_ + lc * NC;
+    bf16* ln2 = ln2_ + lc * NC;
+    bf16* fch = fch_ + lc * NC * 4;
+    bf16* fch_gelu = fch_gelu_ + lc * NC * 4;
+    bf16* residual3 = residual3_ + lc * NC;
+
+    BELAY_RETURN_IF_NOT_OK(kc::MatmulForward(blas, qkv, nullptr, ln1, p.qkvw + lc * 3 * C1 * C1,
+                                             p.qkvb + lc * 3 * C1, N, C, 3 * C, stream_));
+    if (flash_) {
+      BELAY_RETURN_IF_NOT_OK(kc::FlashAttentionForward(atty, lse_ + lc * N1 * NH, qkv, B_, T_, C,
+                                                       NH, stream_));
+    } else {
+      BELAY_RETURN_IF_NOT_OK(kc::AttentionForward(blas, atty, att_ + lc * att, att_scratch_, qkv,
+                                                  B_, T_, C, NH, stream_));
+    }
+    BELAY_RETURN_IF_NOT_OK(kc::MatmulForward(blas, proj_, nullptr, atty, p.attprojw + lc * C1 * C1,
+                                             p.attprojb + lc * C1, N, C, C, stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::ResidualLayerNormForward(
+        residual2, ln2, ln2_mean_ + lc * N1, ln2_rstd_ + lc * N1, residual, proj_,
+        p.ln2w + lc * C1, p.ln2b + lc * C1, N, C, stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::MatmulForward(blas, fch_gelu, fch, ln2, p.fcw + lc * 4 * C1 * C1,
+                                             p.fcb + lc * 4 * C1, N, C, 4 * C, stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::MatmulForward(blas, proj_, nullptr, fch_gelu,
+                                             p.fcprojw + lc * 4 * C1 * C1, p.fcprojb + lc * C1, N,
+                                             4 * C, C, stream_));
+    // The residual add, fused with the LayerNorm that reads it next: the next layer's ln_1,
+    // or ln_f after the last layer.
+    if (l + 1 < L) {
+      BELAY_RETURN_IF_NOT_OK(kc::ResidualLayerNormForward(
+          residual3, ln1_ + (lc + 1) * NC, ln1_mean_ + (lc + 1) * N1, ln1_rstd_ + (lc + 1) * N1,
+          residual2, proj_, p.ln1w + (lc + 1) * C1, p.ln1b + (lc + 1) * C1, N, C, stream_));
+    } else {
+      BELAY_RETURN_IF_NOT_OK(kc::ResidualLayerNormForward(residual3, lnf_, lnf_mean_, lnf_rstd_,
+                                                          residual2, proj_, p.lnfw, p.lnfb, N, C,
+                                                          stream_));
+    }
+  }
+  BELAY_RETURN_IF_NOT_OK(
+      kc::MatmulForward(blas, logits_, nullptr, lnf_, p.wte, nullptr, N, C, Vp, stream_));
+  BELAY_RETURN_IF_NOT_OK(kc::SoftmaxCrossEntropy(logits_, losses_, targets_, mask_, loss_scale,
+                                                 have_grad_pass_, N, c.vocab_size, Vp, stream_));
+  absl::StatusOr<std::vector<float>> losses = GetLosses();
+  if (!losses.ok()) return losses.status();
+  double sum = 0;  // in position order, on the host: the same sum every run
+  for (float x : *losses) sum += x;
+  return sum;
+}
+
+absl::Status CudaGpt2::Backward() {
+  if (!have_grad_pass_) {
+    return absl::FailedPreconditionError("Backward needs a Forward with loss_scale > 0 first");
+  }
+  have_grad_pass_ = false;  // dlogits are consumed
+  const Gpt2Config& c = layout_.config();
+  const int C = c.d_model, NH = c.n_head, L = c.n_layer, Vp = c.padded_vocab;
+  const int N = B_ * T_;
+  const size_t NC = static_cast<size_t>(N) * static_cast<size_t>(C);
+  const size_t att = static_cast<size_t>(B_) * static_cast<size_t>(NH) *
+                     static_cast<size_t>(T_) * static_cast<size_t>(T_);
+  const size_t C1 = static_cast<size_t>(C), N1 = static_cast<size_t>(N);
+  auto p = BindDevice<const bf16>(layout_, params_);
+  auto g = BindDevice<float>(layout_, grads_);
+  kc::Blas& blas = *blas_;
+  float* fs = float_scratch_;
+
+  // Output head (tied to wte): dlnf = dlogits · wte, dwte += dlogitsᵀ · lnf.
+  BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.wte, nullptr, fs, logits_, lnf_, p.wte,
+                                            nullptr, N, C, Vp, stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dres_, 0, NC * sizeof(bf16), stream_));
+  BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.lnfw, g.lnfb, fs, dc_,
+                                               residual3_ + static_cast<size_t>(L - 1) * NC,
+                                               p.lnfw, lnf_mean_, lnf_rstd_, N, C, stream_));
+  // dres_ holds the gradient of the residual stream; each block's LayerNorm backward adds its
+  // path into it, the projections read it as their output gradient.
+  for (int l = L - 1; l >= 0; --l) {
+    const size_t lc = static_cast<size_t>(l);
+    const bf16* residual = l == 0 ? encoded_ : residual3_ + (lc - 1) * NC;
+    const bf16* ln1 = ln1_ + lc * NC;
+    const bf16* qkv = qkv_ + lc * NC * 3;
+    const bf16* atty = atty_ + lc * NC;
+    const bf16* residual2 = residual2_ + lc * NC;
+    const bf16* ln2 = ln2_ + lc * NC;
+    const bf16* fch = fch_ + lc * NC * 4;
+    const bf16* fch_gelu = fch_gelu_ + lc * NC * 4;
+
+    // MLP: d(fch) through the GELU in the epilogue, then the fc layer.
+    BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(
+        blas, d4c_, g.fcprojw + lc * 4 * C1 * C1, g.fcprojb + lc * C1, fs, dres_, fch_gelu,
+        p.fcprojw + lc * 4 * C1 * C1, fch, N, 4 * C, C, stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.fcw + lc * 4 * C1 * C1,
+                                              g.fcb + lc * 4 * C1, fs, d4c_, ln2,
+                                              p.fcw + lc * 4 * C1 * C1, nullptr, N, C, 4 * C,
+                                              stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.ln2w + lc * C1, g.ln2b + lc * C1, fs,
+                                                 dc_, residual2, p.ln2w + lc * C1,
+                                                 ln2_mean_ + lc * N1, ln2_rstd_ + lc * N1, N, C,
+                                                 stream_));
+    // Attention.
+    BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.attprojw + lc * C1 * C1,
+                                              g.attprojb + lc * C1, fs, dres_, atty,
+                                              p.attprojw + lc * C1 * C1, nullptr, N, C, C,
+                                              stream_));
+    if (flash_) {
+      BELAY_RETURN_IF_NOT_OK(kc::FlashAttentionBackward(d3c_, fs, dc_, qkv, atty,
+                                                        lse_ + lc * N1 * NH, B_, T_, C, NH,
+                                                        stream_));
+    } else {
+      BELAY_RETURN_IF_NOT_OK(kc::AttentionBackward(blas, d3c_, att_scratch_, dc_, qkv,
+                                                   att_ + lc * att, B_, T_, C, NH, stream_));
+    }
+    BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.qkvw + lc * 3 * C1 * C1,
+                                              g.qkvb + lc * 3 * C1, fs, d3c_, ln1,
+                                              p.qkvw + lc * 3 * C1 * C1, nullptr, N, C, 3 * C,
+                                              stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.ln1w + lc * C1, g.ln1b + lc * C1, fs,
+                                                 dc_, residual, p.ln1w + lc * C1,
+                                                 ln1_mean_ + lc * N1, ln1_rstd_ + lc * N1, N, C,
+                                                 stream_));
+  }
+  kc::EncoderBucketsView view{bucket_ids_, bucket_starts_, bucket_positions_, n_bucket_ids_};
+  return kc::EncoderBackward(g.wte, g.wpe, dres_, view, B_, T_, C, stream_);
+}
+
+absl::StatusOr<double> CudaGpt2::GradientSumOfSquares() {
+  BELAY_RETURN_IF_NOT_OK(
+      kc::SumOfSquares(norm_, norm_scratch_, grads_, layout_.total(), stream_));
+  double out = 0;
+  BELAY_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(&out, norm_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  BELAY_RETURN_IF_NOT_OK(Synchronize());
+  return out;
+}
+
+absl::Status CudaGpt2::Update(const kernels::cpu::AdamWParams& p, float weight_decay,
+                              float clip) {
+  if (clip < 1.0f) {
+    BELAY_RETURN_IF_NOT_OK(kc::Scale(grads_, layout_.total(), clip, stream_));
+  }
+  kernels::cpu::AdamWParams q = p;
+  for (const TensorView& t : layout_.tensors()) {
+    q.weight_decay = t.decay ? weight_decay : 0.0f;
+    const auto o = static_cast<size_t>(t.offset);
+    BELAY_RETURN_IF_NOT_OK(kc::AdamWUpdate(master_ + o, params_ + o, grads_ + o, m_ + o, v_ + o,
+                                           t.size, q, stream_));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace belay::model

@@ -1,0 +1,128 @@
+// GPT-2 on one GPU: bf16 activations and parameters, fp32 master weights, gradients and AdamW
+// state, over the CUDA kernels (kernels/cuda). The same architecture and parameter layout as
+// Gpt2 (the CPU reference), so a checkpoint or a CPU run can be compared tensor for tensor.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/adamw.h"
+#include "kernels/cuda/encoder.h"
+#include "kernels/cuda/matmul.h"
+#include "kernels/cuda/types.h"
+#include "worker/model/params.h"
+
+namespace belay::model {
+
+class CudaGpt2 {
+ public:
+  // Allocates parameters, optimizer state and the activations of a B×T micro-batch on the
+  // current device. T must be a multiple of 8 and at most max_seq_len; C/NH a multiple of 8.
+  // ResourceExhausted when the device memory does not suffice.
+  // The attention kernels: kMaterialised (the default, the faster of the two on an H100 at
+  // GPT-2 124M shapes, see docs/gpu.md) keeps the B·NH·T·T softmax weights of every layer for
+  // backward; kFused (head size 64, T a multiple of 64, else InvalidArgument) keeps only a
+  // log-sum-exp per row, about half the activation memory at T = 1024.
+  enum class Attention { kMaterialised, kFused };
+  static absl::StatusOr<std::unique_ptr<CudaGpt2>> Create(
+      const ParameterLayout& layout, int B, int T, Attention attention = Attention::kMaterialised);
+  ~CudaGpt2();
+  CudaGpt2(const CudaGpt2&) = delete;
+  CudaGpt2& operator=(const CudaGpt2&) = delete;
+
+  int B() const { return B_; }
+  int T() const { return T_; }
+  // Whether attention runs fused (kernels/cuda/flash_attention.h) rather than materialised.
+  bool fused_attention() const { return flash_; }
+  // Bytes of device memory this model holds.
+  size_t device_bytes() const { return device_bytes_; }
+
+  // Sets the fp32 master weights (and their bf16 copy) from host params (layout order), and
+  // clears gradients and moments.
+  absl::Status SetParameters(const float* host_params);
+  // The fp32 master weights, layout order.
+  absl::Status GetParameters(float* host_params) const;
+  // The accumulated fp32 gradients, layout order.
+  absl::Status GetGradients(float* host_grads) const;
+
+  absl::Status ZeroGradients();
+
+  // Runs the model on inputs, targets, mask (B,T, host memory) and returns the sum of the
+  // per-position losses over positions whose mask is 1. With loss_scale > 0 it also prepares
+  // Backward, which then backpropagates loss_scale × that sum; with 0 it only evaluates.
+  absl::StatusOr<double> Forward(const int32_t* inputs, const int32_t* targets,
+                                 const uint8_t* mask, float loss_scale);
+
+  // Accumulates (+=) the gradients of the last training Forward.
+  absl::Status Backward();
+
+  // The squared L2 norm of the accumulated gradients (deterministic, synchronises).
+  absl::StatusOr<double> GradientSumOfSquares();
+
+  // Multiplies the gradients by `clip` when it is below 1, then applies AdamW update `step`
+  // (1-based) with `p`'s lr, betas and eps; weight decay `weight_decay` only on the tensors the
+  // layout marks for it. Writes the new bf16 parameters.
+  absl::Status Update(const kernels::cpu::AdamWParams& p, float weight_decay, float clip);
+
+  // Per-position losses of the last Forward (0 where masked), B×T.
+  absl::StatusOr<std::vector<float>> GetLosses() const;
+
+  // Waits for all work queued by this model.
+  absl::Status Synchronize() const;
+
+ private:
+  CudaGpt2(const ParameterLayout& layout, int B, int T, bool fused_attention);
+  absl::Status Allocate();
+  template <typename E>
+  absl::Status Alloc(E** ptr, size_t count);
+
+  const ParameterLayout& layout_;
+  int B_, T_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<kernels::cuda::Blas> blas_;
+  std::vector<void*> allocations_;
+  size_t device_bytes_ = 0;
+  bool have_grad_pass_ = false;
+  bool flash_ = false;  // fused attention (head size 64, T a multiple of 64)
+
+  using bf16 = kernels::cuda::bf16;
+  // Parameters: bf16 working copy, fp32 master, fp32 gradients and moments (layout order).
+  bf16* params_ = nullptr;
+  float *master_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
+
+  // Micro-batch inputs on the device.
+  int32_t *inputs_ = nullptr, *targets_ = nullptr;
+  uint8_t* mask_ = nullptr;
+  int32_t *bucket_ids_ = nullptr, *bucket_starts_ = nullptr, *bucket_positions_ = nullptr;
+  int n_bucket_ids_ = 0;
+
+  // Activations (per layer where noted, layer-major).
+  bf16* encoded_ = nullptr;                         // (N,C)
+  bf16 *ln1_ = nullptr, *qkv_ = nullptr, *atty_ = nullptr;
+  bf16* att_ = nullptr;    // L×(B,NH,T,T) softmax weights, without flash attention
+  float* lse_ = nullptr;   // L×(B,NH,T) log-sum-exp, with flash attention
+  float *ln1_mean_ = nullptr, *ln1_rstd_ = nullptr;
+  bf16 *residual2_ = nullptr, *ln2_ = nullptr, *fch_ = nullptr, *fch_gelu_ = nullptr;
+  float *ln2_mean_ = nullptr, *ln2_rstd_ = nullptr;
+  bf16* residual3_ = nullptr;
+  bf16* lnf_ = nullptr;
+  float *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
+  bf16* logits_ = nullptr;  // (N,Vp); dlogits after a training Forward
+  float* losses_ = nullptr;  // (N)
+
+  // Scratch shared by forward and backward.
+  bf16* proj_ = nullptr;   // (N,C): attention / MLP projection before the residual add
+  bf16* dres_ = nullptr;   // (N,C): gradient of the residual stream
+  bf16* dc_ = nullptr;     // (N,C)
+  bf16* d3c_ = nullptr;    // (N,3C)
+  bf16* d4c_ = nullptr;    // (N,4C)
+  bf16* att_scratch_ = nullptr;
+  float* float_scratch_ = nullptr;  // bias gradient and LayerNorm backward partials
+  size_t float_scratch_size_ = 0;
+  double* norm_ = nullptr;           // one double
+  double* norm_scratch_ = nullptr;
+};
+
+}  // namespace belay::model

@@ -1,0 +1,240 @@
+// GPT-2 on the GPU against the CPU model: one training step's loss and gradients, a few
+// AdamW steps' losses, and bit-identical repeats.
+#include "worker/model/cuda_gpt2.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "kernels/adamw.h"
+#include "kernels/cuda/testing.h"
+#include "worker/model/gpt2.h"
+#include "worker/model/params.h"
+#include "worker/optim/optimizer.h"
+
+namespace belay::model {
+namespace {
+
+Gpt2Config Small() {
+  ModelSpec m;
+  m.n_layer = 2;
+  m.n_head = 4;
+  m.d_model = 64;
+  m.seq_len = 32;
+  m.vocab_size = 200;
+  return Gpt2Config::FromSpec(m);
+}
+
+// Head size 64 and T = 64: attention runs fused (flash); Small() has head size 16 and runs
+// the materialising attention.
+Gpt2Config SmallFlash() {
+  ModelSpec m;
+  m.n_layer = 2;
+  m.n_head = 2;
+  m.d_model = 128;
+  m.seq_len = 64;
+  m.vocab_size = 200;
+  return Gpt2Config::FromSpec(m);
+}
+
+struct Batch {
+  std::vector<int32_t> inputs, targets;
+  std::vector<uint8_t> mask;
+};
+
+// Tokens with some structure to learn (each target follows from its input), a few masked.
+Batch MakeBatch(int n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Batch b;
+  for (int i = 0; i < n; ++i) {
+    const auto tok = static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab));
+    b.inputs.push_back(tok);
+    b.targets.push_back((tok * 7 + 3) % vocab);
+    b.mask.push_back(i % 5 == 3 ? 0 : 1);
+  }
+  return b;
+}
+
+// Parameters the GPU holds exactly (bf16 values), so the CPU model sees the same weights.
+std::vector<float> Bf16Params(const ParameterLayout& layout, uint64_t seed) {
+  std::vector<float> p(static_cast<size_t>(layout.total()));
+  InitGpt2(layout, p, seed);
+  return kernels::cuda::testing::RoundedToBf16(p);
+}
+
+int Counted(const Batch& b) {
+  int n = 0;
+  for (uint8_t m : b.mask) n += m;
+  return n;
+}
+
+void CheckTrainingStep(const Gpt2Config& config, int B, int T, CudaGpt2::Attention attention) {
+  const ParameterLayout layout(config);
+  const Batch batch = MakeBatch(B * T, layout.config().vocab_size, 1);
+  const std::vector<float> params = Bf16Params(layout, 42);
+  const float scale = 1.0f / static_cast<float>(Counted(batch));
+
+  Gpt2 cpu(layout, B, T);
+  const double cpu_loss =
+      cpu.Forward(params.data(), batch.inputs.data(), batch.targets.data(), batch.mask.data());
+  std::vector<float> cpu_grads(params.size(), 0.0f);
+  cpu.Backward(params.data(), cpu_grads.data(), scale);
+
+  auto gpu = CudaGpt2::Create(layout, B, T, attention);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  ASSERT_EQ((*gpu)->fused_attention(), attention == CudaGpt2::Attention::kFused);
+  ASSERT_TRUE((*gpu)->SetParameters(params.data()).ok());
+  absl::StatusOr<double> gpu_loss =
+      (*gpu)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), scale);
+  ASSERT_TRUE(gpu_loss.ok()) << gpu_loss.status();
+  ASSERT_TRUE((*gpu)->Backward().ok());
+  std::vector<float> gpu_grads(params.size());
+  ASSERT_TRUE((*gpu)->GetGradients(gpu_grads.data()).ok());
+
+  // bf16 activations through two layers: the mean loss within 0.5%.
+  EXPECT_NEAR(*gpu_loss * scale, cpu_loss * scale, 5e-3 * cpu_loss * scale);
+  absl::StatusOr<std::vector<float>> losses = (*gpu)->GetLosses();
+  ASSERT_TRUE(losses.ok());
+  for (size_t i = 0; i < losses->size(); ++i) {
+    if (batch.mask[i] == 0) {
+      EXPECT_EQ((*losses)[i], 0.0f) << i;
+    }
+  }
+  // Every tensor's gradient within a few percent as a whole (bf16 keeps 8 bits; the
+  // activations are rounded at every step of the chain).
+  for (const TensorView& t : layout.tensors()) {
+    const double err = kernels::cuda::testing::RelativeError(
+        gpu_grads.data() + t.offset, cpu_grads.data() + t.offset, static_cast<size_t>(t.size));
+    std::printf("  grad %-22s relative error %.2e\n", t.name.c_str(), err);
+    EXPECT_LT(err, 5e-2) << t.name;
+  }
+}
+
+TEST(CudaGpt2, TrainingStepMatchesCpuModel) {
+  BELAY_REQUIRE_CUDA_DEVICE();
+  CheckTrainingStep(Small(), 4, 32, CudaGpt2::Attention::kMaterialised);
+}
+
+TEST(CudaGpt2, TrainingStepWithFusedAttentionMatchesCpuModel) {
+  BELAY_REQUIRE_CUDA_DEVICE();
+  CheckTrainingStep(SmallFlash(), 3, 64, CudaGpt2::Attention::kFused);
+}
+
+// Trains both models `steps` AdamW steps on one batch; returns the mean losses.
+std::vector<double> TrainGpu(const ParameterLayout& layout, const std::vector<float>& params,
+                             const Batch& batch, int B, int T, int steps,
+                             std::vector<float>* final_params,
+                             CudaGpt2::Attention attention = CudaGpt2::Attention::kMaterialised) {
+  std::vector<double> out;
+  auto gpu = CudaGpt2::Create(layout, B, T, attention);
+  EXPECT_TRUE(gpu.ok()) << gpu.status();
+  if (!gpu.ok()) return out;
+  EXPECT_TRUE((*gpu)->SetParameters(params.data()).ok());
+  const float scale = 1.0f / static_cast<float>(Counted(batch));
+  for (int s = 1; s <= steps; ++s) {
+    EXPECT_TRUE((*gpu)->ZeroGradients().ok());
+    absl::StatusOr<double> loss =
+        (*gpu)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), scale);
+    EXPECT_TRUE(loss.ok()) << loss.status();
+    if (!loss.ok()) return out;
+    EXPECT_TRUE((*gpu)->Backward().ok());
+    kernels::cpu::AdamWParams p;
+    p.lr = 1e-3f;
+    p.step = s;
+    EXPECT_TRUE((*gpu)->Update(p, 0.1f, 1.0f).ok());
+    out.push_back(*loss * scale);
+  }
+  if (final_params != nullptr) {
+    final_params->resize(params.size());
+    EXPECT_TRUE((*gpu)->GetParameters(final_params->data()).ok());
+  }
+  return out;
+}
+
+TEST(CudaGpt2, AdamWStepsFollowCpuModel) {
+  BELAY_REQUIRE_CUDA_DEVICE();
+  const ParameterLayout layout(Small());
+  const int B = 4, T = 32, steps = 8;
+  const Batch batch = MakeBatch(B * T, layout.config().vocab_size, 2);
+  const std::vector<float> init = Bf16Params(layout, 7);
+  const std::vector<double> gpu = TrainGpu(layout, init, batch, B, T, steps, nullptr);
+  ASSERT_EQ(gpu.size(), static_cast<size_t>(steps));
+
+  std::vector<float> params = init, grads(init.size());
+  Gpt2 cpu(layout, B, T);
+  TrainSpec train;
+  train.weight_decay = 0.1;
+  optim::AdamW adamw(layout, train);
+  const float scale = 1.0f / static_cast<float>(Counted(batch));
+  for (int s = 1; s <= steps; ++s) {
+    std::fill(grads.begin(), grads.end(), 0.0f);
+    const double loss =
+        cpu.Forward(params.data(), batch.inputs.data(), batch.targets.data(), batch.mask.data());
+    cpu.Backward(params.data(), grads.data(), scale);
+    adamw.Update(params.data(), grads.data(), 1e-3, s);
+    std::printf("  step %d loss cpu %.5f gpu %.5f\n", s, loss * scale, gpu[s - 1]);
+    EXPECT_NEAR(gpu[static_cast<size_t>(s - 1)], loss * scale, 1e-2 * loss * scale) << "step " << s;
+  }
+  EXPECT_LT(gpu.back(), gpu.front());  // it learns
+}
+
+TEST(CudaGpt2, TwoRunsAreBitIdentical) {
+  BELAY_REQUIRE_CUDA_DEVICE();
+  const ParameterLayout layout(Small());
+  const int B = 4, T = 32;
+  const Batch batch = MakeBatch(B * T, layout.config().vocab_size, 3);
+  const std::vector<float> init = Bf16Params(layout, 9);
+  std::vector<float> p1, p2;
+  const std::vector<double> a = TrainGpu(layout, init, batch, B, T, 4, &p1);
+  const std::vector<double> b = TrainGpu(layout, init, batch, B, T, 4, &p2);
+  ASSERT_EQ(a.size(), 4u);
+  EXPECT_EQ(a, b);  // exact, not near
+  ASSERT_EQ(p1.size(), p2.size());
+  EXPECT_TRUE(kernels::cuda::testing::SameBytes(p1.data(), p2.data(), p1.size() * sizeof(float)));
+}
+
+TEST(CudaGpt2, TwoRunsWithFusedAttentionAreBitIdentical) {
+  BELAY_REQUIRE_CUDA_DEVICE();
+  const ParameterLayout layout(SmallFlash());
+  const int B = 2, T = 64;
+  const Batch batch = MakeBatch(B * T, layout.config().vocab_size, 5);
+  const std::vector<float> init = Bf16Params(layout, 11);
+  std::vector<float> p1, p2;
+  const auto fused = CudaGpt2::Attention::kFused;
+  const std::vector<double> a = TrainGpu(layout, init, batch, B, T, 4, &p1, fused);
+  const std::vector<double> b = TrainGpu(layout, init, batch, B, T, 4, &p2, fused);
+  ASSERT_EQ(a.size(), 4u);
+  EXPECT_EQ(a, b);
+  EXPECT_LT(a.back(), a.front());
+  ASSERT_EQ(p1.size(), p2.size());
+  EXPECT_TRUE(kernels::cuda::testing::SameBytes(p1.data(), p2.data(), p1.size() * sizeof(float)));
+}
+
+TEST(CudaGpt2, RejectsTokensOutsideTheVocabulary) {
+  BELAY_REQUIRE_CUDA_DEVICE();
+  const ParameterLayout layout(Small());
+  auto gpu = CudaGpt2::Create(layout, 1, 8);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  Batch batch = MakeBatch(8, layout.config().vocab_size, 4);
+  batch.inputs[5] = layout.config().vocab_size;
+  EXPECT_EQ((*gpu)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), 0.0f)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*gpu)->Backward().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(CudaGpt2, RejectsShapesTheKernelsCannotRun) {
+  const ParameterLayout layout(Small());
+  EXPECT_EQ(CudaGpt2::Create(layout, 1, 12).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CudaGpt2::Create(layout, 1, 64).status().code(), absl::StatusCode::kInvalidArgument);
+  // Head size 16: no fused attention for it.
+  EXPECT_EQ(CudaGpt2::Create(layout, 1, 32, CudaGpt2::Attention::kFused).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace belay::model
