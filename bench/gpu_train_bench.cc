@@ -21,7 +21,7 @@ int Usage() {
   std::fprintf(stderr,
                "usage: gpu_train_bench [--batch B (default: the largest of 64, 32, 16, 8 that "
                "fits)] [--seq T (1024)] [--steps N (10)] [--warmup N (3)] [--layers L (12)] "
-               "[--fused-attention]\n");
+               "[--materialised-attention]\n");
   return 2;
 }
 
@@ -30,10 +30,10 @@ int Usage() {
 int main(int argc, char** argv) {
   using belay::model::CudaGpt2;
   int batch = 0, seq = 1024, steps = 10, warmup = 3, layers = 12;
-  auto attention = CudaGpt2::Attention::kMaterialised;
+  auto attention = CudaGpt2::Attention::kAuto;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--fused-attention") == 0) {
-      attention = CudaGpt2::Attention::kFused;
+    if (std::strcmp(argv[i], "--materialised-attention") == 0) {
+      attention = CudaGpt2::Attention::kMaterialised;
       continue;
     }
     auto next = [&](int* out) {
@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
   const auto P = static_cast<double>(layout.total());
   const double flops_per_token = 6.0 * P + 6.0 * layers * 768.0 * T;
   const double mfu = tokens_per_s * flops_per_token / kPeakBf16Flops;
-  const char* impl = model->fused_attention() ? "belay-fused-attention" : "belay";
+  const char* impl = model->fused_attention() ? "belay" : "belay-materialised-attention";
   std::printf("%s %s: GPT-2 %d layers, B=%d T=%d, %.1f ms/step, %.0f tokens/s, MFU %.1f%% "
               "(GPU memory %.1f GiB)\n",
               impl, device.c_str(), layers, B, T, step_s * 1e3, tokens_per_s, mfu * 100,

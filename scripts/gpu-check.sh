@@ -64,9 +64,9 @@ done
 belay_json=$(grep '^{' "$logs/belay_bench.log" | tail -1)
 [ -n "$belay_json" ] || status=1
 B=$(echo "$belay_json" | $python -c 'import json,sys; print(json.load(sys.stdin)["B"])' 2>/dev/null || echo 16)
-# The same step with the fused attention kernel (about half the activation memory).
-"$(bin gpu_train_bench)" --batch "$B" --fused-attention 2>&1 | tee "$logs/belay_fused_bench.log"
-fused_json=$(grep '^{' "$logs/belay_fused_bench.log" | tail -1)
+# The same step with the materialising attention, for what the fused kernel buys.
+"$(bin gpu_train_bench)" --batch "$B" --materialised-attention 2>&1 | tee "$logs/belay_materialised_bench.log"
+materialised_json=$(grep '^{' "$logs/belay_materialised_bench.log" | tail -1)
 PYTHONUNBUFFERED=1 $python bench/gpt2_torch_cuda.py --batch "$B" 2>&1 | tee "$logs/torch_bench.log"
 torch_json=$(grep '^{' "$logs/torch_bench.log" | tail -1)
 compile_json=""
@@ -85,10 +85,10 @@ table="$results/$stamp-$slug-gpu-check.txt"
   printf '%-18s %7s %7s %8s\n' test passed failed skipped
   for r in "${test_rows[@]}"; do IFS='|' read -r n p f s <<<"$r"; printf '%-18s %7s %7s %8s\n' "$n" "$p" "$f" "$s"; done
   echo
-  BELAY="$belay_json" FUSED="$fused_json" TORCH="$torch_json" COMPILED="$compile_json" \
+  BELAY="$belay_json" MATERIALISED="$materialised_json" TORCH="$torch_json" COMPILED="$compile_json" \
     $python - <<'PY'
 import json, os
-rows = [json.loads(os.environ[k]) for k in ("BELAY", "FUSED", "TORCH", "COMPILED")
+rows = [json.loads(os.environ[k]) for k in ("BELAY", "MATERIALISED", "TORCH", "COMPILED")
         if os.environ.get(k)]
 print(f"{'GPT-2 124M train step':29} {'B':>3} {'T':>5} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} {'loss 1st→last':>16}")
 for r in rows:

@@ -1,9 +1,8 @@
-// Fused causal attention (FlashAttention-2 manner) with WMMA bf16 tensor-core tiles.
-// A block owns one (batch, head) and one 64-row tile; each of its 4 warps owns 16 rows of
-// every 64×64 tile, so most steps need only warp-level synchronisation.
+// Fused causal attention (FlashAttention-2 manner) with bf16 mma.sync tensor-core products.
+// A block owns one (batch, head) and one 64-row tile; each of its 4 warps owns 16 rows and
+// keeps its scores, probabilities and accumulators in registers. Shared memory only stages
+// the 64×64 tiles the warps multiply against (cp.async, double-buffered).
 #include "kernels/cuda/flash_attention.h"
-
-#include <mma.h>
 
 #include <cmath>
 
@@ -14,302 +13,338 @@
 namespace belay::kernels::cuda {
 namespace {
 
-namespace wmma = nvcuda::wmma;
-
 constexpr int kHS = 64;    // head size
 constexpr int kTile = 64;  // rows of a query or key tile
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kTileElems = kTile * kHS;
+// Staged rows are padded by 16 bytes so the 8 rows an ldmatrix reads fall in distinct banks.
+constexpr int kLd = kHS + 8;
+constexpr int kTileElems = kTile * kLd;
+constexpr float kLog2e = 1.4426950408889634f;
 
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
-using FragAT = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major>;
-using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
-using FragBT = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;
-using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+// A warp's 16×64 fp32 product in mma C fragments: acc[n][e] is row g + 8·(e / 2), column
+// 8n + 2·q + e % 2 of it, where g = lane / 4 and q = lane % 4.
+using Acc = float[kHS / 8][4];
 
-// Copies rows t0..t0+63 of one head of q (part 0), k (1) or v (2) from qkv (B,T,3C), or of
-// a (B,T,C) tensor when part < 0, into a 64×64 row-major tile: 16-byte loads, all threads.
-__device__ __forceinline__ void LoadTile(bf16* tile, const bf16* src, int b, int h, int t0, int T,
-                                         int C, int part) {
-  const int64_t row_len = part < 0 ? C : 3 * int64_t{C};
-  const int64_t col0 = (part < 0 ? 0 : int64_t{part} * C) + int64_t{h} * kHS;
-  for (int v = threadIdx.x; v < kTileElems / 8; v += kThreads) {
-    const int r = v / (kHS / 8), c = (v % (kHS / 8)) * 8;
-    const bf16* p = src + (int64_t{b} * T + t0 + r) * row_len + col0 + c;
-    StorePack<8>(tile + r * kHS + c, LoadPack<8>(p));
-  }
+__device__ __forceinline__ int AccRow(int e) { return (threadIdx.x % 32) / 4 + 8 * (e / 2); }
+__device__ __forceinline__ int AccCol(int n, int e) {
+  return 8 * n + 2 * (threadIdx.x % 4) + e % 2;
 }
 
-// Writes a warp's 16 rows of a 64×64 fp32 tile to one head's columns (from col0) of rows
-// t0.. of a (B,T,row_len) bf16 tensor.
-__device__ __forceinline__ void StoreRows(bf16* dst, const float* tile, int warp, int b, int t0,
-                                          int T, int64_t row_len, int64_t col0) {
+// This lane's ldmatrix address (in elements) for the 16×16 block at (r0, c0) of a staged tile,
+// quarters in the order (r0, c0), (r0 + 8, c0), (r0, c0 + 8), (r0 + 8, c0 + 8): the A
+// fragment of row-major data, or with .trans the B fragments of two n-blocks of [k][n] data.
+__device__ __forceinline__ int RowsFirst(int r0, int c0) {
   const int lane = threadIdx.x % 32;
-  for (int r = warp * 16; r < warp * 16 + 16; ++r) {
-    bf16* p = dst + (int64_t{b} * T + t0 + r) * row_len + col0;
-    for (int c = lane; c < kHS; c += 32) p[c] = ToBf16(tile[r * kHS + c]);
+  return (r0 + lane % 8 + 8 * (lane / 8 % 2)) * kLd + c0 + 8 * (lane / 16);
+}
+
+// Quarters in the order (r0, c0), (r0, c0 + 8), (r0 + 8, c0), (r0 + 8, c0 + 8): the B
+// fragments of n-blocks r0 and r0 + 8 when the tile is stored [n][k].
+__device__ __forceinline__ int ColsFirst(int r0, int c0) {
+  const int lane = threadIdx.x % 32;
+  return (r0 + lane % 8 + 8 * (lane / 16)) * kLd + c0 + 8 * (lane / 8 % 2);
+}
+
+// Queues the copy of a 64×64 bf16 tile (rows ld elements apart in global memory) into a
+// staged tile: 16-byte pieces, all threads of the block.
+__device__ __forceinline__ void CopyTileAsync(bf16* tile, const bf16* src, int64_t ld) {
+  for (int v = threadIdx.x; v < kTile * kHS / 8; v += kThreads) {
+    const int r = v / (kHS / 8), c = v % (kHS / 8) * 8;
+    CpAsync16(tile + r * kLd + c, src + r * ld + c);
   }
 }
 
-// S rows of this warp (16 × 64) = A(16 × 64) · Bᵀ where B is a 64×64 row-major tile (keys ×
-// head dims): fp32 into s (ld 64).
-__device__ __forceinline__ void RowsTimesTileT(float* s, const bf16* a, const bf16* bt,
-                                               int warp) {
-  for (int c = 0; c < kTile / 16; ++c) {
-    FragC acc;
-    wmma::fill_fragment(acc, 0.0f);
-    for (int kk = 0; kk < kHS / 16; ++kk) {
-      FragA fa;
-      FragBT fb;
-      wmma::load_matrix_sync(fa, a + warp * 16 * kHS + kk * 16, kHS);
-      wmma::load_matrix_sync(fb, bt + c * 16 * kHS + kk * 16, kHS);
-      wmma::mma_sync(acc, fa, fb, acc);
-    }
-    wmma::store_matrix_sync(s + warp * 16 * kTile + c * 16, acc, kTile, wmma::mem_row_major);
-  }
+// The A fragments of rows m0..m0+15 of a staged row-major tile, for the 4 k-steps.
+__device__ __forceinline__ void LoadRowFrags(uint32_t (&f)[4][4], const bf16* tile, int m0) {
+  for (int kk = 0; kk < 4; ++kk) LdMatrixX4(f[kk], tile + RowsFirst(m0, 16 * kk));
 }
 
-// acc[c] (this warp's 16 rows × 16c..16c+15) += A(16 × 64, rows of a) · B (64 × 64 row-major).
-__device__ __forceinline__ void AccRowsTimesTile(FragC (&acc)[kHS / 16], const bf16* a,
-                                                 const bf16* b, int warp) {
-  for (int c = 0; c < kHS / 16; ++c) {
-    for (int kk = 0; kk < kTile / 16; ++kk) {
-      FragA fa;
-      FragB fb;
-      wmma::load_matrix_sync(fa, a + warp * 16 * kTile + kk * 16, kTile);
-      wmma::load_matrix_sync(fb, b + kk * 16 * kHS + c * 16, kHS);
-      wmma::mma_sync(acc[c], fa, fb, acc[c]);
-    }
-  }
-}
-
-// acc[c] (this warp's 16 rows of Aᵀ × 16c..) += Aᵀ · B, A a 64×64 row-major tile (queries ×
-// keys, so Aᵀ has the keys as rows), B 64 × 64 row-major (queries × head dims).
-__device__ __forceinline__ void AccTileTTimesTile(FragC (&acc)[kHS / 16], const bf16* a,
-                                                  const bf16* b, int warp) {
-  for (int c = 0; c < kHS / 16; ++c) {
-    for (int kk = 0; kk < kTile / 16; ++kk) {
-      FragAT fa;
-      FragB fb;
-      wmma::load_matrix_sync(fa, a + kk * 16 * kTile + warp * 16, kTile);
-      wmma::load_matrix_sync(fb, b + kk * 16 * kHS + c * 16, kHS);
-      wmma::mma_sync(acc[c], fa, fb, acc[c]);
+// acc += A · Bᵀ for A in fragments (16 × 64) and B a staged 64×64 tile (rows = n).
+__device__ __forceinline__ void FragsTimesTileT(Acc& acc, const uint32_t (&a)[4][4],
+                                                const bf16* b) {
+  for (int kk = 0; kk < 4; ++kk) {
+    for (int np = 0; np < 4; ++np) {
+      uint32_t f[4];
+      LdMatrixX4(f, b + ColsFirst(16 * np, 16 * kk));
+      MmaBf16(acc[2 * np], a[kk], f[0], f[1]);
+      MmaBf16(acc[2 * np + 1], a[kk], f[2], f[3]);
     }
   }
 }
 
-// Shared memory of the forward kernel (dynamic, 64.5 KiB).
+// acc += A · Bᵀ with A rows m0..m0+15 of a staged tile.
+__device__ __forceinline__ void RowsTimesTileT(Acc& acc, const bf16* a, int m0, const bf16* b) {
+  uint32_t f[4][4];
+  LoadRowFrags(f, a, m0);
+  FragsTimesTileT(acc, f, b);
+}
+
+// acc += P · B where P (16 × 64) is in C fragments and B is a staged 64×64 tile (rows = k):
+// the C fragments of n-blocks 2j and 2j + 1, rounded to bf16, are the A fragment of k-step j.
+__device__ __forceinline__ void AccTimesTile(Acc& acc, const Acc& p, const bf16* b) {
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t a[4] = {PackBf16x2(p[2 * j][0], p[2 * j][1]),
+                           PackBf16x2(p[2 * j][2], p[2 * j][3]),
+                           PackBf16x2(p[2 * j + 1][0], p[2 * j + 1][1]),
+                           PackBf16x2(p[2 * j + 1][2], p[2 * j + 1][3])};
+    for (int np = 0; np < 4; ++np) {
+      uint32_t f[4];
+      LdMatrixX4Trans(f, b + RowsFirst(16 * j, 16 * np));
+      MmaBf16(acc[2 * np], a, f[0], f[1]);
+      MmaBf16(acc[2 * np + 1], a, f[2], f[3]);
+    }
+  }
+}
+
+__device__ __forceinline__ float QuadMax(float v) {
+  v = fmaxf(v, __shfl_xor_sync(kFullMask, v, 1));
+  return fmaxf(v, __shfl_xor_sync(kFullMask, v, 2));
+}
+
+__device__ __forceinline__ float QuadSum(float v) {
+  v += __shfl_xor_sync(kFullMask, v, 1);
+  return v + __shfl_xor_sync(kFullMask, v, 2);
+}
+
+// Writes a warp's acc · mul as bf16 to 16 rows of a (.., ld) tensor at dst, through the warp's
+// own rows m0.. of a staged tile (which no other warp reads), for 16-byte global stores.
+__device__ __forceinline__ void StoreWarpRows(bf16* dst, int64_t ld, const Acc& acc,
+                                              const float (&mul)[2], bf16* stage, int m0) {
+  __syncwarp();
+  for (int n = 0; n < kHS / 8; ++n) {
+    for (int i = 0; i < 2; ++i) {
+      *reinterpret_cast<uint32_t*>(stage + (m0 + AccRow(2 * i)) * kLd + AccCol(n, 0)) =
+          PackBf16x2(acc[n][2 * i] * mul[i], acc[n][2 * i + 1] * mul[i]);
+    }
+  }
+  __syncwarp();
+  for (int v = threadIdx.x % 32; v < 16 * kHS / 8; v += 32) {
+    const int r = v / (kHS / 8), c = v % (kHS / 8) * 8;
+    StorePack<8>(dst + (m0 + r) * ld + c, LoadPack<8>(stage + (m0 + r) * kLd + c));
+  }
+}
+
+// Shared memory of the forward kernel (dynamic, 45 KiB).
 struct ForwardSmem {
-  bf16 q[kTileElems], k[kTileElems], v[kTileElems], p[kTile * kTile];
-  float s[kTile * kTile], o[kTileElems];
-  float m[kTile], l[kTile];
+  bf16 q[kTileElems], k[2][kTileElems], v[2][kTileElems];
 };
 
 __global__ void __launch_bounds__(kThreads)
     FlashForwardKernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH, float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   auto& sm = *reinterpret_cast<ForwardSmem*>(smem_raw);
-  const int qt = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int q0 = qt * kTile;
-  LoadTile(sm.q, qkv, b, h, q0, T, C, 0);
-  for (int i = threadIdx.x; i < kTileElems; i += kThreads) sm.o[i] = 0.0f;
-  if (threadIdx.x < kTile) {
-    sm.m[threadIdx.x] = -INFINITY;
-    sm.l[threadIdx.x] = 0.0f;
-  }
+  // Late query tiles see the most key tiles: start them first.
+  const int qt = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int m0 = threadIdx.x / 32 * 16;
+  const int64_t ld = 3 * int64_t{C};
+  const bf16* base = qkv + int64_t{b} * T * ld + int64_t{h} * kHS;
+  CopyTileAsync(sm.q, base + int64_t{qt} * kTile * ld, ld);
+  CopyTileAsync(sm.k[0], base + C, ld);
+  CopyTileAsync(sm.v[0], base + 2 * int64_t{C}, ld);
+  CpAsyncCommit();
+  const float scale_log2 = scale * kLog2e;  // scores kept in log2 units: exp2 is one op
+  uint32_t qf[4][4];
+  Acc o = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // l: this lane's partial sums
   for (int kt = 0; kt <= qt; ++kt) {
-    const int k0 = kt * kTile;
-    __syncthreads();  // everyone is done with the previous k, v tiles
-    LoadTile(sm.k, qkv, b, h, k0, T, C, 1);
-    LoadTile(sm.v, qkv, b, h, k0, T, C, 2);
+    const int buf = kt % 2;
+    if (kt < qt) {
+      const bf16* next = base + int64_t{kt + 1} * kTile * ld;
+      CopyTileAsync(sm.k[buf ^ 1], next + C, ld);
+      CopyTileAsync(sm.v[buf ^ 1], next + 2 * int64_t{C}, ld);
+      CpAsyncCommit();
+      CpAsyncWait<1>();
+    } else {
+      CpAsyncWait<0>();
+    }
     __syncthreads();
-    RowsTimesTileT(sm.s, sm.q, sm.k, warp);
-    __syncwarp();
-    // Online softmax over this warp's rows: lanes take columns lane and lane + 32.
-    for (int r = warp * 16; r < warp * 16 + 16; ++r) {
-      const int tq = q0 + r;
-      float x[2];
-      float mx = -INFINITY;
-      for (int j = 0; j < 2; ++j) {
-        const int col = lane + 32 * j;
-        x[j] = k0 + col <= tq ? sm.s[r * kTile + col] * scale : -INFINITY;
-        mx = fmaxf(mx, x[j]);
-      }
-      mx = WarpMax(mx);
-      const float m_old = sm.m[r];
-      const float m_new = fmaxf(m_old, mx);
-      float sum = 0.0f;
-      for (int j = 0; j < 2; ++j) {
-        const float p = expf(x[j] - m_new);  // 0 for masked columns
-        sm.p[r * kTile + lane + 32 * j] = ToBf16(p);
-        sum += p;
-      }
-      sum = WarpSum(sum);
-      const float alpha = expf(m_old - m_new);  // 0 on the first tile (m_old = -inf)
-      for (int c = lane; c < kHS; c += 32) sm.o[r * kHS + c] *= alpha;
-      __syncwarp();
-      if (lane == 0) {
-        sm.l[r] = sm.l[r] * alpha + sum;
-        sm.m[r] = m_new;
+    if (kt == 0) LoadRowFrags(qf, sm.q, m0);
+    Acc s = {};
+    FragsTimesTileT(s, qf, sm.k[buf]);
+    float mx[2] = {m[0], m[1]};
+    for (int n = 0; n < kHS / 8; ++n) {
+      for (int e = 0; e < 4; ++e) {
+        const bool masked = kt == qt && AccCol(n, e) > m0 + AccRow(e);
+        s[n][e] = masked ? -INFINITY : s[n][e] * scale_log2;
+        mx[e / 2] = fmaxf(mx[e / 2], s[n][e]);
       }
     }
-    __syncwarp();
-    // o rows += p · v, through s as staging.
-    FragC acc[kHS / 16];
-    for (auto& a : acc) wmma::fill_fragment(a, 0.0f);
-    AccRowsTimesTile(acc, sm.p, sm.v, warp);
-    for (int c = 0; c < kHS / 16; ++c) {
-      wmma::store_matrix_sync(sm.s + warp * 16 * kTile + c * 16, acc[c], kTile,
-                              wmma::mem_row_major);
+    float alpha[2];
+    for (int i = 0; i < 2; ++i) {
+      // Finite from the first tile on: its key 0 is unmasked for every row.
+      mx[i] = QuadMax(mx[i]);
+      alpha[i] = exp2f(m[i] - mx[i]);  // 0 on the first tile (m = -inf)
+      m[i] = mx[i];
+      l[i] *= alpha[i];
     }
-    __syncwarp();
-    for (int i = lane; i < 16 * kHS; i += 32) {
-      const int r = warp * 16 + i / kHS, c = i % kHS;
-      sm.o[r * kHS + c] += sm.s[r * kTile + c];
+    for (int n = 0; n < kHS / 8; ++n) {
+      for (int e = 0; e < 4; ++e) {
+        s[n][e] = exp2f(s[n][e] - m[e / 2]);  // 0 where masked
+        l[e / 2] += s[n][e];
+        o[n][e] *= alpha[e / 2];
+      }
     }
-    __syncwarp();
+    AccTimesTile(o, s, sm.v[buf]);
+    __syncthreads();  // the next iteration refills the other buffers
   }
-  const int lane_rows = warp * 16;
-  for (int r = lane_rows; r < lane_rows + 16; ++r) {
-    const float inv = 1.0f / sm.l[r];
-    bf16* p = out + (int64_t{b} * T + q0 + r) * C + int64_t{h} * kHS;
-    for (int c = lane; c < kHS; c += 32) p[c] = ToBf16(sm.o[r * kHS + c] * inv);
-    if (lane == 0) lse[int64_t{bh} * T + q0 + r] = sm.m[r] + logf(sm.l[r]);
+  float inv[2];
+  const int64_t row0 = int64_t{qt} * kTile + m0;
+  for (int i = 0; i < 2; ++i) {
+    l[i] = QuadSum(l[i]);
+    inv[i] = 1.0f / l[i];
+    if (threadIdx.x % 4 == 0) {
+      lse[int64_t{bh} * T + row0 + AccRow(2 * i)] = m[i] / kLog2e + logf(l[i]);
+    }
   }
+  StoreWarpRows(out + (int64_t{b} * T + row0 - m0) * C + int64_t{h} * kHS, C, o, inv, sm.q, m0);
 }
 
-// delta[bh, t] = Σ_d dout · out over the head's channels: one warp per row.
+// delta[bh, t] = Σ_d dout · out over the head's channels: 8 lanes per row, 16-byte loads.
 __global__ void FlashDeltaKernel(float* delta, const bf16* dout, const bf16* out, int B, int T,
                                  int C, int NH) {
-  const int64_t row = int64_t{blockIdx.x} * (blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (row >= int64_t{B} * NH * T) return;
+  const int64_t row = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 8;
+  const int part = threadIdx.x % 8;
+  if (row >= int64_t{B} * NH * T) return;  // whole warps: the row count is a multiple of 64
   const int64_t t = row % T, bh = row / T, b = bh / NH, h = bh % NH;
-  const int64_t base = (b * T + t) * C + h * kHS;
+  const int64_t at = (b * T + t) * C + h * kHS + part * 8;
+  const Pack<bf16, 8> x = LoadPack<8>(dout + at), y = LoadPack<8>(out + at);
   float s = 0.0f;
-  for (int c = lane; c < kHS; c += 32) s += ToFloat(dout[base + c]) * ToFloat(out[base + c]);
-  s = WarpSum(s);
-  if (lane == 0) delta[row] = s;
+  for (int i = 0; i < 8; ++i) s += ToFloat(x.v[i]) * ToFloat(y.v[i]);
+  for (int off = 1; off < 8; off <<= 1) s += __shfl_xor_sync(kFullMask, s, off);
+  if (part == 0) delta[row] = s;
 }
 
-// Shared memory of the backward kernels (dynamic, 66 KiB).
-struct BackwardSmem {
-  bf16 q[kTileElems], k[kTileElems], v[kTileElems], dout[kTileElems];
-  bf16 p[kTile * kTile], ds[kTile * kTile];
-  float s[kTile * kTile];
-  float lse[kTile], delta[kTile];
+// Shared memory of the dK/dV kernel (dynamic, 55 KiB).
+struct BackwardKVSmem {
+  bf16 k[kTileElems], v[kTileElems], q[2][kTileElems], dout[2][kTileElems];
+  float lse[2][kTile], delta[2][kTile];
 };
 
-// For this warp's 16 query rows of the (q tile at q0, k tile at k0) pair: p = softmax
-// probabilities (recomputed from lse), ds = p ⊙ (dout·vᵀ − delta) · scale, both bf16 in smem.
-__device__ __forceinline__ void ProbsAndScoreGrads(BackwardSmem& sm, int warp, int q0, int k0,
-                                                   float scale) {
-  const int lane = threadIdx.x % 32;
-  RowsTimesTileT(sm.s, sm.q, sm.k, warp);
-  __syncwarp();
-  float p[16][2];
-  for (int i = 0; i < 16; ++i) {
-    const int r = warp * 16 + i;
-    for (int j = 0; j < 2; ++j) {
-      const int col = lane + 32 * j;
-      p[i][j] = k0 + col <= q0 + r ? expf(sm.s[r * kTile + col] * scale - sm.lse[r]) : 0.0f;
-      sm.p[r * kTile + col] = ToBf16(p[i][j]);
-    }
-  }
-  __syncwarp();
-  RowsTimesTileT(sm.s, sm.dout, sm.v, warp);  // dP
-  __syncwarp();
-  for (int i = 0; i < 16; ++i) {
-    const int r = warp * 16 + i;
-    for (int j = 0; j < 2; ++j) {
-      const int col = lane + 32 * j;
-      sm.ds[r * kTile + col] = ToBf16(p[i][j] * (sm.s[r * kTile + col] - sm.delta[r]) * scale);
-    }
-  }
-  __syncwarp();
-}
-
-__device__ __forceinline__ void LoadRowStats(BackwardSmem& sm, const float* lse,
-                                             const float* delta, int64_t bh, int T, int q0) {
-  if (threadIdx.x < kTile) {
-    sm.lse[threadIdx.x] = lse[bh * T + q0 + threadIdx.x];
-    sm.delta[threadIdx.x] = delta[bh * T + q0 + threadIdx.x];
-  }
-}
-
-// dk, dv for one key tile: loops over the query tiles at or after it.
+// dk, dv for one key tile; each warp owns 16 keys and works on transposed scores (keys ×
+// queries) so that Pᵀ and dSᵀ are A fragments of dV += Pᵀ·dO and dK += dSᵀ·Q as they stand.
 __global__ void __launch_bounds__(kThreads)
     FlashBackwardKVKernel(bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse,
                           const float* delta, int T, int C, int NH, float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<BackwardSmem*>(smem_raw);
-  const int kt = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int warp = threadIdx.x / 32;
-  const int k0 = kt * kTile;
-  LoadTile(sm.k, qkv, b, h, k0, T, C, 1);
-  LoadTile(sm.v, qkv, b, h, k0, T, C, 2);
-  FragC dk[kHS / 16], dv[kHS / 16];
-  for (int c = 0; c < kHS / 16; ++c) {
-    wmma::fill_fragment(dk[c], 0.0f);
-    wmma::fill_fragment(dv[c], 0.0f);
-  }
-  const int n_tiles = T / kTile;
-  for (int qt = kt; qt < n_tiles; ++qt) {
-    const int q0 = qt * kTile;
-    __syncthreads();  // everyone is done with the previous q, dout, p, ds
-    LoadTile(sm.q, qkv, b, h, q0, T, C, 0);
-    LoadTile(sm.dout, dout, b, h, q0, T, C, -1);
-    LoadRowStats(sm, lse, delta, bh, T, q0);
+  auto& sm = *reinterpret_cast<BackwardKVSmem*>(smem_raw);
+  const int kt = blockIdx.x, nt = gridDim.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int m0 = threadIdx.x / 32 * 16;
+  const int64_t ld = 3 * int64_t{C};
+  const bf16* base = qkv + int64_t{b} * T * ld + int64_t{h} * kHS;
+  const bf16* dbase = dout + int64_t{b} * T * C + int64_t{h} * kHS;
+  const auto stage = [&](int qt, int buf) {
+    CopyTileAsync(sm.q[buf], base + int64_t{qt} * kTile * ld, ld);
+    CopyTileAsync(sm.dout[buf], dbase + int64_t{qt} * kTile * C, C);
+    const int64_t row = int64_t{bh} * T + int64_t{qt} * kTile + threadIdx.x % kTile;
+    if (threadIdx.x < kTile) {
+      sm.lse[buf][threadIdx.x] = lse[row] * kLog2e;
+    } else {
+      sm.delta[buf][threadIdx.x - kTile] = delta[row];
+    }
+  };
+  CopyTileAsync(sm.k, base + int64_t{kt} * kTile * ld + C, ld);
+  CopyTileAsync(sm.v, base + int64_t{kt} * kTile * ld + 2 * int64_t{C}, ld);
+  stage(kt, 0);
+  CpAsyncCommit();
+  const float scale_log2 = scale * kLog2e;
+  Acc dk = {}, dv = {};
+  for (int qt = kt; qt < nt; ++qt) {
+    const int buf = (qt - kt) % 2;
+    if (qt + 1 < nt) {
+      stage(qt + 1, buf ^ 1);
+      CpAsyncCommit();
+      CpAsyncWait<1>();
+    } else {
+      CpAsyncWait<0>();
+    }
     __syncthreads();
-    ProbsAndScoreGrads(sm, warp, q0, k0, scale);
-    __syncthreads();  // dv and dk read every query row of p and ds
-    AccTileTTimesTile(dv, sm.p, sm.dout, warp);
-    AccTileTTimesTile(dk, sm.ds, sm.q, warp);
+    Acc p = {};  // Sᵀ, then Pᵀ
+    RowsTimesTileT(p, sm.k, m0, sm.q[buf]);
+    for (int n = 0; n < kHS / 8; ++n) {
+      for (int e = 0; e < 4; ++e) {
+        const int query = AccCol(n, e);
+        const bool masked = qt == kt && m0 + AccRow(e) > query;
+        p[n][e] = masked ? 0.0f : exp2f(p[n][e] * scale_log2 - sm.lse[buf][query]);
+      }
+    }
+    Acc ds = {};  // dPᵀ, then dSᵀ / scale
+    RowsTimesTileT(ds, sm.v, m0, sm.dout[buf]);
+    AccTimesTile(dv, p, sm.dout[buf]);
+    for (int n = 0; n < kHS / 8; ++n) {
+      for (int e = 0; e < 4; ++e) ds[n][e] = p[n][e] * (ds[n][e] - sm.delta[buf][AccCol(n, e)]);
+    }
+    AccTimesTile(dk, ds, sm.q[buf]);
+    __syncthreads();  // the next iteration refills the other buffers
   }
-  __syncthreads();
-  for (int c = 0; c < kHS / 16; ++c) {
-    wmma::store_matrix_sync(sm.s + warp * 16 * kTile + c * 16, dk[c], kTile, wmma::mem_row_major);
-  }
-  __syncwarp();
-  StoreRows(dqkv, sm.s, warp, b, k0, T, 3 * int64_t{C}, int64_t{C} + int64_t{h} * kHS);
-  __syncwarp();
-  for (int c = 0; c < kHS / 16; ++c) {
-    wmma::store_matrix_sync(sm.s + warp * 16 * kTile + c * 16, dv[c], kTile, wmma::mem_row_major);
-  }
-  __syncwarp();
-  StoreRows(dqkv, sm.s, warp, b, k0, T, 3 * int64_t{C}, 2 * int64_t{C} + int64_t{h} * kHS);
+  bf16* dst = dqkv + (int64_t{b} * T + int64_t{kt} * kTile) * ld + int64_t{h} * kHS;
+  StoreWarpRows(dst + C, ld, dk, {scale, scale}, sm.k, m0);
+  StoreWarpRows(dst + 2 * int64_t{C}, ld, dv, {1.0f, 1.0f}, sm.v, m0);
 }
+
+// Shared memory of the dQ kernel (dynamic, 54 KiB).
+struct BackwardQSmem {
+  bf16 q[kTileElems], dout[kTileElems], k[2][kTileElems], v[2][kTileElems];
+};
 
 // dq for one query tile: loops over the key tiles at or before it.
 __global__ void __launch_bounds__(kThreads)
     FlashBackwardQKernel(bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse,
                          const float* delta, int T, int C, int NH, float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<BackwardSmem*>(smem_raw);
-  const int qt = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int warp = threadIdx.x / 32;
-  const int q0 = qt * kTile;
-  LoadTile(sm.q, qkv, b, h, q0, T, C, 0);
-  LoadTile(sm.dout, dout, b, h, q0, T, C, -1);
-  LoadRowStats(sm, lse, delta, bh, T, q0);
-  FragC dq[kHS / 16];
-  for (auto& a : dq) wmma::fill_fragment(a, 0.0f);
+  auto& sm = *reinterpret_cast<BackwardQSmem*>(smem_raw);
+  const int qt = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int m0 = threadIdx.x / 32 * 16;
+  const int64_t ld = 3 * int64_t{C};
+  const bf16* base = qkv + int64_t{b} * T * ld + int64_t{h} * kHS;
+  CopyTileAsync(sm.q, base + int64_t{qt} * kTile * ld, ld);
+  CopyTileAsync(sm.dout, dout + (int64_t{b} * T + int64_t{qt} * kTile) * C + int64_t{h} * kHS, C);
+  CopyTileAsync(sm.k[0], base + C, ld);
+  CopyTileAsync(sm.v[0], base + 2 * int64_t{C}, ld);
+  CpAsyncCommit();
+  float row_lse[2], row_delta[2];
+  for (int i = 0; i < 2; ++i) {
+    const int64_t row = int64_t{bh} * T + int64_t{qt} * kTile + m0 + AccRow(2 * i);
+    row_lse[i] = lse[row] * kLog2e;
+    row_delta[i] = delta[row];
+  }
+  const float scale_log2 = scale * kLog2e;
+  uint32_t qf[4][4], df[4][4];
+  Acc dq = {};
   for (int kt = 0; kt <= qt; ++kt) {
-    const int k0 = kt * kTile;
-    __syncthreads();  // everyone is done with the previous k, v
-    LoadTile(sm.k, qkv, b, h, k0, T, C, 1);
-    LoadTile(sm.v, qkv, b, h, k0, T, C, 2);
+    const int buf = kt % 2;
+    if (kt < qt) {
+      const bf16* next = base + int64_t{kt + 1} * kTile * ld;
+      CopyTileAsync(sm.k[buf ^ 1], next + C, ld);
+      CopyTileAsync(sm.v[buf ^ 1], next + 2 * int64_t{C}, ld);
+      CpAsyncCommit();
+      CpAsyncWait<1>();
+    } else {
+      CpAsyncWait<0>();
+    }
     __syncthreads();
-    ProbsAndScoreGrads(sm, warp, q0, k0, scale);
-    AccRowsTimesTile(dq, sm.ds, sm.k, warp);  // this warp's rows of ds only
+    if (kt == 0) {
+      LoadRowFrags(qf, sm.q, m0);
+      LoadRowFrags(df, sm.dout, m0);
+    }
+    Acc p = {};  // S, then P
+    FragsTimesTileT(p, qf, sm.k[buf]);
+    for (int n = 0; n < kHS / 8; ++n) {
+      for (int e = 0; e < 4; ++e) {
+        const bool masked = kt == qt && AccCol(n, e) > m0 + AccRow(e);
+        p[n][e] = masked ? 0.0f : exp2f(p[n][e] * scale_log2 - row_lse[e / 2]);
+      }
+    }
+    Acc ds = {};  // dP, then dS / scale
+    FragsTimesTileT(ds, df, sm.v[buf]);
+    for (int n = 0; n < kHS / 8; ++n) {
+      for (int e = 0; e < 4; ++e) ds[n][e] = p[n][e] * (ds[n][e] - row_delta[e / 2]);
+    }
+    AccTimesTile(dq, ds, sm.k[buf]);
+    __syncthreads();  // the next iteration refills the other buffers
   }
-  for (int c = 0; c < kHS / 16; ++c) {
-    wmma::store_matrix_sync(sm.s + warp * 16 * kTile + c * 16, dq[c], kTile, wmma::mem_row_major);
-  }
-  __syncwarp();
-  StoreRows(dqkv, sm.s, warp, b, q0, T, 3 * int64_t{C}, int64_t{h} * kHS);
+  StoreWarpRows(dqkv + (int64_t{b} * T + int64_t{qt} * kTile) * ld + int64_t{h} * kHS, ld, dq,
+                {scale, scale}, sm.q, m0);
 }
 
 absl::Status CheckShape(int B, int T, int C, int NH) {
@@ -348,6 +383,10 @@ absl::Status FlashAttentionForward(bf16* out, float* lse, const bf16* qkv, int B
   if (out == nullptr || lse == nullptr || qkv == nullptr) {
     return absl::InvalidArgumentError("flash attention forward: a buffer is null");
   }
+  if (!IsAligned(out, 16) || !IsAligned(qkv, 16)) {
+    return absl::InvalidArgumentError(
+        "flash attention forward: out and qkv need 16-byte alignment");
+  }
   const size_t smem = sizeof(ForwardSmem);
   BELAY_RETURN_IF_NOT_OK(AllowSmem(FlashForwardKernel, smem));
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHS));
@@ -365,19 +404,22 @@ absl::Status FlashAttentionBackward(bf16* dqkv, float* scratch, const bf16* dout
       out == nullptr || lse == nullptr) {
     return absl::InvalidArgumentError("flash attention backward: a buffer is null");
   }
+  if (!IsAligned(dqkv, 16) || !IsAligned(dout, 16) || !IsAligned(qkv, 16) || !IsAligned(out, 16)) {
+    return absl::InvalidArgumentError(
+        "flash attention backward: dqkv, dout, qkv and out need 16-byte alignment");
+  }
   const int64_t rows = int64_t{B} * NH * T;
-  FlashDeltaKernel<<<CeilDiv(rows, 8), 256, 0, stream>>>(scratch, dout, out, B, T, C, NH);
+  FlashDeltaKernel<<<CeilDiv(rows * 8, 256), 256, 0, stream>>>(scratch, dout, out, B, T, C, NH);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED("FlashDeltaKernel");
-  const size_t smem = sizeof(BackwardSmem);
-  BELAY_RETURN_IF_NOT_OK(AllowSmem(FlashBackwardKVKernel, smem));
-  BELAY_RETURN_IF_NOT_OK(AllowSmem(FlashBackwardQKernel, smem));
+  BELAY_RETURN_IF_NOT_OK(AllowSmem(FlashBackwardKVKernel, sizeof(BackwardKVSmem)));
+  BELAY_RETURN_IF_NOT_OK(AllowSmem(FlashBackwardQKernel, sizeof(BackwardQSmem)));
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHS));
   const dim3 grid(T / kTile, B * NH);
-  FlashBackwardKVKernel<<<grid, kThreads, smem, stream>>>(dqkv, qkv, dout, lse, scratch, T, C,
-                                                          NH, scale);
+  FlashBackwardKVKernel<<<grid, kThreads, sizeof(BackwardKVSmem), stream>>>(
+      dqkv, qkv, dout, lse, scratch, T, C, NH, scale);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED("FlashBackwardKVKernel");
-  FlashBackwardQKernel<<<grid, kThreads, smem, stream>>>(dqkv, qkv, dout, lse, scratch, T, C, NH,
-                                                         scale);
+  FlashBackwardQKernel<<<grid, kThreads, sizeof(BackwardQSmem), stream>>>(
+      dqkv, qkv, dout, lse, scratch, T, C, NH, scale);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED("FlashBackwardQKernel");
   return absl::OkStatus();
 }

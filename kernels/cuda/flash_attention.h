@@ -1,8 +1,8 @@
 // Fused causal attention on the GPU in the FlashAttention-2 manner: scores and probabilities
-// live in shared memory tile by tile and are never written out; backward recomputes them
-// from the saved log-sum-exp. bf16 tensor-core products (WMMA), fp32 softmax, no atomics
+// stay in registers tile by tile and are never written out; backward recomputes them from
+// the saved log-sum-exp. bf16 tensor-core products (mma.sync), fp32 softmax, no atomics
 // (dK/dV and dQ are separate kernels), so results repeat bit for bit. Same contract as
-// kernels/cuda/attention.h otherwise.
+// kernels/cuda/attention.h otherwise; tensors must be 16-byte aligned.
 #pragma once
 
 #include <cstddef>

@@ -146,5 +146,15 @@ TEST(FlashAttentionCuda, TakesOnlyHeadSize64AndWholeTiles) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The kernels move 16 bytes at a time; misaligned tensors are refused before any device work.
+TEST(FlashAttentionCuda, RefusesMisalignedTensors) {
+  alignas(16) bf16 buf[16] = {};
+  float f[8] = {};
+  EXPECT_EQ(FlashAttentionForward(buf + 1, f, buf, 1, 64, 64, 1, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FlashAttentionBackward(buf, f, buf, buf + 1, buf, f, 1, 64, 64, 1, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace belay::kernels::cuda

@@ -57,8 +57,9 @@ absl::StatusOr<std::unique_ptr<CudaGpt2>> CudaGpt2::Create(const ParameterLayout
         "GPU model needs d_model and head size multiples of 8, got d_model ", c.d_model,
         " with ", c.n_head, " heads"));
   }
-  const bool fused = attention == Attention::kFused;
-  if (fused && !kc::FlashAttentionSupports(T, c.d_model, c.n_head)) {
+  const bool supported = kc::FlashAttentionSupports(T, c.d_model, c.n_head);
+  const bool fused = attention == Attention::kFused || (attention == Attention::kAuto && supported);
+  if (fused && !supported) {
     return absl::InvalidArgumentError(absl::StrCat(
         "fused attention needs head size 64 and T a multiple of 64, got d_model ", c.d_model,
         " with ", c.n_head, " heads and T=", T));

@@ -21,13 +21,13 @@ class CudaGpt2 {
   // Allocates parameters, optimizer state and the activations of a B×T micro-batch on the
   // current device. T must be a multiple of 8 and at most max_seq_len; C/NH a multiple of 8.
   // ResourceExhausted when the device memory does not suffice.
-  // The attention kernels: kMaterialised (the default, the faster of the two on an H100 at
-  // GPT-2 124M shapes, see docs/gpu.md) keeps the B·NH·T·T softmax weights of every layer for
-  // backward; kFused (head size 64, T a multiple of 64, else InvalidArgument) keeps only a
-  // log-sum-exp per row, about half the activation memory at T = 1024.
-  enum class Attention { kMaterialised, kFused };
+  // The attention kernels: kFused (head size 64, T a multiple of 64, else InvalidArgument)
+  // keeps only a log-sum-exp per row and is the faster (1.6× the whole GPT-2 124M step on an
+  // H100, docs/gpu.md); kMaterialised keeps the B·NH·T·T softmax weights of every layer for
+  // backward and takes any head size that is a multiple of 8; kAuto: fused where it applies.
+  enum class Attention { kAuto, kMaterialised, kFused };
   static absl::StatusOr<std::unique_ptr<CudaGpt2>> Create(
-      const ParameterLayout& layout, int B, int T, Attention attention = Attention::kMaterialised);
+      const ParameterLayout& layout, int B, int T, Attention attention = Attention::kAuto);
   ~CudaGpt2();
   CudaGpt2(const CudaGpt2&) = delete;
   CudaGpt2& operator=(const CudaGpt2&) = delete;

@@ -127,7 +127,7 @@ TEST(CudaGpt2, TrainingStepWithFusedAttentionMatchesCpuModel) {
 std::vector<double> TrainGpu(const ParameterLayout& layout, const std::vector<float>& params,
                              const Batch& batch, int B, int T, int steps,
                              std::vector<float>* final_params,
-                             CudaGpt2::Attention attention = CudaGpt2::Attention::kMaterialised) {
+                             CudaGpt2::Attention attention = CudaGpt2::Attention::kAuto) {
   std::vector<double> out;
   auto gpu = CudaGpt2::Create(layout, B, T, attention);
   EXPECT_TRUE(gpu.ok()) << gpu.status();
@@ -234,6 +234,20 @@ TEST(CudaGpt2, RejectsShapesTheKernelsCannotRun) {
   // Head size 16: no fused attention for it.
   EXPECT_EQ(CudaGpt2::Create(layout, 1, 32, CudaGpt2::Attention::kFused).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CudaGpt2, FusesAttentionWhereTheShapeAllows) {
+  BELAY_REQUIRE_CUDA_DEVICE();
+  auto small = CudaGpt2::Create(ParameterLayout(Small()), 1, 32);  // head size 16
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_FALSE((*small)->fused_attention());
+  const ParameterLayout flash(SmallFlash());
+  auto fused = CudaGpt2::Create(flash, 1, 64);
+  ASSERT_TRUE(fused.ok()) << fused.status();
+  EXPECT_TRUE((*fused)->fused_attention());
+  auto materialised = CudaGpt2::Create(flash, 1, 64, CudaGpt2::Attention::kMaterialised);
+  ASSERT_TRUE(materialised.ok()) << materialised.status();
+  EXPECT_FALSE((*materialised)->fused_attention());
 }
 
 }  // namespace
