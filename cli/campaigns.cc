@@ -398,9 +398,20 @@ int Nodes(const Common& c, bool json) {
     return kExitOk;
   }
   if (resp.nodes().empty()) std::cout << "no nodes recorded (the local scheduler runs on this machine only)\n";
+  if (!resp.nodes().empty()) {
+    std::cout << fmt::format("{:<20} {:>10} {:>8} {:>8}  {}\n", "NODE", "REPUTATION", "ATTEMPTS",
+                             "FAILURES", "STATE");
+  }
   for (const v1::Node& n : resp.nodes()) {
-    std::cout << n.name() << "  " << n.slurm_state() << "  failures " << n.failures_attributed()
-              << (n.excluded() ? Cat("  excluded until ", Time(n.excluded_until())) : "") << "\n";
+    std::string state = n.excluded()
+                            ? Cat("excluded until ", Time(n.excluded_until()), ": ", n.exclusion_reason())
+                            : "admitted";
+    if (!n.slurm_state().empty()) state = Cat(n.slurm_state(), ", ", state);
+    if (n.has_last_failure_time()) {
+      state += Cat("; last failure ", v1::ShortName(n.last_failure_reason()), " at ", Time(n.last_failure_time()));
+    }
+    std::cout << fmt::format("{:<20} {:>10.2f} {:>8} {:>8}  {}\n", n.name(), n.reputation(), n.attempts_hosted(),
+                             n.failures_attributed(), state);
   }
   return kExitOk;
 }
@@ -417,7 +428,9 @@ int Daemon(const Common& c, bool json) {
             << resp.worker_listen_address() << "\n  scheduler "
             << v1::ShortName(resp.scheduler()) << "\n  store "
             << (resp.read_only() ? "READ-ONLY: " + resp.read_only_reason() : "writable") << "\n  you are uid "
-            << resp.caller_uid() << (resp.caller_is_operator() ? " (operator: all campaigns)" : "") << "\n";
+            << resp.caller_uid() << (resp.caller_is_operator() ? " (operator: all campaigns)" : "") << "\n"
+            << "  slurmctld calls " << resp.slurm_rpcs() << " (" << resp.slurm_rpcs_refused()
+            << " held back), budget " << resp.slurm_rpc_budget_per_minute() << " per minute\n";
   return kExitOk;
 }
 

@@ -166,6 +166,8 @@ int Run(const Options& o) {
   facts.worker_listen_address = worker_address;
   facts.start_time = clock.Now();
   facts.slurm_conf = slurm_conf;
+  facts.slurm_calls = [&scheduler] { return scheduler.controller_calls(); };
+  facts.slurm_rpc_budget_per_minute = o.slurm_rpc_budget;
   belay::rpc::CoordinatorService coordinator(supervisor, **store, peers, clock, facts);
   grpc::ServerBuilder api_builder;
   api_builder.RegisterService(&coordinator);

@@ -11,6 +11,7 @@
 #include "common/strings.h"
 #include "daemon/rpc/worker_link_service.h"
 #include "daemon/store/records.h"
+#include "daemon/supervisor/node_health.h"
 #include "daemon/supervisor/goodput.h"
 #include "daemon/supervisor/policy.h"
 
@@ -301,7 +302,9 @@ grpc::Status CoordinatorService::ListNodes(grpc::ServerContext* ctx, const v1::L
   if (!who.ok()) return ToGrpc(who.status());
   absl::StatusOr<std::vector<v1::Node>> nodes = store::ListNodes(store_);
   if (!nodes.ok()) return ToGrpc(nodes.status());
-  for (const v1::Node& n : *nodes) {
+  for (const v1::Node& stored : *nodes) {
+    // As of now: reputation recovered since the record was written, lapsed exclusions lifted.
+    const v1::Node n = supervisor::Decayed(stored, clock_.Now(), supervisor_.node_health());
     if (req->excluded_only() && !n.excluded()) continue;
     if (!req->names().empty() && std::find(req->names().begin(), req->names().end(), n.name()) == req->names().end()) {
       continue;
@@ -356,6 +359,12 @@ grpc::Status CoordinatorService::GetDaemonInfo(grpc::ServerContext* ctx, const v
   SetTime(resp->mutable_start_time(), facts_.start_time);
   resp->set_caller_uid(who->uid);
   resp->set_caller_is_operator(who->uid == 0);
+  if (facts_.slurm_calls) {
+    const sched::ControllerCalls calls = facts_.slurm_calls();
+    resp->set_slurm_rpcs(calls.made);
+    resp->set_slurm_rpcs_refused(calls.refused);
+  }
+  resp->set_slurm_rpc_budget_per_minute(facts_.slurm_rpc_budget_per_minute);
   return grpc::Status::OK;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "belay/v1/coordinator.grpc.pb.h"
@@ -20,6 +21,9 @@ struct DaemonFacts {
   v1::SchedulerKind scheduler = v1::SCHEDULER_KIND_LOCAL;  // the default backend
   std::string slurm_conf;  // the Slurm cluster's slurm.conf; empty: none (slurm campaigns refused)
   TimePoint start_time;
+  // Calls made to slurmctld so far, and the budget they are held to.
+  std::function<sched::ControllerCalls()> slurm_calls;
+  int slurm_rpc_budget_per_minute = 0;
 };
 
 // Access: a caller is known only through the Unix socket (its uid); anything else is

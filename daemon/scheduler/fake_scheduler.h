@@ -29,6 +29,11 @@ class FakeScheduler final : public Scheduler {
   // New jobs start kQueued instead of kRunning until set back.
   void set_start_queued(bool queued) { start_queued_ = queued; }
   void SetState(const std::string& job_id, JobState state) { jobs_[job_id].status.state = state; }
+  // The nodes the job's status names (running: where it runs; ended by a node failure: the
+  // failed ones, as SlurmScheduler reports them).
+  void SetNodes(const std::string& job_id, std::vector<std::string> nodes) {
+    jobs_[job_id].status.nodes = std::move(nodes);
+  }
   // SIGKILL ends a job (every rank killed by signal 9) as a real one would; on by default.
   void set_kill_ends_job(bool v) { kill_ends_job_ = v; }
   // Forgets a job (a scheduler that lost it).

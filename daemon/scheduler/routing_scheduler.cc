@@ -14,6 +14,7 @@ absl::StatusOr<Scheduler*> RoutingScheduler::Slurm() {
     absl::StatusOr<std::unique_ptr<Scheduler>> made = make_slurm_();
     if (!made.ok()) return made.status();
     slurm_ = std::move(*made);
+    slurm_view_.store(slurm_.get());
   }
   return slurm_.get();
 }
@@ -65,6 +66,11 @@ absl::Status RoutingScheduler::Signal(const std::string& id, int signal) {
   absl::StatusOr<Scheduler*> s = Slurm();
   if (!s.ok()) return s.status();
   return (*s)->Signal(id.substr(kSlurmPrefix.size()), signal);
+}
+
+ControllerCalls RoutingScheduler::controller_calls() const {
+  const Scheduler* slurm = slurm_view_.load();
+  return slurm != nullptr ? slurm->controller_calls() : ControllerCalls{};
 }
 
 }  // namespace belay::sched

@@ -5,6 +5,7 @@
 // a machine without Slurm never touches it.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -24,6 +25,8 @@ class RoutingScheduler final : public Scheduler {
   absl::StatusOr<std::string> Submit(const JobSpec& job) override;
   absl::StatusOr<std::vector<JobStatus>> Poll(const std::vector<std::string>& job_ids) override;
   absl::Status Signal(const std::string& job_id, int signal) override;
+  // The Slurm backend's, once it exists.
+  ControllerCalls controller_calls() const override;
 
   static constexpr std::string_view kSlurmPrefix = "slurm-";
 
@@ -33,6 +36,7 @@ class RoutingScheduler final : public Scheduler {
   std::unique_ptr<Scheduler> local_;
   Factory make_slurm_;
   std::unique_ptr<Scheduler> slurm_;
+  std::atomic<const Scheduler*> slurm_view_{nullptr};  // slurm_, for other threads
 };
 
 }  // namespace belay::sched

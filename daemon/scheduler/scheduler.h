@@ -86,6 +86,12 @@ struct JobStatus {
 //    does nothing. SIGUSR1 asks ranks to checkpoint and stop (Slurm's pre-limit signal),
 //    SIGKILL ends them at once.
 //  - Thread-compatible: one caller at a time.
+// Calls made to a scheduler's controller (Slurm: libslurm RPCs to slurmctld) since start.
+struct ControllerCalls {
+  int64_t made = 0;
+  int64_t refused = 0;  // not made: over the budget or during a backoff
+};
+
 class Scheduler {
  public:
   virtual ~Scheduler() = default;
@@ -93,6 +99,8 @@ class Scheduler {
   virtual absl::StatusOr<std::string> Submit(const JobSpec& job) = 0;
   virtual absl::StatusOr<std::vector<JobStatus>> Poll(const std::vector<std::string>& job_ids) = 0;
   virtual absl::Status Signal(const std::string& job_id, int signal) = 0;
+  // The controller calls so far; safe from any thread. Backends without a controller: none.
+  virtual ControllerCalls controller_calls() const { return {}; }
 };
 
 }  // namespace belay::sched

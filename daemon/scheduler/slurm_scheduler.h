@@ -15,6 +15,7 @@
 //    the job's working directory, on a filesystem the nodes and belayd share).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -54,8 +55,9 @@ class SlurmScheduler final : public Scheduler {
 
   // libslurm calls made so far (each one RPC to slurmctld), and those refused by the budget
   // or a backoff without reaching it.
-  int64_t rpcs() const { return rpcs_; }
-  int64_t refused() const { return refused_; }
+  int64_t rpcs() const { return rpcs_.load(); }
+  int64_t refused() const { return refused_.load(); }
+  ControllerCalls controller_calls() const override { return {rpcs_.load(), refused_.load()}; }
 
  private:
   // One job as the last load saw it.
@@ -82,8 +84,8 @@ class SlurmScheduler final : public Scheduler {
   std::deque<std::chrono::steady_clock::time_point> recent_;  // calls in the last minute
   std::chrono::steady_clock::time_point backoff_until_{};
   std::chrono::milliseconds backoff_{0};
-  int64_t rpcs_ = 0;
-  int64_t refused_ = 0;
+  std::atomic<int64_t> rpcs_{0};  // read by other threads (controller_calls)
+  std::atomic<int64_t> refused_{0};
 };
 
 }  // namespace belay::sched

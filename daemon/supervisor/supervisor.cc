@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fstream>
 #include <random>
+#include <set>
 
 #include "belay/v1/enum_names.h"
 #include "common/checksum.h"
@@ -62,7 +63,8 @@ fs::path Supervisor::CampaignDir(const std::string& id) const {
 }
 
 absl::Status Supervisor::AddEvent(WriteBatch& batch, const pb::Campaign& c, pb::EventKind kind,
-                                  pb::Severity severity, std::string message, int32_t attempt) {
+                                  pb::Severity severity, std::string message, int32_t attempt,
+                                  const std::vector<std::string>& nodes) {
   auto it = next_event_seq_.find(c.id());
   if (it == next_event_seq_.end()) {
     absl::StatusOr<int64_t> last = store::LastEventSeq(store_, c.id());
@@ -74,6 +76,7 @@ absl::Status Supervisor::AddEvent(WriteBatch& batch, const pb::Campaign& c, pb::
   e.set_seq(it->second++);
   SetTime(e.mutable_time(), clock_.Now());
   e.set_attempt_number(attempt);
+  for (const std::string& n : nodes) e.add_nodes(n);
   e.set_kind(kind);
   e.set_severity(severity);
   e.set_step(c.current_step());
@@ -426,6 +429,14 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
              {"BELAY_TOKEN", a.worker_token()}};
   if (!options_.coordinator_address.empty()) job.env.push_back({"BELAY_COORDINATOR", options_.coordinator_address});
   if (l.spec.resources.time_limit) job.time_limit = *l.spec.resources.time_limit;
+  if (c.scheduler() == pb::SCHEDULER_KIND_SLURM) {
+    absl::StatusOr<std::vector<pb::Node>> nodes = store::ListNodes(store_);
+    if (!nodes.ok()) return nodes.status();
+    a.clear_excluded_nodes();
+    if (l.spec.restart.exclude_failed_nodes) {
+      for (const std::string& n : ExcludedNodes(*nodes, clock_.Now())) a.add_excluded_nodes(n);
+    }
+  }
   for (const std::string& n : a.excluded_nodes()) job.exclude_nodes.push_back(n);
   job.kind = c.scheduler();
   job.partition = l.spec.resources.partition;
@@ -465,6 +476,37 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
   return store_.Write(b, Durability::kSynced);
 }
 
+absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c, const pb::Attempt& a,
+                                          const Classification& cls) {
+  // Only a Slurm campaign's nodes are nodes belay can avoid; the local backend runs here.
+  if (c.scheduler() != pb::SCHEDULER_KIND_SLURM) return absl::OkStatus();
+  std::set<std::string> names(a.nodes().begin(), a.nodes().end());
+  names.insert(cls.failed_nodes.begin(), cls.failed_nodes.end());
+  const std::set<std::string> failed(cls.failed_nodes.begin(), cls.failed_nodes.end());
+  const TimePoint now = clock_.Now();
+  std::vector<std::string> newly_excluded;
+  for (const std::string& name : names) {
+    if (!store::ValidateId("node name", name).ok()) continue;  // never a key we cannot store
+    absl::StatusOr<std::optional<pb::Node>> old = store::GetNode(store_, name);
+    if (!old.ok()) return old.status();
+    pb::Node before;
+    if (old->has_value()) {
+      before = **old;
+    } else {
+      before.set_name(name);
+    }
+    const pb::Node after = AfterAttempt(before, failed.count(name) > 0 ? cls.reason : pb::END_REASON_UNSPECIFIED,
+                                        now, options_.node_health);
+    if (ExcludedAt(after, now) && !ExcludedAt(before, now)) newly_excluded.push_back(name);
+    store::Put(b, after);
+  }
+  if (newly_excluded.empty()) return absl::OkStatus();
+  return AddEvent(b, c, pb::EVENT_KIND_NODE_EXCLUDED, pb::SEVERITY_WARNING,
+                  Cat("node", newly_excluded.size() == 1 ? " " : "s ", fmt::format("{}", fmt::join(newly_excluded, ", ")),
+                      " excluded from new submissions after ", Name(cls.reason), " in attempt ", a.number()),
+                  a.number(), newly_excluded);
+}
+
 absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
@@ -502,6 +544,7 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   if (d.counts_as_node_failure) c.set_node_failures(c.node_failures() + 1);
 
   WriteBatch b;
+  if (absl::Status s = RecordNodeHealth(b, c, a, cls); !s.ok()) return s;
   const bool bad = cls.reason != pb::END_REASON_COMPLETED && cls.reason != pb::END_REASON_TIME_LIMIT &&
                    cls.reason != pb::END_REASON_CANCELLED_BY_USER;
   if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, bad ? pb::SEVERITY_WARNING : pb::SEVERITY_INFO,
@@ -541,8 +584,7 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
       next.set_ranks_per_node(a.ranks_per_node());
       next.set_scheduler(a.scheduler());
       SetTime(next.mutable_queue_time(), now + d.delay);  // not started before
-      for (const std::string& n : a.excluded_nodes()) next.add_excluded_nodes(n);
-      for (const std::string& n : cls.failed_nodes) next.add_excluded_nodes(n);
+      // Which nodes it avoids is decided when it is submitted, from the node records.
       const bool rollback = d.counts_as_rollback;
       if (rollback && c.has_last_good_checkpoint_step()) {
         next.set_start_checkpoint_step(c.last_good_checkpoint_step());

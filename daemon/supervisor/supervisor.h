@@ -22,6 +22,8 @@
 #include "common/rng.h"
 #include "daemon/scheduler/scheduler.h"
 #include "daemon/store/store.h"
+#include "daemon/supervisor/node_health.h"
+#include "daemon/supervisor/policy.h"
 
 namespace belay::supervisor {
 
@@ -44,12 +46,17 @@ struct SupervisorOptions {
   // A checkpoint becomes "good" once this many further steps ran without trouble.
   int64_t good_after_steps = 10;
   uint64_t jitter_seed = 0x5eed;  // backoff jitter draws
+  // Node reputation and exclusion (Slurm campaigns; node_health.h).
+  NodeHealthPolicy node_health;
 };
 
 class Supervisor {
  public:
   Supervisor(store::Store& store, sched::Scheduler& scheduler, const Clock& clock,
              SupervisorOptions options);
+
+  // The reputation rules node records are kept by (for reading them as of now).
+  const NodeHealthPolicy& node_health() const { return options_.node_health; }
 
   // Stores a new campaign (SUBMITTED) for a validated spec: the spec as submitted
   // (`spec_toml`, from `spec_file`) and the effective spec, with absolute paths, in the state
@@ -143,11 +150,16 @@ class Supervisor {
                       int32_t attempt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends an event for the campaign to `batch` (sequence numbers are kept per campaign).
   absl::Status AddEvent(store::WriteBatch& batch, const pb::Campaign& c, pb::EventKind kind,
-                        pb::Severity severity, std::string message, int32_t attempt = 0)
+                        pb::Severity severity, std::string message, int32_t attempt = 0,
+                        const std::vector<std::string>& nodes = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SetCampaignState(store::WriteBatch& batch, pb::Campaign& c, pb::CampaignState to,
                                 const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::filesystem::path CampaignDir(const std::string& id) const;
+  // Node records after attempt `a` ended as `cls` (Slurm campaigns only), into the batch;
+  // an event for each node that becomes excluded.
+  absl::Status RecordNodeHealth(store::WriteBatch& batch, const pb::Campaign& c, const pb::Attempt& a,
+                                const Classification& cls) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   store::Store& store_;
   sched::Scheduler& scheduler_;

@@ -537,6 +537,69 @@ TEST_F(SupervisorTest, ATimeLimitContinuesAtOnceWithoutCountingARestart) {
   EXPECT_EQ(Attempt(id, 2).start_checkpoint_step(), 30);
 }
 
+TEST_F(SupervisorTest, AFailedNodeIsKeptOffLaterSubmissionsUntilItsExclusionLapses) {
+  spec_.resources.scheduler = SchedulerKind::kSlurm;
+  const std::string id = SubmitAndStart();
+  EXPECT_TRUE(sched_.submitted()[0].exclude_nodes.empty());
+  sched_.SetNodes(JobOf(id, 1), {"n1", "n2"});
+  Tick();
+  Steps(id, 1, 1, 10);
+  sched_.SetNodes(JobOf(id, 1), {"n2"});  // the node Slurm says is down
+  sched_.End(JobOf(id, 1), {}, 0, pb::END_REASON_NODE_FAILURE, "NODE_FAIL");
+  Tick();
+  EXPECT_EQ(Attempt(id, 1).end_reason(), pb::END_REASON_NODE_FAILURE);
+  std::vector<pb::Node> nodes = store::ListNodes(store_).value();
+  ASSERT_EQ(nodes.size(), 2u);
+  EXPECT_EQ(nodes[0].name(), "n1");
+  EXPECT_EQ(nodes[0].attempts_hosted(), 1);
+  EXPECT_EQ(nodes[0].failures_attributed(), 0);
+  EXPECT_FALSE(nodes[0].excluded());
+  EXPECT_EQ(nodes[1].name(), "n2");
+  EXPECT_EQ(nodes[1].failures_attributed(), 1);
+  EXPECT_TRUE(nodes[1].excluded());
+  EXPECT_LT(nodes[1].reputation(), 0.5);
+  EXPECT_TRUE(HasEvent(id, "node n2 excluded from new submissions after node_failure in attempt 1"));
+
+  Tick();  // a node failure restarts at once
+  ASSERT_EQ(sched_.submitted().size(), 2u);
+  EXPECT_EQ(sched_.submitted()[1].exclude_nodes, std::vector<std::string>{"n2"});
+  EXPECT_EQ(Attempt(id, 2).excluded_nodes().size(), 1);
+
+  // Two hours on (the first exclusion lasts one), the next attempt may use n2 again.
+  clock_.Advance(2h);
+  Tick();
+  Finish(id, 2, pb::EXIT_KIND_TIME_LIMIT_CHECKPOINTED);
+  sched_.End(JobOf(id, 2));
+  Tick();
+  Tick();
+  ASSERT_EQ(sched_.submitted().size(), 3u);
+  EXPECT_TRUE(sched_.submitted()[2].exclude_nodes.empty());
+  EXPECT_EQ(Attempt(id, 3).excluded_nodes().size(), 0);
+}
+
+TEST_F(SupervisorTest, ACampaignCanOptOutOfNodeExclusion) {
+  spec_.resources.scheduler = SchedulerKind::kSlurm;
+  spec_.restart.exclude_failed_nodes = false;
+  const std::string id = SubmitAndStart();
+  sched_.SetNodes(JobOf(id, 1), {"n1", "n2"});
+  Tick();
+  sched_.SetNodes(JobOf(id, 1), {"n2"});
+  sched_.End(JobOf(id, 1), {}, 0, pb::END_REASON_NODE_FAILURE, "NODE_FAIL");
+  Tick();
+  Tick();
+  ASSERT_EQ(sched_.submitted().size(), 2u);
+  EXPECT_TRUE(sched_.submitted()[1].exclude_nodes.empty());
+  EXPECT_TRUE(store::ListNodes(store_).value()[1].excluded());  // the record is kept all the same
+}
+
+TEST_F(SupervisorTest, LocalCampaignsKeepNoNodeRecords) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  sched_.End(JobOf(id, 1), {}, 0, pb::END_REASON_NODE_FAILURE, "lost");
+  Tick();
+  EXPECT_TRUE(store::ListNodes(store_).value().empty());
+}
+
 TEST_F(SupervisorTest, MissingDataFailsWithoutRetry) {
   const std::string id = SubmitAndStart();
   Tick();

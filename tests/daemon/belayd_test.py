@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 
-from harness import ENV, Daemon, belay, fail, kill_local_jobs, mpi_env, status, wait_for
+from harness import Daemon, belay, fail, kill_local_jobs, status, wait_for
 import harness
 
 harness.init(sys.argv[1])
@@ -78,9 +78,7 @@ def main():
     os.chmod(tmp, 0o755)  # another user must reach the socket
     try:
         os.chdir(tmp)
-        subprocess.run([str(BIN / "belay"), "data", "prepare", "--out", "data", "--val-fraction", "0.1",
-                        "/usr/share/common-licenses/GPL-3", "/usr/share/common-licenses/Apache-2.0"],
-                       check=True, capture_output=True)
+        harness.prepare_data()
         state = tmp / "state"
         DAEMON = Daemon(state)
         DAEMON.start()
@@ -107,16 +105,7 @@ def main():
                 fail(f"event log lacks '{needed}':\n{events}")
         print(f"killed rank 1 (pid {pid}); attempt 2 resumed from step {resumed}; campaign completed")
         # The same campaign uninterrupted, standalone: the same final state, byte for byte.
-        ref = subprocess.run(["mpirun", "-np", "2", str(BIN / "belay-worker"), "--log-level", "warn", "train",
-                              "--spec", "kill.toml", "--out", "ref"],
-                             env={**ENV, **mpi_env()}, capture_output=True, text=True, timeout=300)
-        if ref.returncode != 0:
-            fail(f"reference run: {ref.stderr[-2000:]}")
-        for r in range(2):
-            a = (tmp / "ckpt" / cid / "step_000000600" / f"rank_{r:05d}.bin").read_bytes()
-            b = (tmp / "ref" / "kill" / "step_000000600" / f"rank_{r:05d}.bin").read_bytes()
-            if a != b:
-                fail(f"final shard of rank {r} differs from the uninterrupted run's")
+        harness.assert_same_as_standalone("kill.toml", "kill", cid, 600, timeout=300)
         # belayd committed it and wrote the manifest: the same shards, sums and shard map as the
         # standalone worker's own manifest.
         ours = json.loads((tmp / "ckpt" / cid / "step_000000600" / "manifest.json").read_text())

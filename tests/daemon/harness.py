@@ -142,3 +142,61 @@ warmup_steps = 2
 eval_every = 100
 eval_batches = 2
 zero_stage = """ + str(zero_stage) + "\n" + rest
+
+
+def prepare_data():
+    """Token shards under ./data from two licence texts (train and val)."""
+    subprocess.run([str(BIN / "belay"), "data", "prepare", "--out", "data", "--val-fraction", "0.1",
+                    "/usr/share/common-licenses/GPL-3", "/usr/share/common-licenses/Apache-2.0"],
+                   check=True, capture_output=True)
+
+
+def assert_same_as_standalone(spec_file, name, cid, step, timeout=600):
+    """Runs the campaign file standalone under mpirun (2 ranks, into ./ref) and fails unless
+    belayd's checkpoint `step` of campaign `cid` (under ./ckpt) has the same shards, byte for
+    byte. Returns the two step directories (belayd's, standalone)."""
+    ref = subprocess.run(["mpirun", "-np", "2", str(BIN / "belay-worker"), "--log-level", "warn", "train",
+                          "--spec", spec_file, "--out", "ref"],
+                         env={**ENV, **mpi_env()}, capture_output=True, text=True, timeout=timeout)
+    if ref.returncode != 0:
+        fail(f"reference run: {ref.stderr[-2000:]}")
+    ours = pathlib.Path("ckpt") / cid / f"step_{step:09d}"
+    theirs = pathlib.Path("ref") / name / f"step_{step:09d}"
+    for r in range(2):
+        if (ours / f"rank_{r:05d}.bin").read_bytes() != (theirs / f"rank_{r:05d}.bin").read_bytes():
+            fail(f"final shard of rank {r} differs from the standalone run's")
+    return ours, theirs
+
+
+# A 2-node campaign on the local Slurm cluster's partition "debug", one rank per node, a
+# checkpoint every `every` steps; {name} and {steps} are left for str.format.
+def slurm_campaign(every, time_limit="30m", extra_resources=""):
+    return tiny_campaign(1, f"""[checkpoint]
+dir = "ckpt"
+every_steps = {every}
+[resources]
+scheduler = "slurm"
+nodes = 2
+ranks_per_node = 1
+partition = "debug"
+time_limit = "{time_limit}"
+{extra_resources}[restart]
+backoff = {{{{ initial = "1s", max = "5s", jitter = 0.1 }}}}
+""")
+
+
+def slurm_cluster():
+    """The local cluster's directory, from SLURM_CONF (the ctest fixture slurm.cluster sets it)."""
+    conf = pathlib.Path(os.environ.get("SLURM_CONF", ""))
+    if not conf.is_file():
+        fail("SLURM_CONF names no cluster (ctest starts one with deploy/local-cluster/start.sh)")
+    return conf.parent
+
+
+def start_slurm_daemon(state):
+    """belayd with what Open MPI needs inside Slurm jobs to reach ranks on other (virtual)
+    nodes over loopback."""
+    env = mpi_env(btl="self,tcp")
+    daemon = Daemon(state, [a for k, v in env.items() for a in ("--slurm-job-env", f"{k}={v}")])
+    daemon.start()
+    return daemon

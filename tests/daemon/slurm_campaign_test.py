@@ -22,28 +22,15 @@ import sys
 import tempfile
 import time
 
-from harness import ENV, Daemon, belay, fail, mpi_env, status, wait_for
+from harness import ENV, belay, fail, status, wait_for
 import harness
 
 harness.init(sys.argv[1])
 BIN = harness.BIN
-# What Open MPI needs in the Slurm jobs to reach ranks on other (virtual) nodes over loopback.
-SLURM_JOB_MPI_ENV = mpi_env(btl="self,tcp")
 DAEMON = None
 
 
-SPEC = harness.tiny_campaign(1, """[checkpoint]
-dir = "ckpt"
-every_steps = 50
-[resources]
-scheduler = "slurm"
-nodes = 2
-ranks_per_node = 1
-partition = "debug"
-time_limit = "30m"
-[restart]
-backoff = {{ initial = "1s", max = "5s", jitter = 0.1 }}
-""")
+SPEC = harness.slurm_campaign(50)
 
 
 def main():
@@ -53,11 +40,8 @@ def main():
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="belay_slurm_"))
     try:
         os.chdir(tmp)
-        subprocess.run([str(BIN / "belay"), "data", "prepare", "--out", "data", "--val-fraction", "0.1",
-                        "/usr/share/common-licenses/GPL-3", "/usr/share/common-licenses/Apache-2.0"],
-                       check=True, capture_output=True)
-        DAEMON = Daemon(tmp / "state", [a for k, v in SLURM_JOB_MPI_ENV.items() for a in ("--slurm-job-env", f"{k}={v}")])
-        DAEMON.start()
+        harness.prepare_data()
+        DAEMON = harness.start_slurm_daemon(tmp / "state")
 
         pathlib.Path("slurm.toml").write_text(SPEC.format(name="onslurm", steps=300))
         cid = belay("submit", "slurm.toml").stdout.split()[-1]
@@ -85,16 +69,7 @@ def main():
         print(f"campaign {cid} completed on Slurm as {job} (2 virtual nodes), belayd restarted mid-run and re-adopted it")
 
         # The same campaign standalone: the same final state, byte for byte.
-        ref = subprocess.run(["mpirun", "-np", "2", str(BIN / "belay-worker"), "--log-level", "warn", "train",
-                              "--spec", "slurm.toml", "--out", "ref"],
-                             env={**ENV, **mpi_env()}, capture_output=True, text=True, timeout=600)
-        if ref.returncode != 0:
-            fail(f"reference run: {ref.stderr[-2000:]}")
-        for r in range(2):
-            a = (tmp / "ckpt" / cid / "step_000000300" / f"rank_{r:05d}.bin").read_bytes()
-            b = (tmp / "ref" / "onslurm" / "step_000000300" / f"rank_{r:05d}.bin").read_bytes()
-            if a != b:
-                fail(f"final shard of rank {r} differs from the standalone run's")
+        harness.assert_same_as_standalone("slurm.toml", "onslurm", cid, 300, timeout=600)
         if not (tmp / "ckpt" / cid / "step_000000300" / "manifest.json").exists():
             fail("no manifest written by belayd")
         print("final checkpoint byte-identical to a standalone mpirun run's")

@@ -1,0 +1,105 @@
+// Node reputation with decay and timed exclusion (node_health.h).
+#include "daemon/supervisor/node_health.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/strings.h"
+#include "daemon/supervisor/policy.h"
+#include "daemon/supervisor/supervisor.h"
+
+namespace belay::supervisor {
+namespace {
+
+TimePoint FromProto(const google::protobuf::Timestamp& ts) {
+  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
+      std::chrono::seconds(ts.seconds()) + std::chrono::nanoseconds(ts.nanos())));
+}
+
+double Penalty(const pb::Node& n) {
+  const double r = n.reputation();
+  if (!(r > 0.0)) return n.name().empty() ? 0.0 : 50.0;  // 0 or NaN: as bad as it gets
+  return r >= 1.0 ? 0.0 : -std::log(r);
+}
+
+}  // namespace
+
+double FailureWeight(pb::EndReason reason) {
+  switch (reason) {
+    case pb::END_REASON_NODE_FAILURE:
+      return 1.0;
+    case pb::END_REASON_RANK_CRASH:
+    case pb::END_REASON_HANG:
+      return 0.5;
+    default:
+      return 0.0;
+  }
+}
+
+pb::Node Decayed(const pb::Node& node, TimePoint now, const NodeHealthPolicy& policy) {
+  pb::Node n = node;
+  if (!n.has_update_time()) {
+    if (n.reputation() == 0.0 && n.failures_attributed() == 0) n.set_reputation(1.0);  // new record
+    SetTime(n.mutable_update_time(), now);
+    return n;
+  }
+  const TimePoint then = FromProto(n.update_time());
+  if (now <= then) return n;
+  const double elapsed = std::chrono::duration<double>(now - then).count();
+  const double half = std::chrono::duration<double>(policy.half_life).count();
+  const double penalty = Penalty(n) * std::exp2(-elapsed / half);
+  n.set_reputation(std::exp(-penalty));
+  if (n.excluded() && n.has_excluded_until() && FromProto(n.excluded_until()) <= now) {
+    n.set_excluded(false);
+    n.clear_excluded_until();
+    n.set_exclusion_reason("");
+  }
+  SetTime(n.mutable_update_time(), now);
+  return n;
+}
+
+pb::Node AfterAttempt(const pb::Node& node, pb::EndReason failure, TimePoint now,
+                      const NodeHealthPolicy& policy) {
+  pb::Node n = Decayed(node, now, policy);
+  n.set_attempts_hosted(n.attempts_hosted() + 1);
+  const double weight = FailureWeight(failure);
+  if (weight <= 0.0) return n;
+  const double penalty = Penalty(n) + weight;
+  n.set_reputation(std::exp(-penalty));
+  n.set_failures_attributed(n.failures_attributed() + 1);
+  SetTime(n.mutable_last_failure_time(), now);
+  n.set_last_failure_reason(failure);
+  if (penalty >= policy.exclude_at) {
+    // The exclusion doubles with each unit of penalty above the threshold: a node that keeps
+    // failing stays out longer, one that failed once comes back after base_exclusion.
+    const double doublings = std::round(penalty - policy.exclude_at);
+    auto length = std::chrono::duration_cast<std::chrono::seconds>(
+        policy.base_exclusion * std::exp2(std::min(doublings, 16.0)));
+    length = std::min(length, policy.max_exclusion);
+    const TimePoint until = now + length;
+    if (!n.excluded() || !n.has_excluded_until() || FromProto(n.excluded_until()) < until) {
+      SetTime(n.mutable_excluded_until(), until);
+    }
+    n.set_excluded(true);
+    n.set_exclusion_reason(Cat(Name(failure), " (", n.failures_attributed(),
+                               " failure", n.failures_attributed() == 1 ? "" : "s",
+                               " attributed, reputation ", std::round(n.reputation() * 100) / 100, ")"));
+  }
+  return n;
+}
+
+bool ExcludedAt(const pb::Node& node, TimePoint now) {
+  if (!node.excluded()) return false;
+  return !node.has_excluded_until() || now < FromProto(node.excluded_until());
+}
+
+std::vector<std::string> ExcludedNodes(const std::vector<pb::Node>& nodes, TimePoint now) {
+  std::vector<std::string> out;
+  for (const pb::Node& n : nodes) {
+    if (ExcludedAt(n, now)) out.push_back(n.name());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace belay::supervisor
