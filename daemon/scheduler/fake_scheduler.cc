@@ -34,6 +34,10 @@ absl::StatusOr<std::vector<JobStatus>> FakeScheduler::Poll(const std::vector<std
     poll_error_ = absl::OkStatus();
     return e;
   }
+  for (const std::string& id : ids) {
+    auto f = failing_jobs_.find(id);
+    if (f != failing_jobs_.end() && !f->second.ok()) return f->second;
+  }
   std::vector<JobStatus> out;
   for (const std::string& id : ids) {
     auto it = jobs_.find(id);

@@ -26,6 +26,8 @@ class FakeScheduler final : public Scheduler {
   // The next Submit fails with `error`; the next Poll fails with `poll_error`.
   void FailNextSubmit(absl::Status error) { submit_error_ = std::move(error); }
   void FailNextPoll(absl::Status error) { poll_error_ = std::move(error); }
+  // Every Poll that asks about `job_id` fails with `error` until called again with OK.
+  void FailPollsOf(const std::string& job_id, absl::Status error) { failing_jobs_[job_id] = std::move(error); }
   // New jobs start kQueued instead of kRunning until set back.
   void set_start_queued(bool queued) { start_queued_ = queued; }
   void SetState(const std::string& job_id, JobState state) { jobs_[job_id].status.state = state; }
@@ -53,6 +55,7 @@ class FakeScheduler final : public Scheduler {
   std::vector<JobSpec> submitted_;
   std::vector<std::pair<std::string, int>> signals_;
   absl::Status submit_error_, poll_error_;
+  std::map<std::string, absl::Status> failing_jobs_;
   bool start_queued_ = false;
   bool kill_ends_job_ = true;
   int polls_ = 0;

@@ -210,7 +210,9 @@ absl::Status Supervisor::Tick() {
   absl::StatusOr<std::vector<pb::Campaign>> all = store::ListCampaigns(store_);
   if (!all.ok()) return all.status();
   std::vector<Loaded> active;
-  std::vector<std::string> job_ids;
+  // Jobs by backend: one backend that cannot be reached (slurmctld down) holds up only its own
+  // campaigns.
+  std::map<pb::SchedulerKind, std::vector<std::string>> job_ids;
   for (const pb::Campaign& c : *all) {
     if (IsTerminal(c.state())) continue;
     absl::StatusOr<Loaded> l = Load(c.id());
@@ -220,21 +222,28 @@ absl::Status Supervisor::Tick() {
     }
     if (l->attempt && !l->attempt->scheduler_job_id().empty() &&
         l->attempt->state() != pb::ATTEMPT_STATE_ENDED) {
-      job_ids.push_back(l->attempt->scheduler_job_id());
+      job_ids[l->attempt->scheduler()].push_back(l->attempt->scheduler_job_id());
       tokens_[l->attempt->worker_token()] = {c.id(), l->attempt->number(), l->attempt->world_size()};
     }
     active.push_back(std::move(*l));
   }
   std::map<std::string, sched::JobStatus> polled;
-  if (!job_ids.empty()) {
-    absl::StatusOr<std::vector<sched::JobStatus>> st = scheduler_.Poll(job_ids);
+  std::set<pb::SchedulerKind> unreachable;
+  for (const auto& [kind, ids] : job_ids) {
+    absl::StatusOr<std::vector<sched::JobStatus>> st = scheduler_.Poll(ids);
     if (!st.ok()) {
-      spdlog::warn("scheduler poll failed, trying again next round: {}", std::string(st.status().message()));
-      return absl::OkStatus();
+      spdlog::warn("{} scheduler poll failed, its campaigns wait for the next round: {}", pb::ShortName(kind),
+                   std::string(st.status().message()));
+      unreachable.insert(kind);
+      continue;
     }
     for (sched::JobStatus& j : *st) polled[j.job_id] = std::move(j);
   }
   for (Loaded& l : active) {
+    if (l.attempt && !l.attempt->scheduler_job_id().empty() && l.attempt->state() != pb::ATTEMPT_STATE_ENDED &&
+        unreachable.count(l.attempt->scheduler()) > 0) {
+      continue;  // its job's state is unknown this round
+    }
     absl::Status s = Reconcile(l, polled);
     if (!s.ok()) {
       if (!store_.write_error().ok()) return s;

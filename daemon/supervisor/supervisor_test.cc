@@ -661,6 +661,29 @@ TEST_F(SupervisorTest, AnUnreachableSchedulerIsAskedAgainNextRound) {
   EXPECT_EQ(sched_.submitted().size(), 1u);
 }
 
+TEST_F(SupervisorTest, AnUnreachableBackendHoldsUpOnlyItsOwnCampaigns) {
+  const std::string local = SubmitAndStart();
+  spec_.resources.scheduler = SchedulerKind::kSlurm;
+  const std::string slurm = SubmitAndStart();
+  Tick();
+  ASSERT_EQ(Attempt(slurm, 1).state(), pb::ATTEMPT_STATE_RUNNING);
+  // slurmctld is down: polls of the Slurm job fail; the local campaign carries on.
+  sched_.FailPollsOf(JobOf(slurm, 1), absl::UnavailableError("slurmctld unreachable"));
+  Finish(local, 1, pb::EXIT_KIND_COMPLETED);
+  sched_.End(JobOf(local, 1));
+  sched_.End(JobOf(slurm, 1), Crash(1, SIGKILL));  // unseen while slurmctld is away
+  Tick();
+  Tick();
+  EXPECT_EQ(Campaign(local).state(), pb::CAMPAIGN_STATE_COMPLETED);
+  EXPECT_EQ(Attempt(slurm, 1).state(), pb::ATTEMPT_STATE_RUNNING);
+  EXPECT_EQ(Campaign(slurm).state(), pb::CAMPAIGN_STATE_RUNNING);
+  // Back: the Slurm job's end is seen and handled.
+  sched_.FailPollsOf(JobOf(slurm, 1), absl::OkStatus());
+  Tick();
+  EXPECT_EQ(Attempt(slurm, 1).end_reason(), pb::END_REASON_RANK_CRASH);
+  EXPECT_EQ(Campaign(slurm).state(), pb::CAMPAIGN_STATE_RECOVERING);
+}
+
 TEST_F(SupervisorTest, ASchedulerThatRefusesTheJobCountsAsAFailedStart) {
   sched_.FailNextSubmit(absl::FailedPreconditionError("invalid partition specified"));
   const std::string id = SubmitAndStart();
