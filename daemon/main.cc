@@ -50,6 +50,7 @@ struct Options {
   std::string slurm_conf;                  // empty: SLURM_CONF, else /etc/slurm/slurm.conf
   std::vector<std::string> slurm_job_env;  // KEY=VALUE added to every Slurm job
   int slurm_rpc_budget = 120;
+  int slurm_node_poll_s = 60;
 };
 
 std::string DefaultStateDir() {
@@ -125,6 +126,7 @@ int Run(const Options& o) {
       });
 
   belay::supervisor::SupervisorOptions sup_options;
+  sup_options.node_state_interval = std::chrono::seconds(o.slurm_node_poll_s);
   sup_options.state_dir = state;
   sup_options.worker_program = o.worker;
   belay::supervisor::Supervisor supervisor(**store, scheduler, clock, sup_options);
@@ -243,6 +245,9 @@ int main(int argc, char** argv) {
   app.add_option("--slurm-job-env", o.slurm_job_env,
                  "KEY=VALUE added to the environment of every Slurm job (e.g. Open MPI transport settings); repeatable");
   app.add_option("--slurm-rpc-budget", o.slurm_rpc_budget, "most libslurm calls per minute")->check(CLI::PositiveNumber);
+  app.add_option("--slurm-node-poll", o.slurm_node_poll_s,
+                 "seconds between reads of the Slurm node states while Slurm campaigns run (default 60)")
+      ->check(CLI::PositiveNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -27,6 +27,9 @@ class FakeScheduler final : public Scheduler {
   void FailNextSubmit(absl::Status error) { submit_error_ = std::move(error); }
   void FailNextPoll(absl::Status error) { poll_error_ = std::move(error); }
   // Every Poll that asks about `job_id` fails with `error` until called again with OK.
+  // What NodeStates returns.
+  void SetNodeStates(std::vector<NodeState> nodes) { node_states_ = std::move(nodes); }
+  absl::StatusOr<std::vector<NodeState>> NodeStates() override { return node_states_; }
   void FailPollsOf(const std::string& job_id, absl::Status error) { failing_jobs_[job_id] = std::move(error); }
   // New jobs start kQueued instead of kRunning until set back.
   void set_start_queued(bool queued) { start_queued_ = queued; }
@@ -56,6 +59,7 @@ class FakeScheduler final : public Scheduler {
   std::vector<std::pair<std::string, int>> signals_;
   absl::Status submit_error_, poll_error_;
   std::map<std::string, absl::Status> failing_jobs_;
+  std::vector<NodeState> node_states_;
   bool start_queued_ = false;
   bool kill_ends_job_ = true;
   int polls_ = 0;

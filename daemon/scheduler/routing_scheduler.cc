@@ -73,4 +73,9 @@ ControllerCalls RoutingScheduler::controller_calls() const {
   return slurm != nullptr ? slurm->controller_calls() : ControllerCalls{};
 }
 
+absl::StatusOr<std::vector<NodeState>> RoutingScheduler::NodeStates() {
+  if (slurm_ == nullptr) return std::vector<NodeState>{};
+  return slurm_->NodeStates();
+}
+
 }  // namespace belay::sched

@@ -27,6 +27,8 @@ class RoutingScheduler final : public Scheduler {
   absl::Status Signal(const std::string& job_id, int signal) override;
   // The Slurm backend's, once it exists.
   ControllerCalls controller_calls() const override;
+  // The Slurm backend's nodes, once it exists (it is not created for this).
+  absl::StatusOr<std::vector<NodeState>> NodeStates() override;
 
   static constexpr std::string_view kSlurmPrefix = "slurm-";
 

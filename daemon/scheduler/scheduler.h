@@ -86,6 +86,13 @@ struct JobStatus {
 //    does nothing. SIGUSR1 asks ranks to checkpoint and stop (Slurm's pre-limit signal),
 //    SIGKILL ends them at once.
 //  - Thread-compatible: one caller at a time.
+// A node of the scheduler's cluster as its controller reports it.
+struct NodeState {
+  std::string name;
+  std::string state;   // e.g. "IDLE", "ALLOCATED", "DOWN*", "IDLE+DRAIN"
+  std::string reason;  // why an administrator or the controller took it out; may be empty
+};
+
 // Calls made to a scheduler's controller (Slurm: libslurm RPCs to slurmctld) since start.
 struct ControllerCalls {
   int64_t made = 0;
@@ -101,6 +108,9 @@ class Scheduler {
   virtual absl::Status Signal(const std::string& job_id, int signal) = 0;
   // The controller calls so far; safe from any thread. Backends without a controller: none.
   virtual ControllerCalls controller_calls() const { return {}; }
+  // The cluster's nodes and their states (one controller call); none for backends without a
+  // cluster of nodes.
+  virtual absl::StatusOr<std::vector<NodeState>> NodeStates() { return std::vector<NodeState>{}; }
 };
 
 }  // namespace belay::sched

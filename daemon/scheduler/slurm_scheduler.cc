@@ -295,6 +295,26 @@ absl::StatusOr<std::vector<JobStatus>> SlurmScheduler::Poll(const std::vector<st
   return out;
 }
 
+absl::StatusOr<std::vector<NodeState>> SlurmScheduler::NodeStates() {
+  if (absl::Status s = Admit(); !s.ok()) return s;
+  node_info_msg_t* nodes = nullptr;
+  if (slurm_load_node(0, &nodes, SHOW_ALL) != SLURM_SUCCESS) {
+    const int err = slurm_get_errno();
+    const std::string what = Cat("loading Slurm nodes: ", SlurmError());
+    if (Unreachable(err)) return Failed(what);
+    return absl::InternalError(what);
+  }
+  Succeeded();
+  std::unique_ptr<node_info_msg_t, void (*)(node_info_msg_t*)> owned(nodes, slurm_free_node_info_msg);
+  std::vector<NodeState> out;
+  for (uint32_t i = 0; i < nodes->record_count; ++i) {
+    const node_info_t& n = nodes->node_array[i];
+    if (n.name == nullptr) continue;
+    out.push_back({n.name, SlurmNodeStateName(n.node_state), n.reason != nullptr ? n.reason : ""});
+  }
+  return out;
+}
+
 absl::Status SlurmScheduler::Signal(const std::string& job_id, int sig) {
   const std::optional<uint32_t> num = ParseJobId(job_id);
   if (!num) return absl::InvalidArgumentError(Cat("not a Slurm job id: ", job_id));

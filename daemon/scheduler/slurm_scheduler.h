@@ -58,6 +58,7 @@ class SlurmScheduler final : public Scheduler {
   int64_t rpcs() const { return rpcs_.load(); }
   int64_t refused() const { return refused_.load(); }
   ControllerCalls controller_calls() const override { return {rpcs_.load(), refused_.load()}; }
+  absl::StatusOr<std::vector<NodeState>> NodeStates() override;
 
  private:
   // One job as the last load saw it.

@@ -91,4 +91,22 @@ SlurmStateMeaning MeaningOfSlurmState(uint32_t job_state) {
   return m;
 }
 
+std::string SlurmNodeStateName(uint32_t node_state) {
+  std::string name;
+  switch (node_state & NODE_STATE_BASE) {
+    case NODE_STATE_UNKNOWN: name = "UNKNOWN"; break;
+    case NODE_STATE_DOWN: name = "DOWN"; break;
+    case NODE_STATE_IDLE: name = "IDLE"; break;
+    case NODE_STATE_ALLOCATED: name = "ALLOCATED"; break;
+    case NODE_STATE_ERROR: name = "ERROR"; break;
+    case NODE_STATE_MIXED: name = "MIXED"; break;
+    case NODE_STATE_FUTURE: name = "FUTURE"; break;
+    default: name = Cat("STATE", node_state & NODE_STATE_BASE); break;
+  }
+  if ((node_state & NODE_STATE_DRAIN) != 0) name += "+DRAIN";
+  if ((node_state & NODE_STATE_FAIL) != 0) name += "+FAIL";
+  if ((node_state & NODE_STATE_NO_RESPOND) != 0) name += "*";
+  return name;
+}
+
 }  // namespace belay::sched

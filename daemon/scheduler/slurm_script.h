@@ -50,4 +50,9 @@ struct SlurmStateMeaning {
 };
 SlurmStateMeaning MeaningOfSlurmState(uint32_t job_state);
 
+// A node state as sinfo writes it: the base state ("IDLE", "ALLOCATED", "MIXED", "DOWN", ...),
+// "+DRAIN" while drained or draining, "+FAIL" while failing, and "*" when the node does not
+// respond (libslurm 22.05 has no public function for this).
+std::string SlurmNodeStateName(uint32_t node_state);
+
 }  // namespace belay::sched

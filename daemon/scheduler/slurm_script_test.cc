@@ -47,5 +47,13 @@ TEST(SlurmScript, CommentsRoundTripAndStatesMeanWhatDesignSays) {
   EXPECT_NE(s.find("trap 'kill -USR1 \"$child\" 2>/dev/null' USR1"), std::string::npos) << s;
 }
 
+TEST(SlurmScript, NodeStatesReadAsSinfoWritesThem) {
+  EXPECT_EQ(SlurmNodeStateName(NODE_STATE_IDLE), "IDLE");
+  EXPECT_EQ(SlurmNodeStateName(NODE_STATE_ALLOCATED), "ALLOCATED");
+  EXPECT_EQ(SlurmNodeStateName(NODE_STATE_DOWN | NODE_STATE_NO_RESPOND), "DOWN*");
+  EXPECT_EQ(SlurmNodeStateName(NODE_STATE_IDLE | NODE_STATE_DRAIN), "IDLE+DRAIN");
+  EXPECT_EQ(SlurmNodeStateName(NODE_STATE_MIXED | NODE_STATE_FAIL), "MIXED+FAIL");
+}
+
 }  // namespace
 }  // namespace belay::sched

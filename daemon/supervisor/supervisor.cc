@@ -3,6 +3,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <fstream>
@@ -250,7 +251,44 @@ absl::Status Supervisor::Tick() {
       spdlog::error("campaign {}: {}", l.campaign.id(), std::string(s.message()));
     }
   }
+  const bool slurm_active = std::any_of(active.begin(), active.end(), [](const Loaded& l) {
+    return l.campaign.scheduler() == pb::SCHEDULER_KIND_SLURM;
+  });
+  const TimePoint now = clock_.Now();
+  if (slurm_active && unreachable.count(pb::SCHEDULER_KIND_SLURM) == 0 &&
+      (!node_states_at_ || now - *node_states_at_ >= options_.node_state_interval)) {
+    node_states_at_ = now;
+    if (absl::Status s = RefreshNodeStates(); !s.ok()) {
+      if (!store_.write_error().ok()) return s;
+      spdlog::warn("node states not refreshed: {}", std::string(s.message()));
+    }
+  }
   return absl::OkStatus();
+}
+
+absl::Status Supervisor::RefreshNodeStates() {
+  absl::StatusOr<std::vector<sched::NodeState>> states = scheduler_.NodeStates();
+  if (!states.ok()) return states.status();
+  WriteBatch b;
+  int changed = 0;
+  for (const sched::NodeState& n : *states) {
+    if (!store::ValidateId("node name", n.name).ok()) continue;
+    absl::StatusOr<std::optional<pb::Node>> old = store::GetNode(store_, n.name);
+    if (!old.ok()) return old.status();
+    if (old->has_value() && (*old)->slurm_state() == n.state) continue;
+    pb::Node rec;
+    if (old->has_value()) {
+      rec = **old;
+    } else {
+      rec.set_name(n.name);
+      rec.set_reputation(1.0);
+    }
+    rec.set_slurm_state(n.state);
+    store::Put(b, rec);
+    ++changed;
+  }
+  if (changed == 0) return absl::OkStatus();
+  return store_.Write(b, Durability::kSynced);
 }
 
 absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched::JobStatus>& polled) {

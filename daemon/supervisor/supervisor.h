@@ -48,6 +48,9 @@ struct SupervisorOptions {
   uint64_t jitter_seed = 0x5eed;  // backoff jitter draws
   // Node reputation and exclusion (Slurm campaigns; node_health.h).
   NodeHealthPolicy node_health;
+  // While Slurm campaigns are active, the cluster's node states are copied into the node
+  // records this often (one slurmctld call each time).
+  std::chrono::seconds node_state_interval{60};
 };
 
 class Supervisor {
@@ -158,6 +161,8 @@ class Supervisor {
   std::filesystem::path CampaignDir(const std::string& id) const;
   // Node records after attempt `a` ended as `cls` (Slurm campaigns only), into the batch;
   // an event for each node that becomes excluded.
+  // Copies the scheduler's node states into the node records (changed ones only).
+  absl::Status RefreshNodeStates() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RecordNodeHealth(store::WriteBatch& batch, const pb::Campaign& c, const pb::Attempt& a,
                                 const Classification& cls) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -173,6 +178,7 @@ class Supervisor {
   // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends
   // it again).
   std::map<std::string, TimePoint> cancel_signalled_ ABSL_GUARDED_BY(mu_);
+  std::optional<TimePoint> node_states_at_ ABSL_GUARDED_BY(mu_);  // last RefreshNodeStates
   SplitMix64 jitter_ ABSL_GUARDED_BY(mu_);
   // Last heartbeat per (campaign, attempt) and rank: step, phase, time. Its own lock, so that
   // heartbeats never wait for a supervision round.

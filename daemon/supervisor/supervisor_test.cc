@@ -592,6 +592,28 @@ TEST_F(SupervisorTest, ACampaignCanOptOutOfNodeExclusion) {
   EXPECT_TRUE(store::ListNodes(store_).value()[1].excluded());  // the record is kept all the same
 }
 
+TEST_F(SupervisorTest, SlurmNodeStatesAreCopiedIntoTheNodeRecordsOnceAMinute) {
+  spec_.resources.scheduler = SchedulerKind::kSlurm;
+  sched_.SetNodeStates({{"n1", "IDLE", ""}, {"n2", "DOWN*", "Not responding"}});
+  const std::string id = SubmitAndStart();
+  Tick();
+  std::vector<pb::Node> nodes = store::ListNodes(store_).value();
+  ASSERT_EQ(nodes.size(), 2u);
+  EXPECT_EQ(nodes[0].slurm_state(), "IDLE");
+  EXPECT_EQ(nodes[1].slurm_state(), "DOWN*");
+  EXPECT_DOUBLE_EQ(nodes[1].reputation(), 1.0);  // Slurm's state is not belay's evidence
+  EXPECT_FALSE(nodes[1].excluded());
+  sched_.SetNodeStates({{"n1", "ALLOCATED", ""}, {"n2", "IDLE", ""}});
+  clock_.Advance(30s);
+  Tick();
+  EXPECT_EQ(store::ListNodes(store_).value()[0].slurm_state(), "IDLE");  // not yet
+  clock_.Advance(31s);
+  Tick();
+  nodes = store::ListNodes(store_).value();
+  EXPECT_EQ(nodes[0].slurm_state(), "ALLOCATED");
+  EXPECT_EQ(nodes[1].slurm_state(), "IDLE");
+}
+
 TEST_F(SupervisorTest, LocalCampaignsKeepNoNodeRecords) {
   const std::string id = SubmitAndStart();
   Tick();

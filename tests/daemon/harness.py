@@ -193,10 +193,10 @@ def slurm_cluster():
     return conf.parent
 
 
-def start_slurm_daemon(state):
+def start_slurm_daemon(state, args=()):
     """belayd with what Open MPI needs inside Slurm jobs to reach ranks on other (virtual)
-    nodes over loopback."""
+    nodes over loopback, and `args`."""
     env = mpi_env(btl="self,tcp")
-    daemon = Daemon(state, [a for k, v in env.items() for a in ("--slurm-job-env", f"{k}={v}")])
+    daemon = Daemon(state, [a for k, v in env.items() for a in ("--slurm-job-env", f"{k}={v}")] + list(args))
     daemon.start()
     return daemon

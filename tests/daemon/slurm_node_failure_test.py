@@ -4,7 +4,8 @@ fixture slurm.cluster; SLURM_CONF names it):
 
   - a 2-node campaign runs on 2 of the 3 virtual nodes; once checkpoint 100 is committed, one
     of its nodes "dies": its rank is frozen (SIGSTOP, so the job makes no more progress) and
-    its slurmd is killed, so slurmctld stops hearing from the node;
+    its slurmd is killed, so slurmctld stops hearing from the node (`belay nodes` shows it
+    DOWN, as Slurm reports it);
   - Slurm marks the node down and ends the job NODE_FAIL; belayd ends the attempt as
     node_failure naming that node, records the failure against it (`belay nodes`: excluded,
     one failure attributed) and submits the next attempt at once with --exclude of it;
@@ -75,7 +76,7 @@ def main():
     try:
         os.chdir(tmp)
         harness.prepare_data()
-        DAEMON = harness.start_slurm_daemon(tmp / "state")
+        DAEMON = harness.start_slurm_daemon(tmp / "state", ["--slurm-node-poll", "5"])
         pathlib.Path("nodefail.toml").write_text(SPEC.format(name="nodefail", steps=400))
         cid = belay("submit", "nodefail.toml").stdout.split()[-1]
 
@@ -120,6 +121,13 @@ def main():
         healthy = nodes[0]
         if listed.get(healthy, {}).get("excluded") or int(listed.get(healthy, {}).get("attempts_hosted", 0)) != 1:
             fail(f"belay nodes shows {healthy} as {listed.get(healthy)}")
+        # Slurm's own view of the node reaches the records too.
+        def victim_state():
+            for n in json.loads(belay("nodes", "--json").stdout).get("nodes", []):
+                if n["name"] == victim and n.get("slurm_state", "").startswith("DOWN"):
+                    return n["slurm_state"]
+            return None
+        wait_for(f"belay nodes to show {victim} down", victim_state, timeout=60)
         print(belay("nodes").stdout.rstrip())
 
         def second_running():
