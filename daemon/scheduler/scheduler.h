@@ -91,6 +91,7 @@ struct NodeState {
   std::string name;
   std::string state;   // e.g. "IDLE", "ALLOCATED", "DOWN*", "IDLE+DRAIN"
   std::string reason;  // why an administrator or the controller took it out; may be empty
+  bool down = false;   // unusable: down, not responding or failing
 };
 
 // Calls made to a scheduler's controller (Slurm: libslurm RPCs to slurmctld) since start.

@@ -267,18 +267,12 @@ absl::StatusOr<std::vector<JobStatus>> SlurmScheduler::Poll(const std::vector<st
     out.push_back(std::move(st));
   }
   // For a node failure, name the nodes that failed (the job's nodes that are down now).
-  if (node_failure && Admit().ok()) {
-    node_info_msg_t* nodes = nullptr;
-    if (slurm_load_node(0, &nodes, SHOW_ALL) == SLURM_SUCCESS) {
-      std::unique_ptr<node_info_msg_t, void (*)(node_info_msg_t*)> owned(nodes, slurm_free_node_info_msg);
+  if (node_failure) {
+    absl::StatusOr<std::vector<NodeState>> nodes = NodeStates();
+    if (nodes.ok()) {
       std::set<std::string> down;
-      for (uint32_t i = 0; i < nodes->record_count; ++i) {
-        const node_info_t& n = nodes->node_array[i];
-        if (n.name == nullptr) continue;
-        if ((n.node_state & NODE_STATE_BASE) == NODE_STATE_DOWN ||
-            (n.node_state & (NODE_STATE_NO_RESPOND | NODE_STATE_FAIL)) != 0) {
-          down.insert(n.name);
-        }
+      for (const NodeState& n : *nodes) {
+        if (n.down) down.insert(n.name);
       }
       for (JobStatus& st : out) {
         if (st.reason != pb::END_REASON_NODE_FAILURE) continue;
@@ -289,7 +283,7 @@ absl::StatusOr<std::vector<JobStatus>> SlurmScheduler::Poll(const std::vector<st
         if (!failed.empty()) st.nodes = failed;
       }
     } else {
-      spdlog::warn("loading Slurm nodes: {}", SlurmError());
+      spdlog::warn("{}", std::string(nodes.status().message()));
     }
   }
   return out;
@@ -310,7 +304,9 @@ absl::StatusOr<std::vector<NodeState>> SlurmScheduler::NodeStates() {
   for (uint32_t i = 0; i < nodes->record_count; ++i) {
     const node_info_t& n = nodes->node_array[i];
     if (n.name == nullptr) continue;
-    out.push_back({n.name, SlurmNodeStateName(n.node_state), n.reason != nullptr ? n.reason : ""});
+    const bool down = (n.node_state & NODE_STATE_BASE) == NODE_STATE_DOWN ||
+                      (n.node_state & (NODE_STATE_NO_RESPOND | NODE_STATE_FAIL)) != 0;
+    out.push_back({n.name, SlurmNodeStateName(n.node_state), n.reason != nullptr ? n.reason : "", down});
   }
   return out;
 }

@@ -11,14 +11,9 @@
 namespace belay::supervisor {
 namespace {
 
-TimePoint FromProto(const google::protobuf::Timestamp& ts) {
-  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
-      std::chrono::seconds(ts.seconds()) + std::chrono::nanoseconds(ts.nanos())));
-}
-
 double Penalty(const pb::Node& n) {
   const double r = n.reputation();
-  if (!(r > 0.0)) return n.name().empty() ? 0.0 : 50.0;  // 0 or NaN: as bad as it gets
+  if (!(r > 0.0)) return 50.0;  // 0 (underflow) or NaN: as bad as it gets
   return r >= 1.0 ? 0.0 : -std::log(r);
 }
 
@@ -43,13 +38,13 @@ pb::Node Decayed(const pb::Node& node, TimePoint now, const NodeHealthPolicy& po
     SetTime(n.mutable_update_time(), now);
     return n;
   }
-  const TimePoint then = FromProto(n.update_time());
+  const TimePoint then = FromTimestamp(n.update_time());
   if (now <= then) return n;
   const double elapsed = std::chrono::duration<double>(now - then).count();
   const double half = std::chrono::duration<double>(policy.half_life).count();
   const double penalty = Penalty(n) * std::exp2(-elapsed / half);
   n.set_reputation(std::exp(-penalty));
-  if (n.excluded() && n.has_excluded_until() && FromProto(n.excluded_until()) <= now) {
+  if (n.excluded() && n.has_excluded_until() && FromTimestamp(n.excluded_until()) <= now) {
     n.set_excluded(false);
     n.clear_excluded_until();
     n.set_exclusion_reason("");
@@ -77,7 +72,7 @@ pb::Node AfterAttempt(const pb::Node& node, pb::EndReason failure, TimePoint now
         policy.base_exclusion * std::exp2(std::min(doublings, 16.0)));
     length = std::min(length, policy.max_exclusion);
     const TimePoint until = now + length;
-    if (!n.excluded() || !n.has_excluded_until() || FromProto(n.excluded_until()) < until) {
+    if (!n.excluded() || !n.has_excluded_until() || FromTimestamp(n.excluded_until()) < until) {
       SetTime(n.mutable_excluded_until(), until);
     }
     n.set_excluded(true);
@@ -90,7 +85,7 @@ pb::Node AfterAttempt(const pb::Node& node, pb::EndReason failure, TimePoint now
 
 bool ExcludedAt(const pb::Node& node, TimePoint now) {
   if (!node.excluded()) return false;
-  return !node.has_excluded_until() || now < FromProto(node.excluded_until());
+  return !node.has_excluded_until() || now < FromTimestamp(node.excluded_until());
 }
 
 std::vector<std::string> ExcludedNodes(const std::vector<pb::Node>& nodes, TimePoint now) {

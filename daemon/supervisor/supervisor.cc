@@ -269,16 +269,19 @@ absl::Status Supervisor::Tick() {
 absl::Status Supervisor::RefreshNodeStates() {
   absl::StatusOr<std::vector<sched::NodeState>> states = scheduler_.NodeStates();
   if (!states.ok()) return states.status();
+  absl::StatusOr<std::vector<pb::Node>> stored = store::ListNodes(store_);  // one read, not one per node
+  if (!stored.ok()) return stored.status();
+  std::map<std::string, pb::Node> records;
+  for (pb::Node& n : *stored) records.emplace(n.name(), std::move(n));
   WriteBatch b;
   int changed = 0;
   for (const sched::NodeState& n : *states) {
     if (!store::ValidateId("node name", n.name).ok()) continue;
-    absl::StatusOr<std::optional<pb::Node>> old = store::GetNode(store_, n.name);
-    if (!old.ok()) return old.status();
-    if (old->has_value() && (*old)->slurm_state() == n.state) continue;
+    auto old = records.find(n.name);
+    if (old != records.end() && old->second.slurm_state() == n.state) continue;
     pb::Node rec;
-    if (old->has_value()) {
-      rec = **old;
+    if (old != records.end()) {
+      rec = old->second;
     } else {
       rec.set_name(n.name);
       rec.set_reputation(1.0);

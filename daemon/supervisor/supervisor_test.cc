@@ -594,7 +594,7 @@ TEST_F(SupervisorTest, ACampaignCanOptOutOfNodeExclusion) {
 
 TEST_F(SupervisorTest, SlurmNodeStatesAreCopiedIntoTheNodeRecordsOnceAMinute) {
   spec_.resources.scheduler = SchedulerKind::kSlurm;
-  sched_.SetNodeStates({{"n1", "IDLE", ""}, {"n2", "DOWN*", "Not responding"}});
+  sched_.SetNodeStates({{"n1", "IDLE", ""}, {"n2", "DOWN*", "Not responding", true}});
   const std::string id = SubmitAndStart();
   Tick();
   std::vector<pb::Node> nodes = store::ListNodes(store_).value();

@@ -35,8 +35,7 @@ SPEC = harness.slurm_campaign(50)
 
 def main():
     global DAEMON
-    if not os.environ.get("SLURM_CONF") or not pathlib.Path(os.environ["SLURM_CONF"]).exists():
-        fail("SLURM_CONF names no cluster (ctest starts one with deploy/local-cluster/start.sh)")
+    harness.slurm_cluster()  # fails unless SLURM_CONF names the local cluster
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="belay_slurm_"))
     try:
         os.chdir(tmp)
