@@ -190,6 +190,7 @@ const char* const kManagedSbatch[] = {
 void ReadResources(TomlReader r, ResourcesSpec* s) {
   SetChoice(&s->scheduler, r.Choice("scheduler", {"local", "slurm"}, false));
   Set(&s->nodes, r.Int("nodes", 1, 100000, false));
+  Set(&s->min_nodes, r.Int("min_nodes", 1, 100000, false));
   Set(&s->ranks_per_node, r.Int("ranks_per_node", 1, 1024, false));
   Set(&s->gpus_per_node, r.Int("gpus_per_node", 0, 64, false));
   Set(&s->partition, r.String("partition", false, 256));
@@ -220,7 +221,7 @@ void ReadResources(TomlReader r, ResourcesSpec* s) {
 
   if (s->scheduler == SchedulerKind::kLocal) {
     for (std::string_view key : {"partition", "account", "time_limit", "sbatch_options",
-                                 "spare_nodes", "presubmit"}) {
+                                 "spare_nodes", "presubmit", "min_nodes"}) {
       if (r.has(key)) {
         r.errors()->Add(r.PosOf(key), r.KeyPath(key),
                         "only applies to resources.scheduler = \"slurm\" (it is \"local\")");
@@ -230,6 +231,12 @@ void ReadResources(TomlReader r, ResourcesSpec* s) {
       r.errors()->Add(r.PosOf("nodes"), r.KeyPath("nodes"),
                       Cat(s->nodes, " nodes with the local scheduler; allowed: 1"));
     }
+  }
+  if (!r.has("min_nodes")) s->min_nodes = s->nodes;  // never shrink unless asked
+  if (s->min_nodes > s->nodes) {
+    r.errors()->Add(r.PosOf("min_nodes"), r.KeyPath("min_nodes"),
+                    Cat(s->min_nodes, " is more than resources.nodes = ", s->nodes, "; allowed: 1..",
+                        s->nodes));
   }
   if (s->gpus_per_node > 0 && s->ranks_per_node != s->gpus_per_node) {
     r.errors()->Add(r.PosOf("ranks_per_node"), r.KeyPath("ranks_per_node"),
@@ -271,7 +278,7 @@ void ReadRestart(TomlReader r, RestartSpec* s) {
 }
 
 // Rules that span sections. Positions point at the field a user would change.
-void CheckCrossSection(CampaignSpec& s, TomlReader& train, TomlReader& data,
+void CheckCrossSection(CampaignSpec& s, TomlReader& train, TomlReader& data, TomlReader& resources,
                        SpecErrorSink* errors) {
   // The dtype follows the hardware unless the file sets it: fp32 on CPU, bf16 on GPUs.
   if (!train.has("dtype") && s.resources.gpus_per_node > 0) s.train.dtype = DType::kBf16;
@@ -283,6 +290,17 @@ void CheckCrossSection(CampaignSpec& s, TomlReader& train, TomlReader& data,
                 Cat(t.global_batch, " is not divisible by train.micro_batch × ranks = ",
                              t.micro_batch, " × ", world, " = ", t.micro_batch * world,
                              "; allowed: a multiple of ", t.micro_batch * world));
+  }
+  // The smallest size an attempt may shrink to must itself be a valid world size (sizes in
+  // between that are not are skipped when belay shrinks).
+  const int64_t min_world = s.resources.min_nodes_or_nodes() * s.resources.ranks_per_node;
+  if (s.resources.min_nodes > 0 && s.resources.min_nodes < s.resources.nodes && t.micro_batch > 0 &&
+      t.global_batch > 0 && t.global_batch % t.micro_batch == 0 && t.global_batch % (t.micro_batch * world) == 0 &&
+      t.global_batch % (t.micro_batch * min_world) != 0) {
+    errors->Add(resources.PosOf("min_nodes"), resources.KeyPath("min_nodes"),
+                Cat(s.resources.min_nodes, " nodes are ", min_world, " ranks, and train.global_batch = ",
+                    t.global_batch, " is not divisible by train.micro_batch × ", min_world, " = ",
+                    t.micro_batch * min_world));
   }
   int64_t total = s.total_steps();
   if (total > 0) {
@@ -424,11 +442,12 @@ SpecParseResult ParseCampaignSpec(std::string_view text, std::string_view file,
   ReadTrain(train, &spec.train);
   TomlReader ckpt = top.Table("checkpoint", true);
   ReadCheckpoint(ckpt, &spec.checkpoint);
-  ReadResources(top.Table("resources", false), &spec.resources);
+  TomlReader resources = top.Table("resources", false);
+  ReadResources(resources, &spec.resources);
   ReadRestart(top.Table("restart", false), &spec.restart);
   top.ReportUnknownKeys();
 
-  CheckCrossSection(spec, train, data, &errors);
+  CheckCrossSection(spec, train, data, resources, &errors);
 
   std::error_code ec;
   std::filesystem::path base =

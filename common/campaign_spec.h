@@ -127,6 +127,9 @@ struct BackoffSpec {
 struct ResourcesSpec {
   SchedulerKind scheduler = SchedulerKind::kLocal;
   int64_t nodes = 1;
+  // Fewest nodes an attempt may run on when belay knows fewer usable ones (Slurm). A parsed
+  // spec without the key has min_nodes = nodes (never shrink); 0 (not parsed) means the same.
+  int64_t min_nodes = 0;
   int64_t ranks_per_node = 1;
   int64_t gpus_per_node = 0;
   std::string partition;
@@ -138,6 +141,7 @@ struct ResourcesSpec {
   std::chrono::seconds pre_limit_signal{600};  // SIGUSR1 this long before the time limit
 
   int64_t world_size() const { return nodes * ranks_per_node; }
+  int64_t min_nodes_or_nodes() const { return min_nodes > 0 ? min_nodes : nodes; }
 
   bool operator==(const ResourcesSpec&) const = default;
 };

@@ -263,6 +263,16 @@ INSTANTIATE_TEST_SUITE_P(
                 "\"slurm\" (it is \"local\")"},
         BadCase{"SeveralNodesLocally", Append("nodes = 2\n"),
                 "c.toml:26:9: resources.nodes: 2 nodes with the local scheduler; allowed: 1", 2},
+        BadCase{"MinNodesAboveNodes", Append("scheduler = \"slurm\"\nmin_nodes = 2\n"),
+                "c.toml:27:13: resources.min_nodes: 2 is more than resources.nodes = 1; allowed: 1..1"},
+        BadCase{"MinNodesWithLocalScheduler", Append("min_nodes = 1\n"),
+                "c.toml:26:13: resources.min_nodes: only applies to resources.scheduler = \"slurm\" "
+                "(it is \"local\")"},
+        BadCase{"MinNodesNotAValidWorldSize",
+                Edit(Append("scheduler = \"slurm\"\nnodes = 3\nmin_nodes = 2\n"), "global_batch = 4",
+                     "global_batch = 12"),
+                "c.toml:28:13: resources.min_nodes: 2 nodes are 4 ranks, and train.global_batch = 12 is "
+                "not divisible by train.micro_batch × 4 = 8"},
         BadCase{"RanksNotOnePerGpu",
                 Append("gpus_per_node = 4\nscheduler = \"slurm\"\n"),
                 "c.toml:25:18: resources.ranks_per_node: 2 ranks with resources.gpus_per_node = "
@@ -376,6 +386,22 @@ TEST(CampaignSpec, ShippedExamplesRoundTripThroughTheEffectiveSpec) {
     ASSERT_TRUE(second.ok()) << second.errors.front().ToString() << "\n" << text;
     EXPECT_TRUE(*first.spec == *second.spec) << path << "\n" << text;
     EXPECT_EQ(FormatCampaignSpec(*second.spec), text);
+  }
+}
+
+TEST(CampaignSpec, MinNodesDefaultsToNodesAndRoundTrips) {
+  SpecParseResult plain = Parse(Edit(Append("scheduler = \"slurm\"\nnodes = 3\n"), "global_batch = 4",
+                                     "global_batch = 12"));
+  ASSERT_TRUE(plain.ok()) << plain.errors.front().ToString();
+  EXPECT_EQ(plain.spec->resources.min_nodes, 3);  // never shrinks unless asked
+  SpecParseResult elastic = Parse(Edit(Append("scheduler = \"slurm\"\nnodes = 3\nmin_nodes = 1\n"),
+                                       "global_batch = 4", "global_batch = 12"));
+  ASSERT_TRUE(elastic.ok()) << elastic.errors.front().ToString();
+  EXPECT_EQ(elastic.spec->resources.min_nodes, 1);
+  for (const SpecParseResult* r : {&plain, &elastic}) {
+    SpecParseResult again = Parse(FormatCampaignSpec(*r->spec));
+    ASSERT_TRUE(again.ok()) << again.errors.front().ToString();
+    EXPECT_TRUE(*again.spec == *r->spec);
   }
 }
 

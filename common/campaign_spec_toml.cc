@@ -107,6 +107,7 @@ std::string FormatCampaignSpec(const CampaignSpec& s) {
     if (!r.account.empty()) kv("account", TomlString(r.account));
     if (r.time_limit) kv("time_limit", Duration(*r.time_limit));
     if (!r.sbatch_options.empty()) kv("sbatch_options", TomlStrings(r.sbatch_options));
+    kv("min_nodes", num(r.min_nodes_or_nodes()));
     kv("spare_nodes", num(r.spare_nodes));
     kv("presubmit", Bool(r.presubmit));
   }

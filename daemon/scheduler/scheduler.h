@@ -92,6 +92,9 @@ struct NodeState {
   std::string state;   // e.g. "IDLE", "ALLOCATED", "DOWN*", "IDLE+DRAIN"
   std::string reason;  // why an administrator or the controller took it out; may be empty
   bool down = false;   // unusable: down, not responding or failing
+  bool drain = false;  // drained or draining: takes no new jobs
+  std::vector<std::string> partitions = {};  // the partitions it belongs to
+  bool in_default_partition = false;    // one of them is where jobs without a partition go
 };
 
 // Calls made to a scheduler's controller (Slurm: libslurm RPCs to slurmctld) since start.

@@ -300,15 +300,59 @@ absl::StatusOr<std::vector<NodeState>> SlurmScheduler::NodeStates() {
   }
   Succeeded();
   std::unique_ptr<node_info_msg_t, void (*)(node_info_msg_t*)> owned(nodes, slurm_free_node_info_msg);
+  // slurm_load_node leaves each node's partitions empty; they come from the partition table.
+  std::string default_partition;
+  if (partition_info_msg_t* parts = Partitions()) {
+    slurm_populate_node_partitions(nodes, parts);
+    for (uint32_t i = 0; i < parts->record_count; ++i) {
+      const partition_info_t& p = parts->partition_array[i];
+      if (p.name != nullptr && (p.flags & PART_FLAG_DEFAULT) != 0) default_partition = p.name;
+    }
+  }
   std::vector<NodeState> out;
   for (uint32_t i = 0; i < nodes->record_count; ++i) {
     const node_info_t& n = nodes->node_array[i];
     if (n.name == nullptr) continue;
-    const bool down = (n.node_state & NODE_STATE_BASE) == NODE_STATE_DOWN ||
-                      (n.node_state & (NODE_STATE_NO_RESPOND | NODE_STATE_FAIL)) != 0;
-    out.push_back({n.name, SlurmNodeStateName(n.node_state), n.reason != nullptr ? n.reason : "", down});
+    NodeState st;
+    st.name = n.name;
+    st.state = SlurmNodeStateName(n.node_state);
+    st.reason = n.reason != nullptr ? n.reason : "";
+    st.down = (n.node_state & NODE_STATE_BASE) == NODE_STATE_DOWN ||
+              (n.node_state & (NODE_STATE_NO_RESPOND | NODE_STATE_FAIL)) != 0;
+    st.drain = (n.node_state & NODE_STATE_DRAIN) != 0;
+    // A comma-separated list.
+    for (std::string_view rest = n.partitions != nullptr ? n.partitions : ""; !rest.empty();) {
+      const size_t comma = rest.find(',');
+      const std::string_view p = rest.substr(0, comma);
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      if (p.empty()) continue;
+      st.partitions.emplace_back(p);
+      st.in_default_partition = st.in_default_partition || p == default_partition;
+    }
+    out.push_back(std::move(st));
   }
   return out;
+}
+
+partition_info_msg* SlurmScheduler::Partitions() {
+  const Clock::time_point now = Clock::now();
+  if (partitions_at_ && now - *partitions_at_ < std::chrono::minutes(10)) return partitions_.get();
+  if (!Admit().ok()) return partitions_.get();
+  partition_info_msg_t* parts = nullptr;
+  if (slurm_load_partitions(0, &parts, SHOW_ALL) != SLURM_SUCCESS) {
+    const int err = slurm_get_errno();
+    const std::string what = Cat("loading Slurm partitions: ", SlurmError());
+    if (Unreachable(err)) {
+      (void)Failed(what);
+    } else {
+      spdlog::warn("{}", what);
+    }
+    return partitions_.get();
+  }
+  Succeeded();
+  partitions_ = {parts, slurm_free_partition_info_msg};
+  partitions_at_ = now;
+  return parts;
 }
 
 absl::Status SlurmScheduler::Signal(const std::string& job_id, int sig) {

@@ -20,11 +20,15 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "daemon/scheduler/scheduler.h"
+
+struct partition_info_msg;  // slurm/slurm.h
 
 namespace belay::sched {
 
@@ -77,6 +81,9 @@ class SlurmScheduler final : public Scheduler {
   void Succeeded();
   absl::Status Failed(std::string what);
   absl::Status Load(bool fresh);
+  // The cluster's partitions, loaded at most every 10 minutes (they rarely change); null
+  // while they could not be loaded yet.
+  partition_info_msg* Partitions();
 
   SlurmSchedulerOptions options_;
   std::map<uint32_t, Seen> jobs_;  // the last load
@@ -87,6 +94,8 @@ class SlurmScheduler final : public Scheduler {
   std::chrono::milliseconds backoff_{0};
   std::atomic<int64_t> rpcs_{0};  // read by other threads (controller_calls)
   std::atomic<int64_t> refused_{0};
+  std::unique_ptr<partition_info_msg, void (*)(partition_info_msg*)> partitions_{nullptr, nullptr};
+  std::optional<std::chrono::steady_clock::time_point> partitions_at_;
 };
 
 }  // namespace belay::sched

@@ -163,5 +163,22 @@ TEST_F(SlurmSchedulerTest, ARefusedSubmissionSaysWhy) {
   EXPECT_NE(id.status().message().find("artition"), std::string::npos) << id.status();
 }
 
+TEST_F(SlurmSchedulerTest, NodeStatesNameEachNodesPartitionsAndTheDefaultOne) {
+  // The local cluster: n1..n3 in partition "debug", the default.
+  absl::StatusOr<std::vector<NodeState>> nodes = sched_->NodeStates();
+  ASSERT_TRUE(nodes.ok()) << nodes.status();
+  ASSERT_EQ(nodes->size(), 3u);
+  for (const NodeState& n : *nodes) {
+    EXPECT_EQ(n.partitions, std::vector<std::string>{"debug"}) << n.name;
+    EXPECT_TRUE(n.in_default_partition) << n.name;
+    EXPECT_FALSE(n.down) << n.name << " " << n.state;
+    EXPECT_FALSE(n.drain) << n.name << " " << n.state;
+  }
+  // The partition table is loaded once and kept: a second read is one call, not two.
+  const int64_t before = sched_->controller_calls().made;
+  ASSERT_TRUE(sched_->NodeStates().ok());
+  EXPECT_EQ(sched_->controller_calls().made, before + 1);
+}
+
 }  // namespace
 }  // namespace belay::sched

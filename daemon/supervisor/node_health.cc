@@ -97,4 +97,61 @@ std::vector<std::string> ExcludedNodes(const std::vector<pb::Node>& nodes, TimeP
   return out;
 }
 
+NodePlan PlanNodes(const std::vector<pb::Node>& nodes, TimePoint now, const NodeRequest& request,
+                   const NodeHealthPolicy& policy) {
+  NodePlan plan;
+  plan.nodes = request.nodes;
+  if (request.exclude_failed) plan.exclude = ExcludedNodes(nodes, now);
+  std::vector<const pb::Node*> available;
+  bool known = false;
+  for (const pb::Node& n : nodes) {
+    if (n.slurm_state().empty()) continue;  // never seen in Slurm's node list
+    const auto& parts = n.slurm_partitions();
+    const bool member = request.partition.empty()
+                            ? n.slurm_default_partition()
+                            : std::find(parts.begin(), parts.end(), request.partition) != parts.end();
+    if (!member) continue;
+    known = true;
+    if (n.slurm_available()) {
+      available.push_back(&n);
+    } else {
+      plan.unavailable.push_back(n.name());
+    }
+  }
+  std::sort(plan.unavailable.begin(), plan.unavailable.end());
+  if (!known) return plan;
+  auto excluded = [&](const std::string& name) {
+    return std::binary_search(plan.exclude.begin(), plan.exclude.end(), name);
+  };
+  plan.usable = std::count_if(available.begin(), available.end(), [&](const pb::Node* n) { return !excluded(n->name()); });
+  if (plan.usable >= request.nodes) return plan;
+  if (plan.usable >= request.min_nodes) {
+    plan.nodes = request.min_nodes;
+    for (int64_t n = plan.usable; n > request.min_nodes; --n) {
+      if (request.valid(n)) {
+        plan.nodes = n;
+        break;
+      }
+    }
+    return plan;
+  }
+  // Fewer than min_nodes: readmit excluded but available nodes, the least penalised first.
+  std::vector<pb::Node> suspects;
+  for (const pb::Node* n : available) {
+    if (excluded(n->name())) suspects.push_back(Decayed(*n, now, policy));
+  }
+  std::sort(suspects.begin(), suspects.end(), [](const pb::Node& x, const pb::Node& y) {
+    return x.reputation() != y.reputation() ? x.reputation() > y.reputation() : x.name() < y.name();
+  });
+  for (const pb::Node& n : suspects) {
+    if (plan.usable >= request.min_nodes) break;
+    plan.readmitted.push_back(n.name());
+    plan.exclude.erase(std::find(plan.exclude.begin(), plan.exclude.end(), n.name()));
+    ++plan.usable;
+  }
+  std::sort(plan.readmitted.begin(), plan.readmitted.end());
+  plan.nodes = request.min_nodes;
+  return plan;
+}
+
 }  // namespace belay::supervisor

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,5 +47,33 @@ bool ExcludedAt(const pb::Node& node, TimePoint now);
 
 // The names of the nodes to avoid at `now`, sorted.
 std::vector<std::string> ExcludedNodes(const std::vector<pb::Node>& nodes, TimePoint now);
+
+// What the next attempt of a Slurm campaign asks for.
+struct NodeRequest {
+  int64_t nodes = 1;      // [resources] nodes
+  int64_t min_nodes = 1;  // [resources] min_nodes (≤ nodes; nodes: never shrink)
+  // Whether an attempt on n nodes is a valid world size (the global batch splits over it).
+  std::function<bool(int64_t)> valid = [](int64_t) { return true; };
+  std::string partition;        // empty: the cluster's default partition
+  bool exclude_failed = true;   // [restart] exclude_failed_nodes
+};
+
+struct NodePlan {
+  int64_t nodes = 0;                      // how many nodes to ask Slurm for
+  std::vector<std::string> exclude;       // nodes to keep the job off (--exclude), sorted
+  std::vector<std::string> readmitted;    // excluded nodes used anyway (too few otherwise), sorted
+  std::vector<std::string> unavailable;   // the partition's nodes Slurm would not give now, sorted
+  int64_t usable = -1;  // nodes of the partition available and not excluded; -1: not known
+};
+
+// How many nodes the attempt asks for and which it avoids, from the node records (belay's
+// exclusions and the Slurm states last read into them). All `nodes` when enough nodes of the
+// partition are usable or when belay knows none of the partition's nodes; otherwise the
+// largest valid count down to min_nodes; below min_nodes, the least-penalised excluded nodes
+// that Slurm would give are readmitted until min_nodes are usable (better a suspect node than
+// no progress), and if Slurm's available nodes are still too few the job asks for min_nodes
+// and waits in Slurm's queue for nodes to come back. Pure.
+NodePlan PlanNodes(const std::vector<pb::Node>& nodes, TimePoint now, const NodeRequest& request,
+                   const NodeHealthPolicy& policy);
 
 }  // namespace belay::supervisor

@@ -88,5 +88,112 @@ TEST(NodeHealth, OneRankCrashIsForgivenTwoAtOnceAreNot) {
   EXPECT_TRUE(ExcludedAt(n, kT0 + 24h));
 }
 
+// A node as the last read of Slurm's node states left its record.
+pb::Node InSlurm(const std::string& name, bool available, std::vector<std::string> partitions = {"debug"},
+                 bool in_default = true) {
+  pb::Node n = Fresh(name);
+  n.set_reputation(1.0);
+  n.set_slurm_state(available ? "IDLE" : "DOWN*");
+  n.set_slurm_available(available);
+  for (const std::string& p : partitions) n.add_slurm_partitions(p);
+  n.set_slurm_default_partition(in_default);
+  return n;
+}
+
+pb::Node Failed(pb::Node n, int failures, TimePoint at) {
+  for (int i = 0; i < failures; ++i) n = AfterAttempt(n, pb::END_REASON_NODE_FAILURE, at, NodeHealthPolicy{});
+  return n;
+}
+
+NodeRequest Request(int64_t nodes, int64_t min_nodes, std::string partition = "") {
+  NodeRequest r;
+  r.nodes = nodes;
+  r.min_nodes = min_nodes;
+  r.partition = std::move(partition);
+  return r;
+}
+
+TEST(PlanNodes, AllNodesWhenEnoughAreUsableOrNoneIsKnown) {
+  const NodeHealthPolicy policy;
+  NodeRequest req = Request(2, 1);
+  // Nothing known about the partition (no node states read yet): ask for all, as before.
+  NodePlan p = PlanNodes({Fresh("a"), Failed(Fresh("b"), 1, kT0)}, kT0, req, policy);
+  EXPECT_EQ(p.nodes, 2);
+  EXPECT_EQ(p.usable, -1);
+  EXPECT_EQ(p.exclude, std::vector<std::string>{"b"});
+  // Three usable, one excluded: still two left.
+  p = PlanNodes({InSlurm("a", true), InSlurm("b", true), Failed(InSlurm("c", true), 1, kT0)}, kT0, req, policy);
+  EXPECT_EQ(p.nodes, 2);
+  EXPECT_EQ(p.usable, 2);
+  EXPECT_EQ(p.exclude, std::vector<std::string>{"c"});
+  EXPECT_TRUE(p.readmitted.empty());
+}
+
+TEST(PlanNodes, ShrinksToTheLargestValidCountNotBelowMinNodes) {
+  const NodeHealthPolicy policy;
+  // Four nodes wanted, any count from 1 valid except 3.
+  NodeRequest req = Request(4, 1);
+  req.valid = [](int64_t n) { return n != 3; };
+  std::vector<pb::Node> nodes = {InSlurm("a", true), InSlurm("b", true), InSlurm("c", true),
+                                 InSlurm("d", false), Failed(InSlurm("e", true), 1, kT0)};
+  NodePlan p = PlanNodes(nodes, kT0, req, policy);
+  EXPECT_EQ(p.usable, 3);
+  EXPECT_EQ(p.nodes, 2);  // 3 usable, but 3 nodes do not split the batch
+  EXPECT_EQ(p.unavailable, std::vector<std::string>{"d"});
+  EXPECT_EQ(p.exclude, std::vector<std::string>{"e"});
+  req.valid = [](int64_t) { return true; };
+  EXPECT_EQ(PlanNodes(nodes, kT0, req, policy).nodes, 3);
+  // min_nodes = nodes: never shrinks; the job waits for the fourth node in Slurm's queue.
+  req.min_nodes = 4;
+  p = PlanNodes(nodes, kT0, req, policy);
+  EXPECT_EQ(p.nodes, 4);
+  // ... and the excluded node that Slurm would give is tried again rather than waiting.
+  EXPECT_EQ(p.readmitted, std::vector<std::string>{"e"});
+  EXPECT_TRUE(p.exclude.empty());
+  // Once the exclusion lapsed the node is simply usable.
+  p = PlanNodes(nodes, kT0 + 2h, req, policy);
+  EXPECT_EQ(p.usable, 4);
+  EXPECT_TRUE(p.readmitted.empty());
+}
+
+TEST(PlanNodes, ReadmitsTheLeastPenalisedExcludedNodesFirst) {
+  const NodeHealthPolicy policy;
+  NodeRequest req = Request(3, 2);
+  std::vector<pb::Node> nodes = {InSlurm("a", true), Failed(InSlurm("bad", true), 3, kT0),
+                                 Failed(InSlurm("once", true), 1, kT0), Failed(InSlurm("zz", true), 2, kT0)};
+  NodePlan p = PlanNodes(nodes, kT0 + 10min, req, policy);
+  EXPECT_EQ(p.nodes, 2);
+  EXPECT_EQ(p.readmitted, std::vector<std::string>{"once"});
+  EXPECT_EQ(p.exclude, (std::vector<std::string>{"bad", "zz"}));
+  EXPECT_EQ(p.usable, 2);
+  // With exclude_failed_nodes = false nothing is excluded, so nothing needs readmitting.
+  req.exclude_failed = false;
+  p = PlanNodes(nodes, kT0 + 10min, req, policy);
+  EXPECT_EQ(p.nodes, 3);
+  EXPECT_TRUE(p.exclude.empty());
+  EXPECT_TRUE(p.readmitted.empty());
+}
+
+TEST(PlanNodes, CountsOnlyTheCampaignsPartition) {
+  const NodeHealthPolicy policy;
+  std::vector<pb::Node> nodes = {InSlurm("g1", true, {"gpu"}, false), InSlurm("g2", false, {"gpu"}, false),
+                                 InSlurm("c1", true, {"cpu", "debug"}, true), InSlurm("c2", true, {"cpu"}, true)};
+  NodeRequest req = Request(2, 1, "gpu");
+  NodePlan p = PlanNodes(nodes, kT0, req, policy);
+  EXPECT_EQ(p.usable, 1);
+  EXPECT_EQ(p.nodes, 1);
+  EXPECT_EQ(p.unavailable, std::vector<std::string>{"g2"});
+  req.partition = "";  // the default partition: c1 and c2
+  p = PlanNodes(nodes, kT0, req, policy);
+  EXPECT_EQ(p.usable, 2);
+  EXPECT_EQ(p.nodes, 2);
+  req.partition = "debug";
+  EXPECT_EQ(PlanNodes(nodes, kT0, req, policy).usable, 1);
+  req.partition = "nosuch";  // no node known in it: no basis to shrink
+  p = PlanNodes(nodes, kT0, req, policy);
+  EXPECT_EQ(p.usable, -1);
+  EXPECT_EQ(p.nodes, 2);
+}
+
 }  // namespace
 }  // namespace belay::supervisor

@@ -240,17 +240,7 @@ absl::Status Supervisor::Tick() {
     }
     for (sched::JobStatus& j : *st) polled[j.job_id] = std::move(j);
   }
-  for (Loaded& l : active) {
-    if (l.attempt && !l.attempt->scheduler_job_id().empty() && l.attempt->state() != pb::ATTEMPT_STATE_ENDED &&
-        unreachable.count(l.attempt->scheduler()) > 0) {
-      continue;  // its job's state is unknown this round
-    }
-    absl::Status s = Reconcile(l, polled);
-    if (!s.ok()) {
-      if (!store_.write_error().ok()) return s;
-      spdlog::error("campaign {}: {}", l.campaign.id(), std::string(s.message()));
-    }
-  }
+  // Node states first: an attempt submitted in this round plans its nodes from them.
   const bool slurm_active = std::any_of(active.begin(), active.end(), [](const Loaded& l) {
     return l.campaign.scheduler() == pb::SCHEDULER_KIND_SLURM;
   });
@@ -261,6 +251,17 @@ absl::Status Supervisor::Tick() {
     if (absl::Status s = RefreshNodeStates(); !s.ok()) {
       if (!store_.write_error().ok()) return s;
       spdlog::warn("node states not refreshed: {}", std::string(s.message()));
+    }
+  }
+  for (Loaded& l : active) {
+    if (l.attempt && !l.attempt->scheduler_job_id().empty() && l.attempt->state() != pb::ATTEMPT_STATE_ENDED &&
+        unreachable.count(l.attempt->scheduler()) > 0) {
+      continue;  // its job's state is unknown this round
+    }
+    absl::Status s = Reconcile(l, polled);
+    if (!s.ok()) {
+      if (!store_.write_error().ok()) return s;
+      spdlog::error("campaign {}: {}", l.campaign.id(), std::string(s.message()));
     }
   }
   return absl::OkStatus();
@@ -278,7 +279,6 @@ absl::Status Supervisor::RefreshNodeStates() {
   for (const sched::NodeState& n : *states) {
     if (!store::ValidateId("node name", n.name).ok()) continue;
     auto old = records.find(n.name);
-    if (old != records.end() && old->second.slurm_state() == n.state) continue;
     pb::Node rec;
     if (old != records.end()) {
       rec = old->second;
@@ -286,7 +286,13 @@ absl::Status Supervisor::RefreshNodeStates() {
       rec.set_name(n.name);
       rec.set_reputation(1.0);
     }
+    const std::string before = rec.SerializeAsString();
     rec.set_slurm_state(n.state);
+    rec.set_slurm_available(!n.down && !n.drain);
+    rec.clear_slurm_partitions();
+    for (const std::string& p : n.partitions) rec.add_slurm_partitions(p);
+    rec.set_slurm_default_partition(n.in_default_partition);
+    if (old != records.end() && rec.SerializeAsString() == before) continue;
     store::Put(b, rec);
     ++changed;
   }
@@ -445,6 +451,49 @@ absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b) {
                   a.number());
 }
 
+absl::Status Supervisor::PlanAttemptNodes(Loaded& l, WriteBatch& b) {
+  pb::Campaign& c = l.campaign;
+  pb::Attempt& a = *l.attempt;
+  const ResourcesSpec& r = l.spec.resources;
+  absl::StatusOr<std::vector<pb::Node>> nodes = store::ListNodes(store_);
+  if (!nodes.ok()) return nodes.status();
+  NodeRequest req;
+  req.nodes = r.nodes;
+  req.min_nodes = r.min_nodes_or_nodes();
+  req.valid = [&](int64_t n) { return l.spec.grad_accum_steps(n * r.ranks_per_node) > 0; };
+  req.partition = r.partition;
+  req.exclude_failed = l.spec.restart.exclude_failed_nodes;
+  const NodePlan plan = PlanNodes(*nodes, clock_.Now(), req, options_.node_health);
+  a.set_world_size(static_cast<int32_t>(plan.nodes * r.ranks_per_node));
+  a.clear_excluded_nodes();
+  for (const std::string& n : plan.exclude) a.add_excluded_nodes(n);
+  const std::string partition = r.partition.empty() ? "the default partition" : Cat("partition ", r.partition);
+  if (!plan.readmitted.empty()) {
+    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_NODE_READMITTED, pb::SEVERITY_WARNING,
+                                  Cat("attempt ", a.number(), " uses excluded node", plan.readmitted.size() == 1 ? " " : "s ",
+                                      fmt::format("{}", fmt::join(plan.readmitted, ", ")), " again: without ",
+                                      plan.readmitted.size() == 1 ? "it" : "them", " fewer than min_nodes = ",
+                                      req.min_nodes, " nodes of ", partition, " are usable"),
+                                  a.number(), plan.readmitted);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (plan.nodes < r.nodes) {
+    std::string why = Cat("only ", plan.usable, " of ", partition, "'s nodes usable");
+    if (!plan.unavailable.empty()) why += Cat("; Slurm has ", fmt::format("{}", fmt::join(plan.unavailable, ", ")), " down or drained");
+    if (!a.excluded_nodes().empty()) why += Cat("; belay excludes ", fmt::format("{}", fmt::join(a.excluded_nodes(), ", ")));
+    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_RESIZED, pb::SEVERITY_WARNING,
+                                  Cat("attempt ", a.number(), " runs on ", plan.nodes, " of ", r.nodes, " nodes (",
+                                      a.world_size(), " ranks instead of ", r.world_size(), "): ", why),
+                                  a.number());
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Supervisor::StartAttempt(Loaded& l) {
   pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
@@ -457,6 +506,9 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
       if (absl::Status s = PickResumeCheckpoint(l, b); !s.ok()) return s;
     }
     if (absl::Status s = AbandonPendingSaves(l, b); !s.ok()) return s;
+    if (c.scheduler() == pb::SCHEDULER_KIND_SLURM) {
+      if (absl::Status s = PlanAttemptNodes(l, b); !s.ok()) return s;
+    }
     store::Put(b, a);
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
     // No rank of the campaign runs now: what earlier attempts left half-written goes.
@@ -479,14 +531,6 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
              {"BELAY_TOKEN", a.worker_token()}};
   if (!options_.coordinator_address.empty()) job.env.push_back({"BELAY_COORDINATOR", options_.coordinator_address});
   if (l.spec.resources.time_limit) job.time_limit = *l.spec.resources.time_limit;
-  if (c.scheduler() == pb::SCHEDULER_KIND_SLURM) {
-    absl::StatusOr<std::vector<pb::Node>> nodes = store::ListNodes(store_);
-    if (!nodes.ok()) return nodes.status();
-    a.clear_excluded_nodes();
-    if (l.spec.restart.exclude_failed_nodes) {
-      for (const std::string& n : ExcludedNodes(*nodes, clock_.Now())) a.add_excluded_nodes(n);
-    }
-  }
   for (const std::string& n : a.excluded_nodes()) job.exclude_nodes.push_back(n);
   job.kind = c.scheduler();
   job.partition = l.spec.resources.partition;

@@ -132,6 +132,9 @@ class Supervisor {
   absl::Status Reconcile(Loaded& l, const std::map<std::string, sched::JobStatus>& polled)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status StartAttempt(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A Slurm attempt's size and exclusions (node_health.h PlanNodes), once, before its first
+  // submission; events for a smaller world size and for readmitted nodes go into `b`.
+  absl::Status PlanAttemptNodes(Loaded& l, store::WriteBatch& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Before an attempt resumes: the newest committed checkpoint at or below the one planned
   // whose recorded shards verify (size and xxh3). Checkpoints that fail are marked CORRUPT,
   // those whose directory is gone DELETED, each with an event; without any usable one the

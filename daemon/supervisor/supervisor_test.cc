@@ -614,6 +614,83 @@ TEST_F(SupervisorTest, SlurmNodeStatesAreCopiedIntoTheNodeRecordsOnceAMinute) {
   EXPECT_EQ(nodes[1].slurm_state(), "IDLE");
 }
 
+TEST_F(SupervisorTest, WithTooFewUsableNodesAnAttemptRunsOnFewerAndTheNextOnAllAgain) {
+  spec_.resources.scheduler = SchedulerKind::kSlurm;
+  spec_.resources.partition = "debug";
+  spec_.resources.nodes = 2;
+  spec_.resources.ranks_per_node = 1;
+  spec_.resources.min_nodes = 1;
+  auto node = [](std::string name, bool down) {
+    sched::NodeState n;
+    n.name = std::move(name);
+    n.state = down ? "DOWN*" : "IDLE";
+    n.down = down;
+    n.partitions = {"debug"};
+    n.in_default_partition = true;
+    return n;
+  };
+  sched_.SetNodeStates({node("n1", false), node("n2", false), node("n3", false)});
+  const std::string id = SubmitAndStart();
+  EXPECT_EQ(sched_.submitted()[0].world_size, 2);
+  sched_.SetNodes(JobOf(id, 1), {"n1", "n2"});
+  Tick();
+  Steps(id, 1, 1, 10);
+  // n2 fails under the job; n3 is down as well by now.
+  sched_.SetNodeStates({node("n1", false), node("n2", true), node("n3", true)});
+  clock_.Advance(61s);
+  Tick();  // node states read
+  sched_.SetNodes(JobOf(id, 1), {"n2"});
+  sched_.End(JobOf(id, 1), {}, 0, pb::END_REASON_NODE_FAILURE, "NODE_FAIL");
+  Tick();
+  Tick();
+  ASSERT_EQ(sched_.submitted().size(), 2u);
+  EXPECT_EQ(sched_.submitted()[1].world_size, 1);
+  EXPECT_EQ(sched_.submitted()[1].ranks_per_node, 1);
+  EXPECT_EQ(sched_.submitted()[1].exclude_nodes, std::vector<std::string>{"n2"});
+  EXPECT_EQ(Attempt(id, 2).world_size(), 1);
+  EXPECT_TRUE(HasEvent(id, "attempt 2 runs on 1 of 2 nodes (1 ranks instead of 2): only 1 of partition debug's "
+                           "nodes usable; Slurm has n2, n3 down or drained; belay excludes n2"))
+      << EventMessages(id).back();
+
+  // n3 is back: the next attempt asks for both nodes again.
+  sched_.SetNodeStates({node("n1", false), node("n2", true), node("n3", false)});
+  clock_.Advance(61s);
+  Tick();
+  sched_.End(JobOf(id, 2), {}, 0, pb::END_REASON_PREEMPTED, "PREEMPTED");
+  Tick();
+  clock_.Advance(10min);
+  Tick();
+  ASSERT_EQ(sched_.submitted().size(), 3u);
+  EXPECT_EQ(sched_.submitted()[2].world_size, 2);
+  EXPECT_EQ(Attempt(id, 3).world_size(), 2);
+  EXPECT_EQ(sched_.submitted()[2].exclude_nodes, std::vector<std::string>{"n2"});
+}
+
+TEST_F(SupervisorTest, AnExcludedNodeIsReadmittedRatherThanStayingBelowMinNodes) {
+  spec_.resources.scheduler = SchedulerKind::kSlurm;
+  spec_.resources.nodes = 2;
+  spec_.resources.ranks_per_node = 1;
+  spec_.resources.min_nodes = 2;
+  sched::NodeState n1, n2;
+  n1.name = "n1";
+  n2.name = "n2";
+  n1.state = n2.state = "IDLE";
+  n1.partitions = n2.partitions = {"batch"};
+  n1.in_default_partition = n2.in_default_partition = true;
+  sched_.SetNodeStates({n1, n2});
+  const std::string id = SubmitAndStart();
+  sched_.SetNodes(JobOf(id, 1), {"n2"});
+  sched_.End(JobOf(id, 1), {}, 0, pb::END_REASON_NODE_FAILURE, "NODE_FAIL");
+  Tick();
+  Tick();
+  ASSERT_EQ(sched_.submitted().size(), 2u);
+  EXPECT_EQ(sched_.submitted()[1].world_size, 2);
+  EXPECT_TRUE(sched_.submitted()[1].exclude_nodes.empty());
+  EXPECT_TRUE(store::ListNodes(store_).value()[1].excluded());  // the record still says so
+  EXPECT_TRUE(HasEvent(id, "attempt 2 uses excluded node n2 again: without it fewer than min_nodes = 2 nodes "
+                           "of the default partition are usable"));
+}
+
 TEST_F(SupervisorTest, LocalCampaignsKeepNoNodeRecords) {
   const std::string id = SubmitAndStart();
   Tick();

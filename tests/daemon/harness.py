@@ -168,15 +168,15 @@ def assert_same_as_standalone(spec_file, name, cid, step, timeout=600):
     return ours, theirs
 
 
-# A 2-node campaign on the local Slurm cluster's partition "debug", one rank per node, a
-# checkpoint every `every` steps; {name} and {steps} are left for str.format.
-def slurm_campaign(every, time_limit="30m", extra_resources=""):
+# A `nodes`-node campaign (2 by default) on the local Slurm cluster's partition "debug", one
+# rank per node, a checkpoint every `every` steps; {name} and {steps} are left for str.format.
+def slurm_campaign(every, time_limit="30m", extra_resources="", nodes=2):
     return tiny_campaign(1, f"""[checkpoint]
 dir = "ckpt"
 every_steps = {every}
 [resources]
 scheduler = "slurm"
-nodes = 2
+nodes = {nodes}
 ranks_per_node = 1
 partition = "debug"
 time_limit = "{time_limit}"
