@@ -139,7 +139,22 @@ int Run(const TrainOptions& o) {
   // Under belayd: the worker link (null when run standalone).
   std::unique_ptr<runtime::CoordinatorClient> link =
       runtime::CoordinatorClient::FromEnvironment(comm.rank(), comm.world_size());
-  if (link) link->Register(std::chrono::seconds(20)).IgnoreError();  // logged; training goes on
+  TrainOptions opts = o;
+  if (o.resume_from_coordinator) {
+    // Nothing to train from without belayd's answer; a presubmitted job may also start before
+    // belayd hands it to its attempt (it answers "unavailable" until then).
+    if (!link) {
+      spdlog::error("--resume-from-coordinator needs belayd (BELAY_COORDINATOR and BELAY_TOKEN)");
+      return 1;
+    }
+    if (absl::Status s = link->Register(std::chrono::minutes(10)); !s.ok()) {
+      spdlog::error("cannot learn the checkpoint to resume from: {}", std::string(s.message()));
+      return 1;
+    }
+    if (link->registration().has_resume_checkpoint()) opts.resume = link->registration().resume_checkpoint().dir();
+  } else if (link) {
+    link->Register(std::chrono::seconds(20)).IgnoreError();  // logged; training goes on
+  }
   // Errors every rank agrees on are logged once, by rank 0, and told to belayd by every rank.
   auto fail = [&](const std::string& what, v1::EndReason reason = v1::END_REASON_UNSPECIFIED, int code = 1) {
     if (lead) spdlog::error("{}", what);
@@ -172,10 +187,10 @@ int Run(const TrainOptions& o) {
                  comm.world_size(), spec.train.zero_stage, trainer.grad_accum_steps(),
                  spec.train.micro_batch);
   }
-  if (!o.resume.empty()) {
-    absl::Status s = trainer.Resume(o.resume);
-    if (!s.ok()) return fail(Cat("cannot resume from ", o.resume, ": ", s.message()));
-    if (lead) spdlog::info("resumed from {} at step {}", o.resume, trainer.step());
+  if (!opts.resume.empty()) {
+    absl::Status s = trainer.Resume(opts.resume);
+    if (!s.ok()) return fail(Cat("cannot resume from ", opts.resume, ": ", s.message()));
+    if (lead) spdlog::info("resumed from {} at step {}", opts.resume, trainer.step());
   }
   if (absl::Status s = PrintMemory(trainer, comm); !s.ok()) return fail(std::string(s.message()));
   if (link) {
@@ -295,6 +310,10 @@ void AddTrainCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--resume", opts->resume,
                   "checkpoint to resume from: a step directory, or a checkpoint root (its newest "
                   "committed step)");
+  cmd->add_flag("--resume-from-coordinator", opts->resume_from_coordinator,
+                 "under belayd: resume from the checkpoint belayd names when the ranks register "
+                 "(for jobs queued before that checkpoint existed)")
+      ->excludes("--resume");
   cmd->callback([opts, exit_code] { *exit_code = Run(*opts); });
 }
 

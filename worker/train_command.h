@@ -13,6 +13,9 @@ struct TrainOptions {
   int64_t steps = 0;
   std::string out;
   std::string resume;
+  // Under belayd: resume from the checkpoint belayd names at registration (a job submitted
+  // before its checkpoint was known: [resources] presubmit).
+  bool resume_from_coordinator = false;
 };
 
 void AddTrainCommand(CLI::App& app, int* exit_code);

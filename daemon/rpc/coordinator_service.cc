@@ -33,6 +33,7 @@ std::string UserName(uid_t uid) {
 void AddAttempts(const std::vector<v1::Attempt>& attempts, v1::GetCampaignResponse* resp) {
   for (v1::Attempt a : attempts) {
     a.clear_worker_token();
+    a.clear_successor_token();
     *resp->add_attempts() = std::move(a);
   }
 }

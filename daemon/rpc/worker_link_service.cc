@@ -22,6 +22,10 @@ grpc::Status ToGrpc(const absl::Status& s) {
 grpc::Status WorkerLinkService::Register(grpc::ServerContext*, const v1::RegisterRequest* req,
                                          v1::RegisterResponse* resp) {
   std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
+  if (!a && supervisor_.IsWaitingSuccessorToken(req->attempt_token())) {
+    // A presubmitted job that started before belayd handed it to its attempt: ask again.
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "this job's attempt is not started yet; register again");
+  }
   if (!a) return Unauthenticated();
   if (req->world_size() != a->world_size || req->rank() < 0 || req->rank() >= a->world_size) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -30,6 +34,7 @@ grpc::Status WorkerLinkService::Register(grpc::ServerContext*, const v1::Registe
   }
   resp->set_campaign_id(a->campaign_id);
   resp->set_attempt_number(a->attempt);
+  if (!a->resume_dir.empty()) resp->mutable_resume_checkpoint()->set_dir(a->resume_dir);
   resp->mutable_heartbeat_interval()->set_seconds(5);
   resp->mutable_report_interval()->set_seconds(1);
   return grpc::Status::OK;

@@ -13,7 +13,11 @@ absl::StatusOr<std::string> FakeScheduler::Submit(const JobSpec& job) {
     submit_error_ = absl::OkStatus();
     return e;
   }
-  auto key = std::pair{job.campaign_id, job.attempt};
+  std::string token;
+  for (const auto& [k, v] : job.env) {
+    if (k == "BELAY_TOKEN") token = v;
+  }
+  auto key = std::tuple{job.campaign_id, job.attempt, token};
   if (auto it = by_key_.find(key); it != by_key_.end()) return it->second;
   const std::string id = Cat("fake-", submitted_.size() + 1);
   submitted_.push_back(job);

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -54,7 +55,7 @@ class FakeScheduler final : public Scheduler {
     JobStatus status;
   };
   std::map<std::string, Job> jobs_;
-  std::map<std::pair<std::string, int32_t>, std::string> by_key_;
+  std::map<std::tuple<std::string, int32_t, std::string>, std::string> by_key_;  // campaign, attempt, token
   std::vector<JobSpec> submitted_;
   std::vector<std::pair<std::string, int>> signals_;
   absl::Status submit_error_, poll_error_;

@@ -83,6 +83,7 @@ LocalScheduler::LocalScheduler(LocalSchedulerOptions options) : options_(std::mo
 absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   if (job.world_size < 1) return absl::InvalidArgumentError(Cat("world size ", job.world_size));
   if (job.command.empty()) return absl::InvalidArgumentError("empty command");
+  if (!job.after_job.empty()) return absl::InvalidArgumentError("the local backend does not queue jobs behind others");
   std::error_code ec;
   for (const fs::path& d : {job.log_dir, options_.jobs_dir}) {
     fs::create_directories(d, ec);

@@ -23,7 +23,14 @@ absl::StatusOr<std::string> RoutingScheduler::Submit(const JobSpec& job) {
   if (job.kind != pb::SCHEDULER_KIND_SLURM) return local_->Submit(job);
   absl::StatusOr<Scheduler*> slurm = Slurm();
   if (!slurm.ok()) return slurm.status();
-  absl::StatusOr<std::string> id = (*slurm)->Submit(job);
+  absl::StatusOr<std::string> id;
+  if (job.after_job.starts_with(kSlurmPrefix)) {
+    JobSpec own = job;
+    own.after_job = job.after_job.substr(kSlurmPrefix.size());
+    id = (*slurm)->Submit(own);
+  } else {
+    id = (*slurm)->Submit(job);
+  }
   if (!id.ok()) return id.status();
   return Cat(kSlurmPrefix, *id);
 }

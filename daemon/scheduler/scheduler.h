@@ -43,6 +43,9 @@ struct JobSpec {
   std::string account;
   std::vector<std::string> sbatch_options;  // "--name=value" (or "--name")
   std::optional<std::chrono::seconds> pre_limit_signal;  // USR1 this long before the time limit
+  // A job id of this scheduler: start only once that job has ended, however it ended (Slurm:
+  // --dependency=afterany). Empty: no dependency.
+  std::string after_job;
 };
 
 enum class JobState {
@@ -77,9 +80,10 @@ struct JobStatus {
 // Contract (tested for every implementation):
 //  - Submit returns an id that names the job for this scheduler, stays valid across daemon
 //    restarts (a new Scheduler object with the same configuration polls and signals it) and
-//    is never reused for another job. Submit is idempotent per (campaign_id, attempt): asked
-//    again — by a belayd that crashed before it could record the id — it returns the job it
-//    already started instead of starting a second one.
+//    is never reused for another job. Submit is idempotent per (campaign_id, attempt, the
+//    BELAY_TOKEN of env): asked again — by a belayd that crashed before it could record the
+//    id — it returns the job it already started instead of starting a second one. (An attempt
+//    whose presubmitted job was given up gets a new token, so a job of its own.)
 //  - Poll takes a batch of ids (one call per supervision round, whatever the number of
 //    campaigns) and returns one status per id, in order.
 //  - Signal delivers a signal to every rank of a running job; for an ended job it is OK and

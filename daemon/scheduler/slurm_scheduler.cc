@@ -155,6 +155,12 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   std::string name = Cat("belay-", job.campaign_id, "-", job.attempt);
   std::string std_out = (log_dir / "slurm-%j.out").string();
   std::string work_dir = log_dir.string();
+  std::string dependency;
+  if (!job.after_job.empty()) {
+    const std::optional<uint32_t> after = ParseJobId(job.after_job);
+    if (!after) return absl::InvalidArgumentError(Cat("not a Slurm job id: ", job.after_job));
+    dependency = Cat("afterany:", *after);
+  }
   std::string exclude;
   for (const std::string& n : job.exclude_nodes) exclude += (exclude.empty() ? "" : ",") + n;
   std::string partition = job.partition.empty() ? options_.partition : job.partition;
@@ -201,6 +207,7 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
     d.time_limit = static_cast<uint32_t>(std::max<int64_t>(1, (job.time_limit->count() + 59) / 60));
   }
   if (!exclude.empty()) d.exc_nodes = exclude.data();
+  if (!dependency.empty()) d.dependency = dependency.data();
   if (!partition.empty()) d.partition = partition.data();
   if (!account.empty()) d.account = account.data();
   if (!qos.empty()) d.qos = qos.data();

@@ -224,7 +224,14 @@ absl::Status Supervisor::Tick() {
     if (l->attempt && !l->attempt->scheduler_job_id().empty() &&
         l->attempt->state() != pb::ATTEMPT_STATE_ENDED) {
       job_ids[l->attempt->scheduler()].push_back(l->attempt->scheduler_job_id());
-      tokens_[l->attempt->worker_token()] = {c.id(), l->attempt->number(), l->attempt->world_size()};
+      if (l->attempt->presubmitted() && l->attempt->state() == pb::ATTEMPT_STATE_QUEUED) {
+        successor_tokens_.insert(l->attempt->worker_token());  // taken over below, this round
+      } else {
+        tokens_[l->attempt->worker_token()] = RefOf(*l);
+      }
+    }
+    if (l->attempt && !l->attempt->successor_job_id().empty() && l->attempt->state() != pb::ATTEMPT_STATE_ENDED) {
+      successor_tokens_.insert(l->attempt->successor_token());
     }
     active.push_back(std::move(*l));
   }
@@ -327,6 +334,9 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
     l.attempt = a;
   }
   pb::Attempt& a = *l.attempt;
+  if (a.state() == pb::ATTEMPT_STATE_QUEUED && a.presubmitted() && !a.scheduler_job_id().empty()) {
+    if (absl::Status s = TakeOverPresubmitted(l); !s.ok()) return s;
+  }
   if (a.state() == pb::ATTEMPT_STATE_QUEUED && a.scheduler_job_id().empty()) {
     if (c.cancel_requested()) {
       sched::JobStatus none;
@@ -363,6 +373,11 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
       return s;
     }
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  }
+  if (a.state() == pb::ATTEMPT_STATE_RUNNING && a.end_reason() == pb::END_REASON_UNSPECIFIED &&
+      !c.cancel_requested() && l.spec.resources.presubmit && c.scheduler() == pb::SCHEDULER_KIND_SLURM &&
+      a.successor_job_id().empty() && !a.successor_refused()) {
+    if (absl::Status s = Presubmit(l); !s.ok()) return s;
   }
   if (c.cancel_requested()) {
     auto sent = cancel_signalled_.find(c.id());
@@ -494,6 +509,116 @@ absl::Status Supervisor::PlanAttemptNodes(Loaded& l, WriteBatch& b) {
   return absl::OkStatus();
 }
 
+Supervisor::AttemptRef Supervisor::RefOf(const Loaded& l) const {
+  const pb::Attempt& a = *l.attempt;
+  AttemptRef r{l.campaign.id(), a.number(), a.world_size(), ""};
+  if (a.has_start_checkpoint_step()) {
+    r.resume_dir = ckpt::StepDir(l.spec.checkpoint.dir, l.campaign.id(), a.start_checkpoint_step()).string();
+  }
+  return r;
+}
+
+sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::string& token,
+                                  bool resume_from_coordinator) {
+  const pb::Campaign& c = l.campaign;
+  const pb::Attempt& a = *l.attempt;
+  sched::JobSpec job;
+  job.campaign_id = c.id();
+  job.attempt = number;
+  job.world_size = a.world_size();
+  job.ranks_per_node = a.ranks_per_node();
+  job.log_dir = CampaignDir(c.id()) / AttemptDirName(number);
+  job.command = {options_.worker_program, "--log-level", "info", "train",
+                 "--spec", (CampaignDir(c.id()) / "campaign.toml").string()};
+  if (resume_from_coordinator) {
+    // Which checkpoint is decided when the job starts, not now.
+    job.command.push_back("--resume-from-coordinator");
+  } else if (a.has_start_checkpoint_step()) {
+    job.command.push_back("--resume");
+    job.command.push_back(ckpt::StepDir(l.spec.checkpoint.dir, c.id(), a.start_checkpoint_step()).string());
+  }
+  job.env = {{"BELAY_CAMPAIGN", c.id()}, {"BELAY_ATTEMPT", std::to_string(number)}, {"BELAY_TOKEN", token}};
+  if (!options_.coordinator_address.empty()) job.env.push_back({"BELAY_COORDINATOR", options_.coordinator_address});
+  if (l.spec.resources.time_limit) job.time_limit = *l.spec.resources.time_limit;
+  for (const std::string& n : a.excluded_nodes()) job.exclude_nodes.push_back(n);
+  job.kind = c.scheduler();
+  job.partition = l.spec.resources.partition;
+  job.account = l.spec.resources.account;
+  job.sbatch_options = l.spec.resources.sbatch_options;
+  job.pre_limit_signal = l.spec.resources.pre_limit_signal;
+  return job;
+}
+
+absl::Status Supervisor::Presubmit(Loaded& l) {
+  pb::Campaign& c = l.campaign;
+  pb::Attempt& a = *l.attempt;
+  if (a.successor_token().empty()) {
+    // The token first (synced): a retried Submit after a crash finds the same job.
+    a.set_successor_token(RandomToken());
+    WriteBatch b;
+    store::Put(b, a);
+    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  }
+  sched::JobSpec job = JobFor(l, a.number() + 1, a.successor_token(), /*resume_from_coordinator=*/true);
+  job.after_job = a.scheduler_job_id();
+  absl::StatusOr<std::string> id = scheduler_.Submit(job);
+  if (absl::IsUnavailable(id.status())) return absl::OkStatus();  // next round
+  WriteBatch b;
+  if (!id.ok()) {
+    a.set_successor_refused(true);
+    store::Put(b, a);
+    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_WARNING,
+                                  Cat("attempt ", a.number() + 1, " could not be presubmitted: ", id.status().message(),
+                                      "; it is submitted when attempt ", a.number(), " ends"),
+                                  a.number());
+        !s.ok()) {
+      return s;
+    }
+    return store_.Write(b, Durability::kSynced);
+  }
+  a.set_successor_job_id(*id);
+  successor_tokens_.insert(a.successor_token());
+  store::Put(b, a);
+  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
+                                Cat("attempt ", a.number() + 1, " presubmitted as job ", *id, ", to start when job ",
+                                    a.scheduler_job_id(), " ends"),
+                                a.number());
+      !s.ok()) {
+    return s;
+  }
+  return store_.Write(b, Durability::kSynced);
+}
+
+absl::Status Supervisor::TakeOverPresubmitted(Loaded& l) {
+  pb::Campaign& c = l.campaign;
+  pb::Attempt& a = *l.attempt;
+  WriteBatch b;
+  if (a.has_start_checkpoint_step()) {
+    if (absl::Status s = PickResumeCheckpoint(l, b); !s.ok()) return s;
+  }
+  if (absl::Status s = AbandonPendingSaves(l, b); !s.ok()) return s;
+  a.set_state(pb::ATTEMPT_STATE_STARTING);
+  SetTime(a.mutable_start_time(), clock_.Now());
+  store::Put(b, a);
+  store::Put(b, c);
+  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
+                                Cat("attempt ", a.number(), " takes over job ", a.scheduler_job_id(),
+                                    ", presubmitted during attempt ", a.number() - 1, " (", a.world_size(), " ranks",
+                                    a.has_start_checkpoint_step() ? Cat(", from checkpoint step ", a.start_checkpoint_step())
+                                                                  : "",
+                                    ")"),
+                                a.number());
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  // The job's ranks, if already started, wait for their registration: nothing is written yet.
+  RemoveUncommittedSteps(l);
+  successor_tokens_.erase(a.worker_token());
+  tokens_[a.worker_token()] = RefOf(l);
+  return absl::OkStatus();
+}
+
 absl::Status Supervisor::StartAttempt(Loaded& l) {
   pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
@@ -514,30 +639,7 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
     // No rank of the campaign runs now: what earlier attempts left half-written goes.
     RemoveUncommittedSteps(l);
   }
-  sched::JobSpec job;
-  job.campaign_id = c.id();
-  job.attempt = a.number();
-  job.world_size = a.world_size();
-  job.ranks_per_node = a.ranks_per_node();
-  job.log_dir = CampaignDir(c.id()) / AttemptDirName(a.number());
-  job.command = {options_.worker_program, "--log-level", "info", "train",
-                 "--spec", (CampaignDir(c.id()) / "campaign.toml").string()};
-  if (a.has_start_checkpoint_step()) {
-    job.command.push_back("--resume");
-    job.command.push_back(ckpt::StepDir(l.spec.checkpoint.dir, c.id(), a.start_checkpoint_step()).string());
-  }
-  job.env = {{"BELAY_CAMPAIGN", c.id()},
-             {"BELAY_ATTEMPT", std::to_string(a.number())},
-             {"BELAY_TOKEN", a.worker_token()}};
-  if (!options_.coordinator_address.empty()) job.env.push_back({"BELAY_COORDINATOR", options_.coordinator_address});
-  if (l.spec.resources.time_limit) job.time_limit = *l.spec.resources.time_limit;
-  for (const std::string& n : a.excluded_nodes()) job.exclude_nodes.push_back(n);
-  job.kind = c.scheduler();
-  job.partition = l.spec.resources.partition;
-  job.account = l.spec.resources.account;
-  job.sbatch_options = l.spec.resources.sbatch_options;
-  job.pre_limit_signal = l.spec.resources.pre_limit_signal;
-
+  const sched::JobSpec job = JobFor(l, a.number(), a.worker_token(), /*resume_from_coordinator=*/false);
   absl::StatusOr<std::string> id = scheduler_.Submit(job);
   WriteBatch b;
   if (absl::IsUnavailable(id.status())) {
@@ -556,7 +658,7 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
   a.set_scheduler_job_id(*id);
   a.set_state(pb::ATTEMPT_STATE_STARTING);
   SetTime(a.mutable_start_time(), clock_.Now());
-  tokens_[a.worker_token()] = {c.id(), a.number(), a.world_size()};
+  tokens_[a.worker_token()] = RefOf(l);
   store::Put(b, a);
   store::Put(b, c);
   if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
@@ -639,6 +741,21 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
 
   WriteBatch b;
   if (absl::Status s = RecordNodeHealth(b, c, a, cls); !s.ok()) return s;
+  // The presubmitted job is taken over when the next attempt needs nothing different: it
+  // continues at once after a time limit or a preemption, on the same nodes and size.
+  // Otherwise (another attempt size or exclusions, a backoff, the campaign's end) it goes.
+  const bool take_over = !a.successor_job_id().empty() && d.next == NextStep::kRestart && d.delay.count() == 0 &&
+                         (cls.reason == pb::END_REASON_TIME_LIMIT || cls.reason == pb::END_REASON_PREEMPTED);
+  const std::string give_up = a.successor_job_id().empty() || take_over ? "" : a.successor_job_id();
+  if (!give_up.empty()) {
+    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_INFO,
+                                  Cat("presubmitted job ", give_up, " cancelled: attempt ", a.number(), " ended ",
+                                      Name(cls.reason)),
+                                  a.number());
+        !s.ok()) {
+      return s;
+    }
+  }
   const bool bad = cls.reason != pb::END_REASON_COMPLETED && cls.reason != pb::END_REASON_TIME_LIMIT &&
                    cls.reason != pb::END_REASON_CANCELLED_BY_USER;
   if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, bad ? pb::SEVERITY_WARNING : pb::SEVERITY_INFO,
@@ -678,7 +795,13 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
       next.set_ranks_per_node(a.ranks_per_node());
       next.set_scheduler(a.scheduler());
       SetTime(next.mutable_queue_time(), now + d.delay);  // not started before
-      // Which nodes it avoids is decided when it is submitted, from the node records.
+      if (take_over) {
+        next.set_presubmitted(true);
+        next.set_worker_token(a.successor_token());
+        next.set_scheduler_job_id(a.successor_job_id());
+        for (const std::string& n : a.excluded_nodes()) next.add_excluded_nodes(n);
+      }
+      // Otherwise which nodes it avoids is decided when it is submitted, from the node records.
       const bool rollback = d.counts_as_rollback;
       if (rollback && c.has_last_good_checkpoint_step()) {
         next.set_start_checkpoint_step(c.last_good_checkpoint_step());
@@ -696,7 +819,8 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
                     Cat("attempt ", next.number(), " queued",
                         next.has_start_checkpoint_step() ? Cat(" to resume from step ", next.start_checkpoint_step())
                                                          : " to start from step 0",
-                        d.delay.count() > 0 ? Cat(", starts in ", d.delay.count(), " s") : ""),
+                        d.delay.count() > 0 ? Cat(", starts in ", d.delay.count(), " s") : "",
+                        take_over ? Cat(", as presubmitted job ", next.scheduler_job_id()) : ""),
                     next.number());
       break;
     }
@@ -708,7 +832,16 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   tokens_.erase(a.worker_token());
   pace_.erase({c.id(), a.number()});
   cancel_signalled_.erase(c.id());
-  return store_.Write(b, Durability::kSynced);
+  if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  if (!give_up.empty()) {
+    successor_tokens_.erase(a.successor_token());
+    // Still queued behind the job that just ended, or just started: either way it goes. If
+    // the controller cannot be reached now, its ranks find their token refused and exit.
+    if (absl::Status s = scheduler_.Signal(give_up, SIGKILL); !s.ok()) {
+      spdlog::warn("campaign {}: presubmitted job {} not cancelled: {}", c.id(), give_up, std::string(s.message()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::StepMetrics m) {
@@ -1093,6 +1226,11 @@ absl::Status Supervisor::OnFinish(const std::string& id, int32_t attempt, pb::Ra
   WriteBatch b;
   store::Put(b, at);
   return store_.Write(b, Durability::kSynced);
+}
+
+bool Supervisor::IsWaitingSuccessorToken(const std::string& token) const {
+  absl::MutexLock lock(&mu_);
+  return !token.empty() && successor_tokens_.count(token) > 0;
 }
 
 std::optional<Supervisor::AttemptRef> Supervisor::AttemptOfToken(const std::string& token) const {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <vector>
@@ -117,9 +118,13 @@ class Supervisor {
     std::string campaign_id;
     int32_t attempt = 0;
     int32_t world_size = 0;
+    std::string resume_dir;  // the checkpoint the attempt starts from; empty: from scratch
     bool operator==(const AttemptRef&) const = default;
   };
   std::optional<AttemptRef> AttemptOfToken(const std::string& token) const;
+  // Whether `token` is that of a presubmitted job no attempt has taken over yet: its workers
+  // are early and should ask again.
+  bool IsWaitingSuccessorToken(const std::string& token) const;
 
  private:
   struct Loaded {
@@ -132,6 +137,16 @@ class Supervisor {
   absl::Status Reconcile(Loaded& l, const std::map<std::string, sched::JobStatus>& polled)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status StartAttempt(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job of attempt `number` with worker token `token` (world size and exclusions from the
+  // current attempt record).
+  sched::JobSpec JobFor(const Loaded& l, int32_t number, const std::string& token, bool resume_from_coordinator)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  AttemptRef RefOf(const Loaded& l) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // [resources] presubmit: queues the next attempt's job behind the running one's.
+  absl::Status Presubmit(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A queued attempt takes over the job presubmitted for it: its resume checkpoint is
+  // verified now and the job is treated as started.
+  absl::Status TakeOverPresubmitted(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A Slurm attempt's size and exclusions (node_health.h PlanNodes), once, before its first
   // submission; events for a smaller world size and for readmitted nodes go into `b`.
   absl::Status PlanAttemptNodes(Loaded& l, store::WriteBatch& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -178,6 +193,7 @@ class Supervisor {
   std::map<std::string, int64_t> next_event_seq_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, CampaignSpec> specs_ ABSL_GUARDED_BY(mu_);  // effective specs, by campaign
   std::map<std::string, AttemptRef> tokens_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> successor_tokens_ ABSL_GUARDED_BY(mu_);  // presubmitted, not taken over
   // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends
   // it again).
   std::map<std::string, TimePoint> cancel_signalled_ ABSL_GUARDED_BY(mu_);

@@ -188,7 +188,7 @@ TEST_F(SupervisorTest, ACampaignRunsToCompletion) {
   EXPECT_EQ(env("BELAY_CAMPAIGN"), id);
   EXPECT_EQ(env("BELAY_COORDINATOR"), "127.0.0.1:7000");
   EXPECT_EQ(env("BELAY_TOKEN").size(), 32u);
-  EXPECT_EQ(sup_->AttemptOfToken(env("BELAY_TOKEN")), (Supervisor::AttemptRef{id, 1, 2}));
+  EXPECT_EQ(sup_->AttemptOfToken(env("BELAY_TOKEN")), (Supervisor::AttemptRef{id, 1, 2, ""}));
   EXPECT_FALSE(sup_->AttemptOfToken("forged").has_value());
 
   Tick();  // the job runs
@@ -691,6 +691,102 @@ TEST_F(SupervisorTest, AnExcludedNodeIsReadmittedRatherThanStayingBelowMinNodes)
                            "of the default partition are usable"));
 }
 
+std::string EnvOf(const sched::JobSpec& job, const std::string& key) {
+  for (const auto& [k, v] : job.env) {
+    if (k == key) return v;
+  }
+  return "";
+}
+
+bool Has(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
+TEST_F(SupervisorTest, APresubmittedJobIsTakenOverAfterATimeLimit) {
+  spec_.resources.scheduler = SchedulerKind::kSlurm;
+  spec_.resources.presubmit = true;
+  sched_.set_start_queued(true);
+  const std::string id = SubmitAndStart();
+  Tick();
+  EXPECT_EQ(sched_.submitted().size(), 1u) << "nothing presubmitted before attempt 1 runs";
+  sched_.SetState(JobOf(id, 1), sched::JobState::kRunning);
+  Tick();  // attempt 1 runs
+  Tick();  // attempt 2's job goes into the queue behind it
+  ASSERT_EQ(sched_.submitted().size(), 2u);
+  const sched::JobSpec& next = sched_.submitted()[1];
+  EXPECT_EQ(next.attempt, 2);
+  EXPECT_EQ(next.after_job, JobOf(id, 1));
+  EXPECT_TRUE(Has(next.command, "--resume-from-coordinator"));
+  EXPECT_FALSE(Has(next.command, "--resume"));
+  const std::string token = EnvOf(next, "BELAY_TOKEN");
+  EXPECT_EQ(token.size(), 32u);
+  EXPECT_NE(token, EnvOf(sched_.submitted()[0], "BELAY_TOKEN"));
+  // Its ranks may start before attempt 1's job is seen to end: they are told to wait.
+  EXPECT_FALSE(sup_->AttemptOfToken(token).has_value());
+  EXPECT_TRUE(sup_->IsWaitingSuccessorToken(token));
+  const std::string successor = Attempt(id, 1).successor_job_id();
+  EXPECT_FALSE(successor.empty());
+  Tick();
+  EXPECT_EQ(sched_.submitted().size(), 2u) << "presubmitted once";
+
+  Steps(id, 1, 1, 30);
+  Save(id, 1, 30);
+  Finish(id, 1, pb::EXIT_KIND_TIME_LIMIT_CHECKPOINTED);
+  sched_.End(JobOf(id, 1), {}, 0, pb::END_REASON_TIME_LIMIT, "TIMEOUT");
+  Tick();  // attempt 1 ends, attempt 2 takes the presubmitted job
+  Tick();
+  EXPECT_EQ(sched_.submitted().size(), 2u) << "no new submission";
+  pb::Attempt a2 = Attempt(id, 2);
+  EXPECT_TRUE(a2.presubmitted());
+  EXPECT_EQ(a2.scheduler_job_id(), successor);
+  EXPECT_EQ(a2.start_checkpoint_step(), 30);
+  EXPECT_NE(a2.state(), pb::ATTEMPT_STATE_QUEUED);
+  const std::string resume_dir = ckpt::StepDir(spec_.checkpoint.dir, id, 30).string();
+  EXPECT_EQ(sup_->AttemptOfToken(token), (Supervisor::AttemptRef{id, 2, 2, resume_dir}));
+  EXPECT_FALSE(sup_->IsWaitingSuccessorToken(token));
+  EXPECT_TRUE(HasEvent(id, Cat("attempt 2 takes over job ", successor, ", presubmitted during attempt 1")));
+  EXPECT_TRUE(sched_.signals().empty());
+}
+
+TEST_F(SupervisorTest, APresubmittedJobIsCancelledWhenTheNextAttemptMustDiffer) {
+  spec_.resources.scheduler = SchedulerKind::kSlurm;
+  spec_.resources.presubmit = true;
+  const std::string id = SubmitAndStart();
+  sched_.SetNodes(JobOf(id, 1), {"n1", "n2"});
+  Tick();
+  Tick();
+  ASSERT_EQ(sched_.submitted().size(), 2u);
+  const std::string successor = Attempt(id, 1).successor_job_id();
+  const std::string token = EnvOf(sched_.submitted()[1], "BELAY_TOKEN");
+  // A node failure: the next attempt must avoid the node, so the queued job goes.
+  sched_.SetNodes(JobOf(id, 1), {"n2"});
+  sched_.End(JobOf(id, 1), {}, 0, pb::END_REASON_NODE_FAILURE, "NODE_FAIL");
+  Tick();
+  EXPECT_TRUE(std::find(sched_.signals().begin(), sched_.signals().end(), std::pair{successor, SIGKILL}) !=
+              sched_.signals().end());
+  EXPECT_FALSE(sup_->IsWaitingSuccessorToken(token));
+  EXPECT_FALSE(sup_->AttemptOfToken(token).has_value());
+  Tick();
+  ASSERT_GE(sched_.submitted().size(), 3u);
+  const sched::JobSpec& fresh = sched_.submitted()[2];
+  EXPECT_EQ(fresh.attempt, 2);
+  EXPECT_EQ(fresh.exclude_nodes, std::vector<std::string>{"n2"});
+  EXPECT_NE(EnvOf(fresh, "BELAY_TOKEN"), token);
+  EXPECT_FALSE(Attempt(id, 2).presubmitted());
+  EXPECT_TRUE(HasEvent(id, Cat("presubmitted job ", successor, " cancelled: attempt 1 ended node_failure")));
+
+  // The campaign's end cancels the one presubmitted during attempt 2 as well.
+  Tick();
+  Tick();
+  ASSERT_EQ(sched_.submitted().size(), 4u);
+  const std::string second = Attempt(id, 2).successor_job_id();
+  ASSERT_FALSE(second.empty());
+  Steps(id, 2, 1, 100);
+  Finish(id, 2, pb::EXIT_KIND_COMPLETED);
+  sched_.End(JobOf(id, 2));
+  Tick();
+  EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_COMPLETED);
+  EXPECT_EQ(sched_.signals().back(), (std::pair{second, SIGKILL}));
+}
+
 TEST_F(SupervisorTest, LocalCampaignsKeepNoNodeRecords) {
   const std::string id = SubmitAndStart();
   Tick();
@@ -827,7 +923,7 @@ TEST_F(SupervisorTest, ARestartedSupervisorCarriesOnWithoutDuplicatingTheAttempt
   EXPECT_EQ(sched_.submitted().size(), 1u);
   EXPECT_GT(sched_.polls(), 0);
   const std::string token = Attempt(id, 1).worker_token();
-  EXPECT_EQ(sup_->AttemptOfToken(token), (Supervisor::AttemptRef{id, 1, 2})) << "workers' token known again";
+  EXPECT_EQ(sup_->AttemptOfToken(token), (Supervisor::AttemptRef{id, 1, 2, ""})) << "workers' token known again";
   Steps(id, 1, 13, 100);
   Finish(id, 1, pb::EXIT_KIND_COMPLETED);
   sched_.End(JobOf(id, 1));

@@ -7,6 +7,10 @@ Slurm cluster (deploy/local-cluster, the ctest fixture slurm.cluster; SLURM_CONF
     (not counted as a restart) and submits the next one at once from that checkpoint, until
     the campaign completes; the final checkpoint is byte-identical to the campaign run
     standalone in one go (the trajectory continues exactly across attempts);
+  - with presubmit = true, each attempt's successor is queued in Slurm while it runs (after
+    its job, --dependency=afterany) and the next attempt takes that job over instead of
+    submitting a new one; the successor queued during the last attempt is cancelled when the
+    campaign completes;
   - slurmctld is killed while attempt 1 runs and started again 20 s later: belayd waits it
     out (its polls fail, it backs off) and carries on with the same job;
   - belayd's calls to slurmctld over the whole campaign (`belay daemon --json`) stay within
@@ -34,7 +38,7 @@ DAEMON = None
 STEPS = 700
 
 # Eight sequences per rank per step: slow enough that one attempt cannot finish the campaign.
-SPEC = harness.slurm_campaign(100, time_limit="2m", extra_resources='pre_limit_signal = "45s"\n').replace(
+SPEC = harness.slurm_campaign(100, time_limit="2m", extra_resources='pre_limit_signal = "45s"\npresubmit = true\n').replace(
     "micro_batch = 2\nglobal_batch = 8", "micro_batch = 8\nglobal_batch = 16")
 
 
@@ -89,6 +93,21 @@ def main():
             if int(nxt.get("start_checkpoint_step", 0)) != int(prev.get("last_step", -1)):
                 fail(f"attempt {nxt['number']} starts from {nxt.get('start_checkpoint_step')}, "
                      f"attempt {prev['number']} reached {prev.get('last_step')}")
+        # Every later attempt ran the job queued while its predecessor ran.
+        for prev, nxt in zip(attempts, attempts[1:]):
+            if not nxt.get("presubmitted") or nxt.get("scheduler_job_id") != prev.get("successor_job_id"):
+                fail(f"attempt {nxt['number']} ran job {nxt.get('scheduler_job_id')} (presubmitted: "
+                     f"{nxt.get('presubmitted', False)}), attempt {prev['number']} queued {prev.get('successor_job_id')}")
+        last_successor = attempts[-1].get("successor_job_id", "")
+        events = belay("events", cid).stdout
+        if not last_successor or f"presubmitted job {last_successor} cancelled" not in events:
+            fail(f"the job queued during the last attempt ({last_successor!r}) was not cancelled:\n{events}")
+        def gone():
+            q = subprocess.run(["squeue", "-h", "-j", last_successor.removeprefix("slurm-"), "-o", "%T"],
+                               env=ENV, capture_output=True, text=True)
+            return q.stdout.strip() in ("", "CANCELLED", "COMPLETED")
+        wait_for(f"job {last_successor} to leave the queue", gone, timeout=60)
+        print(f"attempts 2..{len(attempts)} took over their presubmitted jobs; {last_successor} cancelled at the end")
         if int(st["campaign"].get("restarts_used", 0)) != 0:
             fail(f"time limits counted as restarts: {st['campaign'].get('restarts_used')}")
 

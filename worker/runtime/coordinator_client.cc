@@ -59,6 +59,7 @@ absl::Status CoordinatorClient::Register(std::chrono::milliseconds patience) {
     if (s.ok()) {
       spdlog::info("registered with belayd at {}: campaign {} attempt {}", options_.address, resp.campaign_id(),
                    resp.attempt_number());
+      registration_ = std::move(resp);
       result = absl::OkStatus();
       break;
     }

@@ -44,6 +44,8 @@ class CoordinatorClient {
   // Registers, retrying for up to `patience`; on failure training goes on and reports are
   // buffered. Starts the background thread either way.
   absl::Status Register(std::chrono::milliseconds patience);
+  // What belayd answered to the last successful Register (empty before).
+  const pb::RegisterResponse& registration() const { return registration_; }
 
   void ReportStep(pb::StepMetrics m);
   void ReportEval(pb::EvalMetrics m);
@@ -71,6 +73,7 @@ class CoordinatorClient {
 
   CoordinatorClientOptions options_;
   std::unique_ptr<pb::WorkerLink::Stub> stub_;
+  pb::RegisterResponse registration_;
   std::mutex send_mu_;  // one Flush at a time (the background thread, or Finish)
   mutable std::mutex mu_;
   std::condition_variable cv_;
