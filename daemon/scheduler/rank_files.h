@@ -15,14 +15,15 @@
 namespace belay::sched {
 
 // A /bin/sh script: `/bin/sh -c kRankWrapper belay-rank PROGRAM ARGS...`. The rank is
-// OMPI_COMM_WORLD_RANK (0 without mpirun); BELAY_LOG_DIR names the log directory. The traps
+// OMPI_COMM_WORLD_RANK under mpirun, else SLURM_PROCID under srun, else 0; BELAY_LOG_DIR
+// names the log directory. The traps
 // keep the wrapper alive when the job is signalled (the rank gets the signal too and
 // decides); trapped signals are reset to their defaults in the rank. Once the rank has ended
 // the signals are ignored, so that a late one (mpirun forwards them to each rank's process
 // group) cannot kill the wrapper's `mv` before the exit status is in place.
 inline constexpr const char* kRankWrapper =
     "trap : USR1 USR2 TERM INT HUP\n"
-    "r=${OMPI_COMM_WORLD_RANK:-0}\n"
+    "r=${OMPI_COMM_WORLD_RANK:-${SLURM_PROCID:-0}}\n"
     "f=$(printf '%s/rank_%05d' \"$BELAY_LOG_DIR\" \"$r\")\n"
     "\"$@\" >\"$f.log\" 2>&1 </dev/null\n"
     "s=$?\n"

@@ -43,6 +43,12 @@ struct JobSpec {
   std::string account;
   std::vector<std::string> sbatch_options;  // "--name=value" (or "--name")
   std::optional<std::chrono::seconds> pre_limit_signal;  // USR1 this long before the time limit
+  // GPUs per node the job needs (Slurm: the job asks for gres gpu per node and its ranks are
+  // started with srun, one task per GPU, each choosing its GPU by SLURM_LOCALID); 0: CPU ranks
+  // started with mpirun.
+  int gpus_per_node = 0;
+  // Start the ranks with srun instead of mpirun even without GPUs (ranks that need no MPI).
+  bool srun = false;
   // A job id of this scheduler: start only once that job has ended, however it ended (Slurm:
   // --dependency=afterany). Empty: no dependency.
   std::string after_job;

@@ -208,6 +208,9 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   }
   if (!exclude.empty()) d.exc_nodes = exclude.data();
   if (!dependency.empty()) d.dependency = dependency.data();
+  // Slurm 22.05 spells --gpus-per-node=G as the TRES "gres:gpu:G".
+  std::string gpus = job.gpus_per_node > 0 ? Cat("gres:gpu:", job.gpus_per_node) : "";
+  if (!gpus.empty()) d.tres_per_node = gpus.data();
   if (!partition.empty()) d.partition = partition.data();
   if (!account.empty()) d.account = account.data();
   if (!qos.empty()) d.qos = qos.data();

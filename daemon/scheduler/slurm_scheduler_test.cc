@@ -102,6 +102,30 @@ TEST_F(SlurmSchedulerTest, AJobRunsItsRanksAcrossNodesAndReportsTheirExits) {
   EXPECT_EQ(line, "rank 1 token t0k3n");
 }
 
+TEST_F(SlurmSchedulerTest, RanksStartedWithSrunGetTheirRankFromSlurmAndUsr1) {
+  // As GPU ranks are started (one srun task per rank, no MPI), here without GPUs. Each rank
+  // reports its rank and local id, then waits for USR1 and exits 10 + its rank.
+  JobSpec j = Job(1, {"/bin/sh", "-c",
+                      "echo \"rank $SLURM_PROCID of $SLURM_NTASKS local $SLURM_LOCALID\"; "
+                      "trap 'exit $((10 + SLURM_PROCID))' USR1; while :; do sleep 0.2; done"});
+  j.srun = true;
+  const std::string id = Submit(j);
+  ASSERT_FALSE(id.empty());
+  WaitFor(id, JobState::kRunning);
+  for (int r = 0; r < 2; ++r) {
+    const fs::path log = j.log_dir / Cat("rank_0000", r, ".log");
+    for (int i = 0; i < 100 && (!fs::exists(log) || fs::file_size(log) == 0); ++i) std::this_thread::sleep_for(100ms);
+    std::ifstream in(log);
+    std::string line;
+    std::getline(in, line);
+    EXPECT_EQ(line, Cat("rank ", r, " of 2 local 0"));
+  }
+  ASSERT_TRUE(sched_->Signal(id, SIGUSR1).ok());
+  const JobStatus st = WaitFor(id, JobState::kEnded);
+  ASSERT_EQ(st.ranks.size(), 2u) << st.message;
+  for (const RankEnd& e : st.ranks) EXPECT_EQ(e.exit_code, 10 + e.rank) << "rank " << e.rank;
+}
+
 TEST_F(SlurmSchedulerTest, Usr1ReachesEveryRankThroughTheBatchShell) {
   const std::string id =
       Submit(Job(2, {"/bin/sh", "-c", "trap 'exit 7' USR1; echo ready; while :; do sleep 0.2; done"}));

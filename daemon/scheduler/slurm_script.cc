@@ -56,7 +56,15 @@ std::string SlurmBatchScript(const JobSpec& job, const std::string& mpirun) {
   // repeated until mpirun has really ended.
   s += "trap 'kill -USR1 \"$child\" 2>/dev/null' USR1\n";
   s += "trap 'kill -TERM \"$child\" 2>/dev/null' TERM\n";
-  s += Cat(ShellQuote(mpirun), " -np ", job.world_size, " /bin/sh -c ", ShellQuote(kRankWrapper), " belay-rank");
+  if (job.srun || job.gpus_per_node > 0) {
+    // One task per rank (per GPU), no MPI: the ranks find each other through belayd (NCCL's
+    // id in its rendezvous). srun passes the signals on to every task and ends the step when
+    // a task fails.
+    s += Cat("srun --mpi=none --kill-on-bad-exit=1 --ntasks=", job.world_size, " --ntasks-per-node=",
+             job.ranks_per_node, " /bin/sh -c ", ShellQuote(kRankWrapper), " belay-rank");
+  } else {
+    s += Cat(ShellQuote(mpirun), " -np ", job.world_size, " /bin/sh -c ", ShellQuote(kRankWrapper), " belay-rank");
+  }
   for (const std::string& a : job.command) s += " " + ShellQuote(a);
   s += " &\n";
   s += "child=$!\n";

@@ -36,7 +36,8 @@ std::string ShellQuote(std::string_view text);
 // Slurm's pre-limit signal (`--signal=B:USR1@N`) or belayd — is passed on to mpirun, which
 // passes it on to every rank (USR1: checkpoint and stop). The script exits with mpirun's
 // status. The job's environment (token, coordinator, MPI settings) travels with the job, not
-// in the script.
+// in the script. GPU jobs (job.gpus_per_node > 0, or job.srun) start their ranks with srun
+// instead, one task per rank, which passes the signals on the same way.
 std::string SlurmBatchScript(const JobSpec& job, const std::string& mpirun);
 
 // What a Slurm job state (slurm_job_info_t::job_state: a base state and flags) means for

@@ -45,6 +45,14 @@ TEST(SlurmScript, CommentsRoundTripAndStatesMeanWhatDesignSays) {
   EXPECT_NE(s.find("'mpirun' -np 4 /bin/sh -c "), std::string::npos) << s;
   EXPECT_NE(s.find(" belay-rank '/opt/belay-worker' 'train' '--spec' '/a b/c.toml' &"), std::string::npos) << s;
   EXPECT_NE(s.find("trap 'kill -USR1 \"$child\" 2>/dev/null' USR1"), std::string::npos) << s;
+  // GPU ranks: srun, one task per GPU.
+  j.gpus_per_node = 2;
+  const std::string g = SlurmBatchScript(j, "mpirun");
+  EXPECT_EQ(g.find("mpirun"), std::string::npos) << g;
+  EXPECT_NE(g.find("srun --mpi=none --kill-on-bad-exit=1 --ntasks=4 --ntasks-per-node=2 /bin/sh -c "),
+            std::string::npos)
+      << g;
+  EXPECT_NE(g.find(" belay-rank '/opt/belay-worker' 'train' '--spec' '/a b/c.toml' &"), std::string::npos) << g;
 }
 
 TEST(SlurmScript, NodeStatesReadAsSinfoWritesThem) {
