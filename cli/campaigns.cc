@@ -399,8 +399,8 @@ int Nodes(const Common& c, bool json) {
   }
   if (resp.nodes().empty()) std::cout << "no nodes recorded (the local scheduler runs on this machine only)\n";
   if (!resp.nodes().empty()) {
-    std::cout << fmt::format("{:<20} {:>10} {:>8} {:>8}  {}\n", "NODE", "REPUTATION", "ATTEMPTS",
-                             "FAILURES", "STATE");
+    std::cout << fmt::format("{:<20} {:>10} {:>8} {:>8} {:>5}  {}\n", "NODE", "REPUTATION", "ATTEMPTS",
+                             "FAILURES", "SLOW", "STATE");
   }
   for (const v1::Node& n : resp.nodes()) {
     std::string state = n.excluded()
@@ -410,8 +410,8 @@ int Nodes(const Common& c, bool json) {
     if (n.has_last_failure_time()) {
       state += Cat("; last failure ", v1::ShortName(n.last_failure_reason()), " at ", Time(n.last_failure_time()));
     }
-    std::cout << fmt::format("{:<20} {:>10.2f} {:>8} {:>8}  {}\n", n.name(), n.reputation(), n.attempts_hosted(),
-                             n.failures_attributed(), state);
+    std::cout << fmt::format("{:<20} {:>10.2f} {:>8} {:>8} {:>5}  {}\n", n.name(), n.reputation(),
+                             n.attempts_hosted(), n.failures_attributed(), n.slow_attempts(), state);
   }
   return kExitOk;
 }

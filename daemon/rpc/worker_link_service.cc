@@ -32,6 +32,7 @@ grpc::Status WorkerLinkService::Register(grpc::ServerContext*, const v1::Registe
                         Cat("rank ", req->rank(), " of ", req->world_size(), " does not fit attempt ", a->attempt,
                             " of campaign ", a->campaign_id, " (", a->world_size, " ranks)"));
   }
+  supervisor_.OnRegister(a->campaign_id, a->attempt, req->rank(), req->hostname());
   resp->set_campaign_id(a->campaign_id);
   resp->set_attempt_number(a->attempt);
   if (!a->resume_dir.empty()) resp->mutable_resume_checkpoint()->set_dir(a->resume_dir);

@@ -17,6 +17,26 @@ double Penalty(const pb::Node& n) {
   return r >= 1.0 ? 0.0 : -std::log(r);
 }
 
+// Excludes the node once its penalty reaches exclude_at: for base_exclusion, doubling with
+// each unit of penalty above the threshold (a node that keeps failing stays out longer), at
+// most max_exclusion; an exclusion already running longer is kept.
+void ExcludeIfDue(pb::Node& n, double penalty, TimePoint now, const NodeHealthPolicy& policy, const std::string& why) {
+  if (penalty < policy.exclude_at) return;
+  const double doublings = std::round(penalty - policy.exclude_at);
+  auto length = std::chrono::duration_cast<std::chrono::seconds>(policy.base_exclusion *
+                                                                 std::exp2(std::min(doublings, 16.0)));
+  length = std::min(length, policy.max_exclusion);
+  const TimePoint until = now + length;
+  if (!n.excluded() || !n.has_excluded_until() || FromTimestamp(n.excluded_until()) < until) {
+    SetTime(n.mutable_excluded_until(), until);
+  }
+  n.set_excluded(true);
+  n.set_exclusion_reason(Cat(why, " (", n.failures_attributed(), " failure", n.failures_attributed() == 1 ? "" : "s",
+                             " attributed, ",
+                             n.slow_attempts() > 0 ? Cat(n.slow_attempts(), " with a slow rank, ") : "",
+                             "reputation ", std::round(n.reputation() * 100) / 100, ")"));
+}
+
 }  // namespace
 
 double FailureWeight(pb::EndReason reason) {
@@ -64,23 +84,36 @@ pb::Node AfterAttempt(const pb::Node& node, pb::EndReason failure, TimePoint now
   n.set_failures_attributed(n.failures_attributed() + 1);
   SetTime(n.mutable_last_failure_time(), now);
   n.set_last_failure_reason(failure);
-  if (penalty >= policy.exclude_at) {
-    // The exclusion doubles with each unit of penalty above the threshold: a node that keeps
-    // failing stays out longer, one that failed once comes back after base_exclusion.
-    const double doublings = std::round(penalty - policy.exclude_at);
-    auto length = std::chrono::duration_cast<std::chrono::seconds>(
-        policy.base_exclusion * std::exp2(std::min(doublings, 16.0)));
-    length = std::min(length, policy.max_exclusion);
-    const TimePoint until = now + length;
-    if (!n.excluded() || !n.has_excluded_until() || FromTimestamp(n.excluded_until()) < until) {
-      SetTime(n.mutable_excluded_until(), until);
-    }
-    n.set_excluded(true);
-    n.set_exclusion_reason(Cat(Name(failure), " (", n.failures_attributed(),
-                               " failure", n.failures_attributed() == 1 ? "" : "s",
-                               " attributed, reputation ", std::round(n.reputation() * 100) / 100, ")"));
-  }
+  ExcludeIfDue(n, penalty, now, policy, std::string(Name(failure)));
   return n;
+}
+
+
+pb::Node AfterSlowAttempt(const pb::Node& node, TimePoint now, const NodeHealthPolicy& policy) {
+  pb::Node n = Decayed(node, now, policy);
+  const double penalty = Penalty(n) + kSlowRankWeight;
+  n.set_reputation(std::exp(-penalty));
+  n.set_slow_attempts(n.slow_attempts() + 1);
+  ExcludeIfDue(n, penalty, now, policy, "slow ranks");
+  return n;
+}
+
+double Median(std::vector<double> values) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+std::vector<int> SlowRanks(const std::vector<double>& mean_s, const NodeHealthPolicy& policy) {
+  std::vector<int> slow;
+  if (mean_s.size() < 3) return slow;
+  const double median = Median(mean_s);
+  if (!(median > 0.0)) return slow;
+  for (size_t r = 0; r < mean_s.size(); ++r) {
+    if (mean_s[r] > policy.slow_factor * median) slow.push_back(static_cast<int>(r));
+  }
+  return slow;
 }
 
 bool ExcludedAt(const pb::Node& node, TimePoint now) {

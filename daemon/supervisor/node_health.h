@@ -25,11 +25,18 @@ struct NodeHealthPolicy {
   // First exclusion; each further failure while the penalty is high doubles it, up to max.
   std::chrono::seconds base_exclusion{std::chrono::hours(1)};
   std::chrono::seconds max_exclusion{std::chrono::hours(24)};
+  // A rank is persistently slow when its mean compute time per step over an attempt of at
+  // least slow_min_steps steps exceeds slow_factor × the median of the ranks' means.
+  double slow_factor = 1.5;
+  int64_t slow_min_steps = 20;
 };
 
+// Penalty of one attempt with a persistently slow rank on the node.
+inline constexpr double kSlowRankWeight = 0.25;
+
 // How much one failure of this kind, attributed to a node, adds to its penalty: 1 for a node
-// failure (Slurm NODE_FAIL, a node down), 0.5 for a rank that crashed or hung there, 0.25 for
-// a rank that was persistently slow there; 0 for reasons that say nothing about the node.
+// failure (Slurm NODE_FAIL, a node down), 0.5 for a rank that crashed or hung there; 0 for
+// reasons that say nothing about the node. (A persistently slow rank: AfterSlowAttempt.)
 double FailureWeight(pb::EndReason reason);
 
 // The record as of `now`: the penalty decayed since update_time (reputation recovers), an
@@ -41,6 +48,18 @@ pb::Node Decayed(const pb::Node& node, TimePoint now, const NodeHealthPolicy& po
 // when its penalty reaches exclude_at (exclusion_reason says why, excluded_until when it lapses).
 pb::Node AfterAttempt(const pb::Node& node, pb::EndReason failure, TimePoint now,
                       const NodeHealthPolicy& policy);
+
+// The record after an attempt in which a rank on the node was persistently slow: decays
+// first, adds kSlowRankWeight to the penalty (four such attempts in a row exclude a node).
+pb::Node AfterSlowAttempt(const pb::Node& node, TimePoint now, const NodeHealthPolicy& policy);
+
+// The median of `values` (the mean of the middle two for an even count); 0 when empty.
+double Median(std::vector<double> values);
+
+// The ranks whose mean compute time per step (`mean_s`, by rank) exceeds
+// policy.slow_factor × the median of all ranks' means; none with fewer than 3 ranks (no
+// majority to compare against) or a median of 0.
+std::vector<int> SlowRanks(const std::vector<double>& mean_s, const NodeHealthPolicy& policy);
 
 // Whether new submissions should avoid the node at `now`.
 bool ExcludedAt(const pb::Node& node, TimePoint now);

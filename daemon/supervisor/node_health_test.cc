@@ -195,5 +195,28 @@ TEST(PlanNodes, CountsOnlyTheCampaignsPartition) {
   EXPECT_EQ(p.nodes, 2);
 }
 
+TEST(NodeHealth, ASlowRankCostsAQuarterAndFourInARowExclude) {
+  const NodeHealthPolicy policy;
+  pb::Node n = AfterSlowAttempt(Fresh("s1"), kT0, policy);
+  EXPECT_EQ(n.slow_attempts(), 1);
+  EXPECT_EQ(n.failures_attributed(), 0);
+  EXPECT_NEAR(n.reputation(), std::exp(-kSlowRankWeight), 1e-12);
+  EXPECT_FALSE(ExcludedAt(n, kT0));
+  for (int i = 0; i < 3; ++i) n = AfterSlowAttempt(n, kT0, policy);
+  EXPECT_EQ(n.slow_attempts(), 4);
+  EXPECT_TRUE(ExcludedAt(n, kT0));
+  EXPECT_NE(n.exclusion_reason().find("slow ranks (0 failures attributed, 4 with a slow rank"), std::string::npos)
+      << n.exclusion_reason();
+}
+
+TEST(NodeHealth, SlowRanksAreThoseWellAboveTheMedian) {
+  const NodeHealthPolicy policy;  // 1.5 x the median
+  EXPECT_EQ(SlowRanks({0.10, 0.11, 0.25, 0.10}, policy), std::vector<int>{2});
+  EXPECT_EQ(SlowRanks({0.10, 0.14, 0.12}, policy), std::vector<int>{});
+  EXPECT_EQ(SlowRanks({0.10, 0.30}, policy), std::vector<int>{}) << "two ranks: no majority";
+  EXPECT_EQ(SlowRanks({0.0, 0.0, 0.1}, policy), std::vector<int>{}) << "median 0";
+  EXPECT_EQ(SlowRanks({0.2, 0.1, 0.1, 0.1, 0.9}, policy), (std::vector<int>{0, 4}));
+}
+
 }  // namespace
 }  // namespace belay::supervisor

@@ -681,6 +681,21 @@ absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c, 
   names.insert(cls.failed_nodes.begin(), cls.failed_nodes.end());
   const std::set<std::string> failed(cls.failed_nodes.begin(), cls.failed_nodes.end());
   const TimePoint now = clock_.Now();
+  // Persistently slow ranks, over the whole attempt, on the nodes they registered from.
+  std::map<std::string, std::vector<int>> slow;  // node -> its slow ranks
+  std::vector<double> means;
+  if (auto p = pace_.find({c.id(), a.number()});
+      p != pace_.end() && p->second.rank_time_steps >= options_.node_health.slow_min_steps) {
+    for (double sum : p->second.rank_time_sum) means.push_back(sum / static_cast<double>(p->second.rank_time_steps));
+    const std::map<int32_t, std::string>& where = rank_nodes_[{c.id(), a.number()}];
+    for (int r : SlowRanks(means, options_.node_health)) {
+      auto it = where.find(r);
+      if (it != where.end() && failed.count(it->second) == 0 && store::ValidateId("node name", it->second).ok()) {
+        slow[it->second].push_back(r);
+        names.insert(it->second);
+      }
+    }
+  }
   std::vector<std::string> newly_excluded;
   for (const std::string& name : names) {
     if (!store::ValidateId("node name", name).ok()) continue;  // never a key we cannot store
@@ -692,8 +707,24 @@ absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c, 
     } else {
       before.set_name(name);
     }
-    const pb::Node after = AfterAttempt(before, failed.count(name) > 0 ? cls.reason : pb::END_REASON_UNSPECIFIED,
-                                        now, options_.node_health);
+    pb::Node after = AfterAttempt(before, failed.count(name) > 0 ? cls.reason : pb::END_REASON_UNSPECIFIED,
+                                  now, options_.node_health);
+    if (auto s = slow.find(name); s != slow.end()) {
+      after = AfterSlowAttempt(after, now, options_.node_health);
+      std::string ranks;
+      for (int r : s->second) {
+        ranks += Cat(ranks.empty() ? "" : ", ", r, " (", std::round(means[static_cast<size_t>(r)] * 1000) / 1000, " s)");
+      }
+      if (absl::Status st = AddEvent(b, c, pb::EVENT_KIND_NODE_SLOW, pb::SEVERITY_WARNING,
+                                     Cat("node ", name, ": rank", s->second.size() == 1 ? " " : "s ", ranks,
+                                         " computed persistently slower than the ranks' median of ",
+                                         std::round(Median(means) * 1000) / 1000, " s per step in attempt ",
+                                         a.number(), "; reputation ", std::round(after.reputation() * 100) / 100),
+                                     a.number(), {name});
+          !st.ok()) {
+        return st;
+      }
+    }
     if (ExcludedAt(after, now) && !ExcludedAt(before, now)) newly_excluded.push_back(name);
     store::Put(b, after);
   }
@@ -832,6 +863,7 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   store::Put(b, c);
   tokens_.erase(a.worker_token());
   pace_.erase({c.id(), a.number()});
+  rank_nodes_.erase({c.id(), a.number()});
   cancel_signalled_.erase(c.id());
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   if (!give_up.empty()) {
@@ -877,6 +909,11 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
     p.last_report = now;
     ++p.steps;
     constexpr size_t kPaceWindow = 64;
+    if (m.rank_compute_time_s_size() == a.world_size() && a.world_size() > 0) {
+      p.rank_time_sum.resize(static_cast<size_t>(a.world_size()), 0.0);
+      for (int r = 0; r < a.world_size(); ++r) p.rank_time_sum[static_cast<size_t>(r)] += m.rank_compute_time_s(r);
+      ++p.rank_time_steps;
+    }
     if (p.recent.size() < kPaceWindow) {
       p.recent.push_back(m.step_time_s());
     } else {
@@ -1227,6 +1264,12 @@ absl::Status Supervisor::OnFinish(const std::string& id, int32_t attempt, pb::Ra
   WriteBatch b;
   store::Put(b, at);
   return store_.Write(b, Durability::kSynced);
+}
+
+void Supervisor::OnRegister(const std::string& campaign_id, int32_t attempt, int32_t rank, const std::string& node) {
+  absl::MutexLock lock(&mu_);
+  if (node.empty() || node.size() > 256) return;
+  rank_nodes_[{campaign_id, attempt}][rank] = node;
 }
 
 bool Supervisor::IsWaitingSuccessorToken(const std::string& token) const {

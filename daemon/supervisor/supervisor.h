@@ -103,6 +103,9 @@ class Supervisor {
   // A rank's heartbeat: kept in memory (not in the store) for the hang report.
   void OnHeartbeat(const std::string& campaign_id, int32_t attempt, int32_t rank, int64_t step,
                    pb::WorkerPhase phase);
+  // A rank registered from `node` (Slurm's name for it, else its host name): the node its
+  // step times are attributed to (in memory).
+  void OnRegister(const std::string& campaign_id, int32_t attempt, int32_t rank, const std::string& node);
   // A rank says how it leaves.
   absl::Status OnFinish(const std::string& campaign_id, int32_t attempt, pb::RankExit exit);
 
@@ -214,8 +217,13 @@ class Supervisor {
     size_t next = 0;
     TimePoint last_report;
     double longest_gap_s = 0;
+    // Sum of each rank's compute time over the steps that reported every rank's.
+    std::vector<double> rank_time_sum;
+    int64_t rank_time_steps = 0;
   };
   std::map<std::pair<std::string, int32_t>, Pace> pace_ ABSL_GUARDED_BY(mu_);
+  // Per (campaign, attempt): each registered rank's node.
+  std::map<std::pair<std::string, int32_t>, std::map<int32_t, std::string>> rank_nodes_ ABSL_GUARDED_BY(mu_);
   std::chrono::seconds HangTimeout(const Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   mutable absl::Mutex beats_mu_;
   std::map<std::pair<std::string, int32_t>, std::map<int32_t, Beat>> beats_ ABSL_GUARDED_BY(beats_mu_);

@@ -88,6 +88,30 @@ class SupervisorTest : public ::testing::Test {
     absl::Status s = sup_->Tick();
     ASSERT_TRUE(s.ok()) << s;
   }
+  // A Slurm campaign of 4 one-rank nodes n0..n3 whose ranks registered, reporting `steps`
+  // steps in which rank 2 computes `slow_s` per step and the others about 0.1 s; then its job
+  // ends at the time limit. Returns the campaign id ("" on failure).
+  std::string RunWithASlowRank(int64_t steps, double slow_s) {
+    spec_.resources.scheduler = SchedulerKind::kSlurm;
+    spec_.resources.nodes = 4;
+    spec_.resources.ranks_per_node = 1;
+    spec_.train.global_batch = 8;
+    const std::string id = SubmitAndStart();
+    if (Attempt(id, 1).world_size() != 4) return "";
+    sched_.SetNodes(JobOf(id, 1), {"n0", "n1", "n2", "n3"});
+    Tick();
+    for (int r = 0; r < 4; ++r) sup_->OnRegister(id, 1, r, Cat("n", r));
+    for (int64_t step = 1; step <= steps; ++step) {
+      pb::StepMetrics m;
+      m.set_step(step);
+      m.set_loss(3.0);
+      for (int r = 0; r < 4; ++r) m.add_rank_compute_time_s(r == 2 ? slow_s : 0.1 + 0.001 * r);
+      if (!sup_->OnStep(id, 1, m).ok()) return "";
+    }
+    sched_.End(JobOf(id, 1), {}, 0, pb::END_REASON_TIME_LIMIT, "TIMEOUT");
+    Tick();
+    return id;
+  }
   pb::Campaign Campaign(const std::string& id) { return store::GetCampaign(store_, id).value().value(); }
   pb::Attempt Attempt(const std::string& id, int n) { return store::GetAttempt(store_, id, n).value().value(); }
   std::string JobOf(const std::string& id, int n) { return Attempt(id, n).scheduler_job_id(); }
@@ -785,6 +809,28 @@ TEST_F(SupervisorTest, APresubmittedJobIsCancelledWhenTheNextAttemptMustDiffer) 
   Tick();
   EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_COMPLETED);
   EXPECT_EQ(sched_.signals().back(), (std::pair{second, SIGKILL}));
+}
+
+TEST_F(SupervisorTest, APersistentlySlowRankLowersItsNodesReputation) {
+  const std::string id = RunWithASlowRank(30, 0.2);
+  ASSERT_FALSE(id.empty());
+  std::vector<pb::Node> nodes = store::ListNodes(store_).value();
+  ASSERT_EQ(nodes.size(), 4u);
+  for (const pb::Node& n : nodes) {
+    EXPECT_EQ(n.slow_attempts(), n.name() == "n2" ? 1 : 0) << n.name();
+    EXPECT_EQ(n.failures_attributed(), 0) << n.name();
+    EXPECT_FALSE(n.excluded()) << n.name();
+  }
+  EXPECT_NEAR(nodes[2].reputation(), std::exp(-kSlowRankWeight), 1e-9);
+  EXPECT_TRUE(HasEvent(id, "node n2: rank 2 (0.2 s) computed persistently slower than the ranks' median of 0.102 s "
+                           "per step in attempt 1"));
+}
+
+TEST_F(SupervisorTest, AFewSlowStepsAreNoEvidence) {
+  ASSERT_FALSE(RunWithASlowRank(10, 0.5).empty());  // fewer steps than slow_min_steps
+  const std::vector<pb::Node> nodes = store::ListNodes(store_).value();
+  EXPECT_EQ(nodes.size(), 4u);
+  for (const pb::Node& n : nodes) EXPECT_EQ(n.slow_attempts(), 0) << n.name();
 }
 
 TEST_F(SupervisorTest, LocalCampaignsKeepNoNodeRecords) {

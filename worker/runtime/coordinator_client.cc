@@ -46,9 +46,12 @@ absl::Status CoordinatorClient::Register(std::chrono::milliseconds patience) {
   req.set_attempt_token(options_.token);
   req.set_rank(options_.rank);
   req.set_world_size(options_.world_size);
+  // The node as the scheduler names it (Slurm's name can differ from the host name, e.g. for
+  // virtual nodes), else the host name.
+  const char* slurm_node = std::getenv("SLURMD_NODENAME");
   char host[256] = {};
   gethostname(host, sizeof host - 1);
-  req.set_hostname(host);
+  req.set_hostname(slurm_node != nullptr && *slurm_node != '\0' ? slurm_node : host);
   req.set_pid(static_cast<int32_t>(getpid()));
   const auto deadline = std::chrono::steady_clock::now() + patience;
   absl::Status result;
