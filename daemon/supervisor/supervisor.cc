@@ -415,9 +415,25 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
   return absl::OkStatus();
 }
 
-absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b) {
+std::optional<std::string> Supervisor::VerifyShardsOf(const pb::Checkpoint& ck) {
+  if (!options_.verify_in_background) return checkpoints::VerifyShards(ck);
+  const auto key = std::make_pair(ck.campaign_id(), ck.step());
+  auto it = verifying_.find(key);
+  if (it == verifying_.end()) {
+    // A copy of the record: the thread reads only files.
+    it = verifying_.emplace(key, std::async(std::launch::async, [ck] { return checkpoints::VerifyShards(ck); }).share())
+             .first;
+  }
+  if (it->second.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return std::nullopt;
+  std::string problem = it->second.get();
+  verifying_.erase(it);
+  return problem;
+}
+
+absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b, bool* pending) {
   pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
+  *pending = false;
   absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, c.id());
   if (!all.ok()) return all.status();
   const int64_t wanted = a.start_checkpoint_step();
@@ -426,7 +442,15 @@ absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b) {
     if (ck.step() > wanted || ck.state() != pb::CHECKPOINT_STATE_COMMITTED) continue;
     // Without shard records (nothing to check) a checkpoint is taken as reported.
     const bool gone = ck.shards_size() > 0 && !ck.dir().empty() && !fs::exists(ck.dir());
-    std::string problem = gone ? "" : checkpoints::VerifyShards(ck);
+    std::string problem;
+    if (!gone) {
+      std::optional<std::string> verified = VerifyShardsOf(ck);
+      if (!verified) {
+        *pending = true;
+        return absl::OkStatus();
+      }
+      problem = std::move(*verified);
+    }
     if (!gone && problem.empty() && ck.shards_size() > 0 &&
         !fs::exists(fs::path(ck.dir()) / ckpt::kManifestFileName)) {
       // Committed, but belayd stopped before it wrote the manifest (or the write failed):
@@ -595,7 +619,9 @@ absl::Status Supervisor::TakeOverPresubmitted(Loaded& l) {
   pb::Attempt& a = *l.attempt;
   WriteBatch b;
   if (a.has_start_checkpoint_step()) {
-    if (absl::Status s = PickResumeCheckpoint(l, b); !s.ok()) return s;
+    bool pending = false;
+    if (absl::Status s = PickResumeCheckpoint(l, b, &pending); !s.ok()) return s;
+    if (pending) return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);  // ranks wait
   }
   if (absl::Status s = AbandonPendingSaves(l, b); !s.ok()) return s;
   a.set_state(pb::ATTEMPT_STATE_STARTING);
@@ -626,11 +652,14 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
   if (a.worker_token().empty()) {
     // The token and the verified checkpoint first (synced): a retried Submit after a crash
     // must hand out the same ones.
-    a.set_worker_token(RandomToken());
     WriteBatch b;
     if (a.has_start_checkpoint_step()) {
-      if (absl::Status s = PickResumeCheckpoint(l, b); !s.ok()) return s;
+      bool pending = false;
+      if (absl::Status s = PickResumeCheckpoint(l, b, &pending); !s.ok()) return s;
+      // Still hashing: what was found so far (corrupt checkpoints) is kept; next round.
+      if (pending) return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);
     }
+    a.set_worker_token(RandomToken());
     if (absl::Status s = AbandonPendingSaves(l, b); !s.ok()) return s;
     if (c.scheduler() == pb::SCHEDULER_KIND_SLURM) {
       if (absl::Status s = PlanAttemptNodes(l, b); !s.ok()) return s;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <set>
 #include <optional>
@@ -52,6 +53,10 @@ struct SupervisorOptions {
   // While Slurm campaigns are active, the cluster's node states are copied into the node
   // records this often (one slurmctld call each time).
   std::chrono::seconds node_state_interval{60};
+  // Re-hash a checkpoint's shards before a resume on a thread of its own, so that hashing a
+  // large checkpoint holds up no other campaign and no worker call (the attempt waits for the
+  // result over the next rounds); false: in the supervision round itself.
+  bool verify_in_background = true;
 };
 
 class Supervisor {
@@ -157,7 +162,13 @@ class Supervisor {
   // whose recorded shards verify (size and xxh3). Checkpoints that fail are marked CORRUPT,
   // those whose directory is gone DELETED, each with an event; without any usable one the
   // attempt starts from step 0.
-  absl::Status PickResumeCheckpoint(Loaded& l, store::WriteBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets `*pending` (and picks nothing yet) while a candidate's shards are still being hashed
+  // in the background; the caller writes `batch` and asks again next round.
+  absl::Status PickResumeCheckpoint(Loaded& l, store::WriteBatch& batch, bool* pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // checkpoints::VerifyShards of `ck`: its result, or nullopt while a background hash of it
+  // runs (started by the first call).
+  std::optional<std::string> VerifyShardsOf(const pb::Checkpoint& ck) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status EndAttempt(Loaded& l, const sched::JobStatus& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Checkpoint housekeeping. Before a new attempt: PENDING saves of earlier attempts become
   // DELETED (in `batch`), and after that is written, step directories with no COMMITTED or
@@ -197,6 +208,8 @@ class Supervisor {
   std::map<std::string, CampaignSpec> specs_ ABSL_GUARDED_BY(mu_);  // effective specs, by campaign
   std::map<std::string, AttemptRef> tokens_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> successor_tokens_ ABSL_GUARDED_BY(mu_);  // presubmitted, not taken over
+  // Background shard hashes by (campaign, step) (verify_in_background).
+  std::map<std::pair<std::string, int64_t>, std::shared_future<std::string>> verifying_ ABSL_GUARDED_BY(mu_);
   // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends
   // it again).
   std::map<std::string, TimePoint> cancel_signalled_ ABSL_GUARDED_BY(mu_);

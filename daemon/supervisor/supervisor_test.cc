@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "common/checksum.h"
 #include "common/ckpt/layout.h"
@@ -53,6 +54,15 @@ hang_timeout = "5m"
 backoff = { initial = "30s", max = "10m", jitter = 0.0 }
 )";
 
+std::string EnvOf(const sched::JobSpec& job, const std::string& key) {
+  for (const auto& [k, v] : job.env) {
+    if (k == key) return v;
+  }
+  return "";
+}
+
+bool Has(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
 class SupervisorTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -75,6 +85,7 @@ class SupervisorTest : public ::testing::Test {
     o.worker_program = "/usr/bin/belay-worker";
     o.coordinator_address = "127.0.0.1:7000";
     o.good_after_steps = 5;
+    o.verify_in_background = background_verify_;
     sup_ = std::make_unique<Supervisor>(store_, sched_, clock_, o);
   }
 
@@ -88,6 +99,9 @@ class SupervisorTest : public ::testing::Test {
     absl::Status s = sup_->Tick();
     ASSERT_TRUE(s.ok()) << s;
   }
+  // Most tests hash checkpoints inside the round, so that one Tick decides; one test runs
+  // the background hashing belayd uses.
+  bool background_verify_ = false;
   // A Slurm campaign of 4 one-rank nodes n0..n3 whose ranks registered, reporting `steps`
   // steps in which rank 2 computes `slow_s` per step and the others about 0.1 s; then its job
   // ends at the time limit. Returns the campaign id ("" on failure).
@@ -295,6 +309,33 @@ TEST_F(SupervisorTest, ACorruptCheckpointIsSkippedForThePreviousOne) {
   EXPECT_FALSE(Attempt(id, 3).has_start_checkpoint_step());
   EXPECT_EQ(store::GetCheckpoint(store_, id, 20).value()->state(), pb::CHECKPOINT_STATE_DELETED);
   EXPECT_TRUE(HasEvent(id, "starts from step 0"));
+}
+
+TEST_F(SupervisorTest, ResumeCheckpointsAreHashedInTheBackgroundWhileRoundsGoOn) {
+  background_verify_ = true;
+  MakeSupervisor();
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 45);
+  Save(id, 1, 20);
+  Save(id, 1, 40);
+  std::ofstream(StepDir(id, 40) / "rank_00000.bin", std::ios::in | std::ios::out) << "X";
+  sched_.End(JobOf(id, 1), Crash(1, SIGKILL));
+  Tick();
+  clock_.Advance(1min);
+  // Each round looks at the hashes and goes on; the attempt is submitted once they are done.
+  int rounds = 0;
+  while (sched_.submitted().size() < 2 && rounds < 500) {
+    Tick();
+    ++rounds;
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(sched_.submitted().size(), 2u) << "after " << rounds << " rounds";
+  EXPECT_GE(rounds, 2) << "hashing two checkpoints took the background at least two looks";
+  EXPECT_EQ(Attempt(id, 2).start_checkpoint_step(), 20);
+  EXPECT_EQ(store::GetCheckpoint(store_, id, 40).value()->state(), pb::CHECKPOINT_STATE_CORRUPT);
+  EXPECT_TRUE(HasEvent(id, "resumes from checkpoint step 20 instead of 40"));
+  EXPECT_FALSE(EnvOf(sched_.submitted()[1], "BELAY_TOKEN").empty());
 }
 
 TEST_F(SupervisorTest, TheSameCrashWithoutNewCheckpointsStopsTheCampaign) {
@@ -715,14 +756,6 @@ TEST_F(SupervisorTest, AnExcludedNodeIsReadmittedRatherThanStayingBelowMinNodes)
                            "of the default partition are usable"));
 }
 
-std::string EnvOf(const sched::JobSpec& job, const std::string& key) {
-  for (const auto& [k, v] : job.env) {
-    if (k == key) return v;
-  }
-  return "";
-}
-
-bool Has(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
 
 TEST_F(SupervisorTest, APresubmittedJobIsTakenOverAfterATimeLimit) {
   spec_.resources.scheduler = SchedulerKind::kSlurm;
