@@ -614,16 +614,21 @@ absl::Status Supervisor::Presubmit(Loaded& l) {
   return store_.Write(b, Durability::kSynced);
 }
 
+absl::Status Supervisor::PrepareResume(Loaded& l, WriteBatch& b, bool* pending) {
+  *pending = false;
+  if (l.attempt->has_start_checkpoint_step()) {
+    if (absl::Status s = PickResumeCheckpoint(l, b, pending); !s.ok() || *pending) return s;
+  }
+  return AbandonPendingSaves(l, b);
+}
+
 absl::Status Supervisor::TakeOverPresubmitted(Loaded& l) {
   pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
   WriteBatch b;
-  if (a.has_start_checkpoint_step()) {
-    bool pending = false;
-    if (absl::Status s = PickResumeCheckpoint(l, b, &pending); !s.ok()) return s;
-    if (pending) return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);  // ranks wait
-  }
-  if (absl::Status s = AbandonPendingSaves(l, b); !s.ok()) return s;
+  bool pending = false;
+  if (absl::Status s = PrepareResume(l, b, &pending); !s.ok()) return s;
+  if (pending) return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);  // ranks wait
   a.set_state(pb::ATTEMPT_STATE_STARTING);
   SetTime(a.mutable_start_time(), clock_.Now());
   store::Put(b, a);
@@ -653,14 +658,11 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
     // The token and the verified checkpoint first (synced): a retried Submit after a crash
     // must hand out the same ones.
     WriteBatch b;
-    if (a.has_start_checkpoint_step()) {
-      bool pending = false;
-      if (absl::Status s = PickResumeCheckpoint(l, b, &pending); !s.ok()) return s;
-      // Still hashing: what was found so far (corrupt checkpoints) is kept; next round.
-      if (pending) return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);
-    }
+    bool pending = false;
+    if (absl::Status s = PrepareResume(l, b, &pending); !s.ok()) return s;
+    // Still hashing: what was found so far (corrupt checkpoints) is kept; next round.
+    if (pending) return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);
     a.set_worker_token(RandomToken());
-    if (absl::Status s = AbandonPendingSaves(l, b); !s.ok()) return s;
     if (c.scheduler() == pb::SCHEDULER_KIND_SLURM) {
       if (absl::Status s = PlanAttemptNodes(l, b); !s.ok()) return s;
     }
@@ -716,10 +718,12 @@ absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c, 
   if (auto p = pace_.find({c.id(), a.number()});
       p != pace_.end() && p->second.rank_time_steps >= options_.node_health.slow_min_steps) {
     for (double sum : p->second.rank_time_sum) means.push_back(sum / static_cast<double>(p->second.rank_time_steps));
-    const std::map<int32_t, std::string>& where = rank_nodes_[{c.id(), a.number()}];
+    const auto where = rank_nodes_.find({c.id(), a.number()});
     for (int r : SlowRanks(means, options_.node_health)) {
-      auto it = where.find(r);
-      if (it != where.end() && failed.count(it->second) == 0 && store::ValidateId("node name", it->second).ok()) {
+      if (where == rank_nodes_.end()) break;  // no rank registered: nowhere to attribute
+      auto it = where->second.find(r);
+      if (it != where->second.end() && failed.count(it->second) == 0 &&
+          store::ValidateId("node name", it->second).ok()) {
         slow[it->second].push_back(r);
         names.insert(it->second);
       }

@@ -166,6 +166,9 @@ class Supervisor {
   // in the background; the caller writes `batch` and asks again next round.
   absl::Status PickResumeCheckpoint(Loaded& l, store::WriteBatch& batch, bool* pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Before an attempt's first start: its resume checkpoint picked (PickResumeCheckpoint,
+  // `*pending` while still hashing) and then earlier attempts' unfinished saves abandoned.
+  absl::Status PrepareResume(Loaded& l, store::WriteBatch& batch, bool* pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // checkpoints::VerifyShards of `ck`: its result, or nullopt while a background hash of it
   // runs (started by the first call).
   std::optional<std::string> VerifyShardsOf(const pb::Checkpoint& ck) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
