@@ -138,4 +138,16 @@ absl::StatusOr<RankInfo> RankInfoFromEnvironment(const Environment& env) {
   return chosen.value_or(RankInfo{});
 }
 
+absl::StatusOr<int> ChooseCudaDevice(const RankInfo& rank, int visible_devices) {
+  if (visible_devices <= 0) {
+    return absl::FailedPreconditionError(Cat("rank ", rank.rank, " sees no CUDA device"));
+  }
+  if (visible_devices == 1) return 0;
+  if (rank.local_rank < visible_devices) return rank.local_rank;
+  return absl::InvalidArgumentError(
+      Cat("rank ", rank.rank, " is local rank ", rank.local_rank, " of its node, which has only ",
+          visible_devices, " visible CUDA devices: start at most one rank per GPU (ranks_per_node <= "
+          "gpus_per_node)"));
+}
+
 }  // namespace belay::runtime

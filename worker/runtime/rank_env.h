@@ -50,4 +50,11 @@ Environment MapEnvironment(std::map<std::string, std::string, std::less<>> varia
 // Slurm source is ignored and mpirun's numbers count.
 absl::StatusOr<RankInfo> RankInfoFromEnvironment(const Environment& env);
 
+// The CUDA device of a rank that sees `visible_devices` of them: with one visible device that
+// one (Slurm's GPU binding, or CUDA_VISIBLE_DEVICES, gave each task its own), else the device
+// numbered by the local rank — never the global rank modulo the count, which puts two ranks
+// on one GPU whenever nodes differ in rank count. InvalidArgument when the local rank has no
+// device of its own (more ranks on the node than GPUs); FailedPrecondition without devices.
+absl::StatusOr<int> ChooseCudaDevice(const RankInfo& rank, int visible_devices);
+
 }  // namespace belay::runtime
