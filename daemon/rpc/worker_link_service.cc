@@ -54,7 +54,9 @@ grpc::Status WorkerLinkService::Rendezvous(grpc::ServerContext* ctx, const v1::R
   }
   const auto key = std::make_tuple(a->campaign_id, a->attempt, req->barrier(), req->generation());
   absl::Time deadline = absl::Now() + max_rendezvous_wait_;
-  if (ctx != nullptr) deadline = std::min(deadline, absl::FromChrono(ctx->deadline()));
+  // Answer a little before the caller's deadline, so that it hears who is missing instead of
+  // its own timeout.
+  if (ctx != nullptr) deadline = std::min(deadline, absl::FromChrono(ctx->deadline()) - absl::Milliseconds(250));
   absl::MutexLock lock(&mu_);
   Barrier& b = barriers_[key];
   if (req->rank() == 0) {

@@ -7,6 +7,8 @@
 #include <thread>
 
 #include "daemon/scheduler/fake_scheduler.h"
+#include "grpcpp/grpcpp.h"
+#include "worker/runtime/coordinator_client.h"
 #include "daemon/store/memory_store.h"
 #include "gtest/gtest.h"
 
@@ -97,6 +99,50 @@ TEST_F(WorkerLinkTest, RendezvousHandsRankZerosBlobToEveryRankOnceAllArrived) {
   EXPECT_EQ(again.blob(), "nccl-unique-id");
   // Rank 0 may not change the blob of a barrier.
   EXPECT_EQ(Meet(link, 0, "another-id", 1, &again).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+}
+
+// The worker's side (CoordinatorClient::Rendezvous) over a real gRPC server on a Unix socket:
+// the ranks arrive at different times, rank 1 before belayd listens at all.
+TEST_F(WorkerLinkTest, WorkerClientsMeetThroughARealServerAndGetRankZerosBlob) {
+  WorkerLinkService link(*sup_, absl::Seconds(30));
+  const std::string address = "unix:" + (dir_ / "link.sock").string();
+  fs::create_directories(dir_);
+  auto client = [&](int rank) {
+    runtime::CoordinatorClientOptions o;
+    o.address = address;
+    o.token = token_;
+    o.rank = rank;
+    o.world_size = 3;
+    return std::make_unique<runtime::CoordinatorClient>(o);
+  };
+  absl::StatusOr<std::string> got[3];
+  std::thread early([&] { got[1] = client(1)->Rendezvous("nccl", 1, "not rank 0's", std::chrono::seconds(20)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials());
+  builder.RegisterService(&link);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  std::thread late([&] { got[2] = client(2)->Rendezvous("nccl", 1, "", std::chrono::seconds(20)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  got[0] = client(0)->Rendezvous("nccl", 1, std::string("id\0with\0nul", 12), std::chrono::seconds(20));
+  early.join();
+  late.join();
+  for (int r = 0; r < 3; ++r) {
+    ASSERT_TRUE(got[r].ok()) << r << ": " << got[r].status();
+    EXPECT_EQ(*got[r], std::string("id\0with\0nul", 12)) << r;
+  }
+  // A barrier nobody else comes to: the patience runs out, naming who is missing.
+  absl::StatusOr<std::string> alone = client(0)->Rendezvous("nccl", 2, "x", std::chrono::milliseconds(1500));
+  EXPECT_EQ(alone.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_NE(alone.status().message().find("missing 1, 2"), std::string_view::npos) << alone.status();
+  // A forged token is refused at once.
+  runtime::CoordinatorClientOptions forged;
+  forged.address = address;
+  forged.token = "forged";
+  EXPECT_EQ(runtime::CoordinatorClient(forged).Rendezvous("nccl", 1, "", std::chrono::seconds(20)).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  server->Shutdown();
 }
 
 TEST_F(WorkerLinkTest, RendezvousTimesOutNamingTheMissingRanks) {

@@ -3,8 +3,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 
+#include "common/strings.h"
 #include "grpcpp/grpcpp.h"
 #include "spdlog/spdlog.h"
 
@@ -79,6 +81,42 @@ absl::Status CoordinatorClient::Register(std::chrono::milliseconds patience) {
   }
   thread_ = std::thread([this] { Loop(); });
   return result;
+}
+
+absl::StatusOr<std::string> CoordinatorClient::Rendezvous(const std::string& name, int64_t generation,
+                                                          const std::string& blob,
+                                                          std::chrono::milliseconds patience) {
+  pb::RendezvousRequest req;
+  req.set_attempt_token(options_.token);
+  req.set_rank(options_.rank);
+  req.set_barrier(name);
+  req.set_generation(generation);
+  if (options_.rank == 0) req.set_blob(blob);
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  auto wait = std::chrono::milliseconds(200);
+  for (;;) {
+    // belayd holds the call until every rank has arrived (up to its own limit): give each call
+    // the rest of the patience, at most a minute.
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::clamp(left, std::chrono::milliseconds(100), std::chrono::milliseconds(60000)));
+    pb::RendezvousResponse resp;
+    grpc::Status s = stub_->Rendezvous(&ctx, req, &resp);
+    if (s.ok()) return std::move(*resp.mutable_blob());
+    absl::Status failed(static_cast<absl::StatusCode>(s.error_code()),
+                        Cat("rendezvous \"", name, "\" with belayd at ", options_.address, ": ", s.error_message()));
+    const bool retry = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                       s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+    // Another call must have time to be answered (belayd answers 250 ms before its deadline).
+    if (!retry || std::chrono::steady_clock::now() + std::max(wait, std::chrono::milliseconds(1000)) >= deadline) {
+      return failed;
+    }
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      std::this_thread::sleep_for(wait);
+      wait = std::min(wait * 2, std::chrono::milliseconds(5000));
+    }
+  }
 }
 
 void CoordinatorClient::ReportStep(pb::StepMetrics m) {

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "belay/v1/worker.grpc.pb.h"
 
 namespace belay::runtime {
@@ -46,6 +47,14 @@ class CoordinatorClient {
   absl::Status Register(std::chrono::milliseconds patience);
   // What belayd answered to the last successful Register (empty before).
   const pb::RegisterResponse& registration() const { return registration_; }
+
+  // Meets the attempt's other ranks at belayd's barrier `name`, generation `generation` (>= 1),
+  // and returns the blob rank 0 brought (what rank 0 passes as `blob`; the others' is
+  // ignored), e.g. the NCCL id. Asks again while belayd is unreachable or the others have not
+  // all arrived, up to `patience`; DeadlineExceeded then, naming the missing ranks.
+  // Callable before or after Register, from the training thread.
+  absl::StatusOr<std::string> Rendezvous(const std::string& name, int64_t generation, const std::string& blob,
+                                         std::chrono::milliseconds patience);
 
   void ReportStep(pb::StepMetrics m);
   void ReportEval(pb::EvalMetrics m);
