@@ -23,6 +23,10 @@ struct CudaDevice {
 // message carries the runtime's reason); otherwise every device, at least one.
 absl::StatusOr<std::vector<CudaDevice>> ListCudaDevices();
 
+// Makes device `index` this thread's (and, set before any other CUDA call, the process's)
+// current device. Unavailable without the CUDA path.
+absl::Status UseCudaDevice(int index);
+
 // The CUDA runtime version this binary was built against as "13.0", or "none".
 std::string CudaRuntimeVersion();
 

@@ -35,13 +35,16 @@ if [ -n "$prebuilt" ]; then
   [ -n "$lt" ] || { echo "gpu-check: no libcublasLt.so.13 on this machine" >&2; exit 1; }
   export LD_LIBRARY_PATH="$root/lib:$(dirname "$lt")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   bin() { echo "$root/bin/$1"; }
+  bindir=$root/bin
 else
   build=${BELAY_GPU_BUILD_DIR:-build-gpu}
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBELAY_WITH_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES=90 >"$logs/configure.log" 2>&1 || { cat "$logs/configure.log"; exit 1; }
   cmake --build "$build" -j "$(nproc)" --target device_test cuda_kernels_test cuda_gpt2_test \
-    gpu_train_bench >"$logs/build.log" 2>&1 || { tail -50 "$logs/build.log"; exit 1; }
+    comm_nccl_communicator_test gpu_train_bench belay belay-worker >"$logs/build.log" 2>&1 ||
+    { tail -50 "$logs/build.log"; exit 1; }
   bin() { find "$build" -type f -name "$1" -perm -u+x | head -1; }
+  bindir=$build/bin
 fi
 
 # Tests: run each binary directly (a bundle has no ctest tree); any failure or skip fails.
@@ -57,6 +60,19 @@ for t in device_test cuda_kernels_test cuda_gpt2_test; do
   grep -E '^\[  FAILED  \]|^\[  SKIPPED \]|relative error|loss cpu|Failure|error' "$logs/$t.log" | head -60
   test_rows+=("$t|$passed|$failed|$skipped")
   if [ $rc -ne 0 ] || [ "$failed" -ne 0 ] || [ "$skipped" -ne 0 ]; then status=1; fi
+done
+
+# System tests: NCCL (one rank; every GPU when there are several) and belay-worker training
+# on the GPU (determinism, resume, against the CPU path). Exit 77 is a skip, which fails here.
+for t in nccl_communicator:tests/comm/nccl_communicator_test.sh:comm_nccl_communicator_test \
+         train_gpu:tests/worker/gpu_train_test.sh:; do
+  IFS=: read -r name script arg <<<"$t"
+  if [ -n "$arg" ]; then target=$(bin "$arg"); else target=$bindir; fi
+  "$script" "$target" >"$logs/${name}_test.log" 2>&1
+  rc=$?
+  echo "--- $name: rc $rc"
+  tail -8 "$logs/${name}_test.log"
+  if [ $rc -eq 0 ]; then test_rows+=("$name|1|0|0"); else test_rows+=("$name|0|1|0"); status=1; fi
 done
 
 # Benchmarks: belay picks the largest micro-batch that fits; PyTorch runs the same B.

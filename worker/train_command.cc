@@ -14,7 +14,9 @@
 #include "common/checksum.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
+#include "kernels/device.h"
 #include "worker/comm/mpi_communicator.h"
+#include "worker/comm/nccl.h"
 #include "worker/comm/single_communicator.h"
 #include "common/ckpt/layout.h"
 #include "worker/runtime/coordinator_client.h"
@@ -86,6 +88,7 @@ absl::Status PrintMemory(const train::Trainer& trainer, comm::Communicator& comm
   nlohmann::json j = {{"event", "memory"},
                       {"world_size", comm.world_size()},
                       {"zero_stage", trainer.spec().train.zero_stage},
+                      {"device", trainer.device() == train::Device::kCuda ? "cuda" : "cpu"},
                       {"shard_elements", trainer.plan().shard_size()},
                       {"param_elements", trainer.params().size()}};
   const char* keys[] = {"param_bytes", "gradient_bytes", "optimizer_bytes"};
@@ -99,46 +102,102 @@ absl::Status PrintMemory(const train::Trainer& trainer, comm::Communicator& comm
 }
 
 // This process's place in the job, and the communicator that connects it to the others:
-// MPI when the launcher started more than one rank.
+// MPI between CPU ranks, NCCL between GPU ranks, none for a single rank.
 struct World {
   std::shared_ptr<comm::MpiSession> session;
   std::unique_ptr<comm::Communicator> comm;
 };
 
-absl::StatusOr<World> JoinWorld() {
-  absl::StatusOr<runtime::RankInfo> info = runtime::RankInfoFromEnvironment(runtime::ProcessEnvironment());
-  if (!info.ok()) return info.status();
-  World w;
-  if (info->world_size == 1) {
-    w.comm = std::make_unique<comm::SingleCommunicator>();
-    return w;
-  }
+absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> JoinMpi(const runtime::RankInfo& info, World& w) {
   absl::StatusOr<std::shared_ptr<comm::MpiSession>> session = comm::MpiSession::Start();
   if (!session.ok()) return session.status();
   w.session = *session;
   absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> mpi = comm::MpiCommunicator::Create(w.session);
   if (!mpi.ok()) return mpi.status();
-  if ((*mpi)->rank() != info->rank || (*mpi)->world_size() != info->world_size) {
+  if ((*mpi)->rank() != info.rank || (*mpi)->world_size() != info.world_size) {
     return absl::FailedPreconditionError(
         Cat("MPI says rank ", (*mpi)->rank(), " of ", (*mpi)->world_size(), ", the launcher's ",
-            runtime::RankSourceName(info->source), " variables say rank ", info->rank, " of ",
-            info->world_size));
+            runtime::RankSourceName(info.source), " variables say rank ", info.rank, " of ",
+            info.world_size));
   }
-  w.comm = std::move(*mpi);
+  return mpi;
+}
+
+// The device from --device: "auto" trains on GPUs when the campaign asks for them.
+absl::StatusOr<train::Device> DeviceOf(const std::string& flag, const CampaignSpec& spec) {
+  if (flag == "cpu") return train::Device::kCpu;
+  if (flag == "cuda") return train::Device::kCuda;
+  if (flag == "auto") return spec.resources.gpus_per_node > 0 ? train::Device::kCuda : train::Device::kCpu;
+  return absl::InvalidArgumentError(Cat("--device ", flag, ": want cpu, cuda or auto"));
+}
+
+absl::StatusOr<World> JoinWorld(const runtime::RankInfo& info, train::Device device,
+                                runtime::CoordinatorClient* link) {
+  World w;
+  if (device == train::Device::kCuda) {
+    // This rank's GPU, by its local rank (runtime::ChooseCudaDevice).
+    absl::StatusOr<std::vector<kernels::CudaDevice>> devices = kernels::ListCudaDevices();
+    if (!devices.ok()) {
+      return absl::FailedPreconditionError(Cat("asked to train on a GPU: ", devices.status().message()));
+    }
+    absl::StatusOr<int> index = runtime::ChooseCudaDevice(info, static_cast<int>(devices->size()));
+    if (!index.ok()) return index.status();
+    if (absl::Status s = kernels::UseCudaDevice(*index); !s.ok()) return s;
+    const kernels::CudaDevice& d = (*devices)[static_cast<size_t>(*index)];
+    spdlog::info("rank {} (local rank {}) on GPU {} of {}: {}, {:.0f} GiB", info.rank, info.local_rank, *index,
+                 devices->size(), d.name, static_cast<double>(d.memory_bytes) / (1 << 30));
+  }
+  if (info.world_size == 1) {
+    w.comm = std::make_unique<comm::SingleCommunicator>();
+    return w;
+  }
+  if (device == train::Device::kCpu) {
+    absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> mpi = JoinMpi(info, w);
+    if (!mpi.ok()) return mpi.status();
+    w.comm = std::move(*mpi);
+    return w;
+  }
+  // GPU ranks: NCCL, whose id rank 0 makes and hands to the others over mpirun's MPI or
+  // belayd's rendezvous.
+  std::string id;
+  if (info.rank == 0) {
+    absl::StatusOr<std::string> made = comm::NewNcclId();
+    if (!made.ok()) return made.status();
+    id = std::move(*made);
+  }
+  if (info.source == runtime::RankSource::kMpirun) {
+    absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> mpi = JoinMpi(info, w);
+    if (!mpi.ok()) return mpi.status();
+    id.resize(comm::kNcclIdBytes);
+    if (absl::Status s = (*mpi)->Broadcast(std::as_writable_bytes(std::span(id.data(), id.size())), 0); !s.ok()) {
+      return s;
+    }
+  } else if (link != nullptr) {
+    absl::StatusOr<std::string> met = link->Rendezvous("nccl", 1, id, std::chrono::minutes(10));
+    if (!met.ok()) return met.status();
+    id = std::move(*met);
+  } else {
+    return absl::FailedPreconditionError(
+        Cat(info.world_size, " ranks on GPUs (started by ", runtime::RankSourceName(info.source),
+            "): the NCCL id goes from rank 0 to the others over mpirun's MPI or belayd's rendezvous; "
+            "start the ranks with mpirun or under belayd"));
+  }
+  absl::StatusOr<std::unique_ptr<comm::Communicator>> nccl = comm::CreateNcclCommunicator(id, info.rank, info.world_size);
+  if (!nccl.ok()) return nccl.status();
+  w.comm = std::move(*nccl);
   return w;
 }
 
 int Run(const TrainOptions& o) {
-  absl::StatusOr<World> world = JoinWorld();
-  if (!world.ok()) {
-    spdlog::error("{}", std::string(world.status().message()));
+  absl::StatusOr<runtime::RankInfo> info = runtime::RankInfoFromEnvironment(runtime::ProcessEnvironment());
+  if (!info.ok()) {
+    spdlog::error("{}", std::string(info.status().message()));
     return 1;
   }
-  comm::Communicator& comm = *world->comm;
-  const bool lead = comm.rank() == 0;  // prints the JSON lines
+  const bool lead = info->rank == 0;  // prints the JSON lines
   // Under belayd: the worker link (null when run standalone).
   std::unique_ptr<runtime::CoordinatorClient> link =
-      runtime::CoordinatorClient::FromEnvironment(comm.rank(), comm.world_size());
+      runtime::CoordinatorClient::FromEnvironment(info->rank, info->world_size);
   TrainOptions opts = o;
   if (o.resume_from_coordinator) {
     // Nothing to train from without belayd's answer; a presubmitted job may also start before
@@ -173,7 +232,19 @@ int Run(const TrainOptions& o) {
   if (!o.out.empty()) spec.checkpoint.dir = std::filesystem::absolute(o.out).lexically_normal();
   const int64_t last = o.steps > 0 ? o.steps : spec.total_steps();
 
-  absl::StatusOr<std::unique_ptr<train::Trainer>> created = train::Trainer::Create(spec, comm);
+  absl::StatusOr<train::Device> device = DeviceOf(o.device, spec);
+  if (!device.ok()) return fail(std::string(device.status().message()), v1::END_REASON_UNSPECIFIED, 2);
+  // Errors joining differ per rank: each rank says its own.
+  absl::StatusOr<World> world = JoinWorld(*info, *device, link.get());
+  if (!world.ok()) {
+    const std::string what = Cat("rank ", info->rank, ": ", world.status().message());
+    spdlog::error("{}", what);
+    if (link) link->Finish(v1::EXIT_KIND_ERROR, v1::END_REASON_UNSPECIFIED, what, 0, std::chrono::seconds(10)).IgnoreError();
+    return 1;
+  }
+  comm::Communicator& comm = *world->comm;
+
+  absl::StatusOr<std::unique_ptr<train::Trainer>> created = train::Trainer::Create(spec, comm, *device);
   if (!created.ok()) {
     const absl::StatusCode code = created.status().code();
     const v1::EndReason reason = code == absl::StatusCode::kNotFound ? v1::END_REASON_MISSING_DATA
@@ -183,9 +254,10 @@ int Run(const TrainOptions& o) {
   }
   train::Trainer& trainer = **created;
   if (lead) {
-    spdlog::info("rank 0 of {}, ZeRO stage {}, {} micro-batches of {} per rank per step",
-                 comm.world_size(), spec.train.zero_stage, trainer.grad_accum_steps(),
-                 spec.train.micro_batch);
+    spdlog::info("rank 0 of {} on {}, ZeRO stage {}, {} micro-batches of {} per rank per step",
+                 comm.world_size(),
+                 trainer.gpu() != nullptr ? Cat("GPUs (", trainer.gpu()->attention(), " attention)") : "CPUs",
+                 spec.train.zero_stage, trainer.grad_accum_steps(), spec.train.micro_batch);
   }
   if (!opts.resume.empty()) {
     absl::Status s = trainer.Resume(opts.resume);
@@ -314,6 +386,10 @@ void AddTrainCommand(CLI::App& app, int* exit_code) {
                  "under belayd: resume from the checkpoint belayd names when the ranks register "
                  "(for jobs queued before that checkpoint existed)")
       ->excludes("--resume");
+  cmd->add_option("--device", opts->device,
+                  "cpu, cuda, or auto: cuda when the campaign asks for GPUs (resources.gpus_per_node); "
+                  "each rank takes the GPU of its local rank")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->callback([opts, exit_code] { *exit_code = Run(*opts); });
 }
 

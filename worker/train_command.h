@@ -16,6 +16,8 @@ struct TrainOptions {
   // Under belayd: resume from the checkpoint belayd names at registration (a job submitted
   // before its checkpoint was known: [resources] presubmit).
   bool resume_from_coordinator = false;
+  // "cpu", "cuda", or "auto": cuda when the campaign asks for GPUs (resources.gpus_per_node).
+  std::string device = "auto";
 };
 
 void AddTrainCommand(CLI::App& app, int* exit_code);

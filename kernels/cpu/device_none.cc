@@ -7,6 +7,10 @@ absl::StatusOr<std::vector<CudaDevice>> ListCudaDevices() {
   return absl::UnavailableError("this build has no CUDA path (BELAY_WITH_CUDA=OFF or no nvcc)");
 }
 
+absl::Status UseCudaDevice(int) {
+  return absl::UnavailableError("this build has no CUDA path (BELAY_WITH_CUDA=OFF or no nvcc)");
+}
+
 std::string CudaRuntimeVersion() { return "none"; }
 
 }  // namespace belay::kernels

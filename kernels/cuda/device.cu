@@ -26,6 +26,11 @@ absl::StatusOr<std::vector<CudaDevice>> ListCudaDevices() {
   return devices;
 }
 
+absl::Status UseCudaDevice(int index) {
+  BELAY_CUDA_RETURN_IF_ERROR(cudaSetDevice(index));
+  return absl::OkStatus();
+}
+
 std::string CudaRuntimeVersion() {
   return absl::StrCat(CUDART_VERSION / 1000, ".", (CUDART_VERSION % 1000) / 10);
 }

@@ -88,4 +88,13 @@ err=$(train --out f --resume c/tiny/step_000000020 2>&1 >/dev/null)
 rc=$?
 set -e
 [ $rc = 1 ] && echo "$err" | grep -q "rank_00000.bin" || fail "truncated shard: rc $rc, $err"
+# Asked for a GPU where there is none (or a build without CUDA): a clear error, no training.
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  set +e
+  err=$(train --out g --device cuda 2>&1 >/dev/null)
+  rc=$?
+  set -e
+  [ $rc = 1 ] && echo "$err" | grep -q "asked to train on a GPU" || fail "--device cuda without a GPU: rc $rc, $err"
+  [ ! -e g ] || fail "--device cuda without a GPU left a checkpoint directory"
+fi
 echo "train_test: all checks passed"

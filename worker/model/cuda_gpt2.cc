@@ -169,6 +169,20 @@ absl::Status CudaGpt2::GetGradients(float* host_grads) const {
   return Synchronize();
 }
 
+absl::Status CudaGpt2::GetMoments(float* host_m, float* host_v) const {
+  const size_t bytes = static_cast<size_t>(layout_.total()) * sizeof(float);
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_m, m_, bytes, cudaMemcpyDeviceToHost, stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_v, v_, bytes, cudaMemcpyDeviceToHost, stream_));
+  return Synchronize();
+}
+
+absl::Status CudaGpt2::SetMoments(const float* host_m, const float* host_v) {
+  const size_t bytes = static_cast<size_t>(layout_.total()) * sizeof(float);
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m_, host_m, bytes, cudaMemcpyHostToDevice, stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(v_, host_v, bytes, cudaMemcpyHostToDevice, stream_));
+  return Synchronize();
+}
+
 absl::StatusOr<std::vector<float>> CudaGpt2::GetLosses() const {
   std::vector<float> out(static_cast<size_t>(B_) * static_cast<size_t>(T_));
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.data(), losses_, out.size() * sizeof(float),

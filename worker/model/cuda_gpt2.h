@@ -46,6 +46,14 @@ class CudaGpt2 {
   absl::Status GetParameters(float* host_params) const;
   // The accumulated fp32 gradients, layout order.
   absl::Status GetGradients(float* host_grads) const;
+  // The AdamW moments (fp32, layout order): read, or set (after SetParameters, which clears
+  // them), for checkpoints.
+  absl::Status GetMoments(float* host_m, float* host_v) const;
+  absl::Status SetMoments(const float* host_m, const float* host_v);
+  // The gradient buffer on the device (fp32, layout order, layout.total() elements) and the
+  // stream all of this model's work is queued on, for collectives over the gradients.
+  float* device_gradients() { return grads_; }
+  cudaStream_t stream() const { return stream_; }
 
   absl::Status ZeroGradients();
 

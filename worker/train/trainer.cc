@@ -199,7 +199,7 @@ class Trainer::ZeroTwoSink final : public model::GradientSink {
 };
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spec,
-                                                         comm::Communicator& comm) {
+                                                         comm::Communicator& comm, Device device) {
   const int W = comm.world_size();
   absl::Status local;
   if (spec.grad_accum_steps(W) == 0) {
@@ -210,6 +210,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
   } else if (spec.train.zero_stage < 0 || spec.train.zero_stage > 2) {
     local = absl::InvalidArgumentError(
         Cat("train.zero_stage = ", spec.train.zero_stage, ": this trainer has stages 0, 1 and 2"));
+  } else if (device == Device::kCuda && spec.train.zero_stage != 0) {
+    local = absl::InvalidArgumentError(
+        Cat("train.zero_stage = ", spec.train.zero_stage,
+            ": GPU training has ZeRO stage 0 so far (every rank holds the whole optimizer state); "
+            "set zero_stage = 0 for GPU campaigns"));
   }
   std::unique_ptr<data::DataLoader> train, val;
   if (local.ok()) {
@@ -250,10 +255,22 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
               FormatXxh3(static_cast<uint64_t>(prints[0])), "); every rank must see the same shards"));
     }
   }
-  return std::unique_ptr<Trainer>(new Trainer(spec, comm, std::move(train), std::move(val)));
+  std::unique_ptr<Trainer> trainer(new Trainer(spec, comm, device, std::move(train), std::move(val)));
+  if (device == Device::kCuda) {
+    // The model on this rank's GPU, with the freshly initialised parameters.
+    absl::StatusOr<std::unique_ptr<model::GpuModel>> gpu = model::CreateGpuModel(
+        trainer->layout_, static_cast<int>(spec.train.micro_batch), static_cast<int>(spec.model.seq_len));
+    absl::Status made = gpu.status();
+    if (gpu.ok()) {
+      trainer->gpu_ = std::move(*gpu);
+      made = trainer->gpu_->SetState(trainer->params_.data(), nullptr, nullptr);
+    }
+    if (absl::Status s = AgreeOnStatus(comm, made); !s.ok()) return s;
+  }
+  return trainer;
 }
 
-Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm,
+Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device device,
                  std::unique_ptr<data::DataLoader> train, std::unique_ptr<data::DataLoader> val)
     : spec_(spec),
       comm_(comm),
@@ -262,7 +279,10 @@ Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm,
       owned_(plan_.Owned(comm.rank())),
       train_data_(std::move(train)),
       val_data_(std::move(val)),
-      model_(layout_, static_cast<int>(spec.train.micro_batch), static_cast<int>(spec.model.seq_len)),
+      device_(device),
+      model_(device == Device::kCpu ? std::make_unique<model::Gpt2>(layout_, static_cast<int>(spec.train.micro_batch),
+                                                                     static_cast<int>(spec.model.seq_len))
+                                    : nullptr),
       params_(static_cast<size_t>(layout_.total())) {
   model::InitGpt2(layout_, params_, spec.train.seed);
   accum_ = spec.grad_accum_steps(comm.world_size());
@@ -278,7 +298,7 @@ Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm,
     optimizer_ = std::make_unique<optim::AdamW>(std::move(pieces), plan_.shard_size(), spec.train);
     grad_shard_.resize(static_cast<size_t>(plan_.shard_size()));
   }
-  if (stage < 2) grads_.resize(static_cast<size_t>(layout_.total()));
+  if (stage < 2 && device == Device::kCpu) grads_.resize(static_cast<size_t>(layout_.total()));
   if (stage == 2) zero2_ = std::make_unique<ZeroTwoSink>(plan_, comm_, grad_shard_, phase_, wait_s_);
   int64_t largest = 0;
   for (const Bucket& b : plan_.buckets()) largest = std::max(largest, b.padded);
@@ -297,6 +317,13 @@ Trainer::~Trainer() = default;
 
 MemoryAccounting Trainer::memory() const {
   MemoryAccounting m;
+  if (gpu_) {  // on the device: master weights and their bf16 copy, gradients, moments
+    const int64_t P = layout_.total();
+    m.params = P * static_cast<int64_t>(sizeof(float) + 2);
+    m.gradients = P * static_cast<int64_t>(sizeof(float));
+    m.optimizer = 2 * P * static_cast<int64_t>(sizeof(float));
+    return m;
+  }
   m.params = static_cast<int64_t>(params_.size() * sizeof(float));
   m.gradients = static_cast<int64_t>((grads_.size() + grad_shard_.size()) * sizeof(float));
   if (zero2_) m.gradients += zero2_->bytes();
@@ -386,27 +413,45 @@ StepMetrics Trainer::TrainStep() {
   // Forward and backward, micro-batch by micro-batch.
   const size_t per_micro = static_cast<size_t>(M) * static_cast<size_t>(T);
   std::vector<double> micro_loss(static_cast<size_t>(accum_));
-  if (stage < 2) std::fill(grads_.begin(), grads_.end(), 0.0f);
+  std::fill(grads_.begin(), grads_.end(), 0.0f);
   model::FlatGradientSink flat(layout_, grads_.data());
-  for (int64_t a = 0; a < accum_; ++a) {
+  if (gpu_) CheckCollective(gpu_->ZeroGradients(), "GPU gradient reset");
+  for (int64_t a = 0; gpu_ && a < accum_; ++a) {
+    const size_t off = static_cast<size_t>(a) * per_micro;
+    phase_ = Phase::kForward;
+    absl::StatusOr<double> l = gpu_->Forward(inputs_.data() + off, targets_.data() + off, masks_.data() + off, scale);
+    CheckCollective(l.status(), "GPU forward");
+    micro_loss[static_cast<size_t>(a)] = *l;
+    phase_ = Phase::kBackward;
+    CheckCollective(gpu_->Backward(), "GPU backward");
+  }
+  // The gradients must be complete before the collective reads them (outside the wait clock:
+  // this is the rank's own compute).
+  if (gpu_) CheckCollective(gpu_->Synchronize(), "GPU backward");
+  for (int64_t a = 0; !gpu_ && a < accum_; ++a) {
     const size_t off = static_cast<size_t>(a) * per_micro;
     phase_ = Phase::kForward;
     micro_loss[static_cast<size_t>(a)] =
-        model_.Forward(params_.data(), inputs_.data() + off, targets_.data() + off, masks_.data() + off);
+        model_->Forward(params_.data(), inputs_.data() + off, targets_.data() + off, masks_.data() + off);
     phase_ = Phase::kBackward;
     if (stage == 2) {
       zero2_->BeginMicroBatch(a);
-      model_.Backward(params_.data(), *zero2_, scale);
+      model_->Backward(params_.data(), *zero2_, scale);
       zero2_->Finish();
     } else {
-      model_.Backward(params_.data(), flat, scale);
+      model_->Backward(params_.data(), flat, scale);
     }
   }
   phase_ = Phase::kCollective;
   std::vector<double> all_loss(static_cast<size_t>(accum_ * W));
   {
     WaitClock clock(wait_s_);
-    if (stage < 2) CheckCollective(ReduceGradients(), "gradient reduction");
+    if (gpu_) {
+      // Stage 0 on GPUs: the whole gradient, summed on the device (NCCL) in rank order.
+      CheckCollective(comm_.AllReduceSum(gpu_->DeviceGradients()), "gradient reduction");
+    } else if (stage < 2) {
+      CheckCollective(ReduceGradients(), "gradient reduction");
+    }
     // The loss: micro-batch sums added in global micro-batch order (micro-step a of rank r is
     // micro-batch a·W + r), the order one rank adds them in, so the value does not depend on W.
     CheckCollective(comm_.AllGatherBytes(std::as_bytes(std::span(micro_loss)),
@@ -420,26 +465,42 @@ StepMetrics Trainer::TrainStep() {
 
   // Gradient norm over the shards: each rank sums the squares of what it owns, piece by
   // piece (the same pieces for every stage), and the ranks' sums add in rank order.
-  const float* g = OwnedGradients();
-  double local_sq = 0;
-  for (const OwnedPiece& p : owned_) {
-    local_sq += kernels::cpu::SumOfSquares(g + StateOffset(p), p.size);
-  }
+  // (On GPUs every rank holds the whole summed gradient: each takes the norm of all of it.)
   double sum_sq = 0;
-  {
+  if (gpu_) {
+    absl::StatusOr<double> sq = gpu_->GradientSumOfSquares();
+    CheckCollective(sq.status(), "GPU gradient norm");
+    sum_sq = *sq;
+  } else {
+    const float* g = OwnedGradients();
+    double local_sq = 0;
+    for (const OwnedPiece& p : owned_) {
+      local_sq += kernels::cpu::SumOfSquares(g + StateOffset(p), p.size);
+    }
     WaitClock clock(wait_s_);
     sum_sq = SumOverRanks(comm_, local_sq);
   }
   const double grad_norm = std::sqrt(sum_sq);
   const float clip = kernels::cpu::ClipFactor(grad_norm, spec_.train.grad_clip);
-  if (clip < 1.0f) {
+  if (clip < 1.0f && !gpu_) {
     std::vector<float>& buf = stage == 0 ? grads_ : grad_shard_;
     kernels::cpu::Scale(buf.data(), static_cast<int64_t>(buf.size()), clip);
   }
 
   const double lr = model::LearningRate(spec_.train, spec_.total_steps(), step_ + 1);
   phase_ = Phase::kOptimizer;
-  optimizer_->Update(params_.data(), OwnedGradients(), lr, step_ + 1);
+  if (gpu_) {
+    kernels::cpu::AdamWParams p;
+    p.lr = static_cast<float>(lr);
+    p.beta1 = static_cast<float>(spec_.train.beta1);
+    p.beta2 = static_cast<float>(spec_.train.beta2);
+    p.eps = static_cast<float>(spec_.train.eps);
+    p.step = step_ + 1;
+    CheckCollective(gpu_->Update(p, static_cast<float>(spec_.train.weight_decay), clip), "GPU update");
+    CheckCollective(gpu_->Synchronize(), "GPU update");
+  } else {
+    optimizer_->Update(params_.data(), OwnedGradients(), lr, step_ + 1);
+  }
   // Stages 1 and 2 updated only this rank's shard: bring every rank's update to all.
   phase_ = Phase::kCollective;
   if (stage > 0) {
@@ -495,7 +556,13 @@ double Trainer::Evaluate() {
       std::copy(seq.begin(), seq.begin() + T, inputs.begin() + i * T);
       std::copy(seq.begin() + 1, seq.end(), targets.begin() + i * T);
     }
-    mine[static_cast<size_t>(b)] = model_.Forward(params_.data(), inputs.data(), targets.data(), mask.data());
+    if (gpu_) {
+      absl::StatusOr<double> l = gpu_->Forward(inputs.data(), targets.data(), mask.data(), 0.0f);
+      CheckCollective(l.status(), "GPU evaluation");
+      mine[static_cast<size_t>(b)] = *l;
+    } else {
+      mine[static_cast<size_t>(b)] = model_->Forward(params_.data(), inputs.data(), targets.data(), mask.data());
+    }
   }
   std::vector<double> all(static_cast<size_t>(batches * W));
   CheckCollective(comm_.AllGatherBytes(std::as_bytes(std::span(mine)),
@@ -511,6 +578,7 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
   const std::string& campaign = spec_.campaign.name;
   const int W = comm_.world_size(), r = comm_.rank();
   phase_ = Phase::kCheckpoint;
+  if (gpu_) PullFromGpu();
   const bool standalone = mode == SaveMode::kCommit;
   // Rank 0 prepares the step directory (standalone: the temporary one); everyone writes into it.
   absl::Status prepared;
@@ -756,11 +824,24 @@ absl::Status Trainer::LoadStep(const fs::path& step_dir) {
     CheckCollective(GatherFlat(optimizer_->m().data()), "moment all-gather");
     CheckCollective(GatherFlat(optimizer_->v().data()), "moment all-gather");
   }
+  if (gpu_) PushToGpu();
   return absl::OkStatus();
 }
 
+void Trainer::PullFromGpu() {
+  CheckCollective(gpu_->GetState(params_.data(), optimizer_->m().data(), optimizer_->v().data()),
+                  "copy of the training state from the GPU");
+}
+
+void Trainer::PushToGpu() {
+  CheckCollective(gpu_->SetState(params_.data(), optimizer_->m().data(), optimizer_->v().data()),
+                  "copy of the training state to the GPU");
+}
+
 void Trainer::PoisonParametersForTesting() {
+  if (gpu_) PullFromGpu();
   params_[static_cast<size_t>(layout_.at("ln_f.bias").offset)] = std::numeric_limits<float>::quiet_NaN();
+  if (gpu_) PushToGpu();
 }
 
 void Trainer::Reinitialize() {
@@ -769,6 +850,7 @@ void Trainer::Reinitialize() {
   std::fill(optimizer_->v().begin(), optimizer_->v().end(), 0.0f);
   step_ = 0;
   next_sequence_ = 0;
+  if (gpu_) PushToGpu();
 }
 
 absl::Status Trainer::Resume(const fs::path& dir) {

@@ -16,6 +16,7 @@
 #include "worker/comm/communicator.h"
 #include "worker/data/loader.h"
 #include "worker/model/gpt2.h"
+#include "worker/model/gpu_model.h"
 #include "worker/model/params.h"
 #include "worker/optim/optimizer.h"
 #include "worker/train/shard_plan.h"
@@ -74,14 +75,23 @@ struct MemoryAccounting {
 // Where a training step is, for heartbeats (a hang report names each rank's last phase).
 enum class Phase { kData, kForward, kBackward, kCollective, kOptimizer, kEval, kCheckpoint };
 
+// Where the model computes. kCuda: the current CUDA device (chosen by the caller), bf16
+// mixed precision (model::GpuModel); the communicator's float collectives must then take
+// device memory (NCCL), or be single-rank. Data, bookkeeping and checkpoints are the same as
+// on the CPU, so either can resume the other's checkpoints.
+enum class Device { kCpu, kCuda };
+
 class Trainer {
  public:
   // Opens the data and sets up a freshly initialised model (seeded by train.seed), for rank
   // comm.rank() of comm.world_size(). Every rank of the group must call it (the ranks check
   // together that they agree). InvalidArgument when the global batch does not divide into
-  // micro_batch × world size, or for a ZeRO stage this trainer does not have.
+  // micro_batch × world size, or for a ZeRO stage this trainer does not have (on kCuda only
+  // stage 0 so far). On kCuda the model is created on the current device; not fitting there
+  // is ResourceExhausted, a build without CUDA Unimplemented.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const CampaignSpec& spec,
-                                                         comm::Communicator& comm);
+                                                         comm::Communicator& comm,
+                                                         Device device = Device::kCpu);
 
   // Replaces the state with a checkpoint, which may have been written by any number of
   // ranks: `dir` is a step directory (holding manifest.json), or a checkpoint root whose
@@ -101,6 +111,9 @@ class Trainer {
   int64_t grad_accum_steps() const { return accum_; }
   const ShardPlan& plan() const { return plan_; }
   MemoryAccounting memory() const;
+  Device device() const { return device_; }
+  // The GPU model (kCuda), else null.
+  const model::GpuModel* gpu() const { return gpu_.get(); }
 
   // One optimizer update over one global batch. Collective. Aborts the process if a
   // collective fails: the ranks' states can no longer be trusted to agree.
@@ -129,9 +142,12 @@ class Trainer {
   void PoisonParametersForTesting();
 
  private:
-  Trainer(const CampaignSpec& spec, comm::Communicator& comm,
+  Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device device,
           std::unique_ptr<data::DataLoader> train, std::unique_ptr<data::DataLoader> val);
 
+  // Device state <-> the host copies checkpoints are written from and loaded into.
+  void PullFromGpu();
+  void PushToGpu();
   // Loads one step directory (see Resume). Collective.
   absl::Status LoadStep(const std::filesystem::path& step_dir);
   // What this rank's part of LoadStep found, before the ranks agree.
@@ -161,7 +177,9 @@ class Trainer {
   std::vector<OwnedPiece> owned_;  // this rank's pieces, in shard order
   std::unique_ptr<data::DataLoader> train_data_;
   std::unique_ptr<data::DataLoader> val_data_;  // null without validation data
-  model::Gpt2 model_;
+  Device device_;
+  std::unique_ptr<model::Gpt2> model_;    // kCpu
+  std::unique_ptr<model::GpuModel> gpu_;  // kCuda
   std::unique_ptr<optim::AdamW> optimizer_;
   std::vector<float> params_;
   std::vector<float> grads_;       // stages 0, 1: the flat gradient of this rank's micro-batches

@@ -1,0 +1,54 @@
+// GpuModel over CudaGpt2.
+#include <utility>
+#include <vector>
+
+#include "worker/model/cuda_gpt2.h"
+#include "worker/model/gpu_model.h"
+
+namespace belay::model {
+namespace {
+
+class CudaGpuModel final : public GpuModel {
+ public:
+  CudaGpuModel(std::unique_ptr<CudaGpt2> model, int64_t size) : model_(std::move(model)), size_(size) {}
+
+  absl::Status SetState(const float* params, const float* m, const float* v) override {
+    if (absl::Status s = model_->SetParameters(params); !s.ok()) return s;
+    if (m == nullptr || v == nullptr) return absl::OkStatus();
+    return model_->SetMoments(m, v);
+  }
+  absl::Status GetState(float* params, float* m, float* v) const override {
+    if (absl::Status s = model_->GetParameters(params); !s.ok()) return s;
+    return model_->GetMoments(m, v);
+  }
+  absl::StatusOr<double> Forward(const int32_t* inputs, const int32_t* targets, const uint8_t* mask,
+                                 float loss_scale) override {
+    return model_->Forward(inputs, targets, mask, loss_scale);
+  }
+  absl::Status Backward() override { return model_->Backward(); }
+  absl::Status ZeroGradients() override { return model_->ZeroGradients(); }
+  std::span<float> DeviceGradients() override {
+    return {model_->device_gradients(), static_cast<size_t>(size_)};
+  }
+  absl::StatusOr<double> GradientSumOfSquares() override { return model_->GradientSumOfSquares(); }
+  absl::Status Update(const kernels::cpu::AdamWParams& p, float weight_decay, float clip) override {
+    return model_->Update(p, weight_decay, clip);
+  }
+  absl::Status Synchronize() override { return model_->Synchronize(); }
+  size_t device_bytes() const override { return model_->device_bytes(); }
+  std::string attention() const override { return model_->fused_attention() ? "fused" : "materialised"; }
+
+ private:
+  std::unique_ptr<CudaGpt2> model_;
+  int64_t size_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GpuModel>> CreateGpuModel(const ParameterLayout& layout, int B, int T) {
+  absl::StatusOr<std::unique_ptr<CudaGpt2>> m = CudaGpt2::Create(layout, B, T);
+  if (!m.ok()) return m.status();
+  return std::unique_ptr<GpuModel>(new CudaGpuModel(std::move(*m), layout.total()));
+}
+
+}  // namespace belay::model
