@@ -423,7 +423,8 @@ StepMetrics Trainer::TrainStep() {
     CheckCollective(l.status(), "GPU forward");
     micro_loss[static_cast<size_t>(a)] = *l;
     phase_ = Phase::kBackward;
-    CheckCollective(gpu_->Backward(), "GPU backward");
+    // (A batch with no counted position has scale 0: Forward only evaluated, the gradient is 0.)
+    if (scale > 0) CheckCollective(gpu_->Backward(), "GPU backward");
   }
   // The gradients must be complete before the collective reads them (outside the wait clock:
   // this is the rank's own compute).
