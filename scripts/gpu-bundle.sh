@@ -2,8 +2,8 @@
 # Builds the GPU tests and benchmark here (CUDA, sm_90) and packs them with the shared
 # libraries they need, for a GPU machine that lacks this project's build dependencies:
 #   scripts/gpu-bundle.sh OUT.tar.xz      then there:   scripts/gpu-check.sh --prebuilt OUT.tar.xz
-# Left out: the C and C++ runtime, the CUDA driver and cuBLASLt (half a gigabyte; gpu-check
-# finds the GPU machine's own).
+# Left out: the C and C++ runtime, the CUDA driver, cuBLASLt and NCCL (most of a gigabyte;
+# gpu-check finds the GPU machine's own: its CUDA's, or the NCCL of its PyTorch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu-bundle.sh OUT.tar.xz}
@@ -22,7 +22,7 @@ for t in "${targets[@]}"; do
   cp "$f" "$stage/bin/"
   strip --strip-debug "$stage/bin/$t"
 done
-skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libgcc_s|libstdc\+\+|libcuda\.so|libcublasLt\.so)'
+skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libgcc_s|libstdc\+\+|libcuda\.so|libcublasLt\.so|libnccl\.so)'
 for f in "$stage"/bin/*; do
   ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}'
 done | sort -u | while read -r name path; do

@@ -33,7 +33,14 @@ if [ -n "$prebuilt" ]; then
   # cuBLASLt is not in the bundle: take the machine's own.
   lt=$(find /usr/local /usr/lib /opt -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
   [ -n "$lt" ] || { echo "gpu-check: no libcublasLt.so.13 on this machine" >&2; exit 1; }
-  export LD_LIBRARY_PATH="$root/lib:$(dirname "$lt")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # NCCL neither: the machine's, or the one PyTorch's wheels bring.
+  nccl=$(find /usr/local /usr/lib /opt -name 'libnccl.so.2*' 2>/dev/null | head -1)
+  [ -n "$nccl" ] || nccl=$($python -c 'import glob, site
+dirs = site.getsitepackages() + [site.getusersitepackages()]
+hits = [p for d in dirs for p in glob.glob(d + "/nvidia/nccl/lib/libnccl.so.2*")]
+print(hits[0] if hits else "")' 2>/dev/null)
+  [ -n "$nccl" ] || echo "gpu-check: no libnccl.so.2 on this machine: the NCCL and training tests will fail" >&2
+  export LD_LIBRARY_PATH="$root/lib:$(dirname "$lt")${nccl:+:$(dirname "$nccl")}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   bin() { echo "$root/bin/$1"; }
   bindir=$root/bin
 else
