@@ -37,6 +37,11 @@ __global__ void AdamWKernel(float* master, bf16* params, const float* grads, flo
   }
 }
 
+__global__ void ConvertToBf16Kernel(const float* src, bf16* dst, int64_t n) {
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) dst[i] = ToBf16(src[i]);
+}
+
 template <typename... Args>
 absl::Status Invalid(const char* op, const Args&... args) {
   return absl::InvalidArgumentError(absl::StrCat(op, ": ", args...));
@@ -63,6 +68,17 @@ absl::Status AdamWUpdate(float* master, bf16* params, const float* grads, float*
   AdamWKernel<<<blocks, kThreads, 0, stream>>>(master, params, grads, m, v, n, p.lr, p.beta1,
                                                p.beta2, p.eps, decay, bc1, bc2);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(AdamWKernel);
+  return absl::OkStatus();
+}
+
+absl::Status ConvertToBf16(const float* src, bf16* dst, int64_t n, cudaStream_t stream) {
+  constexpr const char* kOp = "ConvertToBf16";
+  if (n < 0) return Invalid(kOp, "n must be >= 0, got ", n);
+  if (n == 0) return absl::OkStatus();
+  if (src == nullptr || dst == nullptr) return Invalid(kOp, "src or dst is null");
+  const unsigned blocks = std::min(CeilDiv(n, kThreads), kMaxBlocks);
+  ConvertToBf16Kernel<<<blocks, kThreads, 0, stream>>>(src, dst, n);
+  BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(ConvertToBf16Kernel);
   return absl::OkStatus();
 }
 

@@ -15,4 +15,8 @@ namespace belay::kernels::cuda {
 absl::Status AdamWUpdate(float* master, bf16* params, const float* grads, float* m, float* v,
                          int64_t n, const cpu::AdamWParams& p, cudaStream_t stream);
 
+// dst[i] = bf16(src[i]) for i < n, rounded as AdamWUpdate rounds the working copy (so a rank
+// that converts another rank's updated master weights gets that rank's bf16 bits).
+absl::Status ConvertToBf16(const float* src, bf16* dst, int64_t n, cudaStream_t stream);
+
 }  // namespace belay::kernels::cuda

@@ -105,5 +105,28 @@ TEST(AdamWCuda, RejectsBadArguments) {
   EXPECT_EQ(no_m.code(), absl::StatusCode::kInvalidArgument) << no_m;
 }
 
+// A rank that converts another rank's updated master weights must get the bf16 bits the
+// owner's AdamWUpdate wrote: the same rounding (to nearest even), bit for bit.
+TEST(AdamWCuda, ConvertToBf16GivesTheWorkingCopysBits) {
+  BELAY_REQUIRE_CUDA_DEVICE();
+  cpu::AdamWParams p;
+  p.lr = 6e-4f;
+  p.weight_decay = 0.1f;
+  p.step = 3;
+  const int64_t n = 70001;
+  State s(n, 4);
+  DeviceBuffer<float> master(s.master), grads(s.grads), m(s.m), v(s.v);
+  DeviceBuffer<bf16> params(static_cast<size_t>(n)), converted(static_cast<size_t>(n));
+  Stream stream;
+  ASSERT_TRUE(AdamWUpdate(master.get(), params.get(), grads.get(), m.get(), v.get(), n, p, stream.get()).ok());
+  ASSERT_TRUE(ConvertToBf16(master.get(), converted.get(), n, stream.get()).ok());
+  const std::vector<bf16> a = params.Download(), b = converted.Download();
+  EXPECT_TRUE(testing::SameBytes(a.data(), b.data(), a.size() * sizeof(bf16)));
+  // And the host's round-to-nearest-even of the same values.
+  const std::vector<bf16> host = testing::ToBf16(master.Download());
+  EXPECT_TRUE(testing::SameBytes(host.data(), b.data(), b.size() * sizeof(bf16)));
+  EXPECT_EQ(ConvertToBf16(nullptr, converted.get(), 4, stream.get()).code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace belay::kernels::cuda

@@ -2,6 +2,7 @@
 #include "worker/model/cuda_gpt2.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/adamw.h"
@@ -16,8 +17,15 @@ namespace belay::model {
 
 namespace kc = belay::kernels::cuda;
 
-CudaGpt2::CudaGpt2(const ParameterLayout& layout, int B, int T, bool fused_attention)
-    : layout_(layout), B_(B), T_(T), flash_(fused_attention) {}
+CudaGpt2::CudaGpt2(const ParameterLayout& layout, int B, int T, bool fused_attention,
+                   const ShardedOptimizer* sharded)
+    : layout_(layout), B_(B), T_(T), flash_(fused_attention) {
+  if (sharded != nullptr) sharded_ = *sharded;
+}
+
+size_t CudaGpt2::StateSize() const {
+  return static_cast<size_t>(sharded_ ? sharded_->shard_size : layout_.total());
+}
 
 CudaGpt2::~CudaGpt2() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
@@ -45,7 +53,8 @@ absl::Status CudaGpt2::Alloc(E** ptr, size_t count) {
 }
 
 absl::StatusOr<std::unique_ptr<CudaGpt2>> CudaGpt2::Create(const ParameterLayout& layout, int B,
-                                                           int T, Attention attention) {
+                                                           int T, Attention attention,
+                                                           const ShardedOptimizer* sharded) {
   const Gpt2Config& c = layout.config();
   if (B <= 0 || T <= 0 || T > c.max_seq_len || T % 8 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -64,7 +73,18 @@ absl::StatusOr<std::unique_ptr<CudaGpt2>> CudaGpt2::Create(const ParameterLayout
         "fused attention needs head size 64 and T a multiple of 64, got d_model ", c.d_model,
         " with ", c.n_head, " heads and T=", T));
   }
-  std::unique_ptr<CudaGpt2> m(new CudaGpt2(layout, B, T, fused));
+  if (sharded != nullptr) {
+    for (const ShardedOptimizer::Piece& p : sharded->pieces) {
+      if (p.size < 0 || p.flat_offset < 0 || p.flat_offset + p.size > layout.total() || p.shard_offset < 0 ||
+          p.shard_offset + p.size > sharded->shard_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "optimizer shard piece [", p.flat_offset, ", +", p.size, ") at ", p.shard_offset,
+            " does not fit ", layout.total(), " parameters / a shard of ", sharded->shard_size));
+      }
+    }
+    if (sharded->staging < 1) return absl::InvalidArgumentError("optimizer shard without staging");
+  }
+  std::unique_ptr<CudaGpt2> m(new CudaGpt2(layout, B, T, fused, sharded));
   BELAY_RETURN_IF_NOT_OK(m->Allocate());
   return m;
 }
@@ -82,10 +102,14 @@ absl::Status CudaGpt2::Allocate() {
   blas_ = std::move(*blas);
 
   BELAY_RETURN_IF_NOT_OK(Alloc(&params_, P));
-  BELAY_RETURN_IF_NOT_OK(Alloc(&master_, P));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&master_, StateSize()));
   BELAY_RETURN_IF_NOT_OK(Alloc(&grads_, P));
-  BELAY_RETURN_IF_NOT_OK(Alloc(&m_, P));
-  BELAY_RETURN_IF_NOT_OK(Alloc(&v_, P));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&m_, StateSize()));
+  BELAY_RETURN_IF_NOT_OK(Alloc(&v_, StateSize()));
+  if (sharded_) {
+    BELAY_RETURN_IF_NOT_OK(Alloc(&grad_shard_, StateSize()));
+    BELAY_RETURN_IF_NOT_OK(Alloc(&staging_, static_cast<size_t>(sharded_->staging)));
+  }
   BELAY_RETURN_IF_NOT_OK(Alloc(&inputs_, N));
   BELAY_RETURN_IF_NOT_OK(Alloc(&targets_, N));
   BELAY_RETURN_IF_NOT_OK(Alloc(&mask_, N));
@@ -139,6 +163,30 @@ absl::Status CudaGpt2::Allocate() {
 
 absl::Status CudaGpt2::SetParameters(const float* host_params) {
   const size_t P = static_cast<size_t>(layout_.total());
+  if (sharded_) {
+    // The bf16 copy of all parameters through a temporary fp32 buffer; the master weights of
+    // the pieces; zero elsewhere in the shard.
+    const size_t S = StateSize();
+    float* tmp = nullptr;
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&tmp, P * sizeof(float), stream_));
+    absl::Status s = kernels::CudaStatus(
+        cudaMemcpyAsync(tmp, host_params, P * sizeof(float), cudaMemcpyHostToDevice, stream_),
+        "cudaMemcpyAsync", __FILE__, __LINE__);
+    if (s.ok()) s = kc::ConvertToBf16(tmp, params_, static_cast<int64_t>(P), stream_);
+    BELAY_CUDA_RETURN_IF_ERROR(cudaFreeAsync(tmp, stream_));
+    BELAY_RETURN_IF_NOT_OK(s);
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(master_, 0, S * sizeof(float), stream_));
+    for (const ShardedOptimizer::Piece& p : sharded_->pieces) {
+      BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(master_ + p.shard_offset, host_params + p.flat_offset,
+                                                 static_cast<size_t>(p.size) * sizeof(float),
+                                                 cudaMemcpyHostToDevice, stream_));
+    }
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_, 0, P * sizeof(float), stream_));
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grad_shard_, 0, S * sizeof(float), stream_));
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(m_, 0, S * sizeof(float), stream_));
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(v_, 0, S * sizeof(float), stream_));
+    return Synchronize();
+  }
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(master_, host_params, P * sizeof(float),
                                              cudaMemcpyHostToDevice, stream_));
   // The bf16 copy: an AdamW step with lr 0 and no moments leaves the master as it is and
@@ -156,6 +204,25 @@ absl::Status CudaGpt2::SetParameters(const float* host_params) {
 }
 
 absl::Status CudaGpt2::GetParameters(float* host_params) const {
+  if (sharded_) {
+    // The bf16 copy everywhere (bf16 -> fp32 is exact: the upper 16 bits), then the pieces'
+    // master weights over it.
+    const size_t P = static_cast<size_t>(layout_.total());
+    std::vector<uint16_t> copy(P);
+    BELAY_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(copy.data(), params_, P * sizeof(uint16_t), cudaMemcpyDeviceToHost, stream_));
+    BELAY_RETURN_IF_NOT_OK(Synchronize());
+    for (size_t i = 0; i < P; ++i) {
+      const uint32_t bits = uint32_t{copy[i]} << 16;
+      std::memcpy(host_params + i, &bits, sizeof(float));
+    }
+    for (const ShardedOptimizer::Piece& p : sharded_->pieces) {
+      BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_params + p.flat_offset, master_ + p.shard_offset,
+                                                 static_cast<size_t>(p.size) * sizeof(float),
+                                                 cudaMemcpyDeviceToHost, stream_));
+    }
+    return Synchronize();
+  }
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_params, master_,
                                              static_cast<size_t>(layout_.total()) * sizeof(float),
                                              cudaMemcpyDeviceToHost, stream_));
@@ -170,14 +237,14 @@ absl::Status CudaGpt2::GetGradients(float* host_grads) const {
 }
 
 absl::Status CudaGpt2::GetMoments(float* host_m, float* host_v) const {
-  const size_t bytes = static_cast<size_t>(layout_.total()) * sizeof(float);
+  const size_t bytes = StateSize() * sizeof(float);
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_m, m_, bytes, cudaMemcpyDeviceToHost, stream_));
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_v, v_, bytes, cudaMemcpyDeviceToHost, stream_));
   return Synchronize();
 }
 
 absl::Status CudaGpt2::SetMoments(const float* host_m, const float* host_v) {
-  const size_t bytes = static_cast<size_t>(layout_.total()) * sizeof(float);
+  const size_t bytes = StateSize() * sizeof(float);
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m_, host_m, bytes, cudaMemcpyHostToDevice, stream_));
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(v_, host_v, bytes, cudaMemcpyHostToDevice, stream_));
   return Synchronize();
@@ -420,6 +487,7 @@ absl::StatusOr<double> CudaGpt2::GradientSumOfSquares() {
 
 absl::Status CudaGpt2::Update(const kernels::cpu::AdamWParams& p, float weight_decay,
                               float clip) {
+  if (sharded_) return absl::FailedPreconditionError("Update on a sharded optimizer: use UpdateShard");
   if (clip < 1.0f) {
     BELAY_RETURN_IF_NOT_OK(kc::Scale(grads_, layout_.total(), clip, stream_));
   }
@@ -429,6 +497,65 @@ absl::Status CudaGpt2::Update(const kernels::cpu::AdamWParams& p, float weight_d
     const auto o = static_cast<size_t>(t.offset);
     BELAY_RETURN_IF_NOT_OK(kc::AdamWUpdate(master_ + o, params_ + o, grads_ + o, m_ + o, v_ + o,
                                            t.size, q, stream_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaGpt2::PackGradients(const std::vector<Segment>& segments, int64_t padded) {
+  if (!sharded_) return absl::FailedPreconditionError("PackGradients without a sharded optimizer");
+  int64_t at = 0;
+  for (const Segment& s : segments) at += s.size;
+  if (at > padded || padded > sharded_->staging) {
+    return absl::InvalidArgumentError(absl::StrCat("PackGradients: ", at, " elements padded to ", padded,
+                                                   " in a staging buffer of ", sharded_->staging));
+  }
+  at = 0;
+  for (const Segment& s : segments) {
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(staging_ + at, grads_ + s.offset, static_cast<size_t>(s.size) * sizeof(float),
+                                               cudaMemcpyDeviceToDevice, stream_));
+    at += s.size;
+  }
+  if (padded > at) {
+    BELAY_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(staging_ + at, 0, static_cast<size_t>(padded - at) * sizeof(float), stream_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaGpt2::UnpackParameters(const std::vector<Segment>& segments) {
+  if (!sharded_) return absl::FailedPreconditionError("UnpackParameters without a sharded optimizer");
+  int64_t at = 0;
+  for (const Segment& s : segments) at += s.size;
+  if (at > sharded_->staging) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("UnpackParameters: ", at, " elements from a staging buffer of ", sharded_->staging));
+  }
+  at = 0;
+  for (const Segment& s : segments) {
+    BELAY_RETURN_IF_NOT_OK(kc::ConvertToBf16(staging_ + at, params_ + s.offset, s.size, stream_));
+    at += s.size;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> CudaGpt2::GradientShardSumOfSquares() {
+  if (!sharded_) return absl::FailedPreconditionError("GradientShardSumOfSquares without a sharded optimizer");
+  BELAY_RETURN_IF_NOT_OK(kc::SumOfSquares(norm_, norm_scratch_, grad_shard_, sharded_->shard_size, stream_));
+  double out = 0;
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(&out, norm_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  BELAY_RETURN_IF_NOT_OK(Synchronize());
+  return out;
+}
+
+absl::Status CudaGpt2::UpdateShard(const kernels::cpu::AdamWParams& p, float weight_decay, float clip) {
+  if (!sharded_) return absl::FailedPreconditionError("UpdateShard without a sharded optimizer");
+  if (clip < 1.0f) BELAY_RETURN_IF_NOT_OK(kc::Scale(grad_shard_, sharded_->shard_size, clip, stream_));
+  kernels::cpu::AdamWParams q = p;
+  for (const ShardedOptimizer::Piece& piece : sharded_->pieces) {
+    q.weight_decay = piece.decay ? weight_decay : 0.0f;
+    const auto so = static_cast<size_t>(piece.shard_offset);
+    BELAY_RETURN_IF_NOT_OK(kc::AdamWUpdate(master_ + so, params_ + piece.flat_offset, grad_shard_ + so, m_ + so,
+                                           v_ + so, piece.size, q, stream_));
   }
   return absl::OkStatus();
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -12,6 +13,7 @@
 #include "kernels/cuda/encoder.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/types.h"
+#include "worker/model/gpu_model.h"
 #include "worker/model/params.h"
 
 namespace belay::model {
@@ -26,8 +28,10 @@ class CudaGpt2 {
   // H100, docs/gpu.md); kMaterialised keeps the B·NH·T·T softmax weights of every layer for
   // backward and takes any head size that is a multiple of 8; kAuto: fused where it applies.
   enum class Attention { kAuto, kMaterialised, kFused };
+  // With `sharded`, the optimizer state is that shard (ZeRO stage 1; see ShardedOptimizer).
   static absl::StatusOr<std::unique_ptr<CudaGpt2>> Create(
-      const ParameterLayout& layout, int B, int T, Attention attention = Attention::kAuto);
+      const ParameterLayout& layout, int B, int T, Attention attention = Attention::kAuto,
+      const ShardedOptimizer* sharded = nullptr);
   ~CudaGpt2();
   CudaGpt2(const CudaGpt2&) = delete;
   CudaGpt2& operator=(const CudaGpt2&) = delete;
@@ -39,15 +43,16 @@ class CudaGpt2 {
   // Bytes of device memory this model holds.
   size_t device_bytes() const { return device_bytes_; }
 
-  // Sets the fp32 master weights (and their bf16 copy) from host params (layout order), and
-  // clears gradients and moments.
+  // Sets the fp32 master weights (sharded: of the pieces) and the bf16 copy from host params
+  // (all of them, layout order), and clears gradients and moments.
   absl::Status SetParameters(const float* host_params);
-  // The fp32 master weights, layout order.
+  // The fp32 master weights, layout order. Sharded: the pieces' master weights, and
+  // elsewhere the bf16 working copy's values (what this rank computes with there).
   absl::Status GetParameters(float* host_params) const;
   // The accumulated fp32 gradients, layout order.
   absl::Status GetGradients(float* host_grads) const;
-  // The AdamW moments (fp32, layout order): read, or set (after SetParameters, which clears
-  // them), for checkpoints.
+  // The AdamW moments (fp32; layout order, or shard order when sharded): read, or set (after
+  // SetParameters, which clears them), for checkpoints.
   absl::Status GetMoments(float* host_m, float* host_v) const;
   absl::Status SetMoments(const float* host_m, const float* host_v);
   // The gradient buffer on the device (fp32, layout order, layout.total() elements) and the
@@ -71,8 +76,25 @@ class CudaGpt2 {
 
   // Multiplies the gradients by `clip` when it is below 1, then applies AdamW update `step`
   // (1-based) with `p`'s lr, betas and eps; weight decay `weight_decay` only on the tensors the
-  // layout marks for it. Writes the new bf16 parameters.
+  // layout marks for it. Writes the new bf16 parameters. Not sharded only.
   absl::Status Update(const kernels::cpu::AdamWParams& p, float weight_decay, float clip);
+
+  // --- Sharded (ZeRO stage 1) only; FailedPrecondition otherwise.
+  // The fp32 device buffers: the summed gradient of the shard, the master shard, staging.
+  float* device_gradient_shard() { return grad_shard_; }
+  float* device_master() { return master_; }
+  float* device_staging() { return staging_; }
+  int64_t shard_size() const { return sharded_ ? sharded_->shard_size : 0; }
+  int64_t staging_size() const { return sharded_ ? sharded_->staging : 0; }
+  // staging[0, padded) = the gradients of `segments` one after another, then zeros.
+  absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded);
+  // The bf16 parameters of `segments` = bf16(staging), read one segment after another.
+  absl::Status UnpackParameters(const std::vector<Segment>& segments);
+  // Squared L2 norm of the gradient shard (deterministic, synchronises).
+  absl::StatusOr<double> GradientShardSumOfSquares();
+  // Update() over the pieces: clip, AdamW on the master shard from the gradient shard, the
+  // new bf16 values written at the pieces' places in the parameters.
+  absl::Status UpdateShard(const kernels::cpu::AdamWParams& p, float weight_decay, float clip);
 
   // Per-position losses of the last Forward (0 where masked), B×T.
   absl::StatusOr<std::vector<float>> GetLosses() const;
@@ -81,7 +103,10 @@ class CudaGpt2 {
   absl::Status Synchronize() const;
 
  private:
-  CudaGpt2(const ParameterLayout& layout, int B, int T, bool fused_attention);
+  CudaGpt2(const ParameterLayout& layout, int B, int T, bool fused_attention,
+           const ShardedOptimizer* sharded);
+  // Elements of the master weights and moments: the shard, or all parameters.
+  size_t StateSize() const;
   absl::Status Allocate();
   template <typename E>
   absl::Status Alloc(E** ptr, size_t count);
@@ -94,11 +119,13 @@ class CudaGpt2 {
   size_t device_bytes_ = 0;
   bool have_grad_pass_ = false;
   bool flash_ = false;  // fused attention (head size 64, T a multiple of 64)
+  std::optional<ShardedOptimizer> sharded_;
 
   using bf16 = kernels::cuda::bf16;
   // Parameters: bf16 working copy, fp32 master, fp32 gradients and moments (layout order).
   bf16* params_ = nullptr;
   float *master_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
+  float *grad_shard_ = nullptr, *staging_ = nullptr;  // sharded only
 
   // Micro-batch inputs on the device.
   int32_t *inputs_ = nullptr, *targets_ = nullptr;

@@ -4,9 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/adamw.h"
@@ -14,6 +16,7 @@
 #include "worker/model/gpt2.h"
 #include "worker/model/params.h"
 #include "worker/optim/optimizer.h"
+#include "worker/train/shard_plan.h"
 
 namespace belay::model {
 namespace {
@@ -179,6 +182,97 @@ TEST(CudaGpt2, AdamWStepsFollowCpuModel) {
     EXPECT_NEAR(gpu[static_cast<size_t>(s - 1)], loss * scale, 1e-2 * loss * scale) << "step " << s;
   }
   EXPECT_LT(gpu.back(), gpu.front());  // it learns
+}
+
+// ZeRO stage 1 on two ranks, emulated in one process: each "rank" keeps the optimizer state of
+// its pieces of the shard plan, its slice of every bucket's gradient is handed over as a
+// reduce-scatter of one contributor would, and the master slices go to both as an all-gather
+// would. Afterwards both hold exactly the parameters of a model with the whole optimizer
+// state: master weights bit for bit, and the same losses on the next batch.
+TEST(CudaGpt2, ShardedOptimizerOfTwoRanksUpdatesAsTheWholeOne) {
+  BELAY_REQUIRE_CUDA_DEVICE();
+  const ParameterLayout layout(Small());
+  const int B = 2, T = 32, W = 2;
+  const Batch batch = MakeBatch(B * T, layout.config().vocab_size, 4);
+  const Batch next = MakeBatch(B * T, layout.config().vocab_size, 5);
+  const std::vector<float> init = Bf16Params(layout, 11);
+  const float scale = 1.0f / static_cast<float>(Counted(batch));
+  kernels::cpu::AdamWParams p;
+  p.lr = 1e-2f;
+  p.step = 1;
+
+  absl::StatusOr<std::unique_ptr<CudaGpt2>> whole = CudaGpt2::Create(layout, B, T);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_TRUE((*whole)->SetParameters(init.data()).ok());
+  ASSERT_TRUE((*whole)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), scale).ok());
+  ASSERT_TRUE((*whole)->Backward().ok());
+  ASSERT_TRUE((*whole)->Update(p, 0.1f, 1.0f).ok());
+
+  const train::ShardPlan plan(layout, W);
+  std::vector<std::unique_ptr<CudaGpt2>> ranks;
+  for (int r = 0; r < W; ++r) {
+    ShardedOptimizer shard;
+    shard.shard_size = plan.shard_size();
+    for (const train::OwnedPiece& o : plan.Owned(r)) {
+      shard.pieces.push_back({o.flat_offset, o.shard_offset, o.size, layout.tensors()[static_cast<size_t>(o.tensor)].decay});
+    }
+    for (const train::Bucket& b : plan.buckets()) shard.staging = std::max(shard.staging, b.padded);
+    absl::StatusOr<std::unique_ptr<CudaGpt2>> m = CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &shard);
+    ASSERT_TRUE(m.ok()) << m.status();
+    ASSERT_TRUE((*m)->SetParameters(init.data()).ok());
+    ASSERT_TRUE((*m)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), scale).ok());
+    ASSERT_TRUE((*m)->Backward().ok());
+    for (const train::Bucket& b : plan.buckets()) {  // this rank's slice of each bucket
+      ASSERT_TRUE((*m)->PackGradients(b.segments, b.padded).ok());
+      ASSERT_EQ(cudaMemcpy((*m)->device_gradient_shard() + b.shard_offset, (*m)->device_staging() + r * b.slice,
+                           static_cast<size_t>(b.slice) * sizeof(float), cudaMemcpyDeviceToDevice),
+                cudaSuccess);
+    }
+    ASSERT_TRUE((*m)->UpdateShard(p, 0.1f, 1.0f).ok());
+    ASSERT_TRUE((*m)->Synchronize().ok());
+    ranks.push_back(std::move(*m));
+  }
+  for (const train::Bucket& b : plan.buckets()) {  // every rank's master slice to every rank
+    for (int to = 0; to < W; ++to) {
+      for (int from = 0; from < W; ++from) {
+        ASSERT_EQ(cudaMemcpy(ranks[static_cast<size_t>(to)]->device_staging() + from * b.slice,
+                             ranks[static_cast<size_t>(from)]->device_master() + b.shard_offset,
+                             static_cast<size_t>(b.slice) * sizeof(float), cudaMemcpyDeviceToDevice),
+                  cudaSuccess);
+      }
+      ASSERT_TRUE(ranks[static_cast<size_t>(to)]->UnpackParameters(b.segments).ok());
+      ASSERT_TRUE(ranks[static_cast<size_t>(to)]->Synchronize().ok());
+    }
+  }
+
+  std::vector<float> want(init.size()), got(init.size());
+  ASSERT_TRUE((*whole)->GetParameters(want.data()).ok());
+  std::vector<float> want_m(init.size()), want_v(init.size());
+  ASSERT_TRUE((*whole)->GetMoments(want_m.data(), want_v.data()).ok());
+  absl::StatusOr<double> want_loss = (*whole)->Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
+  ASSERT_TRUE(want_loss.ok());
+  for (int r = 0; r < W; ++r) {
+    SCOPED_TRACE("rank " + std::to_string(r));
+    ASSERT_TRUE(ranks[static_cast<size_t>(r)]->GetParameters(got.data()).ok());
+    for (const train::OwnedPiece& o : plan.Owned(r)) {
+      ASSERT_TRUE(kernels::cuda::testing::SameBytes(got.data() + o.flat_offset, want.data() + o.flat_offset,
+                                                    static_cast<size_t>(o.size) * sizeof(float)))
+          << "master weights of the piece at " << o.flat_offset;
+    }
+    absl::StatusOr<double> loss =
+        ranks[static_cast<size_t>(r)]->Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
+    ASSERT_TRUE(loss.ok());
+    EXPECT_EQ(*loss, *want_loss);  // the same bf16 parameters everywhere: the same bits
+    std::vector<float> m(static_cast<size_t>(plan.shard_size())), v(m.size());
+    ASSERT_TRUE(ranks[static_cast<size_t>(r)]->GetMoments(m.data(), v.data()).ok());
+    for (const train::OwnedPiece& o : plan.Owned(r)) {
+      const auto at = static_cast<size_t>(o.shard_offset), bytes = static_cast<size_t>(o.size) * sizeof(float);
+      EXPECT_TRUE(kernels::cuda::testing::SameBytes(m.data() + at, want_m.data() + o.flat_offset, bytes)) << "m";
+      EXPECT_TRUE(kernels::cuda::testing::SameBytes(v.data() + at, want_v.data() + o.flat_offset, bytes)) << "v";
+    }
+  }
+  EXPECT_EQ(ranks[0]->Update(p, 0.1f, 1.0f).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*whole)->UpdateShard(p, 0.1f, 1.0f).code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(CudaGpt2, TwoRunsAreBitIdentical) {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/adamw.h"
@@ -14,15 +15,34 @@
 
 namespace belay::model {
 
+// ZeRO stage 1: the model keeps fp32 master weights and AdamW moments only for `pieces`,
+// runs of the flat parameters kept one after another in a shard of shard_size elements (the
+// gaps are the padding of the shard plan: zero, never updated). The bf16 parameters and the
+// fp32 gradients stay whole. `staging` is the size of the fp32 device buffer that buckets of
+// gradients and master weights pass through (the largest padded bucket).
+struct ShardedOptimizer {
+  struct Piece {
+    int64_t flat_offset = 0;
+    int64_t shard_offset = 0;
+    int64_t size = 0;
+    bool decay = false;
+  };
+  int64_t shard_size = 0;
+  std::vector<Piece> pieces;
+  int64_t staging = 0;
+};
+
 // GPT-2 on the current CUDA device: bf16 activations and parameters, fp32 master weights,
 // gradients and AdamW moments, all in the parameter layout's order (see CudaGpt2).
 class GpuModel {
  public:
   virtual ~GpuModel() = default;
 
-  // The fp32 master weights and moments from host memory (m, v null: zero).
+  // The parameters (all, fp32, layout order) and the moments (the optimizer's elements: all
+  // parameters, or the shard) from host memory; m, v null: zero.
   virtual absl::Status SetState(const float* params, const float* m, const float* v) = 0;
-  // The fp32 master weights and moments into host memory.
+  // The same into host memory. With a sharded optimizer the parameters outside its pieces
+  // are the bf16 working copy's values.
   virtual absl::Status GetState(float* params, float* m, float* v) const = 0;
 
   // Sum of the masked per-position losses of one micro-batch (B×T host arrays); loss_scale > 0
@@ -41,6 +61,21 @@ class GpuModel {
   // Waits for the queued work.
   virtual absl::Status Synchronize() = 0;
 
+  // --- With a sharded optimizer (ZeRO stage 1) only; FailedPrecondition otherwise.
+  // The fp32 device buffers: the summed gradient of the shard, the master shard (shard
+  // order), and the staging buffer buckets pass through.
+  virtual std::span<float> DeviceGradientShard() = 0;
+  virtual std::span<float> DeviceMasterShard() = 0;
+  virtual std::span<float> DeviceStaging() = 0;
+  // staging[0, padded) = the gradients of `segments` one after another, then zeros.
+  virtual absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded) = 0;
+  // The bf16 parameters of `segments` from the fp32 values in staging, in segment order.
+  virtual absl::Status UnpackParameters(const std::vector<Segment>& segments) = 0;
+  // Squared L2 norm of the gradient shard.
+  virtual absl::StatusOr<double> GradientShardSumOfSquares() = 0;
+  // Clip, then AdamW over the pieces; the new bf16 values land at the pieces' places.
+  virtual absl::Status UpdateShard(const kernels::cpu::AdamWParams& p, float weight_decay, float clip) = 0;
+
   virtual size_t device_bytes() const = 0;
   // "fused" or "materialised" attention.
   virtual std::string attention() const = 0;
@@ -49,6 +84,8 @@ class GpuModel {
 // A model for micro-batches of B sequences of T tokens on the current device, with every
 // parameter zero until SetState. ResourceExhausted when it does not fit; InvalidArgument for
 // shapes the kernels do not take; Unimplemented in a build without CUDA.
-absl::StatusOr<std::unique_ptr<GpuModel>> CreateGpuModel(const ParameterLayout& layout, int B, int T);
+// With `sharded`, the optimizer state is that shard (ZeRO stage 1).
+absl::StatusOr<std::unique_ptr<GpuModel>> CreateGpuModel(const ParameterLayout& layout, int B, int T,
+                                                         const ShardedOptimizer* sharded = nullptr);
 
 }  // namespace belay::model

@@ -36,6 +36,25 @@ class CudaGpuModel final : public GpuModel {
   }
   absl::Status Synchronize() override { return model_->Synchronize(); }
   size_t device_bytes() const override { return model_->device_bytes(); }
+  std::span<float> DeviceGradientShard() override {
+    return {model_->device_gradient_shard(), static_cast<size_t>(model_->shard_size())};
+  }
+  std::span<float> DeviceMasterShard() override {
+    return {model_->device_master(), static_cast<size_t>(model_->shard_size())};
+  }
+  std::span<float> DeviceStaging() override {
+    return {model_->device_staging(), static_cast<size_t>(model_->staging_size())};
+  }
+  absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded) override {
+    return model_->PackGradients(segments, padded);
+  }
+  absl::Status UnpackParameters(const std::vector<Segment>& segments) override {
+    return model_->UnpackParameters(segments);
+  }
+  absl::StatusOr<double> GradientShardSumOfSquares() override { return model_->GradientShardSumOfSquares(); }
+  absl::Status UpdateShard(const kernels::cpu::AdamWParams& p, float weight_decay, float clip) override {
+    return model_->UpdateShard(p, weight_decay, clip);
+  }
   std::string attention() const override { return model_->fused_attention() ? "fused" : "materialised"; }
 
  private:
@@ -45,8 +64,9 @@ class CudaGpuModel final : public GpuModel {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GpuModel>> CreateGpuModel(const ParameterLayout& layout, int B, int T) {
-  absl::StatusOr<std::unique_ptr<CudaGpt2>> m = CudaGpt2::Create(layout, B, T);
+absl::StatusOr<std::unique_ptr<GpuModel>> CreateGpuModel(const ParameterLayout& layout, int B, int T,
+                                                         const ShardedOptimizer* sharded) {
+  absl::StatusOr<std::unique_ptr<CudaGpt2>> m = CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, sharded);
   if (!m.ok()) return m.status();
   return std::unique_ptr<GpuModel>(new CudaGpuModel(std::move(*m), layout.total()));
 }

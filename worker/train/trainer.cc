@@ -210,11 +210,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
   } else if (spec.train.zero_stage < 0 || spec.train.zero_stage > 2) {
     local = absl::InvalidArgumentError(
         Cat("train.zero_stage = ", spec.train.zero_stage, ": this trainer has stages 0, 1 and 2"));
-  } else if (device == Device::kCuda && spec.train.zero_stage != 0) {
+  } else if (device == Device::kCuda && spec.train.zero_stage == 2) {
     local = absl::InvalidArgumentError(
-        Cat("train.zero_stage = ", spec.train.zero_stage,
-            ": GPU training has ZeRO stage 0 so far (every rank holds the whole optimizer state); "
-            "set zero_stage = 0 for GPU campaigns"));
+        Cat("train.zero_stage = 2: GPU training has ZeRO stages 0 and 1 so far (stage 2's "
+            "gradient sharding during backward is not built for GPUs); set zero_stage = 1 for "
+            "GPU campaigns"));
   }
   std::unique_ptr<data::DataLoader> train, val;
   if (local.ok()) {
@@ -257,9 +257,20 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
   }
   std::unique_ptr<Trainer> trainer(new Trainer(spec, comm, device, std::move(train), std::move(val)));
   if (device == Device::kCuda) {
-    // The model on this rank's GPU, with the freshly initialised parameters.
+    // The model on this rank's GPU, with the freshly initialised parameters; at stage 1 it
+    // keeps the optimizer state of this rank's pieces only.
+    model::ShardedOptimizer shard;
+    if (spec.train.zero_stage == 1) {
+      shard.shard_size = trainer->plan_.shard_size();
+      for (const OwnedPiece& p : trainer->owned_) {
+        shard.pieces.push_back({p.flat_offset, p.shard_offset, p.size,
+                                trainer->layout_.tensors()[static_cast<size_t>(p.tensor)].decay});
+      }
+      for (const Bucket& b : trainer->plan_.buckets()) shard.staging = std::max(shard.staging, b.padded);
+    }
     absl::StatusOr<std::unique_ptr<model::GpuModel>> gpu = model::CreateGpuModel(
-        trainer->layout_, static_cast<int>(spec.train.micro_batch), static_cast<int>(spec.model.seq_len));
+        trainer->layout_, static_cast<int>(spec.train.micro_batch), static_cast<int>(spec.model.seq_len),
+        spec.train.zero_stage == 1 ? &shard : nullptr);
     absl::Status made = gpu.status();
     if (gpu.ok()) {
       trainer->gpu_ = std::move(*gpu);
@@ -296,7 +307,7 @@ Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device devi
                         layout_.tensors()[static_cast<size_t>(p.tensor)].decay});
     }
     optimizer_ = std::make_unique<optim::AdamW>(std::move(pieces), plan_.shard_size(), spec.train);
-    grad_shard_.resize(static_cast<size_t>(plan_.shard_size()));
+    if (device == Device::kCpu) grad_shard_.resize(static_cast<size_t>(plan_.shard_size()));
   }
   if (stage < 2 && device == Device::kCpu) grads_.resize(static_cast<size_t>(layout_.total()));
   if (stage == 2) zero2_ = std::make_unique<ZeroTwoSink>(plan_, comm_, grad_shard_, phase_, wait_s_);
@@ -317,11 +328,16 @@ Trainer::~Trainer() = default;
 
 MemoryAccounting Trainer::memory() const {
   MemoryAccounting m;
-  if (gpu_) {  // on the device: master weights and their bf16 copy, gradients, moments
-    const int64_t P = layout_.total();
-    m.params = P * static_cast<int64_t>(sizeof(float) + 2);
-    m.gradients = P * static_cast<int64_t>(sizeof(float));
-    m.optimizer = 2 * P * static_cast<int64_t>(sizeof(float));
+  if (gpu_) {
+    // On the device: the bf16 parameters and the fp32 master weights; the gradients (stage 1:
+    // also the summed shard and the staging bucket); the moments. Stage 1 shards the fp32
+    // state.
+    const int64_t P = layout_.total(), f = static_cast<int64_t>(sizeof(float));
+    const bool sharded = spec_.train.zero_stage == 1;
+    const int64_t state = sharded ? plan_.shard_size() : P;
+    m.params = 2 * P + f * state;
+    m.gradients = f * P + (sharded ? f * (state + static_cast<int64_t>(staging_.size())) : 0);
+    m.optimizer = 2 * f * state;
     return m;
   }
   m.params = static_cast<int64_t>(params_.size() * sizeof(float));
@@ -349,7 +365,10 @@ absl::Status Trainer::GatherFlat(float* flat) {
       std::memcpy(mine.data() + (p.shard_offset - bucket.shard_offset), flat + p.flat_offset,
                   static_cast<size_t>(p.size) * sizeof(float));
     }
-    if (absl::Status s = comm_.AllGather(mine, all); !s.ok()) return s;
+    // (GPU ranks: NCCL's float collectives take device memory; these are host bytes.)
+    absl::Status s = gpu_ ? comm_.AllGatherBytes(std::as_bytes(mine), std::as_writable_bytes(all))
+                          : comm_.AllGather(mine, all);
+    if (!s.ok()) return s;
     plan_.Unpack(b, staging_.data(), flat);
   }
   return absl::OkStatus();
@@ -447,9 +466,21 @@ StepMetrics Trainer::TrainStep() {
   std::vector<double> all_loss(static_cast<size_t>(accum_ * W));
   {
     WaitClock clock(wait_s_);
-    if (gpu_) {
+    if (gpu_ && stage == 0) {
       // Stage 0 on GPUs: the whole gradient, summed on the device (NCCL) in rank order.
       CheckCollective(comm_.AllReduceSum(gpu_->DeviceGradients()), "gradient reduction");
+    } else if (gpu_) {
+      // Stage 1 on GPUs: bucket by bucket through the staging buffer, each rank keeping the
+      // sum of its slice in its gradient shard.
+      std::span<float> staging = gpu_->DeviceStaging(), shard = gpu_->DeviceGradientShard();
+      for (const Bucket& b : plan_.buckets()) {
+        CheckCollective(gpu_->PackGradients(b.segments, b.padded), "GPU gradient packing");
+        CheckCollective(gpu_->Synchronize(), "GPU gradient packing");
+        CheckCollective(comm_.ReduceScatterSum(staging.first(static_cast<size_t>(b.padded)),
+                                               shard.subspan(static_cast<size_t>(b.shard_offset),
+                                                             static_cast<size_t>(b.slice))),
+                        "gradient reduce-scatter");
+      }
     } else if (stage < 2) {
       CheckCollective(ReduceGradients(), "gradient reduction");
     }
@@ -468,10 +499,15 @@ StepMetrics Trainer::TrainStep() {
   // piece (the same pieces for every stage), and the ranks' sums add in rank order.
   // (On GPUs every rank holds the whole summed gradient: each takes the norm of all of it.)
   double sum_sq = 0;
-  if (gpu_) {
+  if (gpu_ && stage == 0) {
     absl::StatusOr<double> sq = gpu_->GradientSumOfSquares();
     CheckCollective(sq.status(), "GPU gradient norm");
     sum_sq = *sq;
+  } else if (gpu_) {
+    absl::StatusOr<double> sq = gpu_->GradientShardSumOfSquares();
+    CheckCollective(sq.status(), "GPU gradient norm");
+    WaitClock clock(wait_s_);
+    sum_sq = SumOverRanks(comm_, *sq);
   } else {
     const float* g = OwnedGradients();
     double local_sq = 0;
@@ -497,14 +533,29 @@ StepMetrics Trainer::TrainStep() {
     p.beta2 = static_cast<float>(spec_.train.beta2);
     p.eps = static_cast<float>(spec_.train.eps);
     p.step = step_ + 1;
-    CheckCollective(gpu_->Update(p, static_cast<float>(spec_.train.weight_decay), clip), "GPU update");
+    const auto wd = static_cast<float>(spec_.train.weight_decay);
+    CheckCollective(stage == 0 ? gpu_->Update(p, wd, clip) : gpu_->UpdateShard(p, wd, clip), "GPU update");
     CheckCollective(gpu_->Synchronize(), "GPU update");
   } else {
     optimizer_->Update(params_.data(), OwnedGradients(), lr, step_ + 1);
   }
   // Stages 1 and 2 updated only this rank's shard: bring every rank's update to all.
   phase_ = Phase::kCollective;
-  if (stage > 0) {
+  if (stage > 0 && gpu_) {
+    // Every rank's updated master slice of each bucket, as bf16 parameters on every rank
+    // (the conversion rounds as the owner's update did).
+    std::span<float> staging = gpu_->DeviceStaging(), master = gpu_->DeviceMasterShard();
+    for (const Bucket& b : plan_.buckets()) {
+      {
+        WaitClock clock(wait_s_);
+        CheckCollective(comm_.AllGather(master.subspan(static_cast<size_t>(b.shard_offset), static_cast<size_t>(b.slice)),
+                                        staging.first(static_cast<size_t>(b.padded))),
+                        "parameter all-gather");
+      }
+      CheckCollective(gpu_->UnpackParameters(b.segments), "GPU parameter unpacking");
+      CheckCollective(gpu_->Synchronize(), "GPU parameter unpacking");  // before staging is reused
+    }
+  } else if (stage > 0) {
     WaitClock clock(wait_s_);
     CheckCollective(GatherFlat(params_.data()), "parameter all-gather");
   }

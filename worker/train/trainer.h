@@ -86,8 +86,8 @@ class Trainer {
   // Opens the data and sets up a freshly initialised model (seeded by train.seed), for rank
   // comm.rank() of comm.world_size(). Every rank of the group must call it (the ranks check
   // together that they agree). InvalidArgument when the global batch does not divide into
-  // micro_batch × world size, or for a ZeRO stage this trainer does not have (on kCuda only
-  // stage 0 so far). On kCuda the model is created on the current device; not fitting there
+  // micro_batch × world size, or for a ZeRO stage this trainer does not have (on kCuda
+  // stages 0 and 1 so far). On kCuda the model is created on the current device; not fitting there
   // is ResourceExhausted, a build without CUDA Unimplemented.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const CampaignSpec& spec,
                                                          comm::Communicator& comm,
