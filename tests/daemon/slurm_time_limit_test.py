@@ -61,6 +61,16 @@ def main():
 
         # slurmctld dies while attempt 1 runs, and comes back 20 s later.
         wait_for("step 20", lambda: int(status(cid)["campaign"].get("current_step", 0)) >= 20, timeout=120)
+        # slurmctld writes its jobs to its state files a few seconds after a change; killed
+        # before that it forgets them on restart (as a real controller would). Kill it once the
+        # file has been written after attempt 1's job and the job queued behind it exist: the
+        # test is about belayd riding out a controller restart, not about Slurm losing jobs.
+        wait_for("the presubmitted job", lambda: (status(cid).get("attempts") or [{}])[0].get("successor_job_id"))
+        seen = time.time()
+        job_state = cluster / "state" / "job_state"
+        deadline = seen + 15
+        while time.time() < deadline and not (job_state.exists() and job_state.stat().st_mtime > seen):
+            time.sleep(0.2)  # (after 15 s without a write, the last one came after both jobs)
         ctld = int((cluster / "run" / "slurmctld.pid").read_text().strip())
         os.kill(ctld, signal.SIGKILL)
         ctld_down = True
