@@ -147,7 +147,7 @@ absl::StatusOr<World> JoinWorld(const runtime::RankInfo& info, train::Device dev
     spdlog::info("rank {} (local rank {}) on GPU {} of {}: {}, {:.0f} GiB", info.rank, info.local_rank, *index,
                  devices->size(), d.name, static_cast<double>(d.memory_bytes) / (1 << 30));
   }
-  if (info.world_size == 1) {
+  if (info.world_size == 1 && device == train::Device::kCpu) {
     w.comm = std::make_unique<comm::SingleCommunicator>();
     return w;
   }
@@ -157,15 +157,17 @@ absl::StatusOr<World> JoinWorld(const runtime::RankInfo& info, train::Device dev
     w.comm = std::move(*mpi);
     return w;
   }
-  // GPU ranks: NCCL, whose id rank 0 makes and hands to the others over mpirun's MPI or
-  // belayd's rendezvous.
+  // GPU ranks: NCCL (also for one rank: the trainer's collectives then take device memory),
+  // whose id rank 0 makes and hands to the others over mpirun's MPI or belayd's rendezvous.
   std::string id;
   if (info.rank == 0) {
     absl::StatusOr<std::string> made = comm::NewNcclId();
     if (!made.ok()) return made.status();
     id = std::move(*made);
   }
-  if (info.source == runtime::RankSource::kMpirun) {
+  if (info.world_size == 1) {
+    // Nobody to hand the id to.
+  } else if (info.source == runtime::RankSource::kMpirun) {
     absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> mpi = JoinMpi(info, w);
     if (!mpi.ok()) return mpi.status();
     id.resize(comm::kNcclIdBytes);

@@ -117,6 +117,8 @@ class Communicator {
 
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
+  // Whether the float collectives take device (GPU) memory rather than host memory.
+  virtual bool takes_device_memory() const { return false; }
 
   // --- fp32, non-blocking: start now, complete with Wait(). Argument errors come back from
   // Wait(). How much overlaps depends on the backend: the MPI one exchanges data in the

@@ -47,6 +47,7 @@ class NcclCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
+  bool takes_device_memory() const override { return true; }
 
   CommHandle StartAllReduceSum(std::span<float> data) override;
   CommHandle StartReduceScatterSum(std::span<const float> input, std::span<float> shard) override;

@@ -108,7 +108,7 @@ absl::Status CudaGpt2::Allocate() {
   BELAY_RETURN_IF_NOT_OK(Alloc(&v_, StateSize()));
   if (sharded_) {
     BELAY_RETURN_IF_NOT_OK(Alloc(&grad_shard_, StateSize()));
-    BELAY_RETURN_IF_NOT_OK(Alloc(&staging_, static_cast<size_t>(sharded_->staging)));
+    BELAY_RETURN_IF_NOT_OK(Alloc(&staging_, 2 * static_cast<size_t>(sharded_->staging)));
   }
   BELAY_RETURN_IF_NOT_OK(Alloc(&inputs_, N));
   BELAY_RETURN_IF_NOT_OK(Alloc(&targets_, N));
@@ -400,7 +400,7 @@ absl::StatusOr<double> CudaGpt2::Forward(const int32_t* inputs, const int32_t* t
   return sum;
 }
 
-absl::Status CudaGpt2::Backward() {
+absl::Status CudaGpt2::Backward(const std::function<absl::Status(int group)>& on_group) {
   if (!have_grad_pass_) {
     return absl::FailedPreconditionError("Backward needs a Forward with loss_scale > 0 first");
   }
@@ -424,6 +424,7 @@ absl::Status CudaGpt2::Backward() {
   BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.lnfw, g.lnfb, fs, dc_,
                                                residual3_ + static_cast<size_t>(L - 1) * NC,
                                                p.lnfw, lnf_mean_, lnf_rstd_, N, C, stream_));
+  if (on_group) BELAY_RETURN_IF_NOT_OK(on_group(0));  // ln_f
   // dres_ holds the gradient of the residual stream; each block's LayerNorm backward adds its
   // path into it, the projections read it as their output gradient.
   for (int l = L - 1; l >= 0; --l) {
@@ -470,9 +471,12 @@ absl::Status CudaGpt2::Backward() {
                                                  dc_, residual, p.ln1w + lc * C1,
                                                  ln1_mean_ + lc * N1, ln1_rstd_ + lc * N1, N, C,
                                                  stream_));
+    if (on_group) BELAY_RETURN_IF_NOT_OK(on_group(L - l));  // layer l
   }
   kc::EncoderBucketsView view{bucket_ids_, bucket_starts_, bucket_positions_, n_bucket_ids_};
-  return kc::EncoderBackward(g.wte, g.wpe, dres_, view, B_, T_, C, stream_);
+  BELAY_RETURN_IF_NOT_OK(kc::EncoderBackward(g.wte, g.wpe, dres_, view, B_, T_, C, stream_));
+  if (on_group) BELAY_RETURN_IF_NOT_OK(on_group(L + 1));  // embeddings
+  return absl::OkStatus();
 }
 
 absl::StatusOr<double> CudaGpt2::GradientSumOfSquares() {
@@ -501,8 +505,10 @@ absl::Status CudaGpt2::Update(const kernels::cpu::AdamWParams& p, float weight_d
   return absl::OkStatus();
 }
 
-absl::Status CudaGpt2::PackGradients(const std::vector<Segment>& segments, int64_t padded) {
+absl::Status CudaGpt2::PackGradients(const std::vector<Segment>& segments, int64_t padded, int slot) {
   if (!sharded_) return absl::FailedPreconditionError("PackGradients without a sharded optimizer");
+  if (slot != 0 && slot != 1) return absl::InvalidArgumentError(absl::StrCat("staging slot ", slot));
+  float* staging = device_staging(slot);
   int64_t at = 0;
   for (const Segment& s : segments) at += s.size;
   if (at > padded || padded > sharded_->staging) {
@@ -511,19 +517,21 @@ absl::Status CudaGpt2::PackGradients(const std::vector<Segment>& segments, int64
   }
   at = 0;
   for (const Segment& s : segments) {
-    BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(staging_ + at, grads_ + s.offset, static_cast<size_t>(s.size) * sizeof(float),
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(staging + at, grads_ + s.offset, static_cast<size_t>(s.size) * sizeof(float),
                                                cudaMemcpyDeviceToDevice, stream_));
     at += s.size;
   }
   if (padded > at) {
     BELAY_CUDA_RETURN_IF_ERROR(
-        cudaMemsetAsync(staging_ + at, 0, static_cast<size_t>(padded - at) * sizeof(float), stream_));
+        cudaMemsetAsync(staging + at, 0, static_cast<size_t>(padded - at) * sizeof(float), stream_));
   }
   return absl::OkStatus();
 }
 
-absl::Status CudaGpt2::UnpackParameters(const std::vector<Segment>& segments) {
+absl::Status CudaGpt2::UnpackParameters(const std::vector<Segment>& segments, int slot) {
   if (!sharded_) return absl::FailedPreconditionError("UnpackParameters without a sharded optimizer");
+  if (slot != 0 && slot != 1) return absl::InvalidArgumentError(absl::StrCat("staging slot ", slot));
+  const float* staging = device_staging(slot);
   int64_t at = 0;
   for (const Segment& s : segments) at += s.size;
   if (at > sharded_->staging) {
@@ -532,7 +540,7 @@ absl::Status CudaGpt2::UnpackParameters(const std::vector<Segment>& segments) {
   }
   at = 0;
   for (const Segment& s : segments) {
-    BELAY_RETURN_IF_NOT_OK(kc::ConvertToBf16(staging_ + at, params_ + s.offset, s.size, stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::ConvertToBf16(staging + at, params_ + s.offset, s.size, stream_));
     at += s.size;
   }
   return absl::OkStatus();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -68,8 +69,11 @@ class CudaGpt2 {
   absl::StatusOr<double> Forward(const int32_t* inputs, const int32_t* targets,
                                  const uint8_t* mask, float loss_scale);
 
-  // Accumulates (+=) the gradients of the last training Forward.
-  absl::Status Backward();
+  // Accumulates (+=) the gradients of the last training Forward. With `on_group`, calls it
+  // with each gradient group's number (model::GradientGroups: ln_f, layers L-1..0,
+  // embeddings) as soon as the kernels that finish that group's gradients are queued; an
+  // error it returns ends Backward with that error.
+  absl::Status Backward(const std::function<absl::Status(int group)>& on_group = {});
 
   // The squared L2 norm of the accumulated gradients (deterministic, synchronises).
   absl::StatusOr<double> GradientSumOfSquares();
@@ -83,13 +87,14 @@ class CudaGpt2 {
   // The fp32 device buffers: the summed gradient of the shard, the master shard, staging.
   float* device_gradient_shard() { return grad_shard_; }
   float* device_master() { return master_; }
-  float* device_staging() { return staging_; }
+  // Two staging slots of staging_size() elements each (slot 0 or 1).
+  float* device_staging(int slot) { return staging_ + slot * staging_size(); }
   int64_t shard_size() const { return sharded_ ? sharded_->shard_size : 0; }
   int64_t staging_size() const { return sharded_ ? sharded_->staging : 0; }
-  // staging[0, padded) = the gradients of `segments` one after another, then zeros.
-  absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded);
-  // The bf16 parameters of `segments` = bf16(staging), read one segment after another.
-  absl::Status UnpackParameters(const std::vector<Segment>& segments);
+  // staging slot [0, padded) = the gradients of `segments` one after another, then zeros.
+  absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded, int slot = 0);
+  // The bf16 parameters of `segments` = bf16(staging slot), read one segment after another.
+  absl::Status UnpackParameters(const std::vector<Segment>& segments, int slot = 0);
   // Squared L2 norm of the gradient shard (deterministic, synchronises).
   absl::StatusOr<double> GradientShardSumOfSquares();
   // Update() over the pieces: clip, AdamW on the master shard from the gradient shard, the

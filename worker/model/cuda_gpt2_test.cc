@@ -223,8 +223,8 @@ TEST(CudaGpt2, ShardedOptimizerOfTwoRanksUpdatesAsTheWholeOne) {
     ASSERT_TRUE((*m)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), scale).ok());
     ASSERT_TRUE((*m)->Backward().ok());
     for (const train::Bucket& b : plan.buckets()) {  // this rank's slice of each bucket
-      ASSERT_TRUE((*m)->PackGradients(b.segments, b.padded).ok());
-      ASSERT_EQ(cudaMemcpy((*m)->device_gradient_shard() + b.shard_offset, (*m)->device_staging() + r * b.slice,
+      ASSERT_TRUE((*m)->PackGradients(b.segments, b.padded, b.group % 2).ok());
+      ASSERT_EQ(cudaMemcpy((*m)->device_gradient_shard() + b.shard_offset, (*m)->device_staging(b.group % 2) + r * b.slice,
                            static_cast<size_t>(b.slice) * sizeof(float), cudaMemcpyDeviceToDevice),
                 cudaSuccess);
     }
@@ -235,12 +235,12 @@ TEST(CudaGpt2, ShardedOptimizerOfTwoRanksUpdatesAsTheWholeOne) {
   for (const train::Bucket& b : plan.buckets()) {  // every rank's master slice to every rank
     for (int to = 0; to < W; ++to) {
       for (int from = 0; from < W; ++from) {
-        ASSERT_EQ(cudaMemcpy(ranks[static_cast<size_t>(to)]->device_staging() + from * b.slice,
+        ASSERT_EQ(cudaMemcpy(ranks[static_cast<size_t>(to)]->device_staging(b.group % 2) + from * b.slice,
                              ranks[static_cast<size_t>(from)]->device_master() + b.shard_offset,
                              static_cast<size_t>(b.slice) * sizeof(float), cudaMemcpyDeviceToDevice),
                   cudaSuccess);
       }
-      ASSERT_TRUE(ranks[static_cast<size_t>(to)]->UnpackParameters(b.segments).ok());
+      ASSERT_TRUE(ranks[static_cast<size_t>(to)]->UnpackParameters(b.segments, b.group % 2).ok());
       ASSERT_TRUE(ranks[static_cast<size_t>(to)]->Synchronize().ok());
     }
   }

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -18,8 +19,9 @@ namespace belay::model {
 // ZeRO stage 1: the model keeps fp32 master weights and AdamW moments only for `pieces`,
 // runs of the flat parameters kept one after another in a shard of shard_size elements (the
 // gaps are the padding of the shard plan: zero, never updated). The bf16 parameters and the
-// fp32 gradients stay whole. `staging` is the size of the fp32 device buffer that buckets of
-// gradients and master weights pass through (the largest padded bucket).
+// fp32 gradients stay whole. `staging` is the size of each of the two fp32 device buffers that
+// buckets of gradients and master weights pass through (the largest padded bucket): two, so
+// that one bucket's reduce-scatter can run while the next one is packed.
 struct ShardedOptimizer {
   struct Piece {
     int64_t flat_offset = 0;
@@ -49,8 +51,10 @@ class GpuModel {
   // prepares Backward, 0 only evaluates.
   virtual absl::StatusOr<double> Forward(const int32_t* inputs, const int32_t* targets, const uint8_t* mask,
                                          float loss_scale) = 0;
-  // Accumulates the gradients of the last training Forward.
-  virtual absl::Status Backward() = 0;
+  // Accumulates the gradients of the last training Forward; with `on_group`, calls it with
+  // each gradient group's number (model::GradientGroups order) once the work that finishes
+  // that group is queued (Synchronize, then the group's gradients are complete).
+  virtual absl::Status Backward(const std::function<absl::Status(int group)>& on_group = {}) = 0;
   virtual absl::Status ZeroGradients() = 0;
   // The fp32 gradients on the device (layout order), for collectives once Synchronize returned.
   virtual std::span<float> DeviceGradients() = 0;
@@ -66,11 +70,12 @@ class GpuModel {
   // order), and the staging buffer buckets pass through.
   virtual std::span<float> DeviceGradientShard() = 0;
   virtual std::span<float> DeviceMasterShard() = 0;
-  virtual std::span<float> DeviceStaging() = 0;
-  // staging[0, padded) = the gradients of `segments` one after another, then zeros.
-  virtual absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded) = 0;
-  // The bf16 parameters of `segments` from the fp32 values in staging, in segment order.
-  virtual absl::Status UnpackParameters(const std::vector<Segment>& segments) = 0;
+  // Two staging slots (0, 1) of ShardedOptimizer::staging elements each.
+  virtual std::span<float> DeviceStaging(int slot) = 0;
+  // staging slot [0, padded) = the gradients of `segments` one after another, then zeros.
+  virtual absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded, int slot) = 0;
+  // The bf16 parameters of `segments` from the fp32 values in a staging slot, in segment order.
+  virtual absl::Status UnpackParameters(const std::vector<Segment>& segments, int slot) = 0;
   // Squared L2 norm of the gradient shard.
   virtual absl::StatusOr<double> GradientShardSumOfSquares() = 0;
   // Clip, then AdamW over the pieces; the new bf16 values land at the pieces' places.

@@ -25,7 +25,9 @@ class CudaGpuModel final : public GpuModel {
                                  float loss_scale) override {
     return model_->Forward(inputs, targets, mask, loss_scale);
   }
-  absl::Status Backward() override { return model_->Backward(); }
+  absl::Status Backward(const std::function<absl::Status(int)>& on_group) override {
+    return model_->Backward(on_group);
+  }
   absl::Status ZeroGradients() override { return model_->ZeroGradients(); }
   std::span<float> DeviceGradients() override {
     return {model_->device_gradients(), static_cast<size_t>(size_)};
@@ -42,14 +44,14 @@ class CudaGpuModel final : public GpuModel {
   std::span<float> DeviceMasterShard() override {
     return {model_->device_master(), static_cast<size_t>(model_->shard_size())};
   }
-  std::span<float> DeviceStaging() override {
-    return {model_->device_staging(), static_cast<size_t>(model_->staging_size())};
+  std::span<float> DeviceStaging(int slot) override {
+    return {model_->device_staging(slot), static_cast<size_t>(model_->staging_size())};
   }
-  absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded) override {
-    return model_->PackGradients(segments, padded);
+  absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded, int slot) override {
+    return model_->PackGradients(segments, padded, slot);
   }
-  absl::Status UnpackParameters(const std::vector<Segment>& segments) override {
-    return model_->UnpackParameters(segments);
+  absl::Status UnpackParameters(const std::vector<Segment>& segments, int slot) override {
+    return model_->UnpackParameters(segments, slot);
   }
   absl::StatusOr<double> GradientShardSumOfSquares() override { return model_->GradientShardSumOfSquares(); }
   absl::Status UpdateShard(const kernels::cpu::AdamWParams& p, float weight_decay, float clip) override {

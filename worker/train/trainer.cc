@@ -210,6 +210,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
   } else if (spec.train.zero_stage < 0 || spec.train.zero_stage > 2) {
     local = absl::InvalidArgumentError(
         Cat("train.zero_stage = ", spec.train.zero_stage, ": this trainer has stages 0, 1 and 2"));
+  } else if (device == Device::kCuda && !comm.takes_device_memory()) {
+    local = absl::InvalidArgumentError(
+        "GPU training needs a communicator whose collectives take device memory (NCCL), even for one rank");
   } else if (device == Device::kCuda && spec.train.zero_stage == 2) {
     local = absl::InvalidArgumentError(
         Cat("train.zero_stage = 2: GPU training has ZeRO stages 0 and 1 so far (stage 2's "
@@ -330,13 +333,13 @@ MemoryAccounting Trainer::memory() const {
   MemoryAccounting m;
   if (gpu_) {
     // On the device: the bf16 parameters and the fp32 master weights; the gradients (stage 1:
-    // also the summed shard and the staging bucket); the moments. Stage 1 shards the fp32
+    // also the summed shard and the two staging slots); the moments. Stage 1 shards the fp32
     // state.
     const int64_t P = layout_.total(), f = static_cast<int64_t>(sizeof(float));
     const bool sharded = spec_.train.zero_stage == 1;
     const int64_t state = sharded ? plan_.shard_size() : P;
     m.params = 2 * P + f * state;
-    m.gradients = f * P + (sharded ? f * (state + static_cast<int64_t>(staging_.size())) : 0);
+    m.gradients = f * P + (sharded ? f * (state + 2 * static_cast<int64_t>(staging_.size())) : 0);
     m.optimizer = 2 * f * state;
     return m;
   }
@@ -435,6 +438,29 @@ StepMetrics Trainer::TrainStep() {
   std::fill(grads_.begin(), grads_.end(), 0.0f);
   model::FlatGradientSink flat(layout_, grads_.data());
   if (gpu_) CheckCollective(gpu_->ZeroGradients(), "GPU gradient reset");
+  // Stage 1 on GPUs: during the last micro-batch's backward, each bucket is reduce-scattered
+  // as soon as its gradient is complete, on the communicator's stream, while backward goes
+  // on with the next layers (two staging slots: a slot is packed again once its earlier
+  // reduce-scatter is done).
+  std::array<comm::CommHandle, 2> in_flight;
+  const bool overlap = gpu_ && stage == 1 && scale > 0;
+  auto reduce_bucket = [&](int group) -> absl::Status {
+    const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
+    const int slot = group % 2;
+    {
+      const Phase was = phase_.exchange(Phase::kCollective);
+      WaitClock clock(wait_s_);
+      CheckCollective(in_flight[static_cast<size_t>(slot)].Wait(), "gradient reduce-scatter");
+      phase_.store(was);
+    }
+    if (absl::Status s = gpu_->PackGradients(b.segments, b.padded, slot); !s.ok()) return s;
+    // The bucket's gradients and its packing done, before NCCL reads them.
+    if (absl::Status s = gpu_->Synchronize(); !s.ok()) return s;
+    in_flight[static_cast<size_t>(slot)] = comm_.StartReduceScatterSum(
+        gpu_->DeviceStaging(slot).first(static_cast<size_t>(b.padded)),
+        gpu_->DeviceGradientShard().subspan(static_cast<size_t>(b.shard_offset), static_cast<size_t>(b.slice)));
+    return absl::OkStatus();
+  };
   for (int64_t a = 0; gpu_ && a < accum_; ++a) {
     const size_t off = static_cast<size_t>(a) * per_micro;
     phase_ = Phase::kForward;
@@ -443,7 +469,11 @@ StepMetrics Trainer::TrainStep() {
     micro_loss[static_cast<size_t>(a)] = *l;
     phase_ = Phase::kBackward;
     // (A batch with no counted position has scale 0: Forward only evaluated, the gradient is 0.)
-    if (scale > 0) CheckCollective(gpu_->Backward(), "GPU backward");
+    if (overlap && a + 1 == accum_) {
+      CheckCollective(gpu_->Backward(reduce_bucket), "GPU backward");
+    } else if (scale > 0) {
+      CheckCollective(gpu_->Backward(), "GPU backward");
+    }
   }
   // The gradients must be complete before the collective reads them (outside the wait clock:
   // this is the rank's own compute).
@@ -469,12 +499,15 @@ StepMetrics Trainer::TrainStep() {
     if (gpu_ && stage == 0) {
       // Stage 0 on GPUs: the whole gradient, summed on the device (NCCL) in rank order.
       CheckCollective(comm_.AllReduceSum(gpu_->DeviceGradients()), "gradient reduction");
+    } else if (gpu_ && overlap) {
+      // Stage 1 on GPUs: the last reduce-scatters started during backward.
+      for (comm::CommHandle& h : in_flight) CheckCollective(h.Wait(), "gradient reduce-scatter");
     } else if (gpu_) {
-      // Stage 1 on GPUs: bucket by bucket through the staging buffer, each rank keeping the
-      // sum of its slice in its gradient shard.
-      std::span<float> staging = gpu_->DeviceStaging(), shard = gpu_->DeviceGradientShard();
+      // (A batch without counted positions ran no backward: its zero gradient still goes
+      // through the reduce-scatters, bucket by bucket.)
+      std::span<float> staging = gpu_->DeviceStaging(0), shard = gpu_->DeviceGradientShard();
       for (const Bucket& b : plan_.buckets()) {
-        CheckCollective(gpu_->PackGradients(b.segments, b.padded), "GPU gradient packing");
+        CheckCollective(gpu_->PackGradients(b.segments, b.padded, 0), "GPU gradient packing");
         CheckCollective(gpu_->Synchronize(), "GPU gradient packing");
         CheckCollective(comm_.ReduceScatterSum(staging.first(static_cast<size_t>(b.padded)),
                                                shard.subspan(static_cast<size_t>(b.shard_offset),
@@ -544,7 +577,7 @@ StepMetrics Trainer::TrainStep() {
   if (stage > 0 && gpu_) {
     // Every rank's updated master slice of each bucket, as bf16 parameters on every rank
     // (the conversion rounds as the owner's update did).
-    std::span<float> staging = gpu_->DeviceStaging(), master = gpu_->DeviceMasterShard();
+    std::span<float> staging = gpu_->DeviceStaging(0), master = gpu_->DeviceMasterShard();
     for (const Bucket& b : plan_.buckets()) {
       {
         WaitClock clock(wait_s_);
@@ -552,7 +585,7 @@ StepMetrics Trainer::TrainStep() {
                                         staging.first(static_cast<size_t>(b.padded))),
                         "parameter all-gather");
       }
-      CheckCollective(gpu_->UnpackParameters(b.segments), "GPU parameter unpacking");
+      CheckCollective(gpu_->UnpackParameters(b.segments, 0), "GPU parameter unpacking");
       CheckCollective(gpu_->Synchronize(), "GPU parameter unpacking");  // before staging is reused
     }
   } else if (stage > 0) {
