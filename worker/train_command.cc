@@ -165,20 +165,18 @@ absl::StatusOr<World> JoinWorld(const runtime::RankInfo& info, train::Device dev
     if (!made.ok()) return made.status();
     id = std::move(*made);
   }
-  if (info.world_size == 1) {
-    // Nobody to hand the id to.
-  } else if (info.source == runtime::RankSource::kMpirun) {
+  if (info.world_size > 1 && info.source == runtime::RankSource::kMpirun) {
     absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> mpi = JoinMpi(info, w);
     if (!mpi.ok()) return mpi.status();
     id.resize(comm::kNcclIdBytes);
     if (absl::Status s = (*mpi)->Broadcast(std::as_writable_bytes(std::span(id.data(), id.size())), 0); !s.ok()) {
       return s;
     }
-  } else if (link != nullptr) {
+  } else if (info.world_size > 1 && link != nullptr) {
     absl::StatusOr<std::string> met = link->Rendezvous("nccl", 1, id, std::chrono::minutes(10));
     if (!met.ok()) return met.status();
     id = std::move(*met);
-  } else {
+  } else if (info.world_size > 1) {
     return absl::FailedPreconditionError(
         Cat(info.world_size, " ranks on GPUs (started by ", runtime::RankSourceName(info.source),
             "): the NCCL id goes from rank 0 to the others over mpirun's MPI or belayd's rendezvous; "

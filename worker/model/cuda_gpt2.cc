@@ -162,44 +162,30 @@ absl::Status CudaGpt2::Allocate() {
 }
 
 absl::Status CudaGpt2::SetParameters(const float* host_params) {
-  const size_t P = static_cast<size_t>(layout_.total());
+  const size_t P = static_cast<size_t>(layout_.total()), S = StateSize();
+  // All parameters in fp32 on the device: the master weights themselves, or (sharded) a
+  // temporary buffer; their bf16 copy from there.
+  float* full = master_;
+  if (sharded_) BELAY_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&full, P * sizeof(float), stream_));
+  absl::Status s = kernels::CudaStatus(
+      cudaMemcpyAsync(full, host_params, P * sizeof(float), cudaMemcpyHostToDevice, stream_),
+      "cudaMemcpyAsync", __FILE__, __LINE__);
+  if (s.ok()) s = kc::ConvertToBf16(full, params_, static_cast<int64_t>(P), stream_);
+  if (sharded_) BELAY_CUDA_RETURN_IF_ERROR(cudaFreeAsync(full, stream_));
+  BELAY_RETURN_IF_NOT_OK(s);
   if (sharded_) {
-    // The bf16 copy of all parameters through a temporary fp32 buffer; the master weights of
-    // the pieces; zero elsewhere in the shard.
-    const size_t S = StateSize();
-    float* tmp = nullptr;
-    BELAY_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&tmp, P * sizeof(float), stream_));
-    absl::Status s = kernels::CudaStatus(
-        cudaMemcpyAsync(tmp, host_params, P * sizeof(float), cudaMemcpyHostToDevice, stream_),
-        "cudaMemcpyAsync", __FILE__, __LINE__);
-    if (s.ok()) s = kc::ConvertToBf16(tmp, params_, static_cast<int64_t>(P), stream_);
-    BELAY_CUDA_RETURN_IF_ERROR(cudaFreeAsync(tmp, stream_));
-    BELAY_RETURN_IF_NOT_OK(s);
+    // The pieces' master weights; zero elsewhere in the shard.
     BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(master_, 0, S * sizeof(float), stream_));
     for (const ShardedOptimizer::Piece& p : sharded_->pieces) {
       BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(master_ + p.shard_offset, host_params + p.flat_offset,
                                                  static_cast<size_t>(p.size) * sizeof(float),
                                                  cudaMemcpyHostToDevice, stream_));
     }
-    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_, 0, P * sizeof(float), stream_));
     BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grad_shard_, 0, S * sizeof(float), stream_));
-    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(m_, 0, S * sizeof(float), stream_));
-    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(v_, 0, S * sizeof(float), stream_));
-    return Synchronize();
   }
-  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(master_, host_params, P * sizeof(float),
-                                             cudaMemcpyHostToDevice, stream_));
-  // The bf16 copy: an AdamW step with lr 0 and no moments leaves the master as it is and
-  // writes its rounding; the moments are cleared after it.
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_, 0, P * sizeof(float), stream_));
-  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(m_, 0, P * sizeof(float), stream_));
-  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(v_, 0, P * sizeof(float), stream_));
-  kernels::cpu::AdamWParams copy;
-  copy.lr = 0.0f;
-  BELAY_RETURN_IF_NOT_OK(kc::AdamWUpdate(master_, params_, grads_, m_, v_,
-                                         static_cast<int64_t>(P), copy, stream_));
-  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(m_, 0, P * sizeof(float), stream_));
-  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(v_, 0, P * sizeof(float), stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(m_, 0, S * sizeof(float), stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(v_, 0, S * sizeof(float), stream_));
   return Synchronize();
 }
 

@@ -27,13 +27,18 @@ AdamW::AdamW(std::vector<UpdatePiece> pieces, int64_t state_size, const TrainSpe
       m_(static_cast<size_t>(state_size), 0.0f),
       v_(static_cast<size_t>(state_size), 0.0f) {}
 
-void AdamW::Update(float* params, const float* grads, double lr, int64_t step) {
+kernels::cpu::AdamWParams AdamW::Params(double lr, int64_t step) const {
   kernels::cpu::AdamWParams p;
   p.lr = static_cast<float>(lr);
   p.beta1 = static_cast<float>(train_.beta1);
   p.beta2 = static_cast<float>(train_.beta2);
   p.eps = static_cast<float>(train_.eps);
   p.step = step;
+  return p;
+}
+
+void AdamW::Update(float* params, const float* grads, double lr, int64_t step) {
+  kernels::cpu::AdamWParams p = Params(lr, step);
   for (const UpdatePiece& piece : pieces_) {
     p.weight_decay = piece.decay ? static_cast<float>(train_.weight_decay) : 0.0f;
     const size_t s = static_cast<size_t>(piece.state_offset);

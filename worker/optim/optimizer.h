@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/campaign_spec.h"
+#include "kernels/adamw.h"
 #include "worker/model/params.h"
 
 namespace belay::optim {
@@ -31,6 +32,9 @@ class AdamW {
   // Applies update number `step` (1-based) with learning rate `lr`: for every piece,
   // params at param_offset from grads at state_offset.
   void Update(float* params, const float* grads, double lr, int64_t step);
+  // The hyperparameters of update `step` with learning rate `lr` (weight decay 0: it is per
+  // piece), for an update made elsewhere (the GPU's).
+  kernels::cpu::AdamWParams Params(double lr, int64_t step) const;
 
   const std::vector<UpdatePiece>& pieces() const { return pieces_; }
   std::vector<float>& m() { return m_; }

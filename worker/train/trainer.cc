@@ -265,9 +265,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
     model::ShardedOptimizer shard;
     if (spec.train.zero_stage == 1) {
       shard.shard_size = trainer->plan_.shard_size();
-      for (const OwnedPiece& p : trainer->owned_) {
-        shard.pieces.push_back({p.flat_offset, p.shard_offset, p.size,
-                                trainer->layout_.tensors()[static_cast<size_t>(p.tensor)].decay});
+      for (const optim::UpdatePiece& p : trainer->optimizer_->pieces()) {
+        shard.pieces.push_back({p.param_offset, p.state_offset, p.size, p.decay});
       }
       for (const Bucket& b : trainer->plan_.buckets()) shard.staging = std::max(shard.staging, b.padded);
     }
@@ -293,7 +292,6 @@ Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device devi
       owned_(plan_.Owned(comm.rank())),
       train_data_(std::move(train)),
       val_data_(std::move(val)),
-      device_(device),
       model_(device == Device::kCpu ? std::make_unique<model::Gpt2>(layout_, static_cast<int>(spec.train.micro_batch),
                                                                      static_cast<int>(spec.model.seq_len))
                                     : nullptr),
@@ -443,7 +441,6 @@ StepMetrics Trainer::TrainStep() {
   // on with the next layers (two staging slots: a slot is packed again once its earlier
   // reduce-scatter is done).
   std::array<comm::CommHandle, 2> in_flight;
-  const bool overlap = gpu_ && stage == 1 && scale > 0;
   auto reduce_bucket = [&](int group) -> absl::Status {
     const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
     const int slot = group % 2;
@@ -469,11 +466,15 @@ StepMetrics Trainer::TrainStep() {
     micro_loss[static_cast<size_t>(a)] = *l;
     phase_ = Phase::kBackward;
     // (A batch with no counted position has scale 0: Forward only evaluated, the gradient is 0.)
-    if (overlap && a + 1 == accum_) {
+    if (scale > 0 && stage == 1 && a + 1 == accum_) {
       CheckCollective(gpu_->Backward(reduce_bucket), "GPU backward");
     } else if (scale > 0) {
       CheckCollective(gpu_->Backward(), "GPU backward");
     }
+  }
+  // (Stage 1 without any backward: the zero gradient still goes through the reduce-scatters.)
+  for (size_t b = 0; gpu_ && stage == 1 && scale == 0 && b < plan_.buckets().size(); ++b) {
+    CheckCollective(reduce_bucket(static_cast<int>(b)), "gradient reduce-scatter");
   }
   // The gradients must be complete before the collective reads them (outside the wait clock:
   // this is the rank's own compute).
@@ -499,21 +500,9 @@ StepMetrics Trainer::TrainStep() {
     if (gpu_ && stage == 0) {
       // Stage 0 on GPUs: the whole gradient, summed on the device (NCCL) in rank order.
       CheckCollective(comm_.AllReduceSum(gpu_->DeviceGradients()), "gradient reduction");
-    } else if (gpu_ && overlap) {
+    } else if (gpu_) {
       // Stage 1 on GPUs: the last reduce-scatters started during backward.
       for (comm::CommHandle& h : in_flight) CheckCollective(h.Wait(), "gradient reduce-scatter");
-    } else if (gpu_) {
-      // (A batch without counted positions ran no backward: its zero gradient still goes
-      // through the reduce-scatters, bucket by bucket.)
-      std::span<float> staging = gpu_->DeviceStaging(0), shard = gpu_->DeviceGradientShard();
-      for (const Bucket& b : plan_.buckets()) {
-        CheckCollective(gpu_->PackGradients(b.segments, b.padded, 0), "GPU gradient packing");
-        CheckCollective(gpu_->Synchronize(), "GPU gradient packing");
-        CheckCollective(comm_.ReduceScatterSum(staging.first(static_cast<size_t>(b.padded)),
-                                               shard.subspan(static_cast<size_t>(b.shard_offset),
-                                                             static_cast<size_t>(b.slice))),
-                        "gradient reduce-scatter");
-      }
     } else if (stage < 2) {
       CheckCollective(ReduceGradients(), "gradient reduction");
     }
@@ -560,12 +549,7 @@ StepMetrics Trainer::TrainStep() {
   const double lr = model::LearningRate(spec_.train, spec_.total_steps(), step_ + 1);
   phase_ = Phase::kOptimizer;
   if (gpu_) {
-    kernels::cpu::AdamWParams p;
-    p.lr = static_cast<float>(lr);
-    p.beta1 = static_cast<float>(spec_.train.beta1);
-    p.beta2 = static_cast<float>(spec_.train.beta2);
-    p.eps = static_cast<float>(spec_.train.eps);
-    p.step = step_ + 1;
+    const kernels::cpu::AdamWParams p = optimizer_->Params(lr, step_ + 1);
     const auto wd = static_cast<float>(spec_.train.weight_decay);
     CheckCollective(stage == 0 ? gpu_->Update(p, wd, clip) : gpu_->UpdateShard(p, wd, clip), "GPU update");
     CheckCollective(gpu_->Synchronize(), "GPU update");

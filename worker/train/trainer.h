@@ -111,7 +111,7 @@ class Trainer {
   int64_t grad_accum_steps() const { return accum_; }
   const ShardPlan& plan() const { return plan_; }
   MemoryAccounting memory() const;
-  Device device() const { return device_; }
+  Device device() const { return gpu_ ? Device::kCuda : Device::kCpu; }
   // The GPU model (kCuda), else null.
   const model::GpuModel* gpu() const { return gpu_.get(); }
 
@@ -177,7 +177,6 @@ class Trainer {
   std::vector<OwnedPiece> owned_;  // this rank's pieces, in shard order
   std::unique_ptr<data::DataLoader> train_data_;
   std::unique_ptr<data::DataLoader> val_data_;  // null without validation data
-  Device device_;
   std::unique_ptr<model::Gpt2> model_;    // kCpu
   std::unique_ptr<model::GpuModel> gpu_;  // kCuda
   std::unique_ptr<optim::AdamW> optimizer_;
