@@ -104,10 +104,12 @@ TEST_F(SlurmSchedulerTest, AJobRunsItsRanksAcrossNodesAndReportsTheirExits) {
 
 TEST_F(SlurmSchedulerTest, RanksStartedWithSrunGetTheirRankFromSlurmAndUsr1) {
   // As GPU ranks are started (one srun task per rank, no MPI), here without GPUs. Each rank
-  // reports its rank and local id, then waits for USR1 and exits 10 + its rank.
+  // sets its USR1 trap, reports its rank and local id (the test signals once it reads them,
+  // so the trap must already be set), then waits for USR1 and exits 10 + its rank.
   JobSpec j = Job(1, {"/bin/sh", "-c",
+                      "trap 'exit $((10 + SLURM_PROCID))' USR1; "
                       "echo \"rank $SLURM_PROCID of $SLURM_NTASKS local $SLURM_LOCALID\"; "
-                      "trap 'exit $((10 + SLURM_PROCID))' USR1; while :; do sleep 0.2; done"});
+                      "while :; do sleep 0.2; done"});
   j.srun = true;
   const std::string id = Submit(j);
   ASSERT_FALSE(id.empty());
