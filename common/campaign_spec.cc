@@ -329,10 +329,6 @@ void CheckCrossSection(CampaignSpec& s, TomlReader& train, TomlReader& data, Tom
     errors->Add(train.PosOf("dtype"), train.KeyPath("dtype"),
                 "\"fp32\" training on GPUs is not supported; allowed with GPUs: \"bf16\"");
   }
-  if (s.resources.gpus_per_node > 0 && t.zero_stage == 2) {
-    errors->Add(train.PosOf("zero_stage"), train.KeyPath("zero_stage"),
-                "2 is not supported on GPUs yet (resources.gpus_per_node > 0); allowed with GPUs: 0, 1");
-  }
 }
 
 std::string Resolve(const std::filesystem::path& base, const std::string& p) {

@@ -258,10 +258,6 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"Bf16OnCpu", With("lr = 1e-3", "lr = 1e-3\ndtype = \"bf16\""),
                 "c.toml:20:9: train.dtype: \"bf16\" needs GPUs (resources.gpus_per_node = 0); "
                 "allowed on CPU: \"fp32\""},
-        BadCase{"ZeroStageTwoOnGpus",
-                Edit(With("lr = 1e-3", "lr = 1e-3\nzero_stage = 2"), "[resources]\n", "[resources]\ngpus_per_node = 2\n"),
-                "c.toml:20:14: train.zero_stage: 2 is not supported on GPUs yet "
-                "(resources.gpus_per_node > 0); allowed with GPUs: 0, 1"},
         BadCase{"PartitionWithLocalScheduler", Append("partition = \"normal\"\n"),
                 "c.toml:26:13: resources.partition: only applies to resources.scheduler = "
                 "\"slurm\" (it is \"local\")"},
@@ -338,6 +334,17 @@ TEST(CampaignSpec, DtypeDefaultsToBf16OnGpusAndRoundTrips) {
   SpecParseResult again = Parse(FormatCampaignSpec(*r.spec));
   ASSERT_TRUE(again.ok()) << again.errors.front().ToString();
   EXPECT_TRUE(*again.spec == *r.spec);
+}
+
+TEST(CampaignSpec, EveryZeroStageIsAcceptedOnGpus) {
+  for (int stage : {0, 1, 2}) {
+    SCOPED_TRACE(stage);
+    SpecParseResult r = Parse(Edit(Edit(Append("gpus_per_node = 2\nscheduler = \"slurm\"\n"), "micro_batch = 2",
+                                        "micro_batch = 1"),
+                                   "lr = 1e-3", "lr = 1e-3\nzero_stage = " + std::to_string(stage)));
+    ASSERT_TRUE(r.ok()) << r.errors.front().ToString();
+    EXPECT_EQ(r.spec->train.zero_stage, stage);
+  }
 }
 
 TEST(CampaignSpec, TotalTokensRoundUpToWholeSteps) {

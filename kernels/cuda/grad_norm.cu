@@ -43,6 +43,13 @@ __global__ void ScaleKernel(float* g, int64_t n, float s) {
   }
 }
 
+__global__ void AccumulateKernel(float* dst, const float* src, int64_t n) {
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
+    dst[i] = __fadd_rn(dst[i], src[i]);
+  }
+}
+
 template <typename... Args>
 absl::Status Invalid(const char* op, const Args&... args) {
   return absl::InvalidArgumentError(absl::StrCat(op, ": ", args...));
@@ -73,6 +80,17 @@ absl::Status Scale(float* g, int64_t n, float s, cudaStream_t stream) {
   if (g == nullptr) return Invalid(kOp, "g is null");
   ScaleKernel<<<std::min(CeilDiv(n, kThreads), kMaxScaleBlocks), kThreads, 0, stream>>>(g, n, s);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(ScaleKernel);
+  return absl::OkStatus();
+}
+
+absl::Status Accumulate(float* dst, const float* src, int64_t n, cudaStream_t stream) {
+  constexpr const char* kOp = "Accumulate";
+  if (n < 0) return Invalid(kOp, "n must be >= 0, got ", n);
+  if (n == 0) return absl::OkStatus();
+  if (dst == nullptr || src == nullptr) return Invalid(kOp, "dst or src is null");
+  if (dst != src && dst < src + n && src < dst + n) return Invalid(kOp, "dst and src overlap");
+  AccumulateKernel<<<std::min(CeilDiv(n, kThreads), kMaxScaleBlocks), kThreads, 0, stream>>>(dst, src, n);
+  BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(AccumulateKernel);
   return absl::OkStatus();
 }
 

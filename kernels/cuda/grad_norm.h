@@ -21,4 +21,8 @@ absl::Status SumOfSquares(double* out, double* scratch, const float* g, int64_t 
 // Multiplies g[0..n) by s.
 absl::Status Scale(float* g, int64_t n, float s, cudaStream_t stream);
 
+// dst[i] += src[i] for i < n (fp32, one rounding each: what a host loop gives). dst and src
+// are the same buffer or do not overlap.
+absl::Status Accumulate(float* dst, const float* src, int64_t n, cudaStream_t stream);
+
 }  // namespace belay::kernels::cuda

@@ -70,6 +70,23 @@ TEST(GradNormCuda, ScaleMatchesCpuExactly) {
   EXPECT_TRUE(AllClose(d_g.Download(), ToDouble(g), 0.0, 0.0));
 }
 
+TEST(GradNormCuda, AccumulateMatchesAHostLoopExactly) {
+  BELAY_REQUIRE_CUDA_DEVICE();
+  std::vector<float> dst = Uniform(2'000'003, 5);
+  const std::vector<float> src = Uniform(dst.size(), 6);
+  DeviceBuffer<float> d_dst(dst);
+  const DeviceBuffer<float> d_src(src);
+  Stream stream;
+  const absl::Status st = Accumulate(d_dst.get(), d_src.get(), static_cast<int64_t>(dst.size()), stream.get());
+  ASSERT_TRUE(st.ok()) << st;
+  for (size_t i = 0; i < dst.size(); ++i) dst[i] += src[i];
+  EXPECT_TRUE(AllClose(d_dst.Download(), ToDouble(dst), 0.0, 0.0));
+  // In place: doubles every element.
+  ASSERT_TRUE(Accumulate(d_dst.get(), d_dst.get(), static_cast<int64_t>(dst.size()), stream.get()).ok());
+  for (float& x : dst) x += x;
+  EXPECT_TRUE(AllClose(d_dst.Download(), ToDouble(dst), 0.0, 0.0));
+}
+
 // The launchers check their arguments before touching the device, so this runs anywhere. The
 // pointers are never dereferenced.
 TEST(GradNormCuda, RejectsBadArguments) {
@@ -82,6 +99,9 @@ TEST(GradNormCuda, RejectsBadArguments) {
   EXPECT_NE(no_scratch.message().find("scratch is null"), std::string::npos) << no_scratch;
   const absl::Status scale_negative = Scale(f, -5, 2.0f, nullptr);
   EXPECT_EQ(scale_negative.code(), absl::StatusCode::kInvalidArgument) << scale_negative;
+  const absl::Status overlap = Accumulate(f + 1, f, 4, nullptr);
+  EXPECT_NE(overlap.message().find("overlap"), std::string::npos) << overlap;
+  EXPECT_EQ(Accumulate(nullptr, f, 4, nullptr).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_GT(SumOfSquaresScratch(), 0u);
 }
 

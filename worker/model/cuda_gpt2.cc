@@ -19,7 +19,7 @@ namespace kc = belay::kernels::cuda;
 
 CudaGpt2::CudaGpt2(const ParameterLayout& layout, int B, int T, bool fused_attention,
                    const ShardedOptimizer* sharded)
-    : layout_(layout), B_(B), T_(T), flash_(fused_attention) {
+    : layout_(layout), B_(B), T_(T), flash_(fused_attention), groups_(GradientGroups(layout)) {
   if (sharded != nullptr) sharded_ = *sharded;
 }
 
@@ -82,7 +82,23 @@ absl::StatusOr<std::unique_ptr<CudaGpt2>> CudaGpt2::Create(const ParameterLayout
             " does not fit ", layout.total(), " parameters / a shard of ", sharded->shard_size));
       }
     }
-    if (sharded->staging < 1) return absl::InvalidArgumentError("optimizer shard without staging");
+    if (sharded->group_padded.empty()) {
+      if (sharded->staging < 1) return absl::InvalidArgumentError("optimizer shard without staging");
+    } else {
+      const std::vector<std::vector<Segment>> groups = GradientGroups(layout);
+      if (sharded->group_padded.size() != groups.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("sharded gradients: ", sharded->group_padded.size(),
+                                                       " padded group sizes for ", groups.size(), " gradient groups"));
+      }
+      for (size_t g = 0; g < groups.size(); ++g) {
+        int64_t elements = 0;
+        for (const Segment& seg : groups[g]) elements += seg.size;
+        if (sharded->group_padded[g] < elements) {
+          return absl::InvalidArgumentError(absl::StrCat("sharded gradients: gradient group ", g, " has ", elements,
+                                                         " elements, padded to only ", sharded->group_padded[g]));
+        }
+      }
+    }
   }
   std::unique_ptr<CudaGpt2> m(new CudaGpt2(layout, B, T, fused, sharded));
   BELAY_RETURN_IF_NOT_OK(m->Allocate());
@@ -103,11 +119,18 @@ absl::Status CudaGpt2::Allocate() {
 
   BELAY_RETURN_IF_NOT_OK(Alloc(&params_, P));
   BELAY_RETURN_IF_NOT_OK(Alloc(&master_, StateSize()));
-  BELAY_RETURN_IF_NOT_OK(Alloc(&grads_, P));
+  if (!sharded_gradients()) BELAY_RETURN_IF_NOT_OK(Alloc(&grads_, P));
   BELAY_RETURN_IF_NOT_OK(Alloc(&m_, StateSize()));
   BELAY_RETURN_IF_NOT_OK(Alloc(&v_, StateSize()));
-  if (sharded_) {
-    BELAY_RETURN_IF_NOT_OK(Alloc(&grad_shard_, StateSize()));
+  if (sharded_) BELAY_RETURN_IF_NOT_OK(Alloc(&grad_shard_, StateSize()));
+  if (sharded_gradients()) {
+    // The embeddings' group is the last; the others share the ring, whose second buffer
+    // starts 256-byte aligned like the first (cuBLASLt picks its algorithm by alignment).
+    const std::vector<int64_t>& padded = sharded_->group_padded;
+    ring_size_ = (*std::max_element(padded.begin(), padded.end() - 1) + 63) / 64 * 64;
+    BELAY_RETURN_IF_NOT_OK(Alloc(&embed_buffer_, static_cast<size_t>(padded.back())));
+    BELAY_RETURN_IF_NOT_OK(Alloc(&ring_, 2 * static_cast<size_t>(ring_size_)));
+  } else if (sharded_) {
     BELAY_RETURN_IF_NOT_OK(Alloc(&staging_, 2 * static_cast<size_t>(sharded_->staging)));
   }
   BELAY_RETURN_IF_NOT_OK(Alloc(&inputs_, N));
@@ -183,7 +206,7 @@ absl::Status CudaGpt2::SetParameters(const float* host_params) {
     }
     BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grad_shard_, 0, S * sizeof(float), stream_));
   }
-  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_, 0, P * sizeof(float), stream_));
+  if (grads_ != nullptr) BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_, 0, P * sizeof(float), stream_));
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(m_, 0, S * sizeof(float), stream_));
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(v_, 0, S * sizeof(float), stream_));
   return Synchronize();
@@ -216,6 +239,7 @@ absl::Status CudaGpt2::GetParameters(float* host_params) const {
 }
 
 absl::Status CudaGpt2::GetGradients(float* host_grads) const {
+  if (grads_ == nullptr) return absl::FailedPreconditionError("GetGradients with sharded gradients: no whole gradient");
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_grads, grads_,
                                              static_cast<size_t>(layout_.total()) * sizeof(float),
                                              cudaMemcpyDeviceToHost, stream_));
@@ -245,8 +269,38 @@ absl::StatusOr<std::vector<float>> CudaGpt2::GetLosses() const {
 }
 
 absl::Status CudaGpt2::ZeroGradients() {
-  BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
-      grads_, 0, static_cast<size_t>(layout_.total()) * sizeof(float), stream_));
+  if (grads_ == nullptr) {
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grad_shard_, 0, StateSize() * sizeof(float), stream_));
+  } else {
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
+        grads_, 0, static_cast<size_t>(layout_.total()) * sizeof(float), stream_));
+  }
+  return absl::OkStatus();
+}
+
+float* CudaGpt2::device_group_buffer(int group) {
+  if (!sharded_gradients() || group < 0 || static_cast<size_t>(group) >= groups_.size()) return nullptr;
+  if (static_cast<size_t>(group) + 1 == groups_.size()) return embed_buffer_;
+  return ring_ + (group % 2) * ring_size_;
+}
+
+int64_t CudaGpt2::group_buffer_size(int group) const {
+  if (!sharded_gradients() || group < 0 || static_cast<size_t>(group) >= groups_.size()) return 0;
+  return sharded_->group_padded[static_cast<size_t>(group)];
+}
+
+absl::Status CudaGpt2::AddToGradientShard(const float* from, int64_t n, int64_t shard_offset, bool accumulate) {
+  if (!sharded_gradients()) return absl::FailedPreconditionError("AddToGradientShard without sharded gradients");
+  if (n < 0 || shard_offset < 0 || shard_offset + n > sharded_->shard_size || (from == nullptr && n > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("AddToGradientShard: ", n, " elements at ", shard_offset,
+                                                   " of a gradient shard of ", sharded_->shard_size));
+  }
+  float* to = grad_shard_ + shard_offset;
+  if (accumulate) return kc::Accumulate(to, from, n, stream_);
+  if (n > 0) {
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(to, from, static_cast<size_t>(n) * sizeof(float),
+                                               cudaMemcpyDeviceToDevice, stream_));
+  }
   return absl::OkStatus();
 }
 
@@ -386,7 +440,7 @@ absl::StatusOr<double> CudaGpt2::Forward(const int32_t* inputs, const int32_t* t
   return sum;
 }
 
-absl::Status CudaGpt2::Backward(const std::function<absl::Status(int group)>& on_group) {
+absl::Status CudaGpt2::Backward(const BackwardHooks& hooks) {
   if (!have_grad_pass_) {
     return absl::FailedPreconditionError("Backward needs a Forward with loss_scale > 0 first");
   }
@@ -399,18 +453,39 @@ absl::Status CudaGpt2::Backward(const std::function<absl::Status(int group)>& on
                      static_cast<size_t>(T_) * static_cast<size_t>(T_);
   const size_t C1 = static_cast<size_t>(C), N1 = static_cast<size_t>(N);
   auto p = BindDevice<const bf16>(layout_, params_);
-  auto g = BindDevice<float>(layout_, grads_);
   kc::Blas& blas = *blas_;
   float* fs = float_scratch_;
+  // Where group g's gradients go: its places in the whole gradient, or (stage 2) its group
+  // buffer, cleared once the caller has let go of it.
+  ParameterLayout::Views<float> g{};
+  auto acquire = [&](int group) -> absl::Status {
+    if (hooks.acquire) BELAY_RETURN_IF_NOT_OK(hooks.acquire(group));
+    const std::vector<Segment>& segments = groups_[static_cast<size_t>(group)];
+    if (grads_ != nullptr) {
+      g = {};
+      for (const Segment& s : segments) g.*ParameterLayout::Field<float>(static_cast<size_t>(s.tensor)) = grads_ + s.offset;
+      return absl::OkStatus();
+    }
+    float* buffer = device_group_buffer(group);
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
+        buffer, 0, static_cast<size_t>(group_buffer_size(group)) * sizeof(float), stream_));
+    g = BindSegments(segments, buffer);
+    return absl::OkStatus();
+  };
+  auto release = [&](int group) { return hooks.release ? hooks.release(group) : absl::OkStatus(); };
 
-  // Output head (tied to wte): dlnf = dlogits · wte, dwte += dlogitsᵀ · lnf.
-  BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.wte, nullptr, fs, logits_, lnf_, p.wte,
+  // Output head (tied to wte): dlnf = dlogits · wte, dwte += dlogitsᵀ · lnf. The embeddings'
+  // gradients stay open for the whole pass (the encoder adds into them last).
+  BELAY_RETURN_IF_NOT_OK(acquire(L + 1));
+  const ParameterLayout::Views<float> ge = g;
+  BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, ge.wte, nullptr, fs, logits_, lnf_, p.wte,
                                             nullptr, N, C, Vp, stream_));
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dres_, 0, NC * sizeof(bf16), stream_));
+  BELAY_RETURN_IF_NOT_OK(acquire(0));
   BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.lnfw, g.lnfb, fs, dc_,
                                                residual3_ + static_cast<size_t>(L - 1) * NC,
                                                p.lnfw, lnf_mean_, lnf_rstd_, N, C, stream_));
-  if (on_group) BELAY_RETURN_IF_NOT_OK(on_group(0));  // ln_f
+  BELAY_RETURN_IF_NOT_OK(release(0));  // ln_f
   // dres_ holds the gradient of the residual stream; each block's LayerNorm backward adds its
   // path into it, the projections read it as their output gradient.
   for (int l = L - 1; l >= 0; --l) {
@@ -423,24 +498,18 @@ absl::Status CudaGpt2::Backward(const std::function<absl::Status(int group)>& on
     const bf16* ln2 = ln2_ + lc * NC;
     const bf16* fch = fch_ + lc * NC * 4;
     const bf16* fch_gelu = fch_gelu_ + lc * NC * 4;
+    BELAY_RETURN_IF_NOT_OK(acquire(L - l));  // g: layer l's slices
 
     // MLP: d(fch) through the GELU in the epilogue, then the fc layer.
-    BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(
-        blas, d4c_, g.fcprojw + lc * 4 * C1 * C1, g.fcprojb + lc * C1, fs, dres_, fch_gelu,
-        p.fcprojw + lc * 4 * C1 * C1, fch, N, 4 * C, C, stream_));
-    BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.fcw + lc * 4 * C1 * C1,
-                                              g.fcb + lc * 4 * C1, fs, d4c_, ln2,
-                                              p.fcw + lc * 4 * C1 * C1, nullptr, N, C, 4 * C,
-                                              stream_));
-    BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.ln2w + lc * C1, g.ln2b + lc * C1, fs,
-                                                 dc_, residual2, p.ln2w + lc * C1,
-                                                 ln2_mean_ + lc * N1, ln2_rstd_ + lc * N1, N, C,
-                                                 stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, d4c_, g.fcprojw, g.fcprojb, fs, dres_, fch_gelu,
+                                              p.fcprojw + lc * 4 * C1 * C1, fch, N, 4 * C, C, stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.fcw, g.fcb, fs, d4c_, ln2,
+                                              p.fcw + lc * 4 * C1 * C1, nullptr, N, C, 4 * C, stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.ln2w, g.ln2b, fs, dc_, residual2, p.ln2w + lc * C1,
+                                                 ln2_mean_ + lc * N1, ln2_rstd_ + lc * N1, N, C, stream_));
     // Attention.
-    BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.attprojw + lc * C1 * C1,
-                                              g.attprojb + lc * C1, fs, dres_, atty,
-                                              p.attprojw + lc * C1 * C1, nullptr, N, C, C,
-                                              stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.attprojw, g.attprojb, fs, dres_, atty,
+                                              p.attprojw + lc * C1 * C1, nullptr, N, C, C, stream_));
     if (flash_) {
       BELAY_RETURN_IF_NOT_OK(kc::FlashAttentionBackward(d3c_, fs, dc_, qkv, atty,
                                                         lse_ + lc * N1 * NH, B_, T_, C, NH,
@@ -449,23 +518,19 @@ absl::Status CudaGpt2::Backward(const std::function<absl::Status(int group)>& on
       BELAY_RETURN_IF_NOT_OK(kc::AttentionBackward(blas, d3c_, att_scratch_, dc_, qkv,
                                                    att_ + lc * att, B_, T_, C, NH, stream_));
     }
-    BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.qkvw + lc * 3 * C1 * C1,
-                                              g.qkvb + lc * 3 * C1, fs, d3c_, ln1,
-                                              p.qkvw + lc * 3 * C1 * C1, nullptr, N, C, 3 * C,
-                                              stream_));
-    BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.ln1w + lc * C1, g.ln1b + lc * C1, fs,
-                                                 dc_, residual, p.ln1w + lc * C1,
-                                                 ln1_mean_ + lc * N1, ln1_rstd_ + lc * N1, N, C,
-                                                 stream_));
-    if (on_group) BELAY_RETURN_IF_NOT_OK(on_group(L - l));  // layer l
+    BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.qkvw, g.qkvb, fs, d3c_, ln1,
+                                              p.qkvw + lc * 3 * C1 * C1, nullptr, N, C, 3 * C, stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.ln1w, g.ln1b, fs, dc_, residual, p.ln1w + lc * C1,
+                                                 ln1_mean_ + lc * N1, ln1_rstd_ + lc * N1, N, C, stream_));
+    BELAY_RETURN_IF_NOT_OK(release(L - l));  // layer l
   }
   kc::EncoderBucketsView view{bucket_ids_, bucket_starts_, bucket_positions_, n_bucket_ids_};
-  BELAY_RETURN_IF_NOT_OK(kc::EncoderBackward(g.wte, g.wpe, dres_, view, B_, T_, C, stream_));
-  if (on_group) BELAY_RETURN_IF_NOT_OK(on_group(L + 1));  // embeddings
-  return absl::OkStatus();
+  BELAY_RETURN_IF_NOT_OK(kc::EncoderBackward(ge.wte, ge.wpe, dres_, view, B_, T_, C, stream_));
+  return release(L + 1);  // embeddings
 }
 
 absl::StatusOr<double> CudaGpt2::GradientSumOfSquares() {
+  if (grads_ == nullptr) return absl::FailedPreconditionError("GradientSumOfSquares with sharded gradients: use GradientShardSumOfSquares");
   BELAY_RETURN_IF_NOT_OK(
       kc::SumOfSquares(norm_, norm_scratch_, grads_, layout_.total(), stream_));
   double out = 0;
@@ -492,7 +557,7 @@ absl::Status CudaGpt2::Update(const kernels::cpu::AdamWParams& p, float weight_d
 }
 
 absl::Status CudaGpt2::PackGradients(const std::vector<Segment>& segments, int64_t padded, int slot) {
-  if (!sharded_) return absl::FailedPreconditionError("PackGradients without a sharded optimizer");
+  if (staging_ == nullptr) return absl::FailedPreconditionError("PackGradients without a stage-1 sharded optimizer");
   if (slot != 0 && slot != 1) return absl::InvalidArgumentError(absl::StrCat("staging slot ", slot));
   float* staging = device_staging(slot);
   int64_t at = 0;
@@ -514,19 +579,22 @@ absl::Status CudaGpt2::PackGradients(const std::vector<Segment>& segments, int64
   return absl::OkStatus();
 }
 
-absl::Status CudaGpt2::UnpackParameters(const std::vector<Segment>& segments, int slot) {
+absl::Status CudaGpt2::UnpackParameters(const std::vector<Segment>& segments, const float* from, int64_t size) {
   if (!sharded_) return absl::FailedPreconditionError("UnpackParameters without a sharded optimizer");
-  if (slot != 0 && slot != 1) return absl::InvalidArgumentError(absl::StrCat("staging slot ", slot));
-  const float* staging = device_staging(slot);
   int64_t at = 0;
-  for (const Segment& s : segments) at += s.size;
-  if (at > sharded_->staging) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("UnpackParameters: ", at, " elements from a staging buffer of ", sharded_->staging));
+  for (const Segment& s : segments) {
+    if (s.offset < 0 || s.size < 0 || s.offset + s.size > layout_.total()) {
+      return absl::InvalidArgumentError(absl::StrCat("UnpackParameters: segment [", s.offset, ", +", s.size,
+                                                     ") outside ", layout_.total(), " parameters"));
+    }
+    at += s.size;
+  }
+  if (at > size || (from == nullptr && at > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("UnpackParameters: ", at, " elements from a buffer of ", size));
   }
   at = 0;
   for (const Segment& s : segments) {
-    BELAY_RETURN_IF_NOT_OK(kc::ConvertToBf16(staging + at, params_ + s.offset, s.size, stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::ConvertToBf16(from + at, params_ + s.offset, s.size, stream_));
     at += s.size;
   }
   return absl::OkStatus();

@@ -29,7 +29,8 @@ class CudaGpt2 {
   // H100, docs/gpu.md); kMaterialised keeps the B·NH·T·T softmax weights of every layer for
   // backward and takes any head size that is a multiple of 8; kAuto: fused where it applies.
   enum class Attention { kAuto, kMaterialised, kFused };
-  // With `sharded`, the optimizer state is that shard (ZeRO stage 1; see ShardedOptimizer).
+  // With `sharded`, the optimizer state is that shard (ZeRO stage 1, or stage 2 with sharded
+  // gradients; see ShardedOptimizer).
   static absl::StatusOr<std::unique_ptr<CudaGpt2>> Create(
       const ParameterLayout& layout, int B, int T, Attention attention = Attention::kAuto,
       const ShardedOptimizer* sharded = nullptr);
@@ -50,17 +51,19 @@ class CudaGpt2 {
   // The fp32 master weights, layout order. Sharded: the pieces' master weights, and
   // elsewhere the bf16 working copy's values (what this rank computes with there).
   absl::Status GetParameters(float* host_params) const;
-  // The accumulated fp32 gradients, layout order.
+  // The accumulated fp32 gradients, layout order (FailedPrecondition at stage 2).
   absl::Status GetGradients(float* host_grads) const;
   // The AdamW moments (fp32; layout order, or shard order when sharded): read, or set (after
   // SetParameters, which clears them), for checkpoints.
   absl::Status GetMoments(float* host_m, float* host_v) const;
   absl::Status SetMoments(const float* host_m, const float* host_v);
-  // The gradient buffer on the device (fp32, layout order, layout.total() elements) and the
-  // stream all of this model's work is queued on, for collectives over the gradients.
+  // The gradient buffer on the device (fp32, layout order, layout.total() elements; null at
+  // stage 2) and the stream all of this model's work is queued on, for collectives over the
+  // gradients.
   float* device_gradients() { return grads_; }
   cudaStream_t stream() const { return stream_; }
 
+  // Clears the accumulated gradients (stage 2: the gradient shard).
   absl::Status ZeroGradients();
 
   // Runs the model on inputs, targets, mask (B,T, host memory) and returns the sum of the
@@ -69,11 +72,9 @@ class CudaGpt2 {
   absl::StatusOr<double> Forward(const int32_t* inputs, const int32_t* targets,
                                  const uint8_t* mask, float loss_scale);
 
-  // Accumulates (+=) the gradients of the last training Forward. With `on_group`, calls it
-  // with each gradient group's number (model::GradientGroups: ln_f, layers L-1..0,
-  // embeddings) as soon as the kernels that finish that group's gradients are queued; an
-  // error it returns ends Backward with that error.
-  absl::Status Backward(const std::function<absl::Status(int group)>& on_group = {});
+  // Accumulates (+=) the gradients of the last training Forward; at stage 2 it writes them
+  // into the group buffers instead (each cleared first). `hooks`: see BackwardHooks.
+  absl::Status Backward(const BackwardHooks& hooks = {});
 
   // The squared L2 norm of the accumulated gradients (deterministic, synchronises).
   absl::StatusOr<double> GradientSumOfSquares();
@@ -83,18 +84,29 @@ class CudaGpt2 {
   // layout marks for it. Writes the new bf16 parameters. Not sharded only.
   absl::Status Update(const kernels::cpu::AdamWParams& p, float weight_decay, float clip);
 
-  // --- Sharded (ZeRO stage 1) only; FailedPrecondition otherwise.
+  // --- Sharded (ZeRO stages 1 and 2) only; FailedPrecondition otherwise.
   // The fp32 device buffers: the summed gradient of the shard, the master shard, staging.
   float* device_gradient_shard() { return grad_shard_; }
   float* device_master() { return master_; }
-  // Two staging slots of staging_size() elements each (slot 0 or 1).
-  float* device_staging(int slot) { return staging_ + slot * staging_size(); }
   int64_t shard_size() const { return sharded_ ? sharded_->shard_size : 0; }
-  int64_t staging_size() const { return sharded_ ? sharded_->staging : 0; }
-  // staging slot [0, padded) = the gradients of `segments` one after another, then zeros.
+  bool sharded_gradients() const { return sharded_ && !sharded_->group_padded.empty(); }
+  // Stage 1: two staging slots of staging_size() elements each (slot 0 or 1); null, 0 at
+  // stage 2.
+  float* device_staging(int slot) { return staging_ == nullptr ? nullptr : staging_ + slot * staging_size(); }
+  int64_t staging_size() const { return staging_ == nullptr ? 0 : sharded_->staging; }
+  // Stage 1: staging slot [0, padded) = the gradients of `segments` one after another, then
+  // zeros.
   absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded, int slot = 0);
-  // The bf16 parameters of `segments` = bf16(staging slot), read one segment after another.
-  absl::Status UnpackParameters(const std::vector<Segment>& segments, int slot = 0);
+  // Stage 2: the buffer Backward writes gradient group `group` into (see
+  // GpuModel::DeviceGroupBuffer) and its size, group_padded[group]; null, 0 otherwise.
+  float* device_group_buffer(int group);
+  int64_t group_buffer_size(int group) const;
+  // Stage 2: gradient shard [shard_offset, +n) = from[0, n) (device memory), or += with
+  // `accumulate`.
+  absl::Status AddToGradientShard(const float* from, int64_t n, int64_t shard_offset, bool accumulate);
+  // The bf16 parameters of `segments` = bf16(from), fp32 device memory of `size` elements
+  // read one segment after another.
+  absl::Status UnpackParameters(const std::vector<Segment>& segments, const float* from, int64_t size);
   // Squared L2 norm of the gradient shard (deterministic, synchronises).
   absl::StatusOr<double> GradientShardSumOfSquares();
   // Update() over the pieces: clip, AdamW on the master shard from the gradient shard, the
@@ -125,12 +137,16 @@ class CudaGpt2 {
   bool have_grad_pass_ = false;
   bool flash_ = false;  // fused attention (head size 64, T a multiple of 64)
   std::optional<ShardedOptimizer> sharded_;
+  std::vector<std::vector<Segment>> groups_;  // GradientGroups(layout_)
 
   using bf16 = kernels::cuda::bf16;
   // Parameters: bf16 working copy, fp32 master, fp32 gradients and moments (layout order).
   bf16* params_ = nullptr;
   float *master_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
-  float *grad_shard_ = nullptr, *staging_ = nullptr;  // sharded only
+  float *grad_shard_ = nullptr, *staging_ = nullptr;  // sharded only; staging: stage 1
+  // Stage 2: the embeddings' group buffer, and two for the other groups (ring_size_ each).
+  float *embed_buffer_ = nullptr, *ring_ = nullptr;
+  int64_t ring_size_ = 0;
 
   // Micro-batch inputs on the device.
   int32_t *inputs_ = nullptr, *targets_ = nullptr;

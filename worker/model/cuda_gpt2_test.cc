@@ -184,6 +184,44 @@ TEST(CudaGpt2, AdamWStepsFollowCpuModel) {
   EXPECT_LT(gpu.back(), gpu.front());  // it learns
 }
 
+// The data of the sharded-optimizer cases: the Small() model's parameters, a batch to train
+// on, the next batch to compare losses on, AdamW step 1.
+struct ShardCase {
+  explicit ShardCase(uint32_t seed)
+      : batch(MakeBatch(B * T, layout.config().vocab_size, seed)),
+        next(MakeBatch(B * T, layout.config().vocab_size, seed + 1)),
+        init(Bf16Params(layout, seed + 7)),
+        scale(1.0f / static_cast<float>(Counted(batch))) {
+    p.lr = 1e-2f;
+    p.step = 1;
+  }
+  const ParameterLayout layout{Small()};
+  const int B = 2, T = 32;
+  const Batch batch, next;
+  const std::vector<float> init;
+  const float scale;
+  kernels::cpu::AdamWParams p;
+};
+
+// One training step of a model with the whole optimizer state from `init` on `batch`
+// (AdamW `p`, weight decay 0.1, no clipping); its gradients in *grads when asked.
+void WholeStep(const ParameterLayout& layout, int B, int T, const std::vector<float>& init, const Batch& batch,
+               const kernels::cpu::AdamWParams& p, std::unique_ptr<CudaGpt2>* whole,
+               std::vector<float>* grads = nullptr) {
+  absl::StatusOr<std::unique_ptr<CudaGpt2>> m = CudaGpt2::Create(layout, B, T);
+  ASSERT_TRUE(m.ok()) << m.status();
+  *whole = std::move(*m);
+  const float scale = 1.0f / static_cast<float>(Counted(batch));
+  ASSERT_TRUE((*whole)->SetParameters(init.data()).ok());
+  ASSERT_TRUE((*whole)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), scale).ok());
+  ASSERT_TRUE((*whole)->Backward().ok());
+  if (grads != nullptr) {
+    grads->resize(init.size());
+    ASSERT_TRUE((*whole)->GetGradients(grads->data()).ok());
+  }
+  ASSERT_TRUE((*whole)->Update(p, 0.1f, 1.0f).ok());
+}
+
 // ZeRO stage 1 on two ranks, emulated in one process: each "rank" keeps the optimizer state of
 // its pieces of the shard plan, its slice of every bucket's gradient is handed over as a
 // reduce-scatter of one contributor would, and the master slices go to both as an all-gather
@@ -191,22 +229,12 @@ TEST(CudaGpt2, AdamWStepsFollowCpuModel) {
 // state: master weights bit for bit, and the same losses on the next batch.
 TEST(CudaGpt2, ShardedOptimizerOfTwoRanksUpdatesAsTheWholeOne) {
   BELAY_REQUIRE_CUDA_DEVICE();
-  const ParameterLayout layout(Small());
-  const int B = 2, T = 32, W = 2;
-  const Batch batch = MakeBatch(B * T, layout.config().vocab_size, 4);
-  const Batch next = MakeBatch(B * T, layout.config().vocab_size, 5);
-  const std::vector<float> init = Bf16Params(layout, 11);
-  const float scale = 1.0f / static_cast<float>(Counted(batch));
-  kernels::cpu::AdamWParams p;
-  p.lr = 1e-2f;
-  p.step = 1;
+  const ShardCase c(4);
+  const auto& [layout, B, T, batch, next, init, scale, p] = c;
+  const int W = 2;
 
-  absl::StatusOr<std::unique_ptr<CudaGpt2>> whole = CudaGpt2::Create(layout, B, T);
-  ASSERT_TRUE(whole.ok()) << whole.status();
-  ASSERT_TRUE((*whole)->SetParameters(init.data()).ok());
-  ASSERT_TRUE((*whole)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), scale).ok());
-  ASSERT_TRUE((*whole)->Backward().ok());
-  ASSERT_TRUE((*whole)->Update(p, 0.1f, 1.0f).ok());
+  std::unique_ptr<CudaGpt2> whole;
+  ASSERT_NO_FATAL_FAILURE(WholeStep(layout, B, T, init, batch, p, &whole));
 
   const train::ShardPlan plan(layout, W);
   std::vector<std::unique_ptr<CudaGpt2>> ranks;
@@ -240,16 +268,17 @@ TEST(CudaGpt2, ShardedOptimizerOfTwoRanksUpdatesAsTheWholeOne) {
                              static_cast<size_t>(b.slice) * sizeof(float), cudaMemcpyDeviceToDevice),
                   cudaSuccess);
       }
-      ASSERT_TRUE(ranks[static_cast<size_t>(to)]->UnpackParameters(b.segments, b.group % 2).ok());
+      CudaGpt2& m = *ranks[static_cast<size_t>(to)];
+      ASSERT_TRUE(m.UnpackParameters(b.segments, m.device_staging(b.group % 2), m.staging_size()).ok());
       ASSERT_TRUE(ranks[static_cast<size_t>(to)]->Synchronize().ok());
     }
   }
 
   std::vector<float> want(init.size()), got(init.size());
-  ASSERT_TRUE((*whole)->GetParameters(want.data()).ok());
+  ASSERT_TRUE(whole->GetParameters(want.data()).ok());
   std::vector<float> want_m(init.size()), want_v(init.size());
-  ASSERT_TRUE((*whole)->GetMoments(want_m.data(), want_v.data()).ok());
-  absl::StatusOr<double> want_loss = (*whole)->Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
+  ASSERT_TRUE(whole->GetMoments(want_m.data(), want_v.data()).ok());
+  absl::StatusOr<double> want_loss = whole->Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
   ASSERT_TRUE(want_loss.ok());
   for (int r = 0; r < W; ++r) {
     SCOPED_TRACE("rank " + std::to_string(r));
@@ -272,7 +301,164 @@ TEST(CudaGpt2, ShardedOptimizerOfTwoRanksUpdatesAsTheWholeOne) {
     }
   }
   EXPECT_EQ(ranks[0]->Update(p, 0.1f, 1.0f).code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ((*whole)->UpdateShard(p, 0.1f, 1.0f).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(whole->UpdateShard(p, 0.1f, 1.0f).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// ZeRO stage 2 on one rank: the optimizer shard is everything, and there is no whole
+// gradient; each gradient group lands in its group buffer.
+ShardedOptimizer StageTwo(const ParameterLayout& layout, const train::ShardPlan& plan, int extra_padding) {
+  ShardedOptimizer shard;
+  shard.shard_size = plan.shard_size();
+  for (const train::OwnedPiece& o : plan.Owned(0)) {
+    shard.pieces.push_back({o.flat_offset, o.shard_offset, o.size, layout.tensors()[static_cast<size_t>(o.tensor)].decay});
+  }
+  for (const train::Bucket& b : plan.buckets()) shard.group_padded.push_back(b.padded + extra_padding);
+  return shard;
+}
+
+// Backward writes each group into its buffer in the bucket's order (segments one after
+// another, zeros after), bit for bit the whole gradient's values, and tells the hooks in the
+// documented order; the shard filled from the buffers updates exactly as the whole optimizer.
+TEST(CudaGpt2, ShardedGradientsLandInTheGroupBuffersAndUpdateAsTheWholeOne) {
+  BELAY_REQUIRE_CUDA_DEVICE();
+  const ShardCase c(6);
+  const auto& [layout, B, T, batch, next, init, scale, p] = c;
+  const int L = layout.config().n_layer;
+
+  std::unique_ptr<CudaGpt2> whole;
+  std::vector<float> want_grads;
+  ASSERT_NO_FATAL_FAILURE(WholeStep(layout, B, T, init, batch, p, &whole, &want_grads));
+
+  const train::ShardPlan plan(layout, 1);
+  const ShardedOptimizer shard = StageTwo(layout, plan, 5);
+  absl::StatusOr<std::unique_ptr<CudaGpt2>> made = CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &shard);
+  ASSERT_TRUE(made.ok()) << made.status();
+  CudaGpt2& m = **made;
+  EXPECT_EQ(m.device_gradients(), nullptr);
+  EXPECT_EQ(m.device_staging(0), nullptr);
+  ASSERT_TRUE(m.SetParameters(init.data()).ok());
+  // Poison the buffers: Backward must clear them itself.
+  for (int g = 0; g < L + 2; ++g) {
+    ASSERT_EQ(cudaMemset(m.device_group_buffer(g), 0x7f, static_cast<size_t>(m.group_buffer_size(g)) * sizeof(float)),
+              cudaSuccess);
+  }
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // (the default stream is not the model's)
+  ASSERT_TRUE(m.Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), scale).ok());
+  std::vector<std::string> calls;
+  BackwardHooks hooks;
+  hooks.acquire = [&](int g) {
+    calls.push_back("a" + std::to_string(g));
+    return absl::OkStatus();
+  };
+  hooks.release = [&](int g) -> absl::Status {
+    calls.push_back("r" + std::to_string(g));
+    if (absl::Status s = m.Synchronize(); !s.ok()) return s;
+    const train::Bucket& b = plan.buckets()[static_cast<size_t>(g)];
+    std::vector<float> got(static_cast<size_t>(m.group_buffer_size(g)));
+    EXPECT_EQ(got.size(), static_cast<size_t>(b.padded + 5));
+    EXPECT_EQ(cudaMemcpy(got.data(), m.device_group_buffer(g), got.size() * sizeof(float), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    size_t at = 0;
+    for (const Segment& s : b.segments) {
+      EXPECT_TRUE(kernels::cuda::testing::SameBytes(got.data() + at, want_grads.data() + s.offset,
+                                                    static_cast<size_t>(s.size) * sizeof(float)))
+          << "group " << g << ", tensor " << s.tensor;
+      at += static_cast<size_t>(s.size);
+    }
+    for (; at < got.size(); ++at) EXPECT_EQ(got[at], 0.0f) << "padding of group " << g << " at " << at;
+    return m.AddToGradientShard(m.device_group_buffer(g), b.slice, b.shard_offset, false);
+  };
+  ASSERT_TRUE(m.Backward(hooks).ok());
+  std::vector<std::string> want_calls = {"a" + std::to_string(L + 1)};
+  for (int g = 0; g <= L; ++g) {
+    want_calls.push_back("a" + std::to_string(g));
+    want_calls.push_back("r" + std::to_string(g));
+  }
+  want_calls.push_back("r" + std::to_string(L + 1));
+  EXPECT_EQ(calls, want_calls);
+
+  absl::StatusOr<double> whole_sq = whole->GradientSumOfSquares();
+  absl::StatusOr<double> shard_sq = m.GradientShardSumOfSquares();
+  ASSERT_TRUE(whole_sq.ok() && shard_sq.ok());
+  // The same values (padding adds zeros), summed in bucket order instead of layout order.
+  EXPECT_NEAR(*shard_sq, *whole_sq, 1e-12 * *whole_sq);
+  ASSERT_TRUE(m.UpdateShard(p, 0.1f, 1.0f).ok());
+  // (One rank: its update covers everything; the bf16 copy is written in place.)
+  std::vector<float> want(init.size()), got(init.size());
+  ASSERT_TRUE(whole->GetParameters(want.data()).ok());
+  ASSERT_TRUE(m.GetParameters(got.data()).ok());
+  EXPECT_TRUE(kernels::cuda::testing::SameBytes(got.data(), want.data(), got.size() * sizeof(float)));
+  absl::StatusOr<double> want_loss = whole->Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
+  absl::StatusOr<double> loss = m.Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
+  ASSERT_TRUE(want_loss.ok() && loss.ok());
+  EXPECT_EQ(*loss, *want_loss);
+
+  // No whole gradient and no stage-1 staging at stage 2.
+  std::vector<float> grads(init.size());
+  EXPECT_EQ(m.GetGradients(grads.data()).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(m.GradientSumOfSquares().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(m.PackGradients(plan.buckets()[0].segments, plan.buckets()[0].padded, 0).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(m.AddToGradientShard(m.device_group_buffer(0), plan.shard_size() + 1, 0, false).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m.device_group_buffer(L + 2), nullptr);
+  EXPECT_EQ(whole->AddToGradientShard(nullptr, 0, 0, false).code(), absl::StatusCode::kFailedPrecondition);
+  ShardedOptimizer short_group = shard;
+  short_group.group_padded[1] = 1;
+  EXPECT_EQ(CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &short_group).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  short_group.group_padded.pop_back();
+  EXPECT_EQ(CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &short_group).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Two micro-batches: the shard takes the first one's buffers and adds the second's; that is
+// the whole model's accumulated gradient up to fp32 rounding (which adds in another place).
+TEST(CudaGpt2, ShardedGradientsAccumulateOverMicroBatches) {
+  BELAY_REQUIRE_CUDA_DEVICE();
+  const ParameterLayout layout(Small());
+  const int B = 2, T = 32;
+  const Batch first = MakeBatch(B * T, layout.config().vocab_size, 8);
+  const Batch second = MakeBatch(B * T, layout.config().vocab_size, 9);
+  const std::vector<float> init = Bf16Params(layout, 15);
+  const float scale = 1.0f / static_cast<float>(Counted(first) + Counted(second));
+
+  absl::StatusOr<std::unique_ptr<CudaGpt2>> whole = CudaGpt2::Create(layout, B, T);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_TRUE((*whole)->SetParameters(init.data()).ok());
+  const train::ShardPlan plan(layout, 1);
+  const ShardedOptimizer shard = StageTwo(layout, plan, 0);
+  absl::StatusOr<std::unique_ptr<CudaGpt2>> made = CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &shard);
+  ASSERT_TRUE(made.ok()) << made.status();
+  CudaGpt2& m = **made;
+  ASSERT_TRUE(m.SetParameters(init.data()).ok());
+  bool accumulate = false;
+  BackwardHooks hooks;
+  hooks.release = [&](int g) {
+    const train::Bucket& b = plan.buckets()[static_cast<size_t>(g)];
+    return m.AddToGradientShard(m.device_group_buffer(g), b.slice, b.shard_offset, accumulate);
+  };
+  for (const Batch* batch : {&first, &second}) {
+    ASSERT_TRUE((*whole)->Forward(batch->inputs.data(), batch->targets.data(), batch->mask.data(), scale).ok());
+    ASSERT_TRUE((*whole)->Backward().ok());
+    ASSERT_TRUE(m.Forward(batch->inputs.data(), batch->targets.data(), batch->mask.data(), scale).ok());
+    ASSERT_TRUE(m.Backward(hooks).ok());
+    accumulate = true;
+  }
+  std::vector<float> want(init.size()), got(static_cast<size_t>(plan.shard_size()));
+  ASSERT_TRUE((*whole)->GetGradients(want.data()).ok());
+  ASSERT_TRUE(m.Synchronize().ok());
+  ASSERT_EQ(cudaMemcpy(got.data(), m.device_gradient_shard(), got.size() * sizeof(float), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  double worst = 0;
+  for (const train::OwnedPiece& o : plan.Owned(0)) {
+    for (int64_t i = 0; i < o.size; ++i) {
+      const double ref = want[static_cast<size_t>(o.flat_offset + i)];
+      const double d = std::abs(got[static_cast<size_t>(o.shard_offset + i)] - ref);
+      worst = std::max(worst, d - 1e-5 * std::abs(ref));
+    }
+  }
+  EXPECT_LE(worst, 1e-7);
 }
 
 TEST(CudaGpt2, TwoRunsAreBitIdentical) {

@@ -16,12 +16,18 @@
 
 namespace belay::model {
 
-// ZeRO stage 1: the model keeps fp32 master weights and AdamW moments only for `pieces`,
-// runs of the flat parameters kept one after another in a shard of shard_size elements (the
-// gaps are the padding of the shard plan: zero, never updated). The bf16 parameters and the
-// fp32 gradients stay whole. `staging` is the size of each of the two fp32 device buffers that
-// buckets of gradients and master weights pass through (the largest padded bucket): two, so
-// that one bucket's reduce-scatter can run while the next one is packed.
+// ZeRO stages 1 and 2: the model keeps fp32 master weights and AdamW moments only for
+// `pieces`, runs of the flat parameters kept one after another in a shard of shard_size
+// elements (the gaps are the padding of the shard plan: zero, never updated), and the summed
+// gradient of that shard. The bf16 parameters stay whole.
+//   Stage 1 (group_padded empty): the fp32 gradients stay whole too. `staging` is the size of
+//   each of the two fp32 device buffers that buckets of gradients and master weights pass
+//   through (the largest padded bucket): two, so that one bucket's reduce-scatter can run
+//   while the next one is packed.
+//   Stage 2 (group_padded set: one padded size per model::GradientGroups group, each at least
+//   the group's elements): there is no whole gradient. Backward writes each group's
+//   gradients into a group buffer (the group's segments one after another, zeros up to its
+//   padded size), from which the trainer reduce-scatters it; `staging` is unused.
 struct ShardedOptimizer {
   struct Piece {
     int64_t flat_offset = 0;
@@ -32,6 +38,18 @@ struct ShardedOptimizer {
   int64_t shard_size = 0;
   std::vector<Piece> pieces;
   int64_t staging = 0;
+  std::vector<int64_t> group_padded;
+};
+
+// What Backward tells its caller about the gradient groups (model::GradientGroups order:
+// ln_f, layers L-1..0, embeddings). `acquire(g)` runs before the model first writes group g's
+// gradients (at stage 2, before it clears g's group buffer: the caller must be done with what
+// the buffer held); `release(g)` once the kernels that finish g are queued (Synchronize, then
+// they are complete). The calls of one pass: acquire(L+1); then for g = 0 … L acquire(g),
+// release(g); last release(L+1). An error either returns ends Backward with that error.
+struct BackwardHooks {
+  std::function<absl::Status(int group)> acquire;
+  std::function<absl::Status(int group)> release;
 };
 
 // GPT-2 on the current CUDA device: bf16 activations and parameters, fp32 master weights,
@@ -51,12 +69,13 @@ class GpuModel {
   // prepares Backward, 0 only evaluates.
   virtual absl::StatusOr<double> Forward(const int32_t* inputs, const int32_t* targets, const uint8_t* mask,
                                          float loss_scale) = 0;
-  // Accumulates the gradients of the last training Forward; with `on_group`, calls it with
-  // each gradient group's number (model::GradientGroups order) once the work that finishes
-  // that group is queued (Synchronize, then the group's gradients are complete).
-  virtual absl::Status Backward(const std::function<absl::Status(int group)>& on_group = {}) = 0;
+  // Accumulates the gradients of the last training Forward (stage 2: writes them into the
+  // group buffers), telling `hooks` about each gradient group.
+  virtual absl::Status Backward(const BackwardHooks& hooks = {}) = 0;
+  // Clears the accumulated gradients (stage 2: the gradient shard).
   virtual absl::Status ZeroGradients() = 0;
-  // The fp32 gradients on the device (layout order), for collectives once Synchronize returned.
+  // The fp32 gradients on the device (layout order), for collectives once Synchronize
+  // returned; empty at stage 2.
   virtual std::span<float> DeviceGradients() = 0;
   // Squared L2 norm of the gradients (deterministic).
   virtual absl::StatusOr<double> GradientSumOfSquares() = 0;
@@ -65,17 +84,28 @@ class GpuModel {
   // Waits for the queued work.
   virtual absl::Status Synchronize() = 0;
 
-  // --- With a sharded optimizer (ZeRO stage 1) only; FailedPrecondition otherwise.
-  // The fp32 device buffers: the summed gradient of the shard, the master shard (shard
-  // order), and the staging buffer buckets pass through.
+  // --- With a sharded optimizer (ZeRO stages 1 and 2) only; FailedPrecondition otherwise.
+  // The fp32 device buffers: the summed gradient of the shard and the master shard (shard
+  // order).
   virtual std::span<float> DeviceGradientShard() = 0;
   virtual std::span<float> DeviceMasterShard() = 0;
-  // Two staging slots (0, 1) of ShardedOptimizer::staging elements each.
+  // Stage 1: two staging slots (0, 1) of ShardedOptimizer::staging elements each (empty at
+  // stage 2).
   virtual std::span<float> DeviceStaging(int slot) = 0;
-  // staging slot [0, padded) = the gradients of `segments` one after another, then zeros.
+  // Stage 1: staging slot [0, padded) = the gradients of `segments` one after another, then
+  // zeros.
   virtual absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded, int slot) = 0;
-  // The bf16 parameters of `segments` from the fp32 values in a staging slot, in segment order.
-  virtual absl::Status UnpackParameters(const std::vector<Segment>& segments, int slot) = 0;
+  // Stage 2: the buffer Backward writes gradient group `group` into, group_padded[group]
+  // elements. The embeddings' group has one of its own (their gradient collects during the
+  // whole pass); the other groups take turns in two (group % 2), so a group's buffer is
+  // written again two groups later. Empty at stage 1 or for a group out of range.
+  virtual std::span<float> DeviceGroupBuffer(int group) = 0;
+  // Stage 2: gradient shard [shard_offset, +from.size()) = `from` (device memory), or += it
+  // with `accumulate`. Queued on the model's stream.
+  virtual absl::Status AddToGradientShard(std::span<const float> from, int64_t shard_offset, bool accumulate) = 0;
+  // The bf16 parameters of `segments` from fp32 values in device memory (`from`: a staging
+  // slot or a group buffer), read one segment after another.
+  virtual absl::Status UnpackParameters(const std::vector<Segment>& segments, std::span<const float> from) = 0;
   // Squared L2 norm of the gradient shard.
   virtual absl::StatusOr<double> GradientShardSumOfSquares() = 0;
   // Clip, then AdamW over the pieces; the new bf16 values land at the pieces' places.
@@ -89,7 +119,7 @@ class GpuModel {
 // A model for micro-batches of B sequences of T tokens on the current device, with every
 // parameter zero until SetState. ResourceExhausted when it does not fit; InvalidArgument for
 // shapes the kernels do not take; Unimplemented in a build without CUDA.
-// With `sharded`, the optimizer state is that shard (ZeRO stage 1).
+// With `sharded`, the optimizer state is that shard (ZeRO stage 1, or 2 with group_padded).
 absl::StatusOr<std::unique_ptr<GpuModel>> CreateGpuModel(const ParameterLayout& layout, int B, int T,
                                                          const ShardedOptimizer* sharded = nullptr);
 

@@ -25,11 +25,10 @@ class CudaGpuModel final : public GpuModel {
                                  float loss_scale) override {
     return model_->Forward(inputs, targets, mask, loss_scale);
   }
-  absl::Status Backward(const std::function<absl::Status(int)>& on_group) override {
-    return model_->Backward(on_group);
-  }
+  absl::Status Backward(const BackwardHooks& hooks) override { return model_->Backward(hooks); }
   absl::Status ZeroGradients() override { return model_->ZeroGradients(); }
   std::span<float> DeviceGradients() override {
+    if (model_->device_gradients() == nullptr) return {};
     return {model_->device_gradients(), static_cast<size_t>(size_)};
   }
   absl::StatusOr<double> GradientSumOfSquares() override { return model_->GradientSumOfSquares(); }
@@ -45,13 +44,21 @@ class CudaGpuModel final : public GpuModel {
     return {model_->device_master(), static_cast<size_t>(model_->shard_size())};
   }
   std::span<float> DeviceStaging(int slot) override {
+    if (model_->device_staging(0) == nullptr || slot < 0 || slot > 1) return {};
     return {model_->device_staging(slot), static_cast<size_t>(model_->staging_size())};
+  }
+  std::span<float> DeviceGroupBuffer(int group) override {
+    if (model_->device_group_buffer(group) == nullptr) return {};
+    return {model_->device_group_buffer(group), static_cast<size_t>(model_->group_buffer_size(group))};
+  }
+  absl::Status AddToGradientShard(std::span<const float> from, int64_t shard_offset, bool accumulate) override {
+    return model_->AddToGradientShard(from.data(), static_cast<int64_t>(from.size()), shard_offset, accumulate);
   }
   absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded, int slot) override {
     return model_->PackGradients(segments, padded, slot);
   }
-  absl::Status UnpackParameters(const std::vector<Segment>& segments, int slot) override {
-    return model_->UnpackParameters(segments, slot);
+  absl::Status UnpackParameters(const std::vector<Segment>& segments, std::span<const float> from) override {
+    return model_->UnpackParameters(segments, from.data(), static_cast<int64_t>(from.size()));
   }
   absl::StatusOr<double> GradientShardSumOfSquares() override { return model_->GradientShardSumOfSquares(); }
   absl::Status UpdateShard(const kernels::cpu::AdamWParams& p, float weight_decay, float clip) override {

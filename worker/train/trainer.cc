@@ -213,11 +213,6 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
   } else if (device == Device::kCuda && !comm.takes_device_memory()) {
     local = absl::InvalidArgumentError(
         "GPU training needs a communicator whose collectives take device memory (NCCL), even for one rank");
-  } else if (device == Device::kCuda && spec.train.zero_stage == 2) {
-    local = absl::InvalidArgumentError(
-        Cat("train.zero_stage = 2: GPU training has ZeRO stages 0 and 1 so far (stage 2's "
-            "gradient sharding during backward is not built for GPUs); set zero_stage = 1 for "
-            "GPU campaigns"));
   }
   std::unique_ptr<data::DataLoader> train, val;
   if (local.ok()) {
@@ -260,19 +255,26 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
   }
   std::unique_ptr<Trainer> trainer(new Trainer(spec, comm, device, std::move(train), std::move(val)));
   if (device == Device::kCuda) {
-    // The model on this rank's GPU, with the freshly initialised parameters; at stage 1 it
-    // keeps the optimizer state of this rank's pieces only.
+    // The model on this rank's GPU, with the freshly initialised parameters; at stages 1 and
+    // 2 it keeps the optimizer state of this rank's pieces only, at stage 2 no whole gradient
+    // either (a buffer per bucket: buckets are the model's gradient groups, in order).
     model::ShardedOptimizer shard;
-    if (spec.train.zero_stage == 1) {
+    if (spec.train.zero_stage > 0) {
       shard.shard_size = trainer->plan_.shard_size();
       for (const optim::UpdatePiece& p : trainer->optimizer_->pieces()) {
         shard.pieces.push_back({p.param_offset, p.state_offset, p.size, p.decay});
       }
-      for (const Bucket& b : trainer->plan_.buckets()) shard.staging = std::max(shard.staging, b.padded);
+      for (const Bucket& b : trainer->plan_.buckets()) {
+        if (spec.train.zero_stage == 1) {
+          shard.staging = std::max(shard.staging, b.padded);
+        } else {
+          shard.group_padded.push_back(b.padded);
+        }
+      }
     }
     absl::StatusOr<std::unique_ptr<model::GpuModel>> gpu = model::CreateGpuModel(
         trainer->layout_, static_cast<int>(spec.train.micro_batch), static_cast<int>(spec.model.seq_len),
-        spec.train.zero_stage == 1 ? &shard : nullptr);
+        spec.train.zero_stage > 0 ? &shard : nullptr);
     absl::Status made = gpu.status();
     if (gpu.ok()) {
       trainer->gpu_ = std::move(*gpu);
@@ -311,7 +313,7 @@ Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device devi
     if (device == Device::kCpu) grad_shard_.resize(static_cast<size_t>(plan_.shard_size()));
   }
   if (stage < 2 && device == Device::kCpu) grads_.resize(static_cast<size_t>(layout_.total()));
-  if (stage == 2) zero2_ = std::make_unique<ZeroTwoSink>(plan_, comm_, grad_shard_, phase_, wait_s_);
+  if (stage == 2 && device == Device::kCpu) zero2_ = std::make_unique<ZeroTwoSink>(plan_, comm_, grad_shard_, phase_, wait_s_);
   int64_t largest = 0;
   for (const Bucket& b : plan_.buckets()) largest = std::max(largest, b.padded);
   staging_.resize(static_cast<size_t>(largest));
@@ -330,14 +332,21 @@ Trainer::~Trainer() = default;
 MemoryAccounting Trainer::memory() const {
   MemoryAccounting m;
   if (gpu_) {
-    // On the device: the bf16 parameters and the fp32 master weights; the gradients (stage 1:
-    // also the summed shard and the two staging slots); the moments. Stage 1 shards the fp32
-    // state.
+    // On the device: the bf16 parameters and the fp32 master weights; the moments; the
+    // gradients: whole (stage 1: also the summed shard and two staging slots of the largest
+    // bucket), or (stage 2) the summed shard, the embeddings' bucket buffer and two buffers
+    // of the largest other bucket. Stages 1 and 2 shard the fp32 state.
     const int64_t P = layout_.total(), f = static_cast<int64_t>(sizeof(float));
-    const bool sharded = spec_.train.zero_stage == 1;
-    const int64_t state = sharded ? plan_.shard_size() : P;
+    const int stage = spec_.train.zero_stage;
+    const int64_t state = stage > 0 ? plan_.shard_size() : P;
     m.params = 2 * P + f * state;
-    m.gradients = f * P + (sharded ? f * (state + 2 * static_cast<int64_t>(staging_.size())) : 0);
+    if (stage == 2) {
+      int64_t ring = 0;
+      for (size_t b = 0; b + 1 < plan_.buckets().size(); ++b) ring = std::max(ring, plan_.buckets()[b].padded);
+      m.gradients = f * (state + plan_.buckets().back().padded + 2 * ((ring + 63) / 64 * 64));
+    } else {
+      m.gradients = f * P + (stage == 1 ? f * (state + 2 * static_cast<int64_t>(staging_.size())) : 0);
+    }
     m.optimizer = 2 * f * state;
     return m;
   }
@@ -458,6 +467,54 @@ StepMetrics Trainer::TrainStep() {
         gpu_->DeviceGradientShard().subspan(static_cast<size_t>(b.shard_offset), static_cast<size_t>(b.slice)));
     return absl::OkStatus();
   };
+  model::BackwardHooks stage1;
+  stage1.release = reduce_bucket;
+  // Stage 2 on GPUs: every micro-batch's backward writes each bucket into a buffer of its
+  // own (the model's group buffers: one for the embeddings, two taking turns for the rest);
+  // once the bucket is complete its reduce-scatter starts in place (this rank's slice of the
+  // buffer receives the sum) while backward goes on. The sum lands in the gradient shard
+  // (copied for the first micro-batch, added after) when the buffer is needed again: two
+  // buckets later, or in the next micro-batch's backward (the embeddings' reduce-scatter
+  // overlaps the next forward), or after the last micro-batch.
+  struct Flight {
+    comm::CommHandle handle;
+    int group = -1;  // the bucket in flight, if any
+    bool accumulate = false;
+  };
+  std::array<Flight, 3> flights;  // ring buffers 0 and 1, the embeddings' buffer
+  const int embed_group = static_cast<int>(plan_.buckets().size()) - 1;
+  auto flight_of = [&](int group) -> Flight& {
+    return flights[static_cast<size_t>(group == embed_group ? 2 : group % 2)];
+  };
+  auto land = [&](Flight& f) -> absl::Status {
+    if (f.group < 0) return absl::OkStatus();
+    {
+      const Phase was = phase_.exchange(Phase::kCollective);
+      WaitClock clock(wait_s_);
+      CheckCollective(f.handle.Wait(), "gradient reduce-scatter");
+      phase_.store(was);
+    }
+    const Bucket& b = plan_.buckets()[static_cast<size_t>(f.group)];
+    f.group = -1;
+    return gpu_->AddToGradientShard(
+        gpu_->DeviceGroupBuffer(b.group).subspan(static_cast<size_t>(r * b.slice), static_cast<size_t>(b.slice)),
+        b.shard_offset, f.accumulate);
+  };
+  int64_t micro = 0;
+  model::BackwardHooks stage2;
+  stage2.acquire = [&](int group) { return land(flight_of(group)); };
+  stage2.release = [&](int group) -> absl::Status {
+    const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
+    // The bucket's gradients complete before NCCL reads them.
+    if (absl::Status s = gpu_->Synchronize(); !s.ok()) return s;
+    std::span<float> buffer = gpu_->DeviceGroupBuffer(group).first(static_cast<size_t>(b.padded));
+    Flight& f = flight_of(group);
+    f.handle = comm_.StartReduceScatterSum(
+        buffer, buffer.subspan(static_cast<size_t>(r * b.slice), static_cast<size_t>(b.slice)));
+    f.group = group;
+    f.accumulate = micro > 0;
+    return absl::OkStatus();
+  };
   for (int64_t a = 0; gpu_ && a < accum_; ++a) {
     const size_t off = static_cast<size_t>(a) * per_micro;
     phase_ = Phase::kForward;
@@ -465,9 +522,13 @@ StepMetrics Trainer::TrainStep() {
     CheckCollective(l.status(), "GPU forward");
     micro_loss[static_cast<size_t>(a)] = *l;
     phase_ = Phase::kBackward;
-    // (A batch with no counted position has scale 0: Forward only evaluated, the gradient is 0.)
-    if (scale > 0 && stage == 1 && a + 1 == accum_) {
-      CheckCollective(gpu_->Backward(reduce_bucket), "GPU backward");
+    micro = a;
+    // (A batch with no counted position has scale 0: Forward only evaluated, the gradient is 0;
+    // at stage 2 the shard ZeroGradients cleared.)
+    if (scale > 0 && stage == 2) {
+      CheckCollective(gpu_->Backward(stage2), "GPU backward");
+    } else if (scale > 0 && stage == 1 && a + 1 == accum_) {
+      CheckCollective(gpu_->Backward(stage1), "GPU backward");
     } else if (scale > 0) {
       CheckCollective(gpu_->Backward(), "GPU backward");
     }
@@ -494,16 +555,20 @@ StepMetrics Trainer::TrainStep() {
     }
   }
   phase_ = Phase::kCollective;
+  // Stage 2 on GPUs: the last micro-batch's buckets still in flight (land counts its wait).
+  for (size_t i = 0; gpu_ && stage == 2 && i < flights.size(); ++i) {
+    CheckCollective(land(flights[i]), "gradient reduce-scatter");
+  }
   std::vector<double> all_loss(static_cast<size_t>(accum_ * W));
   {
     WaitClock clock(wait_s_);
     if (gpu_ && stage == 0) {
       // Stage 0 on GPUs: the whole gradient, summed on the device (NCCL) in rank order.
       CheckCollective(comm_.AllReduceSum(gpu_->DeviceGradients()), "gradient reduction");
-    } else if (gpu_) {
+    } else if (gpu_ && stage == 1) {
       // Stage 1 on GPUs: the last reduce-scatters started during backward.
       for (comm::CommHandle& h : in_flight) CheckCollective(h.Wait(), "gradient reduce-scatter");
-    } else if (stage < 2) {
+    } else if (!gpu_ && stage < 2) {
       CheckCollective(ReduceGradients(), "gradient reduction");
     }
     // The loss: micro-batch sums added in global micro-batch order (micro-step a of rank r is
@@ -560,16 +625,19 @@ StepMetrics Trainer::TrainStep() {
   phase_ = Phase::kCollective;
   if (stage > 0 && gpu_) {
     // Every rank's updated master slice of each bucket, as bf16 parameters on every rank
-    // (the conversion rounds as the owner's update did).
-    std::span<float> staging = gpu_->DeviceStaging(0), master = gpu_->DeviceMasterShard();
+    // (the conversion rounds as the owner's update did), through a staging slot (stage 1) or
+    // the bucket's own buffer (stage 2).
+    std::span<float> master = gpu_->DeviceMasterShard();
     for (const Bucket& b : plan_.buckets()) {
+      std::span<float> buffer = (stage == 1 ? gpu_->DeviceStaging(0) : gpu_->DeviceGroupBuffer(b.group))
+                                    .first(static_cast<size_t>(b.padded));
       {
         WaitClock clock(wait_s_);
         CheckCollective(comm_.AllGather(master.subspan(static_cast<size_t>(b.shard_offset), static_cast<size_t>(b.slice)),
-                                        staging.first(static_cast<size_t>(b.padded))),
+                                        buffer),
                         "parameter all-gather");
       }
-      CheckCollective(gpu_->UnpackParameters(b.segments, 0), "GPU parameter unpacking");
+      CheckCollective(gpu_->UnpackParameters(b.segments, buffer), "GPU parameter unpacking");
       CheckCollective(gpu_->Synchronize(), "GPU parameter unpacking");  // before staging is reused
     }
   } else if (stage > 0) {

@@ -86,9 +86,10 @@ class Trainer {
   // Opens the data and sets up a freshly initialised model (seeded by train.seed), for rank
   // comm.rank() of comm.world_size(). Every rank of the group must call it (the ranks check
   // together that they agree). InvalidArgument when the global batch does not divide into
-  // micro_batch × world size, or for a ZeRO stage this trainer does not have (on kCuda
-  // stages 0 and 1 so far). On kCuda the model is created on the current device; not fitting there
-  // is ResourceExhausted, a build without CUDA Unimplemented.
+  // micro_batch × world size, or for a ZeRO stage this trainer does not have (it has 0, 1
+  // and 2, on CPUs and GPUs), or on kCuda with a communicator whose collectives take host
+  // memory. On kCuda the model is created on the current device; not fitting there is
+  // ResourceExhausted, a build without CUDA Unimplemented.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const CampaignSpec& spec,
                                                          comm::Communicator& comm,
                                                          Device device = Device::kCpu);
