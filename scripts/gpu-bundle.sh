@@ -10,7 +10,7 @@ out=${1:?usage: scripts/gpu-bundle.sh OUT.tar.xz}
 build=${BELAY_GPU_BUILD_DIR:-build-gpu}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBELAY_WITH_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
-targets=(device_test cuda_kernels_test cuda_gpt2_test comm_nccl_communicator_test gpu_train_bench belay belay-worker)
+targets=(device_test cuda_kernels_test cuda_gpt2_test comm_nccl_communicator_test gpu_train_bench belay belay-worker belayd)
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
 
 stage=$(mktemp -d)

@@ -48,7 +48,7 @@ else
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBELAY_WITH_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES=90 >"$logs/configure.log" 2>&1 || { cat "$logs/configure.log"; exit 1; }
   cmake --build "$build" -j "$(nproc)" --target device_test cuda_kernels_test cuda_gpt2_test \
-    comm_nccl_communicator_test gpu_train_bench belay belay-worker >"$logs/build.log" 2>&1 ||
+    comm_nccl_communicator_test gpu_train_bench belay belay-worker belayd >"$logs/build.log" 2>&1 ||
     { tail -50 "$logs/build.log"; exit 1; }
   bin() { find "$build" -type f -name "$1" -perm -u+x | head -1; }
   bindir=$build/bin
@@ -69,13 +69,16 @@ for t in device_test cuda_kernels_test cuda_gpt2_test; do
   if [ $rc -ne 0 ] || [ "$failed" -ne 0 ] || [ "$skipped" -ne 0 ]; then status=1; fi
 done
 
-# System tests: NCCL (one rank; every GPU when there are several) and belay-worker training
-# on the GPU (determinism, resume, against the CPU path). Exit 77 is a skip, which fails here.
+# System tests: NCCL (one rank; every GPU when there are several), belay-worker training on
+# the GPU (determinism, resume, ZeRO, against the CPU path) and a GPU campaign under belayd.
+# Exit 77 is a skip, which fails here.
 for t in nccl_communicator:tests/comm/nccl_communicator_test.sh:comm_nccl_communicator_test \
-         train_gpu:tests/worker/gpu_train_test.sh:; do
+         train_gpu:tests/worker/gpu_train_test.sh: gpu_campaign:tests/daemon/gpu_campaign_test.py:; do
   IFS=: read -r name script arg <<<"$t"
   if [ -n "$arg" ]; then target=$(bin "$arg"); else target=$bindir; fi
-  "$script" "$target" >"$logs/${name}_test.log" 2>&1
+  runner=()
+  [[ $script == *.py ]] && runner=("$python")
+  "${runner[@]}" "$script" "$target" >"$logs/${name}_test.log" 2>&1
   rc=$?
   echo "--- $name: rc $rc"
   tail -8 "$logs/${name}_test.log"
