@@ -129,6 +129,9 @@ int Run(const Options& o) {
   sup_options.node_state_interval = std::chrono::seconds(o.slurm_node_poll_s);
   sup_options.state_dir = state;
   sup_options.worker_program = o.worker;
+  // As root, every campaign's ranks run as the user who submitted it; otherwise belayd runs
+  // only its own user's campaigns (the coordinator API refuses other users' submissions).
+  sup_options.run_as_owner = ::geteuid() == 0;
   belay::supervisor::Supervisor supervisor(**store, scheduler, clock, sup_options);
 
   // The worker link; its address goes into every attempt's environment. With port 0, the port

@@ -2,6 +2,7 @@
 #include "daemon/rpc/coordinator_service.h"
 
 #include <pwd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
@@ -116,6 +117,14 @@ grpc::Status CoordinatorService::SubmitCampaign(grpc::ServerContext* ctx, const 
     pe->set_message(e.message);
   }
   if (!parsed.ok() || req->validate_only()) return grpc::Status::OK;
+  // A belayd that is not root can start ranks only as its own user: it takes campaigns from
+  // that user (and root) only, instead of running another user's campaign as itself.
+  if (const uid_t self = ::geteuid(); self != 0 && who->uid != self && who->uid != 0) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        Cat("this belayd runs as ", UserName(self), " (uid ", self, "), not as root, so it starts ranks "
+                            "only as that user and takes campaigns only from it; submit to a belayd of your own, or "
+                            "to one running as root, which runs each campaign's ranks as the user who submitted it"));
+  }
   if (parsed.spec->resources.scheduler == SchedulerKind::kSlurm && facts_.slurm_conf.empty()) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "the campaign asks for scheduler \"slurm\"; this belayd knows no Slurm cluster "

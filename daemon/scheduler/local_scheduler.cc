@@ -97,10 +97,20 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   }
   const fs::path log_dir = fs::absolute(job.log_dir);
   for (int r = 0; r < job.world_size; ++r) fs::remove(RankFile(log_dir, r, "exit"), ec);
+  absl::StatusOr<std::optional<RunAs>> as = ResolveRunAs(job);
+  if (!as.ok()) return as.status();
+  if (*as) {
+    if (absl::Status s = GiveDirectory(log_dir, **as); !s.ok()) return s;
+  }
 
   std::vector<std::string> argv;
+  if (*as) {
+    // Everything the job starts (mpirun included) runs as that user, with its groups.
+    argv = {options_.setpriv, Cat("--reuid=", (*as)->uid), Cat("--regid=", (*as)->gid), "--init-groups", "--"};
+  }
   if (job.world_size > 1) {
-    argv = {options_.mpirun, "-np", std::to_string(job.world_size)};
+    for (const char* a : {options_.mpirun.c_str(), "-np"}) argv.emplace_back(a);
+    argv.push_back(std::to_string(job.world_size));
   }
   for (const char* a : {"/bin/sh", "-c", kRankWrapper, "belay-rank"}) argv.emplace_back(a);
   argv.insert(argv.end(), job.command.begin(), job.command.end());
@@ -116,6 +126,10 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   }
   for (const auto& [k, v] : job.env) env[k] = v;
   env["BELAY_LOG_DIR"] = log_dir.string();
+  if (*as) {
+    env["HOME"] = (*as)->home;
+    env["USER"] = env["LOGNAME"] = (*as)->name;
+  }
 
   std::vector<std::string> env_strings;
   for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);

@@ -30,6 +30,9 @@ struct LocalSchedulerOptions {
   std::string mpirun = "mpirun";
   // Added to the environment of jobs with more than one rank.
   std::vector<std::pair<std::string, std::string>> mpi_env = DefaultMpiEnvironment();
+  // util-linux's setpriv, which starts a job that runs as another user (JobSpec::run_as_uid)
+  // with that user's uid, groups and supplementary groups.
+  std::string setpriv = "setpriv";
 };
 
 // Job ids are "<pid>-<start time>" of the job's leader process (the rank of a one-rank job,

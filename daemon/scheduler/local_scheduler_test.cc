@@ -2,7 +2,9 @@
 // exits, signals to the whole job, and a second scheduler (a restarted belayd) finding jobs.
 #include "daemon/scheduler/local_scheduler.h"
 
+#include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -106,6 +108,50 @@ TEST_F(LocalSchedulerTest, SeveralRanksRunUnderMpirunEachWithItsOwnLog) {
     EXPECT_EQ(st.ranks[static_cast<size_t>(r)].exit_code, 0) << "rank " << r;
     EXPECT_EQ(Log(r), "rank " + std::to_string(r) + " of 3 log " + (dir_ / "logs").string() + "\n");
   }
+}
+
+// (belayd as root runs a campaign's ranks as its owner.)
+TEST_F(LocalSchedulerTest, RanksRunAsTheUserTheJobNames) {
+  if (::geteuid() != 0) GTEST_SKIP() << "starting ranks as another user needs root";
+  const passwd* pw = ::getpwnam("nobody");
+  ASSERT_NE(pw, nullptr);
+  const uid_t uid = pw->pw_uid;
+  const gid_t gid = pw->pw_gid;
+  const std::string want = "uid=" + std::to_string(uid) + " gid=" + std::to_string(gid) + " home=" + pw->pw_dir +
+                           " user=" + pw->pw_name + "\n";
+  LocalScheduler s(options_);
+  for (int world : {1, 2}) {  // directly, and mpirun itself as that user
+    SCOPED_TRACE(world);
+    JobSpec job = Job(world, "echo \"uid=$(id -u) gid=$(id -g) home=$HOME user=$USER\"");
+    job.attempt = world;
+    job.run_as_uid = uid;
+    absl::StatusOr<std::string> id = s.Submit(job);
+    ASSERT_TRUE(id.ok()) << id.status();
+    JobStatus st = WaitEnded(s, *id);
+    ASSERT_EQ(st.ranks.size(), static_cast<size_t>(world));
+    for (int r = 0; r < world; ++r) {
+      EXPECT_EQ(st.ranks[static_cast<size_t>(r)].exit_code, 0) << "rank " << r << ": " << Log(r);
+      EXPECT_EQ(Log(r), want) << "rank " << r;
+    }
+    struct stat dir {};
+    ASSERT_EQ(::stat((dir_ / "logs").c_str(), &dir), 0);
+    EXPECT_EQ(dir.st_uid, uid);  // the ranks' log directory is theirs
+  }
+  // belayd's own uid: no switch (and no need for a passwd entry's help).
+  JobSpec self = Job(1, "id -u");
+  self.attempt = 3;
+  self.run_as_uid = ::geteuid();
+  absl::StatusOr<std::string> id = s.Submit(self);
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(WaitEnded(s, *id).ranks.at(0).exit_code, 0);
+  EXPECT_EQ(Log(0), std::to_string(::geteuid()) + "\n");
+  // A uid without a passwd entry: refused, with the reason.
+  JobSpec stranger = Job(1, "true");
+  stranger.attempt = 4;
+  stranger.run_as_uid = 3999999;
+  absl::StatusOr<std::string> refused = s.Submit(stranger);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_NE(refused.status().message().find("no passwd entry"), std::string::npos) << refused.status();
 }
 
 TEST_F(LocalSchedulerTest, ARankKilledByASignalIsReportedAsSuch) {

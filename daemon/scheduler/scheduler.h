@@ -52,7 +52,26 @@ struct JobSpec {
   // A job id of this scheduler: start only once that job has ended, however it ended (Slurm:
   // --dependency=afterany). Empty: no dependency.
   std::string after_job;
+  // The user the ranks run as (belayd running as root starts a campaign's ranks as its owner):
+  // that uid with its passwd entry's primary group, supplementary groups, home and name. Unset,
+  // or belayd's own uid: belayd's user. Another uid needs belayd to run as root
+  // (PermissionDenied otherwise); a uid without a passwd entry is FailedPrecondition.
+  std::optional<uint32_t> run_as_uid;
 };
+
+// A user as a job runs as: what the passwd entry of its uid says.
+struct RunAs {
+  uint32_t uid = 0;
+  uint32_t gid = 0;  // primary group
+  std::string name;
+  std::string home;
+};
+// Whom job `job` runs as when that is not belayd's own user (see JobSpec::run_as_uid);
+// nullopt when it is.
+absl::StatusOr<std::optional<RunAs>> ResolveRunAs(const JobSpec& job);
+// Prepares directory `dir` (which belayd created) for a job running as `as`: owned by that
+// user, so its ranks can write their logs there.
+absl::Status GiveDirectory(const std::filesystem::path& dir, const RunAs& as);
 
 enum class JobState {
   kQueued,   // accepted, ranks not started yet

@@ -136,6 +136,14 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   fs::create_directories(job.log_dir, ec);
   if (ec) return absl::InternalError(Cat(job.log_dir.string(), ": cannot create: ", ec.message()));
   const fs::path log_dir = fs::absolute(job.log_dir);
+  absl::StatusOr<std::optional<RunAs>> as = ResolveRunAs(job);
+  if (!as.ok()) return as.status();
+  const uid_t uid = *as ? static_cast<uid_t>((*as)->uid) : ::getuid();
+  const gid_t gid = *as ? static_cast<gid_t>((*as)->gid) : ::getgid();
+  if (*as) {
+    // The batch script writes its output there, the ranks their logs.
+    if (absl::Status s = GiveDirectory(log_dir, **as); !s.ok()) return s;
+  }
 
   // Idempotent per (campaign, attempt): a job already submitted for it, in whatever state.
   std::string token;
@@ -145,7 +153,7 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   std::string comment = SlurmJobComment(job.campaign_id, job.attempt, token);
   if (absl::Status s = Load(/*fresh=*/true); !s.ok()) return s;
   for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
-    if (it->second.comment == comment && it->second.user_id == getuid()) return std::to_string(it->first);
+    if (it->second.comment == comment && it->second.user_id == uid) return std::to_string(it->first);
   }
   for (int r = 0; r < job.world_size; ++r) fs::remove(RankFile(log_dir, r, "exit"), ec);
 
@@ -189,6 +197,10 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   std::map<std::string, std::string> env = InheritedEnvironment();
   for (const auto& [k, v] : options_.mpi_env) env[k] = v;
   for (const auto& [k, v] : job.env) env[k] = v;
+  if (*as) {
+    env["HOME"] = (*as)->home;
+    env["USER"] = env["LOGNAME"] = (*as)->name;
+  }
   std::vector<std::string> kvs;
   for (const auto& [k, v] : env) kvs.push_back(k + "=" + v);
   std::vector<char*> envp;
@@ -226,8 +238,8 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   d.warn_time = static_cast<uint16_t>(
       std::clamp<int64_t>(job.pre_limit_signal.value_or(options_.pre_limit_signal).count(), 0, 65535));
   d.warn_flags = KILL_JOB_BATCH;  // to the batch shell, which passes it on to mpirun
-  d.user_id = getuid();
-  d.group_id = getgid();
+  d.user_id = uid;  // (slurmctld takes another user's uid from root or SlurmUser only)
+  d.group_id = gid;
 
   if (absl::Status s = Admit(); !s.ok()) return s;
   submit_response_msg_t* resp = nullptr;

@@ -3,6 +3,7 @@
 // commands run under mpirun across two virtual nodes.
 #include "daemon/scheduler/slurm_scheduler.h"
 
+#include <pwd.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -59,6 +60,14 @@ class SlurmSchedulerTest : public ::testing::Test {
     if (id.ok()) started_.push_back(*id);
     return id.value_or("");
   }
+  // Submits j, then again: the second submission finds the job of the first (idempotent).
+  std::string SubmitTwice(const JobSpec& j) {
+    const std::string id = Submit(j);
+    absl::StatusOr<std::string> again = sched_->Submit(j);
+    EXPECT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again.value_or(""), id);
+    return id;
+  }
   // Polls until the job is in `want` (or ended), for up to `limit`.
   JobStatus WaitFor(const std::string& id, JobState want, std::chrono::seconds limit = 120s) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
@@ -82,12 +91,8 @@ class SlurmSchedulerTest : public ::testing::Test {
 
 TEST_F(SlurmSchedulerTest, AJobRunsItsRanksAcrossNodesAndReportsTheirExits) {
   const JobSpec j = Job(1, {"/bin/sh", "-c", "echo \"rank $OMPI_COMM_WORLD_RANK token $BELAY_TOKEN\"; exit 3"});
-  const std::string id = Submit(j);
+  const std::string id = SubmitTwice(j);  // the same attempt again: the same job, not a second one
   ASSERT_FALSE(id.empty());
-  // The same attempt again: the same job, not a second one.
-  absl::StatusOr<std::string> again = sched_->Submit(j);
-  ASSERT_TRUE(again.ok()) << again.status();
-  EXPECT_EQ(*again, id);
   const JobStatus st = WaitFor(id, JobState::kEnded);
   ASSERT_EQ(st.state, JobState::kEnded) << st.message;
   EXPECT_EQ(st.reason, pb::END_REASON_UNSPECIFIED) << st.message;  // FAILED: the ranks' exits decide
@@ -100,6 +105,26 @@ TEST_F(SlurmSchedulerTest, AJobRunsItsRanksAcrossNodesAndReportsTheirExits) {
   std::string line;
   std::getline(log, line);
   EXPECT_EQ(line, "rank 1 token t0k3n");
+}
+
+// (belayd as root submits a campaign's jobs as its owner.)
+TEST_F(SlurmSchedulerTest, AJobRunsAsTheUserItNames) {
+  if (::geteuid() != 0) GTEST_SKIP() << "submitting as another user needs root (or SlurmUser)";
+  const passwd* pw = ::getpwnam("nobody");
+  ASSERT_NE(pw, nullptr);
+  JobSpec j = Job(1, {"/bin/sh", "-c", "echo \"rank $OMPI_COMM_WORLD_RANK uid=$(id -u) gid=$(id -g) user=$USER\""});
+  j.run_as_uid = pw->pw_uid;
+  const std::string id = SubmitTwice(j);  // the second time found as that user's job
+  ASSERT_FALSE(id.empty());
+  const JobStatus st = WaitFor(id, JobState::kEnded);
+  ASSERT_EQ(st.ranks.size(), 2u) << st.message;
+  for (const RankEnd& e : st.ranks) {
+    EXPECT_EQ(e.exit_code, 0) << "rank " << e.rank << ": " << st.message;
+    std::ifstream log(j.log_dir / Cat("rank_0000", e.rank, ".log"));
+    std::string line;
+    std::getline(log, line);
+    EXPECT_EQ(line, Cat("rank ", e.rank, " uid=", pw->pw_uid, " gid=", pw->pw_gid, " user=", pw->pw_name));
+  }
 }
 
 TEST_F(SlurmSchedulerTest, RanksStartedWithSrunGetTheirRankFromSlurmAndUsr1) {

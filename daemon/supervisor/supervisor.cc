@@ -571,6 +571,7 @@ sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::st
   job.sbatch_options = l.spec.resources.sbatch_options;
   job.pre_limit_signal = l.spec.resources.pre_limit_signal;
   job.gpus_per_node = static_cast<int>(l.spec.resources.gpus_per_node);
+  if (options_.run_as_owner) job.run_as_uid = c.owner_uid();
   return job;
 }
 

@@ -57,6 +57,9 @@ struct SupervisorOptions {
   // large checkpoint holds up no other campaign and no worker call (the attempt waits for the
   // result over the next rounds); false: in the supervision round itself.
   bool verify_in_background = true;
+  // Each attempt's ranks run as the campaign's owner (sched::JobSpec::run_as_uid); for a
+  // belayd running as root. false: as belayd's own user.
+  bool run_as_owner = false;
 };
 
 class Supervisor {

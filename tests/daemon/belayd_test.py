@@ -251,6 +251,51 @@ def main():
                 if p.returncode != 3 or "no campaign" not in p.stderr:
                     fail(f"uid {nobody}: belay {' '.join(args)}: exit {p.returncode} {p.stderr}")
             print(f"uid {nobody} can neither list, read nor cancel root's campaigns")
+
+            # Its own campaign runs as that user (belayd is root): its checkpoint shards and
+            # rank logs are that user's files.
+            nobody_gid = pwd.getpwnam("nobody").pw_gid
+            theirs = tmp / "theirs"
+            theirs.mkdir()
+            os.chown(theirs, nobody, nobody_gid)
+            pathlib.Path("theirs.toml").write_text(
+                SPEC.format(name="theirs", steps=50).replace('dir = "ckpt"', f'dir = "{theirs}/ckpt"'))
+            tid = belay("submit", "theirs.toml", user=nobody).stdout.split()[-1]
+            w = belay("watch", tid, user=nobody, check=False, timeout=300)
+            if w.returncode != 0:
+                fail(f"uid {nobody}'s campaign: watch exit {w.returncode}\n{w.stdout[-3000:]}")
+            owned = {p: p.stat().st_uid for p in
+                     (theirs / "ckpt" / tid / "step_000000050" / "rank_00001.bin",
+                      state / "campaigns" / tid / "attempt_1" / "rank_00000.log")}
+            if set(owned.values()) != {nobody}:
+                fail(f"uid {nobody}'s campaign wrote files as {owned}")
+            print(f"uid {nobody}'s own campaign ran as uid {nobody} (its shards and rank logs are its files)")
+
+            # A belayd that is not root takes no campaign from a third user (it could only run
+            # it as itself).
+            if "daemon" in [p.pw_name for p in pwd.getpwall()]:
+                third = pwd.getpwnam("daemon")
+                own = tmp / "nobodys-belayd"
+                own.mkdir()
+                os.chown(own, nobody, nobody_gid)
+                as_nobody = ["setpriv", f"--reuid={nobody}", f"--regid={nobody_gid}", "--clear-groups"]
+                with open(own / "belayd.log", "w") as log:
+                    other = subprocess.Popen([*as_nobody, str(BIN / "belayd"), "--state-dir", str(own / "state")],
+                                             env=harness.ENV, stdout=log, stderr=log)
+                try:
+                    sock = own / "state" / "belayd.sock"
+                    as_third = ["setpriv", f"--reuid={third.pw_uid}", f"--regid={third.pw_gid}", "--clear-groups"]
+                    cmd = [*as_third, str(BIN / "belay"), "--socket", str(sock), "submit", "theirs.toml"]
+                    wait_for("nobody's belayd", lambda: sock.exists() and other.poll() is None, timeout=30)
+                    p = subprocess.run(cmd, env=harness.ENV, capture_output=True, text=True, timeout=60)
+                    if p.returncode == 0 or "not as root" not in p.stderr:
+                        fail(f"a belayd running as uid {nobody} took uid {third.pw_uid}'s campaign: "
+                             f"exit {p.returncode} {p.stdout} {p.stderr}")
+                    print(f"a belayd running as uid {nobody} refuses uid {third.pw_uid}'s campaign: "
+                          f"{p.stderr.strip()[:120]}")
+                finally:
+                    other.terminate()
+                    other.wait(timeout=30)
         else:
             print("not root: the second-user check is skipped")
 
