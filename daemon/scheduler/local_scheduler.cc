@@ -26,7 +26,7 @@ namespace fs = std::filesystem;
 
 // State (field 3) and start time (field 22) of a process; nullopt when there is none.
 std::optional<std::pair<char, unsigned long long>> ProcStat(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::ifstream in(Cat("/proc/", pid, "/stat"));
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   size_t close = text.rfind(')');
   if (!in.good() && text.empty()) return std::nullopt;

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace belay::sched {
@@ -117,8 +118,7 @@ TEST_F(LocalSchedulerTest, RanksRunAsTheUserTheJobNames) {
   ASSERT_NE(pw, nullptr);
   const uid_t uid = pw->pw_uid;
   const gid_t gid = pw->pw_gid;
-  const std::string want = "uid=" + std::to_string(uid) + " gid=" + std::to_string(gid) + " home=" + pw->pw_dir +
-                           " user=" + pw->pw_name + "\n";
+  const std::string want = absl::StrCat("uid=", uid, " gid=", gid, " home=", pw->pw_dir, " user=", pw->pw_name, "\n");
   LocalScheduler s(options_);
   for (int world : {1, 2}) {  // directly, and mpirun itself as that user
     SCOPED_TRACE(world);

@@ -65,7 +65,7 @@ std::string SlurmBatchScript(const JobSpec& job, const std::string& mpirun) {
   } else {
     s += Cat(ShellQuote(mpirun), " -np ", job.world_size, " /bin/sh -c ", ShellQuote(kRankWrapper), " belay-rank");
   }
-  for (const std::string& a : job.command) s += " " + ShellQuote(a);
+  for (const std::string& a : job.command) s += Cat(" ", ShellQuote(a));
   s += " &\n";
   s += "child=$!\n";
   s += "while :; do\n  wait \"$child\"\n  status=$?\n  kill -0 \"$child\" 2>/dev/null || break\ndone\n";

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/adamw.h"
 #include "kernels/cuda/testing.h"
 #include "worker/model/gpt2.h"
@@ -347,11 +348,11 @@ TEST(CudaGpt2, ShardedGradientsLandInTheGroupBuffersAndUpdateAsTheWholeOne) {
   std::vector<std::string> calls;
   BackwardHooks hooks;
   hooks.acquire = [&](int g) {
-    calls.push_back("a" + std::to_string(g));
+    calls.push_back(absl::StrCat("a", g));
     return absl::OkStatus();
   };
   hooks.release = [&](int g) -> absl::Status {
-    calls.push_back("r" + std::to_string(g));
+    calls.push_back(absl::StrCat("r", g));
     if (absl::Status s = m.Synchronize(); !s.ok()) return s;
     const train::Bucket& b = plan.buckets()[static_cast<size_t>(g)];
     std::vector<float> got(static_cast<size_t>(m.group_buffer_size(g)));
@@ -369,12 +370,12 @@ TEST(CudaGpt2, ShardedGradientsLandInTheGroupBuffersAndUpdateAsTheWholeOne) {
     return m.AddToGradientShard(m.device_group_buffer(g), b.slice, b.shard_offset, false);
   };
   ASSERT_TRUE(m.Backward(hooks).ok());
-  std::vector<std::string> want_calls = {"a" + std::to_string(L + 1)};
+  std::vector<std::string> want_calls = {absl::StrCat("a", L + 1)};
   for (int g = 0; g <= L; ++g) {
-    want_calls.push_back("a" + std::to_string(g));
-    want_calls.push_back("r" + std::to_string(g));
+    want_calls.push_back(absl::StrCat("a", g));
+    want_calls.push_back(absl::StrCat("r", g));
   }
-  want_calls.push_back("r" + std::to_string(L + 1));
+  want_calls.push_back(absl::StrCat("r", L + 1));
   EXPECT_EQ(calls, want_calls);
 
   absl::StatusOr<double> whole_sq = whole->GradientSumOfSquares();
