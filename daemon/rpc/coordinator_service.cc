@@ -4,6 +4,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <algorithm>
 #include <fstream>
 #include <thread>
@@ -11,6 +12,7 @@
 #include "common/campaign_spec.h"
 #include "common/strings.h"
 #include "daemon/rpc/worker_link_service.h"
+#include "daemon/scheduler/rank_files.h"
 #include "daemon/store/records.h"
 #include "daemon/supervisor/node_health.h"
 #include "daemon/supervisor/goodput.h"
@@ -99,6 +101,15 @@ grpc::Status CoordinatorService::SubmitCampaign(grpc::ServerContext* ctx, const 
                                                 v1::SubmitCampaignResponse* resp) {
   absl::StatusOr<PeerCredentials> who = Caller(ctx);
   if (!who.ok()) return ToGrpc(who.status());
+  // A belayd that is not root can start ranks only as its own user: it takes campaigns from
+  // that user (and root) only, instead of running another user's campaign as itself (and
+  // before reading the file: its checks would probe paths with belayd's rights).
+  if (const uid_t self = ::geteuid(); self != 0 && who->uid != self && who->uid != 0) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        Cat("this belayd runs as ", UserName(self), " (uid ", self, "), not as root, so it starts ranks "
+                            "only as that user and takes campaigns only from it; submit to a belayd of your own, or "
+                            "to one running as root, which runs each campaign's ranks as the user who submitted it"));
+  }
   if (req->spec_toml().size() > kMaxSpecBytes) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, Cat("campaign file larger than ", kMaxSpecBytes, " bytes"));
   }
@@ -117,14 +128,6 @@ grpc::Status CoordinatorService::SubmitCampaign(grpc::ServerContext* ctx, const 
     pe->set_message(e.message);
   }
   if (!parsed.ok() || req->validate_only()) return grpc::Status::OK;
-  // A belayd that is not root can start ranks only as its own user: it takes campaigns from
-  // that user (and root) only, instead of running another user's campaign as itself.
-  if (const uid_t self = ::geteuid(); self != 0 && who->uid != self && who->uid != 0) {
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        Cat("this belayd runs as ", UserName(self), " (uid ", self, "), not as root, so it starts ranks "
-                            "only as that user and takes campaigns only from it; submit to a belayd of your own, or "
-                            "to one running as root, which runs each campaign's ranks as the user who submitted it"));
-  }
   if (parsed.spec->resources.scheduler == SchedulerKind::kSlurm && facts_.slurm_conf.empty()) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "the campaign asks for scheduler \"slurm\"; this belayd knows no Slurm cluster "
@@ -336,19 +339,26 @@ grpc::Status CoordinatorService::GetLogs(grpc::ServerContext* ctx, const v1::Get
                         fmt::format("rank_{:05d}.log", rank);
   resp->set_attempt_number(attempt);
   resp->set_path(path.string());
-  std::error_code ec;
-  const int64_t size = static_cast<int64_t>(fs::file_size(path, ec));
-  if (ec) return grpc::Status(grpc::StatusCode::NOT_FOUND, Cat(path.string(), ": no log (yet)"));
+  // The attempt's directory may be the owner's (ranks running as that user): read only a
+  // regular file of theirs or belayd's, not through a symlink, never blocking on a FIFO.
+  struct stat st {};
+  const int fd = sched::OpenRankFile(path, &st);
+  if (fd < 0 && errno == ENOENT) return grpc::Status(grpc::StatusCode::NOT_FOUND, Cat(path.string(), ": no log (yet)"));
+  if (fd >= 0 && st.st_uid != c->owner_uid() && st.st_uid != ::geteuid()) ::close(fd);
+  if (fd < 0 || (st.st_uid != c->owner_uid() && st.st_uid != ::geteuid())) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        Cat(path.string(), ": not a regular file of the campaign's owner; not read"));
+  }
+  const int64_t size = static_cast<int64_t>(st.st_size);
   resp->set_file_bytes(size);
   constexpr int64_t kMaxChunk = 1 << 20;
   int64_t from = req->has_from_offset() ? std::clamp<int64_t>(req->from_offset(), 0, size)
                                         : std::max<int64_t>(0, size - (req->tail_bytes() > 0 ? req->tail_bytes() : 64 << 10));
   const int64_t len = std::min(kMaxChunk, size - from);
-  std::ifstream in(path, std::ios::binary);
-  in.seekg(from);
   std::string data(static_cast<size_t>(len), '\0');
-  in.read(data.data(), len);
-  data.resize(static_cast<size_t>(in.gcount()));
+  const ssize_t got = len > 0 ? ::pread(fd, data.data(), static_cast<size_t>(len), from) : 0;
+  ::close(fd);
+  data.resize(static_cast<size_t>(std::max<ssize_t>(got, 0)));
   resp->set_offset(from);
   resp->set_data(std::move(data));
   return grpc::Status::OK;

@@ -117,6 +117,7 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
 
   // The environment: the daemon's, minus any rank variables of its own, plus the job's.
   std::map<std::string, std::string> env = InheritedEnvironment();
+  if (*as) MakeEnvironmentOf(**as, env);
   if (job.world_size > 1) {
     for (const auto& [k, v] : options_.mpi_env) env[k] = v;
   } else {
@@ -126,10 +127,6 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   }
   for (const auto& [k, v] : job.env) env[k] = v;
   env["BELAY_LOG_DIR"] = log_dir.string();
-  if (*as) {
-    env["HOME"] = (*as)->home;
-    env["USER"] = env["LOGNAME"] = (*as)->name;
-  }
 
   std::vector<std::string> env_strings;
   for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
@@ -145,7 +142,9 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   posix_spawnattr_init(&attr);
   const std::string launcher_log = (log_dir / "launcher.log").string();
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, launcher_log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  // (Not through a symlink, nor blocking on a FIFO: the directory may be the job's user's.)
+  posix_spawn_file_actions_addopen(&actions, 1, launcher_log.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK, 0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   if (!job.work_dir.empty()) posix_spawn_file_actions_addchdir_np(&actions, job.work_dir.c_str());
   // A session of its own: the job survives belayd and is signalled as one process group.

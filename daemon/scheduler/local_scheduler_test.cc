@@ -2,6 +2,8 @@
 // exits, signals to the whole job, and a second scheduler (a restarted belayd) finding jobs.
 #include "daemon/scheduler/local_scheduler.h"
 
+#include <sys/types.h>
+
 #include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -14,6 +16,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/scheduler/rank_files.h"
 #include "gtest/gtest.h"
 
 namespace belay::sched {
@@ -145,6 +148,17 @@ TEST_F(LocalSchedulerTest, RanksRunAsTheUserTheJobNames) {
   ASSERT_TRUE(id.ok()) << id.status();
   EXPECT_EQ(WaitEnded(s, *id).ranks.at(0).exit_code, 0);
   EXPECT_EQ(Log(0), std::to_string(::geteuid()) + "\n");
+  // A user who may not enter the directories above its log directory: refused, naming them.
+  fs::permissions(dir_, fs::perms::owner_all);
+  JobSpec shut_out = Job(1, "true");
+  shut_out.attempt = 5;
+  shut_out.run_as_uid = uid;
+  absl::StatusOr<std::string> kept_out = s.Submit(shut_out);
+  fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                            fs::perms::others_read | fs::perms::others_exec);
+  EXPECT_EQ(kept_out.status().code(), absl::StatusCode::kFailedPrecondition) << kept_out.status();
+  EXPECT_NE(kept_out.status().message().find("may not enter " + dir_.string()), std::string::npos)
+      << kept_out.status();
   // A uid without a passwd entry: refused, with the reason.
   JobSpec stranger = Job(1, "true");
   stranger.attempt = 4;
@@ -152,6 +166,22 @@ TEST_F(LocalSchedulerTest, RanksRunAsTheUserTheJobNames) {
   absl::StatusOr<std::string> refused = s.Submit(stranger);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
   EXPECT_NE(refused.status().message().find("no passwd entry"), std::string::npos) << refused.status();
+}
+
+// The log directory may be the job's user's: belayd reads an exit file only if it is a regular
+// file (not a symlink to one of root's files, not a FIFO it would wait on for ever).
+TEST_F(LocalSchedulerTest, ExitFilesAreReadOnlyWhenTheyAreRegularFiles) {
+  fs::create_directories(dir_ / "logs");
+  { std::ofstream(dir_ / "target") << "7\n"; }
+  fs::create_symlink(dir_ / "target", RankFile(dir_ / "logs", 0, "exit"));
+  ASSERT_EQ(::mkfifo(RankFile(dir_ / "logs", 1, "exit").c_str(), 0644), 0);
+  { std::ofstream(RankFile(dir_ / "logs", 2, "exit")) << "137\n"; }
+  { std::ofstream(RankFile(dir_ / "logs", 3, "exit")) << "garbage\n"; }
+  EXPECT_EQ(ReadRankEnd(dir_ / "logs", 0, "n"), (RankEnd{0, std::nullopt, 0, "n"}));  // the symlink
+  EXPECT_EQ(ReadRankEnd(dir_ / "logs", 1, "n"), (RankEnd{1, std::nullopt, 0, "n"}));  // the FIFO, at once
+  EXPECT_EQ(ReadRankEnd(dir_ / "logs", 2, "n"), (RankEnd{2, std::nullopt, 9, "n"}));  // killed by SIGKILL
+  EXPECT_EQ(ReadRankEnd(dir_ / "logs", 3, "n"), (RankEnd{3, std::nullopt, 0, "n"}));
+  EXPECT_EQ(ReadRankEnd(dir_ / "logs", 4, "n"), (RankEnd{4, std::nullopt, 0, "n"}));  // none
 }
 
 TEST_F(LocalSchedulerTest, ARankKilledByASignalIsReportedAsSuch) {

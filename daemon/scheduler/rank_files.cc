@@ -1,8 +1,13 @@
 // Rank wrapper files: see rank_files.h.
 #include "daemon/scheduler/rank_files.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
-#include <fstream>
+#include <cstdlib>
+#include <string>
 
 extern char** environ;
 
@@ -24,24 +29,53 @@ std::map<std::string, std::string> InheritedEnvironment() {
   return env;
 }
 
+void MakeEnvironmentOf(const RunAs& as, std::map<std::string, std::string>& env) {
+  std::erase_if(env, [](const auto& kv) {
+    const std::string& k = kv.first;
+    return k.starts_with("XDG_") || k.starts_with("SUDO_") || k.starts_with("SSH_") || k == "MAIL" ||
+           k == "KRB5CCNAME" || k == "TMPDIR";
+  });
+  env["HOME"] = as.home;
+  env["USER"] = env["LOGNAME"] = as.name;
+}
+
 std::filesystem::path RankFile(const std::filesystem::path& log_dir, int rank, std::string_view ext) {
   char name[48];
   std::snprintf(name, sizeof name, "rank_%05d.%.*s", rank, static_cast<int>(ext.size()), ext.data());
   return log_dir / name;
 }
 
+int OpenRankFile(const std::filesystem::path& path, struct stat* st) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return -1;
+  if (::fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+    ::close(fd);
+    errno = EINVAL;
+    return -1;
+  }
+  return fd;
+}
+
 RankEnd ReadRankEnd(const std::filesystem::path& log_dir, int rank, std::string node) {
   RankEnd e;
   e.rank = rank;
   e.node = std::move(node);
-  std::ifstream in(RankFile(log_dir, rank, "exit"));
-  int code = 0;
-  if (in >> code) {
-    if (code > 128 && code < 128 + 65) {
-      e.signal = code - 128;
-    } else {
-      e.exit_code = code;
-    }
+  struct stat st {};
+  const int fd = OpenRankFile(RankFile(log_dir, rank, "exit"), &st);
+  if (fd < 0) return e;
+  char text[32] = {};
+  const ssize_t n = ::read(fd, text, sizeof text - 1);
+  ::close(fd);
+  if (n <= 0) return e;
+  char* end = nullptr;
+  errno = 0;
+  const long value = std::strtol(text, &end, 10);
+  if (end == text || errno != 0 || value < 0 || value > 1000) return e;
+  const int code = static_cast<int>(value);
+  if (code > 128 && code < 128 + 65) {
+    e.signal = code - 128;
+  } else {
+    e.exit_code = code;
   }
   return e;
 }

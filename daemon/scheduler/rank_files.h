@@ -4,6 +4,8 @@
 // (local, or shared with the compute nodes).
 #pragma once
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -34,6 +36,13 @@ inline constexpr const char* kRankWrapper =
 // <log_dir>/rank_<r, 5 digits>.<ext>
 std::filesystem::path RankFile(const std::filesystem::path& log_dir, int rank, std::string_view ext);
 
+// A file ranks wrote, opened for reading by belayd: only a regular file, not through a
+// symlink, and without blocking (a FIFO is refused, not waited on). The log directory may
+// belong to the campaign's owner (ranks running as that user), who must not make belayd read
+// other files or hang. Returns the descriptor (the caller closes it) and fills *st; -1 with
+// errno set otherwise.
+int OpenRankFile(const std::filesystem::path& path, struct stat* st);
+
 // How rank `rank` ended, from its exit file: an exit code, or the signal that killed it (a
 // status of 128 + n); neither when there is no exit file (the rank never ran, or died with
 // its wrapper).
@@ -43,5 +52,11 @@ RankEnd ReadRankEnd(const std::filesystem::path& log_dir, int rank, std::string 
 // variables a belayd started from a job or a shell would carry (SLURM_*, OMPI_*, PMIX_*,
 // BELAY_* but for the BELAY_FAULT_* test switches). The job's own variables go on top.
 std::map<std::string, std::string> InheritedEnvironment();
+
+// An inherited environment made that of user `as` (a job running as a campaign's owner):
+// belayd's own user's session variables go (XDG_*, SUDO_*, SSH_*, MAIL, KRB5CCNAME, TMPDIR,
+// which may name places only belayd's user can reach, or its credentials); HOME, USER and
+// LOGNAME are the owner's.
+void MakeEnvironmentOf(const RunAs& as, std::map<std::string, std::string>& env);
 
 }  // namespace belay::sched

@@ -70,7 +70,9 @@ struct RunAs {
 // nullopt when it is.
 absl::StatusOr<std::optional<RunAs>> ResolveRunAs(const JobSpec& job);
 // Prepares directory `dir` (which belayd created) for a job running as `as`: owned by that
-// user, so its ranks can write their logs there.
+// user (not through a symlink), so its ranks can write their logs there; FailedPrecondition,
+// naming the directory, when that user cannot reach it (a directory above it that the user
+// may not search, e.g. a state directory of mode 0700).
 absl::Status GiveDirectory(const std::filesystem::path& dir, const RunAs& as);
 
 enum class JobState {

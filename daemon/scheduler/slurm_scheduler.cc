@@ -195,12 +195,9 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
 
   // The environment: belayd's, minus rank and scheduler variables of its own, plus the job's.
   std::map<std::string, std::string> env = InheritedEnvironment();
+  if (*as) MakeEnvironmentOf(**as, env);
   for (const auto& [k, v] : options_.mpi_env) env[k] = v;
   for (const auto& [k, v] : job.env) env[k] = v;
-  if (*as) {
-    env["HOME"] = (*as)->home;
-    env["USER"] = env["LOGNAME"] = (*as)->name;
-  }
   std::vector<std::string> kvs;
   for (const auto& [k, v] : env) kvs.push_back(k + "=" + v);
   std::vector<char*> envp;

@@ -270,6 +270,14 @@ def main():
             if set(owned.values()) != {nobody}:
                 fail(f"uid {nobody}'s campaign wrote files as {owned}")
             print(f"uid {nobody}'s own campaign ran as uid {nobody} (its shards and rank logs are its files)")
+            # Its attempt directory is its own: a rank log swapped for a symlink to a file only
+            # root may read is not read for it.
+            log = state / "campaigns" / tid / "attempt_1" / "rank_00001.log"
+            log.unlink()
+            log.symlink_to("/etc/shadow")
+            p = belay("logs", tid, "--rank", "1", user=nobody, check=False)
+            if p.returncode == 0 or "root:" in p.stdout or "not a regular file" not in p.stderr:
+                fail(f"a rank log symlinked to /etc/shadow: exit {p.returncode} {p.stdout[:200]} {p.stderr}")
 
             # A belayd that is not root takes no campaign from a third user (it could only run
             # it as itself).
