@@ -2,6 +2,11 @@
 #include "daemon/supervisor/supervisor.h"
 
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <cctype>
@@ -30,6 +35,33 @@ using store::Durability;
 using store::WriteBatch;
 
 constexpr std::string_view kCampaignSeqKey = "next_campaign_seq";
+
+// Whether belayd may write or delete in `dir`, a directory of a campaign's checkpoints: a
+// directory itself (not a symlink to somewhere else) of the campaign's owner or of belayd.
+// (The ranks run as the owner, who could otherwise point belayd, as root, at other places.)
+absl::Status OwnersDirectory(const fs::path& dir, uint32_t owner) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) {
+    return absl::NotFoundError(Cat(dir.string(), ": ", std::strerror(errno)));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(Cat(dir.string(), " is not a directory (a symlink?): not touched"));
+  }
+  if (st.st_uid != owner && st.st_uid != ::geteuid()) {
+    return absl::FailedPreconditionError(
+        Cat(dir.string(), " belongs to uid ", st.st_uid, ", neither the campaign's owner nor belayd: not touched"));
+  }
+  return absl::OkStatus();
+}
+
+// The manifest of checkpoint `ck` of a campaign of `owner`, beside its shards.
+absl::Status WriteManifestOf(const pb::Checkpoint& ck, const ckpt::Manifest& m, uint32_t owner) {
+  const fs::path step = ck.dir();
+  for (const fs::path& d : {step.parent_path(), step}) {
+    if (absl::Status s = OwnersDirectory(d, owner); !s.ok()) return s;
+  }
+  return ckpt::WriteManifest(ck.dir(), m);
+}
 
 std::string RandomToken() {
   std::random_device rd;
@@ -456,7 +488,7 @@ absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b, bool* pe
       // Committed, but belayd stopped before it wrote the manifest (or the write failed):
       // the workers read the manifest, so it is written now.
       absl::StatusOr<ckpt::Manifest> m = checkpoints::BuildManifest(ck, c.id());
-      absl::Status written = m.ok() ? ckpt::WriteManifest(ck.dir(), *m) : m.status();
+      absl::Status written = m.ok() ? WriteManifestOf(ck, *m, c.owner_uid()) : m.status();
       if (!written.ok()) problem = Cat("its manifest.json cannot be written: ", written.message());
     }
     if (!gone && problem.empty()) {
@@ -1055,6 +1087,10 @@ void Supervisor::RemoveUncommittedSteps(const Loaded& l) {
   const fs::path root = l.spec.checkpoint.dir;
   const std::string& id = l.campaign.id();
   if (root.empty()) return;
+  if (absl::Status s = OwnersDirectory(ckpt::CampaignDir(root, id), l.campaign.owner_uid()); !s.ok()) {
+    if (!absl::IsNotFound(s)) spdlog::warn("campaign {}: uncommitted steps not removed: {}", id, std::string(s.message()));
+    return;
+  }
   absl::StatusOr<std::vector<fs::path>> leftovers = ckpt::RemoveIncomplete(root, id);
   if (!leftovers.ok()) {
     spdlog::warn("campaign {}: {}", id, std::string(leftovers.status().message()));
@@ -1168,7 +1204,7 @@ absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& 
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   out.committed = true;
   // Then the manifest beside the shards (a failure here is made good before a resume).
-  if (absl::Status s = ckpt::WriteManifest(ck.dir(), *manifest); !s.ok()) {
+  if (absl::Status s = WriteManifestOf(ck, *manifest, c.owner_uid()); !s.ok()) {
     WriteBatch w;
     if (absl::Status e = AddEvent(w, c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
                                   Cat("manifest.json of checkpoint step ", ck.step(), " not written: ", s.message(),
@@ -1211,6 +1247,10 @@ absl::Status Supervisor::ApplyRetention(Loaded& l) {
     return s;
   }
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  if (absl::Status s = OwnersDirectory(ckpt::CampaignDir(spec.dir, c.id()), c.owner_uid()); !s.ok()) {
+    spdlog::warn("campaign {}: retention deletes nothing: {}", c.id(), std::string(s.message()));
+    return absl::OkStatus();
+  }
   for (int64_t step : doomed) {
     if (absl::Status s = ckpt::DeleteStep(spec.dir, c.id(), step); !s.ok()) {
       spdlog::warn("campaign {}: retention could not delete step {}: {}", c.id(), step, std::string(s.message()));

@@ -557,6 +557,32 @@ TEST_F(SupervisorTest, RetentionKeepsTheNewestAndTheGoodOne) {
   EXPECT_TRUE(HasEvent(id, "deletes checkpoint step 20"));
 }
 
+// The campaign's checkpoint directory is the owner's (its ranks run as the owner): swapped for
+// a symlink to another place, belayd neither writes a manifest nor deletes anything there.
+TEST_F(SupervisorTest, NoCheckpointFileIsWrittenOrDeletedBehindASymlink) {
+  spec_.checkpoint.keep_last = 1;
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 10);
+  Save(id, 1, 10);
+  const fs::path real = dir_ / "ckpt" / id, elsewhere = dir_ / "elsewhere";
+  fs::rename(real, elsewhere);
+  fs::create_directory_symlink(elsewhere, real);
+  Steps(id, 1, 11, 30);
+  Save(id, 1, 20);
+  Save(id, 1, 30);  // retention (keep_last 1, 10 the good one) would delete step 20
+  EXPECT_FALSE(fs::exists(elsewhere / "step_000000030" / "manifest.json"));
+  EXPECT_TRUE(HasEvent(id, "manifest.json of checkpoint step 30 not written"));
+  EXPECT_TRUE(fs::exists(elsewhere / "step_000000020"));
+  // Nor is anything removed there before the next attempt.
+  fs::create_directories(elsewhere / "step_000000035");
+  sched_.End(JobOf(id, 1), Crash(1, SIGKILL));
+  Tick();
+  clock_.Advance(1min);
+  Tick();
+  EXPECT_TRUE(fs::exists(elsewhere / "step_000000035"));
+}
+
 TEST_F(SupervisorTest, HalfWrittenSavesAreRemovedBeforeTheNextAttempt) {
   const std::string id = SubmitAndStart();
   Tick();
