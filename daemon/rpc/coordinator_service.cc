@@ -344,8 +344,9 @@ grpc::Status CoordinatorService::GetLogs(grpc::ServerContext* ctx, const v1::Get
   struct stat st {};
   const int fd = sched::OpenRankFile(path, &st);
   if (fd < 0 && errno == ENOENT) return grpc::Status(grpc::StatusCode::NOT_FOUND, Cat(path.string(), ": no log (yet)"));
-  if (fd >= 0 && st.st_uid != c->owner_uid() && st.st_uid != ::geteuid()) ::close(fd);
-  if (fd < 0 || (st.st_uid != c->owner_uid() && st.st_uid != ::geteuid())) {
+  const bool theirs = fd >= 0 && (st.st_uid == c->owner_uid() || st.st_uid == ::geteuid());
+  if (!theirs) {
+    if (fd >= 0) ::close(fd);
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         Cat(path.string(), ": not a regular file of the campaign's owner; not read"));
   }

@@ -101,6 +101,17 @@ class WaitClock {
   std::chrono::steady_clock::time_point start_;
 };
 
+// Waits for collective `h`: the time goes to `wait_s`, and heartbeats say the rank is in a
+// collective meanwhile (waiting for the other ranks). Aborts the rank if it failed.
+void AwaitCollective(comm::CommHandle& h, std::string_view what, std::atomic<Phase>& phase, double& wait_s) {
+  const Phase was = phase.exchange(Phase::kCollective);
+  {
+    WaitClock clock(wait_s);
+    CheckCollective(h.Wait(), what);
+  }
+  phase.store(was);
+}
+
 }  // namespace
 
 // ZeRO stage 2's gradient path: Backward writes each bucket into staging memory, and as soon
@@ -170,13 +181,7 @@ class Trainer::ZeroTwoSink final : public model::GradientSink {
 
   void Complete(Slot& slot) {
     if (slot.bucket == nullptr) return;
-    // Waiting here is waiting for the other ranks: say so in heartbeats.
-    const Phase was = phase_.exchange(Phase::kCollective);
-    {
-      WaitClock clock(wait_s_);
-      CheckCollective(slot.handle.Wait(), "gradient reduce-scatter");
-    }
-    phase_.store(was);
+    AwaitCollective(slot.handle, "gradient reduce-scatter", phase_, wait_s_);
     const Bucket& b = *slot.bucket;
     const float* sum = slot.buffer.data() + comm_.rank() * b.slice;
     float* own = shard_.data() + b.shard_offset;
@@ -453,12 +458,7 @@ StepMetrics Trainer::TrainStep() {
   auto reduce_bucket = [&](int group) -> absl::Status {
     const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
     const int slot = group % 2;
-    {
-      const Phase was = phase_.exchange(Phase::kCollective);
-      WaitClock clock(wait_s_);
-      CheckCollective(in_flight[static_cast<size_t>(slot)].Wait(), "gradient reduce-scatter");
-      phase_.store(was);
-    }
+    AwaitCollective(in_flight[static_cast<size_t>(slot)], "gradient reduce-scatter", phase_, wait_s_);
     if (absl::Status s = gpu_->PackGradients(b.segments, b.padded, slot); !s.ok()) return s;
     // The bucket's gradients and its packing done, before NCCL reads them.
     if (absl::Status s = gpu_->Synchronize(); !s.ok()) return s;
@@ -488,12 +488,7 @@ StepMetrics Trainer::TrainStep() {
   };
   auto land = [&](Flight& f) -> absl::Status {
     if (f.group < 0) return absl::OkStatus();
-    {
-      const Phase was = phase_.exchange(Phase::kCollective);
-      WaitClock clock(wait_s_);
-      CheckCollective(f.handle.Wait(), "gradient reduce-scatter");
-      phase_.store(was);
-    }
+    AwaitCollective(f.handle, "gradient reduce-scatter", phase_, wait_s_);
     const Bucket& b = plan_.buckets()[static_cast<size_t>(f.group)];
     f.group = -1;
     return gpu_->AddToGradientShard(
