@@ -18,7 +18,11 @@ while [ $# -gt 0 ]; do
 done
 python=${BELAY_GPU_PYTHON:-python3}
 mkdir -p "$results"
-logs=$(mktemp -d)
+# Outside the repo's results folder (a device run's output folder) the logs are written there as
+# they grow, so a run cut short still leaves them behind.
+if [ "$results" != bench/results ]; then logs=$results/logs; mkdir -p "$logs"; else logs=$(mktemp -d); fi
+# No single step may take the whole run with it.
+step_timeout=${BELAY_GPU_STEP_TIMEOUT:-240}
 
 if ! nvidia-smi -L >/dev/null 2>&1; then
   echo "gpu-check: no GPU here (nvidia-smi -L failed)" >&2
@@ -58,7 +62,7 @@ fi
 status=0
 test_rows=()
 for t in device_test cuda_kernels_test cuda_gpt2_test; do
-  "$(bin $t)" >"$logs/$t.log" 2>&1
+  timeout "$step_timeout" "$(bin $t)" >"$logs/$t.log" 2>&1
   rc=$?
   passed=$(grep -c '^\[       OK \]' "$logs/$t.log")
   skipped=$(grep -c '^\[  SKIPPED \] [A-Za-z].*(' "$logs/$t.log")
@@ -78,22 +82,24 @@ for t in nccl_communicator:tests/comm/nccl_communicator_test.sh:comm_nccl_commun
   if [ -n "$arg" ]; then target=$(bin "$arg"); else target=$bindir; fi
   runner=()
   [[ $script == *.py ]] && runner=("$python")
-  "${runner[@]}" "$script" "$target" >"$logs/${name}_test.log" 2>&1
+  start=$SECONDS
+  timeout "$step_timeout" "${runner[@]}" "$script" "$target" >"$logs/${name}_test.log" 2>&1
   rc=$?
+  echo "--- $name: $((SECONDS - start)) s"
   echo "--- $name: rc $rc"
   tail -8 "$logs/${name}_test.log"
   if [ $rc -eq 0 ]; then test_rows+=("$name|1|0|0"); else test_rows+=("$name|0|1|0"); status=1; fi
 done
 
 # Benchmarks: belay picks the largest micro-batch that fits; PyTorch runs the same B.
-"$(bin gpu_train_bench)" 2>&1 | tee "$logs/belay_bench.log"
+timeout "$step_timeout" "$(bin gpu_train_bench)" 2>&1 | tee "$logs/belay_bench.log"
 belay_json=$(grep '^{' "$logs/belay_bench.log" | tail -1)
 [ -n "$belay_json" ] || status=1
 B=$(echo "$belay_json" | $python -c 'import json,sys; print(json.load(sys.stdin)["B"])' 2>/dev/null || echo 16)
 # The same step with the materialising attention, for what the fused kernel buys.
-"$(bin gpu_train_bench)" --batch "$B" --materialised-attention 2>&1 | tee "$logs/belay_materialised_bench.log"
+timeout "$step_timeout" "$(bin gpu_train_bench)" --batch "$B" --materialised-attention 2>&1 | tee "$logs/belay_materialised_bench.log"
 materialised_json=$(grep '^{' "$logs/belay_materialised_bench.log" | tail -1)
-PYTHONUNBUFFERED=1 $python bench/gpt2_torch_cuda.py --batch "$B" 2>&1 | tee "$logs/torch_bench.log"
+PYTHONUNBUFFERED=1 timeout "$step_timeout" $python bench/gpt2_torch_cuda.py --batch "$B" 2>&1 | tee "$logs/torch_bench.log"
 torch_json=$(grep '^{' "$logs/torch_bench.log" | tail -1)
 compile_json=""
 if [ "$compile" = 1 ]; then
@@ -128,11 +134,6 @@ if "belay" in base:
             print(f"ratio belay/{other} (tokens/s): {ratio:.2f}")
 PY
 } >"$table"
-# Outside the repo's results folder (a device run's output folder), keep the logs beside it.
-if [ "$results" != bench/results ]; then
-  cat "$logs"/*_test.log >"$results/tests.log"
-  cp "$logs"/*_bench.log "$results/" 2>/dev/null || true
-fi
 echo
 echo "=== $table"
 cat "$table"

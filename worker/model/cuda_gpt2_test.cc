@@ -44,6 +44,15 @@ Gpt2Config SmallFlash() {
   return Gpt2Config::FromSpec(m);
 }
 
+// A copy between device buffers that has landed when it returns. cudaMemcpy between device
+// buffers may return before the copy is done, and it runs on the legacy default stream, which
+// the models' non-blocking streams do not wait for: without the synchronisation the copy and
+// the model's next kernel race.
+bool CopyOnDevice(float* to, const float* from, int64_t n) {
+  return cudaMemcpy(to, from, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice) == cudaSuccess &&
+         cudaDeviceSynchronize() == cudaSuccess;
+}
+
 struct Batch {
   std::vector<int32_t> inputs, targets;
   std::vector<uint8_t> mask;
@@ -253,9 +262,9 @@ TEST(CudaGpt2, ShardedOptimizerOfTwoRanksUpdatesAsTheWholeOne) {
     ASSERT_TRUE((*m)->Backward().ok());
     for (const train::Bucket& b : plan.buckets()) {  // this rank's slice of each bucket
       ASSERT_TRUE((*m)->PackGradients(b.segments, b.padded, b.group % 2).ok());
-      ASSERT_EQ(cudaMemcpy((*m)->device_gradient_shard() + b.shard_offset, (*m)->device_staging(b.group % 2) + r * b.slice,
-                           static_cast<size_t>(b.slice) * sizeof(float), cudaMemcpyDeviceToDevice),
-                cudaSuccess);
+      ASSERT_TRUE((*m)->Synchronize().ok());
+      ASSERT_TRUE(CopyOnDevice((*m)->device_gradient_shard() + b.shard_offset,
+                               (*m)->device_staging(b.group % 2) + r * b.slice, b.slice));
     }
     ASSERT_TRUE((*m)->UpdateShard(p, 0.1f, 1.0f).ok());
     ASSERT_TRUE((*m)->Synchronize().ok());
@@ -264,10 +273,8 @@ TEST(CudaGpt2, ShardedOptimizerOfTwoRanksUpdatesAsTheWholeOne) {
   for (const train::Bucket& b : plan.buckets()) {  // every rank's master slice to every rank
     for (int to = 0; to < W; ++to) {
       for (int from = 0; from < W; ++from) {
-        ASSERT_EQ(cudaMemcpy(ranks[static_cast<size_t>(to)]->device_staging(b.group % 2) + from * b.slice,
-                             ranks[static_cast<size_t>(from)]->device_master() + b.shard_offset,
-                             static_cast<size_t>(b.slice) * sizeof(float), cudaMemcpyDeviceToDevice),
-                  cudaSuccess);
+        ASSERT_TRUE(CopyOnDevice(ranks[static_cast<size_t>(to)]->device_staging(b.group % 2) + from * b.slice,
+                                 ranks[static_cast<size_t>(from)]->device_master() + b.shard_offset, b.slice));
       }
       CudaGpt2& m = *ranks[static_cast<size_t>(to)];
       ASSERT_TRUE(m.UnpackParameters(b.segments, m.device_staging(b.group % 2), m.staging_size()).ok());
