@@ -3,17 +3,21 @@
 # scripts/gpu-bundle.sh with --prebuilt), runs the gpu tests, benchmarks GPT-2 124M training
 # steps against PyTorch on the same device, and prints a short table last.
 #   scripts/gpu-check.sh [--prebuilt BUNDLE.tar.xz] [--results DIR] [--compile]
+#                        [--baseline-bundle EARLIER.tar.xz]
 # --results DIR writes the table there (default bench/results; elsewhere the logs too);
-# --compile also times PyTorch under torch.compile. Exits non-zero when a test fails or skips.
+# --compile also times PyTorch under torch.compile; --baseline-bundle times the ZeRO stages of
+# an earlier build's bundle beside this one's. Exits non-zero when a test fails or skips.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-prebuilt="" results=bench/results compile=0
+prebuilt="" results=bench/results compile=0 baseline=""
 while [ $# -gt 0 ]; do
   case $1 in
     --prebuilt) prebuilt=$2; shift 2 ;;
     --results) results=$2; shift 2 ;;
     --compile) compile=1; shift ;;
-    *) echo "usage: scripts/gpu-check.sh [--prebuilt BUNDLE.tar.xz] [--results DIR] [--compile]" >&2; exit 2 ;;
+    --baseline-bundle) baseline=$2; shift 2 ;;
+    *) echo "usage: scripts/gpu-check.sh [--prebuilt BUNDLE.tar.xz] [--results DIR] [--compile]" \
+         "[--baseline-bundle EARLIER.tar.xz]" >&2; exit 2 ;;
   esac
 done
 python=${BELAY_GPU_PYTHON:-python3}
@@ -108,6 +112,16 @@ if [ "$compile" = 1 ]; then
   compile_json=$(grep '^{' "$logs/torch_compile_bench.log" | tail -1)
 fi
 
+# ZeRO stages 0, 1, 2 through the whole trainer on one GPU; with --baseline-bundle, an earlier
+# build's trainer in the same run.
+zero_args=()
+if [ -n "$baseline" ]; then
+  baseline_root=$(mktemp -d)
+  tar -C "$baseline_root" -xJf "$baseline" && zero_args=(--baseline "$baseline_root/bin")
+fi
+timeout "$step_timeout" $python bench/gpu_zero_bench.py "$bindir" "${zero_args[@]}" 2>&1 | tee "$logs/zero_bench.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
 stamp=$(date -u +%Y-%m-%d)
 slug=$(echo "$device" | tr 'A-Z ' 'a-z-' | tr -cd 'a-z0-9-')
 table="$results/$stamp-$slug-gpu-check.txt"
@@ -133,6 +147,8 @@ if "belay" in base:
             ratio = base["belay"]["tokens_per_s"] / base[other]["tokens_per_s"]
             print(f"ratio belay/{other} (tokens/s): {ratio:.2f}")
 PY
+  echo
+  sed -n '/^GPT-2 124M shape/,/^{/p' "$logs/zero_bench.log" | grep -v '^{'
 } >"$table"
 echo
 echo "=== $table"

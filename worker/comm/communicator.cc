@@ -1,4 +1,4 @@
-// CommHandle: completing a pending collective exactly once.
+// CommHandle: completing a pending collective exactly once; the host-memory OrderAfter.
 #include "worker/comm/communicator.h"
 
 namespace belay::comm {
@@ -14,6 +14,10 @@ CommHandle& CommHandle::operator=(CommHandle&& other) noexcept {
 }
 
 CommHandle::~CommHandle() { (void)Wait(); }
+
+absl::Status Communicator::OrderAfter(CUevent_st*) {
+  return absl::FailedPreconditionError("OrderAfter: this communicator takes host memory, not device memory");
+}
 
 absl::Status CommHandle::Wait() {
   if (pending_ != nullptr) {

@@ -10,6 +10,8 @@
 
 #include "absl/status/status.h"
 
+struct CUevent_st;  // a CUDA event (cudaEvent_t), without the CUDA headers
+
 namespace belay::comm {
 
 // Calls and payload bytes of one kind of collective on one rank.
@@ -119,6 +121,11 @@ class Communicator {
   virtual int world_size() const = 0;
   // Whether the float collectives take device (GPU) memory rather than host memory.
   virtual bool takes_device_memory() const { return false; }
+  // Device memory only: the float collectives started after this call begin once `event` has
+  // completed (a CUDA event recorded on the stream that writes their input), ordered on the
+  // device, so the host need not wait for that stream first. FailedPrecondition for backends
+  // that take host memory.
+  virtual absl::Status OrderAfter(CUevent_st* event);
 
   // --- fp32, non-blocking: start now, complete with Wait(). Argument errors come back from
   // Wait(). How much overlaps depends on the backend: the MPI one exchanges data in the

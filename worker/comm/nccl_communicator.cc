@@ -168,6 +168,12 @@ CommHandle NcclCommunicator::Pending(std::string_view call) {
   return CommHandle(std::make_unique<NcclOperation>(shared_, event, std::string(call)));
 }
 
+absl::Status NcclCommunicator::OrderAfter(CUevent_st* event) {
+  if (event == nullptr) return absl::InvalidArgumentError("OrderAfter: no event");
+  BELAY_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(shared_->stream, event, 0));
+  return absl::OkStatus();
+}
+
 CommHandle NcclCommunicator::StartReduceScatterSum(std::span<const float> input, std::span<float> shard) {
   if (absl::Status s = internal::CheckSharded("ReduceScatterSum", input.data(), input.size(), shard.data(),
                                               shard.size(), sizeof(float), rank_, world_size_);

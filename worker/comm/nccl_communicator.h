@@ -48,6 +48,8 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
   bool takes_device_memory() const override { return true; }
+  // The communicator's stream waits for `event` (cudaStreamWaitEvent).
+  absl::Status OrderAfter(CUevent_st* event) override;
 
   CommHandle StartAllReduceSum(std::span<float> data) override;
   CommHandle StartReduceScatterSum(std::span<const float> input, std::span<float> shard) override;

@@ -17,6 +17,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/grad_norm.h"
 #include "kernels/device.h"
 #include "worker/comm/communicator_contract_test.h"
 #include "worker/comm/nccl.h"
@@ -186,6 +187,50 @@ TEST(NcclCommunicator, LargeDeviceSumHasTheRankOrderBitsInPlaceAndNot) {
   EXPECT_EQ(differ, 0u) << "of " << shard << " elements";
   cudaFree(dev);
   cudaFree(out);
+}
+
+// The input is written on another stream, behind milliseconds of other kernels there, and
+// the reduce-scatter is ordered after it only through OrderAfter: the host does not wait for
+// that stream. Started too early, the collective would read the poisoned buffer.
+TEST(NcclCommunicator, ACollectiveOrderedAfterAnEventReadsWhatItsStreamWrote) {
+  const int w = nccl->world_size(), r = nccl->rank();
+  const size_t shard = (size_t{64} << 20) / static_cast<size_t>(w);  // 256 MiB in all
+  const size_t n = shard * static_cast<size_t>(w);
+  std::vector<float> host(n);
+  for (size_t i = 0; i < n; ++i) host[i] = Contribution(r, i, 71);
+  float *src = nullptr, *busy = nullptr, *dev = nullptr;
+  ASSERT_EQ(cudaMalloc(&src, n * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&busy, n * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dev, n * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(src, host.data(), n * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemset(busy, 0, n * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMemset(dev, 0xff, n * sizeof(float)), cudaSuccess);  // NaN
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaStream_t writer = nullptr;
+  cudaEvent_t written = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&writer, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaEventCreateWithFlags(&written, cudaEventDisableTiming), cudaSuccess);
+  for (int k = 0; k < 40; ++k) ASSERT_TRUE(kernels::cuda::Accumulate(busy, src, static_cast<int64_t>(n), writer).ok());
+  ASSERT_EQ(cudaMemcpyAsync(dev, src, n * sizeof(float), cudaMemcpyDeviceToDevice, writer), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(written, writer), cudaSuccess);
+  ASSERT_TRUE(nccl->OrderAfter(written).ok());
+  float* mine = dev + static_cast<size_t>(r) * shard;
+  ASSERT_TRUE(nccl->ReduceScatterSum({dev, n}, {mine, shard}).ok());
+  std::vector<float> got(shard);
+  ASSERT_EQ(cudaMemcpy(got.data(), mine, shard * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  size_t differ = 0;
+  for (size_t i = 0; i < shard; ++i) {
+    const uint32_t want = std::bit_cast<uint32_t>(RankOrderSum(w, static_cast<size_t>(r) * shard + i, 71));
+    if (std::bit_cast<uint32_t>(got[i]) != want) ++differ;
+  }
+  EXPECT_EQ(differ, 0u) << "of " << shard << " elements";
+  EXPECT_EQ(nccl->OrderAfter(nullptr).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_EQ(cudaStreamSynchronize(writer), cudaSuccess);
+  cudaEventDestroy(written);
+  cudaStreamDestroy(writer);
+  cudaFree(dev);
+  cudaFree(busy);
+  cudaFree(src);
 }
 
 TEST(NcclCommunicator, IdsHaveTheirSizeAndBadOnesAreRefused) {

@@ -41,6 +41,12 @@ TEST(SingleCommunicator, CollectivesLeaveOrCopyTheValues) {
   EXPECT_EQ(gathered, data);
 }
 
+TEST(SingleCommunicator, RefusesToOrderAfterADeviceEvent) {
+  SingleCommunicator comm;
+  EXPECT_FALSE(comm.takes_device_memory());
+  EXPECT_EQ(comm.OrderAfter(nullptr).code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(SingleCommunicator, CountsCallsButNoBytes) {
   SingleCommunicator comm;
   std::vector<float> data(100);

@@ -14,6 +14,8 @@
 #include "kernels/adamw.h"
 #include "worker/model/params.h"
 
+struct CUevent_st;  // a CUDA event (cudaEvent_t)
+
 namespace belay::model {
 
 // ZeRO stages 1 and 2: the model keeps fp32 master weights and AdamW moments only for
@@ -83,6 +85,14 @@ class GpuModel {
   virtual absl::Status Update(const kernels::cpu::AdamWParams& p, float weight_decay, float clip) = 0;
   // Waits for the queued work.
   virtual absl::Status Synchronize() = 0;
+  // Marks: a mark is the work queued on the model's stream so far. Mark(slot) records one in
+  // `slot` (0 … kMarkSlots-1, replacing the slot's earlier mark) and returns the CUDA event
+  // that completes with it, for comm::Communicator::OrderAfter: a collective can then read
+  // what the model wrote without the host waiting for the model's stream. AwaitMark(slot)
+  // blocks until the slot's mark has completed (at once for a slot never marked).
+  static constexpr int kMarkSlots = 3;
+  virtual absl::StatusOr<CUevent_st*> Mark(int slot) = 0;
+  virtual absl::Status AwaitMark(int slot) = 0;
 
   // --- With a sharded optimizer (ZeRO stages 1 and 2) only; FailedPrecondition otherwise.
   // The fp32 device buffers: the summed gradient of the shard and the master shard (shard

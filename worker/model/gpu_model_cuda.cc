@@ -1,6 +1,9 @@
 // GpuModel over CudaGpt2.
+#include <array>
 #include <utility>
 #include <vector>
+
+#include "kernels/cuda/check.h"
 
 #include "worker/model/cuda_gpt2.h"
 #include "worker/model/gpu_model.h"
@@ -11,6 +14,18 @@ namespace {
 class CudaGpuModel final : public GpuModel {
  public:
   CudaGpuModel(std::unique_ptr<CudaGpt2> model, int64_t size) : model_(std::move(model)), size_(size) {}
+  ~CudaGpuModel() override {
+    for (cudaEvent_t e : marks_) {
+      if (e != nullptr) cudaEventDestroy(e);
+    }
+  }
+
+  absl::Status CreateMarks() {
+    for (cudaEvent_t& e : marks_) {
+      BELAY_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
+    return absl::OkStatus();
+  }
 
   absl::Status SetState(const float* params, const float* m, const float* v) override {
     if (absl::Status s = model_->SetParameters(params); !s.ok()) return s;
@@ -36,6 +51,16 @@ class CudaGpuModel final : public GpuModel {
     return model_->Update(p, weight_decay, clip);
   }
   absl::Status Synchronize() override { return model_->Synchronize(); }
+  absl::StatusOr<CUevent_st*> Mark(int slot) override {
+    if (slot < 0 || slot >= kMarkSlots) return absl::InvalidArgumentError("Mark: no such slot");
+    BELAY_CUDA_RETURN_IF_ERROR(cudaEventRecord(marks_[static_cast<size_t>(slot)], model_->stream()));
+    return marks_[static_cast<size_t>(slot)];
+  }
+  absl::Status AwaitMark(int slot) override {
+    if (slot < 0 || slot >= kMarkSlots) return absl::InvalidArgumentError("AwaitMark: no such slot");
+    BELAY_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(marks_[static_cast<size_t>(slot)]));
+    return absl::OkStatus();
+  }
   size_t device_bytes() const override { return model_->device_bytes(); }
   std::span<float> DeviceGradientShard() override {
     return {model_->device_gradient_shard(), static_cast<size_t>(model_->shard_size())};
@@ -69,6 +94,7 @@ class CudaGpuModel final : public GpuModel {
  private:
   std::unique_ptr<CudaGpt2> model_;
   int64_t size_;
+  std::array<cudaEvent_t, kMarkSlots> marks_{};
 };
 
 }  // namespace
@@ -77,7 +103,9 @@ absl::StatusOr<std::unique_ptr<GpuModel>> CreateGpuModel(const ParameterLayout& 
                                                          const ShardedOptimizer* sharded) {
   absl::StatusOr<std::unique_ptr<CudaGpt2>> m = CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, sharded);
   if (!m.ok()) return m.status();
-  return std::unique_ptr<GpuModel>(new CudaGpuModel(std::move(*m), layout.total()));
+  auto model = std::make_unique<CudaGpuModel>(std::move(*m), layout.total());
+  if (absl::Status s = model->CreateMarks(); !s.ok()) return s;
+  return std::unique_ptr<GpuModel>(std::move(model));
 }
 
 }  // namespace belay::model

@@ -454,14 +454,24 @@ StepMetrics Trainer::TrainStep() {
   // as soon as its gradient is complete, on the communicator's stream, while backward goes
   // on with the next layers (two staging slots: a slot is packed again once its earlier
   // reduce-scatter is done).
+  // GPU reduce-scatters read what the model's stream wrote: the communicator's stream waits
+  // for a mark of the model's stream (OrderAfter), so the host never drains the model's
+  // queue before a collective. Before waiting for a collective, the host waits for the mark
+  // it started after: that time is the rank's own compute, not the collective's.
+  auto order_after_model = [&](int slot) -> absl::Status {
+    absl::StatusOr<CUevent_st*> mark = gpu_->Mark(slot);
+    if (!mark.ok()) return mark.status();
+    return comm_.OrderAfter(*mark);
+  };
   std::array<comm::CommHandle, 2> in_flight;
   auto reduce_bucket = [&](int group) -> absl::Status {
     const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
     const int slot = group % 2;
+    if (absl::Status s = gpu_->AwaitMark(slot); !s.ok()) return s;
     AwaitCollective(in_flight[static_cast<size_t>(slot)], "gradient reduce-scatter", phase_, wait_s_);
     if (absl::Status s = gpu_->PackGradients(b.segments, b.padded, slot); !s.ok()) return s;
-    // The bucket's gradients and its packing done, before NCCL reads them.
-    if (absl::Status s = gpu_->Synchronize(); !s.ok()) return s;
+    // The bucket's gradients and its packing done before NCCL reads them.
+    if (absl::Status s = order_after_model(slot); !s.ok()) return s;
     in_flight[static_cast<size_t>(slot)] = comm_.StartReduceScatterSum(
         gpu_->DeviceStaging(slot).first(static_cast<size_t>(b.padded)),
         gpu_->DeviceGradientShard().subspan(static_cast<size_t>(b.shard_offset), static_cast<size_t>(b.slice)));
@@ -480,14 +490,18 @@ StepMetrics Trainer::TrainStep() {
     comm::CommHandle handle;
     int group = -1;  // the bucket in flight, if any
     bool accumulate = false;
+    int mark = 0;  // the model's mark slot its reduce-scatter is ordered after
   };
   std::array<Flight, 3> flights;  // ring buffers 0 and 1, the embeddings' buffer
+  static_assert(model::GpuModel::kMarkSlots >= 3, "a mark slot for each buffer in flight");
+  for (size_t i = 0; i < flights.size(); ++i) flights[i].mark = static_cast<int>(i);
   const int embed_group = static_cast<int>(plan_.buckets().size()) - 1;
   auto flight_of = [&](int group) -> Flight& {
     return flights[static_cast<size_t>(group == embed_group ? 2 : group % 2)];
   };
   auto land = [&](Flight& f) -> absl::Status {
     if (f.group < 0) return absl::OkStatus();
+    if (absl::Status s = gpu_->AwaitMark(f.mark); !s.ok()) return s;
     AwaitCollective(f.handle, "gradient reduce-scatter", phase_, wait_s_);
     const Bucket& b = plan_.buckets()[static_cast<size_t>(f.group)];
     f.group = -1;
@@ -500,10 +514,10 @@ StepMetrics Trainer::TrainStep() {
   stage2.acquire = [&](int group) { return land(flight_of(group)); };
   stage2.release = [&](int group) -> absl::Status {
     const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
-    // The bucket's gradients complete before NCCL reads them.
-    if (absl::Status s = gpu_->Synchronize(); !s.ok()) return s;
     std::span<float> buffer = gpu_->DeviceGroupBuffer(group).first(static_cast<size_t>(b.padded));
     Flight& f = flight_of(group);
+    // The bucket's gradients complete before NCCL reads them.
+    if (absl::Status s = order_after_model(f.mark); !s.ok()) return s;
     f.handle = comm_.StartReduceScatterSum(
         buffer, buffer.subspan(static_cast<size_t>(r * b.slice), static_cast<size_t>(b.slice)));
     f.group = group;
@@ -620,21 +634,35 @@ StepMetrics Trainer::TrainStep() {
   phase_ = Phase::kCollective;
   if (stage > 0 && gpu_) {
     // Every rank's updated master slice of each bucket, as bf16 parameters on every rank
-    // (the conversion rounds as the owner's update did), through a staging slot (stage 1) or
-    // the bucket's own buffer (stage 2).
+    // (the conversion rounds as the owner's update did), through the staging slots in turn
+    // (stage 1) or the bucket's own buffer (stage 2). Two all-gathers are in flight while
+    // the host unpacks: a bucket's all-gather starts once the unpacking of the bucket two
+    // before it (the buffer's last reader) is queued, ordered after it on the device.
+    const std::vector<Bucket>& buckets = plan_.buckets();
     std::span<float> master = gpu_->DeviceMasterShard();
-    for (const Bucket& b : plan_.buckets()) {
-      std::span<float> buffer = (stage == 1 ? gpu_->DeviceStaging(0) : gpu_->DeviceGroupBuffer(b.group))
-                                    .first(static_cast<size_t>(b.padded));
-      {
-        WaitClock clock(wait_s_);
-        CheckCollective(comm_.AllGather(master.subspan(static_cast<size_t>(b.shard_offset), static_cast<size_t>(b.slice)),
-                                        buffer),
-                        "parameter all-gather");
-      }
-      CheckCollective(gpu_->UnpackParameters(b.segments, buffer), "GPU parameter unpacking");
-      CheckCollective(gpu_->Synchronize(), "GPU parameter unpacking");  // before staging is reused
+    auto slot_of = [&](size_t i) {  // the mark slot that guards bucket i's buffer
+      return stage == 1 ? static_cast<int>(i % 2) : flight_of(buckets[i].group).mark;
+    };
+    auto buffer_of = [&](size_t i) {
+      const Bucket& b = buckets[i];
+      return (stage == 1 ? gpu_->DeviceStaging(static_cast<int>(i % 2)) : gpu_->DeviceGroupBuffer(b.group))
+          .first(static_cast<size_t>(b.padded));
+    };
+    auto gather = [&](size_t i) -> comm::CommHandle {
+      if (absl::Status s = order_after_model(slot_of(i)); !s.ok()) return comm::CommHandle(std::move(s));
+      const Bucket& b = buckets[i];
+      return comm_.StartAllGather(master.subspan(static_cast<size_t>(b.shard_offset), static_cast<size_t>(b.slice)),
+                                  buffer_of(i));
+    };
+    std::array<comm::CommHandle, 2> gathers;
+    for (size_t i = 0; i < std::min<size_t>(2, buckets.size()); ++i) gathers[i] = gather(i);
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      CheckCollective(gpu_->AwaitMark(slot_of(i)), "GPU parameter unpacking");
+      AwaitCollective(gathers[i % 2], "parameter all-gather", phase_, wait_s_);
+      CheckCollective(gpu_->UnpackParameters(buckets[i].segments, buffer_of(i)), "GPU parameter unpacking");
+      if (i + 2 < buckets.size()) gathers[i % 2] = gather(i + 2);
     }
+    CheckCollective(gpu_->Synchronize(), "GPU parameter unpacking");
   } else if (stage > 0) {
     WaitClock clock(wait_s_);
     CheckCollective(GatherFlat(params_.data()), "parameter all-gather");
