@@ -2,6 +2,7 @@
 // fields together, then (optionally) the file system.
 #include "common/campaign_spec.h"
 
+#include <fcntl.h>
 #include <glob.h>
 #include <unistd.h>
 
@@ -363,7 +364,9 @@ void CheckPaths(const CampaignSpec& s, TomlReader& data, TomlReader& ckpt, SpecE
     while (!std::filesystem::exists(p, ec) && p.has_parent_path() && p != p.parent_path()) {
       p = p.parent_path();
     }
-    if (!std::filesystem::is_directory(p, ec) || ::access(p.c_str(), W_OK | X_OK) != 0) {
+    // (AT_EACCESS: with the thread's effective, filesystem rights, which a root belayd sets
+    // to the submitting user's for these checks.)
+    if (!std::filesystem::is_directory(p, ec) || ::faccessat(AT_FDCWD, p.c_str(), W_OK | X_OK, AT_EACCESS) != 0) {
       errors->Add(ckpt.PosOf("dir"), ckpt.KeyPath("dir"),
                   Cat("cannot be created: \"", p.string(), "\" is not a writable directory"));
     }

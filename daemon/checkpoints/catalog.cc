@@ -111,7 +111,8 @@ std::string VerifyShards(const pb::Checkpoint& ck) {
   for (const pb::CheckpointShard& sh : ck.shards()) {
     std::error_code ec;
     const uintmax_t size = fs::file_size(sh.path(), ec);
-    if (ec) return Cat(sh.path(), ": shard of rank ", sh.rank(), " is missing");
+    if (ec == std::errc::no_such_file_or_directory) return Cat(sh.path(), ": shard of rank ", sh.rank(), " is missing");
+    if (ec) return Cat(sh.path(), ": shard of rank ", sh.rank(), " cannot be read: ", ec.message());
     if (static_cast<int64_t>(size) != sh.bytes()) {
       return Cat(sh.path(), ": ", size, " bytes, ", sh.bytes(), " when it was written");
     }

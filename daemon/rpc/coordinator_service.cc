@@ -12,6 +12,7 @@
 #include "common/campaign_spec.h"
 #include "common/strings.h"
 #include "daemon/rpc/worker_link_service.h"
+#include "daemon/scheduler/identity.h"
 #include "daemon/scheduler/rank_files.h"
 #include "daemon/store/records.h"
 #include "daemon/supervisor/node_health.h"
@@ -119,7 +120,16 @@ grpc::Status CoordinatorService::SubmitCampaign(grpc::ServerContext* ctx, const 
   if (!o.base_dir.is_absolute() && !req->spec_toml().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "spec_dir must be an absolute directory");
   }
-  SpecParseResult parsed = ParseCampaignSpec(req->spec_toml(), req->spec_file().empty() ? "campaign.toml" : req->spec_file(), o);
+  SpecParseResult parsed;
+  {
+    // The file's paths (data globs, a checkpoint directory to create) are checked with the
+    // submitting user's rights, those its ranks will have, not with a root belayd's. (A
+    // belayd that is not root runs everything as itself.)
+    absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_user = sched::FilesystemIdentity::Assume(
+        ::geteuid() == 0 ? who->uid : static_cast<uint32_t>(::geteuid()), "who submits the campaign");
+    if (!as_user.ok()) return ToGrpc(as_user.status());
+    parsed = ParseCampaignSpec(req->spec_toml(), req->spec_file().empty() ? "campaign.toml" : req->spec_file(), o);
+  }
   for (const SpecError& e : parsed.errors) {
     v1::SpecError* pe = resp->add_errors();
     pe->set_line(static_cast<int32_t>(e.line));

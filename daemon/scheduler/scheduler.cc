@@ -1,9 +1,7 @@
-// Names of scheduler states, for messages; whom a job runs as.
+// Names of scheduler states, for messages; whom a job runs as (ResolveRunAs, GiveDirectory).
 #include "daemon/scheduler/scheduler.h"
 
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,29 +23,9 @@ absl::StatusOr<std::optional<RunAs>> ResolveRunAs(const JobSpec& job) {
     return absl::PermissionDeniedError(Cat("belayd runs as uid ", ::geteuid(), ", not root: it cannot start ranks as uid ",
                                            uid, " (campaign ", job.campaign_id, ")"));
   }
-  passwd pw{};
-  passwd* found = nullptr;
-  std::vector<char> buf(16384);
-  int rc = 0;
-  while ((rc = ::getpwuid_r(static_cast<uid_t>(uid), &pw, buf.data(), buf.size(), &found)) == ERANGE &&
-         buf.size() < (1u << 22)) {
-    buf.resize(buf.size() * 4);
-  }
-  if (rc != 0) {
-    // The user database did not answer (NSS, LDAP): try again later, not a refusal.
-    return absl::UnavailableError(Cat("looking up uid ", uid, ", the owner of campaign ", job.campaign_id, ": ",
-                                      std::strerror(rc)));
-  }
-  if (found == nullptr) {
-    return absl::FailedPreconditionError(Cat("uid ", uid, ", the owner of campaign ", job.campaign_id,
-                                             ", has no passwd entry on this machine"));
-  }
-  RunAs as;
-  as.uid = uid;
-  as.gid = static_cast<uint32_t>(pw.pw_gid);
-  as.name = pw.pw_name != nullptr ? pw.pw_name : "";
-  as.home = pw.pw_dir != nullptr ? pw.pw_dir : "/";
-  return std::optional<RunAs>(as);
+  absl::StatusOr<RunAs> as = LookUpUser(uid, Cat("the owner of campaign ", job.campaign_id));
+  if (!as.ok()) return as.status();
+  return std::optional<RunAs>(*as);
 }
 
 absl::Status GiveDirectory(const std::filesystem::path& dir, const RunAs& as) {
@@ -56,14 +34,7 @@ absl::Status GiveDirectory(const std::filesystem::path& dir, const RunAs& as) {
     return absl::InternalError(Cat(dir.string(), ": cannot hand it to uid ", as.uid, ": ", std::strerror(errno)));
   }
   // The user's groups, for the search permission of every directory above.
-  std::vector<gid_t> groups(64);
-  int n = static_cast<int>(groups.size());
-  while (::getgrouplist(as.name.c_str(), static_cast<gid_t>(as.gid), groups.data(), &n) < 0 && n > 0 &&
-         static_cast<size_t>(n) > groups.size()) {
-    groups.resize(static_cast<size_t>(n));
-  }
-  groups.resize(static_cast<size_t>(std::max(n, 0)));
-  groups.push_back(static_cast<gid_t>(as.gid));
+  const std::vector<gid_t> groups = GroupsOf(as);
   const std::filesystem::path abs = std::filesystem::absolute(dir);
   std::filesystem::path above;
   for (const std::filesystem::path& part : abs.parent_path()) {

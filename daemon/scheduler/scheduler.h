@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "belay/v1/types.pb.h"
+#include "daemon/scheduler/identity.h"
 
 namespace belay::sched {
 
@@ -59,13 +60,6 @@ struct JobSpec {
   std::optional<uint32_t> run_as_uid;
 };
 
-// A user as a job runs as: what the passwd entry of its uid says.
-struct RunAs {
-  uint32_t uid = 0;
-  uint32_t gid = 0;  // primary group
-  std::string name;
-  std::string home;
-};
 // Whom job `job` runs as when that is not belayd's own user (see JobSpec::run_as_uid);
 // nullopt when it is.
 absl::StatusOr<std::optional<RunAs>> ResolveRunAs(const JobSpec& job);

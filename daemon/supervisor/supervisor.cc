@@ -20,8 +20,9 @@
 #include "common/ckpt/layout.h"
 #include "common/ckpt/manifest.h"
 #include "common/durable_file.h"
-#include "daemon/checkpoints/catalog.h"
 #include "common/strings.h"
+#include "daemon/checkpoints/catalog.h"
+#include "daemon/scheduler/identity.h"
 #include "daemon/store/records.h"
 #include "daemon/supervisor/policy.h"
 #include "fmt/format.h"
@@ -54,12 +55,25 @@ absl::Status OwnersDirectory(const fs::path& dir, uint32_t owner) {
   return absl::OkStatus();
 }
 
+// File access with the rights of campaign `campaign`'s owner on this thread while the
+// result lives, when belayd runs the owner's ranks as the owner (`as_owner`): what those
+// ranks wrote, belayd then reads, writes and deletes only as the owner could. Otherwise
+// belayd's own rights. Unavailable when the user database does not answer (try later).
+absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> OwnersFileAccess(uint32_t owner,
+                                                                          const std::string& campaign,
+                                                                          bool as_owner) {
+  return sched::FilesystemIdentity::Assume(as_owner ? owner : static_cast<uint32_t>(::geteuid()),
+                                           Cat("the owner of campaign ", campaign));
+}
+
 // The manifest of checkpoint `ck` of a campaign of `owner`, beside its shards.
-absl::Status WriteManifestOf(const pb::Checkpoint& ck, const ckpt::Manifest& m, uint32_t owner) {
+absl::Status WriteManifestOf(const pb::Checkpoint& ck, const ckpt::Manifest& m, uint32_t owner, bool as_owner) {
   const fs::path step = ck.dir();
   for (const fs::path& d : {step.parent_path(), step}) {
     if (absl::Status s = OwnersDirectory(d, owner); !s.ok()) return s;
   }
+  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> id = OwnersFileAccess(owner, ck.campaign_id(), as_owner);
+  if (!id.ok()) return id.status();
   return ckpt::WriteManifest(ck.dir(), m);
 }
 
@@ -447,17 +461,25 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
   return absl::OkStatus();
 }
 
-std::optional<std::string> Supervisor::VerifyShardsOf(const pb::Checkpoint& ck) {
-  if (!options_.verify_in_background) return checkpoints::VerifyShards(ck);
+std::optional<std::string> Supervisor::VerifyShardsOf(const pb::Checkpoint& ck, uint32_t owner) {
+  // The shards are read with the owner's rights (their ranks wrote them as the owner): a
+  // shard path that leads elsewhere cannot make belayd read what the owner may not.
+  // nullopt: not known yet (still reading, or the owner's user entry did not answer).
+  auto verify = [ck, owner, as_owner = options_.run_as_owner]() -> std::optional<std::string> {
+    absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> id = OwnersFileAccess(owner, ck.campaign_id(), as_owner);
+    if (absl::IsUnavailable(id.status())) return std::nullopt;
+    if (!id.ok()) return Cat("its shards cannot be read as the campaign's owner: ", id.status().message());
+    return checkpoints::VerifyShards(ck);
+  };
+  if (!options_.verify_in_background) return verify();
   const auto key = std::make_pair(ck.campaign_id(), ck.step());
   auto it = verifying_.find(key);
   if (it == verifying_.end()) {
     // A copy of the record: the thread reads only files.
-    it = verifying_.emplace(key, std::async(std::launch::async, [ck] { return checkpoints::VerifyShards(ck); }).share())
-             .first;
+    it = verifying_.emplace(key, std::async(std::launch::async, verify).share()).first;
   }
   if (it->second.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return std::nullopt;
-  std::string problem = it->second.get();
+  std::optional<std::string> problem = it->second.get();
   verifying_.erase(it);
   return problem;
 }
@@ -476,7 +498,7 @@ absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b, bool* pe
     const bool gone = ck.shards_size() > 0 && !ck.dir().empty() && !fs::exists(ck.dir());
     std::string problem;
     if (!gone) {
-      std::optional<std::string> verified = VerifyShardsOf(ck);
+      std::optional<std::string> verified = VerifyShardsOf(ck, c.owner_uid());
       if (!verified) {
         *pending = true;
         return absl::OkStatus();
@@ -488,7 +510,11 @@ absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b, bool* pe
       // Committed, but belayd stopped before it wrote the manifest (or the write failed):
       // the workers read the manifest, so it is written now.
       absl::StatusOr<ckpt::Manifest> m = checkpoints::BuildManifest(ck, c.id());
-      absl::Status written = m.ok() ? WriteManifestOf(ck, *m, c.owner_uid()) : m.status();
+      absl::Status written = m.ok() ? WriteManifestOf(ck, *m, c.owner_uid(), options_.run_as_owner) : m.status();
+      if (absl::IsUnavailable(written)) {  // the owner's user entry did not answer: later
+        *pending = true;
+        return absl::OkStatus();
+      }
       if (!written.ok()) problem = Cat("its manifest.json cannot be written: ", written.message());
     }
     if (!gone && problem.empty()) {
@@ -1087,18 +1113,25 @@ void Supervisor::RemoveUncommittedSteps(const Loaded& l) {
   const fs::path root = l.spec.checkpoint.dir;
   const std::string& id = l.campaign.id();
   if (root.empty()) return;
+  // The catalog first: the store is not read with the owner's rights.
+  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, id);
+  if (!all.ok()) return;
+  std::map<int64_t, pb::CheckpointState> state;
+  for (const pb::Checkpoint& ck : *all) state[ck.step()] = ck.state();
   if (absl::Status s = OwnersDirectory(ckpt::CampaignDir(root, id), l.campaign.owner_uid()); !s.ok()) {
     if (!absl::IsNotFound(s)) spdlog::warn("campaign {}: uncommitted steps not removed: {}", id, std::string(s.message()));
+    return;
+  }
+  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_owner =
+      OwnersFileAccess(l.campaign.owner_uid(), id, options_.run_as_owner);
+  if (!as_owner.ok()) {
+    spdlog::warn("campaign {}: uncommitted steps not removed: {}", id, std::string(as_owner.status().message()));
     return;
   }
   absl::StatusOr<std::vector<fs::path>> leftovers = ckpt::RemoveIncomplete(root, id);
   if (!leftovers.ok()) {
     spdlog::warn("campaign {}: {}", id, std::string(leftovers.status().message()));
   }
-  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, id);
-  if (!all.ok()) return;
-  std::map<int64_t, pb::CheckpointState> state;
-  for (const pb::Checkpoint& ck : *all) state[ck.step()] = ck.state();
   std::error_code ec;
   for (const fs::directory_entry& e : fs::directory_iterator(ckpt::CampaignDir(root, id), ec)) {
     std::optional<int64_t> step = ckpt::ParseStepDirName(e.path().filename().string());
@@ -1204,7 +1237,7 @@ absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& 
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   out.committed = true;
   // Then the manifest beside the shards (a failure here is made good before a resume).
-  if (absl::Status s = WriteManifestOf(ck, *manifest, c.owner_uid()); !s.ok()) {
+  if (absl::Status s = WriteManifestOf(ck, *manifest, c.owner_uid(), options_.run_as_owner); !s.ok()) {
     WriteBatch w;
     if (absl::Status e = AddEvent(w, c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
                                   Cat("manifest.json of checkpoint step ", ck.step(), " not written: ", s.message(),
@@ -1249,6 +1282,14 @@ absl::Status Supervisor::ApplyRetention(Loaded& l) {
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   if (absl::Status s = OwnersDirectory(ckpt::CampaignDir(spec.dir, c.id()), c.owner_uid()); !s.ok()) {
     spdlog::warn("campaign {}: retention deletes nothing: {}", c.id(), std::string(s.message()));
+    return absl::OkStatus();
+  }
+  // (Steps left behind here are DELETED in the catalog: RemoveUncommittedSteps takes them
+  // before the next attempt.)
+  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_owner =
+      OwnersFileAccess(c.owner_uid(), c.id(), options_.run_as_owner);
+  if (!as_owner.ok()) {
+    spdlog::warn("campaign {}: retention deletes nothing: {}", c.id(), std::string(as_owner.status().message()));
     return absl::OkStatus();
   }
   for (int64_t step : doomed) {

@@ -172,9 +172,11 @@ class Supervisor {
   // Before an attempt's first start: its resume checkpoint picked (PickResumeCheckpoint,
   // `*pending` while still hashing) and then earlier attempts' unfinished saves abandoned.
   absl::Status PrepareResume(Loaded& l, store::WriteBatch& batch, bool* pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // checkpoints::VerifyShards of `ck`: its result, or nullopt while a background hash of it
-  // runs (started by the first call).
-  std::optional<std::string> VerifyShardsOf(const pb::Checkpoint& ck) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // checkpoints::VerifyShards of `ck`, read with the rights of the campaign's owner `owner`
+  // when the ranks run as the owner: its result, or nullopt while a background hash of it
+  // runs (started by the first call) or while the owner's user entry does not answer.
+  std::optional<std::string> VerifyShardsOf(const pb::Checkpoint& ck, uint32_t owner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status EndAttempt(Loaded& l, const sched::JobStatus& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Checkpoint housekeeping. Before a new attempt: PENDING saves of earlier attempts become
   // DELETED (in `batch`), and after that is written, step directories with no COMMITTED or
@@ -215,7 +217,7 @@ class Supervisor {
   std::map<std::string, AttemptRef> tokens_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> successor_tokens_ ABSL_GUARDED_BY(mu_);  // presubmitted, not taken over
   // Background shard hashes by (campaign, step) (verify_in_background).
-  std::map<std::pair<std::string, int64_t>, std::shared_future<std::string>> verifying_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, int64_t>, std::shared_future<std::optional<std::string>>> verifying_ ABSL_GUARDED_BY(mu_);
   // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends
   // it again).
   std::map<std::string, TimePoint> cancel_signalled_ ABSL_GUARDED_BY(mu_);

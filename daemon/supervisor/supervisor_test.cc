@@ -3,7 +3,9 @@
 // failures and a restart of the supervisor itself.
 #include "daemon/supervisor/supervisor.h"
 
+#include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -86,6 +88,7 @@ class SupervisorTest : public ::testing::Test {
     o.coordinator_address = "127.0.0.1:7000";
     o.good_after_steps = 5;
     o.verify_in_background = background_verify_;
+    o.run_as_owner = run_as_owner_;
     sup_ = std::make_unique<Supervisor>(store_, sched_, clock_, o);
   }
 
@@ -102,6 +105,11 @@ class SupervisorTest : public ::testing::Test {
   // Most tests hash checkpoints inside the round, so that one Tick decides; one test runs
   // the background hashing belayd uses.
   bool background_verify_ = false;
+  // Supervisor option run_as_owner (belayd as root), and the user the test hands the shard
+  // files and step directories it writes to (0: they stay the test's), as if the campaign's
+  // ranks had written them as their owner.
+  bool run_as_owner_ = false;
+  uid_t files_owner_ = 0;
   // A Slurm campaign of 4 one-rank nodes n0..n3 whose ranks registered, reporting `steps`
   // steps in which rank 2 computes `slow_s` per step and the others about 0.1 s; then its job
   // ends at the time limit. Returns the campaign id ("" on failure).
@@ -168,6 +176,9 @@ class SupervisorTest : public ::testing::Test {
     fs::create_directories(d);
     const fs::path f = d / ckpt::ShardFileName(rank);
     std::ofstream(f) << (content.empty() ? Cat("shard ", rank, " of step ", step, " attempt ", attempt) : content);
+    if (files_owner_ != 0) {
+      for (const fs::path& p : {d.parent_path(), d, f}) EXPECT_EQ(::lchown(p.c_str(), files_owner_, static_cast<gid_t>(-1)), 0);
+    }
     pb::CheckpointShard sh;
     sh.set_step(step);
     sh.set_rank(rank);
@@ -581,6 +592,46 @@ TEST_F(SupervisorTest, NoCheckpointFileIsWrittenOrDeletedBehindASymlink) {
   clock_.Advance(1min);
   Tick();
   EXPECT_TRUE(fs::exists(elsewhere / "step_000000035"));
+}
+
+// belayd as root handles the files of a campaign's checkpoints with its owner's rights: the
+// manifest it writes belongs to the owner, and a shard the owner swapped for a symlink to a
+// file only root may read (with the very bytes the shard had, so root would find the sum
+// right) fails its verification as unreadable instead of telling the owner about that file.
+TEST_F(SupervisorTest, AsRootTheOwnersCheckpointFilesAreHandledWithTheOwnersRights) {
+  const passwd* nobody = ::getpwnam("nobody");
+  if (::geteuid() != 0 || nobody == nullptr) GTEST_SKIP() << "needs root and a user \"nobody\"";
+  run_as_owner_ = true;
+  MakeSupervisor();
+  files_owner_ = nobody->pw_uid;
+  fs::create_directories(dir_ / "ckpt");
+  fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                            fs::perms::others_read | fs::perms::others_exec);
+  absl::StatusOr<pb::Campaign> c = sup_->Submit(spec_, kSpec, "/home/nobody/tiny.toml", nobody->pw_uid, "nobody");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string id = c->id();
+  Tick();
+  Tick();
+  Steps(id, 1, 1, 10);
+  Save(id, 1, 10);
+  struct stat st {};
+  ASSERT_EQ(::lstat((StepDir(id, 10) / "manifest.json").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, nobody->pw_uid);
+
+  const fs::path secret_dir = dir_ / "root_only", shard = StepDir(id, 10) / ckpt::ShardFileName(0);
+  fs::create_directory(secret_dir);
+  fs::permissions(secret_dir, fs::perms::owner_all);
+  fs::copy_file(shard, secret_dir / "copy");
+  fs::remove(shard);
+  fs::create_symlink(secret_dir / "copy", shard);
+  sched_.End(JobOf(id, 1), Crash(1, SIGKILL));
+  Tick();
+  clock_.Advance(1min);
+  Tick();
+  const pb::Checkpoint ck = store::GetCheckpoint(store_, id, 10).value().value();
+  EXPECT_EQ(ck.state(), pb::CHECKPOINT_STATE_CORRUPT);
+  EXPECT_NE(ck.state_message().find("ermission denied"), std::string::npos) << ck.state_message();
+  EXPECT_FALSE(Attempt(id, 2).has_start_checkpoint_step());  // from the start
 }
 
 TEST_F(SupervisorTest, HalfWrittenSavesAreRemovedBeforeTheNextAttempt) {

@@ -270,6 +270,20 @@ def main():
             if set(owned.values()) != {nobody}:
                 fail(f"uid {nobody}'s campaign wrote files as {owned}")
             print(f"uid {nobody}'s own campaign ran as uid {nobody} (its shards and rank logs are its files)")
+            # The paths of a campaign file are checked with its submitter's rights: data only
+            # root may read matches nothing for uid nobody (root's belayd would see it).
+            hidden = tmp / "root_only"
+            hidden.mkdir(mode=0o700)
+            shutil.copytree("data", hidden / "data")
+            pathlib.Path("hidden.toml").write_text(
+                SPEC.format(name="hidden", steps=10).replace('dir = "ckpt"', f'dir = "{theirs}/ckpt"')
+                .replace('"data/', f'"{hidden}/data/'))
+            p = belay("submit", "hidden.toml", user=nobody, check=False)
+            if p.returncode != 2 or not re.search(r"hidden\.toml:\d+:\d+: data\.train: .* matches no file", p.stderr):
+                fail(f"uid {nobody} submitting data only root may read: exit {p.returncode}: {p.stderr}")
+            if belay("submit", "--validate-only", "hidden.toml", check=False).returncode != 0:
+                fail("root's submission of the same file is refused")
+            print(f"uid {nobody}'s campaign over data only root may read is refused at submission")
             # Its attempt directory is its own: a rank log swapped for a symlink to a file only
             # root may read is not read for it.
             log = state / "campaigns" / tid / "attempt_1" / "rank_00001.log"
