@@ -14,6 +14,9 @@ build/bench/train_step_bench --steps "${BELAY_BENCH_STEPS:-5}" --openblas1 demo
 # Data parallelism: ZeRO stages 0, 1, 2 on 1, 2 and 4 ranks (mpirun), step time against one
 # rank and bytes sent against each stage's theoretical volume (about a minute on 2 cores).
 /usr/bin/python3 bench/zero_bench.py build/bin
+# Asynchronous checkpoint saves against synchronous ones in the same run (a 130 MB shard every
+# 2 steps; about two minutes on 2 cores).
+/usr/bin/python3 bench/async_save_bench.py build/bin
 # belayd ingesting heartbeats and step reports over the worker link (1k and 10k simulated
 # ranks, and saturation), against an empty gRPC server in the same run (about a minute).
 build/bench/link_bench run --bin build/bin --seconds "${BELAY_BENCH_LINK_SECONDS:-5}"

@@ -316,6 +316,28 @@ int Run(const TrainOptions& o) {
     const char* attempt = std::getenv("BELAY_ATTEMPT");
     if (attempt == nullptr || std::string(attempt) == (want != nullptr ? want : "1")) nan_at = std::atoll(v);
   }
+  // checkpoint.async: a save's shard is written by a thread of its own during the next
+  // step, and the save completes (reported to belayd, or committed standalone) after that
+  // step, at the same step on every rank. A failed save is reported and training goes on;
+  // the previous checkpoint stands.
+  std::unique_ptr<train::PendingSave> pending;
+  auto saved = [&](const absl::StatusOr<train::CheckpointInfo>& c, const train::StepMetrics& at) {
+    if (!c.ok()) {
+      if (lead) spdlog::error("checkpoint at step {} failed: {}", at.step, std::string(c.status().message()));
+      if (link && lead) link->ReportSaveFailure(at.step, std::string(c.status().message()));
+      return;
+    }
+    saved_at = at.step;
+    if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());
+    if (link) link->ReportShard(ShardProto(*c, comm.rank()), lead ? std::optional(ToProto(at)) : std::nullopt);
+  };
+  auto finish_pending = [&] {
+    if (!pending) return;
+    absl::StatusOr<train::CheckpointInfo> c = trainer.FinishSave(*pending);
+    const train::StepMetrics at = pending->last;
+    pending.reset();
+    saved(c, at);
+  };
   while (trainer.step() < last && !stop_requested()) {
     if (nan_at > 0 && trainer.step() + 1 == nan_at) {
       spdlog::warn("fault injection: step {} will have a non-finite loss", nan_at);
@@ -327,6 +349,7 @@ int Run(const TrainOptions& o) {
       link->SetPosition(m.step, v1::WORKER_PHASE_DATA);
       if (lead) link->ReportStep(ToProto(m));
     }
+    finish_pending();
     if (spec.train.eval_every > 0 && m.step % spec.train.eval_every == 0) {
       const double val = trainer.Evaluate();
       if (lead) std::cout << nlohmann::json{{"step", m.step}, {"val_loss", val}}.dump() << std::endl;
@@ -339,18 +362,20 @@ int Run(const TrainOptions& o) {
       }
     }
     if (every && m.step % *every == 0) {
-      absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode);
-      if (!c.ok()) {
-        // A failed save is reported and training goes on; the previous checkpoint stands.
-        if (lead) spdlog::error("checkpoint at step {} failed: {}", m.step, std::string(c.status().message()));
-        if (link && lead) link->ReportSaveFailure(m.step, std::string(c.status().message()));
+      if (spec.checkpoint.async) {
+        absl::StatusOr<std::unique_ptr<train::PendingSave>> begun =
+            trainer.BeginSave(spec.checkpoint.dir, m, save_mode, /*background=*/true);
+        if (begun.ok()) {
+          pending = std::move(*begun);
+        } else {
+          saved(begun.status(), m);
+        }
       } else {
-        saved_at = m.step;
-        if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());
-        if (link) link->ReportShard(ShardProto(*c, comm.rank()), lead ? std::optional(ToProto(m)) : std::nullopt);
+        saved(trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode), m);
       }
     }
   }
+  finish_pending();
   if (g_stop_signal != 0) spdlog::warn("signal {}: checkpointing and stopping", int{g_stop_signal});
   if (trainer.step() != saved_at) {
     absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode);

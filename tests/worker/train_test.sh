@@ -57,6 +57,16 @@ ls a/tiny/step_000000010/manifest.json a/tiny/step_000000020/rank_00000.bin >/de
 # shard holds parameters, AdamW moments, step and loader position; no timestamps).
 cmp a/tiny/step_000000020/rank_00000.bin b/tiny/step_000000020/rank_00000.bin \
   || fail "two runs end in different states"
+# Saves are asynchronous by default (the shard of step 10 is written while step 11 trains):
+# written at once instead (checkpoint.async = false), every shard has the same bytes.
+sed 's/^keep_last = 5$/keep_last = 5\nasync = false/' c.toml > sync.toml
+grep -q '^async = false$' sync.toml || fail "sync.toml lacks async = false"
+"$bin/belay-worker" --log-level warn train --spec sync.toml --out s > s.jsonl
+[ "$(losses a.jsonl)" = "$(losses s.jsonl)" ] || fail "synchronous saves change the losses"
+for step in 000000010 000000020; do
+  cmp a/tiny/step_$step/rank_00000.bin s/tiny/step_$step/rank_00000.bin \
+    || fail "the asynchronous save of step $step differs from the synchronous one"
+done
 train --out c --steps 10 > c1.jsonl
 train --out c --resume c > c2.jsonl
 [ "$(losses c1.jsonl; losses c2.jsonl)" = "$(losses a.jsonl)" ] \

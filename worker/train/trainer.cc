@@ -733,11 +733,17 @@ double Trainer::Evaluate() {
   return sum / static_cast<double>(batches * M * T);
 }
 
-absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
-                                                       const StepMetrics& last, SaveMode mode) {
+absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root, const StepMetrics& last, SaveMode mode) {
+  absl::StatusOr<std::unique_ptr<PendingSave>> save = BeginSave(root, last, mode, /*background=*/false);
+  if (!save.ok()) return save.status();
+  return FinishSave(**save);
+}
+
+absl::StatusOr<std::unique_ptr<PendingSave>> Trainer::BeginSave(const fs::path& root, const StepMetrics& last,
+                                                                SaveMode mode, bool background) {
   const std::string& campaign = spec_.campaign.name;
   const int W = comm_.world_size(), r = comm_.rank();
-  phase_ = Phase::kCheckpoint;
+  const Phase was = phase_.exchange(Phase::kCheckpoint);
   if (gpu_) PullFromGpu();
   const bool standalone = mode == SaveMode::kCommit;
   // Rank 0 prepares the step directory (standalone: the temporary one); everyone writes into it.
@@ -754,25 +760,36 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
       if (prepared.ok()) prepared = ckpt::BeginStep(root, campaign, step_).status();
     }
   }
-  if (absl::Status s = Agree(prepared); !s.ok()) return s;
-  const fs::path tmp = standalone ? ckpt::StepTempDir(root, campaign, step_) : ckpt::StepDir(root, campaign, step_);
-
-  ckpt::ShardWriter writer;
-  absl::Status local;
-  CheckpointInfo info;
-  // This rank's ranges, by logical tensor name.
+  if (absl::Status s = Agree(prepared); !s.ok()) {
+    phase_ = was;
+    return s;
+  }
+  auto save = std::make_unique<PendingSave>();
+  save->root = root;
+  save->tmp = standalone ? ckpt::StepTempDir(root, campaign, step_) : ckpt::StepDir(root, campaign, step_);
+  save->mode = mode;
+  save->step = step_;
+  save->next_sequence = next_sequence_;
+  save->last = last;
+  // This rank's ranges, by logical tensor name, copied.
+  int64_t owned = 0;
+  for (const OwnedPiece& p : owned_) owned += p.size;
+  save->state.resize(static_cast<size_t>(3 * owned));
+  float* to = save->state.data();
   for (const OwnedPiece& p : owned_) {
     const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
     const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
     const float* bufs[] = {params_.data() + p.flat_offset, optimizer_->m().data() + StateOffset(p),
                            optimizer_->v().data() + StateOffset(p)};
-    for (size_t k = 0; k < std::size(kPrefixes) && local.ok(); ++k) {
+    for (size_t k = 0; k < std::size(kPrefixes) && save->local.ok(); ++k) {
+      std::copy(bufs[k], bufs[k] + p.size, to);
       std::string name = Cat(kPrefixes[k], t.name);
-      local = writer.Add(name, in_tensor, static_cast<uint64_t>(t.size),
-                         std::span<const float>(bufs[k], static_cast<size_t>(p.size)));
-      info.slices.push_back({std::move(name), in_tensor, static_cast<uint64_t>(p.size), static_cast<uint64_t>(t.size)});
+      save->local = save->writer.Add(name, in_tensor, static_cast<uint64_t>(t.size),
+                                     std::span<const float>(to, static_cast<size_t>(p.size)));
+      save->info.slices.push_back({std::move(name), in_tensor, static_cast<uint64_t>(p.size), static_cast<uint64_t>(t.size)});
+      to += p.size;
     }
-    if (!local.ok()) break;
+    if (!save->local.ok()) break;
   }
   nlohmann::json meta = {
       {"step", step_},
@@ -785,16 +802,40 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
       // what a resumed run would need to redraw anything.
       {"rng", {{"init_seed", spec_.train.seed}}},
   };
-  writer.SetMetadata(meta.dump());
-  ckpt::ShardFileInfo shard;
-  if (local.ok()) {
-    absl::StatusOr<ckpt::ShardFileInfo> written = writer.Write(tmp / ckpt::ShardFileName(r));
-    if (written.ok()) {
-      shard = *written;
+  save->writer.SetMetadata(meta.dump());
+  if (save->local.ok()) {
+    PendingSave* p = save.get();
+    auto write = [p, r] { p->written = p->writer.Write(p->tmp / ckpt::ShardFileName(r)); };
+    if (background) {
+      save->thread = std::thread(write);
     } else {
-      local = written.status();
+      write();
     }
   }
+  phase_ = was;
+  return save;
+}
+
+absl::StatusOr<CheckpointInfo> Trainer::FinishSave(PendingSave& save) {
+  const std::string& campaign = spec_.campaign.name;
+  const int W = comm_.world_size(), r = comm_.rank();
+  const Phase was = phase_.exchange(Phase::kCheckpoint);
+  struct RestorePhase {
+    std::atomic<Phase>& phase;
+    Phase was;
+    ~RestorePhase() { phase = was; }
+  } restore{phase_, was};
+  if (save.thread.joinable()) save.thread.join();
+  absl::Status local = save.local;
+  ckpt::ShardFileInfo shard;
+  if (local.ok()) {
+    if (save.written.ok()) {
+      shard = *save.written;
+    } else {
+      local = save.written.status();
+    }
+  }
+  const fs::path& tmp = save.tmp;
   if (absl::Status s = Agree(local); !s.ok()) {
     // Leave no partial step behind (a full disk must not stay full of it).
     std::error_code ec;
@@ -802,13 +843,14 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
     return s;
   }
 
-  info.step_dir = ckpt::StepDir(root, campaign, step_);
-  info.step = step_;
+  CheckpointInfo info = std::move(save.info);
+  info.step_dir = ckpt::StepDir(save.root, campaign, save.step);
+  info.step = save.step;
   info.bytes = static_cast<int64_t>(shard.bytes);
   info.xxh3 = shard.xxh3;
   // Under belayd that is all: each rank reports its shard, belayd commits and writes the
   // manifest.
-  if (!standalone) return info;
+  if (save.mode != SaveMode::kCommit) return info;
 
   // Standalone: rank 0 collects every shard's size and sum for the manifest, writes it and
   // commits.
@@ -819,7 +861,7 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
   if (r == 0) {
     ckpt::Manifest manifest;
     manifest.campaign = campaign;
-    manifest.step = step_;
+    manifest.step = save.step;
     manifest.world_size = W;
     for (int q = 0; q < W; ++q) {
       manifest.shards.push_back({q, ckpt::ShardFileName(q),
@@ -838,16 +880,17 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
       }
     }
     manifest.shard_map = std::move(map);
+    const StepMetrics& last = save.last;
     manifest.metrics = {{"loss", last.loss}, {"lr", last.lr}, {"grad_norm", last.grad_norm},
-                        {"sequences_seen", next_sequence_}, {"tokens", last.tokens},
+                        {"sequences_seen", save.next_sequence}, {"tokens", last.tokens},
                         {"zero_stage", spec_.train.zero_stage}};
     manifest.created_unix = static_cast<int64_t>(std::time(nullptr));
     committed = ckpt::WriteManifest(tmp, manifest);
-    if (committed.ok()) committed = ckpt::CommitStep(root, campaign, step_);
+    if (committed.ok()) committed = ckpt::CommitStep(save.root, campaign, save.step);
     if (committed.ok()) {
       absl::StatusOr<std::vector<int64_t>> removed =
-          ckpt::ApplyRetention(root, campaign, spec_.checkpoint.keep_last,
-                               spec_.checkpoint.keep_every, /*protect_step=*/step_);
+          ckpt::ApplyRetention(save.root, campaign, spec_.checkpoint.keep_last,
+                               spec_.checkpoint.keep_every, /*protect_step=*/save.step);
       if (!removed.ok()) {
         spdlog::warn("checkpoint retention: {}", std::string(removed.status().message()));
       }

@@ -9,10 +9,12 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/campaign_spec.h"
+#include "worker/ckpt/shard_file.h"
 #include "worker/comm/communicator.h"
 #include "worker/data/loader.h"
 #include "worker/model/gpt2.h"
@@ -64,6 +66,32 @@ struct CheckpointInfo {
 // retention. kShardsOnly (under belayd): the ranks write straight into step_<N>/ and stop
 // there; each reports its shard, and belayd commits, writes the manifest and applies retention.
 enum class SaveMode { kCommit, kShardsOnly };
+
+// A save under way (Trainer::BeginSave): this rank's state copied at the save step, its
+// shard being written by a thread of its own while training goes on, until FinishSave. The
+// writer's ranges point into `state`, which nothing else touches; the thread writes
+// `written` and is joined before it is read (or when the save is dropped).
+struct PendingSave {
+  std::filesystem::path root;
+  std::filesystem::path tmp;  // the directory the shard goes to
+  SaveMode mode = SaveMode::kCommit;
+  int64_t step = 0;
+  int64_t next_sequence = 0;
+  StepMetrics last;
+  CheckpointInfo info;
+  std::vector<float> state;  // this rank's pieces: parameters, m, v, piece by piece
+  ckpt::ShardWriter writer;
+  absl::Status local;  // of the writer's Adds
+  absl::StatusOr<ckpt::ShardFileInfo> written = absl::UnknownError("not written");
+  std::thread thread;
+
+  PendingSave() = default;
+  PendingSave(const PendingSave&) = delete;
+  PendingSave& operator=(const PendingSave&) = delete;
+  ~PendingSave() {
+    if (thread.joinable()) thread.join();
+  }
+};
 
 // Bytes this rank holds for training state (activations and scratch not counted).
 struct MemoryAccounting {
@@ -131,6 +159,16 @@ class Trainer {
   // trajectory's, after a rollback) is replaced.
   absl::StatusOr<CheckpointInfo> SaveCheckpoint(const std::filesystem::path& root, const StepMetrics& last,
                                                 SaveMode mode = SaveMode::kCommit);
+  // SaveCheckpoint in two halves, for checkpoint.async: BeginSave (collective) prepares the
+  // step directory and copies this rank's state (parameters, moments, loader position) to
+  // host memory of the save's own, then writes the shard on a thread of its own (`background`)
+  // or at once; training may go on meanwhile, the copy is not touched by it. FinishSave
+  // (collective: every rank at the same step) waits for the write, agrees on the outcome and,
+  // with kCommit, writes the manifest and commits, exactly as SaveCheckpoint: the files are
+  // the same bytes either way. Errors of either half leave no partial step behind.
+  absl::StatusOr<std::unique_ptr<PendingSave>> BeginSave(const std::filesystem::path& root, const StepMetrics& last,
+                                                         SaveMode mode, bool background);
+  absl::StatusOr<CheckpointInfo> FinishSave(PendingSave& save);
 
   const std::vector<float>& params() const { return params_; }
 
