@@ -66,15 +66,24 @@ absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> OwnersFileAccess(uint
                                            Cat("the owner of campaign ", campaign));
 }
 
+// belayd's way into directories of a campaign's checkpoints, to write or delete there: each
+// of `dirs` must be OwnersDirectory, then file access takes the owner's rights
+// (OwnersFileAccess) while the result lives. OwnersDirectory's errors, or OwnersFileAccess's.
+absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> EnterOwnersDirectories(
+    std::initializer_list<fs::path> dirs, uint32_t owner, const std::string& campaign, bool as_owner) {
+  for (const fs::path& d : dirs) {
+    if (absl::Status s = OwnersDirectory(d, owner); !s.ok()) return s;
+  }
+  return OwnersFileAccess(owner, campaign, as_owner);
+}
+
 // The manifest of checkpoint `ck` of a campaign of `owner`, beside its shards.
 absl::Status WriteManifestOf(const pb::Checkpoint& ck, const ckpt::Manifest& m, uint32_t owner, bool as_owner) {
   const fs::path step = ck.dir();
-  for (const fs::path& d : {step.parent_path(), step}) {
-    if (absl::Status s = OwnersDirectory(d, owner); !s.ok()) return s;
-  }
-  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> id = OwnersFileAccess(owner, ck.campaign_id(), as_owner);
+  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> id =
+      EnterOwnersDirectories({step.parent_path(), step}, owner, ck.campaign_id(), as_owner);
   if (!id.ok()) return id.status();
-  return ckpt::WriteManifest(ck.dir(), m);
+  return ckpt::WriteManifest(step, m);
 }
 
 std::string RandomToken() {
@@ -1118,14 +1127,12 @@ void Supervisor::RemoveUncommittedSteps(const Loaded& l) {
   if (!all.ok()) return;
   std::map<int64_t, pb::CheckpointState> state;
   for (const pb::Checkpoint& ck : *all) state[ck.step()] = ck.state();
-  if (absl::Status s = OwnersDirectory(ckpt::CampaignDir(root, id), l.campaign.owner_uid()); !s.ok()) {
-    if (!absl::IsNotFound(s)) spdlog::warn("campaign {}: uncommitted steps not removed: {}", id, std::string(s.message()));
-    return;
-  }
   absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_owner =
-      OwnersFileAccess(l.campaign.owner_uid(), id, options_.run_as_owner);
+      EnterOwnersDirectories({ckpt::CampaignDir(root, id)}, l.campaign.owner_uid(), id, options_.run_as_owner);
   if (!as_owner.ok()) {
-    spdlog::warn("campaign {}: uncommitted steps not removed: {}", id, std::string(as_owner.status().message()));
+    if (!absl::IsNotFound(as_owner.status())) {
+      spdlog::warn("campaign {}: uncommitted steps not removed: {}", id, std::string(as_owner.status().message()));
+    }
     return;
   }
   absl::StatusOr<std::vector<fs::path>> leftovers = ckpt::RemoveIncomplete(root, id);
@@ -1280,14 +1287,10 @@ absl::Status Supervisor::ApplyRetention(Loaded& l) {
     return s;
   }
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-  if (absl::Status s = OwnersDirectory(ckpt::CampaignDir(spec.dir, c.id()), c.owner_uid()); !s.ok()) {
-    spdlog::warn("campaign {}: retention deletes nothing: {}", c.id(), std::string(s.message()));
-    return absl::OkStatus();
-  }
   // (Steps left behind here are DELETED in the catalog: RemoveUncommittedSteps takes them
   // before the next attempt.)
   absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_owner =
-      OwnersFileAccess(c.owner_uid(), c.id(), options_.run_as_owner);
+      EnterOwnersDirectories({ckpt::CampaignDir(spec.dir, c.id())}, c.owner_uid(), c.id(), options_.run_as_owner);
   if (!as_owner.ok()) {
     spdlog::warn("campaign {}: retention deletes nothing: {}", c.id(), std::string(as_owner.status().message()));
     return absl::OkStatus();

@@ -490,18 +490,16 @@ StepMetrics Trainer::TrainStep() {
     comm::CommHandle handle;
     int group = -1;  // the bucket in flight, if any
     bool accumulate = false;
-    int mark = 0;  // the model's mark slot its reduce-scatter is ordered after
   };
   std::array<Flight, 3> flights;  // ring buffers 0 and 1, the embeddings' buffer
   static_assert(model::GpuModel::kMarkSlots >= 3, "a mark slot for each buffer in flight");
-  for (size_t i = 0; i < flights.size(); ++i) flights[i].mark = static_cast<int>(i);
   const int embed_group = static_cast<int>(plan_.buckets().size()) - 1;
-  auto flight_of = [&](int group) -> Flight& {
-    return flights[static_cast<size_t>(group == embed_group ? 2 : group % 2)];
-  };
+  // A group's buffer: its flight, and the model's mark slot its collectives are ordered after.
+  auto buffer_slot = [&](int group) { return group == embed_group ? 2 : group % 2; };
+  auto flight_of = [&](int group) -> Flight& { return flights[static_cast<size_t>(buffer_slot(group))]; };
   auto land = [&](Flight& f) -> absl::Status {
     if (f.group < 0) return absl::OkStatus();
-    if (absl::Status s = gpu_->AwaitMark(f.mark); !s.ok()) return s;
+    if (absl::Status s = gpu_->AwaitMark(buffer_slot(f.group)); !s.ok()) return s;
     AwaitCollective(f.handle, "gradient reduce-scatter", phase_, wait_s_);
     const Bucket& b = plan_.buckets()[static_cast<size_t>(f.group)];
     f.group = -1;
@@ -517,7 +515,7 @@ StepMetrics Trainer::TrainStep() {
     std::span<float> buffer = gpu_->DeviceGroupBuffer(group).first(static_cast<size_t>(b.padded));
     Flight& f = flight_of(group);
     // The bucket's gradients complete before NCCL reads them.
-    if (absl::Status s = order_after_model(f.mark); !s.ok()) return s;
+    if (absl::Status s = order_after_model(buffer_slot(group)); !s.ok()) return s;
     f.handle = comm_.StartReduceScatterSum(
         buffer, buffer.subspan(static_cast<size_t>(r * b.slice), static_cast<size_t>(b.slice)));
     f.group = group;
@@ -641,7 +639,7 @@ StepMetrics Trainer::TrainStep() {
     const std::vector<Bucket>& buckets = plan_.buckets();
     std::span<float> master = gpu_->DeviceMasterShard();
     auto slot_of = [&](size_t i) {  // the mark slot that guards bucket i's buffer
-      return stage == 1 ? static_cast<int>(i % 2) : flight_of(buckets[i].group).mark;
+      return stage == 1 ? static_cast<int>(i % 2) : buffer_slot(buckets[i].group);
     };
     auto buffer_of = [&](size_t i) {
       const Bucket& b = buckets[i];
@@ -771,10 +769,11 @@ absl::StatusOr<std::unique_ptr<PendingSave>> Trainer::BeginSave(const fs::path& 
   save->step = step_;
   save->next_sequence = next_sequence_;
   save->last = last;
-  // This rank's ranges, by logical tensor name, copied.
+  // This rank's ranges, by logical tensor name: copied for a background write (training goes
+  // on meanwhile), written from where they are otherwise.
   int64_t owned = 0;
   for (const OwnedPiece& p : owned_) owned += p.size;
-  save->state.resize(static_cast<size_t>(3 * owned));
+  if (background) save->state.resize(static_cast<size_t>(3 * owned));
   float* to = save->state.data();
   for (const OwnedPiece& p : owned_) {
     const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
@@ -782,12 +781,15 @@ absl::StatusOr<std::unique_ptr<PendingSave>> Trainer::BeginSave(const fs::path& 
     const float* bufs[] = {params_.data() + p.flat_offset, optimizer_->m().data() + StateOffset(p),
                            optimizer_->v().data() + StateOffset(p)};
     for (size_t k = 0; k < std::size(kPrefixes) && save->local.ok(); ++k) {
-      std::copy(bufs[k], bufs[k] + p.size, to);
+      const float* from = bufs[k];
+      if (background) {
+        from = std::copy(bufs[k], bufs[k] + p.size, to) - p.size;
+        to += p.size;
+      }
       std::string name = Cat(kPrefixes[k], t.name);
       save->local = save->writer.Add(name, in_tensor, static_cast<uint64_t>(t.size),
-                                     std::span<const float>(to, static_cast<size_t>(p.size)));
+                                     std::span<const float>(from, static_cast<size_t>(p.size)));
       save->info.slices.push_back({std::move(name), in_tensor, static_cast<uint64_t>(p.size), static_cast<uint64_t>(t.size)});
-      to += p.size;
     }
     if (!save->local.ok()) break;
   }

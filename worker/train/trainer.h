@@ -69,8 +69,8 @@ enum class SaveMode { kCommit, kShardsOnly };
 
 // A save under way (Trainer::BeginSave): this rank's state copied at the save step, its
 // shard being written by a thread of its own while training goes on, until FinishSave. The
-// writer's ranges point into `state`, which nothing else touches; the thread writes
-// `written` and is joined before it is read (or when the save is dropped).
+// writer's ranges of a background write point into `state`, which nothing else touches; the
+// thread writes `written` and is joined before it is read (or when the save is dropped).
 struct PendingSave {
   std::filesystem::path root;
   std::filesystem::path tmp;  // the directory the shard goes to
@@ -79,7 +79,7 @@ struct PendingSave {
   int64_t next_sequence = 0;
   StepMetrics last;
   CheckpointInfo info;
-  std::vector<float> state;  // this rank's pieces: parameters, m, v, piece by piece
+  std::vector<float> state;  // background writes: this rank's pieces (parameters, m, v), copied
   ckpt::ShardWriter writer;
   absl::Status local;  // of the writer's Adds
   absl::StatusOr<ckpt::ShardFileInfo> written = absl::UnknownError("not written");
@@ -160,9 +160,9 @@ class Trainer {
   absl::StatusOr<CheckpointInfo> SaveCheckpoint(const std::filesystem::path& root, const StepMetrics& last,
                                                 SaveMode mode = SaveMode::kCommit);
   // SaveCheckpoint in two halves, for checkpoint.async: BeginSave (collective) prepares the
-  // step directory and copies this rank's state (parameters, moments, loader position) to
-  // host memory of the save's own, then writes the shard on a thread of its own (`background`)
-  // or at once; training may go on meanwhile, the copy is not touched by it. FinishSave
+  // step directory and, with `background`, copies this rank's state (parameters, moments) to
+  // host memory of the save's own and writes the shard from it on a thread of its own, so
+  // training may go on meanwhile; without, it writes the shard at once. FinishSave
   // (collective: every rank at the same step) waits for the write, agrees on the outcome and,
   // with kCommit, writes the manifest and commits, exactly as SaveCheckpoint: the files are
   // the same bytes either way. Errors of either half leave no partial step behind.
