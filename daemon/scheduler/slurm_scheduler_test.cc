@@ -130,9 +130,12 @@ TEST_F(SlurmSchedulerTest, AJobRunsAsTheUserItNames) {
 TEST_F(SlurmSchedulerTest, RanksStartedWithSrunGetTheirRankFromSlurmAndUsr1) {
   // As GPU ranks are started (one srun task per rank, no MPI), here without GPUs. Each rank
   // sets its USR1 trap, reports its rank and local id (the test signals once it reads them,
-  // so the trap must already be set), then waits for USR1 and exits 10 + its rank.
+  // so the trap must already be set), then waits for USR1. Rank 0 then exits 0; rank 1 waits
+  // until rank 0's exit is recorded and exits 11. (A rank that failed first would make srun
+  // kill the other, --kill-on-bad-exit, before its trap ran: it would end without an exit code.)
   JobSpec j = Job(1, {"/bin/sh", "-c",
-                      "trap 'exit $((10 + SLURM_PROCID))' USR1; "
+                      "trap 'echo usr1; [ \"$SLURM_PROCID\" = 0 ] && exit 0; "
+                      "while [ ! -e \"$BELAY_LOG_DIR/rank_00000.exit\" ]; do sleep 0.05; done; exit 11' USR1; "
                       "echo \"rank $SLURM_PROCID of $SLURM_NTASKS local $SLURM_LOCALID\"; "
                       "while :; do sleep 0.2; done"});
   j.srun = true;
@@ -150,12 +153,23 @@ TEST_F(SlurmSchedulerTest, RanksStartedWithSrunGetTheirRankFromSlurmAndUsr1) {
   ASSERT_TRUE(sched_->Signal(id, SIGUSR1).ok());
   const JobStatus st = WaitFor(id, JobState::kEnded);
   ASSERT_EQ(st.ranks.size(), 2u) << st.message;
-  for (const RankEnd& e : st.ranks) EXPECT_EQ(e.exit_code, 10 + e.rank) << "rank " << e.rank;
+  for (const RankEnd& e : st.ranks) {
+    EXPECT_EQ(e.exit_code, e.rank == 0 ? 0 : 11) << "rank " << e.rank;
+    std::ifstream in(j.log_dir / Cat("rank_0000", e.rank, ".log"));
+    std::string line;
+    std::getline(in, line);
+    std::getline(in, line);
+    EXPECT_EQ(line, "usr1") << "rank " << e.rank;
+  }
 }
 
 TEST_F(SlurmSchedulerTest, Usr1ReachesEveryRankThroughTheBatchShell) {
-  const std::string id =
-      Submit(Job(2, {"/bin/sh", "-c", "trap 'exit 7' USR1; echo ready; while :; do sleep 0.2; done"}));
+  // Rank 0 exits 0 on USR1; rank 1 exits 7 once rank 0's exit is recorded (mpirun ends the
+  // job when a rank fails, and would kill a rank whose trap had not run yet).
+  const std::string id = Submit(Job(2, {"/bin/sh", "-c",
+                                        "trap '[ \"$OMPI_COMM_WORLD_RANK\" = 0 ] && exit 0; "
+                                        "while [ ! -e \"$BELAY_LOG_DIR/rank_00000.exit\" ]; do sleep 0.05; done; "
+                                        "exit 7' USR1; echo ready; while :; do sleep 0.2; done"}));
   ASSERT_EQ(WaitFor(id, JobState::kRunning).state, JobState::kRunning);
   // Both ranks up (their logs say so) before the signal.
   const fs::path logs = dir_ / "attempt_2";
@@ -168,7 +182,9 @@ TEST_F(SlurmSchedulerTest, Usr1ReachesEveryRankThroughTheBatchShell) {
   const JobStatus st = WaitFor(id, JobState::kEnded, 60s);
   ASSERT_EQ(st.state, JobState::kEnded) << st.message;
   ASSERT_EQ(st.ranks.size(), 2u);
-  for (const RankEnd& e : st.ranks) EXPECT_EQ(e.exit_code, 7) << "rank " << e.rank << ": " << st.message;
+  for (const RankEnd& e : st.ranks) {
+    EXPECT_EQ(e.exit_code, e.rank == 0 ? 0 : 7) << "rank " << e.rank << ": " << st.message;
+  }
 }
 
 TEST_F(SlurmSchedulerTest, SigkillCancelsAndPollingStaysWithinItsBudget) {
