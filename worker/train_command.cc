@@ -2,6 +2,9 @@
 // stdout, logs on stderr.
 #include "worker/train_command.h"
 
+#include <charconv>
+#include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -12,6 +15,7 @@
 
 #include "common/campaign_spec.h"
 #include "common/checksum.h"
+#include "common/duration.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "kernels/device.h"
@@ -21,6 +25,7 @@
 #include "common/ckpt/layout.h"
 #include "worker/runtime/coordinator_client.h"
 #include "worker/runtime/rank_env.h"
+#include "worker/train/checkpoint_interval.h"
 #include "worker/train/trainer.h"
 
 namespace belay::worker {
@@ -29,6 +34,25 @@ namespace {
 volatile std::sig_atomic_t g_stop_signal = 0;
 
 void OnStopSignal(int sig) { g_stop_signal = sig; }
+
+// --mtbf: a duration ("4h", "1h30m") or a number of seconds above zero ("0.5").
+absl::StatusOr<double> ParseMtbf(const std::string& text) {
+  double seconds = 0;
+  const char* end = text.data() + text.size();
+  auto [at, ec] = std::from_chars(text.data(), end, seconds);
+  if (ec != std::errc() || at != end) {
+    absl::StatusOr<std::chrono::seconds> d = ParseDuration(text);
+    if (!d.ok()) return absl::InvalidArgumentError(Cat("\"", text, "\" is neither a duration nor a number of seconds"));
+    seconds = static_cast<double>(d->count());
+  }
+  if (!(seconds > 0) || !std::isfinite(seconds)) return absl::InvalidArgumentError(Cat("\"", text, "\" must be above zero"));
+  return seconds;
+}
+
+// Seconds on the monotonic clock.
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 void PrintStep(const train::StepMetrics& m) {
   nlohmann::json j = {{"step", m.step},
@@ -293,6 +317,37 @@ int Run(const TrainOptions& o) {
   std::signal(SIGTERM, OnStopSignal);
 
   const std::optional<int64_t> every = spec.checkpoint.every_steps;
+  // checkpoint.every_steps = "auto": rank 0 times the steps and the saves and decides by the
+  // Young/Daly rule (checkpoint_interval.h); every rank follows its decision (one all-reduce a
+  // step), so all save the same step. Steps that are multiples of keep_every are saved too.
+  std::optional<train::AutoCheckpointClock> auto_clock;
+  if (!every) {
+    absl::StatusOr<double> mtbf = ParseMtbf(opts.mtbf);
+    if (!mtbf.ok()) return fail(Cat("--mtbf / BELAY_CHECKPOINT_MTBF: ", mtbf.status().message()));
+    auto_clock.emplace(*mtbf, Now());
+    if (lead) {
+      spdlog::info("checkpoint.every_steps = auto: saving by the Young/Daly rule for a failure every {} s", *mtbf);
+    }
+  }
+  auto save_due = [&](int64_t step) {
+    if (every) return step % *every == 0;
+    int64_t due = lead && auto_clock->Due(Now()) ? 1 : 0;
+    if (spec.checkpoint.keep_every > 0 && step % spec.checkpoint.keep_every == 0) due = 1;
+    if (absl::Status s = comm.AllReduceSumInt64(std::span(&due, 1)); !s.ok()) {
+      spdlog::critical("all-reduce of the save decision failed: {}", std::string(s.message()));
+      std::abort();
+    }
+    return due > 0;
+  };
+  // The time a save held training up, for the auto interval: `at` is when its state was taken.
+  auto save_took = [&](double at, double cost) {
+    if (!auto_clock) return;
+    auto_clock->Saved(at, cost);
+    if (lead) {
+      spdlog::info("checkpoint.every_steps = auto: the save held training up {:.3f} s; next save {:.0f} s after it",
+                   cost, auto_clock->interval_s().value_or(0));
+    }
+  };
   // Under belayd the ranks write and report their shards; belayd commits (docs/checkpoints.md).
   const train::SaveMode save_mode = link ? train::SaveMode::kShardsOnly : train::SaveMode::kCommit;
   train::StepMetrics m;
@@ -321,6 +376,7 @@ int Run(const TrainOptions& o) {
   // step, at the same step on every rank. A failed save is reported and training goes on;
   // the previous checkpoint stands.
   std::unique_ptr<train::PendingSave> pending;
+  double pending_at = 0, pending_cost = 0;  // when the pending save began, its cost so far
   auto saved = [&](const absl::StatusOr<train::CheckpointInfo>& c, const train::StepMetrics& at) {
     if (!c.ok()) {
       if (lead) spdlog::error("checkpoint at step {} failed: {}", at.step, std::string(c.status().message()));
@@ -333,7 +389,9 @@ int Run(const TrainOptions& o) {
   };
   auto finish_pending = [&] {
     if (!pending) return;
+    const double t0 = Now();
     absl::StatusOr<train::CheckpointInfo> c = trainer.FinishSave(*pending);
+    save_took(pending_at, pending_cost + (Now() - t0));
     const train::StepMetrics at = pending->last;
     pending.reset();
     saved(c, at);
@@ -344,6 +402,7 @@ int Run(const TrainOptions& o) {
       trainer.PoisonParametersForTesting();
     }
     m = trainer.TrainStep();
+    if (auto_clock) auto_clock->StepEnded(Now());
     if (lead) PrintStep(m);
     if (link) {
       link->SetPosition(m.step, v1::WORKER_PHASE_DATA);
@@ -361,17 +420,23 @@ int Run(const TrainOptions& o) {
         link->ReportEval(e);
       }
     }
-    if (every && m.step % *every == 0) {
+    if (save_due(m.step)) {
+      const double t0 = Now();
       if (spec.checkpoint.async) {
         absl::StatusOr<std::unique_ptr<train::PendingSave>> begun =
             trainer.BeginSave(spec.checkpoint.dir, m, save_mode, /*background=*/true);
         if (begun.ok()) {
           pending = std::move(*begun);
+          pending_at = t0;
+          pending_cost = Now() - t0;
         } else {
+          save_took(t0, Now() - t0);
           saved(begun.status(), m);
         }
       } else {
-        saved(trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode), m);
+        absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode);
+        save_took(t0, Now() - t0);
+        saved(c, m);
       }
     }
   }
@@ -411,6 +476,11 @@ void AddTrainCommand(CLI::App& app, int* exit_code) {
                  "under belayd: resume from the checkpoint belayd names when the ranks register "
                  "(for jobs queued before that checkpoint existed)")
       ->excludes("--resume");
+  cmd->add_option("--mtbf", opts->mtbf,
+                  "for checkpoint.every_steps = \"auto\": the mean time between failures to save for, "
+                  "a duration such as \"4h\" or seconds (belayd sets it from the campaign's history)")
+      ->envname("BELAY_CHECKPOINT_MTBF")
+      ->capture_default_str();
   cmd->add_option("--device", opts->device,
                   "cpu, cuda, or auto: cuda when the campaign asks for GPUs (resources.gpus_per_node); "
                   "each rank takes the GPU of its local rank")

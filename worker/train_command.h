@@ -18,6 +18,9 @@ struct TrainOptions {
   bool resume_from_coordinator = false;
   // "cpu", "cuda", or "auto": cuda when the campaign asks for GPUs (resources.gpus_per_node).
   std::string device = "auto";
+  // checkpoint.every_steps = "auto": the mean time between failures the save interval is
+  // chosen for (a duration; --mtbf, or BELAY_CHECKPOINT_MTBF as belayd sets it).
+  std::string mtbf = "4h";
 };
 
 void AddTrainCommand(CLI::App& app, int* exit_code);

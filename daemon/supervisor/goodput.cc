@@ -2,6 +2,7 @@
 #include "daemon/supervisor/goodput.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "daemon/supervisor/supervisor.h"
 
@@ -61,6 +62,25 @@ pb::GoodputLedger ComputeGoodput(const std::vector<pb::Attempt>& attempts, TimeP
                                                   sum.detection_rank_hours() - sum.restart_rank_hours()));
   sum.set_goodput_fraction(sum.spent_rank_hours() > 0 ? sum.productive_rank_hours() / sum.spent_rank_hours() : 0.0);
   return ledger;
+}
+
+std::chrono::seconds EstimateMtbf(const std::vector<pb::Attempt>& attempts, std::chrono::seconds prior) {
+  double run_s = 0;
+  int64_t failures = 0;
+  for (const pb::Attempt& a : attempts) {
+    if (a.state() != pb::ATTEMPT_STATE_ENDED || !a.has_start_time() || !a.has_end_time()) continue;
+    run_s += std::max(0.0, std::chrono::duration<double>(FromTimestamp(a.end_time()) - FromTimestamp(a.start_time())).count());
+    switch (a.end_reason()) {
+      case pb::END_REASON_NODE_FAILURE:
+      case pb::END_REASON_RANK_CRASH:
+      case pb::END_REASON_HANG:
+      case pb::END_REASON_OUT_OF_MEMORY:
+      case pb::END_REASON_PREEMPTED: ++failures; break;
+      default: break;
+    }
+  }
+  const double mtbf = (static_cast<double>(prior.count()) + run_s) / static_cast<double>(failures + 1);
+  return std::chrono::seconds(std::max<int64_t>(1, std::llround(mtbf)));
 }
 
 }  // namespace belay::supervisor

@@ -2,6 +2,7 @@
 // records (times, steps, end reasons) whenever asked; nothing of it is stored separately.
 #pragma once
 
+#include <chrono>
 #include <vector>
 
 #include "belay/v1/types.pb.h"
@@ -25,5 +26,14 @@ namespace pb = ::belay::v1;
 // spent − lost work − detection − restart costs; goodput = productive / spent. Checkpoint
 // time is not measured yet (0).
 pb::GoodputLedger ComputeGoodput(const std::vector<pb::Attempt>& attempts, TimePoint now);
+
+// checkpoint.every_steps = "auto": the mean time between failures a campaign's next attempt
+// saves for, from its ended attempts' records:
+//   (prior + Σ their start → end) / (1 + the failures that lost work)
+// where the failures are attempts that ended by node failure, rank crash, hang, running out
+// of memory or preemption (not completed, time limit, cancelled, nan or loss spike). `prior`
+// counts as one stretch without a failure before the campaign: a young campaign saves for it,
+// and the campaign's own record takes over as it grows. At least one second.
+std::chrono::seconds EstimateMtbf(const std::vector<pb::Attempt>& attempts, std::chrono::seconds prior);
 
 }  // namespace belay::supervisor

@@ -50,5 +50,42 @@ TEST(Goodput, NothingSpentIsZeroNotADivisionByZero) {
   EXPECT_EQ(g.incidents_size(), 0);
 }
 
+TEST(EstimateMtbf, TheCampaignsFailuresAndRunTimeWeighAgainstThePrior) {
+  const TimePoint t0(std::chrono::seconds(1'800'000'000));
+  auto attempt = [&](int n, pb::AttemptState state, pb::EndReason reason, std::chrono::seconds from,
+                     std::chrono::seconds to) {
+    pb::Attempt a;
+    a.set_number(n);
+    a.set_state(state);
+    a.set_end_reason(reason);
+    SetTime(a.mutable_start_time(), t0 + from);
+    if (state == pb::ATTEMPT_STATE_ENDED) SetTime(a.mutable_end_time(), t0 + to);
+    return a;
+  };
+  EXPECT_EQ(EstimateMtbf({}, 4h), 4h);  // nothing known yet: the prior
+  std::vector<pb::Attempt> as;
+  as.push_back(attempt(1, pb::ATTEMPT_STATE_ENDED, pb::END_REASON_TIME_LIMIT, 0s, 2h));
+  EXPECT_EQ(EstimateMtbf(as, 4h), 6h);  // two hours without a failure
+  as.push_back(attempt(2, pb::ATTEMPT_STATE_ENDED, pb::END_REASON_NODE_FAILURE, 2h, 3h));
+  as.push_back(attempt(3, pb::ATTEMPT_STATE_ENDED, pb::END_REASON_RANK_CRASH, 3h, 4h));
+  EXPECT_EQ(EstimateMtbf(as, 4h), 28800s / 3);
+  // A NaN rollback and a user's cancel are no failures of the machine; a running attempt and
+  // one still queued have no run time yet.
+  as.push_back(attempt(4, pb::ATTEMPT_STATE_ENDED, pb::END_REASON_NAN, 4h, 5h));
+  as.push_back(attempt(5, pb::ATTEMPT_STATE_ENDED, pb::END_REASON_CANCELLED_BY_USER, 5h, 6h));
+  as.push_back(attempt(6, pb::ATTEMPT_STATE_RUNNING, pb::END_REASON_UNSPECIFIED, 6h, 6h));
+  pb::Attempt queued;
+  queued.set_state(pb::ATTEMPT_STATE_QUEUED);
+  as.push_back(queued);
+  EXPECT_EQ(EstimateMtbf(as, 4h), 36000s / 3);
+  // Hangs, lost memory and preemption count.
+  as.push_back(attempt(8, pb::ATTEMPT_STATE_ENDED, pb::END_REASON_HANG, 6h, 7h));
+  as.push_back(attempt(9, pb::ATTEMPT_STATE_ENDED, pb::END_REASON_OUT_OF_MEMORY, 7h, 7h));
+  as.push_back(attempt(10, pb::ATTEMPT_STATE_ENDED, pb::END_REASON_PREEMPTED, 7h, 8h));
+  EXPECT_EQ(EstimateMtbf(as, 4h), 12h / 6);
+  EXPECT_EQ(EstimateMtbf(as, 0s), 28800s / 6);
+  EXPECT_EQ(EstimateMtbf({attempt(1, pb::ATTEMPT_STATE_ENDED, pb::END_REASON_HANG, 0s, 0s)}, 0s), 1s);
+}
+
 }  // namespace
 }  // namespace belay::supervisor

@@ -19,11 +19,13 @@
 #include "common/checksum.h"
 #include "common/ckpt/layout.h"
 #include "common/ckpt/manifest.h"
+#include "common/duration.h"
 #include "common/durable_file.h"
 #include "common/strings.h"
 #include "daemon/checkpoints/catalog.h"
 #include "daemon/scheduler/identity.h"
 #include "daemon/store/records.h"
+#include "daemon/supervisor/goodput.h"
 #include "daemon/supervisor/policy.h"
 #include "fmt/format.h"
 #include "spdlog/spdlog.h"
@@ -630,6 +632,13 @@ sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::st
   }
   job.env = {{"BELAY_CAMPAIGN", c.id()}, {"BELAY_ATTEMPT", std::to_string(number)}, {"BELAY_TOKEN", token}};
   if (!options_.coordinator_address.empty()) job.env.push_back({"BELAY_COORDINATOR", options_.coordinator_address});
+  if (!l.spec.checkpoint.every_steps) {
+    // The save interval follows the failures seen so far (a store read error: the prior).
+    absl::StatusOr<std::vector<pb::Attempt>> attempts = store::ListAttempts(store_, c.id());
+    const std::chrono::seconds mtbf =
+        EstimateMtbf(attempts.ok() ? *attempts : std::vector<pb::Attempt>{}, options_.checkpoint_mtbf_prior);
+    job.env.push_back({"BELAY_CHECKPOINT_MTBF", FormatDuration(mtbf)});
+  }
   if (l.spec.resources.time_limit) job.time_limit = *l.spec.resources.time_limit;
   for (const std::string& n : a.excluded_nodes()) job.exclude_nodes.push_back(n);
   job.kind = c.scheduler();

@@ -43,6 +43,10 @@ struct SupervisorOptions {
   // is known and during saves and evals, and the least timeout once it is.
   std::chrono::seconds default_hang_timeout{600};
   std::chrono::seconds auto_hang_floor{180};
+  // checkpoint.every_steps = "auto": the time between failures a campaign expects before its
+  // own attempts tell (goodput.h EstimateMtbf); the workers get the estimate in
+  // BELAY_CHECKPOINT_MTBF.
+  std::chrono::seconds checkpoint_mtbf_prior{4 * 3600};
   // After SIGUSR1 for a cancel, how long ranks get to checkpoint before SIGKILL.
   std::chrono::seconds cancel_grace{60};
   // A checkpoint becomes "good" once this many further steps ran without trouble.

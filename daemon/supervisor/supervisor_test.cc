@@ -239,6 +239,7 @@ TEST_F(SupervisorTest, ACampaignRunsToCompletion) {
   EXPECT_EQ(env("BELAY_TOKEN").size(), 32u);
   EXPECT_EQ(sup_->AttemptOfToken(env("BELAY_TOKEN")), (Supervisor::AttemptRef{id, 1, 2, ""}));
   EXPECT_FALSE(sup_->AttemptOfToken("forged").has_value());
+  EXPECT_EQ(env("BELAY_CHECKPOINT_MTBF"), "");  // every_steps is a number
 
   Tick();  // the job runs
   EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_RUNNING);
@@ -287,6 +288,23 @@ TEST_F(SupervisorTest, ARankCrashRestartsAfterBackoffFromTheLastCheckpoint) {
   EXPECT_EQ(*(resume + 1), StepDir(id, 20).string());
   Tick();
   EXPECT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_RUNNING);
+}
+
+TEST_F(SupervisorTest, WithAutoSaveIntervalsTheWorkersLearnTheFailureRateSoFar) {
+  spec_.checkpoint.every_steps = std::nullopt;  // "auto"
+  const std::string id = SubmitAndStart();
+  EXPECT_EQ(EnvOf(sched_.submitted()[0], "BELAY_CHECKPOINT_MTBF"), "4h");  // the prior alone
+  Tick();
+  clock_.Advance(2h);
+  Steps(id, 1, 1, 23);
+  Save(id, 1, 20);
+  sched_.End(JobOf(id, 1), Crash(1, SIGKILL));
+  Tick();
+  clock_.Advance(1min);
+  Tick();
+  ASSERT_EQ(sched_.submitted().size(), 2u);
+  // One failure in two hours of the campaign's own: (4 h + 2 h) / 2.
+  EXPECT_EQ(EnvOf(sched_.submitted()[1], "BELAY_CHECKPOINT_MTBF"), "3h");
 }
 
 TEST_F(SupervisorTest, ACorruptCheckpointIsSkippedForThePreviousOne) {

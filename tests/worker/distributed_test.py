@@ -185,6 +185,26 @@ keep_last = 5
             if a != b:
                 fail(f"two 4-rank runs end in different shards for rank {r}")
 
+        # checkpoint.every_steps = "auto": rank 0 decides and every rank saves the same steps.
+        # With a failure every microsecond that is every step; each saved step has all four
+        # shards and a manifest (retention kept 16..20), and the state is that of fixed saves.
+        pathlib.Path("auto.toml").write_text(
+            base.format(gb=24, stage=2).replace("every_steps = 10", 'every_steps = "auto"'))
+        _, auto = train(4, "auto.toml", "auto", "--mtbf", "0.000001")
+        compare("stage 2 on 4 ranks, auto save interval", steps(auto), runs[(2, 4)][1], exact=True)
+        kept = sorted(p.name for p in pathlib.Path("auto/dp").glob("step_*"))
+        if kept != [f"step_{s:09d}" for s in range(16, 21)]:
+            fail(f"auto saves on 4 ranks: kept {kept}")
+        for s in range(16, 21):
+            d = pathlib.Path(f"auto/dp/step_{s:09d}")
+            if not (d / "manifest.json").exists() or len(list(d.glob("rank_*.bin"))) != 4:
+                fail(f"auto save of step {s} is incomplete: {sorted(p.name for p in d.iterdir())}")
+        for r in range(4):
+            if (pathlib.Path(f"auto/dp/step_000000020/rank_{r:05d}.bin").read_bytes() !=
+                    pathlib.Path(f"s2n4/dp/step_000000020/rank_{r:05d}.bin").read_bytes()):
+                fail(f"auto saves end in a different shard for rank {r}")
+        print("auto save interval: four ranks saved every step together")
+
         # Memory: optimizer state per rank shrinks as 1/W under stages 1 and 2.
         print(f"optimizer bytes per rank ({n_params} parameters, 8 bytes each for m and v):")
         for (stage, np), (lines, _) in sorted(runs.items()):

@@ -67,6 +67,31 @@ for step in 000000010 000000020; do
   cmp a/tiny/step_$step/rank_00000.bin s/tiny/step_$step/rank_00000.bin \
     || fail "the asynchronous save of step $step differs from the synchronous one"
 done
+# checkpoint.every_steps = "auto" (Young/Daly). Failures a year apart: no save but those of
+# keep_every's multiples and the last step. A failure every microsecond: a save after every
+# step (keep_last 5 and keep_every 10 retained). The losses and the saved states never change.
+sed 's/^every_steps = 10$/every_steps = "auto"\nkeep_every = 10/' c.toml > auto.toml
+grep -q '^every_steps = "auto"$' auto.toml || fail "auto.toml lacks every_steps = \"auto\""
+BELAY_CHECKPOINT_MTBF=365d "$bin/belay-worker" --log-level warn train --spec auto.toml --out v > v.jsonl
+[ "$(losses a.jsonl)" = "$(losses v.jsonl)" ] || fail "auto save intervals change the losses"
+[ "$(ls v/tiny | grep step_ | tr '\n' ' ')" = "step_000000010 step_000000020 " ] \
+  || fail "rare failures: expected saves at steps 10 and 20 only, got $(ls v/tiny)"
+"$bin/belay-worker" --log-level info train --spec auto.toml --out u --mtbf 0.000001 > u.jsonl 2> u.err
+[ "$(losses a.jsonl)" = "$(losses u.jsonl)" ] || fail "auto save intervals change the losses"
+[ "$(ls u/tiny | grep step_ | tr '\n' ' ')" \
+  = "step_000000010 step_000000016 step_000000017 step_000000018 step_000000019 step_000000020 " ] \
+  || fail "constant failures: expected a save after every step, kept 10 and 16..20, got $(ls u/tiny)"
+[ "$(grep -c 'the save held training up' u.err)" = 20 ] || fail "expected 20 timed saves: $(cat u.err)"
+for step in 000000010 000000020; do
+  cmp a/tiny/step_$step/rank_00000.bin u/tiny/step_$step/rank_00000.bin \
+    || fail "the auto save of step $step differs from the fixed-interval one"
+done
+set +e
+err=$("$bin/belay-worker" train --spec auto.toml --out w --mtbf 0 2>&1 >/dev/null)
+rc=$?
+set -e
+[ $rc = 1 ] && echo "$err" | grep -q 'must be above zero' || fail "--mtbf 0: rc $rc, $err"
+
 train --out c --steps 10 > c1.jsonl
 train --out c --resume c > c2.jsonl
 [ "$(losses c1.jsonl; losses c2.jsonl)" = "$(losses a.jsonl)" ] \
