@@ -304,7 +304,8 @@ int Goodput(const Common& c, const std::string& id, bool json) {
   std::cout << id << ": goodput " << std::fixed << std::setprecision(1) << 100.0 * g.goodput_fraction() << "% ("
             << rs(g.productive_rank_hours()) << " productive of " << rs(g.spent_rank_hours()) << " spent)\n"
             << "  lost work " << rs(g.lost_work_rank_hours()) << ", detection " << rs(g.detection_rank_hours())
-            << ", restarts " << rs(g.restart_rank_hours()) << "; " << g.incidents() << " incident"
+            << ", restarts " << rs(g.restart_rank_hours()) << ", checkpoints " << rs(g.checkpoint_rank_hours())
+            << "; " << g.incidents() << " incident"
             << (g.incidents() == 1 ? "" : "s") << "\n";
   for (const v1::GoodputIncident& i : resp.ledger().incidents()) {
     std::cout << "  attempt " << i.attempt_number() << " " << v1::ShortName(i.end_reason()) << ": " << i.lost_steps()

@@ -82,8 +82,10 @@ v1::StepMetrics ToProto(const train::StepMetrics& m) {
   return p;
 }
 
-v1::CheckpointShard ShardProto(const train::CheckpointInfo& c, int rank) {
+// `blocked_s`: how long the save held this rank's training up.
+v1::CheckpointShard ShardProto(const train::CheckpointInfo& c, int rank, double blocked_s) {
   v1::CheckpointShard s;
+  s.set_blocked_time_s(blocked_s);
   s.set_step(c.step);
   s.set_rank(rank);
   s.set_path((c.step_dir / ckpt::ShardFileName(rank)).string());
@@ -339,15 +341,6 @@ int Run(const TrainOptions& o) {
     }
     return due > 0;
   };
-  // The time a save held training up, for the auto interval: `at` is when its state was taken.
-  auto save_took = [&](double at, double cost) {
-    if (!auto_clock) return;
-    auto_clock->Saved(at, cost);
-    if (lead) {
-      spdlog::info("checkpoint.every_steps = auto: the save held training up {:.3f} s; next save {:.0f} s after it",
-                   cost, auto_clock->interval_s().value_or(0));
-    }
-  };
   // Under belayd the ranks write and report their shards; belayd commits (docs/checkpoints.md).
   const train::SaveMode save_mode = link ? train::SaveMode::kShardsOnly : train::SaveMode::kCommit;
   train::StepMetrics m;
@@ -377,7 +370,18 @@ int Run(const TrainOptions& o) {
   // the previous checkpoint stands.
   std::unique_ptr<train::PendingSave> pending;
   double pending_at = 0, pending_cost = 0;  // when the pending save began, its cost so far
-  auto saved = [&](const absl::StatusOr<train::CheckpointInfo>& c, const train::StepMetrics& at) {
+  // A save ended: `began` is when its state was taken, `cost` the seconds it held this rank's
+  // training up (the auto interval's save cost; reported with the shard for the goodput
+  // ledger).
+  auto saved = [&](const absl::StatusOr<train::CheckpointInfo>& c, const train::StepMetrics& at, double began,
+                   double cost) {
+    if (auto_clock) {
+      auto_clock->Saved(began, cost);
+      if (lead) {
+        spdlog::info("checkpoint.every_steps = auto: the save held training up {:.3f} s; next save {:.0f} s after it",
+                     cost, auto_clock->interval_s().value_or(0));
+      }
+    }
     if (!c.ok()) {
       if (lead) spdlog::error("checkpoint at step {} failed: {}", at.step, std::string(c.status().message()));
       if (link && lead) link->ReportSaveFailure(at.step, std::string(c.status().message()));
@@ -385,16 +389,16 @@ int Run(const TrainOptions& o) {
     }
     saved_at = at.step;
     if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());
-    if (link) link->ReportShard(ShardProto(*c, comm.rank()), lead ? std::optional(ToProto(at)) : std::nullopt);
+    if (link) link->ReportShard(ShardProto(*c, comm.rank(), cost), lead ? std::optional(ToProto(at)) : std::nullopt);
   };
   auto finish_pending = [&] {
     if (!pending) return;
     const double t0 = Now();
     absl::StatusOr<train::CheckpointInfo> c = trainer.FinishSave(*pending);
-    save_took(pending_at, pending_cost + (Now() - t0));
+    const double cost = pending_cost + (Now() - t0);
     const train::StepMetrics at = pending->last;
     pending.reset();
-    saved(c, at);
+    saved(c, at, pending_at, cost);
   };
   while (trainer.step() < last && !stop_requested()) {
     if (nan_at > 0 && trainer.step() + 1 == nan_at) {
@@ -430,23 +434,23 @@ int Run(const TrainOptions& o) {
           pending_at = t0;
           pending_cost = Now() - t0;
         } else {
-          save_took(t0, Now() - t0);
-          saved(begun.status(), m);
+          saved(begun.status(), m, t0, Now() - t0);
         }
       } else {
         absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode);
-        save_took(t0, Now() - t0);
-        saved(c, m);
+        saved(c, m, t0, Now() - t0);
       }
     }
   }
   finish_pending();
   if (g_stop_signal != 0) spdlog::warn("signal {}: checkpointing and stopping", int{g_stop_signal});
   if (trainer.step() != saved_at) {
+    const double t0 = Now();
     absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode);
     if (!c.ok()) return fail(Cat("final checkpoint at step ", trainer.step(), " failed: ", c.status().message()));
+    const double cost = Now() - t0;
     if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());
-    if (link) link->ReportShard(ShardProto(*c, comm.rank()), lead ? std::optional(ToProto(m)) : std::nullopt);
+    if (link) link->ReportShard(ShardProto(*c, comm.rank(), cost), lead ? std::optional(ToProto(m)) : std::nullopt);
   }
   if (link) {
     const v1::ExitKind kind = trainer.step() >= spec.total_steps() ? v1::EXIT_KIND_COMPLETED

@@ -184,7 +184,9 @@ grpc::Status CoordinatorService::GetCampaign(grpc::ServerContext* ctx, const v1:
   absl::StatusOr<std::vector<v1::Attempt>> attempts = store::ListAttempts(store_, c->id());
   if (!attempts.ok()) return ToGrpc(attempts.status());
   AddAttempts(*attempts, resp);
-  *resp->mutable_ledger() = supervisor::ComputeGoodput(*attempts, clock_.Now());
+  absl::StatusOr<std::vector<v1::Checkpoint>> checkpoints = store::ListCheckpoints(store_, c->id());
+  if (!checkpoints.ok()) return ToGrpc(checkpoints.status());
+  *resp->mutable_ledger() = supervisor::ComputeGoodput(*attempts, *checkpoints, clock_.Now());
   absl::StatusOr<v1::Progress> p = ProgressOf(*c);
   if (!p.ok()) return ToGrpc(p.status());
   *resp->mutable_progress() = *p;

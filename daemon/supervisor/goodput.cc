@@ -15,7 +15,8 @@ double Hours(TimePoint a, TimePoint b) {
 
 }  // namespace
 
-pb::GoodputLedger ComputeGoodput(const std::vector<pb::Attempt>& attempts, TimePoint now) {
+pb::GoodputLedger ComputeGoodput(const std::vector<pb::Attempt>& attempts,
+                                 const std::vector<pb::Checkpoint>& checkpoints, TimePoint now) {
   pb::GoodputLedger ledger;
   pb::GoodputSummary& sum = *ledger.mutable_summary();
   for (size_t i = 0; i < attempts.size(); ++i) {
@@ -58,8 +59,16 @@ pb::GoodputLedger ComputeGoodput(const std::vector<pb::Attempt>& attempts, TimeP
     sum.set_incidents(sum.incidents() + 1);
     *ledger.add_incidents() = std::move(inc);
   }
+  double blocked_s = 0;
+  for (const pb::Checkpoint& ck : checkpoints) {
+    for (const pb::CheckpointShard& sh : ck.shards()) {
+      if (std::isfinite(sh.blocked_time_s()) && sh.blocked_time_s() > 0) blocked_s += sh.blocked_time_s();
+    }
+  }
+  sum.set_checkpoint_rank_hours(blocked_s / 3600.0);
   sum.set_productive_rank_hours(std::max(0.0, sum.spent_rank_hours() - sum.lost_work_rank_hours() -
-                                                  sum.detection_rank_hours() - sum.restart_rank_hours()));
+                                                  sum.detection_rank_hours() - sum.restart_rank_hours() -
+                                                  sum.checkpoint_rank_hours()));
   sum.set_goodput_fraction(sum.spent_rank_hours() > 0 ? sum.productive_rank_hours() / sum.spent_rank_hours() : 0.0);
   return ledger;
 }

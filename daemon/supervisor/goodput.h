@@ -22,10 +22,13 @@ namespace pb = ::belay::v1;
 //   detection cost (detection − failure) × ranks
 //   restart cost   the next attempt's start → first step report, × ranks
 //   downtime       failure → the next attempt's first step report
+// Checkpoint cost = Σ over the checkpoints' shards of the time the save held that rank's
+// training up (CheckpointShard.blocked_time_s, as the ranks report it; saves that failed, and
+// saves of a step whose record a later save of the same step replaced, are not in it).
 // Summary: spent = Σ attempts (start → end, or now while running) × ranks; productive =
-// spent − lost work − detection − restart costs; goodput = productive / spent. Checkpoint
-// time is not measured yet (0).
-pb::GoodputLedger ComputeGoodput(const std::vector<pb::Attempt>& attempts, TimePoint now);
+// spent − lost work − detection − restart − checkpoint costs; goodput = productive / spent.
+pb::GoodputLedger ComputeGoodput(const std::vector<pb::Attempt>& attempts,
+                                 const std::vector<pb::Checkpoint>& checkpoints, TimePoint now);
 
 // checkpoint.every_steps = "auto": the mean time between failures a campaign's next attempt
 // saves for, from its ended attempts' records:

@@ -1,6 +1,9 @@
 // The goodput ledger of a campaign with one crash.
 #include "daemon/supervisor/goodput.h"
 
+#include <cmath>
+#include <vector>
+
 #include "daemon/supervisor/supervisor.h"
 #include "gtest/gtest.h"
 
@@ -29,7 +32,14 @@ TEST(Goodput, ACrashCostsItsLostStepsDetectionAndRestart) {
   SetTime(a2.mutable_start_time(), t0 + 1120s);
   SetTime(a2.mutable_first_step_time(), t0 + 1180s);  // 60 s restart
 
-  pb::GoodputLedger g = ComputeGoodput({a1, a2}, t0 + 2180s);
+  // Two checkpoints: each held both ranks up, 3 s and 2 s; one odd report counts nothing.
+  std::vector<pb::Checkpoint> cks(2);
+  for (pb::Checkpoint& ck : cks) {
+    for (double s : {3.0, 2.0}) ck.add_shards()->set_blocked_time_s(s);
+  }
+  cks[1].add_shards()->set_blocked_time_s(-1);
+  cks[1].add_shards()->set_blocked_time_s(std::nan(""));
+  pb::GoodputLedger g = ComputeGoodput({a1, a2}, cks, t0 + 2180s);
   ASSERT_EQ(g.incidents_size(), 1);
   const pb::GoodputIncident& inc = g.incidents(0);
   EXPECT_EQ(inc.lost_steps(), 21);
@@ -40,12 +50,13 @@ TEST(Goodput, ACrashCostsItsLostStepsDetectionAndRestart) {
   const pb::GoodputSummary& s = g.summary();
   EXPECT_EQ(s.incidents(), 1);
   EXPECT_NEAR(s.spent_rank_hours() * 3600, 1090 * 2 + 1060 * 2, 1e-6);
-  EXPECT_NEAR(s.productive_rank_hours() * 3600, 4300 - 420 - 60 - 120, 1e-6);
-  EXPECT_NEAR(s.goodput_fraction(), 3700.0 / 4300.0, 1e-9);
+  EXPECT_NEAR(s.checkpoint_rank_hours() * 3600, 10, 1e-9);
+  EXPECT_NEAR(s.productive_rank_hours() * 3600, 4300 - 420 - 60 - 120 - 10, 1e-6);
+  EXPECT_NEAR(s.goodput_fraction(), 3690.0 / 4300.0, 1e-9);
 }
 
 TEST(Goodput, NothingSpentIsZeroNotADivisionByZero) {
-  pb::GoodputLedger g = ComputeGoodput({}, TimePoint());
+  pb::GoodputLedger g = ComputeGoodput({}, {}, TimePoint());
   EXPECT_EQ(g.summary().goodput_fraction(), 0.0);
   EXPECT_EQ(g.incidents_size(), 0);
 }

@@ -122,6 +122,15 @@ def main():
         if "deletes checkpoint step" not in belay("events", cid).stdout:
             fail("no retention event")
         print(f"final checkpoint byte-identical to an uninterrupted run's, manifest written by belayd; kept {catalog}")
+        # The goodput ledger counts the time the ranks' saves held training up (each rank
+        # reports it with its shard): some, and less than all that was spent.
+        ledger = json.loads(belay("goodput", cid, "--json").stdout)["summary"]
+        ckpt_h, spent_h = ledger.get("checkpoint_rank_hours", 0), ledger.get("spent_rank_hours", 0)
+        if not 0 < ckpt_h < spent_h:
+            fail(f"goodput: checkpoint time {ckpt_h} rank-h of {spent_h} spent: {ledger}")
+        if "checkpoints " not in belay("goodput", cid).stdout:
+            fail("belay goodput does not show the checkpoint time")
+        print(f"goodput: saves held the ranks up {ckpt_h * 3600:.2f} rank-s of {spent_h * 3600:.0f}")
 
         # --- A stopped rank: hang detected, killed, restarted.
         pathlib.Path("hang.toml").write_text(SPEC.format(name="hang", steps=300))
