@@ -74,7 +74,7 @@ void ReadModel(TomlReader r, ModelSpec* m) {
 }
 
 void ReadData(TomlReader r, DataSpec* d) {
-  SetChoice(&d->format, r.Choice("format", {"llmc"}, false, {"megatron"}));
+  SetChoice(&d->format, r.Choice("format", {"llmc", "megatron"}, false));
   Set(&d->train, r.StringList("train", true));
   Set(&d->val, r.StringList("val", false));
   Set(&d->shuffle, r.Bool("shuffle"));
@@ -386,7 +386,7 @@ std::string SpecError::ToString() const {
     return kNames[static_cast<size_t>(v)];                            \
   }
 BELAY_ENUM_NAMES(ModelArch, "gpt2")
-BELAY_ENUM_NAMES(DataFormat, "llmc")
+BELAY_ENUM_NAMES(DataFormat, "llmc", "megatron")
 BELAY_ENUM_NAMES(LrSchedule, "cosine", "wsd")
 BELAY_ENUM_NAMES(CooldownShape, "linear", "1-sqrt")
 BELAY_ENUM_NAMES(DType, "fp32", "bf16")

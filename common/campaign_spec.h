@@ -28,7 +28,7 @@ struct SpecError {
 };
 
 enum class ModelArch { kGpt2 };
-enum class DataFormat { kLlmc };
+enum class DataFormat { kLlmc, kMegatron };
 enum class LrSchedule { kCosine, kWsd };
 enum class CooldownShape { kLinear, kOneMinusSqrt };
 enum class DType { kFp32, kBf16 };

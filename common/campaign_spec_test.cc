@@ -425,6 +425,7 @@ TEST(CampaignSpec, RoundTripKeepsEveryNonDefaultValue) {
   changed.train.beta1 = 0.8;
   changed.train.eps = 1e-6;
   changed.data.shuffle = false;
+  changed.data.format = DataFormat::kMegatron;
   changed.restart.max_node_failures = 7;
   changed.checkpoint.async = false;
   changed.resources.pre_limit_signal = std::chrono::seconds(90);

@@ -67,6 +67,44 @@ for step in 000000010 000000020; do
   cmp a/tiny/step_$step/rank_00000.bin s/tiny/step_$step/rank_00000.bin \
     || fail "the asynchronous save of step $step differs from the synchronous one"
 done
+# The same tokens as Megatron indexed datasets (<prefix>.bin + .idx, laid out as Megatron's
+# preprocessing writes them, in documents of up to 97 tokens; the glob matches the indexes
+# too): the same losses, bit for bit.
+mkdir mega
+/usr/bin/python3 - <<'PY'
+import glob, os, struct
+for src in sorted(glob.glob("data/*.bin")):
+    raw = open(src, "rb").read()
+    version, n = struct.unpack_from("<ii", raw, 4)
+    width, dtype = (2, 8) if version == 1 else (4, 4)
+    starts = range(0, n, 97)
+    lengths = [min(97, n - i) for i in starts]
+    name = os.path.join("mega", os.path.basename(src))
+    with open(name, "wb") as f:
+        f.write(raw[1024:1024 + width * n])
+    with open(name[:-4] + ".idx", "wb") as f:
+        f.write(b"MMIDIDX\x00\x00" + struct.pack("<QBQQ", 1, dtype, len(lengths), len(lengths) + 1))
+        f.write(struct.pack(f"<{len(lengths)}i", *lengths))
+        f.write(struct.pack(f"<{len(lengths)}q", *(width * i for i in starts)))
+        f.write(struct.pack(f"<{len(lengths) + 1}q", *range(len(lengths) + 1)))
+PY
+sed -e 's|^train = "data/train_\*.bin"$|format = "megatron"\ntrain = "mega/train_*"|' \
+    -e 's|^val = "data/val_\*.bin"$|val = "mega/val_*.bin"|' c.toml > mega.toml
+grep -q '^format = "megatron"$' mega.toml || fail "mega.toml lacks format = \"megatron\""
+"$bin/belay-worker" --log-level warn train --spec mega.toml --out m > m.jsonl 2> m.err || fail "training on Megatron data failed: $(cat m.err)"
+[ "$(losses a.jsonl)" = "$(losses m.jsonl)" ] || fail "Megatron data trains differently: $(losses m.jsonl)"
+[ "$(grep -o '"val_loss":[^,}]*' m.jsonl)" = "$(grep -o '"val_loss":[^,}]*' a.jsonl)" ] \
+  || fail "Megatron validation data evaluates differently"
+# A damaged index is refused, naming the file and the byte.
+idx=$(ls mega/train_*.idx | head -1)
+printf '\x07' | dd of="$idx" bs=1 seek=17 conv=notrunc status=none
+set +e
+err=$("$bin/belay-worker" train --spec mega.toml --out m2 2>&1 >/dev/null)
+rc=$?
+set -e
+[ $rc = 1 ] && echo "$err" | grep -q "$(basename "$idx"): byte 17: dtype code 7 (float32)" \
+  || fail "damaged Megatron index: rc $rc, $err"
+
 # checkpoint.every_steps = "auto" (Young/Daly). Failures a year apart: no save but those of
 # keep_every's multiples and the last step. A failure every microsecond: a save after every
 # step (keep_last 5 and keep_every 10 retained). The losses and the saved states never change.

@@ -84,10 +84,17 @@ absl::StatusOr<std::unique_ptr<DataLoader>> DataLoader::Open(const DataLoaderOpt
   }
   absl::StatusOr<std::vector<std::string>> paths = ExpandGlobs(options.globs);
   if (!paths.ok()) return paths.status();
+  if (options.format == ShardFormat::kMegatron) {
+    // A pattern such as "data/*" matches each dataset's index too; its .bin names the dataset.
+    std::erase_if(*paths, [](const std::string& p) { return fs::path(p).extension() == ".idx"; });
+    if (paths->empty()) {
+      return absl::NotFoundError("the shard globs match only .idx files: name the Megatron datasets' .bin files");
+    }
+  }
   std::vector<TokenShard> shards;
   shards.reserve(paths->size());
   for (const std::string& path : *paths) {
-    absl::StatusOr<TokenShard> shard = TokenShard::Open(path, options.vocab_size);
+    absl::StatusOr<TokenShard> shard = TokenShard::Open(path, options.vocab_size, options.format);
     if (!shard.ok()) return shard.status();
     if ((shard->num_tokens() - 1) / options.seq_len < 1) {
       return absl::InvalidArgumentError(

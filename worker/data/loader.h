@@ -24,6 +24,9 @@ struct DataLoaderOptions {
   int64_t vocab_size = 0;          // every token must be below it
   uint64_t seed = 0;               // shuffle seed
   bool shuffle = true;
+  // llm.c shards, or Megatron datasets (the globs name their .bin files; matched .idx files
+  // are passed over). A Megatron dataset is read as one token stream, like a shard.
+  ShardFormat format = ShardFormat::kLlmc;
 };
 
 // Sequence numbering

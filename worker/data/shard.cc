@@ -120,11 +120,15 @@ int TokenWidth(int32_t version) {
   }
 }
 
-absl::StatusOr<TokenShard> TokenShard::Open(const fs::path& path, int64_t vocab_size) {
-  if (vocab_size < 1 || vocab_size > int64_t{1} << 31) {
-    return absl::InvalidArgumentError(
-        Cat(path.string(), ": vocabulary size ", vocab_size, " is outside [1, 2^31]"));
-  }
+namespace {
+
+// A read-only private map of a whole regular file (nullptr for an empty one).
+struct Mapped {
+  const std::byte* map = nullptr;
+  int64_t size = 0;
+};
+
+absl::StatusOr<Mapped> MapFile(const fs::path& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoError(errno, path, "cannot open");
   struct stat st {};
@@ -137,21 +141,159 @@ absl::StatusOr<TokenShard> TokenShard::Open(const fs::path& path, int64_t vocab_
     ::close(fd);
     return absl::InvalidArgumentError(Cat(path.string(), ": not a regular file"));
   }
-  int64_t size = st.st_size;
-  const std::byte* map = nullptr;
-  if (size > 0) {
-    void* p = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
+  Mapped m;
+  m.size = st.st_size;
+  if (m.size > 0) {
+    void* p = ::mmap(nullptr, static_cast<size_t>(m.size), PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       int err = errno;
       ::close(fd);
       return ErrnoError(err, path, "cannot mmap");
     }
-    map = static_cast<const std::byte*>(p);
+    m.map = static_cast<const std::byte*>(p);
   }
   ::close(fd);  // the mapping keeps the file open
-  TokenShard shard(path, map, static_cast<size_t>(size), 0, 0);
-  absl::Status status = Validate(path, map, size, vocab_size, &shard.version_, &shard.num_tokens_);
+  return m;
+}
+
+absl::Status CheckVocabulary(const fs::path& path, int64_t vocab_size) {
+  if (vocab_size < 1 || vocab_size > int64_t{1} << 31) {
+    return absl::InvalidArgumentError(
+        Cat(path.string(), ": vocabulary size ", vocab_size, " is outside [1, 2^31]"));
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+T Word(const std::byte* map, int64_t offset) {
+  T v;
+  std::memcpy(&v, map + offset, sizeof(T));
+  return v;
+}
+
+// Checks a mapped Megatron index (see shard.h); sets the token width and count.
+absl::Status ValidateMegatronIndex(const fs::path& idx, const std::byte* map, int64_t size, int* width,
+                                   int64_t* num_tokens) {
+  const int64_t h = kMegatronIndexHeaderBytes;
+  if (size < h) {
+    return absl::InvalidArgumentError(
+        At(idx, 0, Cat("file is ", size, " bytes, shorter than the ", h, "-byte index header")));
+  }
+  if (std::string_view(reinterpret_cast<const char*>(map), kMegatronIndexMagic.size()) != kMegatronIndexMagic) {
+    return absl::InvalidArgumentError(
+        At(idx, 0, "magic is not \"MMIDIDX\" (not the index of a Megatron indexed dataset)"));
+  }
+  if (const uint64_t version = Word<uint64_t>(map, 9); version != 1) {
+    return absl::InvalidArgumentError(At(idx, 9, Cat("index version is ", version, ", want 1")));
+  }
+  const uint8_t dtype = Word<uint8_t>(map, 17);
+  if (dtype == kMegatronDTypeUint16) {
+    *width = 2;
+  } else if (dtype == kMegatronDTypeInt32) {
+    *width = 4;
+  } else {
+    static constexpr std::string_view kNames[] = {"?",     "uint8",   "int8",    "int16", "int32",
+                                                  "int64", "float64", "float32", "uint16"};
+    return absl::InvalidArgumentError(
+        At(idx, 17, Cat("dtype code ", int{dtype}, " (", dtype < 9 ? kNames[dtype] : "unknown",
+                        ") is not a token type belay reads; want ", int{kMegatronDTypeUint16}, " (uint16) or ",
+                        int{kMegatronDTypeInt32}, " (int32)")));
+  }
+  const uint64_t n = Word<uint64_t>(map, 18), d = Word<uint64_t>(map, 26);
+  // Counts from a damaged header may be anything: compare them with the size before
+  // multiplying.
+  const uint64_t room = static_cast<uint64_t>(size - h);
+  const bool fits = n <= room / 12 && d <= (room - n * 12) / 8;
+  const int64_t want = fits ? h + static_cast<int64_t>(n * 12 + d * 8) : INT64_MAX;
+  if (size != want && (!fits || size != want + static_cast<int64_t>(n))) {
+    const std::string what = size < want ? "truncated" : "extra bytes";
+    return absl::DataLossError(At(idx, std::min(size, want),
+                                  Cat("file is ", size, " bytes, but its header counts ", n, " sequences and ", d,
+                                      " document boundaries: ", h, " + ", n, " × 12 + ", d, " × 8 bytes (", what,
+                                      ")")));
+  }
+  const int64_t lengths = h, pointers = h + 4 * static_cast<int64_t>(n), docs = pointers + 8 * static_cast<int64_t>(n);
+  int64_t next = 0;  // the byte where the next sequence must start
+  for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
+    const int32_t len = Word<int32_t>(map, lengths + 4 * i);
+    if (len < 0) return absl::DataLossError(At(idx, lengths + 4 * i, Cat("sequence ", i, " has length ", len)));
+    const int64_t ptr = Word<int64_t>(map, pointers + 8 * i);
+    if (ptr != next) {
+      return absl::DataLossError(At(idx, pointers + 8 * i,
+                                    Cat("sequence ", i, " starts at byte ", ptr, " of the .bin, want ", next,
+                                        " (the sequences must lie back to back)")));
+    }
+    next += int64_t{len} * *width;
+  }
+  if (d == 0) return absl::DataLossError(At(idx, 26, "no document boundaries (want at least 0 and N)"));
+  int64_t prev = 0;
+  for (int64_t j = 0; j < static_cast<int64_t>(d); ++j) {
+    const int64_t b = Word<int64_t>(map, docs + 8 * j);
+    const bool last = j + 1 == static_cast<int64_t>(d);
+    if ((j == 0 && b != 0) || b < prev || b > static_cast<int64_t>(n) || (last && b != static_cast<int64_t>(n))) {
+      return absl::DataLossError(At(idx, docs + 8 * j,
+                                    Cat("document boundary ", j, " is ", b, "; want 0 first, then non-decreasing, ",
+                                        n, " (the sequence count) last")));
+    }
+    prev = b;
+  }
+  *num_tokens = next / *width;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<TokenShard> TokenShard::Open(const fs::path& path, int64_t vocab_size, ShardFormat format) {
+  return format == ShardFormat::kMegatron ? OpenMegatron(path, vocab_size) : Open(path, vocab_size);
+}
+
+absl::StatusOr<TokenShard> TokenShard::Open(const fs::path& path, int64_t vocab_size) {
+  if (absl::Status s = CheckVocabulary(path, vocab_size); !s.ok()) return s;
+  absl::StatusOr<Mapped> m = MapFile(path);
+  if (!m.ok()) return m.status();
+  TokenShard shard(path, m->map, static_cast<size_t>(m->size), 0, 0);
+  absl::Status status = Validate(path, m->map, m->size, vocab_size, &shard.version_, &shard.num_tokens_);
   if (!status.ok()) return status;
+  return shard;
+}
+
+absl::StatusOr<TokenShard> TokenShard::OpenMegatron(const fs::path& bin, int64_t vocab_size) {
+  if (absl::Status s = CheckVocabulary(bin, vocab_size); !s.ok()) return s;
+  if (bin.extension() != ".bin") {
+    return absl::InvalidArgumentError(
+        Cat(bin.string(), ": not the .bin of a Megatron dataset (its index <prefix>.idx is read beside it)"));
+  }
+  fs::path idx = bin;
+  idx.replace_extension(".idx");
+  int width = 0;
+  int64_t count = 0;
+  {
+    absl::StatusOr<Mapped> m = MapFile(idx);
+    if (!m.ok()) return m.status();
+    absl::Status s = ValidateMegatronIndex(idx, m->map, m->size, &width, &count);
+    if (m->map != nullptr) ::munmap(const_cast<std::byte*>(m->map), static_cast<size_t>(m->size));
+    if (!s.ok()) return s;
+  }
+  absl::StatusOr<Mapped> m = MapFile(bin);
+  if (!m.ok()) return m.status();
+  TokenShard shard(bin, m->map, static_cast<size_t>(m->size), width == 2 ? kShardVersionU16 : kShardVersionU32,
+                   count);
+  shard.data_offset_ = 0;
+  const int64_t want = count * width;
+  if (m->size != want) {
+    const std::string what = m->size < want ? Cat("truncated: ", want - m->size, " bytes missing")
+                                            : Cat(m->size - want, " extra bytes");
+    return absl::DataLossError(At(bin, std::min(m->size, want),
+                                  Cat("file is ", m->size, " bytes, but its index ", idx.filename().string(),
+                                      " says ", count, " tokens × ", width, " bytes = ", want, " bytes (", what, ")")));
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t t = width == 2 ? TokenAt<uint16_t>(m->map, i) : int64_t{Word<int32_t>(m->map, 4 * i)};
+    if (t < 0 || t >= vocab_size) {
+      return absl::InvalidArgumentError(
+          At(bin, i * width, Cat("token ", i, " is ", t, ", not in [0, ", vocab_size, ") (the vocabulary)")));
+    }
+  }
   return shard;
 }
 
@@ -167,6 +309,7 @@ TokenShard::TokenShard(TokenShard&& other) noexcept
     : path_(std::move(other.path_)),
       map_(std::exchange(other.map_, nullptr)),
       map_bytes_(std::exchange(other.map_bytes_, 0)),
+      data_offset_(other.data_offset_),
       version_(std::exchange(other.version_, 0)),
       num_tokens_(std::exchange(other.num_tokens_, 0)) {}
 
@@ -176,6 +319,7 @@ TokenShard& TokenShard::operator=(TokenShard&& other) noexcept {
     path_ = std::move(other.path_);
     map_ = std::exchange(other.map_, nullptr);
     map_bytes_ = std::exchange(other.map_bytes_, 0);
+    data_offset_ = other.data_offset_;
     version_ = std::exchange(other.version_, 0);
     num_tokens_ = std::exchange(other.num_tokens_, 0);
   }
@@ -199,7 +343,7 @@ void TokenShard::Read(int64_t first, int64_t count, int32_t* out) const {
                  static_cast<long long>(count), path_.c_str(), static_cast<long long>(num_tokens_));
     std::abort();
   }
-  const std::byte* tokens = map_ + kShardHeaderBytes;
+  const std::byte* tokens = map_ + data_offset_;
   if (version_ == kShardVersionU16) {
     for (int64_t i = 0; i < count; ++i) {
       out[i] = static_cast<int32_t>(TokenAt<uint16_t>(tokens, first + i));

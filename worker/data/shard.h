@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <span>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -31,6 +32,28 @@ inline constexpr int64_t kMaxShardTokens = INT32_MAX;
 // Bytes per token of a shard version: 2 or 4; 0 for a version that does not exist.
 int TokenWidth(int32_t version);
 
+// Megatron-LM indexed datasets ("mmap" format, index version 1), as Megatron's preprocessing
+// writes them: <prefix>.bin holds the tokens of every document back to back, with no header;
+// <prefix>.idx says how to cut it, little-endian:
+//   byte 0   magic "MMIDIDX\0\0" (9 bytes)
+//   byte 9   version, uint64 = 1
+//   byte 17  dtype code, uint8: 8 = uint16 tokens, 4 = int32 tokens (others are not tokens
+//            belay reads: 1 uint8, 2 int8, 3 int16, 5 int64, 6 float64, 7 float32)
+//   byte 18  sequence count N, uint64
+//   byte 26  document index count D, uint64
+//   byte 34  N int32 sequence lengths (tokens), then N int64 byte offsets of the sequences in
+//            the .bin, then D int64 document boundaries (sequence indices, 0 first and N last),
+//            then, in multimodal datasets only, N int8 sequence modes (ignored)
+// belay reads the .bin as one token stream (the concatenation of the documents, as
+// Megatron's GPT datasets also sample across document boundaries).
+inline constexpr std::string_view kMegatronIndexMagic{"MMIDIDX\0\0", 9};
+inline constexpr int64_t kMegatronIndexHeaderBytes = 34;
+inline constexpr uint8_t kMegatronDTypeUint16 = 8;
+inline constexpr uint8_t kMegatronDTypeInt32 = 4;
+
+// The on-disk formats a TokenShard reads.
+enum class ShardFormat { kLlmc, kMegatron };
+
 // A validated, memory-mapped shard. Open checks everything a reader relies on, so Read never
 // fails. Move-only; the map is released when the object is destroyed. Read is const and
 // touches no mutable state, so any number of threads may call it at once.
@@ -44,6 +67,13 @@ class TokenShard {
   // DataLoss for one whose size disagrees with its header (truncated or with extra bytes),
   // NotFound / PermissionDenied when it cannot be opened.
   static absl::StatusOr<TokenShard> Open(const std::filesystem::path& path, int64_t vocab_size);
+  // A Megatron dataset: `bin` is <prefix>.bin, and <prefix>.idx beside it is its index. The
+  // index is checked whole — magic, version, a token dtype, its size for its counts, lengths
+  // not negative, the sequences back to back from byte 0, document boundaries from 0 to N in
+  // order — then the .bin against it (exactly Σ lengths tokens) and every token (not negative,
+  // below vocab_size). Errors as Open's, naming the .idx or the .bin and the byte offset.
+  static absl::StatusOr<TokenShard> OpenMegatron(const std::filesystem::path& bin, int64_t vocab_size);
+  static absl::StatusOr<TokenShard> Open(const std::filesystem::path& path, int64_t vocab_size, ShardFormat format);
 
   TokenShard(TokenShard&& other) noexcept;
   TokenShard& operator=(TokenShard&& other) noexcept;
@@ -52,6 +82,8 @@ class TokenShard {
   ~TokenShard();
 
   const std::filesystem::path& path() const { return path_; }
+  // The token width as an llm.c version: kShardVersionU16 (2 bytes) or kShardVersionU32 (4
+  // bytes), for Megatron data too.
   int32_t version() const { return version_; }
   int token_width() const { return TokenWidth(version_); }
   int64_t num_tokens() const { return num_tokens_; }
@@ -68,6 +100,7 @@ class TokenShard {
   std::filesystem::path path_;
   const std::byte* map_ = nullptr;  // the whole file, header included
   size_t map_bytes_ = 0;
+  int64_t data_offset_ = kShardHeaderBytes;  // where the tokens start in the file
   int32_t version_ = 0;
   int64_t num_tokens_ = 0;
 };

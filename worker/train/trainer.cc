@@ -227,6 +227,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
     opts.vocab_size = spec.model.vocab_size;
     opts.seed = spec.train.seed;
     opts.shuffle = spec.data.shuffle;
+    opts.format = spec.data.format == DataFormat::kMegatron ? data::ShardFormat::kMegatron : data::ShardFormat::kLlmc;
     absl::StatusOr<std::unique_ptr<data::DataLoader>> t = data::DataLoader::Open(opts);
     if (t.ok()) {
       train = std::move(*t);
