@@ -792,9 +792,8 @@ absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c, 
   // Persistently slow ranks, over the whole attempt, on the nodes they registered from.
   std::map<std::string, std::vector<int>> slow;  // node -> its slow ranks
   std::vector<double> means;
-  if (auto p = pace_.find({c.id(), a.number()});
-      p != pace_.end() && p->second.rank_time_steps >= options_.node_health.slow_min_steps) {
-    for (double sum : p->second.rank_time_sum) means.push_back(sum / static_cast<double>(p->second.rank_time_steps));
+  if (const Pace& p = PaceOf(c.id(), a); p.rank_time_steps >= options_.node_health.slow_min_steps) {
+    for (double sum : p.rank_time_sum) means.push_back(sum / static_cast<double>(p.rank_time_steps));
     const auto where = rank_nodes_.find({c.id(), a.number()});
     for (int r : SlowRanks(means, options_.node_health)) {
       if (where == rank_nodes_.end()) break;  // no rank registered: nowhere to attribute
@@ -1011,26 +1010,7 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
     SetTime(a.mutable_first_step_time(), clock_.Now());
   }
   SetTime(a.mutable_last_progress_time(), clock_.Now());
-  {
-    Pace& p = pace_[{id, attempt}];
-    const TimePoint now = clock_.Now();
-    // Gaps count once the attempt is past its first steps (start-up, warm-up are not repeated).
-    if (p.steps >= kPaceSteps) p.longest_gap_s = std::max(p.longest_gap_s, std::chrono::duration<double>(now - p.last_report).count());
-    p.last_report = now;
-    ++p.steps;
-    constexpr size_t kPaceWindow = 64;
-    if (m.rank_compute_time_s_size() == a.world_size() && a.world_size() > 0) {
-      p.rank_time_sum.resize(static_cast<size_t>(a.world_size()), 0.0);
-      for (int r = 0; r < a.world_size(); ++r) p.rank_time_sum[static_cast<size_t>(r)] += m.rank_compute_time_s(r);
-      ++p.rank_time_steps;
-    }
-    if (p.recent.size() < kPaceWindow) {
-      p.recent.push_back(m.step_time_s());
-    } else {
-      p.recent[p.next] = m.step_time_s();
-      p.next = (p.next + 1) % kPaceWindow;
-    }
-  }
+  AddToPace(PaceOf(id, a), m, clock_.Now(), a.world_size());
   if (!std::isfinite(m.loss()) && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
     a.set_end_reason(pb::END_REASON_NAN);
     a.set_end_message(Cat("loss ", m.loss(), " at step ", m.step()));
@@ -1335,12 +1315,55 @@ void Supervisor::OnHeartbeat(const std::string& id, int32_t attempt, int32_t ran
   beats_[{id, attempt}][rank] = Beat{step, phase, clock_.Now()};
 }
 
+void Supervisor::AddToPace(Pace& p, const pb::StepMetrics& m, TimePoint at, int32_t world_size) {
+  // Gaps count once the attempt is past its first steps (start-up, warm-up are not repeated).
+  if (p.steps >= kPaceSteps) p.longest_gap_s = std::max(p.longest_gap_s, std::chrono::duration<double>(at - p.last_report).count());
+  p.last_report = at;
+  ++p.steps;
+  constexpr size_t kPaceWindow = 64;
+  if (m.rank_compute_time_s_size() == world_size && world_size > 0) {
+    p.rank_time_sum.resize(static_cast<size_t>(world_size), 0.0);
+    for (int r = 0; r < world_size; ++r) p.rank_time_sum[static_cast<size_t>(r)] += m.rank_compute_time_s(r);
+    ++p.rank_time_steps;
+  }
+  if (p.recent.size() < kPaceWindow) {
+    p.recent.push_back(m.step_time_s());
+  } else {
+    p.recent[p.next] = m.step_time_s();
+    p.next = (p.next + 1) % kPaceWindow;
+  }
+}
+
+Supervisor::Pace& Supervisor::PaceOf(const std::string& id, const pb::Attempt& a) {
+  const auto key = std::make_pair(id, a.number());
+  if (auto it = pace_.find(key); it != pace_.end()) return it->second;
+  Pace& p = pace_[key];
+  // Not in memory: belayd was restarted while the attempt ran. Its step reports are in the
+  // store, with the times they arrived: the same pace again, from the last kPaceRebuildSteps
+  // of them (enough for the step-time window, the gaps and the slow-rank means, without
+  // reading a long attempt's every report).
+  constexpr size_t kPaceRebuildSteps = 2000;
+  if (a.last_step() > 0) {
+    absl::StatusOr<std::vector<pb::StepMetrics>> reported = store::ListStepMetrics(
+        store_, id, a.first_step(), a.last_step() + 1, kPaceRebuildSteps, /*latest=*/true);
+    if (reported.ok()) {
+      for (const pb::StepMetrics& m : *reported) {
+        if (m.attempt_number() == a.number() && m.has_time()) AddToPace(p, m, FromTimestamp(m.time()), a.world_size());
+      }
+    } else {
+      spdlog::warn("campaign {}: the step reports of attempt {} cannot be read ({}); its pace starts over", id,
+                   a.number(), std::string(reported.status().message()));
+    }
+  }
+  return p;
+}
+
 std::chrono::seconds Supervisor::HangTimeout(const Loaded& l) {
   if (l.spec.restart.hang_timeout) return *l.spec.restart.hang_timeout;
   const pb::Attempt& a = *l.attempt;
   StepPace pace;
-  if (auto it = pace_.find({l.campaign.id(), a.number()}); it != pace_.end()) {
-    const Pace& p = it->second;
+  {
+    const Pace& p = PaceOf(l.campaign.id(), a);
     pace.steps = p.steps;
     pace.longest_gap_s = p.longest_gap_s;
     std::vector<double> sorted = p.recent;

@@ -235,7 +235,8 @@ class Supervisor {
     TimePoint time;
   };
   // Per (campaign, attempt): recent step times and the longest gap between step reports, for
-  // hang_timeout = "auto" (in memory: a restarted belayd starts from the startup allowance).
+  // hang_timeout = "auto", and the ranks' compute times for slow-rank detection. Kept in
+  // memory; a restarted belayd rebuilds it from the attempt's stored step reports (PaceOf).
   struct Pace {
     int64_t steps = 0;
     std::vector<double> recent;  // ring of the last kPaceWindow step times
@@ -250,6 +251,9 @@ class Supervisor {
   // Per (campaign, attempt): each registered rank's node.
   std::map<std::pair<std::string, int32_t>, std::map<int32_t, std::string>> rank_nodes_ ABSL_GUARDED_BY(mu_);
   std::chrono::seconds HangTimeout(const Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The pace of attempt `a` of campaign `id`: from memory, or rebuilt from its step reports.
+  Pace& PaceOf(const std::string& id, const pb::Attempt& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void AddToPace(Pace& p, const pb::StepMetrics& m, TimePoint at, int32_t world_size);
   mutable absl::Mutex beats_mu_;
   std::map<std::pair<std::string, int32_t>, std::map<int32_t, Beat>> beats_ ABSL_GUARDED_BY(beats_mu_);
   // "rank 0: step 57, backward, 12 s ago; ..." for an attempt's ranks.

@@ -157,6 +157,17 @@ class SupervisorTest : public ::testing::Test {
       ASSERT_TRUE(sup_->OnStep(id, attempt, m).ok());
     }
   }
+  // Steps [first, last] of 2 s each, reported one a second.
+  void PacedSteps(const std::string& id, int attempt, int64_t first, int64_t last) {
+    for (int64_t s = first; s <= last; ++s) {
+      pb::StepMetrics m;
+      m.set_step(s);
+      m.set_loss(3.0);
+      m.set_step_time_s(2.0);
+      ASSERT_TRUE(sup_->OnStep(id, attempt, m).ok());
+      clock_.Advance(1s);
+    }
+  }
   void Finish(const std::string& id, int attempt, pb::ExitKind kind, pb::EndReason reason = pb::END_REASON_UNSPECIFIED) {
     for (int r = 0; r < 2; ++r) {
       pb::RankExit e;
@@ -436,14 +447,7 @@ TEST_F(SupervisorTest, AnAutoHangTimeoutFollowsThePaceOfTheAttempt) {
   Tick();
   EXPECT_TRUE(sched_.signals().empty());
   // 20 steps of 2 s, one report per second... the floor (3 min) is the largest term.
-  for (int64_t s = 6; s <= 25; ++s) {
-    pb::StepMetrics m;
-    m.set_step(s);
-    m.set_loss(3.0);
-    m.set_step_time_s(2.0);
-    ASSERT_TRUE(sup_->OnStep(id, 1, m).ok());
-    clock_.Advance(1s);
-  }
+  PacedSteps(id, 1, 6, 25);
   // A rank saving a checkpoint gets the startup allowance again.
   sup_->OnHeartbeat(id, 1, 0, 25, pb::WORKER_PHASE_CHECKPOINT);
   clock_.Advance(4min);
@@ -456,6 +460,21 @@ TEST_F(SupervisorTest, AnAutoHangTimeoutFollowsThePaceOfTheAttempt) {
   pb::Attempt a = Attempt(id, 1);
   EXPECT_EQ(a.end_reason(), pb::END_REASON_HANG);
   EXPECT_NE(a.end_message().find("no step progress for 180 s"), std::string::npos) << a.end_message();
+}
+
+TEST_F(SupervisorTest, ARestartedSupervisorKnowsThePaceOfTheRunningAttempt) {
+  spec_.restart.hang_timeout = std::nullopt;  // "auto"
+  const std::string id = SubmitAndStart();
+  Tick();
+  PacedSteps(id, 1, 1, 25);
+  MakeSupervisor();  // belayd restarted: the pace comes back from the stored step reports
+  Tick();
+  clock_.Advance(4min);
+  Tick();
+  ASSERT_EQ(sched_.signals().size(), 1u) << "4 min without a step: the learned 3 min, not the 10 min allowance";
+  Tick();
+  EXPECT_NE(Attempt(id, 1).end_message().find("no step progress for 180 s"), std::string::npos)
+      << Attempt(id, 1).end_message();
 }
 
 TEST_F(SupervisorTest, ANonFiniteLossRollsBackToTheLastGoodCheckpoint) {
