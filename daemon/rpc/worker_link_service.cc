@@ -2,6 +2,7 @@
 #include "daemon/rpc/worker_link_service.h"
 
 #include "common/strings.h"
+#include "spdlog/spdlog.h"
 
 namespace belay::rpc {
 namespace {
@@ -32,7 +33,12 @@ grpc::Status WorkerLinkService::Register(grpc::ServerContext*, const v1::Registe
                         Cat("rank ", req->rank(), " of ", req->world_size(), " does not fit attempt ", a->attempt,
                             " of campaign ", a->campaign_id, " (", a->world_size, " ranks)"));
   }
-  supervisor_.OnRegister(a->campaign_id, a->attempt, req->rank(), req->hostname());
+  // Where the rank runs is bookkeeping (slow-rank attribution): a store that cannot take it
+  // does not keep the rank from training.
+  if (absl::Status s = supervisor_.OnRegister(a->campaign_id, a->attempt, req->rank(), req->hostname()); !s.ok()) {
+    spdlog::warn("campaign {} attempt {}: rank {}'s node not recorded: {}", a->campaign_id, a->attempt, req->rank(),
+                 std::string(s.message()));
+  }
   resp->set_campaign_id(a->campaign_id);
   resp->set_attempt_number(a->attempt);
   if (!a->resume_dir.empty()) resp->mutable_resume_checkpoint()->set_dir(a->resume_dir);

@@ -794,11 +794,9 @@ absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c, 
   std::vector<double> means;
   if (const Pace& p = PaceOf(c.id(), a); p.rank_time_steps >= options_.node_health.slow_min_steps) {
     for (double sum : p.rank_time_sum) means.push_back(sum / static_cast<double>(p.rank_time_steps));
-    const auto where = rank_nodes_.find({c.id(), a.number()});
     for (int r : SlowRanks(means, options_.node_health)) {
-      if (where == rank_nodes_.end()) break;  // no rank registered: nowhere to attribute
-      auto it = where->second.find(r);
-      if (it != where->second.end() && failed.count(it->second) == 0 &&
+      auto it = a.rank_nodes().find(r);  // not registered: nowhere to attribute
+      if (it != a.rank_nodes().end() && failed.count(it->second) == 0 &&
           store::ValidateId("node name", it->second).ok()) {
         slow[it->second].push_back(r);
         names.insert(it->second);
@@ -972,7 +970,6 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   store::Put(b, c);
   tokens_.erase(a.worker_token());
   pace_.erase({c.id(), a.number()});
-  rank_nodes_.erase({c.id(), a.number()});
   cancel_signalled_.erase(c.id());
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   if (!give_up.empty()) {
@@ -1416,10 +1413,21 @@ absl::Status Supervisor::OnFinish(const std::string& id, int32_t attempt, pb::Ra
   return store_.Write(b, Durability::kSynced);
 }
 
-void Supervisor::OnRegister(const std::string& campaign_id, int32_t attempt, int32_t rank, const std::string& node) {
+absl::Status Supervisor::OnRegister(const std::string& campaign_id, int32_t attempt, int32_t rank,
+                                    const std::string& node) {
   absl::MutexLock lock(&mu_);
-  if (node.empty() || node.size() > 256) return;
-  rank_nodes_[{campaign_id, attempt}][rank] = node;
+  if (node.empty() || node.size() > 256) return absl::OkStatus();
+  absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, campaign_id, attempt);
+  if (!a.ok()) return a.status();
+  if (!a->has_value() || (*a)->state() == pb::ATTEMPT_STATE_ENDED || rank < 0 || rank >= (*a)->world_size()) {
+    return absl::OkStatus();
+  }
+  auto& nodes = *(*a)->mutable_rank_nodes();
+  if (auto it = nodes.find(rank); it != nodes.end() && it->second == node) return absl::OkStatus();
+  nodes[rank] = node;
+  WriteBatch b;
+  store::Put(b, **a);
+  return store_.Write(b, Durability::kBuffered);
 }
 
 bool Supervisor::IsWaitingSuccessorToken(const std::string& token) const {

@@ -116,8 +116,8 @@ class Supervisor {
   void OnHeartbeat(const std::string& campaign_id, int32_t attempt, int32_t rank, int64_t step,
                    pb::WorkerPhase phase);
   // A rank registered from `node` (Slurm's name for it, else its host name): the node its
-  // step times are attributed to (in memory).
-  void OnRegister(const std::string& campaign_id, int32_t attempt, int32_t rank, const std::string& node);
+  // step times are attributed to, kept in the attempt record (Attempt.rank_nodes).
+  absl::Status OnRegister(const std::string& campaign_id, int32_t attempt, int32_t rank, const std::string& node);
   // A rank says how it leaves.
   absl::Status OnFinish(const std::string& campaign_id, int32_t attempt, pb::RankExit exit);
 
@@ -248,8 +248,6 @@ class Supervisor {
     int64_t rank_time_steps = 0;
   };
   std::map<std::pair<std::string, int32_t>, Pace> pace_ ABSL_GUARDED_BY(mu_);
-  // Per (campaign, attempt): each registered rank's node.
-  std::map<std::pair<std::string, int32_t>, std::map<int32_t, std::string>> rank_nodes_ ABSL_GUARDED_BY(mu_);
   std::chrono::seconds HangTimeout(const Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The pace of attempt `a` of campaign `id`: from memory, or rebuilt from its step reports.
   Pace& PaceOf(const std::string& id, const pb::Attempt& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

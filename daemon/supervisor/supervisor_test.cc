@@ -113,7 +113,8 @@ class SupervisorTest : public ::testing::Test {
   // A Slurm campaign of 4 one-rank nodes n0..n3 whose ranks registered, reporting `steps`
   // steps in which rank 2 computes `slow_s` per step and the others about 0.1 s; then its job
   // ends at the time limit. Returns the campaign id ("" on failure).
-  std::string RunWithASlowRank(int64_t steps, double slow_s) {
+  // With `restart_midway`, belayd restarts halfway through the steps.
+  std::string RunWithASlowRank(int64_t steps, double slow_s, bool restart_midway = false) {
     spec_.resources.scheduler = SchedulerKind::kSlurm;
     spec_.resources.nodes = 4;
     spec_.resources.ranks_per_node = 1;
@@ -122,8 +123,14 @@ class SupervisorTest : public ::testing::Test {
     if (Attempt(id, 1).world_size() != 4) return "";
     sched_.SetNodes(JobOf(id, 1), {"n0", "n1", "n2", "n3"});
     Tick();
-    for (int r = 0; r < 4; ++r) sup_->OnRegister(id, 1, r, Cat("n", r));
+    for (int r = 0; r < 4; ++r) {
+      if (!sup_->OnRegister(id, 1, r, Cat("n", r)).ok()) return "";
+    }
     for (int64_t step = 1; step <= steps; ++step) {
+      if (restart_midway && step == steps / 2) {
+        MakeSupervisor();
+        Tick();
+      }
       pb::StepMetrics m;
       m.set_step(step);
       m.set_loss(3.0);
@@ -971,6 +978,14 @@ TEST_F(SupervisorTest, APersistentlySlowRankLowersItsNodesReputation) {
   EXPECT_NEAR(nodes[2].reputation(), std::exp(-kSlowRankWeight), 1e-9);
   EXPECT_TRUE(HasEvent(id, "node n2: rank 2 (0.2 s) computed persistently slower than the ranks' median of 0.102 s "
                            "per step in attempt 1"));
+}
+
+TEST_F(SupervisorTest, ASlowRankIsFoundAcrossARestartOfBelayd) {
+  // The ranks' nodes (their registrations) and step times come back from the store.
+  ASSERT_FALSE(RunWithASlowRank(30, 0.2, /*restart_midway=*/true).empty());
+  std::vector<pb::Node> nodes = store::ListNodes(store_).value();
+  ASSERT_EQ(nodes.size(), 4u);
+  for (const pb::Node& n : nodes) EXPECT_EQ(n.slow_attempts(), n.name() == "n2" ? 1 : 0) << n.name();
 }
 
 TEST_F(SupervisorTest, AFewSlowStepsAreNoEvidence) {
