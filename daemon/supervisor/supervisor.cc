@@ -167,6 +167,17 @@ absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::s
   absl::StatusOr<std::optional<std::string>> seq_text = store_.Get(store::Table::kMeta, kCampaignSeqKey);
   if (!seq_text.ok()) return seq_text.status();
   int64_t seq = seq_text->has_value() ? std::stoll(**seq_text) : 1;
+  // A checkpoint directory that already has the next id's name belongs to no campaign of this
+  // store (a belayd whose state was reset, another daemon): its checkpoints are not this
+  // campaign's to clean up or overwrite, so the number is skipped.
+  for (int skipped = 0; skipped < 1000; ++skipped) {
+    const fs::path taken = ckpt::CampaignDir(spec.checkpoint.dir, Cat(spec.campaign.name, "-", seq));
+    std::error_code exists_ec;
+    if (!fs::exists(fs::symlink_status(taken, exists_ec))) break;
+    spdlog::warn("{} exists and is not from this belayd's campaigns: the new campaign is not numbered {}", taken.string(),
+                 seq);
+    ++seq;
+  }
   pb::Campaign c;
   c.set_id(Cat(spec.campaign.name, "-", seq));
   if (absl::Status s = store::ValidateId("campaign id", c.id()); !s.ok()) return s;

@@ -276,6 +276,19 @@ TEST_F(SupervisorTest, ACampaignRunsToCompletion) {
   EXPECT_EQ(sched_.submitted().size(), 1u);
 }
 
+TEST_F(SupervisorTest, ACheckpointDirectoryOfAnotherStoreIsNeverTakenOver) {
+  // tiny-1's checkpoints from a belayd whose state is gone: the new campaign is tiny-2, and
+  // starting it leaves them alone.
+  const fs::path foreign = dir_ / "ckpt" / "tiny-1" / "step_000000500";
+  fs::create_directories(foreign);
+  std::ofstream(foreign / "manifest.json") << "{}";
+  const std::string id = SubmitAndStart();
+  EXPECT_EQ(id, "tiny-2");
+  Tick();
+  EXPECT_TRUE(fs::exists(foreign / "manifest.json"));
+  EXPECT_EQ(SubmitAndStart(), "tiny-3");
+}
+
 TEST_F(SupervisorTest, ARankCrashRestartsAfterBackoffFromTheLastCheckpoint) {
   const std::string id = SubmitAndStart();
   Tick();
