@@ -448,9 +448,7 @@ int Run(const TrainOptions& o) {
     const double t0 = Now();
     absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode);
     if (!c.ok()) return fail(Cat("final checkpoint at step ", trainer.step(), " failed: ", c.status().message()));
-    const double cost = Now() - t0;
-    if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());
-    if (link) link->ReportShard(ShardProto(*c, comm.rank(), cost), lead ? std::optional(ToProto(m)) : std::nullopt);
+    saved(c, m, t0, Now() - t0);
   }
   if (link) {
     const v1::ExitKind kind = trainer.step() >= spec.total_steps() ? v1::EXIT_KIND_COMPLETED

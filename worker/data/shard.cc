@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -34,28 +35,32 @@ std::string At(const fs::path& path, int64_t offset, std::string_view message) {
   return Cat(path.string(), ": byte ", offset, ": ", message);
 }
 
-int32_t HeaderWord(const std::byte* map, int index) {
-  int32_t v;
-  std::memcpy(&v, map + 4 * index, sizeof(v));
+// The little-endian T at byte `offset` (the files are read by memcpy of native integers).
+template <typename T>
+T Word(const std::byte* map, int64_t offset) {
+  T v;
+  std::memcpy(&v, map + offset, sizeof(T));
   return v;
 }
 
-// Index of the first token >= vocab_size in `n` tokens of type T, or -1.
-template <typename T>
-int64_t FirstOutOfRange(const std::byte* tokens, int64_t n, int64_t vocab_size) {
-  for (int64_t i = 0; i < n; ++i) {
-    T t;
-    std::memcpy(&t, tokens + i * static_cast<int64_t>(sizeof(T)), sizeof(T));
-    if (static_cast<int64_t>(t) >= vocab_size) return i;
-  }
-  return -1;
-}
+int32_t HeaderWord(const std::byte* map, int index) { return Word<int32_t>(map, 4 * int64_t{index}); }
 
 template <typename T>
 int64_t TokenAt(const std::byte* tokens, int64_t i) {
-  T t;
-  std::memcpy(&t, tokens + i * static_cast<int64_t>(sizeof(T)), sizeof(T));
-  return static_cast<int64_t>(t);
+  return static_cast<int64_t>(Word<T>(tokens, i * static_cast<int64_t>(sizeof(T))));
+}
+
+// Index of the first token outside [0, vocab_size) in `n` tokens of type T, or -1.
+template <typename T>
+int64_t FirstOutOfRange(const std::byte* tokens, int64_t n, int64_t vocab_size) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t t = TokenAt<T>(tokens, i);
+    if (t >= vocab_size) return i;
+    if constexpr (std::is_signed_v<T>) {
+      if (t < 0) return i;
+    }
+  }
+  return -1;
 }
 
 // Validates a mapped file; the checks of TokenShard::Open.
@@ -162,13 +167,6 @@ absl::Status CheckVocabulary(const fs::path& path, int64_t vocab_size) {
         Cat(path.string(), ": vocabulary size ", vocab_size, " is outside [1, 2^31]"));
   }
   return absl::OkStatus();
-}
-
-template <typename T>
-T Word(const std::byte* map, int64_t offset) {
-  T v;
-  std::memcpy(&v, map + offset, sizeof(T));
-  return v;
 }
 
 // Checks a mapped Megatron index (see shard.h); sets the token width and count.
@@ -287,12 +285,12 @@ absl::StatusOr<TokenShard> TokenShard::OpenMegatron(const fs::path& bin, int64_t
                                   Cat("file is ", m->size, " bytes, but its index ", idx.filename().string(),
                                       " says ", count, " tokens × ", width, " bytes = ", want, " bytes (", what, ")")));
   }
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t t = width == 2 ? TokenAt<uint16_t>(m->map, i) : int64_t{Word<int32_t>(m->map, 4 * i)};
-    if (t < 0 || t >= vocab_size) {
-      return absl::InvalidArgumentError(
-          At(bin, i * width, Cat("token ", i, " is ", t, ", not in [0, ", vocab_size, ") (the vocabulary)")));
-    }
+  const int64_t bad = width == 2 ? FirstOutOfRange<uint16_t>(m->map, count, vocab_size)
+                                  : FirstOutOfRange<int32_t>(m->map, count, vocab_size);
+  if (bad >= 0) {
+    const int64_t t = width == 2 ? TokenAt<uint16_t>(m->map, bad) : TokenAt<int32_t>(m->map, bad);
+    return absl::InvalidArgumentError(
+        At(bin, bad * width, Cat("token ", bad, " is ", t, ", not in [0, ", vocab_size, ") (the vocabulary)")));
   }
   return shard;
 }
