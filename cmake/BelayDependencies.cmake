@@ -1,6 +1,7 @@
 # Finds belay's dependencies, all installed from Debian packages by scripts/deps.sh.
 find_package(PkgConfig REQUIRED)
 find_package(Threads REQUIRED)
+find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 
 find_package(Protobuf REQUIRED)
 find_package(gRPC CONFIG REQUIRED)

@@ -1,5 +1,6 @@
 // belayd: the coordinator daemon. Wiring only: the store, the scheduler, the supervisor and
 // its loop, the worker link on TCP and the coordinator API on a Unix socket.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -17,18 +18,22 @@
 
 #include "CLI/CLI.hpp"
 #include "common/clock.h"
+#include "common/durable_file.h"
 #include "common/logging.h"
 #include "common/strings.h"
 #include "common/version.h"
 #include "daemon/rpc/coordinator_service.h"
+#include "daemon/rpc/link_tls.h"
 #include "daemon/rpc/peer_registry.h"
 #include "daemon/rpc/worker_link_service.h"
 #include "daemon/scheduler/local_scheduler.h"
 #include "daemon/scheduler/routing_scheduler.h"
 #include "daemon/scheduler/slurm_scheduler.h"
 #include "daemon/store/rocksdb_store.h"
+#include "daemon/supervisor/attempt_tokens.h"
 #include "daemon/supervisor/supervisor.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_posix.h"
 #include "spdlog/spdlog.h"
 
@@ -51,6 +56,8 @@ struct Options {
   std::vector<std::string> slurm_job_env;  // KEY=VALUE added to every Slurm job
   int slurm_rpc_budget = 120;
   int slurm_node_poll_s = 60;
+  std::string tls_cert, tls_key, tls_ca;  // empty: belayd's own CA in <state>/tls
+  bool insecure_worker_link = false;
 };
 
 std::string DefaultStateDir() {
@@ -83,16 +90,50 @@ int ListenUnix(const fs::path& path) {
   return fd;
 }
 
+// `dir` (created when missing) as a directory of belayd's own user with mode `mode`; an
+// existing one (an older belayd's, say) is set to it. Refused: a symlink or another's directory.
+absl::Status MakeOwnDirectory(const fs::path& dir, fs::perms mode) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::InternalError(Cat("cannot create ", dir.string(), ": ", ec.message()));
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0 || st.st_uid != ::geteuid() ||
+      ::fchmod(fd, static_cast<mode_t>(mode)) != 0) {
+    const int e = errno;
+    if (fd >= 0) ::close(fd);
+    return absl::FailedPreconditionError(Cat(dir.string(), ": must be a directory of uid ", ::geteuid(),
+                                             fd >= 0 && st.st_uid != ::geteuid() ? Cat(", not ", st.st_uid)
+                                                                                 : Cat(": ", std::strerror(e))));
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
+// Whether `listen` (host:port) is a loopback address.
+bool IsLoopback(const std::string& listen) {
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  return host.starts_with("127.") || host == "localhost" || host == "[::1]" || host == "::1";
+}
+
 int Run(const Options& o) {
   if (absl::Status s = belay::InitLogging("belayd", o.log_level); !s.ok()) {
     std::cerr << "belayd: " << s.message() << "\n";
     return 2;
   }
   const fs::path state = fs::absolute(o.state_dir.empty() ? DefaultStateDir() : o.state_dir);
-  std::error_code ec;
-  fs::create_directories(state, ec);
-  if (ec) {
-    spdlog::critical("cannot create the state directory {}: {}", state.string(), ec.message());
+  // Nothing belayd keeps is for other users: the state directory lets them through to the
+  // socket and their own attempt directories (mode 0711) and everything in it is private.
+  for (const auto& [dir, mode] : {std::pair{state, fs::perms(0711)}, std::pair{state / "store", fs::perms(0700)},
+                                  std::pair{state / "jobs", fs::perms(0700)}, std::pair{state / "campaigns", fs::perms(0711)}}) {
+    if (absl::Status s = MakeOwnDirectory(dir, mode); !s.ok()) {
+      spdlog::critical("{}", std::string(s.message()));
+      return 1;
+    }
+  }
+  absl::StatusOr<std::string> token_key = belay::supervisor::AttemptTokens::LoadOrCreateKey(state / "token.key");
+  if (!token_key.ok()) {
+    spdlog::critical("{}", std::string(token_key.status().message()));
     return 1;
   }
   absl::StatusOr<std::unique_ptr<belay::store::RocksDbStore>> store = belay::store::RocksDbStore::Open(state / "store");
@@ -132,6 +173,25 @@ int Run(const Options& o) {
   // As root, every campaign's ranks run as the user who submitted it; otherwise belayd runs
   // only its own user's campaigns (the coordinator API refuses other users' submissions).
   sup_options.run_as_owner = ::geteuid() == 0;
+  sup_options.token_key = *std::move(token_key);
+  // The worker link is TLS unless the operator says otherwise: tokens cross the network.
+  std::shared_ptr<grpc::ServerCredentials> link_credentials = grpc::InsecureServerCredentials();
+  if (!o.insecure_worker_link) {
+    absl::StatusOr<belay::rpc::LinkTls> tls = o.tls_cert.empty()
+                                                  ? belay::rpc::LoadOrCreateLinkTls(state / "tls")
+                                                  : belay::rpc::LoadGivenLinkTls(o.tls_cert, o.tls_key, o.tls_ca);
+    if (!tls.ok()) {
+      spdlog::critical("worker link TLS: {}", std::string(tls.status().message()));
+      return 1;
+    }
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({tls->key_pem, tls->cert_pem});
+    link_credentials = grpc::SslServerCredentials(ssl);
+    sup_options.coordinator_ca_pem = tls->ca_pem;
+    sup_options.coordinator_tls_name = tls->server_name;
+  } else if (!IsLoopback(o.listen)) {
+    spdlog::warn("--insecure-worker-link on {}: attempt tokens cross the network in plain text", o.listen);
+  }
   belay::supervisor::Supervisor supervisor(**store, scheduler, clock, sup_options);
 
   // The worker link; its address goes into every attempt's environment. With port 0, the port
@@ -149,7 +209,7 @@ int Run(const Options& o) {
   int port = 0;
   for (const std::string& address : {listen, o.listen}) {
     grpc::ServerBuilder link_builder;
-    link_builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+    link_builder.AddListeningPort(address, link_credentials, &port);
     link_builder.RegisterService(&link);
     link_server = link_builder.BuildAndStart();
     if (link_server && port != 0) break;
@@ -160,7 +220,9 @@ int Run(const Options& o) {
     return 1;
   }
   const std::string worker_address = Cat(o.listen.substr(0, o.listen.rfind(':')), ":", port);
-  std::ofstream(address_file) << worker_address << "\n";
+  if (absl::StatusOr<belay::AtomicFile> f = belay::AtomicFile::Create(address_file, {.mode = 0600}); f.ok()) {
+    if (absl::Status s = f->Append(worker_address + "\n"); s.ok()) s = f->Commit();
+  }
   supervisor.set_coordinator_address(worker_address);
 
   // The coordinator API: connections accepted here, credentials read, then handed to gRPC.
@@ -233,6 +295,7 @@ int Run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A child belayd started by the submit path to parse a campaign file it may not survive.
   CLI::App app{"belayd: the belay coordinator; owns campaign state and drives the scheduler", "belayd"};
   app.set_version_flag("--version", belay::VersionLine("belayd"));
   Options o;
@@ -251,11 +314,23 @@ int main(int argc, char** argv) {
   app.add_option("--slurm-node-poll", o.slurm_node_poll_s,
                  "seconds between reads of the Slurm node states while Slurm campaigns run (default 60)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--tls-cert", o.tls_cert,
+                 "PEM certificate (chain) the worker link serves (default: belayd's own, made in <state-dir>/tls)");
+  app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert (belayd's own file, mode 0600)");
+  app.add_option("--tls-ca", o.tls_ca, "PEM CA certificates ranks verify --tls-cert against (default: --tls-cert itself)");
+  app.add_flag("--insecure-worker-link", o.insecure_worker_link,
+               "serve the worker link without TLS (attempt tokens in plain text; for a trusted network only)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty() || (!o.tls_ca.empty() && o.tls_cert.empty()) ||
+      (o.insecure_worker_link && !o.tls_cert.empty())) {
+    std::cerr << "belayd: --tls-cert and --tls-key go together (with --tls-ca optionally), and not with "
+                 "--insecure-worker-link\n";
+    return 2;
   }
   if (o.worker.empty()) {
     std::error_code ec;

@@ -33,7 +33,9 @@ absl::StatusOr<ShardAdded> AddShard(pb::Checkpoint& ck, const pb::CheckpointShar
   if (shard.rank() < 0 || shard.rank() >= ck.world_size()) {
     return absl::InvalidArgumentError(Cat(what, ": rank: outside 0..", ck.world_size() - 1));
   }
-  if (shard.bytes() <= 0) return absl::InvalidArgumentError(Cat(what, ": bytes: ", shard.bytes(), " is not positive"));
+  if (shard.bytes() <= 0 || shard.bytes() > kMaxShardBytes) {
+    return absl::InvalidArgumentError(Cat(what, ": bytes: ", shard.bytes(), " is not in 1..", kMaxShardBytes));
+  }
   const fs::path expected = fs::path(ck.dir()) / ckpt::ShardFileName(shard.rank());
   if (fs::path(shard.path()) != expected) {
     return absl::InvalidArgumentError(Cat(what, ": path: \"", shard.path(), "\", expected \"", expected.string(), "\""));
@@ -52,12 +54,14 @@ absl::StatusOr<ShardAdded> AddShard(pb::Checkpoint& ck, const pb::CheckpointShar
                                              FormatXxh3(at->xxh3()), "; now ", shard.bytes(), " bytes, xxh3 ",
                                              FormatXxh3(shard.xxh3())));
   }
+  int64_t total = 0;
+  if (__builtin_add_overflow(ck.total_bytes(), shard.bytes(), &total)) {
+    return absl::InvalidArgumentError(Cat(what, ": bytes: ", shard.bytes(), " more than a checkpoint can hold"));
+  }
   const auto index = at - shards->begin();  // Add may move the elements
   shards->Add(pb::CheckpointShard(shard));
   // Move the appended shard to its rank's place.
   std::rotate(shards->begin() + index, shards->end() - 1, shards->end());
-  int64_t total = 0;
-  for (const pb::CheckpointShard& s : *shards) total += s.bytes();
   ck.set_total_bytes(total);
   return shards->size() == ck.world_size() ? ShardAdded::kComplete : ShardAdded::kAdded;
 }

@@ -30,8 +30,12 @@ enum class ShardAdded {
   kComplete,  // this report completed the step: every rank has reported
 };
 
+// The largest shard a rank may report (1 PiB): sizes above it are not a file's.
+inline constexpr int64_t kMaxShardBytes = int64_t{1} << 50;
+
 // Adds one rank's report to a PENDING record (shards kept in rank order). The shard must
-// be for the record's step, from a rank in [0, world_size), with a positive size, and its
+// be for the record's step, from a rank in [0, world_size), with a size in 1..kMaxShardBytes
+// (the record's total_bytes, kept as a running sum, never overflows), and its
 // path must be the record's directory plus rank_<r>.bin. A rank reporting again with the same
 // size and sum is a repeat; with a different one it is FailedPrecondition (a shard file
 // cannot change after its rename). InvalidArgument for the rest, naming the field.

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <limits>
 
 #include "common/checksum.h"
 #include "common/ckpt/layout.h"
@@ -78,6 +79,18 @@ TEST(Catalog, BadReportsAreRefusedNamingTheField) {
   absl::StatusOr<ShardAdded> changed = AddShard(ck, Shard(ck, 0, 2, 100, 99));
   EXPECT_EQ(changed.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(ck.shards_size(), 1);
+}
+
+TEST(Catalog, AbsurdSizesAreRefusedAndTheTotalNeverOverflows) {
+  pb::Checkpoint ck = NewPending("c-1", 40, 2, 3, "/ck/c-1/step_000000040");
+  EXPECT_THAT(AddShard(ck, Shard(ck, 0, 3, kMaxShardBytes + 1)).status().message(), HasSubstr("bytes"));
+  EXPECT_THAT(AddShard(ck, Shard(ck, 0, 3, -5)).status().message(), HasSubstr("bytes"));
+  // A record already near the largest total (as a hostile rank's reports could make it).
+  ck.set_total_bytes(std::numeric_limits<int64_t>::max() - 10);
+  absl::StatusOr<ShardAdded> over = AddShard(ck, Shard(ck, 1, 3, 11));
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument) << over.status();
+  EXPECT_EQ(ck.shards_size(), 0) << "a refused report changes nothing";
+  EXPECT_EQ(ck.total_bytes(), std::numeric_limits<int64_t>::max() - 10);
 }
 
 TEST(Catalog, ManifestCarriesTheAssembledShardMap) {

@@ -36,8 +36,8 @@ std::string UserName(uid_t uid) {
 // Attempts as the API shows them: without the workers' secret.
 void AddAttempts(const std::vector<v1::Attempt>& attempts, v1::GetCampaignResponse* resp) {
   for (v1::Attempt a : attempts) {
-    a.clear_worker_token();
-    a.clear_successor_token();
+    a.clear_worker_token_nonce();
+    a.clear_successor_token_nonce();
     *resp->add_attempts() = std::move(a);
   }
 }

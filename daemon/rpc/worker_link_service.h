@@ -27,6 +27,19 @@ namespace belay::rpc {
 //
 // Checkpoints: each rank reports its shard once the worker has committed the step; when
 // every rank of the attempt has reported step N, the supervisor records the checkpoint.
+//
+// Bounds: a token holder is not trusted further than its own attempt. Ranks outside the
+// attempt's world size, steps outside 1..kMaxStep, negative or non-finite times and sizes,
+// per-rank arrays not of the world size, and more than kMaxReportsPerCall reports in one call
+// are INVALID_ARGUMENT (nothing of such a call is stored); free text is cut to kMaxText bytes.
+// An attempt has at most kMaxBarriersPerAttempt rendezvous barriers (RESOURCE_EXHAUSTED
+// beyond), and they are forgotten once the attempt has ended.
+inline constexpr int64_t kMaxStep = int64_t{1} << 40;
+inline constexpr int kMaxReportsPerCall = 10000;
+inline constexpr size_t kMaxText = 4096;
+inline constexpr int kMaxShardTensors = 1 << 20;
+inline constexpr int kMaxBarriersPerAttempt = 64;
+
 class WorkerLinkService final : public v1::WorkerLink::Service {
  public:
   explicit WorkerLinkService(supervisor::Supervisor& supervisor,
@@ -41,18 +54,26 @@ class WorkerLinkService final : public v1::WorkerLink::Service {
                                      v1::ReportCheckpointShardResponse*) override;
   grpc::Status Finish(grpc::ServerContext*, const v1::FinishRequest*, v1::FinishResponse*) override;
 
+  // Rendezvous barriers held now (for tests: they are freed with their attempt).
+  size_t barrier_count() const;
+
  private:
   struct Barrier {
     std::set<int32_t> arrived;
     std::optional<std::string> blob;  // rank 0's
     bool complete = false;
+    int waiters = 0;  // calls waiting on it now
   };
+
+  // Drops the barriers of attempts that are no longer running (none a call still waits on).
+  void ForgetEndedAttempts() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   supervisor::Supervisor& supervisor_;
   const absl::Duration max_rendezvous_wait_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   absl::CondVar barrier_changed_;
   std::map<std::tuple<std::string, int32_t, std::string, int64_t>, Barrier> barriers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, int32_t>, int> barriers_per_attempt_ ABSL_GUARDED_BY(mu_);
 };
 
 // grpc::Status from absl::Status, code for code.

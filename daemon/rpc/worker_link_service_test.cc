@@ -1,6 +1,9 @@
 // The worker link's handlers called directly: token checks and the rendezvous barrier.
 #include "daemon/rpc/worker_link_service.h"
 
+#include "daemon/rpc/link_tls.h"
+#include "grpcpp/security/server_credentials.h"
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -10,6 +13,7 @@
 #include "grpcpp/grpcpp.h"
 #include "worker/runtime/coordinator_client.h"
 #include "daemon/store/memory_store.h"
+#include "daemon/store/records.h"
 #include "gtest/gtest.h"
 
 namespace belay::rpc {
@@ -49,7 +53,9 @@ ranks_per_node = 3
 )",
                                              "link.toml", po);
     ASSERT_TRUE(spec.ok()) << spec.errors[0].ToString();
-    ASSERT_TRUE(sup_->Submit(*spec.spec, "", "link.toml", 0, "root").ok());
+    absl::StatusOr<v1::Campaign> c = sup_->Submit(*spec.spec, "", "link.toml", 0, "root");
+    ASSERT_TRUE(c.ok()) << c.status();
+    id_ = c->id();
     ASSERT_TRUE(sup_->Tick().ok());
     for (const auto& [k, v] : sched_.submitted().at(0).env) {
       if (k == "BELAY_TOKEN") token_ = v;
@@ -69,7 +75,17 @@ ranks_per_node = 3
     return link.Rendezvous(nullptr, &req, resp);
   }
 
+  // Ends attempt 1 (its job exits) and lets the supervisor see it.
+  void EndAttempt() {
+    absl::StatusOr<std::optional<v1::Attempt>> a = store::GetAttempt(store_, id_, 1);
+    ASSERT_TRUE(a.ok() && a->has_value());
+    sched_.End((*a)->scheduler_job_id(), {}, 1);
+    ASSERT_TRUE(sup_->Tick().ok());
+    ASSERT_FALSE(sup_->IsRunning(id_, 1));
+  }
+
   fs::path dir_;
+  std::string id_;
   store::MemoryStore store_;
   sched::FakeScheduler sched_;
   FakeClock clock_;
@@ -172,6 +188,149 @@ TEST_F(WorkerLinkTest, CallsWithoutTheAttemptsTokenOrOutsideItAreRefused) {
   reg.set_rank(2);
   ASSERT_TRUE(link.Register(nullptr, &reg, &rr).ok());
   EXPECT_EQ(rr.attempt_number(), 1);
+}
+
+TEST_F(WorkerLinkTest, ReportsOutsideTheAttemptAreRefusedAndStoreNothing) {
+  WorkerLinkService link(*sup_, absl::Milliseconds(100));
+  v1::HeartbeatRequest hb;
+  hb.set_attempt_token(token_);
+  hb.set_rank(3);
+  v1::HeartbeatResponse hr;
+  EXPECT_EQ(link.Heartbeat(nullptr, &hb, &hr).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Finish from ranks the attempt does not have: refused, the attempt record does not grow.
+  for (int32_t rank : {3, -1, 1 << 30}) {
+    v1::FinishRequest fin;
+    fin.set_attempt_token(token_);
+    fin.set_rank(rank);
+    fin.set_message(std::string(1 << 20, 'x'));
+    v1::FinishResponse fr;
+    EXPECT_EQ(link.Finish(nullptr, &fin, &fr).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << rank;
+  }
+  EXPECT_EQ((*store::GetAttempt(store_, id_, 1))->rank_exits_size(), 0);
+  // A rank of the attempt with an enormous message: kept, cut to kMaxText.
+  v1::FinishRequest fin;
+  fin.set_attempt_token(token_);
+  fin.set_rank(2);
+  fin.set_message(std::string(1 << 20, 'x'));
+  v1::FinishResponse fr;
+  ASSERT_TRUE(link.Finish(nullptr, &fin, &fr).ok());
+  const v1::Attempt a = **store::GetAttempt(store_, id_, 1);
+  ASSERT_EQ(a.rank_exits_size(), 1);
+  EXPECT_LE(a.rank_exits(0).message().size(), kMaxText + 3);
+
+  // Step reports: per-rank arrays of another world size, steps out of range, negative or
+  // non-finite times; one bad report refuses the whole call.
+  auto steps = [&](auto mutate) {
+    v1::ReportStepsRequest req;
+    req.set_attempt_token(token_);
+    v1::StepMetrics* good = req.add_steps();
+    good->set_step(1);
+    good->set_step_time_s(0.5);
+    v1::StepMetrics* bad = req.add_steps();
+    bad->set_step(2);
+    bad->set_step_time_s(0.5);
+    mutate(*bad);
+    v1::ReportStepsResponse resp;
+    return link.ReportSteps(nullptr, &req, &resp).error_code();
+  };
+  EXPECT_EQ(steps([](v1::StepMetrics& m) {
+              for (int r = 0; r < 100000; ++r) m.add_rank_step_time_s(1.0);
+            }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_step(0); }), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_step(kMaxStep + 1); }), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_step_time_s(-1); }), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_tokens_per_s(std::nan("")); }), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_tokens_seen(-5); }), grpc::StatusCode::INVALID_ARGUMENT);
+  absl::StatusOr<std::vector<v1::StepMetrics>> stored = store::ListStepMetrics(store_, id_, 0, 100, 100, false);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_TRUE(stored->empty()) << "nothing of a refused call is stored";
+
+  // Shards from outside the attempt, or of absurd sizes and times.
+  auto shard = [&](auto mutate) {
+    v1::ReportCheckpointShardRequest req;
+    req.set_attempt_token(token_);
+    v1::CheckpointShard* s = req.mutable_shard();
+    s->set_step(5);
+    s->set_rank(1);
+    s->set_bytes(100);
+    s->set_path("/ckpt/" + id_ + "/step_000000005/rank_00001.bin");
+    mutate(*s);
+    v1::ReportCheckpointShardResponse resp;
+    return link.ReportCheckpointShard(nullptr, &req, &resp).error_code();
+  };
+  EXPECT_EQ(shard([](v1::CheckpointShard& s) { s.set_rank(7); }), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(shard([](v1::CheckpointShard& s) { s.set_bytes(int64_t{1} << 62); }), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(shard([](v1::CheckpointShard& s) { s.set_blocked_time_s(-3); }), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(shard([](v1::CheckpointShard& s) { s.set_path(std::string(10000, 'p')); }), grpc::StatusCode::INVALID_ARGUMENT);
+  // A non-finite loss is a worker's to report (belayd rolls back on it), not a malformed one.
+  EXPECT_EQ(steps([](v1::StepMetrics& m) {
+              m.set_loss(std::nan(""));
+              for (int r = 0; r < 3; ++r) m.add_rank_step_time_s(0.5);
+            }),
+            grpc::StatusCode::OK);
+}
+
+TEST_F(WorkerLinkTest, RendezvousBarriersAreBoundedAndFreedWithTheirAttempt) {
+  WorkerLinkService link(*sup_, absl::Milliseconds(1));
+  v1::RendezvousResponse r;
+  for (int64_t g = 1; g <= kMaxBarriersPerAttempt; ++g) {
+    EXPECT_EQ(Meet(link, 1, "", g, &r).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << g;
+  }
+  EXPECT_EQ(link.barrier_count(), static_cast<size_t>(kMaxBarriersPerAttempt));
+  EXPECT_EQ(Meet(link, 1, "", kMaxBarriersPerAttempt + 1, &r).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // A barrier it has already: still answered.
+  EXPECT_EQ(Meet(link, 1, "", 3, &r).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+
+  EndAttempt();
+  // The next attempt's first barrier finds the ended attempt's gone.
+  clock_.Advance(std::chrono::hours(1));  // past the restart backoff
+  ASSERT_TRUE(sup_->Tick().ok());
+  std::string next_token;
+  for (const auto& [k, v] : sched_.submitted().back().env) {
+    if (k == "BELAY_TOKEN") next_token = v;
+  }
+  ASSERT_NE(next_token, token_) << "attempt 2 is started";
+  EXPECT_EQ(Meet(link, 1, "", 1, &r, token_).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(Meet(link, 1, "", 1, &r, next_token).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(link.barrier_count(), 1u);
+}
+
+// The worker link over TLS with belayd's own CA: a rank given the CA registers; a plaintext
+// client, and one that trusts another CA, get nowhere.
+TEST_F(WorkerLinkTest, RanksReachBelaydOverTlsOnlyWithItsCa) {
+  absl::StatusOr<LinkTls> tls = LoadOrCreateLinkTls(dir_ / "tls");
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  absl::StatusOr<LinkTls> stranger = LoadOrCreateLinkTls(dir_ / "other-tls");
+  ASSERT_TRUE(stranger.ok()) << stranger.status();
+  WorkerLinkService link(*sup_, absl::Seconds(30));
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({tls->key_pem, tls->cert_pem});
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::SslServerCredentials(ssl), &port);
+  builder.RegisterService(&link);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  ASSERT_NE(port, 0);
+  auto registers = [&](const std::string& ca, const std::string& name) {
+    runtime::CoordinatorClientOptions o;
+    o.address = "127.0.0.1:" + std::to_string(port);
+    o.token = token_;
+    o.rank = 0;
+    o.world_size = 3;
+    o.ca_pem = ca;
+    o.tls_server_name = name;
+    o.rpc_deadline = std::chrono::milliseconds(2000);
+    return runtime::CoordinatorClient(o).Register(std::chrono::milliseconds(1500));
+  };
+  absl::Status ok = registers(tls->ca_pem, tls->server_name);
+  EXPECT_TRUE(ok.ok()) << ok;
+  EXPECT_FALSE(registers("", "").ok()) << "a plaintext client";
+  EXPECT_FALSE(registers(stranger->ca_pem, stranger->server_name).ok()) << "a client trusting another CA";
+  EXPECT_FALSE(registers(tls->ca_pem, "not-belayd").ok()) << "a certificate for another name";
+  server->Shutdown();
 }
 
 }  // namespace

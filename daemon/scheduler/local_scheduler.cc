@@ -85,10 +85,9 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   if (job.command.empty()) return absl::InvalidArgumentError("empty command");
   if (!job.after_job.empty()) return absl::InvalidArgumentError("the local backend does not queue jobs behind others");
   std::error_code ec;
-  for (const fs::path& d : {job.log_dir, options_.jobs_dir}) {
-    fs::create_directories(d, ec);
-    if (ec) return absl::InternalError(Cat(d.string(), ": cannot create: ", ec.message()));
-  }
+  fs::create_directories(options_.jobs_dir, ec);
+  if (!ec) fs::permissions(options_.jobs_dir, fs::perms::owner_all, fs::perm_options::replace, ec);  // private
+  if (ec) return absl::InternalError(Cat(options_.jobs_dir.string(), ": cannot create: ", ec.message()));
   // Idempotent per (campaign, attempt): the key file names the job already started.
   const fs::path key_file = options_.jobs_dir / ("key-" + absl::BytesToHexString(Cat(job.campaign_id, "/", job.attempt)));
   if (std::ifstream in(key_file); in) {
@@ -99,9 +98,7 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   for (int r = 0; r < job.world_size; ++r) fs::remove(RankFile(log_dir, r, "exit"), ec);
   absl::StatusOr<std::optional<RunAs>> as = ResolveRunAs(job);
   if (!as.ok()) return as.status();
-  if (*as) {
-    if (absl::Status s = GiveDirectory(log_dir, **as); !s.ok()) return s;
-  }
+  if (absl::Status s = PrepareLogDirectory(job, *as); !s.ok()) return s;
 
   std::vector<std::string> argv;
   if (*as) {

@@ -168,6 +168,60 @@ TEST_F(LocalSchedulerTest, RanksRunAsTheUserTheJobNames) {
   EXPECT_NE(refused.status().message().find("no passwd entry"), std::string::npos) << refused.status();
 }
 
+// A job of another user inherits of belayd's environment only what PassedToOtherUsers allows
+// (belayd's session, credentials and library paths stay belayd's), plus what belay sets.
+TEST_F(LocalSchedulerTest, AnotherUsersRanksGetOnlyTheAllowedPartOfBelaydsEnvironment) {
+  if (::geteuid() != 0) GTEST_SKIP() << "starting ranks as another user needs root";
+  const passwd* pw = ::getpwnam("nobody");
+  ASSERT_NE(pw, nullptr);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "belayds-own-secret", 1);
+  ::setenv("KRB5CCNAME", "FILE:/tmp/krb5cc_0", 1);
+  ::setenv("LC_TIME", "C.UTF-8", 1);
+  LocalScheduler s(options_);
+  JobSpec job = Job(1, "env");
+  job.run_as_uid = pw->pw_uid;
+  job.env = {{"BELAY_CAMPAIGN", "c-1"}};
+  absl::StatusOr<std::string> id = s.Submit(job);
+  ::unsetenv("AWS_SECRET_ACCESS_KEY");
+  ::unsetenv("KRB5CCNAME");
+  ::unsetenv("LC_TIME");
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_EQ(WaitEnded(s, *id).ranks.at(0).exit_code, 0);
+  const std::string env = Log(0);
+  EXPECT_EQ(env.find("belayds-own-secret"), std::string::npos) << env;
+  EXPECT_EQ(env.find("KRB5CCNAME"), std::string::npos) << env;
+  EXPECT_NE(env.find("LC_TIME=C.UTF-8"), std::string::npos) << env;
+  EXPECT_NE(env.find("PATH="), std::string::npos) << env;
+  EXPECT_NE(env.find("BELAY_CAMPAIGN=c-1"), std::string::npos) << env;
+  EXPECT_NE(env.find(std::string("HOME=") + pw->pw_dir), std::string::npos) << env;
+}
+
+// The files a job reads (the campaign spec) are in its log directory, which only the job's
+// user may enter; a name the user pointed elsewhere is replaced, not written through.
+TEST_F(LocalSchedulerTest, JobFilesAreWrittenIntoAPrivateLogDirectory) {
+  LocalScheduler s(options_);
+  fs::create_directories(dir_ / "logs");
+  fs::permissions(dir_ / "logs", fs::perms::all);  // an older belayd's, open to all
+  std::ofstream(dir_ / "elsewhere") << "untouched";
+  fs::create_symlink(dir_ / "elsewhere", dir_ / "logs" / "spec.toml");
+  JobSpec job = Job(1, "cat \"$BELAY_LOG_DIR/spec.toml\"");
+  job.files = {{"spec.toml", "name = \"x\"\n"}};
+  absl::StatusOr<std::string> id = s.Submit(job);
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(WaitEnded(s, *id).ranks.at(0).exit_code, 0);
+  EXPECT_EQ(Log(0), "name = \"x\"\n");
+  EXPECT_EQ(fs::status(dir_ / "logs").permissions(), fs::perms::owner_all);
+  EXPECT_FALSE(fs::is_symlink(dir_ / "logs" / "spec.toml"));
+  std::ifstream in(dir_ / "elsewhere");
+  std::string kept;
+  std::getline(in, kept);
+  EXPECT_EQ(kept, "untouched");
+  JobSpec bad = Job(1, "true");
+  bad.attempt = 2;
+  bad.files = {{"../escape", "x"}};
+  EXPECT_EQ(s.Submit(bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // The log directory may be the job's user's: belayd reads an exit file only if it is a regular
 // file (not a symlink to one of root's files, not a FIFO it would wait on for ever).
 TEST_F(LocalSchedulerTest, ExitFilesAreReadOnlyWhenTheyAreRegularFiles) {

@@ -29,12 +29,12 @@ std::map<std::string, std::string> InheritedEnvironment() {
   return env;
 }
 
+bool PassedToOtherUsers(std::string_view key) {
+  return key == "PATH" || key == "LANG" || key == "LANGUAGE" || key.starts_with("LC_") || key == "TZ";
+}
+
 void MakeEnvironmentOf(const RunAs& as, std::map<std::string, std::string>& env) {
-  std::erase_if(env, [](const auto& kv) {
-    const std::string& k = kv.first;
-    return k.starts_with("XDG_") || k.starts_with("SUDO_") || k.starts_with("SSH_") || k == "MAIL" ||
-           k == "KRB5CCNAME" || k == "TMPDIR";
-  });
+  std::erase_if(env, [](const auto& kv) { return !PassedToOtherUsers(kv.first); });
   env["HOME"] = as.home;
   env["USER"] = env["LOGNAME"] = as.name;
 }

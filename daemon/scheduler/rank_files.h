@@ -53,10 +53,16 @@ RankEnd ReadRankEnd(const std::filesystem::path& log_dir, int rank, std::string 
 // BELAY_* but for the BELAY_FAULT_* test switches). The job's own variables go on top.
 std::map<std::string, std::string> InheritedEnvironment();
 
-// An inherited environment made that of user `as` (a job running as a campaign's owner):
-// belayd's own user's session variables go (XDG_*, SUDO_*, SSH_*, MAIL, KRB5CCNAME, TMPDIR,
-// which may name places only belayd's user can reach, or its credentials); HOME, USER and
-// LOGNAME are the owner's.
+// Whether belayd passes its own variable `key` to a job running as another user: only PATH,
+// LANG, LANGUAGE, LC_* and TZ. Everything else of belayd's environment (its session's
+// XDG_*, SSH_*, SUDO_*, credentials such as KRB5CCNAME, library paths, whatever an operator's
+// shell held) is belayd's own user's business.
+bool PassedToOtherUsers(std::string_view key);
+
+// An inherited environment made that of user `as` (a job running as a campaign's owner): the
+// variables PassedToOtherUsers allows, plus HOME, USER and LOGNAME of the owner. What belay
+// itself sets for the job (MPI transport settings, --slurm-job-env items, the BELAY_ variables
+// of the attempt) goes on top.
 void MakeEnvironmentOf(const RunAs& as, std::map<std::string, std::string>& env);
 
 }  // namespace belay::sched

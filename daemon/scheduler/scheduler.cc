@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "common/durable_file.h"
 #include "common/strings.h"
 
 namespace belay::sched {
@@ -52,6 +53,36 @@ absl::Status GiveDirectory(const std::filesystem::path& dir, const RunAs& as) {
               "directory elsewhere"));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status PrepareLogDirectory(const JobSpec& job, const std::optional<RunAs>& as) {
+  const std::filesystem::path dir = std::filesystem::absolute(job.log_dir);
+  std::error_code ec;
+  std::filesystem::create_directories(dir.parent_path(), ec);
+  if (ec) return absl::InternalError(Cat(dir.parent_path().string(), ": cannot create: ", ec.message()));
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::InternalError(Cat(dir.string(), ": cannot create: ", std::strerror(errno)));
+  }
+  // An existing directory (a retried submission) is the same one, not a link planted there.
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return absl::InternalError(Cat(dir.string(), ": not a directory: ", std::strerror(errno)));
+  const int rc = ::fchmod(fd, 0700);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return absl::InternalError(Cat(dir.string(), ": cannot make it private: ", std::strerror(err)));
+  for (const auto& [name, contents] : job.files) {
+    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
+      return absl::InvalidArgumentError(Cat("job file \"", name, "\": not a plain file name"));
+    }
+    // A fresh file renamed into place: a link the job's user left under that name is replaced,
+    // never followed.
+    absl::StatusOr<AtomicFile> file = AtomicFile::Create(dir / name, {.hidden_temp_name = true, .mode = 0644});
+    if (!file.ok()) return file.status();
+    if (absl::Status st = file->Append(contents); !st.ok()) return st;
+    if (absl::Status st = file->Commit(); !st.ok()) return st;
+  }
+  if (as) return GiveDirectory(dir, *as);
   return absl::OkStatus();
 }
 

@@ -32,8 +32,13 @@ struct JobSpec {
   std::vector<std::string> command;
   // Added to every rank's environment (on top of the daemon's).
   std::vector<std::pair<std::string, std::string>> env;
-  // Where rank r writes its output (rank_<r, 5 digits>.log); created if missing.
+  // Where rank r writes its output (rank_<r, 5 digits>.log); created if missing, mode 0700
+  // (the job's user's): nobody else reads what the ranks print.
   std::filesystem::path log_dir;
+  // Files the ranks read, written into log_dir before they start (name, contents): e.g. the
+  // campaign spec, which belayd's own copy in its private state directory cannot serve to a
+  // job running as another user. Names are plain file names.
+  std::vector<std::pair<std::string, std::string>> files;
   // The ranks' working directory; empty: the daemon's.
   std::filesystem::path work_dir;
   std::vector<std::string> exclude_nodes;  // nodes not to run on (Slurm)
@@ -68,6 +73,10 @@ absl::StatusOr<std::optional<RunAs>> ResolveRunAs(const JobSpec& job);
 // naming the directory, when that user cannot reach it (a directory above it that the user
 // may not search, e.g. a state directory of mode 0700).
 absl::Status GiveDirectory(const std::filesystem::path& dir, const RunAs& as);
+// Creates job.log_dir (mode 0700; an existing one is set to 0700 too, not through a symlink),
+// writes job.files into it (mode 0644 inside that directory: readable by the job's user only)
+// and hands it to `as` when set (GiveDirectory). Every backend's Submit starts with it.
+absl::Status PrepareLogDirectory(const JobSpec& job, const std::optional<RunAs>& as);
 
 enum class JobState {
   kQueued,   // accepted, ranks not started yet

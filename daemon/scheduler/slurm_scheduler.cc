@@ -132,18 +132,13 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
     return absl::InvalidArgumentError(Cat(job.world_size, " ranks do not fill nodes of ", job.ranks_per_node));
   }
   if (job.command.empty()) return absl::InvalidArgumentError("empty command");
-  std::error_code ec;
-  fs::create_directories(job.log_dir, ec);
-  if (ec) return absl::InternalError(Cat(job.log_dir.string(), ": cannot create: ", ec.message()));
   const fs::path log_dir = fs::absolute(job.log_dir);
   absl::StatusOr<std::optional<RunAs>> as = ResolveRunAs(job);
   if (!as.ok()) return as.status();
   const uid_t uid = *as ? static_cast<uid_t>((*as)->uid) : ::getuid();
   const gid_t gid = *as ? static_cast<gid_t>((*as)->gid) : ::getgid();
-  if (*as) {
-    // The batch script writes its output there, the ranks their logs.
-    if (absl::Status s = GiveDirectory(log_dir, **as); !s.ok()) return s;
-  }
+  // The batch script writes its output there, the ranks their logs.
+  if (absl::Status s = PrepareLogDirectory(job, *as); !s.ok()) return s;
 
   // Idempotent per (campaign, attempt): a job already submitted for it, in whatever state.
   std::string token;
@@ -155,6 +150,7 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
     if (it->second.comment == comment && it->second.user_id == uid) return std::to_string(it->first);
   }
+  std::error_code ec;
   for (int r = 0; r < job.world_size; ++r) fs::remove(RankFile(log_dir, r, "exit"), ec);
 
   JobSpec in_dir = job;

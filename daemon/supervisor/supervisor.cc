@@ -88,15 +88,10 @@ absl::Status WriteManifestOf(const pb::Checkpoint& ck, const ckpt::Manifest& m, 
   return ckpt::WriteManifest(step, m);
 }
 
-std::string RandomToken() {
-  std::random_device rd;
-  std::string out;
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (int i = 0; i < 32; ++i) out.push_back(kHex[rd() & 15]);
-  return out;
-}
-
 std::string AttemptDirName(int32_t n) { return Cat("attempt_", n); }
+
+// rwx--x--x: what lies above the attempt directories in belayd's state directory.
+constexpr fs::perms kTraverseOnly = fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec;
 
 }  // namespace
 
@@ -113,7 +108,11 @@ TimePoint FromTimestamp(const google::protobuf::Timestamp& ts) {
 
 Supervisor::Supervisor(store::Store& store, sched::Scheduler& scheduler, const Clock& clock,
                        SupervisorOptions options)
-    : store_(store), scheduler_(scheduler), clock_(clock), options_(std::move(options)),
+    : store_(store),
+      scheduler_(scheduler),
+      clock_(clock),
+      options_(std::move(options)),
+      attempt_tokens_(options_.token_key.empty() ? AttemptTokens::RandomKey() : options_.token_key),
       jitter_(options_.jitter_seed) {}
 
 fs::path Supervisor::CampaignDir(const std::string& id) const {
@@ -197,12 +196,18 @@ absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::s
   c.set_max_restarts(static_cast<int32_t>(spec.restart.max_restarts));
   c.set_max_rollbacks(static_cast<int32_t>(spec.restart.max_rollbacks));
 
-  // The workers' copy of the spec, every path absolute; written before the campaign exists
-  // in the store, so a stored campaign always has it.
+  // The effective spec, every path absolute (each attempt's ranks get a copy in their log
+  // directory); written before the campaign exists in the store, so a stored campaign always
+  // has it. Only belayd reads this one; the campaign's directory lets the owner's ranks
+  // through to their attempt directories and lists nothing.
   std::error_code ec;
   fs::create_directories(CampaignDir(c.id()), ec);
   if (ec) return absl::InternalError(Cat(CampaignDir(c.id()).string(), ": ", ec.message()));
-  absl::StatusOr<AtomicFile> file = AtomicFile::Create(CampaignDir(c.id()) / "campaign.toml");
+  for (const fs::path& d : {CampaignDir(c.id()).parent_path(), CampaignDir(c.id())}) {
+    fs::permissions(d, kTraverseOnly, fs::perm_options::replace, ec);
+    if (ec) return absl::InternalError(Cat(d.string(), ": ", ec.message()));
+  }
+  absl::StatusOr<AtomicFile> file = AtomicFile::Create(CampaignDir(c.id()) / "campaign.toml", {.mode = 0600});
   if (!file.ok()) return file.status();
   // Checkpoints of the campaign live under <checkpoint dir>/<campaign id>: the workers' copy
   // is named by the id, so that two campaigns of one name never share a directory.
@@ -293,13 +298,13 @@ absl::Status Supervisor::Tick() {
         l->attempt->state() != pb::ATTEMPT_STATE_ENDED) {
       job_ids[l->attempt->scheduler()].push_back(l->attempt->scheduler_job_id());
       if (l->attempt->presubmitted() && l->attempt->state() == pb::ATTEMPT_STATE_QUEUED) {
-        successor_tokens_.insert(l->attempt->worker_token());  // taken over below, this round
-      } else {
-        tokens_[l->attempt->worker_token()] = RefOf(*l);
+        successor_tokens_.insert(DigestOf(c.id(), l->attempt->number(), l->attempt->worker_token_nonce()));
+      } else {  // (taken over below, this round)
+        tokens_[DigestOf(c.id(), l->attempt->number(), l->attempt->worker_token_nonce())] = RefOf(*l);
       }
     }
     if (l->attempt && !l->attempt->successor_job_id().empty() && l->attempt->state() != pb::ATTEMPT_STATE_ENDED) {
-      successor_tokens_.insert(l->attempt->successor_token());
+      successor_tokens_.insert(DigestOf(c.id(), l->attempt->number() + 1, l->attempt->successor_token_nonce()));
     }
     active.push_back(std::move(*l));
   }
@@ -622,7 +627,7 @@ Supervisor::AttemptRef Supervisor::RefOf(const Loaded& l) const {
   return r;
 }
 
-sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::string& token,
+sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::string& nonce,
                                   bool resume_from_coordinator) {
   const pb::Campaign& c = l.campaign;
   const pb::Attempt& a = *l.attempt;
@@ -632,8 +637,9 @@ sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::st
   job.world_size = a.world_size();
   job.ranks_per_node = a.ranks_per_node();
   job.log_dir = CampaignDir(c.id()) / AttemptDirName(number);
+  job.files = {{"campaign.toml", FormatCampaignSpec(l.spec)}};
   job.command = {options_.worker_program, "--log-level", "info", "train",
-                 "--spec", (CampaignDir(c.id()) / "campaign.toml").string()};
+                 "--spec", (job.log_dir / "campaign.toml").string()};
   if (resume_from_coordinator) {
     // Which checkpoint is decided when the job starts, not now.
     job.command.push_back("--resume-from-coordinator");
@@ -641,8 +647,15 @@ sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::st
     job.command.push_back("--resume");
     job.command.push_back(ckpt::StepDir(l.spec.checkpoint.dir, c.id(), a.start_checkpoint_step()).string());
   }
-  job.env = {{"BELAY_CAMPAIGN", c.id()}, {"BELAY_ATTEMPT", std::to_string(number)}, {"BELAY_TOKEN", token}};
+  job.env = {{"BELAY_CAMPAIGN", c.id()}, {"BELAY_ATTEMPT", std::to_string(number)}, {"BELAY_TOKEN", attempt_tokens_.Token(c.id(), number, nonce)}};
   if (!options_.coordinator_address.empty()) job.env.push_back({"BELAY_COORDINATOR", options_.coordinator_address});
+  if (!options_.coordinator_ca_pem.empty()) {
+    job.files.emplace_back("coordinator-ca.pem", options_.coordinator_ca_pem);
+    job.env.push_back({"BELAY_COORDINATOR_CA", (job.log_dir / "coordinator-ca.pem").string()});
+    if (!options_.coordinator_tls_name.empty()) {
+      job.env.push_back({"BELAY_COORDINATOR_TLS_NAME", options_.coordinator_tls_name});
+    }
+  }
   if (!l.spec.checkpoint.every_steps) {
     // The save interval follows the failures seen so far (a store read error: the prior).
     absl::StatusOr<std::vector<pb::Attempt>> attempts = store::ListAttempts(store_, c.id());
@@ -665,14 +678,14 @@ sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::st
 absl::Status Supervisor::Presubmit(Loaded& l) {
   pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
-  if (a.successor_token().empty()) {
-    // The token first (synced): a retried Submit after a crash finds the same job.
-    a.set_successor_token(RandomToken());
+  if (a.successor_token_nonce().empty()) {
+    // The token's nonce first (synced): a retried Submit after a crash finds the same job.
+    a.set_successor_token_nonce(AttemptTokens::NewNonce());
     WriteBatch b;
     store::Put(b, a);
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   }
-  sched::JobSpec job = JobFor(l, a.number() + 1, a.successor_token(), /*resume_from_coordinator=*/true);
+  sched::JobSpec job = JobFor(l, a.number() + 1, a.successor_token_nonce(), /*resume_from_coordinator=*/true);
   job.after_job = a.scheduler_job_id();
   absl::StatusOr<std::string> id = scheduler_.Submit(job);
   if (absl::IsUnavailable(id.status())) return absl::OkStatus();  // next round
@@ -690,7 +703,7 @@ absl::Status Supervisor::Presubmit(Loaded& l) {
     return store_.Write(b, Durability::kSynced);
   }
   a.set_successor_job_id(*id);
-  successor_tokens_.insert(a.successor_token());
+  successor_tokens_.insert(DigestOf(c.id(), a.number() + 1, a.successor_token_nonce()));
   store::Put(b, a);
   if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
                                 Cat("attempt ", a.number() + 1, " presubmitted as job ", *id, ", to start when job ",
@@ -734,23 +747,24 @@ absl::Status Supervisor::TakeOverPresubmitted(Loaded& l) {
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   // The job's ranks, if already started, wait for their registration: nothing is written yet.
   RemoveUncommittedSteps(l);
-  successor_tokens_.erase(a.worker_token());
-  tokens_[a.worker_token()] = RefOf(l);
+  const std::string digest = DigestOf(c.id(), a.number(), a.worker_token_nonce());
+  successor_tokens_.erase(digest);
+  tokens_[digest] = RefOf(l);
   return absl::OkStatus();
 }
 
 absl::Status Supervisor::StartAttempt(Loaded& l) {
   pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
-  if (a.worker_token().empty()) {
-    // The token and the verified checkpoint first (synced): a retried Submit after a crash
-    // must hand out the same ones.
+  if (a.worker_token_nonce().empty()) {
+    // The token's nonce and the verified checkpoint first (synced): a retried Submit after a
+    // crash must hand out the same ones.
     WriteBatch b;
     bool pending = false;
     if (absl::Status s = PrepareResume(l, b, &pending); !s.ok()) return s;
     // Still hashing: what was found so far (corrupt checkpoints) is kept; next round.
     if (pending) return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);
-    a.set_worker_token(RandomToken());
+    a.set_worker_token_nonce(AttemptTokens::NewNonce());
     if (c.scheduler() == pb::SCHEDULER_KIND_SLURM) {
       if (absl::Status s = PlanAttemptNodes(l, b); !s.ok()) return s;
     }
@@ -759,7 +773,7 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
     // No rank of the campaign runs now: what earlier attempts left half-written goes.
     RemoveUncommittedSteps(l);
   }
-  const sched::JobSpec job = JobFor(l, a.number(), a.worker_token(), /*resume_from_coordinator=*/false);
+  const sched::JobSpec job = JobFor(l, a.number(), a.worker_token_nonce(), /*resume_from_coordinator=*/false);
   absl::StatusOr<std::string> id = scheduler_.Submit(job);
   WriteBatch b;
   if (absl::IsUnavailable(id.status())) {
@@ -778,7 +792,7 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
   a.set_scheduler_job_id(*id);
   a.set_state(pb::ATTEMPT_STATE_STARTING);
   SetTime(a.mutable_start_time(), clock_.Now());
-  tokens_[a.worker_token()] = RefOf(l);
+  tokens_[DigestOf(c.id(), a.number(), a.worker_token_nonce())] = RefOf(l);
   store::Put(b, a);
   store::Put(b, c);
   if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
@@ -947,7 +961,7 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
       SetTime(next.mutable_queue_time(), now + d.delay);  // not started before
       if (take_over) {
         next.set_presubmitted(true);
-        next.set_worker_token(a.successor_token());
+        next.set_worker_token_nonce(a.successor_token_nonce());
         next.set_scheduler_job_id(a.successor_job_id());
         for (const std::string& n : a.excluded_nodes()) next.add_excluded_nodes(n);
       }
@@ -979,12 +993,16 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   SetTime(c.mutable_update_time(), now);
   store::Put(b, a);
   store::Put(b, c);
-  tokens_.erase(a.worker_token());
+  tokens_.erase(DigestOf(c.id(), a.number(), a.worker_token_nonce()));
   pace_.erase({c.id(), a.number()});
+  {
+    absl::MutexLock beats_lock(&beats_mu_);
+    beats_.erase({c.id(), a.number()});
+  }
   cancel_signalled_.erase(c.id());
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   if (!give_up.empty()) {
-    successor_tokens_.erase(a.successor_token());
+    successor_tokens_.erase(DigestOf(c.id(), a.number() + 1, a.successor_token_nonce()));
     // Still queued behind the job that just ended, or just started: either way it goes. If
     // the controller cannot be reached now, its ranks find their token refused and exit.
     if (absl::Status s = scheduler_.Signal(give_up, SIGKILL); !s.ok()) {
@@ -1441,15 +1459,31 @@ absl::Status Supervisor::OnRegister(const std::string& campaign_id, int32_t atte
   return store_.Write(b, Durability::kBuffered);
 }
 
-bool Supervisor::IsWaitingSuccessorToken(const std::string& token) const {
+std::string Supervisor::DigestOf(const std::string& campaign_id, int32_t attempt, const std::string& nonce) const {
+  return attempt_tokens_.Digest(attempt_tokens_.Token(campaign_id, attempt, nonce));
+}
+
+bool Supervisor::IsRunning(const std::string& id, int32_t attempt) const {
   absl::MutexLock lock(&mu_);
-  return !token.empty() && successor_tokens_.count(token) > 0;
+  for (const auto& [digest, ref] : tokens_) {
+    if (ref.campaign_id == id && ref.attempt == attempt) return true;
+  }
+  return false;
+}
+
+bool Supervisor::IsWaitingSuccessorToken(const std::string& token) const {
+  if (token.empty()) return false;
+  const std::string digest = attempt_tokens_.Digest(token);
+  absl::MutexLock lock(&mu_);
+  return successor_tokens_.contains(digest);
 }
 
 std::optional<Supervisor::AttemptRef> Supervisor::AttemptOfToken(const std::string& token) const {
+  if (token.empty()) return std::nullopt;
+  const std::string digest = attempt_tokens_.Digest(token);
   absl::MutexLock lock(&mu_);
-  auto it = tokens_.find(token);
-  if (it == tokens_.end() || token.empty()) return std::nullopt;
+  auto it = tokens_.find(digest);
+  if (it == tokens_.end()) return std::nullopt;
   return it->second;
 }
 

@@ -13,6 +13,8 @@
 #include <set>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -24,6 +26,7 @@
 #include "common/rng.h"
 #include "daemon/scheduler/scheduler.h"
 #include "daemon/store/store.h"
+#include "daemon/supervisor/attempt_tokens.h"
 #include "daemon/supervisor/node_health.h"
 #include "daemon/supervisor/policy.h"
 
@@ -39,6 +42,12 @@ struct SupervisorOptions {
   // (BELAY_COORDINATOR; empty: workers run without reporting).
   std::string worker_program = "belay-worker";
   std::string coordinator_address;
+  // The worker link's TLS: the CA certificate (PEM) the ranks verify belayd against (each
+  // attempt's log directory gets it as coordinator-ca.pem, BELAY_COORDINATOR_CA names it) and
+  // the name belayd's certificate is issued to (BELAY_COORDINATOR_TLS_NAME; empty: the
+  // address's host). No CA: the link is plaintext.
+  std::string coordinator_ca_pem;
+  std::string coordinator_tls_name;
   // hang_timeout = "auto" (policy.h AutoHangTimeout): the allowance before an attempt's pace
   // is known and during saves and evals, and the least timeout once it is.
   std::chrono::seconds default_hang_timeout{600};
@@ -64,6 +73,10 @@ struct SupervisorOptions {
   // Each attempt's ranks run as the campaign's owner (sched::JobSpec::run_as_uid); for a
   // belayd running as root. false: as belayd's own user.
   bool run_as_owner = false;
+  // The secret attempt tokens are derived from (AttemptTokens, 32 bytes; belayd keeps it in
+  // its state directory so that a restarted belayd knows its running attempts' tokens).
+  // Empty: a random key of this Supervisor's own.
+  std::string token_key;
 };
 
 class Supervisor {
@@ -140,6 +153,9 @@ class Supervisor {
   // Whether `token` is that of a presubmitted job no attempt has taken over yet: its workers
   // are early and should ask again.
   bool IsWaitingSuccessorToken(const std::string& token) const;
+  // Whether attempt `attempt` of campaign `id` is one whose workers belayd takes calls from
+  // (its token is live).
+  bool IsRunning(const std::string& id, int32_t attempt) const;
 
  private:
   struct Loaded {
@@ -152,11 +168,13 @@ class Supervisor {
   absl::Status Reconcile(Loaded& l, const std::map<std::string, sched::JobStatus>& polled)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status StartAttempt(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The job of attempt `number` with worker token `token` (world size and exclusions from the
-  // current attempt record).
-  sched::JobSpec JobFor(const Loaded& l, int32_t number, const std::string& token, bool resume_from_coordinator)
+  // The job of attempt `number` whose worker token has nonce `nonce` (world size and
+  // exclusions from the current attempt record).
+  sched::JobSpec JobFor(const Loaded& l, int32_t number, const std::string& nonce, bool resume_from_coordinator)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   AttemptRef RefOf(const Loaded& l) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The digest of the token of attempt `attempt` of a campaign with nonce `nonce`.
+  std::string DigestOf(const std::string& campaign_id, int32_t attempt, const std::string& nonce) const;
   // [resources] presubmit: queues the next attempt's job behind the running one's.
   absl::Status Presubmit(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A queued attempt takes over the job presubmitted for it: its resume checkpoint is
@@ -218,8 +236,11 @@ class Supervisor {
   mutable absl::Mutex mu_;
   std::map<std::string, int64_t> next_event_seq_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, CampaignSpec> specs_ ABSL_GUARDED_BY(mu_);  // effective specs, by campaign
-  std::map<std::string, AttemptRef> tokens_ ABSL_GUARDED_BY(mu_);
-  std::set<std::string> successor_tokens_ ABSL_GUARDED_BY(mu_);  // presubmitted, not taken over
+  // The token digests (AttemptTokens::Digest) of running attempts, and of presubmitted jobs
+  // no attempt has taken over yet.
+  const AttemptTokens attempt_tokens_;
+  std::unordered_map<std::string, AttemptRef, DigestHash, DigestEqual> tokens_ ABSL_GUARDED_BY(mu_);
+  std::unordered_set<std::string, DigestHash, DigestEqual> successor_tokens_ ABSL_GUARDED_BY(mu_);
   // Background shard hashes by (campaign, step) (verify_in_background).
   std::map<std::pair<std::string, int64_t>, std::shared_future<std::optional<std::string>>> verifying_ ABSL_GUARDED_BY(mu_);
   // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends

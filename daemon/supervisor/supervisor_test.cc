@@ -89,6 +89,7 @@ class SupervisorTest : public ::testing::Test {
     o.good_after_steps = 5;
     o.verify_in_background = background_verify_;
     o.run_as_owner = run_as_owner_;
+    o.token_key = token_key_;  // belayd's key file: the same across restarts
     sup_ = std::make_unique<Supervisor>(store_, sched_, clock_, o);
   }
 
@@ -109,6 +110,7 @@ class SupervisorTest : public ::testing::Test {
   // files and step directories it writes to (0: they stay the test's), as if the campaign's
   // ranks had written them as their owner.
   bool run_as_owner_ = false;
+  std::string token_key_ = AttemptTokens::RandomKey();
   uid_t files_owner_ = 0;
   // A Slurm campaign of 4 one-rank nodes n0..n3 whose ranks registered, reporting `steps`
   // steps in which rank 2 computes `slow_s` per step and the others about 0.1 s; then its job
@@ -254,9 +256,14 @@ TEST_F(SupervisorTest, ACampaignRunsToCompletion) {
   };
   EXPECT_EQ(env("BELAY_CAMPAIGN"), id);
   EXPECT_EQ(env("BELAY_COORDINATOR"), "127.0.0.1:7000");
-  EXPECT_EQ(env("BELAY_TOKEN").size(), 32u);
+  EXPECT_EQ(env("BELAY_TOKEN").size(), 64u);
   EXPECT_EQ(sup_->AttemptOfToken(env("BELAY_TOKEN")), (Supervisor::AttemptRef{id, 1, 2, ""}));
   EXPECT_FALSE(sup_->AttemptOfToken("forged").has_value());
+  // The store keeps no token (nor anything a token could be checked against without the key).
+  const pb::Attempt stored = Attempt(id, 1);
+  EXPECT_EQ(stored.worker_token_nonce().size(), 32u);
+  EXPECT_EQ(stored.SerializeAsString().find(env("BELAY_TOKEN")), std::string::npos);
+
   EXPECT_EQ(env("BELAY_CHECKPOINT_MTBF"), "");  // every_steps is a number
 
   Tick();  // the job runs
@@ -908,7 +915,7 @@ TEST_F(SupervisorTest, APresubmittedJobIsTakenOverAfterATimeLimit) {
   EXPECT_TRUE(Has(next.command, "--resume-from-coordinator"));
   EXPECT_FALSE(Has(next.command, "--resume"));
   const std::string token = EnvOf(next, "BELAY_TOKEN");
-  EXPECT_EQ(token.size(), 32u);
+  EXPECT_EQ(token.size(), 64u);
   EXPECT_NE(token, EnvOf(sched_.submitted()[0], "BELAY_TOKEN"));
   // Its ranks may start before attempt 1's job is seen to end: they are told to wait.
   EXPECT_FALSE(sup_->AttemptOfToken(token).has_value());
@@ -1069,12 +1076,14 @@ TEST_F(SupervisorTest, AnUnreachableSchedulerIsAskedAgainNextRound) {
   pb::Attempt a = Attempt(id, 1);
   EXPECT_EQ(a.state(), pb::ATTEMPT_STATE_QUEUED);
   EXPECT_EQ(a.end_reason(), pb::END_REASON_UNSPECIFIED);
-  const std::string token = a.worker_token();
+  const std::string nonce = a.worker_token_nonce();
+  EXPECT_FALSE(nonce.empty());
   Tick();
   a = Attempt(id, 1);
   EXPECT_EQ(a.state(), pb::ATTEMPT_STATE_STARTING);
-  EXPECT_EQ(a.worker_token(), token) << "the retry hands out the same token";
+  EXPECT_EQ(a.worker_token_nonce(), nonce) << "the retry hands out the same token";
   EXPECT_EQ(sched_.submitted().size(), 1u);
+  EXPECT_TRUE(sup_->AttemptOfToken(EnvOf(sched_.submitted()[0], "BELAY_TOKEN")).has_value());
 }
 
 TEST_F(SupervisorTest, AnUnreachableBackendHoldsUpOnlyItsOwnCampaigns) {
@@ -1143,7 +1152,7 @@ TEST_F(SupervisorTest, ARestartedSupervisorCarriesOnWithoutDuplicatingTheAttempt
   Tick();
   EXPECT_EQ(sched_.submitted().size(), 1u);
   EXPECT_GT(sched_.polls(), 0);
-  const std::string token = Attempt(id, 1).worker_token();
+  const std::string token = EnvOf(sched_.submitted()[0], "BELAY_TOKEN");
   EXPECT_EQ(sup_->AttemptOfToken(token), (Supervisor::AttemptRef{id, 1, 2, ""})) << "workers' token known again";
   Steps(id, 1, 13, 100);
   Finish(id, 1, pb::EXIT_KIND_COMPLETED);

@@ -74,6 +74,7 @@ hang_timeout = "10s"
 
 def main():
     global DAEMON
+    theirs_id = None  # the campaign of uid nobody, when run as root
     tmp = pathlib.Path(tempfile.mkdtemp())
     os.chmod(tmp, 0o755)  # another user must reach the socket
     try:
@@ -270,6 +271,7 @@ def main():
             pathlib.Path("theirs.toml").write_text(
                 SPEC.format(name="theirs", steps=50).replace('dir = "ckpt"', f'dir = "{theirs}/ckpt"'))
             tid = belay("submit", "theirs.toml", user=nobody).stdout.split()[-1]
+            theirs_id = tid
             w = belay("watch", tid, user=nobody, check=False, timeout=300)
             if w.returncode != 0:
                 fail(f"uid {nobody}'s campaign: watch exit {w.returncode}\n{w.stdout[-3000:]}")
@@ -395,6 +397,7 @@ def main():
         worker = (state / "worker_address").read_text().strip()
         for seed, tok in ((1, token), (2, ""), (3, token), (4, "")):
             j = subprocess.run([str(RPC_JUNK), "--worker", worker, "--socket", str(DAEMON.socket), "--token", tok,
+                                "--ca", str(state / "tls" / "ca.pem"),
                                 "--count", "40", "--seed", str(seed)], capture_output=True, text=True, timeout=300)
             if j.returncode != 0:
                 fail(f"rpc_junk: exit {j.returncode}: {j.stderr[-2000:]}")
@@ -412,6 +415,32 @@ def main():
         print(f"160 malformed RPCs (80 with a live attempt's token) on both services: belayd up and answering "
               f"(last batch: {codes}); the campaign then ended {status(cid)['campaign']['state']} "
               f"{time.time() - t0:.0f} s after its cancel")
+        # --- Secrets: a running attempt's token is in no file of belayd's, and nothing belayd
+        # wrote is readable by another user (but for that user's own campaign).
+        stored = [p for p in state.rglob("*") if p.is_file() and not p.is_symlink()]
+        holders = [str(p) for p in stored if token.encode() in p.read_bytes()]
+        if holders or len(stored) < 10:
+            fail(f"the worker token of a running attempt is in {holders} ({len(stored)} files searched)")
+        print(f"a running attempt's worker token occurs in none of the {len(stored)} files under the state directory")
+        if os.geteuid() == 0 and shutil.which("setpriv"):
+            mine = state / "campaigns" / theirs_id if theirs_id else None
+            paths = [str(p) for p in state.rglob("*") if not p.is_symlink() and p.name != "belayd.sock"
+                     and not (mine and (p == mine or mine in p.parents))] + [str(state)]
+            probe = ("import os, sys\n"
+                     "for p in sys.stdin.read().split('\\0'):\n"
+                     "    try:\n"
+                     "        os.listdir(p) if os.path.isdir(p) else open(p, 'rb').read(1)\n"
+                     "        print(p)\n"
+                     "    except OSError:\n"
+                     "        pass\n")
+            nobody = pwd.getpwnam("nobody")
+            p = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
+                                "/usr/bin/python3", "-c", probe], input="\0".join(paths), capture_output=True,
+                               text=True, timeout=120)
+            if p.returncode != 0 or p.stdout.strip():
+                fail(f"uid nobody can read what belayd wrote: exit {p.returncode} {p.stdout[:2000]} {p.stderr[-500:]}")
+            print(f"uid {nobody.pw_uid} can read none of the {len(paths)} files and directories under the state "
+                  f"directory (its own campaign's aside); the socket stays open to it")
         DAEMON.kill(signal.SIGTERM)
         print("belayd_test: all checks passed")
     finally:

@@ -15,12 +15,14 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <fstream>
 #include <iostream>
 #include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -166,7 +168,7 @@ struct Method {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string worker, socket, token;
+  std::string worker, socket, token, ca;
   int count = 50;
   uint64_t seed = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -174,6 +176,7 @@ int main(int argc, char** argv) {
     if (k == "--worker") worker = v;
     else if (k == "--socket") socket = v;
     else if (k == "--token") token = v;
+    else if (k == "--ca") ca = v;
     else if (k == "--count") count = std::stoi(v);
     else if (k == "--seed") seed = std::stoull(v);
     else {
@@ -182,7 +185,7 @@ int main(int argc, char** argv) {
     }
   }
   if (worker.empty() || socket.empty()) {
-    std::cerr << "usage: rpc_junk --worker HOST:PORT --socket PATH [--token T] [--count N] [--seed S]\n";
+    std::cerr << "usage: rpc_junk --worker HOST:PORT --socket PATH [--token T] [--ca PEM] [--count N] [--seed S]\n";
     return 2;
   }
   rng.seed(seed);
@@ -203,7 +206,20 @@ int main(int argc, char** argv) {
                          sd->full_name() == belay::v1::WorkerLink::service_full_name(), md->server_streaming()});
     }
   }
-  auto worker_channel = grpc::CreateChannel(worker, grpc::InsecureChannelCredentials());
+  // The worker link is TLS (belayd's own CA, certificate issued to "belayd") when --ca is given.
+  std::shared_ptr<grpc::Channel> worker_channel;
+  if (ca.empty()) {
+    worker_channel = grpc::CreateChannel(worker, grpc::InsecureChannelCredentials());
+  } else {
+    std::ifstream in(ca);
+    std::stringstream pem;
+    pem << in.rdbuf();
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = pem.str();
+    grpc::ChannelArguments args;
+    args.SetSslTargetNameOverride("belayd");
+    worker_channel = grpc::CreateCustomChannel(worker, grpc::SslCredentials(ssl), args);
+  }
   auto socket_channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
   grpc::GenericStub worker_stub(worker_channel), socket_stub(socket_channel);
   google::protobuf::DynamicMessageFactory factory;

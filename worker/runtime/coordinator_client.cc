@@ -5,9 +5,12 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 #include "common/strings.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/security/credentials.h"
 #include "spdlog/spdlog.h"
 
 namespace belay::runtime {
@@ -21,12 +24,35 @@ std::unique_ptr<CoordinatorClient> CoordinatorClient::FromEnvironment(int rank, 
   o.token = token;
   o.rank = rank;
   o.world_size = world_size;
+  if (const char* ca = std::getenv("BELAY_COORDINATOR_CA"); ca != nullptr && *ca != '\0') {
+    std::ifstream in(ca, std::ios::binary);
+    std::stringstream pem;
+    pem << in.rdbuf();
+    if (!in || pem.str().empty()) {
+      spdlog::error("cannot read the coordinator's CA certificate {}: training without belayd", ca);
+      return nullptr;
+    }
+    o.ca_pem = pem.str();
+    if (const char* name = std::getenv("BELAY_COORDINATOR_TLS_NAME"); name != nullptr) o.tls_server_name = name;
+  }
   return std::make_unique<CoordinatorClient>(o);
 }
 
+namespace {
+
+std::shared_ptr<grpc::Channel> LinkChannel(const CoordinatorClientOptions& o) {
+  if (o.ca_pem.empty()) return grpc::CreateChannel(o.address, grpc::InsecureChannelCredentials());
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = o.ca_pem;
+  grpc::ChannelArguments args;
+  if (!o.tls_server_name.empty()) args.SetSslTargetNameOverride(o.tls_server_name);
+  return grpc::CreateCustomChannel(o.address, grpc::SslCredentials(ssl), args);
+}
+
+}  // namespace
+
 CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options)
-    : options_(std::move(options)),
-      stub_(pb::WorkerLink::NewStub(grpc::CreateChannel(options_.address, grpc::InsecureChannelCredentials()))) {}
+    : options_(std::move(options)), stub_(pb::WorkerLink::NewStub(LinkChannel(options_))) {}
 
 CoordinatorClient::~CoordinatorClient() {
   {

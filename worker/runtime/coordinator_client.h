@@ -26,6 +26,11 @@ namespace pb = ::belay::v1;
 struct CoordinatorClientOptions {
   std::string address;  // host:port of belayd's worker link
   std::string token;    // the attempt's token
+  // TLS: the CA certificates (PEM) belayd's certificate must chain to; empty: plaintext (a
+  // belayd started with --insecure-worker-link). `tls_server_name`: the name the certificate
+  // must be issued to; empty: the host of `address`.
+  std::string ca_pem;
+  std::string tls_server_name;
   int rank = 0;
   int world_size = 1;
   std::chrono::milliseconds report_interval{1000};
@@ -36,7 +41,9 @@ struct CoordinatorClientOptions {
 
 class CoordinatorClient {
  public:
-  // From BELAY_COORDINATOR and BELAY_TOKEN; null when the worker does not run under belayd.
+  // From BELAY_COORDINATOR and BELAY_TOKEN, with TLS when BELAY_COORDINATOR_CA names the CA
+  // file belayd handed the job (and BELAY_COORDINATOR_TLS_NAME the server's name); null when
+  // the worker does not run under belayd, or its CA file cannot be read (logged).
   static std::unique_ptr<CoordinatorClient> FromEnvironment(int rank, int world_size);
 
   explicit CoordinatorClient(CoordinatorClientOptions options);
