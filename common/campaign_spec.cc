@@ -13,6 +13,7 @@
 
 #include "common/strings.h"
 #include "common/duration.h"
+#include "common/toml_bounds.h"
 #include "common/toml_reader.h"
 
 namespace belay {
@@ -416,6 +417,11 @@ SpecParseResult ParseCampaignSpec(std::string_view text, std::string_view file,
                                         " bytes; a campaign file may be at most ", kMaxSpecBytes,
                                         " bytes"));
     result.errors = errors.Take();
+    return result;
+  }
+  // Refused before the parser sees it: a shape the parser would recurse too deep on.
+  if (std::optional<SpecError> e = CheckTomlBounds(text, file)) {
+    result.errors.push_back(std::move(*e));
     return result;
   }
   toml::table root;

@@ -289,6 +289,11 @@ INSTANTIATE_TEST_SUITE_P(
                 Append("scheduler = \"slurm\"\nsbatch_options = [\"--time 1:00:00\"]\n"),
                 "c.toml:27:18: resources.sbatch_options: \"--time 1:00:00\" is set by belay "
                 "itself (--time); use the matching [resources] key or leave it to belay"},
+        BadCase{"NestedTooDeep", Append("sbatch_options = " + std::string(20, '[') + std::string(20, ']') + "\n"),
+                "c.toml:26:33: nested 17 levels deep (each table-header part, dotted-key part, array and "
+                "inline table is a level); a campaign file may nest at most 16"},
+        BadCase{"DottedKeyTooLong", Append("a.b.c.d.e.f.g.h.i = 1\n"),
+                "c.toml:26:1: key of 9 dotted parts; a campaign file allows at most 8"},
         BadCase{"BackoffInitialAboveMax",
                 Append("\n[restart]\nbackoff = { initial = \"10m\", max = \"1m\" }\n"),
                 "c.toml:28:36: restart.backoff.max: 1m is shorter than restart.backoff.initial = "

@@ -19,6 +19,7 @@
 #include "CLI/CLI.hpp"
 #include "common/clock.h"
 #include "common/durable_file.h"
+#include "common/isolated_spec_check.h"
 #include "common/logging.h"
 #include "common/strings.h"
 #include "common/version.h"
@@ -296,6 +297,7 @@ int Run(const Options& o) {
 
 int main(int argc, char** argv) {
   // A child belayd started by the submit path to parse a campaign file it may not survive.
+  if (argc == 2 && std::string_view(argv[1]) == belay::kSpecCheckFlag) return belay::RunSpecCheck();
   CLI::App app{"belayd: the belay coordinator; owns campaign state and drives the scheduler", "belayd"};
   app.set_version_flag("--version", belay::VersionLine("belayd"));
   Options o;

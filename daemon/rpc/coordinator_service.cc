@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/campaign_spec.h"
+#include "common/isolated_spec_check.h"
 #include "common/strings.h"
 #include "daemon/rpc/worker_link_service.h"
 #include "daemon/scheduler/identity.h"
@@ -119,6 +120,16 @@ grpc::Status CoordinatorService::SubmitCampaign(grpc::ServerContext* ctx, const 
   if (!req->spec_dir().empty()) o.base_dir = req->spec_dir();
   if (!o.base_dir.is_absolute() && !req->spec_toml().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "spec_dir must be an absolute directory");
+  }
+  // The bytes are hostile until a child process has parsed them and lived (a parser crash
+  // then ends the child, not belayd): see common/isolated_spec_check.h.
+  if (absl::Status safe = CheckSpecInChild(req->spec_toml()); !safe.ok()) {
+    if (!absl::IsInvalidArgument(safe)) return ToGrpc(safe);
+    v1::SpecError* pe = resp->add_errors();
+    pe->set_line(1);
+    pe->set_column(1);
+    pe->set_message(std::string(safe.message()));
+    return grpc::Status::OK;
   }
   SpecParseResult parsed;
   {

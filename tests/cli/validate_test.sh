@@ -59,4 +59,34 @@ rc=$?
 set -e
 [[ $rc == 2 && $err == "$tmp/nope.toml:1:1: cannot open: No such file or directory" ]] \
   || fail "missing file: rc $rc, '$err'"
+# Structures no campaign has, deep enough to overflow the parser's stack (one used to kill
+# belay with SIGSEGV): refused before parsing, with the position and the bound crossed.
+python3 - "$tmp" <<'PY'
+import pathlib, sys
+d = pathlib.Path(sys.argv[1])
+(d / "dotted.toml").write_text("[campaign]\nname = \"deep\"\n" + "a" + ".a" * 300000 + " = 1\n")
+(d / "arrays.toml").write_text("x = 1\nmodel = " + "[" * 100000 + "]" * 100000 + "\n")
+(d / "tables.toml").write_text("t = " + "{ a = " * 5000 + "1" + " }" * 5000 + "\n")
+(d / "header.toml").write_text("[" + "a." * 300000 + "a]\n")
+(d / "quoted.toml").write_text('s = "' + "[" * 100000 + '"\n')
+PY
+for f in dotted:3:1:"key of 300001 dotted parts; a campaign file allows at most 8" \
+         arrays:2:25:"nested 17 levels deep" \
+         tables:1:97:"nested 17 levels deep" \
+         header:1:1:"table header of 300001 dotted parts"; do
+  IFS=: read -r name line col msg <<< "$f"
+  set +e
+  err=$("$bin/belay" validate --offline "$tmp/$name.toml" 2>&1)
+  rc=$?
+  set -e
+  [[ $rc == 2 ]] || fail "$name.toml: exit $rc, want 2 (a crash is 139): $err"
+  [[ $err == "$tmp/$name.toml:$line:$col: $msg"* ]] || fail "$name.toml: got '${err:0:300}'"
+done
+# Brackets inside a string are not structure: that file gets the ordinary missing-section errors.
+set +e
+err=$("$bin/belay" validate --offline "$tmp/quoted.toml" 2>&1)
+set -e
+[[ $err == "$tmp/quoted.toml:1:1: campaign: missing required section [campaign]"* ]] \
+  || fail "quoted.toml: got '${err:0:300}'"
+
 echo "validate_test: all checks passed"

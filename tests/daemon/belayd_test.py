@@ -373,6 +373,22 @@ def main():
             if not DAEMON.alive():
                 fail(f"belayd died on mangled file {i}")
         print(f"50 mangled campaign files: {refused} refused with file:line:col, {50 - refused} still valid; belayd up")
+        # Files nested far deeper than any campaign (a dotted key of 300,000 parts overflowed
+        # the parser's stack and killed belayd): refused with the bound crossed, belayd up.
+        deep = {"deep_key.toml": good + "a" + ".a" * 300000 + " = 1\n",
+                "deep_header.toml": "[" + "a." * 300000 + "a]\n" + good,
+                "deep_arrays.toml": good.replace("[train]", "[train]\nx = " + "[" * 200000 + "]" * 200000, 1),
+                "deep_tables.toml": "t = " + "{ a = " * 100000 + "1" + " }" * 100000 + "\n" + good}
+        for name, text in deep.items():
+            pathlib.Path(name).write_text(text)
+            for args in (("submit", "--validate-only", name), ("submit", name)):
+                p = belay(*args, check=False)
+                if p.returncode != 2 or not re.search(rf"{name}:\d+:\d+: (nested 17 levels deep|(table header|key) of "
+                                                      r"\d+ dotted parts)", p.stderr):
+                    fail(f"belay {' '.join(args)}: exit {p.returncode}: {p.stderr[:300]}")
+                if not DAEMON.alive():
+                    fail(f"belayd died on {name}")
+        print(f"{len(deep)} campaign files nested past the bounds refused with file:line:col; belayd up")
         for args in (("status", "no-such-1"), ("cancel", "x" * 300), ("logs", "a\x01b"), ("events", "")):
             p = belay(*args, check=False)
             if p.returncode not in (2, 3):
