@@ -184,10 +184,15 @@ void ReadCheckpoint(TomlReader r, CheckpointSpec* c) {
   r.ReportUnknownKeys();
 }
 
+// What belay sets itself, by long and short name: a user's value would contradict it.
 const char* const kManagedSbatch[] = {
     "--exclude", "-x", "--comment", "--requeue", "--no-requeue", "--signal", "--nodes", "-N",
     "--ntasks", "-n", "--ntasks-per-node", "--job-name", "-J", "--dependency", "-d",
     "--output", "-o", "--error", "-e", "--time", "-t", "--partition", "-p", "--account", "-A"};
+
+// The longest pre_limit_signal Slurm can carry (its warning time is 16 bits of seconds),
+// rounded down to whole hours.
+constexpr seconds kMaxPreLimitSignal{18 * 3600};
 
 void ReadResources(TomlReader r, ResourcesSpec* s) {
   SetChoice(&s->scheduler, r.Choice("scheduler", {"local", "slurm"}, false));
@@ -198,28 +203,28 @@ void ReadResources(TomlReader r, ResourcesSpec* s) {
   Set(&s->partition, r.String("partition", false, 256));
   Set(&s->account, r.String("account", false, 256));
   s->time_limit = r.Duration("time_limit", seconds(60), seconds(365LL * 86400));
+  if (s->time_limit && s->time_limit->count() % 60 != 0) {
+    r.errors()->Add(r.PosOf("time_limit"), r.KeyPath("time_limit"),
+                    Cat(FormatDuration(*s->time_limit),
+                        " is not a whole number of minutes; Slurm's time limits are minutes"));
+    s->time_limit.reset();
+  }
   if (auto opts = r.StringList("sbatch_options", false)) {
     for (const std::string& o : *opts) {
-      // "--name=value", "--name value", "-Xvalue", "-X value": compare the option's name.
-      std::string flag = o.rfind("--", 0) == 0 ? o.substr(0, o.find_first_of("= \t"))
-                                               : o.substr(0, std::min<size_t>(2, o.size()));
-      bool managed = false;
-      for (const char* m : kManagedSbatch) managed = managed || flag == m;
-      if (o.size() < 2 || o[0] != '-') {
-        r.errors()->Add(r.PosOf("sbatch_options"), r.KeyPath("sbatch_options"),
-                        Cat("\"", o, "\" is not an sbatch option; allowed: \"--name=value\""));
-      } else if (managed) {
-        r.errors()->Add(r.PosOf("sbatch_options"), r.KeyPath("sbatch_options"),
-                        Cat("\"", o, "\" is set by belay itself (", flag,
-                                     "); use the matching [resources] key or leave it to belay"));
-      } else {
+      if (absl::StatusOr<SbatchOption> ok = ParseSbatchOption(o); ok.ok()) {
         s->sbatch_options.push_back(o);
+      } else {
+        r.errors()->Add(r.PosOf("sbatch_options"), r.KeyPath("sbatch_options"), std::string(ok.status().message()));
       }
     }
   }
-  Set(&s->spare_nodes, r.Int("spare_nodes", 0, 100000, false));
+  if (auto spare = r.Int("spare_nodes", 0, 100000, false); spare && *spare > 0) {
+    r.errors()->Add(r.PosOf("spare_nodes"), r.KeyPath("spare_nodes"),
+                    Cat(*spare, " spare nodes: not supported yet; belay holds no spare nodes (resources.min_nodes "
+                        "lets a campaign go on with fewer nodes); allowed: 0"));
+  }
   Set(&s->presubmit, r.Bool("presubmit"));
-  Set(&s->pre_limit_signal, r.Duration("pre_limit_signal", seconds(0), seconds(86400)));
+  Set(&s->pre_limit_signal, r.Duration("pre_limit_signal", seconds(0), kMaxPreLimitSignal));
 
   if (s->scheduler == SchedulerKind::kLocal) {
     for (std::string_view key : {"partition", "account", "time_limit", "sbatch_options",
@@ -228,6 +233,13 @@ void ReadResources(TomlReader r, ResourcesSpec* s) {
         r.errors()->Add(r.PosOf(key), r.KeyPath(key),
                         "only applies to resources.scheduler = \"slurm\" (it is \"local\")");
       }
+    }
+    // Nothing to signal before: local jobs have no time limit. (The default, written out,
+    // passes: earlier belayd versions wrote it into every campaign's effective spec.)
+    if (r.has("pre_limit_signal") && s->pre_limit_signal != ResourcesSpec().pre_limit_signal) {
+      r.errors()->Add(r.PosOf("pre_limit_signal"), r.KeyPath("pre_limit_signal"),
+                      "only applies to resources.scheduler = \"slurm\" (it is \"local\"; local jobs "
+                      "have no time limit to signal before)");
     }
     if (s->nodes != 1) {
       r.errors()->Add(r.PosOf("nodes"), r.KeyPath("nodes"),
@@ -375,6 +387,33 @@ void CheckPaths(const CampaignSpec& s, TomlReader& data, TomlReader& ckpt, SpecE
 }
 
 }  // namespace
+
+absl::StatusOr<SbatchOption> ParseSbatchOption(std::string_view o) {
+  if (o.size() < 2 || o[0] != '-') {
+    return absl::InvalidArgumentError(Cat("\"", o, "\" is not an sbatch option; allowed: \"--name=value\""));
+  }
+  // "--name=value", "--name value", "-Xvalue", "-X value": compare the option's name.
+  const std::string_view flag = o.starts_with("--") ? o.substr(0, o.find_first_of("= \t")) : o.substr(0, 2);
+  for (const char* m : kManagedSbatch) {
+    if (flag == m) {
+      return absl::InvalidArgumentError(Cat("\"", o, "\" is set by belay itself (", flag,
+                                            "); use the matching [resources] key or leave it to belay"));
+    }
+  }
+  const size_t eq = o.find('=');
+  const std::string_view name = o.substr(0, eq);
+  const std::string_view value = eq == std::string_view::npos ? "" : o.substr(eq + 1);
+  if (!value.empty()) {
+    if (name == "--qos") return SbatchOption{SbatchOption::Kind::kQos, std::string(value)};
+    if (name == "--reservation") return SbatchOption{SbatchOption::Kind::kReservation, std::string(value)};
+    if (name == "--constraint") return SbatchOption{SbatchOption::Kind::kConstraint, std::string(value)};
+  } else if (o == "--exclusive") {
+    return SbatchOption{SbatchOption::Kind::kExclusive, ""};
+  }
+  return absl::InvalidArgumentError(Cat("\"", o, "\" is not supported by belay's Slurm backend; allowed: "
+                                        "\"--qos=<name>\", \"--reservation=<name>\", \"--constraint=<features>\", "
+                                        "\"--exclusive\""));
+}
 
 std::string SpecError::ToString() const {
   if (key.empty()) return Cat(file, ":", line, ":", column, ": ", message);

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/status/statusor.h"
+
 namespace belay {
 
 // One problem in a campaign file. Line and column are 1-based and point at the offending
@@ -135,10 +137,10 @@ struct ResourcesSpec {
   std::string partition;
   std::string account;
   std::optional<std::chrono::seconds> time_limit;  // nullopt: the partition's default
-  std::vector<std::string> sbatch_options;
-  int64_t spare_nodes = 0;
+  std::vector<std::string> sbatch_options;  // each one ParseSbatchOption accepts
   bool presubmit = false;
-  std::chrono::seconds pre_limit_signal{600};  // SIGUSR1 this long before the time limit
+  // SIGUSR1 this long before the time limit (Slurm; the local scheduler has no time limit).
+  std::chrono::seconds pre_limit_signal{600};
 
   int64_t world_size() const { return nodes * ranks_per_node; }
   int64_t min_nodes_or_nodes() const { return min_nodes > 0 ? min_nodes : nodes; }
@@ -191,6 +193,20 @@ struct SpecParseResult {
 
   bool ok() const { return errors.empty(); }
 };
+
+// One entry of resources.sbatch_options as belay's Slurm backend passes it to slurmctld.
+struct SbatchOption {
+  enum class Kind { kQos, kReservation, kConstraint, kExclusive };
+  Kind kind = Kind::kQos;
+  std::string value;  // empty for kExclusive
+};
+
+// The one rule for sbatch options, applied by the campaign validator and by the Slurm backend
+// alike: "--qos=<name>", "--reservation=<name>", "--constraint=<features>" and "--exclusive"
+// are what the backend can set through libslurm. InvalidArgument otherwise, with a message
+// that quotes the option and says what is allowed (options belay sets itself, such as --time
+// or -N, are named as such).
+absl::StatusOr<SbatchOption> ParseSbatchOption(std::string_view option);
 
 // Largest campaign file accepted; a file past it is refused before it is parsed.
 inline constexpr size_t kMaxSpecBytes = 1 << 20;

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace belay {
@@ -289,6 +290,28 @@ INSTANTIATE_TEST_SUITE_P(
                 Append("scheduler = \"slurm\"\nsbatch_options = [\"--time 1:00:00\"]\n"),
                 "c.toml:27:18: resources.sbatch_options: \"--time 1:00:00\" is set by belay "
                 "itself (--time); use the matching [resources] key or leave it to belay"},
+        BadCase{"SbatchOptionTheBackendCannotSet",
+                Append("scheduler = \"slurm\"\nsbatch_options = [\"--qos=high\", \"--mem=4G\"]\n"),
+                "c.toml:27:18: resources.sbatch_options: \"--mem=4G\" is not supported by belay's Slurm "
+                "backend; allowed: \"--qos=<name>\", \"--reservation=<name>\", \"--constraint=<features>\", "
+                "\"--exclusive\""},
+        BadCase{"SpareNodesNotSupportedYet", Append("scheduler = \"slurm\"\nspare_nodes = 2\n"),
+                "c.toml:27:15: resources.spare_nodes: 2 spare nodes: not supported yet; belay holds no spare "
+                "nodes (resources.min_nodes lets a campaign go on with fewer nodes); allowed: 0"},
+        BadCase{"PreLimitSignalWithLocalScheduler", Append("pre_limit_signal = \"5m\"\n"),
+                "c.toml:26:20: resources.pre_limit_signal: only applies to resources.scheduler = \"slurm\" "
+                "(it is \"local\"; local jobs have no time limit to signal before)"},
+        BadCase{"PreLimitSignalLongerThanSlurmCarries",
+                Append("scheduler = \"slurm\"\npre_limit_signal = \"1d\"\n"),
+                "c.toml:27:20: resources.pre_limit_signal: \"1d\" is out of range; allowed: 0s..18h"},
+        BadCase{"TimeLimitNotWholeMinutes", Append("scheduler = \"slurm\"\ntime_limit = \"90s\"\n"),
+                "c.toml:27:14: resources.time_limit: 1m30s is not a whole number of minutes; Slurm's time "
+                "limits are minutes"},
+        BadCase{"Fp32OnGpus",
+                Edit(Append("gpus_per_node = 2\nscheduler = \"slurm\"\n"), "lr = 1e-3",
+                     "lr = 1e-3\ndtype = \"fp32\""),
+                "c.toml:20:9: train.dtype: \"fp32\" training on GPUs is not supported; allowed with GPUs: "
+                "\"bf16\""},
         BadCase{"NestedTooDeep", Append("sbatch_options = " + std::string(20, '[') + std::string(20, ']') + "\n"),
                 "c.toml:26:33: nested 17 levels deep (each table-header part, dotted-key part, array and "
                 "inline table is a level); a campaign file may nest at most 16"},
@@ -433,11 +456,61 @@ TEST(CampaignSpec, RoundTripKeepsEveryNonDefaultValue) {
   changed.data.format = DataFormat::kMegatron;
   changed.restart.max_node_failures = 7;
   changed.checkpoint.async = false;
-  changed.resources.pre_limit_signal = std::chrono::seconds(90);
+  changed.restart.exclude_failed_nodes = false;
   SpecParseResult again = Parse(FormatCampaignSpec(changed));
   ASSERT_TRUE(again.ok()) << again.errors.front().ToString();
   EXPECT_TRUE(*again.spec == changed);
   EXPECT_FALSE(*again.spec == *base.spec);
+}
+
+TEST(CampaignSpec, SlurmKeysRoundTrip) {
+  SpecParseResult r = Parse(Append("scheduler = \"slurm\"\ntime_limit = \"2h\"\npre_limit_signal = \"90s\"\n"
+                                   "presubmit = true\nsbatch_options = [\"--exclusive\", \"--constraint=gpu\"]\n"));
+  ASSERT_TRUE(r.ok()) << r.errors.front().ToString();
+  EXPECT_EQ(r.spec->resources.pre_limit_signal, std::chrono::seconds(90));
+  EXPECT_EQ(r.spec->resources.sbatch_options, (std::vector<std::string>{"--exclusive", "--constraint=gpu"}));
+  SpecParseResult again = Parse(FormatCampaignSpec(*r.spec));
+  ASSERT_TRUE(again.ok()) << again.errors.front().ToString();
+  EXPECT_TRUE(*again.spec == *r.spec);
+}
+
+TEST(CampaignSpec, EffectiveSpecsOfEarlierVersionsStillParse) {
+  // Earlier belayd versions wrote pre_limit_signal for local campaigns and spare_nodes = 0
+  // for Slurm ones into each campaign's effective spec, which belayd and the workers read
+  // again for as long as the campaign runs.
+  SpecParseResult local = Parse(kBase);
+  ASSERT_TRUE(local.ok());
+  SpecParseResult old_local = Parse(Edit(FormatCampaignSpec(*local.spec), "[restart]",
+                                         "pre_limit_signal = \"10m\"\n\n[restart]"));
+  ASSERT_TRUE(old_local.ok()) << old_local.errors.front().ToString();
+  EXPECT_TRUE(*old_local.spec == *local.spec);
+  SpecParseResult slurm = Parse(Append("scheduler = \"slurm\"\n"));
+  ASSERT_TRUE(slurm.ok());
+  SpecParseResult old_slurm = Parse(Edit(FormatCampaignSpec(*slurm.spec), "presubmit", "spare_nodes = 0\npresubmit"));
+  ASSERT_TRUE(old_slurm.ok()) << old_slurm.errors.front().ToString();
+  EXPECT_TRUE(*old_slurm.spec == *slurm.spec);
+}
+
+TEST(SbatchOption, WhatTheSlurmBackendSetsParsesAndNothingElse) {
+  using Kind = SbatchOption::Kind;
+  for (auto [text, kind, value] : {std::tuple{"--qos=high", Kind::kQos, "high"},
+                                   std::tuple{"--reservation=maint", Kind::kReservation, "maint"},
+                                   std::tuple{"--constraint=gpu&nvme", Kind::kConstraint, "gpu&nvme"},
+                                   std::tuple{"--exclusive", Kind::kExclusive, ""}}) {
+    absl::StatusOr<SbatchOption> o = ParseSbatchOption(text);
+    ASSERT_TRUE(o.ok()) << text << ": " << o.status();
+    EXPECT_EQ(o->kind, kind) << text;
+    EXPECT_EQ(o->value, value) << text;
+  }
+  for (std::string_view text : {"--qos", "--qos=", "--qos high", "-q high", "--exclusive=user", "--mem=4G",
+                                "--gres=gpu:4", "qos=high", "-", ""}) {
+    absl::StatusOr<SbatchOption> o = ParseSbatchOption(text);
+    EXPECT_EQ(o.status().code(), absl::StatusCode::kInvalidArgument) << text;
+  }
+  EXPECT_EQ(ParseSbatchOption("-N4").status().message(),
+            "\"-N4\" is set by belay itself (-N); use the matching [resources] key or leave it to belay");
+  EXPECT_EQ(ParseSbatchOption("nodes=4").status().message(),
+            "\"nodes=4\" is not an sbatch option; allowed: \"--name=value\"");
 }
 
 class SpecFiles : public ::testing::Test {

@@ -108,10 +108,9 @@ std::string FormatCampaignSpec(const CampaignSpec& s) {
     if (r.time_limit) kv("time_limit", Duration(*r.time_limit));
     if (!r.sbatch_options.empty()) kv("sbatch_options", TomlStrings(r.sbatch_options));
     kv("min_nodes", num(r.min_nodes_or_nodes()));
-    kv("spare_nodes", num(r.spare_nodes));
     kv("presubmit", Bool(r.presubmit));
+    kv("pre_limit_signal", Duration(r.pre_limit_signal));
   }
-  kv("pre_limit_signal", Duration(r.pre_limit_signal));
 
   const RestartSpec& x = s.restart;
   o += "\n[restart]\n";
