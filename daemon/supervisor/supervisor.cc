@@ -113,6 +113,7 @@ Supervisor::Supervisor(store::Store& store, sched::Scheduler& scheduler, const C
       clock_(clock),
       options_(std::move(options)),
       attempt_tokens_(options_.token_key.empty() ? AttemptTokens::RandomKey() : options_.token_key),
+      watching_since_(clock_.Now()),
       jitter_(options_.jitter_seed) {}
 
 fs::path Supervisor::CampaignDir(const std::string& id) const {
@@ -466,6 +467,9 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
     const std::chrono::seconds timeout = HangTimeout(l);
     TimePoint last = FromTimestamp(a.running_time());
     if (a.has_last_progress_time()) last = std::max(last, FromTimestamp(a.last_progress_time()));
+    // Only time this belayd watched counts: while belayd was down (a restart, an upgrade) the
+    // ranks' reports had nowhere to go, and they resend them once it is back.
+    last = std::max(last, watching_since_);
     if (now - last > timeout) {
       WriteBatch b;
       a.set_end_reason(pb::END_REASON_HANG);  // pending: the attempt ends once the job is gone

@@ -241,6 +241,8 @@ class Supervisor {
   const AttemptTokens attempt_tokens_;
   std::unordered_map<std::string, AttemptRef, DigestHash, DigestEqual> tokens_ ABSL_GUARDED_BY(mu_);
   std::unordered_set<std::string, DigestHash, DigestEqual> successor_tokens_ ABSL_GUARDED_BY(mu_);
+  // When this Supervisor (this belayd) started: no hang is judged on time before it.
+  const TimePoint watching_since_;
   // Background shard hashes by (campaign, step) (verify_in_background).
   std::map<std::pair<std::string, int64_t>, std::shared_future<std::optional<std::string>>> verifying_ ABSL_GUARDED_BY(mu_);
   // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends

@@ -504,6 +504,25 @@ TEST_F(SupervisorTest, ARestartedSupervisorKnowsThePaceOfTheRunningAttempt) {
       << Attempt(id, 1).end_message();
 }
 
+// While belayd is down the ranks' reports have nowhere to go: a belayd that comes back after
+// longer than hang_timeout does not call the attempt hung for the time it was away.
+TEST_F(SupervisorTest, TimeBelaydWasDownIsNotCountedAsAHang) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 7);
+  clock_.Advance(20min);  // belayd down for 20 min, hang_timeout 5 min
+  MakeSupervisor();
+  Tick();
+  EXPECT_TRUE(sched_.signals().empty()) << "killed for the time belayd was away";
+  clock_.Advance(4min);
+  Tick();
+  EXPECT_TRUE(sched_.signals().empty());
+  clock_.Advance(2min);  // 6 min watched without a step
+  Tick();
+  ASSERT_EQ(sched_.signals().size(), 1u);
+  EXPECT_EQ(sched_.signals()[0].second, SIGKILL);
+}
+
 TEST_F(SupervisorTest, ANonFiniteLossRollsBackToTheLastGoodCheckpoint) {
   const std::string id = SubmitAndStart();
   Tick();
