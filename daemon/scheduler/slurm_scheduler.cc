@@ -11,6 +11,7 @@
 #include <set>
 #include <system_error>
 
+#include "common/campaign_spec.h"
 #include "common/strings.h"
 #include "daemon/scheduler/rank_files.h"
 #include "daemon/scheduler/slurm_script.h"
@@ -169,23 +170,17 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   for (const std::string& n : job.exclude_nodes) exclude += (exclude.empty() ? "" : ",") + n;
   std::string partition = job.partition.empty() ? options_.partition : job.partition;
   std::string account = job.account.empty() ? options_.account : job.account;
-  // The sbatch options belay knows how to pass through libslurm; others are refused by name.
+  // The sbatch options belay passes through libslurm, by the rule `belay validate` applies.
   std::string qos, reservation, constraint;
   bool exclusive = false;
   for (const std::string& o : job.sbatch_options) {
-    const size_t eq = o.find('=');
-    const std::string key = o.substr(0, eq), value = eq == std::string::npos ? "" : o.substr(eq + 1);
-    if (key == "--qos" && !value.empty()) {
-      qos = value;
-    } else if (key == "--reservation" && !value.empty()) {
-      reservation = value;
-    } else if (key == "--constraint" && !value.empty()) {
-      constraint = value;
-    } else if (key == "--exclusive" && value.empty()) {
-      exclusive = true;
-    } else {
-      return absl::InvalidArgumentError(Cat("sbatch option \"", o, "\" is not supported by belay's Slurm backend ",
-                                            "(supported: --qos=, --reservation=, --constraint=, --exclusive)"));
+    absl::StatusOr<SbatchOption> opt = ParseSbatchOption(o);
+    if (!opt.ok()) return opt.status();
+    switch (opt->kind) {
+      case SbatchOption::Kind::kQos: qos = opt->value; break;
+      case SbatchOption::Kind::kReservation: reservation = opt->value; break;
+      case SbatchOption::Kind::kConstraint: constraint = opt->value; break;
+      case SbatchOption::Kind::kExclusive: exclusive = true; break;
     }
   }
 
