@@ -8,6 +8,8 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config git
+  # the fuzzing lane (scripts/fuzz.sh): clang 14 and its libFuzzer, ASan and UBSan runtimes
+  clang libclang-rt-14-dev
   # RPC and storage
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   librocksdb-dev

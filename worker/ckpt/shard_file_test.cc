@@ -353,6 +353,23 @@ TEST_F(ShardFileTest, CraftedIndexValuesAreRejectedWithoutHugeAllocations) {
   }
 }
 
+// Found by fuzz/ckpt_shard_fuzzer: the reader compared each range only with the one before
+// it, so an empty range between two overlapping ones hid the overlap.
+TEST_F(ShardFileTest, OverlapHiddenBehindAnEmptyRangeIsRejected) {
+  ShardWriter w;
+  ASSERT_TRUE(w.Add("w", 0, 10, std::span<const float>(w_lo_)).ok());
+  ASSERT_TRUE(w.Add("w", 5, 10, std::span<const float>()).ok());
+  ASSERT_TRUE(w.Add("w", 6, 10, std::span<const float>(w_hi_).first(3)).ok());
+  ASSERT_TRUE(w.Write(dir() / "w.bin").ok());
+  std::string b = ReadAll(dir() / "w.bin");
+  PutAt<uint64_t>(&b, GetAt<uint64_t>(b, 40) + 16, 7);  // the first range becomes [0, 7)
+  Reseal(&b);
+  WriteAll(dir() / "w.bin", b);
+  absl::StatusOr<ShardReader> r = ShardReader::Open(dir() / "w.bin");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  EXPECT_THAT(r.status().message(), HasSubstr("elements [6, 9) overlap [0, 7)"));
+}
+
 TEST_F(ShardFileTest, RandomlyCorruptedButResealedFilesNeverCrash) {
   const std::string good = ReadAll(WriteSmall());
   const size_t index_end = GetAt<uint64_t>(good, 40) + GetAt<uint64_t>(good, 48);

@@ -180,13 +180,22 @@ absl::StatusOr<ShardReader> ShardReader::Open(const fs::path& path) {
   std::sort(entries.begin(), entries.end(), [](const ShardEntry& a, const ShardEntry& b) {
     return a.name != b.name ? a.name < b.name : a.offset < b.offset;
   });
-  for (size_t i = 1; i < entries.size(); ++i) {
-    const ShardEntry& prev = entries[i - 1];
-    if (prev.name != entries[i].name) continue;
-    // Sorted by offset, so checking neighbours finds any overlap.
-    if (std::string why = CheckAgainstSiblings(entries[i], {&prev}); !why.empty()) {
+  // Sorted by offset, so a range overlaps an earlier one of its tensor only if it overlaps the
+  // last one that is not empty (an empty range overlaps nothing and may sit between two that
+  // do overlap).
+  const ShardEntry* last_filled = nullptr;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const ShardEntry& e = entries[i];
+    if (i == 0 || entries[i - 1].name != e.name) {
+      last_filled = e.count > 0 ? &e : nullptr;
+      continue;
+    }
+    std::vector<const ShardEntry*> earlier = {&entries[i - 1]};
+    if (last_filled != nullptr && last_filled != &entries[i - 1]) earlier.push_back(last_filled);
+    if (std::string why = CheckAgainstSiblings(e, earlier); !why.empty()) {
       return loss("index: ", why);
     }
+    if (e.count > 0) last_filled = &e;
   }
 
   reader.path_ = path;
