@@ -119,6 +119,7 @@ int List(const Common& c, bool all, bool json) {
               << Cat(x.current_step(), "/", x.total_steps()) << std::setw(9) << x.restarts_used() << std::setw(10)
               << x.owner_name() << Time(x.submit_time()) << "\n";
   }
+  if (resp.more()) std::cout << "(older campaigns not shown: belayd lists the newest " << resp.campaigns_size() << ")\n";
   return kExitOk;
 }
 
@@ -229,8 +230,21 @@ int Loss(const Common& c, const std::string& id, bool csv, bool json, int width,
   req.set_include_raw(csv || json);
   req.set_max_points(csv || json ? 0 : width);
   v1::QueryMetricsResponse resp;
-  grpc::Status s = Connect(c.path())->QueryMetrics(CallContext().get(), req, &resp);
+  auto stub = Connect(c.path());
+  grpc::Status s = stub->QueryMetrics(CallContext().get(), req, &resp);
   if (!s.ok()) return ReportError(s, Cat("metrics of ", id), c.path());
+  // belayd answers the raw records in pages: the whole series is every page's.
+  while (resp.more()) {
+    req.set_first_step(resp.next_first_step());
+    req.set_raw_only(true);
+    v1::QueryMetricsResponse page;
+    s = stub->QueryMetrics(CallContext().get(), req, &page);
+    if (!s.ok()) return ReportError(s, Cat("metrics of ", id), c.path());
+    resp.mutable_steps()->MergeFrom(page.steps());
+    resp.mutable_evals()->MergeFrom(page.evals());
+    resp.set_more(page.more());
+    resp.set_next_first_step(page.next_first_step());
+  }
   if (json) {
     std::cout << ToJson(resp) << "\n";
     return kExitOk;
@@ -345,8 +359,15 @@ int Checkpoints(const Common& c, const std::string& id, bool json) {
   v1::ListCheckpointsRequest req;
   req.set_campaign_id(id);
   v1::ListCheckpointsResponse resp;
-  grpc::Status s = Connect(c.path())->ListCheckpoints(CallContext().get(), req, &resp);
-  if (!s.ok()) return ReportError(s, Cat("checkpoints of ", id), c.path());
+  auto stub = Connect(c.path());
+  for (bool more = true; more;) {
+    v1::ListCheckpointsResponse page;
+    grpc::Status s = stub->ListCheckpoints(CallContext().get(), req, &page);
+    if (!s.ok()) return ReportError(s, Cat("checkpoints of ", id), c.path());
+    resp.mutable_checkpoints()->MergeFrom(page.checkpoints());
+    more = page.more();
+    req.set_before_step(page.next_before_step());
+  }
   if (json) {
     std::cout << ToJson(resp) << "\n";
     return kExitOk;
@@ -392,8 +413,16 @@ int Logs(const Common& c, const std::string& id, int rank, int attempt, bool fol
 
 int Nodes(const Common& c, bool json) {
   v1::ListNodesResponse resp;
-  grpc::Status s = Connect(c.path())->ListNodes(CallContext().get(), v1::ListNodesRequest(), &resp);
-  if (!s.ok()) return ReportError(s, "cannot list nodes", c.path());
+  v1::ListNodesRequest req;
+  auto stub = Connect(c.path());
+  for (bool more = true; more;) {
+    v1::ListNodesResponse page;
+    grpc::Status s = stub->ListNodes(CallContext().get(), req, &page);
+    if (!s.ok()) return ReportError(s, "cannot list nodes", c.path());
+    resp.mutable_nodes()->MergeFrom(page.nodes());
+    more = page.more();
+    req.set_after_name(page.next_after_name());
+  }
   if (json) {
     std::cout << ToJson(resp) << "\n";
     return kExitOk;

@@ -12,6 +12,7 @@
 #include "common/campaign_spec.h"
 #include "common/isolated_spec_check.h"
 #include "common/strings.h"
+#include "daemon/rpc/metrics_query.h"
 #include "daemon/rpc/worker_link_service.h"
 #include "daemon/scheduler/identity.h"
 #include "daemon/scheduler/rank_files.h"
@@ -25,6 +26,16 @@ namespace {
 
 namespace fs = std::filesystem;
 using supervisor::FromTimestamp;
+
+// Every listing answers in bounded pages, whatever the request asks.
+constexpr size_t kMaxCampaigns = 1000;
+constexpr size_t kMaxEvents = 1000;
+constexpr size_t kMaxCheckpoints = 1000;
+constexpr size_t kMaxNodes = 5000;
+constexpr size_t kMaxListingBytes = size_t{4} << 20;
+
+// A request's limit, bounded by the server's cap (0: the cap).
+size_t PageSize(int32_t asked, size_t cap) { return asked > 0 ? std::min(static_cast<size_t>(asked), cap) : cap; }
 using supervisor::SetTime;
 
 std::string UserName(uid_t uid) {
@@ -183,7 +194,9 @@ grpc::Status CoordinatorService::ListCampaigns(grpc::ServerContext* ctx, const v
   std::sort(out.begin(), out.end(), [](const v1::Campaign& a, const v1::Campaign& b) {
     return FromTimestamp(a.submit_time()) > FromTimestamp(b.submit_time());
   });
-  if (req->limit() > 0 && out.size() > static_cast<size_t>(req->limit())) out.resize(static_cast<size_t>(req->limit()));
+  const size_t limit = PageSize(req->limit(), kMaxCampaigns);
+  resp->set_more(out.size() > limit);
+  if (out.size() > limit) out.resize(limit);
   for (v1::Campaign& c : out) *resp->add_campaigns() = std::move(c);
   return grpc::Status::OK;
 }
@@ -261,50 +274,14 @@ grpc::Status CoordinatorService::QueryMetrics(grpc::ServerContext* ctx, const v1
                                               v1::QueryMetricsResponse* resp) {
   absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
   if (!c.ok()) return ToGrpc(c.status());
-  const int64_t end = req->last_step() > 0 ? req->last_step() + 1 : -1;
-  absl::StatusOr<std::vector<v1::StepMetrics>> steps = store::ListStepMetrics(store_, c->id(), req->first_step(), end);
-  if (!steps.ok()) return ToGrpc(steps.status());
-  absl::StatusOr<std::vector<v1::EvalMetrics>> evals = store::ListEvalMetrics(store_, c->id());
-  if (!evals.ok()) return ToGrpc(evals.status());
-  // Loss and validation loss series, averaged into at most max_points buckets of steps.
-  const size_t n = steps->size();
-  const size_t points = req->max_points() > 0 ? std::min<size_t>(n, static_cast<size_t>(req->max_points())) : n;
-  v1::MetricSeriesData* loss = resp->add_series();
-  loss->set_series(v1::METRIC_SERIES_LOSS);
-  for (size_t p = 0; p < points; ++p) {
-    const size_t lo = p * n / points, hi = (p + 1) * n / points;
-    double sum = 0, mn = 1e300, mx = -1e300;
-    for (size_t i = lo; i < hi; ++i) {
-      const double v = (*steps)[i].loss();
-      sum += v;
-      mn = std::min(mn, v);
-      mx = std::max(mx, v);
-    }
-    loss->add_steps((*steps)[hi - 1].step());
-    loss->add_values(sum / static_cast<double>(hi - lo));
-    loss->add_min_values(mn);
-    loss->add_max_values(mx);
-  }
-  v1::MetricSeriesData* val = resp->add_series();
-  val->set_series(v1::METRIC_SERIES_VAL_LOSS);
-  for (const v1::EvalMetrics& e : *evals) {
-    if (e.step() < req->first_step() || (end >= 0 && e.step() >= end)) continue;
-    val->add_steps(e.step());
-    val->add_values(e.loss());
-    if (req->include_raw()) *resp->add_evals() = e;
-  }
-  if (req->include_raw()) {
-    for (const v1::StepMetrics& m : *steps) *resp->add_steps() = m;
-  }
-  resp->set_latest_step(c->current_step());
-  return grpc::Status::OK;
+  return ToGrpc(rpc::QueryMetrics(store_, *c, *req, resp));
 }
 
 grpc::Status CoordinatorService::ListEvents(grpc::ServerContext* ctx, const v1::ListEventsRequest* req,
                                             v1::ListEventsResponse* resp) {
   absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
   if (!c.ok()) return ToGrpc(c.status());
-  const size_t limit = req->limit() > 0 ? static_cast<size_t>(req->limit()) : 1000;
+  const size_t limit = PageSize(req->limit(), kMaxEvents);
   absl::StatusOr<std::vector<v1::Event>> events = store::ListEvents(store_, c->id(), req->after_seq() > 0 ? req->after_seq() : -1, limit + 1);
   if (!events.ok()) return ToGrpc(events.status());
   resp->set_more(events->size() > limit);
@@ -321,12 +298,21 @@ grpc::Status CoordinatorService::ListCheckpoints(grpc::ServerContext* ctx, const
                                                  v1::ListCheckpointsResponse* resp) {
   absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
   if (!c.ok()) return ToGrpc(c.status());
-  absl::StatusOr<std::vector<v1::Checkpoint>> all = store::ListCheckpoints(store_, c->id());
-  if (!all.ok()) return ToGrpc(all.status());
-  for (auto it = all->rbegin(); it != all->rend(); ++it) {
-    if (it->state() == v1::CHECKPOINT_STATE_DELETED && !req->include_deleted()) continue;
-    v1::Checkpoint ck = *it;
+  const size_t limit = PageSize(req->limit(), kMaxCheckpoints);
+  absl::StatusOr<std::vector<v1::Checkpoint>> page =
+      store::ListCheckpointsBefore(store_, c->id(), req->has_before_step() ? req->before_step() : -1, limit + 1);
+  if (!page.ok()) return ToGrpc(page.status());
+  size_t bytes = 0, examined = 0;
+  for (v1::Checkpoint& ck : *page) {
+    if (examined == limit || (bytes > 0 && bytes + ck.ByteSizeLong() > kMaxListingBytes)) {
+      resp->set_more(true);
+      break;
+    }
+    ++examined;
+    resp->set_next_before_step(ck.step());
+    if (ck.state() == v1::CHECKPOINT_STATE_DELETED && !req->include_deleted()) continue;
     if (!req->include_shards()) ck.clear_shards();
+    bytes += ck.ByteSizeLong();
     *resp->add_checkpoints() = std::move(ck);
   }
   return grpc::Status::OK;
@@ -336,8 +322,12 @@ grpc::Status CoordinatorService::ListNodes(grpc::ServerContext* ctx, const v1::L
                                            v1::ListNodesResponse* resp) {
   absl::StatusOr<PeerCredentials> who = Caller(ctx);
   if (!who.ok()) return ToGrpc(who.status());
-  absl::StatusOr<std::vector<v1::Node>> nodes = store::ListNodes(store_);
+  const size_t limit = PageSize(req->limit(), kMaxNodes);
+  absl::StatusOr<std::vector<v1::Node>> nodes = store::ListNodes(store_, req->after_name(), limit + 1);
   if (!nodes.ok()) return ToGrpc(nodes.status());
+  resp->set_more(nodes->size() > limit);
+  if (nodes->size() > limit) nodes->resize(limit);
+  if (!nodes->empty()) resp->set_next_after_name(nodes->back().name());
   for (const v1::Node& stored : *nodes) {
     // As of now: reputation recovered since the record was written, lapsed exclusions lifted.
     const v1::Node n = supervisor::Decayed(stored, clock_.Now(), supervisor_.node_health());

@@ -207,7 +207,7 @@ TEST_F(WorkerLinkTest, ReportsOutsideTheAttemptAreRefusedAndStoreNothing) {
     v1::FinishResponse fr;
     EXPECT_EQ(link.Finish(nullptr, &fin, &fr).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << rank;
   }
-  EXPECT_EQ((*store::GetAttempt(store_, id_, 1))->rank_exits_size(), 0);
+  EXPECT_TRUE(store::ListRankRecords(store_, id_, 1)->empty());
   // A rank of the attempt with an enormous message: kept, cut to kMaxText.
   v1::FinishRequest fin;
   fin.set_attempt_token(token_);
@@ -215,9 +215,9 @@ TEST_F(WorkerLinkTest, ReportsOutsideTheAttemptAreRefusedAndStoreNothing) {
   fin.set_message(std::string(1 << 20, 'x'));
   v1::FinishResponse fr;
   ASSERT_TRUE(link.Finish(nullptr, &fin, &fr).ok());
-  const v1::Attempt a = **store::GetAttempt(store_, id_, 1);
-  ASSERT_EQ(a.rank_exits_size(), 1);
-  EXPECT_LE(a.rank_exits(0).message().size(), kMaxText + 3);
+  const std::vector<v1::RankRecord> ranks = *store::ListRankRecords(store_, id_, 1);
+  ASSERT_EQ(ranks.size(), 1u);
+  EXPECT_LE(ranks[0].exit().message().size(), kMaxText + 3);
 
   // Step reports: per-rank arrays of another world size, steps out of range, negative or
   // non-finite times; one bad report refuses the whole call.

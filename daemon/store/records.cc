@@ -95,6 +95,24 @@ std::string EvalMetricsKey(std::string_view c, int64_t step, std::string_view da
 }
 std::string EventKey(std::string_view c, int64_t seq) { return Numbered(c, static_cast<uint64_t>(seq), 8); }
 std::string NodeKey(std::string_view name) { return std::string(name); }
+std::string RankKey(std::string_view c, int32_t attempt, int32_t rank) {
+  std::string k = Numbered(c, static_cast<uint32_t>(attempt), 4);
+  AppendBigEndian(k, static_cast<uint32_t>(rank), 4);
+  return k;
+}
+std::string RankTimeSumsKey(std::string_view c, int32_t attempt) {
+  std::string k = Prefix(c);
+  k.push_back('r');
+  AppendBigEndian(k, static_cast<uint32_t>(attempt), 4);
+  return k;
+}
+std::string StepEvidenceKey(std::string_view c, int32_t attempt, int64_t step) {
+  std::string k = Prefix(c);
+  k.push_back('x');
+  AppendBigEndian(k, static_cast<uint32_t>(attempt), 4);
+  AppendBigEndian(k, static_cast<uint64_t>(step), 8);
+  return k;
+}
 
 void Put(WriteBatch& b, const pb::Campaign& c) {
   b.Put(Table::kCampaigns, CampaignKey(c.id()), c.SerializeAsString());
@@ -115,6 +133,15 @@ void Put(WriteBatch& b, const pb::Event& e) {
   b.Put(Table::kEvents, EventKey(e.campaign_id(), e.seq()), e.SerializeAsString());
 }
 void Put(WriteBatch& b, const pb::Node& n) { b.Put(Table::kNodes, NodeKey(n.name()), n.SerializeAsString()); }
+void Put(WriteBatch& b, const pb::RankRecord& r) {
+  b.Put(Table::kRanks, RankKey(r.campaign_id(), r.attempt_number(), r.rank()), r.SerializeAsString());
+}
+void Put(WriteBatch& b, std::string_view c, const pb::RankTimeSums& sums) {
+  b.Put(Table::kMetrics, RankTimeSumsKey(c, sums.attempt_number()), sums.SerializeAsString());
+}
+void PutStepEvidence(WriteBatch& b, std::string_view c, const pb::StepMetrics& m) {
+  b.Put(Table::kMetrics, StepEvidenceKey(c, m.attempt_number(), m.step()), m.SerializeAsString());
+}
 
 absl::StatusOr<std::optional<pb::Campaign>> GetCampaign(const Store& s, std::string_view id) {
   return GetOne<pb::Campaign>(s, Table::kCampaigns, CampaignKey(id));
@@ -133,6 +160,14 @@ absl::StatusOr<std::optional<pb::Checkpoint>> GetCheckpoint(const Store& s, std:
 }
 absl::StatusOr<std::vector<pb::Checkpoint>> ListCheckpoints(const Store& s, std::string_view c) {
   return ScanAll<pb::Checkpoint>(s, Table::kCheckpoints, PrefixScan(Prefix(c)));
+}
+absl::StatusOr<std::vector<pb::Checkpoint>> ListCheckpointsBefore(const Store& s, std::string_view c,
+                                                                  int64_t before_step, size_t limit) {
+  ScanOptions o = PrefixScan(Prefix(c));
+  if (before_step >= 0) o.end = CheckpointKey(c, before_step);
+  o.limit = limit;
+  o.reverse = true;
+  return ScanAll<pb::Checkpoint>(s, Table::kCheckpoints, o);
 }
 absl::StatusOr<std::vector<pb::StepMetrics>> ListStepMetrics(const Store& s, std::string_view c,
                                                              int64_t first_step, int64_t end_step,
@@ -173,6 +208,31 @@ absl::StatusOr<std::optional<pb::Node>> GetNode(const Store& s, std::string_view
 }
 absl::StatusOr<std::vector<pb::Node>> ListNodes(const Store& s) {
   return ScanAll<pb::Node>(s, Table::kNodes, ScanOptions{});
+}
+absl::StatusOr<std::vector<pb::Node>> ListNodes(const Store& s, std::string_view after, size_t limit) {
+  ScanOptions o;
+  if (!after.empty()) {
+    o.begin = std::string(after);
+    o.begin.push_back('\0');  // the smallest key after `after`
+  }
+  o.limit = limit;
+  return ScanAll<pb::Node>(s, Table::kNodes, o);
+}
+absl::StatusOr<std::optional<pb::RankRecord>> GetRankRecord(const Store& s, std::string_view c, int32_t attempt,
+                                                           int32_t rank) {
+  return GetOne<pb::RankRecord>(s, Table::kRanks, RankKey(c, attempt, rank));
+}
+absl::StatusOr<std::vector<pb::RankRecord>> ListRankRecords(const Store& s, std::string_view c, int32_t attempt) {
+  return ScanAll<pb::RankRecord>(s, Table::kRanks, PrefixScan(Numbered(c, static_cast<uint32_t>(attempt), 4)));
+}
+absl::StatusOr<std::optional<pb::RankTimeSums>> GetRankTimeSums(const Store& s, std::string_view c, int32_t attempt) {
+  return GetOne<pb::RankTimeSums>(s, Table::kMetrics, RankTimeSumsKey(c, attempt));
+}
+absl::StatusOr<std::vector<pb::StepMetrics>> ListStepEvidence(const Store& s, std::string_view c, int32_t attempt) {
+  std::string k = Prefix(c);
+  k.push_back('x');
+  AppendBigEndian(k, static_cast<uint32_t>(attempt), 4);
+  return ScanAll<pb::StepMetrics>(s, Table::kMetrics, PrefixScan(std::move(k)));
 }
 
 }  // namespace belay::store

@@ -78,6 +78,13 @@ absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(const std::file
         Cat(dir.string(), ": written by a newer belayd (store schema ", v, "; this belayd reads up to ",
             kSchemaVersion, "): upgrade belayd, or use another --state-dir"));
   }
+  if (v < kSchemaVersion) {
+    // Older records stay readable as they are; from now on this store holds records of this
+    // schema, which an older belayd must not take for its own.
+    WriteBatch b;
+    b.Put(Table::kMeta, std::string(kSchemaKey), std::to_string(kSchemaVersion));
+    if (absl::Status w = store->Write(b, Durability::kSynced); !w.ok()) return w;
+  }
   return store;
 }
 

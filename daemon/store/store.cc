@@ -14,6 +14,7 @@ std::string_view TableName(Table table) {
     case Table::kMetrics: return "metrics";
     case Table::kNodes: return "nodes";
     case Table::kEvents: return "events";
+    case Table::kRanks: return "ranks";
   }
   return "unknown";
 }

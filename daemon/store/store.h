@@ -25,15 +25,17 @@ enum class Table {
   kMetrics,      // "metrics": StepMetrics and EvalMetrics by (campaign, kind, step)
   kNodes,        // "nodes": Node by name
   kEvents,       // "events": Event by (campaign, seq): the campaign's audit log
+  kRanks,        // "ranks": RankRecord by (campaign, attempt, rank)
 };
 inline constexpr Table kAllTables[] = {Table::kMeta,    Table::kCampaigns, Table::kAttempts,
                                        Table::kCheckpoints, Table::kMetrics, Table::kNodes,
-                                       Table::kEvents};
+                                       Table::kEvents,  Table::kRanks};
 std::string_view TableName(Table table);
 
 // The schema version this build writes and reads. A store written by a newer schema is
-// refused at open; older ones are migrated at open (none exist yet).
-inline constexpr int kSchemaVersion = 1;
+// refused at open; older ones are read as they are. 2: the "ranks" table (rank nodes and
+// exits out of the attempt record), step records with per-rank summaries instead of arrays.
+inline constexpr int kSchemaVersion = 2;
 
 // Puts and deletes applied together: all of them or none.
 class WriteBatch {

@@ -27,11 +27,25 @@
 #include "daemon/store/records.h"
 #include "daemon/supervisor/goodput.h"
 #include "daemon/supervisor/policy.h"
+#include "daemon/supervisor/rank_times.h"
 #include "fmt/format.h"
 #include "spdlog/spdlog.h"
 
 namespace belay::supervisor {
 namespace {
+
+// Rank `rank`'s record of an attempt, or a new one.
+absl::StatusOr<pb::RankRecord> RankRecordOf(const store::Store& st, const std::string& id, int32_t attempt,
+                                            int32_t rank) {
+  absl::StatusOr<std::optional<pb::RankRecord>> r = store::GetRankRecord(st, id, attempt, rank);
+  if (!r.ok()) return r.status();
+  if (r->has_value()) return std::move(**r);
+  pb::RankRecord fresh;
+  fresh.set_campaign_id(id);
+  fresh.set_attempt_number(attempt);
+  fresh.set_rank(rank);
+  return fresh;
+}
 
 namespace fs = std::filesystem;
 using store::Durability;
@@ -275,6 +289,15 @@ absl::StatusOr<Supervisor::Loaded> Supervisor::Load(const std::string& id) {
     absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, id, l.campaign.current_attempt());
     if (!a.ok()) return a.status();
     if (a->has_value()) l.attempt = std::move(**a);
+  }
+  // Step reports write the attempt's progress at a bounded rate; the latest is in memory.
+  if (l.attempt) {
+    if (auto p = pace_.find({id, l.attempt->number()}); p != pace_.end() && p->second.progress_time) {
+      l.attempt->set_last_step(std::max(l.attempt->last_step(), p->second.progress_step));
+      if (FromTimestamp(l.attempt->last_progress_time()) < *p->second.progress_time) {
+        SetTime(l.attempt->mutable_last_progress_time(), *p->second.progress_time);
+      }
+    }
   }
   return l;
 }
@@ -823,9 +846,18 @@ absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c, 
   std::vector<double> means;
   if (const Pace& p = PaceOf(c.id(), a); p.rank_time_steps >= options_.node_health.slow_min_steps) {
     for (double sum : p.rank_time_sum) means.push_back(sum / static_cast<double>(p.rank_time_steps));
-    for (int r : SlowRanks(means, options_.node_health)) {
-      auto it = a.rank_nodes().find(r);  // not registered: nowhere to attribute
-      if (it != a.rank_nodes().end() && failed.count(it->second) == 0 &&
+    const std::vector<int> slow_ranks = SlowRanks(means, options_.node_health);
+    std::map<int32_t, std::string> rank_nodes;  // of the slow ranks' attempt, read only when there are some
+    if (!slow_ranks.empty()) {
+      absl::StatusOr<std::vector<pb::RankRecord>> ranks = RanksOf(a);
+      if (!ranks.ok()) return ranks.status();
+      for (const pb::RankRecord& r : *ranks) {
+        if (!r.node().empty()) rank_nodes[r.rank()] = r.node();
+      }
+    }
+    for (int r : slow_ranks) {
+      auto it = rank_nodes.find(r);  // not registered: nowhere to attribute
+      if (it != rank_nodes.end() && failed.count(it->second) == 0 &&
           store::ValidateId("node name", it->second).ok()) {
         slow[it->second].push_back(r);
         names.insert(it->second);
@@ -877,7 +909,11 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   const TimePoint now = clock_.Now();
   EndEvidence ev;
   ev.job = job;
-  ev.finishes.assign(a.rank_exits().begin(), a.rank_exits().end());
+  absl::StatusOr<std::vector<pb::RankRecord>> ranks = RanksOf(a);
+  if (!ranks.ok()) return ranks.status();
+  for (const pb::RankRecord& r : *ranks) {
+    if (r.has_exit()) ev.finishes.push_back(r.exit());
+  }
   ev.killed_for_hang = a.end_reason() == pb::END_REASON_HANG;
   ev.cancel_requested = c.cancel_requested();
   if (a.end_reason() == pb::END_REASON_NAN || a.end_reason() == pb::END_REASON_LOSS_SPIKE) ev.reported = a.end_reason();
@@ -997,6 +1033,16 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   SetTime(c.mutable_update_time(), now);
   store::Put(b, a);
   store::Put(b, c);
+  if (auto p = pace_.find({c.id(), a.number()}); p != pace_.end()) {
+    if (p->second.rank_time_steps > 0) PutRankTimeSums(b, c.id(), a.number(), p->second);
+    // The steps before a failure, with every rank's times, are the evidence worth keeping.
+    const bool incident = cls.reason == pb::END_REASON_NAN || cls.reason == pb::END_REASON_LOSS_SPIKE ||
+                          cls.reason == pb::END_REASON_HANG || cls.reason == pb::END_REASON_RANK_CRASH ||
+                          cls.reason == pb::END_REASON_NODE_FAILURE || cls.reason == pb::END_REASON_OUT_OF_MEMORY;
+    if (incident) {
+      for (const pb::StepMetrics& m : p->second.last_reports) store::PutStepEvidence(b, c.id(), m);
+    }
+  }
   tokens_.erase(DigestOf(c.id(), a.number(), a.worker_token_nonce()));
   pace_.erase({c.id(), a.number()});
   {
@@ -1028,20 +1074,31 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
   m.set_attempt_number(attempt);
   if (!m.has_time()) SetTime(m.mutable_time(), clock_.Now());
   WriteBatch b;
-  store::Put(b, id, m);
+  store::Put(b, id, StoredStepRecord(m));
   Durability durability = Durability::kBuffered;
   if (m.step() > c.current_step()) {
     c.set_current_step(m.step());
     c.set_tokens_seen(m.tokens_seen() > 0 ? m.tokens_seen() : m.step() * c.tokens_per_step());
   }
   a.set_last_step(std::max(a.last_step(), m.step()));
+  bool attempt_changed = false;  // beyond its progress, which is written at a bounded rate
   if (a.first_step() == 0) {
     a.set_first_step(m.step());
     SetTime(a.mutable_first_step_time(), clock_.Now());
+    attempt_changed = true;
   }
   SetTime(a.mutable_last_progress_time(), clock_.Now());
-  AddToPace(PaceOf(id, a), m, clock_.Now(), a.world_size());
+  Pace& pace = PaceOf(id, a);
+  pace.progress_step = a.last_step();
+  pace.progress_time = clock_.Now();
+  AddToPace(pace, m, clock_.Now(), a.world_size());
+  if (pace.rank_time_steps > 0 &&
+      (!pace.sums_written || clock_.Now() - *pace.sums_written >= options_.rank_sums_interval)) {
+    PutRankTimeSums(b, id, attempt, pace);
+    pace.sums_written = clock_.Now();
+  }
   if (!std::isfinite(m.loss()) && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
+    attempt_changed = true;
     a.set_end_reason(pb::END_REASON_NAN);
     a.set_end_message(Cat("loss ", m.loss(), " at step ", m.step()));
     pb::StepRange* skip = a.add_skipped_data();
@@ -1075,9 +1132,18 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
     }
     durability = Durability::kSynced;
   }
-  store::Put(b, a);
+  // The attempt record (with the nodes of a large job, hundreds of KB) is rewritten for its
+  // progress at most every attempt_write_interval; Load() shows the latest from memory.
+  if (attempt_changed || !pace.attempt_written || clock_.Now() - *pace.attempt_written >= options_.attempt_write_interval) {
+    store::Put(b, a);
+    pace.attempt_written = clock_.Now();
+  }
   store::Put(b, c);
   absl::Status s = store_.Write(b, durability);
+  if (options_.evidence_steps > 0 && (m.rank_step_time_s_size() > 0 || m.rank_compute_time_s_size() > 0)) {
+    if (pace.last_reports.size() >= options_.evidence_steps) pace.last_reports.pop_front();
+    pace.last_reports.push_back(std::move(m));
+  }
   if (s.ok() && a.end_reason() == pb::END_REASON_NAN && durability == Durability::kSynced) {
     return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
   }
@@ -1355,6 +1421,7 @@ void Supervisor::AddToPace(Pace& p, const pb::StepMetrics& m, TimePoint at, int3
     p.rank_time_sum.resize(static_cast<size_t>(world_size), 0.0);
     for (int r = 0; r < world_size; ++r) p.rank_time_sum[static_cast<size_t>(r)] += m.rank_compute_time_s(r);
     ++p.rank_time_steps;
+    p.rank_time_through = m.step();
   }
   if (p.recent.size() < kPaceWindow) {
     p.recent.push_back(m.step_time_s());
@@ -1370,8 +1437,9 @@ Supervisor::Pace& Supervisor::PaceOf(const std::string& id, const pb::Attempt& a
   Pace& p = pace_[key];
   // Not in memory: belayd was restarted while the attempt ran. Its step reports are in the
   // store, with the times they arrived: the same pace again, from the last kPaceRebuildSteps
-  // of them (enough for the step-time window, the gaps and the slow-rank means, without
-  // reading a long attempt's every report).
+  // of them (enough for the step-time window and the gaps, without reading a long attempt's
+  // every report). The slow-rank sums come from their own record (stored step reports carry
+  // no per-rank arrays, except those of an older belayd).
   constexpr size_t kPaceRebuildSteps = 2000;
   if (a.last_step() > 0) {
     absl::StatusOr<std::vector<pb::StepMetrics>> reported = store::ListStepMetrics(
@@ -1384,8 +1452,26 @@ Supervisor::Pace& Supervisor::PaceOf(const std::string& id, const pb::Attempt& a
       spdlog::warn("campaign {}: the step reports of attempt {} cannot be read ({}); its pace starts over", id,
                    a.number(), std::string(reported.status().message()));
     }
+    absl::StatusOr<std::optional<pb::RankTimeSums>> sums = store::GetRankTimeSums(store_, id, a.number());
+    if (!sums.ok()) {
+      spdlog::warn("campaign {}: the rank times of attempt {} cannot be read ({}); its slow-rank sums start over", id,
+                   a.number(), std::string(sums.status().message()));
+    } else if (sums->has_value() && (*sums)->compute_time_sum_s_size() == a.world_size()) {
+      p.rank_time_sum.assign((*sums)->compute_time_sum_s().begin(), (*sums)->compute_time_sum_s().end());
+      p.rank_time_steps = (*sums)->steps();
+      p.rank_time_through = (*sums)->through_step();
+    }
   }
   return p;
+}
+
+void Supervisor::PutRankTimeSums(WriteBatch& b, const std::string& id, int32_t attempt, const Pace& p) {
+  pb::RankTimeSums sums;
+  sums.set_attempt_number(attempt);
+  sums.set_steps(p.rank_time_steps);
+  sums.set_through_step(p.rank_time_through);
+  sums.mutable_compute_time_sum_s()->Add(p.rank_time_sum.begin(), p.rank_time_sum.end());
+  store::Put(b, id, sums);
 }
 
 std::chrono::seconds Supervisor::HangTimeout(const Loaded& l) {
@@ -1431,18 +1517,15 @@ absl::Status Supervisor::OnFinish(const std::string& id, int32_t attempt, pb::Ra
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, id, attempt);
   if (!a.ok()) return a.status();
-  if (!a->has_value() || (*a)->state() == pb::ATTEMPT_STATE_ENDED) return absl::OkStatus();
-  pb::Attempt& at = **a;
-  bool replaced = false;
-  for (pb::RankExit& e : *at.mutable_rank_exits()) {
-    if (e.rank() == exit.rank()) {
-      e = exit;
-      replaced = true;
-    }
+  if (!a->has_value() || (*a)->state() == pb::ATTEMPT_STATE_ENDED || exit.rank() < 0 ||
+      exit.rank() >= (*a)->world_size()) {
+    return absl::OkStatus();
   }
-  if (!replaced) *at.add_rank_exits() = std::move(exit);
+  absl::StatusOr<pb::RankRecord> r = RankRecordOf(store_, id, attempt, exit.rank());
+  if (!r.ok()) return r.status();
+  *r->mutable_exit() = std::move(exit);
   WriteBatch b;
-  store::Put(b, at);
+  store::Put(b, *r);
   return store_.Write(b, Durability::kSynced);
 }
 
@@ -1455,12 +1538,35 @@ absl::Status Supervisor::OnRegister(const std::string& campaign_id, int32_t atte
   if (!a->has_value() || (*a)->state() == pb::ATTEMPT_STATE_ENDED || rank < 0 || rank >= (*a)->world_size()) {
     return absl::OkStatus();
   }
-  auto& nodes = *(*a)->mutable_rank_nodes();
-  if (auto it = nodes.find(rank); it != nodes.end() && it->second == node) return absl::OkStatus();
-  nodes[rank] = node;
+  absl::StatusOr<pb::RankRecord> r = RankRecordOf(store_, campaign_id, attempt, rank);
+  if (!r.ok()) return r.status();
+  if (r->node() == node) return absl::OkStatus();
+  r->set_node(node);
   WriteBatch b;
-  store::Put(b, **a);
+  store::Put(b, *r);
   return store_.Write(b, Durability::kBuffered);
+}
+
+absl::StatusOr<std::vector<pb::RankRecord>> Supervisor::RanksOf(const pb::Attempt& a) const {
+  absl::StatusOr<std::vector<pb::RankRecord>> ranks = store::ListRankRecords(store_, a.campaign_id(), a.number());
+  if (!ranks.ok() || (a.rank_nodes().empty() && a.rank_exits().empty())) return ranks;
+  // An attempt an older belayd started: what it learnt is in the attempt record.
+  std::map<int32_t, pb::RankRecord> by_rank;
+  auto at = [&](int32_t rank) -> pb::RankRecord& {
+    pb::RankRecord& r = by_rank[rank];
+    r.set_rank(rank);
+    return r;
+  };
+  for (pb::RankRecord& r : *ranks) by_rank[r.rank()] = std::move(r);
+  for (const auto& [rank, node] : a.rank_nodes()) {
+    if (at(rank).node().empty()) at(rank).set_node(node);
+  }
+  for (const pb::RankExit& e : a.rank_exits()) {
+    if (!at(e.rank()).has_exit()) *at(e.rank()).mutable_exit() = e;
+  }
+  std::vector<pb::RankRecord> out;
+  for (auto& [rank, r] : by_rank) out.push_back(std::move(r));
+  return out;
 }
 
 std::string Supervisor::DigestOf(const std::string& campaign_id, int32_t attempt, const std::string& nonce) const {

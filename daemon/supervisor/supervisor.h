@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -77,6 +78,19 @@ struct SupervisorOptions {
   // its state directory so that a restarted belayd knows its running attempts' tokens).
   // Empty: a random key of this Supervisor's own.
   std::string token_key;
+  // The slow-rank accounting of a running attempt (each rank's summed compute time, O(world
+  // size)) is written to the store at most this often, so that a restarted belayd still has
+  // it; the steps since the last write are not in it.
+  std::chrono::seconds rank_sums_interval{60};
+  // The last this many step reports of an attempt are kept whole in memory (with every rank's
+  // times) and written as evidence when the attempt ends by a failure (NaN, hang, crash, node
+  // failure, out of memory); step records in the store keep only summaries.
+  size_t evidence_steps = 4;
+  // Step reports rewrite the attempt record (its last step and progress time; with the node
+  // list of a large job, hundreds of KB) at most this often; the supervisor reads the latest
+  // from memory. A restarted belayd finds progress at most this old, far below any hang
+  // timeout.
+  std::chrono::seconds attempt_write_interval{10};
 };
 
 class Supervisor {
@@ -129,9 +143,9 @@ class Supervisor {
   void OnHeartbeat(const std::string& campaign_id, int32_t attempt, int32_t rank, int64_t step,
                    pb::WorkerPhase phase);
   // A rank registered from `node` (Slurm's name for it, else its host name): the node its
-  // step times are attributed to, kept in the attempt record (Attempt.rank_nodes).
+  // step times are attributed to, kept in the rank's own record (RankRecord.node).
   absl::Status OnRegister(const std::string& campaign_id, int32_t attempt, int32_t rank, const std::string& node);
-  // A rank says how it leaves.
+  // A rank says how it leaves (kept in its RankRecord, synced).
   absl::Status OnFinish(const std::string& campaign_id, int32_t attempt, pb::RankExit exit);
 
   // Where workers reach belayd, for attempts started from now on (belayd knows its port only
@@ -266,15 +280,30 @@ class Supervisor {
     size_t next = 0;
     TimePoint last_report;
     double longest_gap_s = 0;
-    // Sum of each rank's compute time over the steps that reported every rank's.
+    // Sum of each rank's compute time over the steps that reported every rank's, and when it
+    // was last written to the store (RankTimeSums, at most every rank_sums_interval).
     std::vector<double> rank_time_sum;
     int64_t rank_time_steps = 0;
+    int64_t rank_time_through = 0;
+    std::optional<TimePoint> sums_written;
+    // The attempt's progress as last reported (not yet written while attempt_written is less
+    // than attempt_write_interval ago).
+    int64_t progress_step = 0;
+    std::optional<TimePoint> progress_time;
+    std::optional<TimePoint> attempt_written;
+    // The last evidence_steps step reports with their per-rank arrays (not rebuilt after a
+    // restart: the store has only summaries).
+    std::deque<pb::StepMetrics> last_reports;
   };
   std::map<std::pair<std::string, int32_t>, Pace> pace_ ABSL_GUARDED_BY(mu_);
   std::chrono::seconds HangTimeout(const Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The pace of attempt `a` of campaign `id`: from memory, or rebuilt from its step reports.
   Pace& PaceOf(const std::string& id, const pb::Attempt& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void AddToPace(Pace& p, const pb::StepMetrics& m, TimePoint at, int32_t world_size);
+  // The slow-rank sums of attempt `attempt` as a record, into `b`.
+  static void PutRankTimeSums(store::WriteBatch& b, const std::string& id, int32_t attempt, const Pace& p);
+  // The rank records of attempt `a` (with what an older belayd kept in the attempt record).
+  absl::StatusOr<std::vector<pb::RankRecord>> RanksOf(const pb::Attempt& a) const;
   mutable absl::Mutex beats_mu_;
   std::map<std::pair<std::string, int32_t>, std::map<int32_t, Beat>> beats_ ABSL_GUARDED_BY(beats_mu_);
   // "rank 0: step 57, backward, 12 s ago; ..." for an attempt's ranks.

@@ -20,6 +20,7 @@
 #include "daemon/scheduler/fake_scheduler.h"
 #include "daemon/store/memory_store.h"
 #include "daemon/store/records.h"
+#include "daemon/supervisor/rank_times.h"
 #include "gtest/gtest.h"
 
 namespace belay::supervisor {
@@ -112,20 +113,22 @@ class SupervisorTest : public ::testing::Test {
   bool run_as_owner_ = false;
   std::string token_key_ = AttemptTokens::RandomKey();
   uid_t files_owner_ = 0;
-  // A Slurm campaign of 4 one-rank nodes n0..n3 whose ranks registered, reporting `steps`
-  // steps in which rank 2 computes `slow_s` per step and the others about 0.1 s; then its job
-  // ends at the time limit. Returns the campaign id ("" on failure).
+  // A Slurm campaign of `ranks` one-rank nodes n0, n1, ... whose ranks registered, reporting
+  // `steps` steps, 10 s apart, in which rank 2 computes `slow_s` per step and the others about
+  // 0.1 s; then its job ends at the time limit. Returns the campaign id ("" on failure).
   // With `restart_midway`, belayd restarts halfway through the steps.
-  std::string RunWithASlowRank(int64_t steps, double slow_s, bool restart_midway = false) {
+  std::string RunWithASlowRank(int64_t steps, double slow_s, bool restart_midway = false, int ranks = 4) {
     spec_.resources.scheduler = SchedulerKind::kSlurm;
-    spec_.resources.nodes = 4;
+    spec_.resources.nodes = ranks;
     spec_.resources.ranks_per_node = 1;
-    spec_.train.global_batch = 8;
+    spec_.train.global_batch = 2 * ranks;
     const std::string id = SubmitAndStart();
-    if (Attempt(id, 1).world_size() != 4) return "";
-    sched_.SetNodes(JobOf(id, 1), {"n0", "n1", "n2", "n3"});
+    if (Attempt(id, 1).world_size() != ranks) return "";
+    std::vector<std::string> names;
+    for (int r = 0; r < ranks; ++r) names.push_back(Cat("n", r));
+    sched_.SetNodes(JobOf(id, 1), names);
     Tick();
-    for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < ranks; ++r) {
       if (!sup_->OnRegister(id, 1, r, Cat("n", r)).ok()) return "";
     }
     for (int64_t step = 1; step <= steps; ++step) {
@@ -136,8 +139,9 @@ class SupervisorTest : public ::testing::Test {
       pb::StepMetrics m;
       m.set_step(step);
       m.set_loss(3.0);
-      for (int r = 0; r < 4; ++r) m.add_rank_compute_time_s(r == 2 ? slow_s : 0.1 + 0.001 * r);
+      for (int r = 0; r < ranks; ++r) m.add_rank_compute_time_s(r == 2 ? slow_s : 0.1 + 0.001 * (r % 4));
       if (!sup_->OnStep(id, 1, m).ok()) return "";
+      clock_.Advance(10s);
     }
     sched_.End(JobOf(id, 1), {}, 0, pb::END_REASON_TIME_LIMIT, "TIMEOUT");
     Tick();
@@ -1025,6 +1029,75 @@ TEST_F(SupervisorTest, ASlowRankIsFoundAcrossARestartOfBelayd) {
   std::vector<pb::Node> nodes = store::ListNodes(store_).value();
   ASSERT_EQ(nodes.size(), 4u);
   for (const pb::Node& n : nodes) EXPECT_EQ(n.slow_attempts(), n.name() == "n2" ? 1 : 0) << n.name();
+}
+
+TEST_F(SupervisorTest, ASlowRankIsFoundAcrossARestartFromRecordsThatDoNotGrowWithTheSteps) {
+  // 1000 ranks: the per-step records hold no per-rank arrays and the attempt record no rank
+  // nodes; the slow-rank sums are one record per attempt, written at a bounded rate.
+  const std::string id = RunWithASlowRank(30, 0.2, /*restart_midway=*/true, /*ranks=*/1000);
+  ASSERT_FALSE(id.empty());
+  const std::vector<pb::Node> nodes = store::ListNodes(store_).value();
+  ASSERT_EQ(nodes.size(), 1000u);
+  for (const pb::Node& n : nodes) EXPECT_EQ(n.slow_attempts(), n.name() == "n2" ? 1 : 0) << n.name();
+  EXPECT_EQ(Attempt(id, 1).rank_nodes_size(), 0);
+  EXPECT_LT(Attempt(id, 1).ByteSizeLong(), 8u * 1024) << "its 1000 nodes, without 1000 ranks' registrations";
+  size_t metrics_bytes = 0;
+  const store::Entries metrics = store_.Scan(store::Table::kMetrics, {}).value();
+  for (const auto& [k, v] : metrics) metrics_bytes += k.size() + v.size();
+  EXPECT_LT(metrics_bytes, 30u * 1024) << "30 steps of 1000 ranks' times would be 240 KB";
+  const pb::RankTimeSums sums = store::GetRankTimeSums(store_, id, 1).value().value();
+  EXPECT_EQ(sums.compute_time_sum_s_size(), 1000);
+  EXPECT_EQ(sums.through_step(), 30) << "written once more when the attempt ended";
+}
+
+TEST_F(SupervisorTest, AStepRecordOfAHundredThousandRanksIsStoredAsASummary) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  pb::StepMetrics m;
+  m.set_step(1);
+  m.set_loss(3.0);
+  m.set_step_time_s(2.0);
+  for (int r = 0; r < 100000; ++r) {
+    m.add_rank_step_time_s(2.0);
+    m.add_rank_compute_time_s(r == 4242 ? 1.9 : 1.0 + 1e-6 * r);
+  }
+  ASSERT_TRUE(sup_->OnStep(id, 1, m).ok());
+  const std::vector<pb::StepMetrics> stored = store::ListStepMetrics(store_, id, 0, -1).value();
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_LT(stored[0].ByteSizeLong(), 1024u);
+  EXPECT_EQ(stored[0].rank_compute_time_s_size(), 0);
+  EXPECT_EQ(stored[0].rank_step_time_s_size(), 0);
+  const pb::RankTimeSummary& s = stored[0].rank_compute_summary();
+  EXPECT_EQ(s.ranks(), 100000);
+  ASSERT_EQ(s.slowest_size(), kSummarySlowest);
+  EXPECT_EQ(s.slowest(0).rank(), 4242);
+  EXPECT_EQ(s.slowest(1).rank(), 99999);
+  EXPECT_DOUBLE_EQ(s.max_s(), 1.9);
+  EXPECT_DOUBLE_EQ(s.min_s(), 1.0);
+  EXPECT_NEAR(s.median_s(), 1.05, 1e-3);
+  EXPECT_DOUBLE_EQ(stored[0].rank_step_summary().median_s(), 2.0);
+  EXPECT_LT(Attempt(id, 1).ByteSizeLong(), 1024u);
+}
+
+TEST_F(SupervisorTest, AFailedAttemptKeepsItsLastStepReportsWholeAsEvidence) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  for (int64_t step = 1; step <= 10; ++step) {
+    pb::StepMetrics m;
+    m.set_step(step);
+    m.set_loss(step == 10 ? std::nan("") : 3.0);
+    for (int r = 0; r < 2; ++r) m.add_rank_compute_time_s(0.1 * (r + 1));
+    ASSERT_TRUE(sup_->OnStep(id, 1, m).ok());
+  }
+  Tick();
+  ASSERT_EQ(Attempt(id, 1).end_reason(), pb::END_REASON_NAN);
+  const std::vector<pb::StepMetrics> evidence = store::ListStepEvidence(store_, id, 1).value();
+  ASSERT_EQ(evidence.size(), 4u) << "the last evidence_steps reports";
+  for (size_t i = 0; i < evidence.size(); ++i) {
+    EXPECT_EQ(evidence[i].step(), static_cast<int64_t>(7 + i));
+    ASSERT_EQ(evidence[i].rank_compute_time_s_size(), 2);
+    EXPECT_DOUBLE_EQ(evidence[i].rank_compute_time_s(1), 0.2);
+  }
 }
 
 TEST_F(SupervisorTest, AFewSlowStepsAreNoEvidence) {
