@@ -18,13 +18,7 @@
 #include "fuzz/peer_context.h"
 #include "fuzz/service_sessions.pb.h"
 
-// The child-process check of submitted campaign files (being added alongside this harness).
-#if __has_include("common/isolated_spec_check.h")
 #include "common/isolated_spec_check.h"
-#define BELAY_FUZZ_HAS_SPEC_CHECK 1
-#else
-#define BELAY_FUZZ_HAS_SPEC_CHECK 0
-#endif
 
 namespace {
 
@@ -99,15 +93,9 @@ void Run(const CoordinatorCall& call, belay::fuzz::DaemonWorld& world,
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-#if BELAY_FUZZ_HAS_SPEC_CHECK
   // SubmitCampaign parses the file in a child first: /proc/self/exe --check-spec, this
   // program, which then answers as belayd's main does.
-  if (*argc == 2 && std::string_view((*argv)[1]) == belay::kSpecCheckFlag)
-    std::exit(belay::RunSpecCheck());
-#else
-  (void)argc;
-  (void)argv;
-#endif
+  if (*argc == 2 && std::string_view((*argv)[1]) == belay::kSpecCheckFlag) std::exit(belay::RunSpecCheck());
   belay::fuzz::LivePeerContext();
   return 0;
 }

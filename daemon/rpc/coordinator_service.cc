@@ -233,11 +233,12 @@ grpc::Status CoordinatorService::WatchCampaign(grpc::ServerContext* ctx, const v
   absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
   if (!c.ok()) return ToGrpc(c.status());
   int64_t after = req->has_after_event_seq() ? req->after_event_seq() : -1;
+  // The caller's interval, held to 0.1-60 s (computed without overflow for any proto value).
   auto interval = std::chrono::milliseconds(1000);
   if (req->has_progress_interval()) {
-    interval = std::max(std::chrono::milliseconds(100),
-                        std::chrono::milliseconds(req->progress_interval().seconds() * 1000 +
-                                                  req->progress_interval().nanos() / 1'000'000));
+    const int64_t s = std::clamp<int64_t>(req->progress_interval().seconds(), 0, 60);
+    const int64_t ms = s * 1000 + std::clamp<int32_t>(req->progress_interval().nanos(), 0, 999'999'999) / 1'000'000;
+    interval = std::chrono::milliseconds(std::clamp<int64_t>(ms, 100, 60'000));
   }
   v1::WatchCampaignResponse first;
   *first.mutable_campaign() = *c;
@@ -265,8 +266,11 @@ grpc::Status CoordinatorService::WatchCampaign(grpc::ServerContext* ctx, const v
       writer->Write(last);
       return grpc::Status::OK;
     }
-    if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
-    std::this_thread::sleep_for(interval);
+    // Sleeps in short slices, so that a cancelled call ends within 100 ms.
+    for (auto slept = std::chrono::milliseconds(0); slept < interval; slept += std::chrono::milliseconds(100)) {
+      if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+      std::this_thread::sleep_for(std::min(std::chrono::milliseconds(100), interval - slept));
+    }
   }
 }
 

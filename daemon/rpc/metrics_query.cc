@@ -57,7 +57,9 @@ absl::StatusOr<std::optional<int64_t>> EdgeStep(const store::Store& store, const
 absl::Status QueryMetrics(const store::Store& store, const v1::Campaign& c, const v1::QueryMetricsRequest& req,
                           v1::QueryMetricsResponse* resp, const MetricsQueryLimits& limits) {
   const int64_t first = std::max<int64_t>(req.first_step(), 0);
-  const int64_t end = req.last_step() > 0 ? req.last_step() + 1 : -1;  // exclusive; -1: no bound
+  // Exclusive; -1: no bound (also for the largest step, which has no successor).
+  const int64_t end =
+      req.last_step() > 0 && req.last_step() < std::numeric_limits<int64_t>::max() ? req.last_step() + 1 : -1;
   absl::StatusOr<std::vector<v1::EvalMetrics>> evals = store::ListEvalMetrics(store, c.id());
   if (!evals.ok()) return evals.status();
   auto in_range = [&](int64_t step) { return step >= first && (end < 0 || step < end); };

@@ -2,6 +2,7 @@
 #include "daemon/store/records.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/escaping.h"
 #include "common/strings.h"
@@ -190,6 +191,7 @@ absl::StatusOr<std::vector<pb::EvalMetrics>> ListEvalMetrics(const Store& s, std
 }
 absl::StatusOr<std::vector<pb::Event>> ListEvents(const Store& s, std::string_view c, int64_t after_seq,
                                                   size_t limit) {
+  if (after_seq == std::numeric_limits<int64_t>::max()) return std::vector<pb::Event>();  // none come after it
   ScanOptions o = PrefixScan(Prefix(c));
   if (after_seq >= 0) o.begin = EventKey(c, after_seq + 1);
   o.limit = limit;
