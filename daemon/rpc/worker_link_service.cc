@@ -81,6 +81,11 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()));
 }
 
+std::chrono::seconds HeartbeatInterval(int32_t world_size) {
+  const int64_t spread = (std::max<int64_t>(world_size, 0) + kMaxHeartbeatsPerSecond - 1) / kMaxHeartbeatsPerSecond;
+  return std::chrono::seconds(std::max<int64_t>(5, spread));
+}
+
 grpc::Status WorkerLinkService::Register(grpc::ServerContext*, const v1::RegisterRequest* req,
                                          v1::RegisterResponse* resp) {
   std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
@@ -103,7 +108,7 @@ grpc::Status WorkerLinkService::Register(grpc::ServerContext*, const v1::Registe
   resp->set_campaign_id(a->campaign_id);
   resp->set_attempt_number(a->attempt);
   if (!a->resume_dir.empty()) resp->mutable_resume_checkpoint()->set_dir(a->resume_dir);
-  resp->mutable_heartbeat_interval()->set_seconds(5);
+  resp->mutable_heartbeat_interval()->set_seconds(HeartbeatInterval(a->world_size).count());
   resp->mutable_report_interval()->set_seconds(1);
   return grpc::Status::OK;
 }
@@ -211,7 +216,7 @@ grpc::Status WorkerLinkService::Heartbeat(grpc::ServerContext*, const v1::Heartb
   if (grpc::Status s = CheckRank(req->rank(), a->world_size, "heartbeat"); !s.ok()) return s;
   if (!InRange(req->step(), 0, kMaxStep)) return Invalid(Cat("heartbeat: step ", req->step(), " is not in 0..", kMaxStep));
   supervisor_.OnHeartbeat(a->campaign_id, a->attempt, req->rank(), req->step(), req->phase());
-  resp->mutable_heartbeat_interval()->set_seconds(5);
+  resp->mutable_heartbeat_interval()->set_seconds(HeartbeatInterval(a->world_size).count());
   return grpc::Status::OK;
 }
 

@@ -2,6 +2,7 @@
 // the attempt token, convert, and call the supervisor.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <set>
@@ -39,6 +40,13 @@ inline constexpr int kMaxReportsPerCall = 10000;
 inline constexpr size_t kMaxText = 4096;
 inline constexpr int kMaxShardTensors = 1 << 20;
 inline constexpr int kMaxBarriersPerAttempt = 64;
+
+// The heartbeat interval belayd hands an attempt's ranks (RegisterResponse,
+// HeartbeatResponse): 5 s, longer for large attempts so that all their ranks together send
+// at most kMaxHeartbeatsPerSecond (100,000 ranks: every 50 s). Hang detection does not wait
+// for heartbeats (it follows step reports); they say what each rank was doing.
+inline constexpr int kMaxHeartbeatsPerSecond = 2000;
+std::chrono::seconds HeartbeatInterval(int32_t world_size);
 
 class WorkerLinkService final : public v1::WorkerLink::Service {
  public:

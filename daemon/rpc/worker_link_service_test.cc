@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <thread>
 
@@ -331,6 +332,53 @@ TEST_F(WorkerLinkTest, RanksReachBelaydOverTlsOnlyWithItsCa) {
   EXPECT_FALSE(registers(stranger->ca_pem, stranger->server_name).ok()) << "a client trusting another CA";
   EXPECT_FALSE(registers(tls->ca_pem, "not-belayd").ok()) << "a certificate for another name";
   server->Shutdown();
+}
+
+// A worker link that asks for a heartbeat every second and counts them.
+class CountingLink final : public v1::WorkerLink::Service {
+ public:
+  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::RegisterResponse* resp) override {
+    resp->mutable_heartbeat_interval()->set_seconds(1);
+    return grpc::Status::OK;
+  }
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*, v1::HeartbeatResponse* resp) override {
+    ++heartbeats;
+    resp->mutable_heartbeat_interval()->set_seconds(1);
+    return grpc::Status::OK;
+  }
+  std::atomic<int> heartbeats{0};
+};
+
+TEST(CoordinatorClient, HeartbeatsAtTheIntervalBelaydHandsOut) {
+  CountingLink link;
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&link);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  runtime::CoordinatorClientOptions o;
+  o.address = "127.0.0.1:" + std::to_string(port);
+  o.token = "t";
+  o.heartbeat_interval = std::chrono::milliseconds(60'000);  // belayd's answer overrides it
+  {
+    runtime::CoordinatorClient client(o);
+    ASSERT_TRUE(client.Register(std::chrono::milliseconds(2000)).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+  }
+  EXPECT_GE(link.heartbeats.load(), 3) << "one a second, not one a minute";
+  server->Shutdown();
+}
+
+TEST(HeartbeatInterval, GrowsWithTheWorldSoThatAllRanksStayUnderTheRate) {
+  using namespace std::chrono_literals;
+  EXPECT_EQ(HeartbeatInterval(2), 5s);
+  EXPECT_EQ(HeartbeatInterval(10000), 5s);
+  EXPECT_EQ(HeartbeatInterval(100000), 50s);
+  for (int32_t world : {1, 9999, 10001, 65536, 100000, 1 << 20}) {
+    EXPECT_LE(static_cast<double>(world) / static_cast<double>(HeartbeatInterval(world).count()), kMaxHeartbeatsPerSecond)
+        << world;
+  }
 }
 
 }  // namespace

@@ -1063,6 +1063,9 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
 }
 
 absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::StepMetrics m) {
+  // The summaries of a large attempt's arrays take a while: not under the lock heartbeats
+  // and other calls wait for.
+  pb::StepMetrics stored = StoredStepRecord(m);
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Loaded> l = Load(id);
   if (!l.ok()) return l.status();
@@ -1073,8 +1076,10 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
   pb::Attempt& a = *l->attempt;
   m.set_attempt_number(attempt);
   if (!m.has_time()) SetTime(m.mutable_time(), clock_.Now());
+  stored.set_attempt_number(attempt);
+  *stored.mutable_time() = m.time();
   WriteBatch b;
-  store::Put(b, id, StoredStepRecord(m));
+  store::Put(b, id, stored);
   Durability durability = Durability::kBuffered;
   if (m.step() > c.current_step()) {
     c.set_current_step(m.step());

@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "common/strings.h"
@@ -39,6 +41,12 @@ std::unique_ptr<CoordinatorClient> CoordinatorClient::FromEnvironment(int rank, 
 }
 
 namespace {
+
+// An interval belayd hands out, if it is one to follow (1 s to 1 h).
+std::optional<std::chrono::milliseconds> IntervalOf(const google::protobuf::Duration& d) {
+  if (d.seconds() < 1 || d.seconds() >= 3600) return std::nullopt;
+  return std::chrono::milliseconds(d.seconds() * 1000 + std::clamp(d.nanos(), 0, 999'999'999) / 1'000'000);
+}
 
 std::shared_ptr<grpc::Channel> LinkChannel(const CoordinatorClientOptions& o) {
   if (o.ca_pem.empty()) return grpc::CreateChannel(o.address, grpc::InsecureChannelCredentials());
@@ -90,6 +98,8 @@ absl::Status CoordinatorClient::Register(std::chrono::milliseconds patience) {
     if (s.ok()) {
       spdlog::info("registered with belayd at {}: campaign {} attempt {}", options_.address, resp.campaign_id(),
                    resp.attempt_number());
+      if (auto interval = IntervalOf(resp.heartbeat_interval())) options_.heartbeat_interval = *interval;
+      if (auto interval = IntervalOf(resp.report_interval())) options_.report_interval = *interval;
       registration_ = std::move(resp);
       result = absl::OkStatus();
       break;
@@ -257,7 +267,11 @@ bool CoordinatorClient::Flush() {
 }
 
 void CoordinatorClient::Loop() {
-  auto next_heartbeat = std::chrono::steady_clock::now();
+  // Ranks that start together spread their heartbeats over the interval (by rank), rather
+  // than all calling belayd in the same instant.
+  const double phase = std::fmod(static_cast<double>(options_.rank) * 0.6180339887498949, 1.0);
+  auto next_heartbeat = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.heartbeat_interval * phase);
   auto backoff = options_.report_interval;
   for (;;) {
     {
@@ -277,7 +291,10 @@ void CoordinatorClient::Loop() {
         hb.set_buffered_reports(static_cast<int32_t>(steps_.size()));
       }
       pb::HeartbeatResponse resp;
-      stub_->Heartbeat(Context().get(), hb, &resp);  // best effort; missing ones are belayd's to notice
+      // Best effort; missing ones are belayd's to notice. belayd may ask for another interval.
+      if (stub_->Heartbeat(Context().get(), hb, &resp).ok()) {
+        if (auto interval = IntervalOf(resp.heartbeat_interval())) options_.heartbeat_interval = *interval;
+      }
       next_heartbeat = std::chrono::steady_clock::now() + options_.heartbeat_interval;
     }
     backoff = ok ? options_.report_interval : std::min(backoff * 2, std::chrono::milliseconds(30'000));
