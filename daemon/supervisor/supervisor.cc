@@ -12,8 +12,10 @@
 #include <cctype>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <set>
+#include <tuple>
 
 #include "belay/v1/enum_names.h"
 #include "common/checksum.h"
@@ -1508,12 +1510,34 @@ std::string Supervisor::DescribeRanks(const std::string& id, int32_t attempt) co
   absl::MutexLock lock(&beats_mu_);
   auto it = beats_.find({id, attempt});
   if (it == beats_.end()) return "no heartbeats received";
+  // The ranks furthest behind (lowest step, then the oldest heartbeat), in rank order: the
+  // description goes into the attempt record and an event, which must not grow with the world.
+  constexpr size_t kDescribed = 16;
+  std::vector<std::pair<int32_t, const Beat*>> ranks;
+  for (const auto& [rank, b] : it->second) ranks.emplace_back(rank, &b);
+  const size_t shown = std::min(ranks.size(), kDescribed);
+  std::partial_sort(ranks.begin(), ranks.begin() + static_cast<std::ptrdiff_t>(shown), ranks.end(),
+                    [](const auto& x, const auto& y) {
+                      return std::tie(x.second->step, x.second->time, x.first) <
+                             std::tie(y.second->step, y.second->time, y.first);
+                    });
+  int64_t rest_lo = std::numeric_limits<int64_t>::max(), rest_hi = std::numeric_limits<int64_t>::min();
+  for (size_t i = shown; i < ranks.size(); ++i) {
+    rest_lo = std::min(rest_lo, ranks[i].second->step);
+    rest_hi = std::max(rest_hi, ranks[i].second->step);
+  }
+  ranks.resize(shown);
+  std::sort(ranks.begin(), ranks.end());
   std::string out;
   const TimePoint now = clock_.Now();
-  for (const auto& [rank, b] : it->second) {
-    const std::string phase = pb::ShortName(b.phase);
-    out += Cat(out.empty() ? "" : "; ", "rank ", rank, ": step ", b.step, ", ", phase, ", ",
-               std::chrono::duration_cast<std::chrono::seconds>(now - b.time).count(), " s ago");
+  for (const auto& [rank, b] : ranks) {
+    const std::string phase = pb::ShortName(b->phase);
+    out += Cat(out.empty() ? "" : "; ", "rank ", rank, ": step ", b->step, ", ", phase, ", ",
+               std::chrono::duration_cast<std::chrono::seconds>(now - b->time).count(), " s ago");
+  }
+  if (const size_t more = it->second.size() - shown; more > 0) {
+    out += Cat("; ", more, " more rank", more == 1 ? "" : "s", " at step", rest_lo == rest_hi ? " " : "s ", rest_lo,
+               rest_lo == rest_hi ? "" : Cat("-", rest_hi));
   }
   return out;
 }

@@ -468,6 +468,23 @@ TEST_F(SupervisorTest, AHangIsDetectedKilledAndRestarted) {
   EXPECT_EQ(Campaign(id).restarts_used(), 1);
 }
 
+TEST_F(SupervisorTest, AHangReportNamesTheRanksFurthestBehindNotEveryRank) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 7);
+  for (int32_t r = 0; r < 100000; ++r) {
+    sup_->OnHeartbeat(id, 1, r, r == 77777 ? 5 : 7, pb::WORKER_PHASE_COLLECTIVE);
+  }
+  clock_.Advance(6min);
+  Tick();
+  Tick();  // the killed job is seen ended
+  const pb::Attempt a = Attempt(id, 1);
+  ASSERT_EQ(a.end_reason(), pb::END_REASON_HANG);
+  EXPECT_LT(a.end_message().size(), 2048u) << "not 100,000 ranks' heartbeats";
+  EXPECT_NE(a.end_message().find("rank 77777: step 5, collective, 360 s ago"), std::string::npos) << a.end_message();
+  EXPECT_NE(a.end_message().find("; 99984 more ranks at step 7"), std::string::npos) << a.end_message();
+}
+
 TEST_F(SupervisorTest, AnAutoHangTimeoutFollowsThePaceOfTheAttempt) {
   spec_.restart.hang_timeout = std::nullopt;  // "auto"
   const std::string id = SubmitAndStart();
