@@ -487,8 +487,11 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
     if (now - sent->second > options_.cancel_grace) return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
     return absl::OkStatus();
   }
-  // Hang: no step progress for hang_timeout while the job runs.
-  if (a.state() == pb::ATTEMPT_STATE_RUNNING && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
+  // Hang: no step progress for hang_timeout while the job runs. Not judged in the first
+  // restart_grace of this belayd: ranks that kept retrying while it was down find it again
+  // only at their next try.
+  if (a.state() == pb::ATTEMPT_STATE_RUNNING && a.end_reason() == pb::END_REASON_UNSPECIFIED &&
+      now - watching_since_ >= options_.restart_grace) {
     const std::chrono::seconds timeout = HangTimeout(l);
     TimePoint last = FromTimestamp(a.running_time());
     if (a.has_last_progress_time()) last = std::max(last, FromTimestamp(a.last_progress_time()));

@@ -57,6 +57,9 @@ struct SupervisorOptions {
   // own attempts tell (goodput.h EstimateMtbf); the workers get the estimate in
   // BELAY_CHECKPOINT_MTBF.
   std::chrono::seconds checkpoint_mtbf_prior{4 * 3600};
+  // After belayd starts, how long before it judges any attempt hung: the ranks retry their
+  // reports with a backoff of up to 30 s (CoordinatorClient) while belayd is away.
+  std::chrono::seconds restart_grace{35};
   // After SIGUSR1 for a cancel, how long ranks get to checkpoint before SIGKILL.
   std::chrono::seconds cancel_grace{60};
   // A checkpoint becomes "good" once this many further steps ran without trouble.

@@ -544,6 +544,25 @@ TEST_F(SupervisorTest, TimeBelaydWasDownIsNotCountedAsAHang) {
   EXPECT_EQ(sched_.signals()[0].second, SIGKILL);
 }
 
+// The ranks retry with a backoff while belayd is away, so a restarted belayd gives them
+// restart_grace to find it before any hang timeout can run out.
+TEST_F(SupervisorTest, ARestartedBelaydGivesTheRanksTimeToFindItBeforeJudgingAHang) {
+  spec_.restart.hang_timeout = std::chrono::seconds(10);
+  const std::string id = SubmitAndStart();
+  Tick();
+  Steps(id, 1, 1, 7);
+  clock_.Advance(5s);
+  MakeSupervisor();  // restart_grace 35 s
+  Tick();
+  clock_.Advance(20s);  // 20 s after the restart, more than hang_timeout
+  Tick();
+  EXPECT_TRUE(sched_.signals().empty()) << "judged before the ranks' retries could reach it";
+  clock_.Advance(20s);
+  Tick();
+  ASSERT_EQ(sched_.signals().size(), 1u) << "40 s after the restart without a step";
+  EXPECT_EQ(sched_.signals()[0].second, SIGKILL);
+}
+
 TEST_F(SupervisorTest, ANonFiniteLossRollsBackToTheLastGoodCheckpoint) {
   const std::string id = SubmitAndStart();
   Tick();
