@@ -13,6 +13,8 @@ packages=(
   # RPC and storage
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   librocksdb-dev
+  # worker tokens (HMAC-SHA-256) and the worker link's certificates
+  libssl-dev
   # command line, logging, formats, checksums
   libcli11-dev libspdlog-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev libxxhash-dev
   # numerics and distribution
