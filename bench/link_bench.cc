@@ -34,10 +34,12 @@
 
 #include "bench/link_bench_server.h"
 #include "belay/v1/worker.grpc.pb.h"
+#include "daemon/rpc/link_tls.h"
 #include "daemon/store/records.h"
 #include "daemon/store/rocksdb_store.h"
 #include "grpcpp/grpcpp.h"
 #include "rocksdb/db.h"
+#include "worker/runtime/coordinator_client.h"
 
 namespace {
 
@@ -156,12 +158,9 @@ bool Compact(const fs::path& dir) {
 }
 
 std::unique_ptr<v1::WorkerLink::Stub> Connect(const std::string& address, const std::string& ca_pem, int id) {
-  grpc::SslCredentialsOptions ssl;
-  ssl.pem_root_certs = ca_pem;
   grpc::ChannelArguments args;
-  args.SetSslTargetNameOverride("belayd");
   args.SetInt("grpc.channel_id", id);  // a connection of its own
-  return v1::WorkerLink::NewStub(grpc::CreateCustomChannel(address, grpc::SslCredentials(ssl), args));
+  return v1::WorkerLink::NewStub(belay::runtime::WorkerLinkChannel(address, ca_pem, belay::rpc::kLinkServerName, args));
 }
 
 struct Latencies {

@@ -28,6 +28,7 @@
 
 #include "belay/v1/coordinator.grpc.pb.h"
 #include "belay/v1/worker.grpc.pb.h"
+#include "worker/runtime/coordinator_client.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/dynamic_message.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -207,19 +208,9 @@ int main(int argc, char** argv) {
     }
   }
   // The worker link is TLS (belayd's own CA, certificate issued to "belayd") when --ca is given.
-  std::shared_ptr<grpc::Channel> worker_channel;
-  if (ca.empty()) {
-    worker_channel = grpc::CreateChannel(worker, grpc::InsecureChannelCredentials());
-  } else {
-    std::ifstream in(ca);
-    std::stringstream pem;
-    pem << in.rdbuf();
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = pem.str();
-    grpc::ChannelArguments args;
-    args.SetSslTargetNameOverride("belayd");
-    worker_channel = grpc::CreateCustomChannel(worker, grpc::SslCredentials(ssl), args);
-  }
+  std::stringstream ca_pem;
+  if (!ca.empty()) ca_pem << std::ifstream(ca).rdbuf();
+  auto worker_channel = belay::runtime::WorkerLinkChannel(worker, ca_pem.str(), "belayd");
   auto socket_channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
   grpc::GenericStub worker_stub(worker_channel), socket_stub(socket_channel);
   google::protobuf::DynamicMessageFactory factory;

@@ -48,19 +48,19 @@ std::optional<std::chrono::milliseconds> IntervalOf(const google::protobuf::Dura
   return std::chrono::milliseconds(d.seconds() * 1000 + std::clamp(d.nanos(), 0, 999'999'999) / 1'000'000);
 }
 
-std::shared_ptr<grpc::Channel> LinkChannel(const CoordinatorClientOptions& o) {
-  if (o.ca_pem.empty()) return grpc::CreateChannel(o.address, grpc::InsecureChannelCredentials());
-  grpc::SslCredentialsOptions ssl;
-  ssl.pem_root_certs = o.ca_pem;
-  grpc::ChannelArguments args;
-  if (!o.tls_server_name.empty()) args.SetSslTargetNameOverride(o.tls_server_name);
-  return grpc::CreateCustomChannel(o.address, grpc::SslCredentials(ssl), args);
-}
-
 }  // namespace
 
+std::shared_ptr<grpc::Channel> WorkerLinkChannel(const std::string& address, const std::string& ca_pem,
+                                                 const std::string& server_name, grpc::ChannelArguments args) {
+  if (ca_pem.empty()) return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ca_pem;
+  if (!server_name.empty()) args.SetSslTargetNameOverride(server_name);
+  return grpc::CreateCustomChannel(address, grpc::SslCredentials(ssl), args);
+}
+
 CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options)
-    : options_(std::move(options)), stub_(pb::WorkerLink::NewStub(LinkChannel(options_))) {}
+    : options_(std::move(options)), stub_(pb::WorkerLink::NewStub(WorkerLinkChannel(options_.address, options_.ca_pem, options_.tls_server_name))) {}
 
 CoordinatorClient::~CoordinatorClient() {
   {

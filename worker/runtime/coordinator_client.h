@@ -18,6 +18,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "belay/v1/worker.grpc.pb.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/support/channel_arguments.h"
 
 namespace belay::runtime {
 
@@ -38,6 +40,14 @@ struct CoordinatorClientOptions {
   std::chrono::milliseconds rpc_deadline{5000};
   size_t max_buffered = 1'000'000;  // oldest step reports dropped (and counted) beyond this
 };
+
+// A channel to belayd's worker link at `address`: TLS verified against the CA certificates
+// `ca_pem`, for a certificate issued to `server_name` (empty: the host of `address`), or
+// plaintext when `ca_pem` is empty (a belayd started with --insecure-worker-link). `args` go
+// with it (e.g. a channel id, for a connection of its own).
+std::shared_ptr<grpc::Channel> WorkerLinkChannel(const std::string& address, const std::string& ca_pem,
+                                                 const std::string& server_name,
+                                                 grpc::ChannelArguments args = grpc::ChannelArguments());
 
 class CoordinatorClient {
  public:
