@@ -74,6 +74,26 @@ absl::StatusOr<v1::Campaign> CoordinatorService::Visible(const grpc::ServerConte
   return **c;
 }
 
+void SetRecentRates(const std::vector<v1::StepMetrics>& recent, int64_t steps_left, TimePoint now, v1::Progress* p) {
+  if (recent.empty()) return;
+  // Running means: a sum of the reports' values (each finite, not negative) could overflow
+  // to infinity; a running mean stays within them.
+  double tps = 0, st = 0, n = 0;
+  for (const v1::StepMetrics& x : recent) {
+    n += 1;
+    tps += (x.tokens_per_s() - tps) / n;
+    st += (x.step_time_s() - st) / n;
+  }
+  p->set_tokens_per_s(tps);
+  p->set_step_time_s(st);
+  if (!(st > 0) || steps_left <= 0) return;
+  const double eta = st * static_cast<double>(steps_left);
+  if (!(eta <= kMaxEtaSeconds)) return;  // also NaN and infinity
+  p->mutable_eta()->set_seconds(static_cast<int64_t>(eta));
+  SetTime(p->mutable_estimated_end_time(),
+          now + std::chrono::duration_cast<TimePoint::duration>(std::chrono::duration<double>(eta)));
+}
+
 absl::StatusOr<v1::Progress> CoordinatorService::ProgressOf(const v1::Campaign& c) const {
   v1::Progress p;
   p.set_campaign_id(c.id());
@@ -89,23 +109,8 @@ absl::StatusOr<v1::Progress> CoordinatorService::ProgressOf(const v1::Campaign& 
   absl::StatusOr<std::vector<v1::StepMetrics>> last = store::ListStepMetrics(store_, c.id(), 0, -1, 20, true);
   if (!last.ok()) return last.status();
   if (!last->empty()) {
-    const v1::StepMetrics& m = last->back();
-    p.set_loss(m.loss());
-    double tps = 0, st = 0;
-    for (const v1::StepMetrics& x : *last) {
-      tps += x.tokens_per_s();
-      st += x.step_time_s();
-    }
-    tps /= static_cast<double>(last->size());
-    st /= static_cast<double>(last->size());
-    p.set_tokens_per_s(tps);
-    p.set_step_time_s(st);
-    if (st > 0 && c.total_steps() > c.current_step()) {
-      const double eta = st * static_cast<double>(c.total_steps() - c.current_step());
-      p.mutable_eta()->set_seconds(static_cast<int64_t>(eta));
-      SetTime(p.mutable_estimated_end_time(),
-              clock_.Now() + std::chrono::duration_cast<TimePoint::duration>(std::chrono::duration<double>(eta)));
-    }
+    p.set_loss(last->back().loss());
+    SetRecentRates(*last, c.total_steps() - c.current_step(), clock_.Now(), &p);
   }
   return p;
 }

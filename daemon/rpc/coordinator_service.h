@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "belay/v1/coordinator.grpc.pb.h"
 #include "common/clock.h"
@@ -25,6 +26,15 @@ struct DaemonFacts {
   std::function<sched::ControllerCalls()> slurm_calls;
   int slurm_rpc_budget_per_minute = 0;
 };
+
+// An ETA further off than this is not given (it would not be meaningful, and a time point
+// that far out does not fit the clock's type).
+inline constexpr double kMaxEtaSeconds = 100.0 * 365 * 24 * 3600;
+
+// Fills p's tokens_per_s and step_time_s with the means over `recent` (the latest step
+// reports) and, with steps_left > 0, the ETA and estimated end time from the mean step
+// time; the ETA is left out where it is not finite or beyond kMaxEtaSeconds.
+void SetRecentRates(const std::vector<v1::StepMetrics>& recent, int64_t steps_left, TimePoint now, v1::Progress* p);
 
 // Access: a caller is known only through the Unix socket (its uid); anything else is
 // UNAUTHENTICATED. A user lists, reads and cancels only campaigns they own; uid 0 sees and
