@@ -43,8 +43,8 @@ double TimeDd(const std::filesystem::path& file) {
 int main(int argc, char** argv) {
   size_t mib = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 512;
   int reps = 5;
-  std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                              ("belay_checksum_bench_" + std::to_string(getpid()));
+  std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("belay_checksum_bench_" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   std::filesystem::path file = dir / "shard.bin";
   {

@@ -42,11 +42,16 @@ int main(int argc, char** argv) {
       return *out > 0;
     };
     bool ok = false;
-    if (std::strcmp(argv[i], "--batch") == 0) ok = next(&batch);
-    else if (std::strcmp(argv[i], "--seq") == 0) ok = next(&seq);
-    else if (std::strcmp(argv[i], "--steps") == 0) ok = next(&steps);
-    else if (std::strcmp(argv[i], "--warmup") == 0) ok = next(&warmup);
-    else if (std::strcmp(argv[i], "--layers") == 0) ok = next(&layers);
+    if (std::strcmp(argv[i], "--batch") == 0)
+      ok = next(&batch);
+    else if (std::strcmp(argv[i], "--seq") == 0)
+      ok = next(&seq);
+    else if (std::strcmp(argv[i], "--steps") == 0)
+      ok = next(&steps);
+    else if (std::strcmp(argv[i], "--warmup") == 0)
+      ok = next(&warmup);
+    else if (std::strcmp(argv[i], "--layers") == 0)
+      ok = next(&layers);
     if (!ok) return Usage();
   }
   auto devices = belay::kernels::ListCudaDevices();
@@ -86,7 +91,8 @@ int main(int argc, char** argv) {
   std::mt19937 rng(1);
   std::vector<int32_t> tokens(static_cast<size_t>(N) + 1);
   for (auto& t : tokens) t = static_cast<int32_t>(rng() % 50257u);
-  std::vector<int32_t> inputs(tokens.begin(), tokens.end() - 1), targets(tokens.begin() + 1, tokens.end());
+  std::vector<int32_t> inputs(tokens.begin(), tokens.end() - 1),
+      targets(tokens.begin() + 1, tokens.end());
   std::vector<uint8_t> mask(static_cast<size_t>(N), 1);
   const float scale = 1.0f / static_cast<float>(N);
 
@@ -97,7 +103,8 @@ int main(int argc, char** argv) {
     absl::StatusOr<double> loss = model->Forward(inputs.data(), targets.data(), mask.data(), scale);
     if (!loss.ok()) st = loss.status();
     if (st.ok()) st = model->Backward();
-    absl::StatusOr<double> sq = st.ok() ? model->GradientSumOfSquares() : absl::StatusOr<double>(st);
+    absl::StatusOr<double> sq =
+        st.ok() ? model->GradientSumOfSquares() : absl::StatusOr<double>(st);
     if (!sq.ok()) st = sq.status();
     if (st.ok()) {
       belay::kernels::cpu::AdamWParams p;
@@ -115,7 +122,8 @@ int main(int argc, char** argv) {
     if (s == 1) first_loss = *loss * scale;
     last_loss = *loss * scale;
     if (s > warmup) timed_s += dt;
-    std::printf("step %2d  loss %.4f  %.1f ms%s\n", s, *loss * scale, dt * 1e3, s <= warmup ? "  (warm-up)" : "");
+    std::printf("step %2d  loss %.4f  %.1f ms%s\n", s, *loss * scale, dt * 1e3,
+                s <= warmup ? "  (warm-up)" : "");
   }
   const double step_s = timed_s / steps;
   const double tokens_per_s = N / step_s;
@@ -123,14 +131,15 @@ int main(int argc, char** argv) {
   const double flops_per_token = 6.0 * P + 6.0 * layers * 768.0 * T;
   const double mfu = tokens_per_s * flops_per_token / kPeakBf16Flops;
   const char* impl = model->fused_attention() ? "belay" : "belay-materialised-attention";
-  std::printf("%s %s: GPT-2 %d layers, B=%d T=%d, %.1f ms/step, %.0f tokens/s, MFU %.1f%% "
-              "(GPU memory %.1f GiB)\n",
-              impl, device.c_str(), layers, B, T, step_s * 1e3, tokens_per_s, mfu * 100,
-              static_cast<double>(model->device_bytes()) / (1u << 30));
-  std::printf("{\"impl\": \"%s\", \"device\": \"%s\", \"B\": %d, \"T\": %d, \"layers\": %d, "
-              "\"step_ms\": %.3f, \"tokens_per_s\": %.1f, \"mfu\": %.4f, \"first_loss\": %.4f, "
-              "\"last_loss\": %.4f}\n",
-              impl, device.c_str(), B, T, layers, step_s * 1e3, tokens_per_s, mfu, first_loss,
-              last_loss);
+  std::printf(
+      "%s %s: GPT-2 %d layers, B=%d T=%d, %.1f ms/step, %.0f tokens/s, MFU %.1f%% "
+      "(GPU memory %.1f GiB)\n",
+      impl, device.c_str(), layers, B, T, step_s * 1e3, tokens_per_s, mfu * 100,
+      static_cast<double>(model->device_bytes()) / (1u << 30));
+  std::printf(
+      "{\"impl\": \"%s\", \"device\": \"%s\", \"B\": %d, \"T\": %d, \"layers\": %d, "
+      "\"step_ms\": %.3f, \"tokens_per_s\": %.1f, \"mfu\": %.4f, \"first_loss\": %.4f, "
+      "\"last_loss\": %.4f}\n",
+      impl, device.c_str(), B, T, layers, step_s * 1e3, tokens_per_s, mfu, first_loss, last_loss);
   return 0;
 }

@@ -32,8 +32,8 @@
 #include <thread>
 #include <vector>
 
-#include "bench/link_bench_server.h"
 #include "belay/v1/worker.grpc.pb.h"
+#include "bench/link_bench_server.h"
 #include "daemon/rpc/link_tls.h"
 #include "daemon/store/records.h"
 #include "daemon/store/rocksdb_store.h"
@@ -130,9 +130,11 @@ ProcessUse UseOf(pid_t pid) {
 int64_t DiskUse(const fs::path& dir) {
   int64_t bytes = 0;
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     struct stat st {};
-    if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) bytes += static_cast<int64_t>(st.st_blocks) * 512;
+    if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode))
+      bytes += static_cast<int64_t>(st.st_blocks) * 512;
   }
   return bytes;
 }
@@ -142,12 +144,14 @@ int64_t DiskUse(const fs::path& dir) {
 // longer count. False if the store cannot be opened.
 bool Compact(const fs::path& dir) {
   std::vector<std::string> names;
-  if (!rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &names).ok()) return false;
+  if (!rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &names).ok())
+    return false;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (const std::string& n : names) families.emplace_back(n, rocksdb::ColumnFamilyOptions());
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
-  if (!rocksdb::DB::Open(rocksdb::DBOptions(), dir.string(), families, &handles, &db).ok()) return false;
+  if (!rocksdb::DB::Open(rocksdb::DBOptions(), dir.string(), families, &handles, &db).ok())
+    return false;
   bool ok = true;
   for (rocksdb::ColumnFamilyHandle* h : handles) {
     ok = ok && db->CompactRange(rocksdb::CompactRangeOptions(), h, nullptr, nullptr).ok();
@@ -157,10 +161,12 @@ bool Compact(const fs::path& dir) {
   return ok;
 }
 
-std::unique_ptr<v1::WorkerLink::Stub> Connect(const std::string& address, const std::string& ca_pem, int id) {
+std::unique_ptr<v1::WorkerLink::Stub> Connect(const std::string& address, const std::string& ca_pem,
+                                              int id) {
   grpc::ChannelArguments args;
   args.SetInt("grpc.channel_id", id);  // a connection of its own
-  return v1::WorkerLink::NewStub(belay::runtime::WorkerLinkChannel(address, ca_pem, belay::rpc::kLinkServerName, args));
+  return v1::WorkerLink::NewStub(
+      belay::runtime::WorkerLinkChannel(address, ca_pem, belay::rpc::kLinkServerName, args));
 }
 
 struct Latencies {
@@ -179,8 +185,8 @@ struct Latencies {
 
 // Every rank registers (channel c takes the ranks r with r % channels == c); returns the
 // heartbeat interval belayd handed out, 0 if a registration failed.
-int64_t RegisterAll(const std::vector<std::unique_ptr<v1::WorkerLink::Stub>>& stubs, const std::string& token,
-                    int32_t ranks) {
+int64_t RegisterAll(const std::vector<std::unique_ptr<v1::WorkerLink::Stub>>& stubs,
+                    const std::string& token, int32_t ranks) {
   std::atomic<int64_t> interval{0}, failed{0};
   std::vector<std::thread> pool;
   const int n = static_cast<int>(stubs.size());
@@ -216,20 +222,25 @@ struct Window {
 
 // The open-loop load for `o.seconds`: rank r's heartbeats at phase(r) + k·interval, rank 0's
 // step reports (steps first_step, first_step + 1, ...) every 1/steps_per_s.
-Window Drive(const std::vector<std::unique_ptr<v1::WorkerLink::Stub>>& stubs, v1::WorkerLink::Stub& steps_stub,
-             const std::string& token, const Options& o, int64_t interval_s, int64_t first_step) {
+Window Drive(const std::vector<std::unique_ptr<v1::WorkerLink::Stub>>& stubs,
+             v1::WorkerLink::Stub& steps_stub, const std::string& token, const Options& o,
+             int64_t interval_s, int64_t first_step) {
   const int n = static_cast<int>(stubs.size());
   std::vector<Latencies> hb(static_cast<size_t>(n));
   Window w;
   const auto start = Clock::now() + std::chrono::milliseconds(200);
-  auto at = [&](double s) { return start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); };
+  auto at = [&](double s) {
+    return start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  };
   std::vector<std::thread> pool;
   for (int c = 0; c < n; ++c) {
     pool.emplace_back([&, c] {
       std::vector<std::pair<double, int32_t>> due;  // (seconds from start, rank)
       for (int32_t r = c; r < o.ranks; r += n) {
-        const double phase = std::fmod(r * 0.6180339887498949, 1.0) * static_cast<double>(interval_s);
-        for (double t = phase; t < o.seconds; t += static_cast<double>(interval_s)) due.emplace_back(t, r);
+        const double phase =
+            std::fmod(r * 0.6180339887498949, 1.0) * static_cast<double>(interval_s);
+        for (double t = phase; t < o.seconds; t += static_cast<double>(interval_s))
+          due.emplace_back(t, r);
       }
       std::sort(due.begin(), due.end());
       Latencies& l = hb[static_cast<size_t>(c)];
@@ -296,12 +307,13 @@ void Print(Row& r) {
   Latencies all;
   all.Merge(r.w.hb);
   all.Merge(r.w.step);
-  std::printf("%-9s %8.0f %7.2f %7.2f %8.2f %8.2f %7.2f %7.2f %6lld %6.3f %8.0f %8.0f", r.server.c_str(),
-              requests / r.w.seconds, r.w.hb.Quantile(0.5), r.w.hb.Quantile(0.99), r.w.step.Quantile(0.5),
-              r.w.step.Quantile(0.99), all.Quantile(0.5), all.Quantile(0.99),
-              static_cast<long long>(r.w.hb.failed + r.w.step.failed + r.w.steps_refused),
-              (r.after.cpu_s - r.before.cpu_s) / r.wall_s, static_cast<double>(r.after.rss_kb) / 1024.0,
-              static_cast<double>(r.after.hwm_kb) / 1024.0);
+  std::printf(
+      "%-9s %8.0f %7.2f %7.2f %8.2f %8.2f %7.2f %7.2f %6lld %6.3f %8.0f %8.0f", r.server.c_str(),
+      requests / r.w.seconds, r.w.hb.Quantile(0.5), r.w.hb.Quantile(0.99), r.w.step.Quantile(0.5),
+      r.w.step.Quantile(0.99), all.Quantile(0.5), all.Quantile(0.99),
+      static_cast<long long>(r.w.hb.failed + r.w.step.failed + r.w.steps_refused),
+      (r.after.cpu_s - r.before.cpu_s) / r.wall_s, static_cast<double>(r.after.rss_kb) / 1024.0,
+      static_cast<double>(r.after.hwm_kb) / 1024.0);
   if (r.store_after > 0) {
     const double growth = static_cast<double>(r.store_after - r.store_before);
     std::printf(" %9.1f %9.2f", growth / 1e6, growth / r.wall_s * 86400.0 / 1e9);
@@ -311,14 +323,16 @@ void Print(Row& r) {
 }
 
 // One server under the load: start it, register every rank, drive the window, measure.
-bool Measure(const fs::path& self, const fs::path& dir, const Options& o, const std::string& mode, Row& row,
-             pid_t* pid_out) {
+bool Measure(const fs::path& self, const fs::path& dir, const Options& o, const std::string& mode,
+             Row& row, pid_t* pid_out) {
   const bool belayd = mode == "serve-belayd";
   const fs::path address_file = dir / (belayd ? "address" : "baseline_address");
-  const pid_t pid = Spawn({self.string(), mode, dir.string(), std::to_string(o.ranks)}, dir / (mode + ".log"), 0);
+  const pid_t pid =
+      Spawn({self.string(), mode, dir.string(), std::to_string(o.ranks)}, dir / (mode + ".log"), 0);
   *pid_out = pid;
   if (!WaitFor(address_file, 120) || (belayd && !WaitFor(dir / "token", 5))) {
-    std::cerr << "link_bench: " << mode << " did not start; see " << (dir / (mode + ".log")) << "\n";
+    std::cerr << "link_bench: " << mode << " did not start; see " << (dir / (mode + ".log"))
+              << "\n";
     return false;
   }
   const std::string address = Slurp(address_file), token = Slurp(dir / "token");
@@ -333,8 +347,8 @@ bool Measure(const fs::path& self, const fs::path& dir, const Options& o, const 
     std::cerr << "link_bench: registration with " << mode << " failed\n";
     return false;
   }
-  std::fprintf(stderr, "%s: %d ranks registered in %.1f s; heartbeat interval %lld s\n", mode.c_str(), o.ranks, reg_s,
-               static_cast<long long>(interval));
+  std::fprintf(stderr, "%s: %d ranks registered in %.1f s; heartbeat interval %lld s\n",
+               mode.c_str(), o.ranks, reg_s, static_cast<long long>(interval));
   std::this_thread::sleep_for(std::chrono::seconds(2));
   if (belayd) row.store_before = DiskUse(dir / "state" / "store");
   row.before = UseOf(pid);
@@ -352,13 +366,16 @@ int Run(const Options& o) {
   fs::create_directories(dir);
   const fs::path self = fs::read_symlink("/proc/self/exe");
   Pin(1);
-  std::printf("worker link, one attempt of %d ranks over TLS: heartbeats at belayd's interval from every rank, rank "
-              "0's step reports (%d values per array) at %.0f/s, %.0f s; server on CPU 0, load (%d channels) on "
-              "CPU 1\n",
-              o.ranks, o.ranks, o.steps_per_s, o.seconds, o.channels);
-  std::printf("%-9s %8s %7s %7s %8s %8s %7s %7s %6s %6s %8s %8s %9s %9s\n", "server", "req/s", "hb p50", "hb p99",
-              "step p50", "step p99", "p50 ms", "p99 ms", "errors", "CPU", "RSS MB", "peak MB", "du +MB",
-              "du GB/d");
+  std::printf(
+      "worker link, one attempt of %d ranks over TLS: heartbeats at belayd's interval from every "
+      "rank, rank "
+      "0's step reports (%d values per array) at %.0f/s, %.0f s; server on CPU 0, load (%d "
+      "channels) on "
+      "CPU 1\n",
+      o.ranks, o.ranks, o.steps_per_s, o.seconds, o.channels);
+  std::printf("%-9s %8s %7s %7s %8s %8s %7s %7s %6s %6s %8s %8s %9s %9s\n", "server", "req/s",
+              "hb p50", "hb p99", "step p50", "step p99", "p50 ms", "p99 ms", "errors", "CPU",
+              "RSS MB", "peak MB", "du +MB", "du GB/d");
   Row belayd, baseline;
   belayd.server = "belayd";
   baseline.server = "baseline";
@@ -371,9 +388,11 @@ int Run(const Options& o) {
   // What stays of them: the step records' bytes, per day at this rate.
   int64_t stored = -1, step_bytes = 0;
   if (auto st = belay::store::RocksDbStore::Open(dir / "state" / "store"); st.ok()) {
-    if (auto steps = belay::store::ListStepMetrics(**st, Slurp(dir / "campaign"), 0, -1); steps.ok()) {
+    if (auto steps = belay::store::ListStepMetrics(**st, Slurp(dir / "campaign"), 0, -1);
+        steps.ok()) {
       stored = static_cast<int64_t>(steps->size());
-      for (const v1::StepMetrics& m : *steps) step_bytes += static_cast<int64_t>(m.ByteSizeLong()) + 20;  // + key
+      for (const v1::StepMetrics& m : *steps)
+        step_bytes += static_cast<int64_t>(m.ByteSizeLong()) + 20;  // + key
     }
   }
   const int64_t raw_after = DiskUse(dir / "state" / "store");
@@ -383,21 +402,28 @@ int Run(const Options& o) {
   const bool base_ok = Measure(self, dir, o, "serve-baseline", baseline, &pid);
   if (pid > 0) Stop(pid);
   if (base_ok) Print(baseline);
-  std::printf("step reports sent %lld, in belayd's store %lld%s\n", static_cast<long long>(belayd.w.steps),
-              static_cast<long long>(stored), stored == belayd.w.steps ? " (none lost)" : " (REPORTS LOST)");
-  std::printf("belayd's store on disk: %.1f MB after registration, %.1f MB at the window's end (the growth is "
-              "mostly the write-ahead log, which RocksDB drops at each flush); %.1f MB once belayd stopped, %.1f MB "
-              "compacted%s. What accumulates is the step records: %.0f bytes each, %.3f GB/day at %.0f steps/s\n",
-              static_cast<double>(belayd.store_before) / 1e6, static_cast<double>(belayd.store_after) / 1e6,
-              static_cast<double>(raw_after) / 1e6, static_cast<double>(compacted_after) / 1e6,
-              compacted ? "" : " (compaction failed)",
-              stored > 0 ? static_cast<double>(step_bytes) / static_cast<double>(stored) : 0.0,
-              static_cast<double>(step_bytes) / belayd.wall_s * 86400.0 / 1e9, o.steps_per_s);
+  std::printf("step reports sent %lld, in belayd's store %lld%s\n",
+              static_cast<long long>(belayd.w.steps), static_cast<long long>(stored),
+              stored == belayd.w.steps ? " (none lost)" : " (REPORTS LOST)");
+  std::printf(
+      "belayd's store on disk: %.1f MB after registration, %.1f MB at the window's end (the growth "
+      "is "
+      "mostly the write-ahead log, which RocksDB drops at each flush); %.1f MB once belayd "
+      "stopped, %.1f MB "
+      "compacted%s. What accumulates is the step records: %.0f bytes each, %.3f GB/day at %.0f "
+      "steps/s\n",
+      static_cast<double>(belayd.store_before) / 1e6, static_cast<double>(belayd.store_after) / 1e6,
+      static_cast<double>(raw_after) / 1e6, static_cast<double>(compacted_after) / 1e6,
+      compacted ? "" : " (compaction failed)",
+      stored > 0 ? static_cast<double>(step_bytes) / static_cast<double>(stored) : 0.0,
+      static_cast<double>(step_bytes) / belayd.wall_s * 86400.0 / 1e9, o.steps_per_s);
   if (base_ok) {
-    std::printf("belayd / baseline CPU per request: %.2f\n",
-                ((belayd.after.cpu_s - belayd.before.cpu_s) / static_cast<double>(belayd.w.heartbeats + belayd.w.steps)) /
-                    std::max(1e-12, (baseline.after.cpu_s - baseline.before.cpu_s) /
-                                        static_cast<double>(baseline.w.heartbeats + baseline.w.steps)));
+    std::printf(
+        "belayd / baseline CPU per request: %.2f\n",
+        ((belayd.after.cpu_s - belayd.before.cpu_s) /
+         static_cast<double>(belayd.w.heartbeats + belayd.w.steps)) /
+            std::max(1e-12, (baseline.after.cpu_s - baseline.before.cpu_s) /
+                                static_cast<double>(baseline.w.heartbeats + baseline.w.steps)));
   }
   fs::remove_all(dir);
   return stored == belayd.w.steps ? 0 : 1;
@@ -407,7 +433,8 @@ int Run(const Options& o) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.size() == 3 && args[0] == "serve-belayd") return belay::bench::ServeBelayd(args[1], std::atoi(args[2].c_str()));
+  if (args.size() == 3 && args[0] == "serve-belayd")
+    return belay::bench::ServeBelayd(args[1], std::atoi(args[2].c_str()));
   if (args.size() == 3 && args[0] == "serve-baseline") {
     return belay::bench::ServeBaseline(args[1], std::atoi(args[2].c_str()));
   }
@@ -418,8 +445,8 @@ int main(int argc, char** argv) {
     if (args[i] == "--steps-per-s") o.steps_per_s = std::atof(args[i + 1].c_str());
     if (args[i] == "--channels") o.channels = std::atoi(args[i + 1].c_str());
   }
-  if (args.empty() || args[0] != "run" || o.ranks < 4 || o.ranks % 4 != 0 || o.seconds <= 0 || o.steps_per_s <= 0 ||
-      o.channels < 1) {
+  if (args.empty() || args[0] != "run" || o.ranks < 4 || o.ranks % 4 != 0 || o.seconds <= 0 ||
+      o.steps_per_s <= 0 || o.channels < 1) {
     std::cerr << "usage: link_bench run [--ranks N (a multiple of 4; 100000)] [--seconds S (180)] "
                  "[--steps-per-s R (5)] [--channels C (8)]\n";
     return 2;

@@ -41,7 +41,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const fs::p
 }
 
 // Listens on a free loopback port; writes "127.0.0.1:<port>" to `address_file`.
-std::unique_ptr<grpc::Server> Listen(grpc::Service& service, std::shared_ptr<grpc::ServerCredentials> creds,
+std::unique_ptr<grpc::Server> Listen(grpc::Service& service,
+                                     std::shared_ptr<grpc::ServerCredentials> creds,
                                      const fs::path& address_file) {
   grpc::ServerBuilder b;
   int port = 0;
@@ -61,11 +62,13 @@ void WaitForSignal() {
 class EmptyLink final : public v1::WorkerLink::Service {
  public:
   explicit EmptyLink(int32_t ranks) : interval_(rpc::HeartbeatInterval(ranks).count()) {}
-  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::RegisterResponse* resp) override {
+  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*,
+                        v1::RegisterResponse* resp) override {
     resp->mutable_heartbeat_interval()->set_seconds(interval_);
     return grpc::Status::OK;
   }
-  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*, v1::HeartbeatResponse* resp) override {
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
+                         v1::HeartbeatResponse* resp) override {
     resp->mutable_heartbeat_interval()->set_seconds(interval_);
     return grpc::Status::OK;
   }
@@ -112,7 +115,8 @@ int ServeBelayd(const fs::path& dir, int32_t ranks) {
     std::cerr << "link_bench: " << spec.errors[0].ToString() << "\n";
     return 1;
   }
-  absl::StatusOr<std::unique_ptr<store::RocksDbStore>> st = store::RocksDbStore::Open(dir / "state" / "store");
+  absl::StatusOr<std::unique_ptr<store::RocksDbStore>> st =
+      store::RocksDbStore::Open(dir / "state" / "store");
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = Credentials(dir);
   if (!st.ok() || !creds.ok()) {
     std::cerr << "link_bench: " << (!st.ok() ? st.status() : creds.status()) << "\n";
@@ -123,7 +127,8 @@ int ServeBelayd(const fs::path& dir, int32_t ranks) {
   supervisor::SupervisorOptions o;
   o.state_dir = dir / "state";
   supervisor::Supervisor sup(**st, scheduler, clock, o);
-  absl::StatusOr<v1::Campaign> c = sup.Submit(*spec.spec, toml, (dir / "bench.toml").string(), ::getuid(), "bench");
+  absl::StatusOr<v1::Campaign> c =
+      sup.Submit(*spec.spec, toml, (dir / "bench.toml").string(), ::getuid(), "bench");
   if (!c.ok() || !sup.Tick().ok() || scheduler.submitted().empty()) {
     std::cerr << "link_bench: the campaign did not start: " << c.status() << "\n";
     return 1;
@@ -137,7 +142,8 @@ int ServeBelayd(const fs::path& dir, int32_t ranks) {
   if (server == nullptr) return 1;
   std::thread rounds([&] {
     while (!stop) {
-      if (absl::Status s = sup.Tick(); !s.ok()) std::cerr << "link_bench: supervision round: " << s << "\n";
+      if (absl::Status s = sup.Tick(); !s.ok())
+        std::cerr << "link_bench: supervision round: " << s << "\n";
       std::this_thread::sleep_for(std::chrono::seconds(1));
     }
   });

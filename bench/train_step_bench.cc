@@ -27,11 +27,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/rng.h"
 #include "common/strings.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/gpt2.h"
 #include "worker/model/params.h"
-#include "common/rng.h"
 #include "worker/optim/optimizer.h"
 #include "worker/train/update.h"
 

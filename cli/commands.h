@@ -7,11 +7,12 @@ namespace belay::cli {
 
 // Exit codes shared by every command.
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitFailure = 1;  // the operation failed (I/O, daemon unreachable, ...)
-inline constexpr int kExitInvalid = 2;  // bad input: command line or campaign file
-inline constexpr int kExitNotFound = 3;  // no such campaign (or not one of yours)
+inline constexpr int kExitFailure = 1;      // the operation failed (I/O, daemon unreachable, ...)
+inline constexpr int kExitInvalid = 2;      // bad input: command line or campaign file
+inline constexpr int kExitNotFound = 3;     // no such campaign (or not one of yours)
 inline constexpr int kExitUnavailable = 4;  // belayd is not reachable
-inline constexpr int kExitCampaignFailed = 5;  // `watch`/`submit --watch`: the campaign failed or was cancelled
+inline constexpr int kExitCampaignFailed =
+    5;  // `watch`/`submit --watch`: the campaign failed or was cancelled
 
 // `belay validate FILE...`. The command stores its exit code in *exit_code when it runs.
 void AddValidateCommand(CLI::App& app, int* exit_code);

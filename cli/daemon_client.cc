@@ -22,12 +22,14 @@ std::string SocketPath(const std::string& flag) {
 }
 
 std::unique_ptr<v1::Coordinator::Stub> Connect(const std::string& socket_path) {
-  return v1::Coordinator::NewStub(grpc::CreateChannel("unix:" + socket_path, grpc::InsecureChannelCredentials()));
+  return v1::Coordinator::NewStub(
+      grpc::CreateChannel("unix:" + socket_path, grpc::InsecureChannelCredentials()));
 }
 
 std::unique_ptr<grpc::ClientContext> CallContext(int deadline_s) {
   auto ctx = std::make_unique<grpc::ClientContext>();
-  if (deadline_s > 0) ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(deadline_s));
+  if (deadline_s > 0)
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(deadline_s));
   return ctx;
 }
 
@@ -36,7 +38,8 @@ int ReportError(const grpc::Status& s, const std::string& what, const std::strin
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       std::cerr << "belay: cannot reach belayd at " << socket_path << " (" << s.error_message()
-                << "); is it running? Start it with `belayd`, or point --socket / BELAY_SOCKET at its socket\n";
+                << "); is it running? Start it with `belayd`, or point --socket / BELAY_SOCKET at "
+                   "its socket\n";
       return kExitUnavailable;
     case grpc::StatusCode::NOT_FOUND:
     case grpc::StatusCode::PERMISSION_DENIED:

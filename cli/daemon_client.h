@@ -22,7 +22,8 @@ std::unique_ptr<grpc::ClientContext> CallContext(int deadline_s = 30);
 // Prints a failed call plainly on stderr ("belay: <what>: <message>", with a hint when belayd
 // is not reachable) and returns the exit code for it: kExitUnavailable, kExitNotFound,
 // kExitInvalid or kExitFailure.
-int ReportError(const grpc::Status& status, const std::string& what, const std::string& socket_path);
+int ReportError(const grpc::Status& status, const std::string& what,
+                const std::string& socket_path);
 
 // A protobuf message as one line of JSON (field names as in the .proto).
 std::string ToJson(const google::protobuf::Message& message);

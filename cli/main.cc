@@ -14,7 +14,8 @@ int main(int argc, char** argv) {
   int exit_code = belay::cli::kExitOk;
   std::string socket;
   app.add_option("--socket", socket,
-                 "belayd's socket (default: $BELAY_SOCKET, else belayd's default under the state directory)")
+                 "belayd's socket (default: $BELAY_SOCKET, else belayd's default under the state "
+                 "directory)")
       ->envname("BELAY_SOCKET");
   belay::cli::AddValidateCommand(app, &exit_code);
   belay::cli::AddDataCommand(app, &exit_code);

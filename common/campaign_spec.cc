@@ -11,8 +11,8 @@
 #include <sstream>
 #include <system_error>
 
-#include "common/strings.h"
 #include "common/duration.h"
+#include "common/strings.h"
 #include "common/toml_bounds.h"
 #include "common/toml_reader.h"
 
@@ -51,8 +51,8 @@ void ReadCampaign(TomlReader r, CampaignSection* c) {
     } else {
       r.errors()->Add(r.PosOf("name"), r.KeyPath("name"),
                       Cat("\"", *name,
-                                   "\" is not a valid name; allowed: letters, digits, '.', '_' "
-                                   "and '-', starting with a letter or digit, at most 64 bytes"));
+                          "\" is not a valid name; allowed: letters, digits, '.', '_' "
+                          "and '-', starting with a letter or digit, at most 64 bytes"));
     }
   }
   Set(&c->description, r.String("description", false));
@@ -69,7 +69,7 @@ void ReadModel(TomlReader r, ModelSpec* m) {
   if (m->n_head > 0 && m->d_model > 0 && m->d_model % m->n_head != 0) {
     r.errors()->Add(r.PosOf("d_model"), r.KeyPath("d_model"),
                     Cat(m->d_model, " is not divisible by model.n_head = ", m->n_head,
-                                 "; allowed: a multiple of n_head"));
+                        "; allowed: a multiple of n_head"));
   }
   r.ReportUnknownKeys();
 }
@@ -135,20 +135,19 @@ void ReadTrain(TomlReader r, TrainSpec* t) {
   if (t->total_steps && t->total_tokens) {
     r.errors()->Add(r.PosOf("total_tokens"), r.KeyPath("total_tokens"),
                     "set together with train.total_steps; allowed: exactly one of the two");
-  } else if (!t->total_steps && !t->total_tokens && r.present() &&
-             !r.has("total_steps") && !r.has("total_tokens")) {
+  } else if (!t->total_steps && !t->total_tokens && r.present() && !r.has("total_steps") &&
+             !r.has("total_tokens")) {
     r.errors()->Add(r.PosOf("total_steps"), r.KeyPath("total_steps"),
                     "missing: set train.total_steps or train.total_tokens");
   }
   if (t->micro_batch > 0 && t->global_batch > 0 && t->global_batch % t->micro_batch != 0) {
     r.errors()->Add(r.PosOf("global_batch"), r.KeyPath("global_batch"),
                     Cat(t->global_batch, " is not divisible by train.micro_batch = ",
-                                 t->micro_batch, "; allowed: a multiple of micro_batch"));
+                        t->micro_batch, "; allowed: a multiple of micro_batch"));
   }
   if (t->lr > 0 && t->min_lr > t->lr) {
     r.errors()->Add(r.PosOf("min_lr"), r.KeyPath("min_lr"),
-                    Cat(t->min_lr, " is above train.lr = ", t->lr,
-                                 "; allowed: 0..lr"));
+                    Cat(t->min_lr, " is above train.lr = ", t->lr, "; allowed: 0..lr"));
   }
   if (t->lr_schedule == LrSchedule::kWsd) {
     if (!r.has("cooldown_steps")) {
@@ -179,16 +178,37 @@ void ReadCheckpoint(TomlReader r, CheckpointSpec* c) {
   if (c->keep_every > 0 && c->every_steps && c->keep_every % *c->every_steps != 0) {
     r.errors()->Add(r.PosOf("keep_every"), r.KeyPath("keep_every"),
                     Cat(c->keep_every, " is not a multiple of checkpoint.every_steps = ",
-                                 *c->every_steps, ", so no checkpoint would be kept by it"));
+                        *c->every_steps, ", so no checkpoint would be kept by it"));
   }
   r.ReportUnknownKeys();
 }
 
 // What belay sets itself, by long and short name: a user's value would contradict it.
-const char* const kManagedSbatch[] = {
-    "--exclude", "-x", "--comment", "--requeue", "--no-requeue", "--signal", "--nodes", "-N",
-    "--ntasks", "-n", "--ntasks-per-node", "--job-name", "-J", "--dependency", "-d",
-    "--output", "-o", "--error", "-e", "--time", "-t", "--partition", "-p", "--account", "-A"};
+const char* const kManagedSbatch[] = {"--exclude",
+                                      "-x",
+                                      "--comment",
+                                      "--requeue",
+                                      "--no-requeue",
+                                      "--signal",
+                                      "--nodes",
+                                      "-N",
+                                      "--ntasks",
+                                      "-n",
+                                      "--ntasks-per-node",
+                                      "--job-name",
+                                      "-J",
+                                      "--dependency",
+                                      "-d",
+                                      "--output",
+                                      "-o",
+                                      "--error",
+                                      "-e",
+                                      "--time",
+                                      "-t",
+                                      "--partition",
+                                      "-p",
+                                      "--account",
+                                      "-A"};
 
 // The longest pre_limit_signal Slurm can carry (its warning time is 16 bits of seconds),
 // rounded down to whole hours.
@@ -214,14 +234,17 @@ void ReadResources(TomlReader r, ResourcesSpec* s) {
       if (absl::StatusOr<SbatchOption> ok = ParseSbatchOption(o); ok.ok()) {
         s->sbatch_options.push_back(o);
       } else {
-        r.errors()->Add(r.PosOf("sbatch_options"), r.KeyPath("sbatch_options"), std::string(ok.status().message()));
+        r.errors()->Add(r.PosOf("sbatch_options"), r.KeyPath("sbatch_options"),
+                        std::string(ok.status().message()));
       }
     }
   }
   if (auto spare = r.Int("spare_nodes", 0, 100000, false); spare && *spare > 0) {
-    r.errors()->Add(r.PosOf("spare_nodes"), r.KeyPath("spare_nodes"),
-                    Cat(*spare, " spare nodes: not supported yet; belay holds no spare nodes (resources.min_nodes "
-                        "lets a campaign go on with fewer nodes); allowed: 0"));
+    r.errors()->Add(
+        r.PosOf("spare_nodes"), r.KeyPath("spare_nodes"),
+        Cat(*spare,
+            " spare nodes: not supported yet; belay holds no spare nodes (resources.min_nodes "
+            "lets a campaign go on with fewer nodes); allowed: 0"));
   }
   Set(&s->presubmit, r.Bool("presubmit"));
   Set(&s->pre_limit_signal, r.Duration("pre_limit_signal", seconds(0), kMaxPreLimitSignal));
@@ -237,9 +260,10 @@ void ReadResources(TomlReader r, ResourcesSpec* s) {
     // Nothing to signal before: local jobs have no time limit. (The default, written out,
     // passes: earlier belayd versions wrote it into every campaign's effective spec.)
     if (r.has("pre_limit_signal") && s->pre_limit_signal != ResourcesSpec().pre_limit_signal) {
-      r.errors()->Add(r.PosOf("pre_limit_signal"), r.KeyPath("pre_limit_signal"),
-                      "only applies to resources.scheduler = \"slurm\" (it is \"local\"; local jobs "
-                      "have no time limit to signal before)");
+      r.errors()->Add(
+          r.PosOf("pre_limit_signal"), r.KeyPath("pre_limit_signal"),
+          "only applies to resources.scheduler = \"slurm\" (it is \"local\"; local jobs "
+          "have no time limit to signal before)");
     }
     if (s->nodes != 1) {
       r.errors()->Add(r.PosOf("nodes"), r.KeyPath("nodes"),
@@ -249,19 +273,19 @@ void ReadResources(TomlReader r, ResourcesSpec* s) {
   if (!r.has("min_nodes")) s->min_nodes = s->nodes;  // never shrink unless asked
   if (s->min_nodes > s->nodes) {
     r.errors()->Add(r.PosOf("min_nodes"), r.KeyPath("min_nodes"),
-                    Cat(s->min_nodes, " is more than resources.nodes = ", s->nodes, "; allowed: 1..",
-                        s->nodes));
+                    Cat(s->min_nodes, " is more than resources.nodes = ", s->nodes,
+                        "; allowed: 1..", s->nodes));
   }
   if (s->gpus_per_node > 0 && s->ranks_per_node != s->gpus_per_node) {
     r.errors()->Add(r.PosOf("ranks_per_node"), r.KeyPath("ranks_per_node"),
                     Cat(s->ranks_per_node, " ranks with resources.gpus_per_node = ",
-                                 s->gpus_per_node, "; allowed: one rank per GPU"));
+                        s->gpus_per_node, "; allowed: one rank per GPU"));
   }
   if (s->time_limit && s->pre_limit_signal >= *s->time_limit) {
-    r.errors()->Add(r.PosOf("pre_limit_signal"), r.KeyPath("pre_limit_signal"),
-                    Cat(FormatDuration(s->pre_limit_signal),
-                                 " is not shorter than resources.time_limit = ",
-                                 FormatDuration(*s->time_limit)));
+    r.errors()->Add(
+        r.PosOf("pre_limit_signal"), r.KeyPath("pre_limit_signal"),
+        Cat(FormatDuration(s->pre_limit_signal),
+            " is not shorter than resources.time_limit = ", FormatDuration(*s->time_limit)));
   }
   r.ReportUnknownKeys();
 }
@@ -274,10 +298,10 @@ void ReadRestart(TomlReader r, RestartSpec* s) {
     Set(&s->backoff.max, b.Duration("max", seconds(0), seconds(7 * 86400)));
     Set(&s->backoff.jitter, b.Float("jitter", 0.0, 1.0, false));
     if (s->backoff.initial > s->backoff.max) {
-      b.errors()->Add(b.PosOf("max"), b.KeyPath("max"),
-                      Cat(FormatDuration(s->backoff.max),
-                                   " is shorter than restart.backoff.initial = ",
-                                   FormatDuration(s->backoff.initial)));
+      b.errors()->Add(
+          b.PosOf("max"), b.KeyPath("max"),
+          Cat(FormatDuration(s->backoff.max),
+              " is shorter than restart.backoff.initial = ", FormatDuration(s->backoff.initial)));
     }
     b.ReportUnknownKeys();
   }
@@ -302,18 +326,20 @@ void CheckCrossSection(CampaignSpec& s, TomlReader& train, TomlReader& data, Tom
       t.global_batch % (t.micro_batch * world) != 0) {
     errors->Add(train.PosOf("global_batch"), train.KeyPath("global_batch"),
                 Cat(t.global_batch, " is not divisible by train.micro_batch × ranks = ",
-                             t.micro_batch, " × ", world, " = ", t.micro_batch * world,
-                             "; allowed: a multiple of ", t.micro_batch * world));
+                    t.micro_batch, " × ", world, " = ", t.micro_batch * world,
+                    "; allowed: a multiple of ", t.micro_batch * world));
   }
   // The smallest size an attempt may shrink to must itself be a valid world size (sizes in
   // between that are not are skipped when belay shrinks).
   const int64_t min_world = s.resources.min_nodes_or_nodes() * s.resources.ranks_per_node;
   if (s.resources.min_nodes > 0 && s.resources.min_nodes < s.resources.nodes && t.micro_batch > 0 &&
-      t.global_batch > 0 && t.global_batch % t.micro_batch == 0 && t.global_batch % (t.micro_batch * world) == 0 &&
+      t.global_batch > 0 && t.global_batch % t.micro_batch == 0 &&
+      t.global_batch % (t.micro_batch * world) == 0 &&
       t.global_batch % (t.micro_batch * min_world) != 0) {
     errors->Add(resources.PosOf("min_nodes"), resources.KeyPath("min_nodes"),
-                Cat(s.resources.min_nodes, " nodes are ", min_world, " ranks, and train.global_batch = ",
-                    t.global_batch, " is not divisible by train.micro_batch × ", min_world, " = ",
+                Cat(s.resources.min_nodes, " nodes are ", min_world,
+                    " ranks, and train.global_batch = ", t.global_batch,
+                    " is not divisible by train.micro_batch × ", min_world, " = ",
                     t.micro_batch * min_world));
   }
   int64_t total = s.total_steps();
@@ -321,15 +347,14 @@ void CheckCrossSection(CampaignSpec& s, TomlReader& train, TomlReader& data, Tom
     int64_t reserved = t.warmup_steps + (t.lr_schedule == LrSchedule::kWsd ? t.cooldown_steps : 0);
     if (reserved > total) {
       errors->Add(train.PosOf("warmup_steps"), train.KeyPath("warmup_steps"),
-                  Cat("warmup", t.lr_schedule == LrSchedule::kWsd ? " + cooldown" : "",
-                               " = ", reserved, " steps is more than the ", total,
-                               " steps of training"));
+                  Cat("warmup", t.lr_schedule == LrSchedule::kWsd ? " + cooldown" : "", " = ",
+                      reserved, " steps is more than the ", total, " steps of training"));
     }
   }
   if (t.goldfish && s.model.seq_len > 0 && t.goldfish->h > s.model.seq_len) {
     errors->Add(train.PosOf("goldfish"), train.KeyPath("goldfish.h"),
                 Cat(t.goldfish->h, " is longer than model.seq_len = ", s.model.seq_len,
-                             "; allowed: 1..", s.model.seq_len));
+                    "; allowed: 1..", s.model.seq_len));
   }
   if (t.eval_every > 0 && s.data.val.empty() && data.present()) {
     errors->Add(train.PosOf("eval_every"), train.KeyPath("eval_every"),
@@ -359,8 +384,7 @@ void CheckPaths(const CampaignSpec& s, TomlReader& data, TomlReader& ckpt, SpecE
       size_t n = rc == 0 ? g.gl_pathc : 0;
       globfree(&g);
       if (n == 0) {
-        errors->Add(data.PosOf(key), data.KeyPath(key),
-                    Cat("\"", pattern, "\" matches no file"));
+        errors->Add(data.PosOf(key), data.KeyPath(key), Cat("\"", pattern, "\" matches no file"));
       }
     }
   };
@@ -379,7 +403,8 @@ void CheckPaths(const CampaignSpec& s, TomlReader& data, TomlReader& ckpt, SpecE
     }
     // (AT_EACCESS: with the thread's effective, filesystem rights, which a root belayd sets
     // to the submitting user's for these checks.)
-    if (!std::filesystem::is_directory(p, ec) || ::faccessat(AT_FDCWD, p.c_str(), W_OK | X_OK, AT_EACCESS) != 0) {
+    if (!std::filesystem::is_directory(p, ec) ||
+        ::faccessat(AT_FDCWD, p.c_str(), W_OK | X_OK, AT_EACCESS) != 0) {
       errors->Add(ckpt.PosOf("dir"), ckpt.KeyPath("dir"),
                   Cat("cannot be created: \"", p.string(), "\" is not a writable directory"));
     }
@@ -390,14 +415,17 @@ void CheckPaths(const CampaignSpec& s, TomlReader& data, TomlReader& ckpt, SpecE
 
 absl::StatusOr<SbatchOption> ParseSbatchOption(std::string_view o) {
   if (o.size() < 2 || o[0] != '-') {
-    return absl::InvalidArgumentError(Cat("\"", o, "\" is not an sbatch option; allowed: \"--name=value\""));
+    return absl::InvalidArgumentError(
+        Cat("\"", o, "\" is not an sbatch option; allowed: \"--name=value\""));
   }
   // "--name=value", "--name value", "-Xvalue", "-X value": compare the option's name.
-  const std::string_view flag = o.starts_with("--") ? o.substr(0, o.find_first_of("= \t")) : o.substr(0, 2);
+  const std::string_view flag =
+      o.starts_with("--") ? o.substr(0, o.find_first_of("= \t")) : o.substr(0, 2);
   for (const char* m : kManagedSbatch) {
     if (flag == m) {
-      return absl::InvalidArgumentError(Cat("\"", o, "\" is set by belay itself (", flag,
-                                            "); use the matching [resources] key or leave it to belay"));
+      return absl::InvalidArgumentError(
+          Cat("\"", o, "\" is set by belay itself (", flag,
+              "); use the matching [resources] key or leave it to belay"));
     }
   }
   const size_t eq = o.find('=');
@@ -405,14 +433,18 @@ absl::StatusOr<SbatchOption> ParseSbatchOption(std::string_view o) {
   const std::string_view value = eq == std::string_view::npos ? "" : o.substr(eq + 1);
   if (!value.empty()) {
     if (name == "--qos") return SbatchOption{SbatchOption::Kind::kQos, std::string(value)};
-    if (name == "--reservation") return SbatchOption{SbatchOption::Kind::kReservation, std::string(value)};
-    if (name == "--constraint") return SbatchOption{SbatchOption::Kind::kConstraint, std::string(value)};
+    if (name == "--reservation")
+      return SbatchOption{SbatchOption::Kind::kReservation, std::string(value)};
+    if (name == "--constraint")
+      return SbatchOption{SbatchOption::Kind::kConstraint, std::string(value)};
   } else if (o == "--exclusive") {
     return SbatchOption{SbatchOption::Kind::kExclusive, ""};
   }
-  return absl::InvalidArgumentError(Cat("\"", o, "\" is not supported by belay's Slurm backend; allowed: "
-                                        "\"--qos=<name>\", \"--reservation=<name>\", \"--constraint=<features>\", "
-                                        "\"--exclusive\""));
+  return absl::InvalidArgumentError(
+      Cat("\"", o,
+          "\" is not supported by belay's Slurm backend; allowed: "
+          "\"--qos=<name>\", \"--reservation=<name>\", \"--constraint=<features>\", "
+          "\"--exclusive\""));
 }
 
 std::string SpecError::ToString() const {
@@ -420,10 +452,10 @@ std::string SpecError::ToString() const {
   return Cat(file, ":", line, ":", column, ": ", key, ": ", message);
 }
 
-#define BELAY_ENUM_NAMES(Type, ...)                                   \
-  std::string_view ToString(Type v) {                                 \
-    static constexpr std::string_view kNames[] = {__VA_ARGS__};       \
-    return kNames[static_cast<size_t>(v)];                            \
+#define BELAY_ENUM_NAMES(Type, ...)                             \
+  std::string_view ToString(Type v) {                           \
+    static constexpr std::string_view kNames[] = {__VA_ARGS__}; \
+    return kNames[static_cast<size_t>(v)];                      \
   }
 BELAY_ENUM_NAMES(ModelArch, "gpt2")
 BELAY_ENUM_NAMES(DataFormat, "llmc", "megatron")
@@ -452,9 +484,9 @@ SpecParseResult ParseCampaignSpec(std::string_view text, std::string_view file,
   SpecErrorSink errors{std::string(file)};
   SpecParseResult result;
   if (text.size() > kMaxSpecBytes) {
-    errors.AddAt(1, 1, "", Cat("file is ", text.size(),
-                                        " bytes; a campaign file may be at most ", kMaxSpecBytes,
-                                        " bytes"));
+    errors.AddAt(1, 1, "",
+                 Cat("file is ", text.size(), " bytes; a campaign file may be at most ",
+                     kMaxSpecBytes, " bytes"));
     result.errors = errors.Take();
     return result;
   }
@@ -474,8 +506,9 @@ SpecParseResult ParseCampaignSpec(std::string_view text, std::string_view file,
     return result;
   }
   if (root.empty()) {
-    errors.AddAt(1, 1, "", "the file is empty; a campaign needs at least the sections [campaign], "
-                           "[model], [data], [train] and [checkpoint]");
+    errors.AddAt(1, 1, "",
+                 "the file is empty; a campaign needs at least the sections [campaign], "
+                 "[model], [data], [train] and [checkpoint]");
     result.errors = errors.Take();
     return result;
   }
@@ -531,7 +564,7 @@ SpecParseResult LoadCampaignSpec(const std::filesystem::path& path, SpecParseOpt
   if (!ec && size > kMaxSpecBytes) {
     result.errors.push_back({file, 1, 1, "",
                              Cat("file is ", size, " bytes; a campaign file may be at most ",
-                                          kMaxSpecBytes, " bytes")});
+                                 kMaxSpecBytes, " bytes")});
     return result;
   }
   std::ostringstream buf;

@@ -137,7 +137,7 @@ struct ResourcesSpec {
   std::string partition;
   std::string account;
   std::optional<std::chrono::seconds> time_limit;  // nullopt: the partition's default
-  std::vector<std::string> sbatch_options;  // each one ParseSbatchOption accepts
+  std::vector<std::string> sbatch_options;         // each one ParseSbatchOption accepts
   bool presubmit = false;
   // SIGUSR1 this long before the time limit (Slurm; the local scheduler has no time limit).
   std::chrono::seconds pre_limit_signal{600};
@@ -222,7 +222,6 @@ std::string FormatCampaignSpec(const CampaignSpec& spec);
 
 // Reads `path` (at most kMaxSpecBytes) and parses it with base_dir defaulting to the file's
 // directory. Unreadable files are reported as a SpecError at 1:1.
-SpecParseResult LoadCampaignSpec(const std::filesystem::path& path,
-                                 SpecParseOptions options = {});
+SpecParseResult LoadCampaignSpec(const std::filesystem::path& path, SpecParseOptions options = {});
 
 }  // namespace belay

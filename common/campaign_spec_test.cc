@@ -3,7 +3,6 @@
 #include "common/campaign_spec.h"
 
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -83,7 +82,8 @@ TEST_P(MalformedSpec, ReportsItsErrorAtItsLine) {
   EXPECT_FALSE(r.spec.has_value());
   std::string all;
   for (const SpecError& e : r.errors) all += e.ToString() + "\n";
-  EXPECT_NE(all.find(c.error + "\n"), std::string::npos) << "want: " << c.error << "\ngot:\n" << all;
+  EXPECT_NE(all.find(c.error + "\n"), std::string::npos) << "want: " << c.error << "\ngot:\n"
+                                                         << all;
   EXPECT_EQ(r.errors.size(), c.error_count) << all;
 }
 
@@ -117,10 +117,14 @@ INSTANTIATE_TEST_SUITE_P(
         SyntaxCase{"DuplicateTable", Append("\n[model]\nn_layer = 3\n"), 27},
         SyntaxCase{"InvalidUtf8InString", With("name = \"t1\"", "name = \"t\xff\xfe\""), 2},
         SyntaxCase{"InvalidUtf8InComment", With("[data]", "[data] # caf\xc3\x28"), 11},
-        SyntaxCase{"IntegerOverflow", With("total_steps = 10", "total_steps = 99999999999999999999"),
-                   16},
+        SyntaxCase{"IntegerOverflow",
+                   With("total_steps = 10", "total_steps = 99999999999999999999"), 16},
         SyntaxCase{"BareWord", With("lr = 1e-3", "lr = fast"), 19},
-        SyntaxCase{"NulByte", With("seq_len = 16", std::string("seq_len = 1\0" "6", 12)), 8}),
+        SyntaxCase{"NulByte",
+                   With("seq_len = 16", std::string("seq_len = 1\0"
+                                                    "6",
+                                                    12)),
+                   8}),
     [](const auto& p) { return p.param.name; });
 
 INSTANTIATE_TEST_SUITE_P(
@@ -158,8 +162,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "integer 3"},
         BadCase{"EmptyGlobArray", With("train = \"data/train_*.bin\"", "train = []"),
                 "c.toml:12:9: data.train: empty array; expected at least one path"},
-        BadCase{"DurationAsInteger",
-                Append("time_limit = 3600\nscheduler = \"slurm\"\n"),
+        BadCase{"DurationAsInteger", Append("time_limit = 3600\nscheduler = \"slurm\"\n"),
                 "c.toml:26:14: resources.time_limit: expected a duration string such as "
                 "\"30m\", got integer 3600"},
         BadCase{"DateWhereIntegerExpected", With("total_steps = 10", "total_steps = 2024-01-01"),
@@ -251,11 +254,11 @@ INSTANTIATE_TEST_SUITE_P(
                 With("lr = 1e-3", "lr = 1e-3\ngoldfish = { k = 50, h = 17 }"),
                 "c.toml:20:12: train.goldfish.h: 17 is longer than model.seq_len = 16; allowed: "
                 "1..16"},
-        BadCase{"EvalWithoutValidationData",
-                Edit(With("val = \"data/val_*.bin\"\n", ""), "lr = 1e-3",
-                     "lr = 1e-3\neval_every = 5"),
-                "c.toml:19:14: train.eval_every: evaluation needs validation shards; set data.val "
-                "or eval_every = 0"},
+        BadCase{
+            "EvalWithoutValidationData",
+            Edit(With("val = \"data/val_*.bin\"\n", ""), "lr = 1e-3", "lr = 1e-3\neval_every = 5"),
+            "c.toml:19:14: train.eval_every: evaluation needs validation shards; set data.val "
+            "or eval_every = 0"},
         BadCase{"Bf16OnCpu", With("lr = 1e-3", "lr = 1e-3\ndtype = \"bf16\""),
                 "c.toml:20:9: train.dtype: \"bf16\" needs GPUs (resources.gpus_per_node = 0); "
                 "allowed on CPU: \"fp32\""},
@@ -264,18 +267,20 @@ INSTANTIATE_TEST_SUITE_P(
                 "\"slurm\" (it is \"local\")"},
         BadCase{"SeveralNodesLocally", Append("nodes = 2\n"),
                 "c.toml:26:9: resources.nodes: 2 nodes with the local scheduler; allowed: 1", 2},
-        BadCase{"MinNodesAboveNodes", Append("scheduler = \"slurm\"\nmin_nodes = 2\n"),
-                "c.toml:27:13: resources.min_nodes: 2 is more than resources.nodes = 1; allowed: 1..1"},
-        BadCase{"MinNodesWithLocalScheduler", Append("min_nodes = 1\n"),
-                "c.toml:26:13: resources.min_nodes: only applies to resources.scheduler = \"slurm\" "
-                "(it is \"local\")"},
+        BadCase{
+            "MinNodesAboveNodes", Append("scheduler = \"slurm\"\nmin_nodes = 2\n"),
+            "c.toml:27:13: resources.min_nodes: 2 is more than resources.nodes = 1; allowed: 1..1"},
+        BadCase{
+            "MinNodesWithLocalScheduler", Append("min_nodes = 1\n"),
+            "c.toml:26:13: resources.min_nodes: only applies to resources.scheduler = \"slurm\" "
+            "(it is \"local\")"},
         BadCase{"MinNodesNotAValidWorldSize",
-                Edit(Append("scheduler = \"slurm\"\nnodes = 3\nmin_nodes = 2\n"), "global_batch = 4",
-                     "global_batch = 12"),
-                "c.toml:28:13: resources.min_nodes: 2 nodes are 4 ranks, and train.global_batch = 12 is "
+                Edit(Append("scheduler = \"slurm\"\nnodes = 3\nmin_nodes = 2\n"),
+                     "global_batch = 4", "global_batch = 12"),
+                "c.toml:28:13: resources.min_nodes: 2 nodes are 4 ranks, and train.global_batch = "
+                "12 is "
                 "not divisible by train.micro_batch × 4 = 8"},
-        BadCase{"RanksNotOnePerGpu",
-                Append("gpus_per_node = 4\nscheduler = \"slurm\"\n"),
+        BadCase{"RanksNotOnePerGpu", Append("gpus_per_node = 4\nscheduler = \"slurm\"\n"),
                 "c.toml:25:18: resources.ranks_per_node: 2 ranks with resources.gpus_per_node = "
                 "4; allowed: one rank per GPU"},
         BadCase{"SbatchOptionBelayManages",
@@ -292,28 +297,37 @@ INSTANTIATE_TEST_SUITE_P(
                 "itself (--time); use the matching [resources] key or leave it to belay"},
         BadCase{"SbatchOptionTheBackendCannotSet",
                 Append("scheduler = \"slurm\"\nsbatch_options = [\"--qos=high\", \"--mem=4G\"]\n"),
-                "c.toml:27:18: resources.sbatch_options: \"--mem=4G\" is not supported by belay's Slurm "
-                "backend; allowed: \"--qos=<name>\", \"--reservation=<name>\", \"--constraint=<features>\", "
+                "c.toml:27:18: resources.sbatch_options: \"--mem=4G\" is not supported by belay's "
+                "Slurm "
+                "backend; allowed: \"--qos=<name>\", \"--reservation=<name>\", "
+                "\"--constraint=<features>\", "
                 "\"--exclusive\""},
         BadCase{"SpareNodesNotSupportedYet", Append("scheduler = \"slurm\"\nspare_nodes = 2\n"),
-                "c.toml:27:15: resources.spare_nodes: 2 spare nodes: not supported yet; belay holds no spare "
+                "c.toml:27:15: resources.spare_nodes: 2 spare nodes: not supported yet; belay "
+                "holds no spare "
                 "nodes (resources.min_nodes lets a campaign go on with fewer nodes); allowed: 0"},
         BadCase{"PreLimitSignalWithLocalScheduler", Append("pre_limit_signal = \"5m\"\n"),
-                "c.toml:26:20: resources.pre_limit_signal: only applies to resources.scheduler = \"slurm\" "
+                "c.toml:26:20: resources.pre_limit_signal: only applies to resources.scheduler = "
+                "\"slurm\" "
                 "(it is \"local\"; local jobs have no time limit to signal before)"},
-        BadCase{"PreLimitSignalLongerThanSlurmCarries",
-                Append("scheduler = \"slurm\"\npre_limit_signal = \"1d\"\n"),
-                "c.toml:27:20: resources.pre_limit_signal: \"1d\" is out of range; allowed: 0s..18h"},
+        BadCase{
+            "PreLimitSignalLongerThanSlurmCarries",
+            Append("scheduler = \"slurm\"\npre_limit_signal = \"1d\"\n"),
+            "c.toml:27:20: resources.pre_limit_signal: \"1d\" is out of range; allowed: 0s..18h"},
         BadCase{"TimeLimitNotWholeMinutes", Append("scheduler = \"slurm\"\ntime_limit = \"90s\"\n"),
-                "c.toml:27:14: resources.time_limit: 1m30s is not a whole number of minutes; Slurm's time "
+                "c.toml:27:14: resources.time_limit: 1m30s is not a whole number of minutes; "
+                "Slurm's time "
                 "limits are minutes"},
         BadCase{"Fp32OnGpus",
                 Edit(Append("gpus_per_node = 2\nscheduler = \"slurm\"\n"), "lr = 1e-3",
                      "lr = 1e-3\ndtype = \"fp32\""),
-                "c.toml:20:9: train.dtype: \"fp32\" training on GPUs is not supported; allowed with GPUs: "
+                "c.toml:20:9: train.dtype: \"fp32\" training on GPUs is not supported; allowed "
+                "with GPUs: "
                 "\"bf16\""},
-        BadCase{"NestedTooDeep", Append("sbatch_options = " + std::string(20, '[') + std::string(20, ']') + "\n"),
-                "c.toml:26:33: nested 17 levels deep (each table-header part, dotted-key part, array and "
+        BadCase{"NestedTooDeep",
+                Append("sbatch_options = " + std::string(20, '[') + std::string(20, ']') + "\n"),
+                "c.toml:26:33: nested 17 levels deep (each table-header part, dotted-key part, "
+                "array and "
                 "inline table is a level); a campaign file may nest at most 16"},
         BadCase{"DottedKeyTooLong", Append("a.b.c.d.e.f.g.h.i = 1\n"),
                 "c.toml:26:1: key of 9 dotted parts; a campaign file allows at most 8"},
@@ -367,9 +381,10 @@ TEST(CampaignSpec, DtypeDefaultsToBf16OnGpusAndRoundTrips) {
 TEST(CampaignSpec, EveryZeroStageIsAcceptedOnGpus) {
   for (int stage : {0, 1, 2}) {
     SCOPED_TRACE(stage);
-    SpecParseResult r = Parse(Edit(Edit(Append("gpus_per_node = 2\nscheduler = \"slurm\"\n"), "micro_batch = 2",
-                                        "micro_batch = 1"),
-                                   "lr = 1e-3", "lr = 1e-3\nzero_stage = " + std::to_string(stage)));
+    SpecParseResult r =
+        Parse(Edit(Edit(Append("gpus_per_node = 2\nscheduler = \"slurm\"\n"), "micro_batch = 2",
+                        "micro_batch = 1"),
+                   "lr = 1e-3", "lr = 1e-3\nzero_stage = " + std::to_string(stage)));
     ASSERT_TRUE(r.ok()) << r.errors.front().ToString();
     EXPECT_EQ(r.spec->train.zero_stage, stage);
   }
@@ -429,8 +444,8 @@ TEST(CampaignSpec, ShippedExamplesRoundTripThroughTheEffectiveSpec) {
 }
 
 TEST(CampaignSpec, MinNodesDefaultsToNodesAndRoundTrips) {
-  SpecParseResult plain = Parse(Edit(Append("scheduler = \"slurm\"\nnodes = 3\n"), "global_batch = 4",
-                                     "global_batch = 12"));
+  SpecParseResult plain = Parse(
+      Edit(Append("scheduler = \"slurm\"\nnodes = 3\n"), "global_batch = 4", "global_batch = 12"));
   ASSERT_TRUE(plain.ok()) << plain.errors.front().ToString();
   EXPECT_EQ(plain.spec->resources.min_nodes, 3);  // never shrinks unless asked
   SpecParseResult elastic = Parse(Edit(Append("scheduler = \"slurm\"\nnodes = 3\nmin_nodes = 1\n"),
@@ -464,11 +479,13 @@ TEST(CampaignSpec, RoundTripKeepsEveryNonDefaultValue) {
 }
 
 TEST(CampaignSpec, SlurmKeysRoundTrip) {
-  SpecParseResult r = Parse(Append("scheduler = \"slurm\"\ntime_limit = \"2h\"\npre_limit_signal = \"90s\"\n"
-                                   "presubmit = true\nsbatch_options = [\"--exclusive\", \"--constraint=gpu\"]\n"));
+  SpecParseResult r =
+      Parse(Append("scheduler = \"slurm\"\ntime_limit = \"2h\"\npre_limit_signal = \"90s\"\n"
+                   "presubmit = true\nsbatch_options = [\"--exclusive\", \"--constraint=gpu\"]\n"));
   ASSERT_TRUE(r.ok()) << r.errors.front().ToString();
   EXPECT_EQ(r.spec->resources.pre_limit_signal, std::chrono::seconds(90));
-  EXPECT_EQ(r.spec->resources.sbatch_options, (std::vector<std::string>{"--exclusive", "--constraint=gpu"}));
+  EXPECT_EQ(r.spec->resources.sbatch_options,
+            (std::vector<std::string>{"--exclusive", "--constraint=gpu"}));
   SpecParseResult again = Parse(FormatCampaignSpec(*r.spec));
   ASSERT_TRUE(again.ok()) << again.errors.front().ToString();
   EXPECT_TRUE(*again.spec == *r.spec);
@@ -486,29 +503,32 @@ TEST(CampaignSpec, EffectiveSpecsOfEarlierVersionsStillParse) {
   EXPECT_TRUE(*old_local.spec == *local.spec);
   SpecParseResult slurm = Parse(Append("scheduler = \"slurm\"\n"));
   ASSERT_TRUE(slurm.ok());
-  SpecParseResult old_slurm = Parse(Edit(FormatCampaignSpec(*slurm.spec), "presubmit", "spare_nodes = 0\npresubmit"));
+  SpecParseResult old_slurm =
+      Parse(Edit(FormatCampaignSpec(*slurm.spec), "presubmit", "spare_nodes = 0\npresubmit"));
   ASSERT_TRUE(old_slurm.ok()) << old_slurm.errors.front().ToString();
   EXPECT_TRUE(*old_slurm.spec == *slurm.spec);
 }
 
 TEST(SbatchOption, WhatTheSlurmBackendSetsParsesAndNothingElse) {
   using Kind = SbatchOption::Kind;
-  for (auto [text, kind, value] : {std::tuple{"--qos=high", Kind::kQos, "high"},
-                                   std::tuple{"--reservation=maint", Kind::kReservation, "maint"},
-                                   std::tuple{"--constraint=gpu&nvme", Kind::kConstraint, "gpu&nvme"},
-                                   std::tuple{"--exclusive", Kind::kExclusive, ""}}) {
+  for (auto [text, kind, value] :
+       {std::tuple{"--qos=high", Kind::kQos, "high"},
+        std::tuple{"--reservation=maint", Kind::kReservation, "maint"},
+        std::tuple{"--constraint=gpu&nvme", Kind::kConstraint, "gpu&nvme"},
+        std::tuple{"--exclusive", Kind::kExclusive, ""}}) {
     absl::StatusOr<SbatchOption> o = ParseSbatchOption(text);
     ASSERT_TRUE(o.ok()) << text << ": " << o.status();
     EXPECT_EQ(o->kind, kind) << text;
     EXPECT_EQ(o->value, value) << text;
   }
-  for (std::string_view text : {"--qos", "--qos=", "--qos high", "-q high", "--exclusive=user", "--mem=4G",
-                                "--gres=gpu:4", "qos=high", "-", ""}) {
+  for (std::string_view text : {"--qos", "--qos=", "--qos high", "-q high", "--exclusive=user",
+                                "--mem=4G", "--gres=gpu:4", "qos=high", "-", ""}) {
     absl::StatusOr<SbatchOption> o = ParseSbatchOption(text);
     EXPECT_EQ(o.status().code(), absl::StatusCode::kInvalidArgument) << text;
   }
-  EXPECT_EQ(ParseSbatchOption("-N4").status().message(),
-            "\"-N4\" is set by belay itself (-N); use the matching [resources] key or leave it to belay");
+  EXPECT_EQ(
+      ParseSbatchOption("-N4").status().message(),
+      "\"-N4\" is set by belay itself (-N); use the matching [resources] key or leave it to belay");
   EXPECT_EQ(ParseSbatchOption("nodes=4").status().message(),
             "\"nodes=4\" is not an sbatch option; allowed: \"--name=value\"");
 }

@@ -115,8 +115,8 @@ std::string FormatCampaignSpec(const CampaignSpec& s) {
   const RestartSpec& x = s.restart;
   o += "\n[restart]\n";
   kv("max_restarts", num(x.max_restarts));
-  kv("backoff", Cat("{ initial = ", Duration(x.backoff.initial), ", max = ",
-                    Duration(x.backoff.max), ", jitter = ", x.backoff.jitter, " }"));
+  kv("backoff", Cat("{ initial = ", Duration(x.backoff.initial),
+                    ", max = ", Duration(x.backoff.max), ", jitter = ", x.backoff.jitter, " }"));
   kv("hang_timeout", x.hang_timeout ? Duration(*x.hang_timeout) : TomlString("auto"));
   kv("nan_policy", TomlString(ToString(x.nan_policy)));
   kv("max_rollbacks", num(x.max_rollbacks));

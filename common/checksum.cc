@@ -9,8 +9,8 @@
 #include <memory>
 #include <vector>
 
-#include "common/strings.h"
 #include "absl/strings/str_format.h"
+#include "common/strings.h"
 #include "xxhash.h"
 
 namespace belay {

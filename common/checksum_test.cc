@@ -79,8 +79,8 @@ TEST(Xxh3, MatchesReferenceSums) {
 
 TEST(Xxh3, StringViewAndByteSpanOfSameBytesAgree) {
   std::string with_nul("a\0b\xff", 4);
-  for (std::string_view s : {std::string_view(), std::string_view("abc"), kFox,
-                             std::string_view(with_nul)}) {
+  for (std::string_view s :
+       {std::string_view(), std::string_view("abc"), kFox, std::string_view(with_nul)}) {
     EXPECT_EQ(Xxh3(s), Xxh3(Bytes(s))) << "\"" << s << "\"";
   }
   std::string large = Pattern(kLargeSize);
@@ -167,8 +167,8 @@ TEST(FormatXxh3, WritesSixteenLowerCaseHexDigitsWithLeadingZeros) {
 }
 
 TEST(ParseXxh3, RoundTripsFormatXxh3) {
-  for (uint64_t v : {uint64_t{0}, uint64_t{1}, uint64_t{0xabc}, kEmptySum, kFoxSum,
-                     kLargeSum, uint64_t{0x8000000000000000}, uint64_t{0xFFFFFFFFFFFFFFFF}}) {
+  for (uint64_t v : {uint64_t{0}, uint64_t{1}, uint64_t{0xabc}, kEmptySum, kFoxSum, kLargeSum,
+                     uint64_t{0x8000000000000000}, uint64_t{0xFFFFFFFFFFFFFFFF}}) {
     absl::StatusOr<uint64_t> parsed = ParseXxh3(FormatXxh3(v));
     ASSERT_TRUE(parsed.ok()) << FormatXxh3(v) << ": " << std::string(parsed.status().message());
     EXPECT_EQ(*parsed, v);
@@ -182,8 +182,8 @@ TEST(ParseXxh3, AcceptsUpperCaseHexDigits) {
 }
 
 TEST(ParseXxh3, RejectsWrongLengthAsInvalidArgument) {
-  for (std::string_view text : {"", "2d06800538d394c", "2d06800538d394c20", "abc",
-                                "00000000000000000000000000000000"}) {
+  for (std::string_view text :
+       {"", "2d06800538d394c", "2d06800538d394c20", "abc", "00000000000000000000000000000000"}) {
     EXPECT_EQ(ParseXxh3(text).status().code(), absl::StatusCode::kInvalidArgument)
         << "\"" << text << "\"";
   }
@@ -191,9 +191,10 @@ TEST(ParseXxh3, RejectsWrongLengthAsInvalidArgument) {
 
 TEST(ParseXxh3, RejectsNonHexAsInvalidArgument) {
   const std::string_view kNonHex[] = {
-      "2d06800538d394cg", "0x2d06800538d394", " 2d06800538d394c", "2d06800538d394c ",
-      "-2d06800538d394c", "2d06800538d3 4c2", "zzzzzzzzzzzzzzzz",
-      std::string_view("2d06800538d394\0c", 16)};
+      "2d06800538d394cg", "0x2d06800538d394",
+      " 2d06800538d394c", "2d06800538d394c ",
+      "-2d06800538d394c", "2d06800538d3 4c2",
+      "zzzzzzzzzzzzzzzz", std::string_view("2d06800538d394\0c", 16)};
   for (std::string_view text : kNonHex) {
     ASSERT_EQ(text.size(), 16u) << "\"" << text << "\" should fail on content, not length";
     EXPECT_EQ(ParseXxh3(text).status().code(), absl::StatusCode::kInvalidArgument)

@@ -25,7 +25,8 @@ class SystemClock final : public Clock {
 // A clock that moves only when told. Thread-safe.
 class FakeClock final : public Clock {
  public:
-  explicit FakeClock(TimePoint start = TimePoint(std::chrono::seconds(1'800'000'000))) : now_(start) {}
+  explicit FakeClock(TimePoint start = TimePoint(std::chrono::seconds(1'800'000'000)))
+      : now_(start) {}
   TimePoint Now() const override {
     absl::MutexLock lock(&mu_);
     return now_;

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <optional>
 
-#include "common/strings.h"
 #include "absl/strings/str_format.h"
+#include "common/strings.h"
 
 namespace belay {
 namespace {

@@ -52,18 +52,17 @@ TEST(ParseDuration, AcceptsSlurmClockForms) {
 }
 
 TEST(ParseDuration, RejectsMalformedTextAsInvalidArgument) {
-  for (std::string_view text :
-       {"", "5", "m", "1x", "1m1h", "1h1h", "1s1s", "-5m", " 5m", "5m ", "5 m", "1.5h", "5M",
-        "h5", "1h30", "1-", "+5m"}) {
+  for (std::string_view text : {"", "5", "m", "1x", "1m1h", "1h1h", "1s1s", "-5m", " 5m", "5m ",
+                                "5 m", "1.5h", "5M", "h5", "1h30", "1-", "+5m"}) {
     EXPECT_EQ(ParseCode(text), absl::StatusCode::kInvalidArgument) << "\"" << text << "\"";
   }
 }
 
 TEST(ParseDuration, RejectsMalformedClocksAsInvalidArgument) {
   for (std::string_view text :
-       {"12:60:00", "12:00:60", "1:2:3", "12:0:00", "12:00:0", "12:000:00", "12:00",
-        "12:00:00:00", ":00:00", "12:00:00 ", "-1-00:00:00", "1-2-00:00:00", "a-00:00:00",
-        "1d-00:00:00", "12:00:0x", "-12:00:00"}) {
+       {"12:60:00", "12:00:60", "1:2:3", "12:0:00", "12:00:0", "12:000:00", "12:00", "12:00:00:00",
+        ":00:00", "12:00:00 ", "-1-00:00:00", "1-2-00:00:00", "a-00:00:00", "1d-00:00:00",
+        "12:00:0x", "-12:00:00"}) {
     EXPECT_EQ(ParseCode(text), absl::StatusCode::kInvalidArgument) << "\"" << text << "\"";
   }
 }
@@ -95,8 +94,7 @@ TEST(ParseDuration, RejectsPast365DaysAsOutOfRange) {
 TEST(ParseDuration, ReportsNumbersPastInt64AsOutOfRangeNotWrapped) {
   for (std::string_view text :
        {"99999999999999999999s", "9223372036854775808s", "18446744073709551617d",
-        "1d99999999999999999999s", "99999999999999999999:00:00",
-        "99999999999999999999-00:00:00"}) {
+        "1d99999999999999999999s", "99999999999999999999:00:00", "99999999999999999999-00:00:00"}) {
     EXPECT_EQ(ParseCode(text), absl::StatusCode::kOutOfRange) << "\"" << text << "\"";
   }
   // Seconds of a clock must be below 60 whatever their size: malformed, not long.
@@ -120,9 +118,9 @@ TEST(FormatDuration, WritesNegativeDurationsAsZero) {
 }
 
 TEST(FormatDuration, RoundTripsThroughParseDuration) {
-  for (int64_t s : {int64_t{0}, int64_t{1}, int64_t{59}, int64_t{60}, int64_t{61},
-                    int64_t{3599}, int64_t{3600}, int64_t{5400}, kDay - 1, kDay, kDay + 3661,
-                    int64_t{1234567}, kMaxSeconds - 1, kMaxSeconds}) {
+  for (int64_t s : {int64_t{0}, int64_t{1}, int64_t{59}, int64_t{60}, int64_t{61}, int64_t{3599},
+                    int64_t{3600}, int64_t{5400}, kDay - 1, kDay, kDay + 3661, int64_t{1234567},
+                    kMaxSeconds - 1, kMaxSeconds}) {
     std::string text = FormatDuration(seconds(s));
     EXPECT_EQ(ParsedSeconds(text), s) << text;
   }

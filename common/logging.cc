@@ -15,10 +15,10 @@ absl::Status InitLogging(std::string_view program, std::string_view level) {
   if (lvl == spdlog::level::off && level != "off") {
     return absl::InvalidArgumentError(
         Cat("log level \"", level,
-                     "\" is not allowed; allowed: trace, debug, info, warn, error, critical, off"));
+            "\" is not allowed; allowed: trace, debug, info, warn, error, critical, off"));
   }
-  auto logger = std::make_shared<spdlog::logger>(
-      std::string(program), std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto logger = std::make_shared<spdlog::logger>(std::string(program),
+                                                 std::make_shared<spdlog::sinks::stderr_sink_mt>());
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %n[%P]: %v");
   logger->set_level(lvl);
   spdlog::set_default_logger(std::move(logger));
@@ -27,7 +27,7 @@ absl::Status InitLogging(std::string_view program, std::string_view level) {
 
 std::string VersionLine(std::string_view program) {
   return Cat(program, " ", kVersion, " (rev ", kGitRevision, ", CUDA ",
-                      kBuiltWithCuda ? "on" : "off", ")");
+             kBuiltWithCuda ? "on" : "off", ")");
 }
 
 }  // namespace belay

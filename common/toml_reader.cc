@@ -4,10 +4,10 @@
 #include <algorithm>
 #include <cmath>
 
-#include "common/strings.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/duration.h"
+#include "common/strings.h"
 
 namespace belay {
 namespace {
@@ -65,16 +65,26 @@ std::vector<SpecError> SpecErrorSink::Take() {
 
 std::string_view TomlTypeName(const toml::node& node) {
   switch (node.type()) {
-    case toml::node_type::table: return "table";
-    case toml::node_type::array: return "array";
-    case toml::node_type::string: return "string";
-    case toml::node_type::integer: return "integer";
-    case toml::node_type::floating_point: return "float";
-    case toml::node_type::boolean: return "boolean";
-    case toml::node_type::date: return "date";
-    case toml::node_type::time: return "time";
-    case toml::node_type::date_time: return "date-time";
-    case toml::node_type::none: break;
+    case toml::node_type::table:
+      return "table";
+    case toml::node_type::array:
+      return "array";
+    case toml::node_type::string:
+      return "string";
+    case toml::node_type::integer:
+      return "integer";
+    case toml::node_type::floating_point:
+      return "float";
+    case toml::node_type::boolean:
+      return "boolean";
+    case toml::node_type::date:
+      return "date";
+    case toml::node_type::time:
+      return "time";
+    case toml::node_type::date_time:
+      return "date-time";
+    case toml::node_type::none:
+      break;
   }
   return "nothing";
 }
@@ -95,7 +105,10 @@ std::string DescribeValue(const toml::node& node) {
 
 TomlReader::TomlReader(const toml::table* table, std::string path, toml::source_position where,
                        SpecErrorSink* errors, bool quiet_missing)
-    : table_(table), path_(std::move(path)), where_(where), errors_(errors),
+    : table_(table),
+      path_(std::move(path)),
+      where_(where),
+      errors_(errors),
       quiet_missing_(quiet_missing) {
   if (table_ != nullptr && table_->source().begin) where_ = table_->source().begin;
 }
@@ -124,12 +137,12 @@ const toml::node* TomlReader::Get(std::string_view key) {
 
 void TomlReader::TypeError(std::string_view key, const toml::node& node,
                            std::string_view expected) {
-  bool scalar = node.is_string() || node.is_integer() || node.is_floating_point() ||
-                node.is_boolean();
-  errors_->Add(node.source().begin, KeyPath(key),
-               scalar ? Cat("expected ", expected, ", got ", TomlTypeName(node), " ",
-                            DescribeValue(node))
-                      : Cat("expected ", expected, ", got ", DescribeValue(node)));
+  bool scalar =
+      node.is_string() || node.is_integer() || node.is_floating_point() || node.is_boolean();
+  errors_->Add(
+      node.source().begin, KeyPath(key),
+      scalar ? Cat("expected ", expected, ", got ", TomlTypeName(node), " ", DescribeValue(node))
+             : Cat("expected ", expected, ", got ", DescribeValue(node)));
 }
 
 void TomlReader::Missing(std::string_view key) {
@@ -159,8 +172,8 @@ std::optional<int64_t> TomlReader::Int(std::string_view key, int64_t min, int64_
   return v->get();
 }
 
-std::optional<double> TomlReader::Float(std::string_view key, double min, double max,
-                                        bool required, bool min_exclusive) {
+std::optional<double> TomlReader::Float(std::string_view key, double min, double max, bool required,
+                                        bool min_exclusive) {
   const toml::node* n = Get(key);
   if (n == nullptr) {
     if (required) Missing(key);
@@ -179,8 +192,7 @@ std::optional<double> TomlReader::Float(std::string_view key, double min, double
   if (!std::isfinite(value) || below || value > max) {
     errors_->Add(n->source().begin, KeyPath(key),
                  Cat(FormatFloat(value), " is out of range; allowed: ",
-                              min_exclusive ? "> " : ">= ", FormatFloat(min), " and <= ",
-                              FormatFloat(max)));
+                     min_exclusive ? "> " : ">= ", FormatFloat(min), " and <= ", FormatFloat(max)));
     return std::nullopt;
   }
   return value;
@@ -194,8 +206,7 @@ std::optional<bool> TomlReader::Bool(std::string_view key) {
   return std::nullopt;
 }
 
-std::optional<std::string> TomlReader::String(std::string_view key, bool required,
-                                              size_t max_len) {
+std::optional<std::string> TomlReader::String(std::string_view key, bool required, size_t max_len) {
   const toml::node* n = Get(key);
   if (n == nullptr) {
     if (required) Missing(key);
@@ -208,8 +219,7 @@ std::optional<std::string> TomlReader::String(std::string_view key, bool require
   }
   if (s->get().empty() || s->get().size() > max_len) {
     errors_->Add(n->source().begin, KeyPath(key),
-                 Cat("string of ", s->get().size(), " bytes; allowed: 1..", max_len,
-                              " bytes"));
+                 Cat("string of ", s->get().size(), " bytes; allowed: 1..", max_len, " bytes"));
     return std::nullopt;
   }
   return s->get();
@@ -268,8 +278,8 @@ std::optional<std::chrono::seconds> TomlReader::Duration(std::string_view key,
   }
   if (*d < min || *d > max) {
     errors_->Add(n->source().begin, KeyPath(key),
-                 Cat(DescribeValue(*n), " is out of range; allowed: ",
-                              FormatDuration(min), "..", FormatDuration(max)));
+                 Cat(DescribeValue(*n), " is out of range; allowed: ", FormatDuration(min), "..",
+                     FormatDuration(max)));
     return std::nullopt;
   }
   return *d;
@@ -297,7 +307,7 @@ std::optional<size_t> TomlReader::Choice(std::string_view key,
   bool later = std::find(unsupported.begin(), unsupported.end(), s->get()) != unsupported.end();
   errors_->Add(n->source().begin, KeyPath(key),
                Cat(DescribeValue(*n), later ? " is not supported yet" : " is not allowed",
-                            "; allowed: ", absl::StrJoin(quoted, ", ")));
+                   "; allowed: ", absl::StrJoin(quoted, ", ")));
   return std::nullopt;
 }
 
@@ -336,8 +346,7 @@ TomlReader TomlReader::Table(std::string_view key, bool required) {
   const toml::node* n = Get(key);
   if (n == nullptr) {
     if (required) {
-      errors_->Add(where_, KeyPath(key),
-                   Cat("missing required section [", KeyPath(key), "]"));
+      errors_->Add(where_, KeyPath(key), Cat("missing required section [", KeyPath(key), "]"));
     }
     return TomlReader(nullptr, KeyPath(key), where_, errors_, required);
   }
@@ -366,9 +375,8 @@ void TomlReader::ReportUnknownKeys() {
     std::vector<std::string> sorted = known_;
     std::sort(sorted.begin(), sorted.end());
     sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
-    std::string msg = best.empty()
-                          ? Cat("unknown key; allowed keys: ", absl::StrJoin(sorted, ", "))
-                          : Cat("unknown key; did you mean '", best, "'?");
+    std::string msg = best.empty() ? Cat("unknown key; allowed keys: ", absl::StrJoin(sorted, ", "))
+                                   : Cat("unknown key; did you mean '", best, "'?");
     toml::source_position pos = k.source().begin ? k.source().begin : v.source().begin;
     errors_->Add(pos, KeyPath(name), msg);
   }

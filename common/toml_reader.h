@@ -60,8 +60,8 @@ class TomlReader {
                                                std::chrono::seconds max);
   // A string that must be one of `allowed`; returns its index. `unsupported` lists values a
   // later version will accept, reported as "not supported yet".
-  std::optional<size_t> Choice(std::string_view key, std::initializer_list<std::string_view> allowed,
-                               bool required,
+  std::optional<size_t> Choice(std::string_view key,
+                               std::initializer_list<std::string_view> allowed, bool required,
                                std::initializer_list<std::string_view> unsupported = {});
   // `auto` or an integer in [min, max]: returns {is_auto, value}.
   std::optional<std::pair<bool, int64_t>> IntOrAuto(std::string_view key, int64_t min, int64_t max);

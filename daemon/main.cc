@@ -62,8 +62,10 @@ struct Options {
 };
 
 std::string DefaultStateDir() {
-  if (const char* x = std::getenv("XDG_STATE_HOME"); x != nullptr && *x == '/') return Cat(x, "/belay");
-  if (const char* h = std::getenv("HOME"); h != nullptr && *h == '/') return Cat(h, "/.local/state/belay");
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x != nullptr && *x == '/')
+    return Cat(x, "/belay");
+  if (const char* h = std::getenv("HOME"); h != nullptr && *h == '/')
+    return Cat(h, "/.local/state/belay");
   return "/var/lib/belay";
 }
 
@@ -81,8 +83,8 @@ int ListenUnix(const fs::path& path) {
   }
   std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
   ::unlink(path.c_str());
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::chmod(path.c_str(), 0666) != 0 ||
-      ::listen(fd, 64) != 0) {
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::chmod(path.c_str(), 0666) != 0 || ::listen(fd, 64) != 0) {
     int e = errno;
     ::close(fd);
     errno = e;
@@ -103,9 +105,10 @@ absl::Status MakeOwnDirectory(const fs::path& dir, fs::perms mode) {
       ::fchmod(fd, static_cast<mode_t>(mode)) != 0) {
     const int e = errno;
     if (fd >= 0) ::close(fd);
-    return absl::FailedPreconditionError(Cat(dir.string(), ": must be a directory of uid ", ::geteuid(),
-                                             fd >= 0 && st.st_uid != ::geteuid() ? Cat(", not ", st.st_uid)
-                                                                                 : Cat(": ", std::strerror(e))));
+    return absl::FailedPreconditionError(
+        Cat(dir.string(), ": must be a directory of uid ", ::geteuid(),
+            fd >= 0 && st.st_uid != ::geteuid() ? Cat(", not ", st.st_uid)
+                                                : Cat(": ", std::strerror(e))));
   }
   ::close(fd);
   return absl::OkStatus();
@@ -125,19 +128,23 @@ int Run(const Options& o) {
   const fs::path state = fs::absolute(o.state_dir.empty() ? DefaultStateDir() : o.state_dir);
   // Nothing belayd keeps is for other users: the state directory lets them through to the
   // socket and their own attempt directories (mode 0711) and everything in it is private.
-  for (const auto& [dir, mode] : {std::pair{state, fs::perms(0711)}, std::pair{state / "store", fs::perms(0700)},
-                                  std::pair{state / "jobs", fs::perms(0700)}, std::pair{state / "campaigns", fs::perms(0711)}}) {
+  for (const auto& [dir, mode] :
+       {std::pair{state, fs::perms(0711)}, std::pair{state / "store", fs::perms(0700)},
+        std::pair{state / "jobs", fs::perms(0700)},
+        std::pair{state / "campaigns", fs::perms(0711)}}) {
     if (absl::Status s = MakeOwnDirectory(dir, mode); !s.ok()) {
       spdlog::critical("{}", std::string(s.message()));
       return 1;
     }
   }
-  absl::StatusOr<std::string> token_key = belay::supervisor::AttemptTokens::LoadOrCreateKey(state / "token.key");
+  absl::StatusOr<std::string> token_key =
+      belay::supervisor::AttemptTokens::LoadOrCreateKey(state / "token.key");
   if (!token_key.ok()) {
     spdlog::critical("{}", std::string(token_key.status().message()));
     return 1;
   }
-  absl::StatusOr<std::unique_ptr<belay::store::RocksDbStore>> store = belay::store::RocksDbStore::Open(state / "store");
+  absl::StatusOr<std::unique_ptr<belay::store::RocksDbStore>> store =
+      belay::store::RocksDbStore::Open(state / "store");
   if (!store.ok()) {
     spdlog::critical("{}", std::string(store.status().message()));
     return 1;
@@ -157,10 +164,13 @@ int Run(const Options& o) {
       [&o, slurm_conf]() -> absl::StatusOr<std::unique_ptr<belay::sched::Scheduler>> {
         belay::sched::SlurmSchedulerOptions sl;
         sl.conf = slurm_conf;
-        if (sl.conf.empty()) return absl::FailedPreconditionError("this belayd knows no Slurm cluster (no slurm.conf)");
+        if (sl.conf.empty())
+          return absl::FailedPreconditionError(
+              "this belayd knows no Slurm cluster (no slurm.conf)");
         for (const std::string& kv : o.slurm_job_env) {
           const size_t eq = kv.find('=');
-          sl.mpi_env.emplace_back(kv.substr(0, eq), eq == std::string::npos ? "" : kv.substr(eq + 1));
+          sl.mpi_env.emplace_back(kv.substr(0, eq),
+                                  eq == std::string::npos ? "" : kv.substr(eq + 1));
         }
         sl.rpc_budget_per_minute = o.slurm_rpc_budget;
         spdlog::info("Slurm backend: {}", sl.conf);
@@ -178,9 +188,9 @@ int Run(const Options& o) {
   // The worker link is TLS unless the operator says otherwise: tokens cross the network.
   std::shared_ptr<grpc::ServerCredentials> link_credentials = grpc::InsecureServerCredentials();
   if (!o.insecure_worker_link) {
-    absl::StatusOr<belay::rpc::LinkTls> tls = o.tls_cert.empty()
-                                                  ? belay::rpc::LoadOrCreateLinkTls(state / "tls")
-                                                  : belay::rpc::LoadGivenLinkTls(o.tls_cert, o.tls_key, o.tls_ca);
+    absl::StatusOr<belay::rpc::LinkTls> tls =
+        o.tls_cert.empty() ? belay::rpc::LoadOrCreateLinkTls(state / "tls")
+                           : belay::rpc::LoadGivenLinkTls(o.tls_cert, o.tls_key, o.tls_ca);
     if (!tls.ok()) {
       spdlog::critical("worker link TLS: {}", std::string(tls.status().message()));
       return 1;
@@ -191,7 +201,8 @@ int Run(const Options& o) {
     sup_options.coordinator_ca_pem = tls->ca_pem;
     sup_options.coordinator_tls_name = tls->server_name;
   } else if (!IsLoopback(o.listen)) {
-    spdlog::warn("--insecure-worker-link on {}: attempt tokens cross the network in plain text", o.listen);
+    spdlog::warn("--insecure-worker-link on {}: attempt tokens cross the network in plain text",
+                 o.listen);
   }
   belay::supervisor::Supervisor supervisor(**store, scheduler, clock, sup_options);
 
@@ -204,7 +215,8 @@ int Run(const Options& o) {
   if (listen.ends_with(":0")) {
     std::ifstream in(address_file);
     std::string previous;
-    if (std::getline(in, previous) && previous.starts_with(listen.substr(0, listen.size() - 1))) listen = previous;
+    if (std::getline(in, previous) && previous.starts_with(listen.substr(0, listen.size() - 1)))
+      listen = previous;
   }
   std::unique_ptr<grpc::Server> link_server;
   int port = 0;
@@ -221,7 +233,8 @@ int Run(const Options& o) {
     return 1;
   }
   const std::string worker_address = Cat(o.listen.substr(0, o.listen.rfind(':')), ":", port);
-  if (absl::StatusOr<belay::AtomicFile> f = belay::AtomicFile::Create(address_file, {.mode = 0600}); f.ok()) {
+  if (absl::StatusOr<belay::AtomicFile> f = belay::AtomicFile::Create(address_file, {.mode = 0600});
+      f.ok()) {
     if (absl::Status s = f->Append(worker_address + "\n"); s.ok()) s = f->Commit();
   }
   supervisor.set_coordinator_address(worker_address);
@@ -248,7 +261,8 @@ int Run(const Options& o) {
   }
   std::thread acceptor([&] {
     while (!g_stop) {
-      int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);  // gRPC polls it
+      int fd =
+          ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);  // gRPC polls it
       if (fd < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
         if (g_stop) break;
@@ -267,8 +281,9 @@ int Run(const Options& o) {
     }
   });
 
-  spdlog::info("{}: state in {}, API on {}, workers on {}, local scheduler{}", facts.version, state.string(),
-               socket_path.string(), worker_address, slurm_conf.empty() ? "" : Cat(", Slurm cluster of ", slurm_conf));
+  spdlog::info("{}: state in {}, API on {}, workers on {}, local scheduler{}", facts.version,
+               state.string(), socket_path.string(), worker_address,
+               slurm_conf.empty() ? "" : Cat(", Slurm cluster of ", slurm_conf));
   ::signal(SIGTERM, OnSignal);
   ::signal(SIGINT, OnSignal);
   const auto tick = std::chrono::milliseconds(static_cast<int64_t>(o.tick_s * 1000));
@@ -279,7 +294,8 @@ int Run(const Options& o) {
       spdlog::critical("supervision stopped: {}", std::string(s.message()));
       read_only_reported = !(*store)->write_error().ok();
     }
-    for (auto waited = std::chrono::milliseconds(0); waited < tick && !g_stop; waited += std::chrono::milliseconds(50)) {
+    for (auto waited = std::chrono::milliseconds(0); waited < tick && !g_stop;
+         waited += std::chrono::milliseconds(50)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
@@ -298,30 +314,44 @@ int Run(const Options& o) {
 int main(int argc, char** argv) {
   // A child belayd started by the submit path to parse a campaign file it may not survive.
   if (argc == 2 && std::string_view(argv[1]) == belay::kSpecCheckFlag) return belay::RunSpecCheck();
-  CLI::App app{"belayd: the belay coordinator; owns campaign state and drives the scheduler", "belayd"};
+  CLI::App app{"belayd: the belay coordinator; owns campaign state and drives the scheduler",
+               "belayd"};
   app.set_version_flag("--version", belay::VersionLine("belayd"));
   Options o;
   app.add_option("--state-dir", o.state_dir,
-                 "state directory: store, campaign files, logs (default $XDG_STATE_HOME/belay or ~/.local/state/belay)");
-  app.add_option("--socket", o.socket, "Unix socket of the coordinator API (default <state-dir>/belayd.sock)");
-  app.add_option("--listen", o.listen, "address:port workers reach belayd at (port 0: any free one)");
+                 "state directory: store, campaign files, logs (default $XDG_STATE_HOME/belay or "
+                 "~/.local/state/belay)");
+  app.add_option("--socket", o.socket,
+                 "Unix socket of the coordinator API (default <state-dir>/belayd.sock)");
+  app.add_option("--listen", o.listen,
+                 "address:port workers reach belayd at (port 0: any free one)");
   app.add_option("--worker", o.worker, "the belay-worker program (default: beside belayd)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error");
-  app.add_option("--tick", o.tick_s, "seconds between supervision rounds")->check(CLI::PositiveNumber);
-  app.add_option("--slurm-conf", o.slurm_conf, "slurm.conf of the cluster for scheduler = \"slurm\" campaigns "
-                                                 "(default: $SLURM_CONF, else /etc/slurm/slurm.conf)");
+  app.add_option("--tick", o.tick_s, "seconds between supervision rounds")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--slurm-conf", o.slurm_conf,
+                 "slurm.conf of the cluster for scheduler = \"slurm\" campaigns "
+                 "(default: $SLURM_CONF, else /etc/slurm/slurm.conf)");
   app.add_option("--slurm-job-env", o.slurm_job_env,
-                 "KEY=VALUE added to the environment of every Slurm job (e.g. Open MPI transport settings); repeatable");
-  app.add_option("--slurm-rpc-budget", o.slurm_rpc_budget, "most libslurm calls per minute")->check(CLI::PositiveNumber);
-  app.add_option("--slurm-node-poll", o.slurm_node_poll_s,
-                 "seconds between reads of the Slurm node states while Slurm campaigns run (default 60)")
+                 "KEY=VALUE added to the environment of every Slurm job (e.g. Open MPI transport "
+                 "settings); repeatable");
+  app.add_option("--slurm-rpc-budget", o.slurm_rpc_budget, "most libslurm calls per minute")
+      ->check(CLI::PositiveNumber);
+  app.add_option(
+         "--slurm-node-poll", o.slurm_node_poll_s,
+         "seconds between reads of the Slurm node states while Slurm campaigns run (default 60)")
       ->check(CLI::PositiveNumber);
   app.add_option("--tls-cert", o.tls_cert,
-                 "PEM certificate (chain) the worker link serves (default: belayd's own, made in <state-dir>/tls)");
-  app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert (belayd's own file, mode 0600)");
-  app.add_option("--tls-ca", o.tls_ca, "PEM CA certificates ranks verify --tls-cert against (default: --tls-cert itself)");
+                 "PEM certificate (chain) the worker link serves (default: belayd's own, made in "
+                 "<state-dir>/tls)");
+  app.add_option("--tls-key", o.tls_key,
+                 "PEM private key of --tls-cert (belayd's own file, mode 0600)");
+  app.add_option(
+      "--tls-ca", o.tls_ca,
+      "PEM CA certificates ranks verify --tls-cert against (default: --tls-cert itself)");
   app.add_flag("--insecure-worker-link", o.insecure_worker_link,
-               "serve the worker link without TLS (attempt tokens in plain text; for a trusted network only)");
+               "serve the worker link without TLS (attempt tokens in plain text; for a trusted "
+               "network only)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -330,8 +360,9 @@ int main(int argc, char** argv) {
   }
   if (o.tls_cert.empty() != o.tls_key.empty() || (!o.tls_ca.empty() && o.tls_cert.empty()) ||
       (o.insecure_worker_link && !o.tls_cert.empty())) {
-    std::cerr << "belayd: --tls-cert and --tls-key go together (with --tls-ca optionally), and not with "
-                 "--insecure-worker-link\n";
+    std::cerr
+        << "belayd: --tls-cert and --tls-key go together (with --tls-ca optionally), and not with "
+           "--insecure-worker-link\n";
     return 2;
   }
   if (o.worker.empty()) {

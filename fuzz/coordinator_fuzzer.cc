@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "common/isolated_spec_check.h"
 #include "daemon/rpc/coordinator_service.h"
 #include "daemon/rpc/peer_registry.h"
 #include "daemon/rpc/worker_link_service.h"
@@ -17,8 +18,6 @@
 #include "fuzz/fuzz_support.h"
 #include "fuzz/peer_context.h"
 #include "fuzz/service_sessions.pb.h"
-
-#include "common/isolated_spec_check.h"
 
 namespace {
 
@@ -95,7 +94,8 @@ void Run(const CoordinatorCall& call, belay::fuzz::DaemonWorld& world,
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
   // SubmitCampaign parses the file in a child first: /proc/self/exe --check-spec, this
   // program, which then answers as belayd's main does.
-  if (*argc == 2 && std::string_view((*argv)[1]) == belay::kSpecCheckFlag) std::exit(belay::RunSpecCheck());
+  if (*argc == 2 && std::string_view((*argv)[1]) == belay::kSpecCheckFlag)
+    std::exit(belay::RunSpecCheck());
   belay::fuzz::LivePeerContext();
   return 0;
 }

@@ -11,7 +11,7 @@ void MatmulForward(float* out, const float* inp, const float* weight, const floa
                    int C, int OC);
 
 // Accumulates (+=) into dinp (N,C), dweight (OC,C) and dbias (OC, skipped when null).
-void MatmulBackward(float* dinp, float* dweight, float* dbias, const float* dout,
-                    const float* inp, const float* weight, int N, int C, int OC);
+void MatmulBackward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                    const float* weight, int N, int C, int OC);
 
 }  // namespace belay::kernels::cpu

@@ -10,8 +10,7 @@ namespace belay::kernels::cpu {
 // 0 excludes it (its loss is written as 0). losses (N) = -log p[target]. Probabilities are
 // written for every row; the target of an excluded position is never read (it may be -1).
 void SoftmaxCrossEntropyForward(float* losses, float* probs, const float* logits,
-                                const int32_t* targets, const uint8_t* mask, int N, int V,
-                                int Vp);
+                                const int32_t* targets, const uint8_t* mask, int N, int V, int Vp);
 
 // Overwrites dlogits (N,Vp) with scale · (probs − onehot(target)) on counted positions, 0 on
 // excluded positions and on padding columns. `scale` is dLoss/dloss_i, e.g. 1 / (number of

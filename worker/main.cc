@@ -17,9 +17,9 @@ int ListDevices() {
     return 0;
   }
   for (const belay::kernels::CudaDevice& d : *devices) {
-    std::cout << "gpu " << d.index << ": " << d.name << ", compute capability " << d.cc_major
-              << "." << d.cc_minor << ", " << (d.memory_bytes >> 20) << " MiB, "
-              << d.multiprocessors << " SMs\n";
+    std::cout << "gpu " << d.index << ": " << d.name << ", compute capability " << d.cc_major << "."
+              << d.cc_minor << ", " << (d.memory_bytes >> 20) << " MiB, " << d.multiprocessors
+              << " SMs\n";
   }
   return 0;
 }

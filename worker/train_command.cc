@@ -11,18 +11,17 @@
 #include <memory>
 #include <vector>
 
-#include "common/strings.h"
-
 #include "common/campaign_spec.h"
 #include "common/checksum.h"
+#include "common/ckpt/layout.h"
 #include "common/duration.h"
+#include "common/strings.h"
+#include "kernels/device.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
-#include "kernels/device.h"
 #include "worker/comm/mpi_communicator.h"
 #include "worker/comm/nccl.h"
 #include "worker/comm/single_communicator.h"
-#include "common/ckpt/layout.h"
 #include "worker/runtime/coordinator_client.h"
 #include "worker/runtime/rank_env.h"
 #include "worker/train/checkpoint_interval.h"
@@ -42,10 +41,13 @@ absl::StatusOr<double> ParseMtbf(const std::string& text) {
   auto [at, ec] = std::from_chars(text.data(), end, seconds);
   if (ec != std::errc() || at != end) {
     absl::StatusOr<std::chrono::seconds> d = ParseDuration(text);
-    if (!d.ok()) return absl::InvalidArgumentError(Cat("\"", text, "\" is neither a duration nor a number of seconds"));
+    if (!d.ok())
+      return absl::InvalidArgumentError(
+          Cat("\"", text, "\" is neither a duration nor a number of seconds"));
     seconds = static_cast<double>(d->count());
   }
-  if (!(seconds > 0) || !std::isfinite(seconds)) return absl::InvalidArgumentError(Cat("\"", text, "\" must be above zero"));
+  if (!(seconds > 0) || !std::isfinite(seconds))
+    return absl::InvalidArgumentError(Cat("\"", text, "\" must be above zero"));
   return seconds;
 }
 
@@ -120,7 +122,8 @@ absl::Status PrintMemory(const train::Trainer& trainer, comm::Communicator& comm
   const char* keys[] = {"param_bytes", "gradient_bytes", "optimizer_bytes"};
   for (size_t k = 0; k < 3; ++k) {
     nlohmann::json per_rank = nlohmann::json::array();
-    for (int r = 0; r < comm.world_size(); ++r) per_rank.push_back(all[static_cast<size_t>(3 * r) + k]);
+    for (int r = 0; r < comm.world_size(); ++r)
+      per_rank.push_back(all[static_cast<size_t>(3 * r) + k]);
     j[keys[k]] = per_rank;
   }
   std::cout << j.dump() << std::endl;
@@ -134,11 +137,13 @@ struct World {
   std::unique_ptr<comm::Communicator> comm;
 };
 
-absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> JoinMpi(const runtime::RankInfo& info, World& w) {
+absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> JoinMpi(const runtime::RankInfo& info,
+                                                               World& w) {
   absl::StatusOr<std::shared_ptr<comm::MpiSession>> session = comm::MpiSession::Start();
   if (!session.ok()) return session.status();
   w.session = *session;
-  absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> mpi = comm::MpiCommunicator::Create(w.session);
+  absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> mpi =
+      comm::MpiCommunicator::Create(w.session);
   if (!mpi.ok()) return mpi.status();
   if ((*mpi)->rank() != info.rank || (*mpi)->world_size() != info.world_size) {
     return absl::FailedPreconditionError(
@@ -153,7 +158,8 @@ absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> JoinMpi(const runtime::Ra
 absl::StatusOr<train::Device> DeviceOf(const std::string& flag, const CampaignSpec& spec) {
   if (flag == "cpu") return train::Device::kCpu;
   if (flag == "cuda") return train::Device::kCuda;
-  if (flag == "auto") return spec.resources.gpus_per_node > 0 ? train::Device::kCuda : train::Device::kCpu;
+  if (flag == "auto")
+    return spec.resources.gpus_per_node > 0 ? train::Device::kCuda : train::Device::kCpu;
   return absl::InvalidArgumentError(Cat("--device ", flag, ": want cpu, cuda or auto"));
 }
 
@@ -164,14 +170,16 @@ absl::StatusOr<World> JoinWorld(const runtime::RankInfo& info, train::Device dev
     // This rank's GPU, by its local rank (runtime::ChooseCudaDevice).
     absl::StatusOr<std::vector<kernels::CudaDevice>> devices = kernels::ListCudaDevices();
     if (!devices.ok()) {
-      return absl::FailedPreconditionError(Cat("asked to train on a GPU: ", devices.status().message()));
+      return absl::FailedPreconditionError(
+          Cat("asked to train on a GPU: ", devices.status().message()));
     }
     absl::StatusOr<int> index = runtime::ChooseCudaDevice(info, static_cast<int>(devices->size()));
     if (!index.ok()) return index.status();
     if (absl::Status s = kernels::UseCudaDevice(*index); !s.ok()) return s;
     const kernels::CudaDevice& d = (*devices)[static_cast<size_t>(*index)];
-    spdlog::info("rank {} (local rank {}) on GPU {} of {}: {}, {:.0f} GiB", info.rank, info.local_rank, *index,
-                 devices->size(), d.name, static_cast<double>(d.memory_bytes) / (1 << 30));
+    spdlog::info("rank {} (local rank {}) on GPU {} of {}: {}, {:.0f} GiB", info.rank,
+                 info.local_rank, *index, devices->size(), d.name,
+                 static_cast<double>(d.memory_bytes) / (1 << 30));
   }
   if (info.world_size == 1 && device == train::Device::kCpu) {
     w.comm = std::make_unique<comm::SingleCommunicator>();
@@ -195,7 +203,9 @@ absl::StatusOr<World> JoinWorld(const runtime::RankInfo& info, train::Device dev
     absl::StatusOr<std::unique_ptr<comm::MpiCommunicator>> mpi = JoinMpi(info, w);
     if (!mpi.ok()) return mpi.status();
     id.resize(comm::kNcclIdBytes);
-    if (absl::Status s = (*mpi)->Broadcast(std::as_writable_bytes(std::span(id.data(), id.size())), 0); !s.ok()) {
+    if (absl::Status s =
+            (*mpi)->Broadcast(std::as_writable_bytes(std::span(id.data(), id.size())), 0);
+        !s.ok()) {
       return s;
     }
   } else if (info.world_size > 1 && link != nullptr) {
@@ -203,19 +213,21 @@ absl::StatusOr<World> JoinWorld(const runtime::RankInfo& info, train::Device dev
     if (!met.ok()) return met.status();
     id = std::move(*met);
   } else if (info.world_size > 1) {
-    return absl::FailedPreconditionError(
-        Cat(info.world_size, " ranks on GPUs (started by ", runtime::RankSourceName(info.source),
-            "): the NCCL id goes from rank 0 to the others over mpirun's MPI or belayd's rendezvous; "
-            "start the ranks with mpirun or under belayd"));
+    return absl::FailedPreconditionError(Cat(
+        info.world_size, " ranks on GPUs (started by ", runtime::RankSourceName(info.source),
+        "): the NCCL id goes from rank 0 to the others over mpirun's MPI or belayd's rendezvous; "
+        "start the ranks with mpirun or under belayd"));
   }
-  absl::StatusOr<std::unique_ptr<comm::Communicator>> nccl = comm::CreateNcclCommunicator(id, info.rank, info.world_size);
+  absl::StatusOr<std::unique_ptr<comm::Communicator>> nccl =
+      comm::CreateNcclCommunicator(id, info.rank, info.world_size);
   if (!nccl.ok()) return nccl.status();
   w.comm = std::move(*nccl);
   return w;
 }
 
 int Run(const TrainOptions& o) {
-  absl::StatusOr<runtime::RankInfo> info = runtime::RankInfoFromEnvironment(runtime::ProcessEnvironment());
+  absl::StatusOr<runtime::RankInfo> info =
+      runtime::RankInfoFromEnvironment(runtime::ProcessEnvironment());
   if (!info.ok()) {
     spdlog::error("{}", std::string(info.status().message()));
     return 1;
@@ -236,14 +248,17 @@ int Run(const TrainOptions& o) {
       spdlog::error("cannot learn the checkpoint to resume from: {}", std::string(s.message()));
       return 1;
     }
-    if (link->registration().has_resume_checkpoint()) opts.resume = link->registration().resume_checkpoint().dir();
+    if (link->registration().has_resume_checkpoint())
+      opts.resume = link->registration().resume_checkpoint().dir();
   } else if (link) {
     link->Register(std::chrono::seconds(20)).IgnoreError();  // logged; training goes on
   }
   // Errors every rank agrees on are logged once, by rank 0, and told to belayd by every rank.
-  auto fail = [&](const std::string& what, v1::EndReason reason = v1::END_REASON_UNSPECIFIED, int code = 1) {
+  auto fail = [&](const std::string& what, v1::EndReason reason = v1::END_REASON_UNSPECIFIED,
+                  int code = 1) {
     if (lead) spdlog::error("{}", what);
-    if (link) link->Finish(v1::EXIT_KIND_ERROR, reason, what, 0, std::chrono::seconds(10)).IgnoreError();
+    if (link)
+      link->Finish(v1::EXIT_KIND_ERROR, reason, what, 0, std::chrono::seconds(10)).IgnoreError();
     return code;
   };
 
@@ -259,30 +274,37 @@ int Run(const TrainOptions& o) {
   const int64_t last = o.steps > 0 ? o.steps : spec.total_steps();
 
   absl::StatusOr<train::Device> device = DeviceOf(o.device, spec);
-  if (!device.ok()) return fail(std::string(device.status().message()), v1::END_REASON_UNSPECIFIED, 2);
+  if (!device.ok())
+    return fail(std::string(device.status().message()), v1::END_REASON_UNSPECIFIED, 2);
   // Errors joining differ per rank: each rank says its own.
   absl::StatusOr<World> world = JoinWorld(*info, *device, link.get());
   if (!world.ok()) {
     const std::string what = Cat("rank ", info->rank, ": ", world.status().message());
     spdlog::error("{}", what);
-    if (link) link->Finish(v1::EXIT_KIND_ERROR, v1::END_REASON_UNSPECIFIED, what, 0, std::chrono::seconds(10)).IgnoreError();
+    if (link)
+      link->Finish(v1::EXIT_KIND_ERROR, v1::END_REASON_UNSPECIFIED, what, 0,
+                   std::chrono::seconds(10))
+          .IgnoreError();
     return 1;
   }
   comm::Communicator& comm = *world->comm;
 
-  absl::StatusOr<std::unique_ptr<train::Trainer>> created = train::Trainer::Create(spec, comm, *device);
+  absl::StatusOr<std::unique_ptr<train::Trainer>> created =
+      train::Trainer::Create(spec, comm, *device);
   if (!created.ok()) {
     const absl::StatusCode code = created.status().code();
     const v1::EndReason reason = code == absl::StatusCode::kNotFound ? v1::END_REASON_MISSING_DATA
-                                 : code == absl::StatusCode::kInvalidArgument ? v1::END_REASON_BAD_SPEC
-                                                                              : v1::END_REASON_UNSPECIFIED;
+                                 : code == absl::StatusCode::kInvalidArgument
+                                     ? v1::END_REASON_BAD_SPEC
+                                     : v1::END_REASON_UNSPECIFIED;
     return fail(std::string(created.status().message()), reason);
   }
   train::Trainer& trainer = **created;
   if (lead) {
     spdlog::info("rank 0 of {} on {}, ZeRO stage {}, {} micro-batches of {} per rank per step",
                  comm.world_size(),
-                 trainer.gpu() != nullptr ? Cat("GPUs (", trainer.gpu()->attention(), " attention)") : "CPUs",
+                 trainer.gpu() != nullptr ? Cat("GPUs (", trainer.gpu()->attention(), " attention)")
+                                          : "CPUs",
                  spec.train.zero_stage, trainer.grad_accum_steps(), spec.train.micro_batch);
   }
   if (!opts.resume.empty()) {
@@ -294,13 +316,20 @@ int Run(const TrainOptions& o) {
   if (link) {
     link->SetPhaseSource([&trainer] {
       switch (trainer.phase()) {
-        case train::Phase::kData: return v1::WORKER_PHASE_DATA;
-        case train::Phase::kForward: return v1::WORKER_PHASE_FORWARD;
-        case train::Phase::kBackward: return v1::WORKER_PHASE_BACKWARD;
-        case train::Phase::kCollective: return v1::WORKER_PHASE_COLLECTIVE;
-        case train::Phase::kOptimizer: return v1::WORKER_PHASE_OPTIMIZER;
-        case train::Phase::kEval: return v1::WORKER_PHASE_EVAL;
-        case train::Phase::kCheckpoint: return v1::WORKER_PHASE_CHECKPOINT;
+        case train::Phase::kData:
+          return v1::WORKER_PHASE_DATA;
+        case train::Phase::kForward:
+          return v1::WORKER_PHASE_FORWARD;
+        case train::Phase::kBackward:
+          return v1::WORKER_PHASE_BACKWARD;
+        case train::Phase::kCollective:
+          return v1::WORKER_PHASE_COLLECTIVE;
+        case train::Phase::kOptimizer:
+          return v1::WORKER_PHASE_OPTIMIZER;
+        case train::Phase::kEval:
+          return v1::WORKER_PHASE_EVAL;
+        case train::Phase::kCheckpoint:
+          return v1::WORKER_PHASE_CHECKPOINT;
       }
       return v1::WORKER_PHASE_UNSPECIFIED;
     });
@@ -310,7 +339,8 @@ int Run(const TrainOptions& o) {
     absl::StatusOr<std::vector<std::filesystem::path>> removed =
         ckpt::RemoveIncomplete(spec.checkpoint.dir, spec.campaign.name);
     if (removed.ok()) {
-      for (const auto& p : *removed) spdlog::info("removed the leftover of an interrupted save: {}", p.string());
+      for (const auto& p : *removed)
+        spdlog::info("removed the leftover of an interrupted save: {}", p.string());
     }
   }
 
@@ -328,7 +358,9 @@ int Run(const TrainOptions& o) {
     if (!mtbf.ok()) return fail(Cat("--mtbf / BELAY_CHECKPOINT_MTBF: ", mtbf.status().message()));
     auto_clock.emplace(*mtbf, Now());
     if (lead) {
-      spdlog::info("checkpoint.every_steps = auto: saving by the Young/Daly rule for a failure every {} s", *mtbf);
+      spdlog::info(
+          "checkpoint.every_steps = auto: saving by the Young/Daly rule for a failure every {} s",
+          *mtbf);
     }
   }
   auto save_due = [&](int64_t step) {
@@ -362,7 +394,8 @@ int Run(const TrainOptions& o) {
   if (const char* v = std::getenv("BELAY_FAULT_NAN_AT_STEP"); v != nullptr) {
     const char* want = std::getenv("BELAY_FAULT_ATTEMPT");
     const char* attempt = std::getenv("BELAY_ATTEMPT");
-    if (attempt == nullptr || std::string(attempt) == (want != nullptr ? want : "1")) nan_at = std::atoll(v);
+    if (attempt == nullptr || std::string(attempt) == (want != nullptr ? want : "1"))
+      nan_at = std::atoll(v);
   }
   // checkpoint.async: a save's shard is written by a thread of its own during the next
   // step, and the save completes (reported to belayd, or committed standalone) after that
@@ -373,23 +406,29 @@ int Run(const TrainOptions& o) {
   // A save ended: `began` is when its state was taken, `cost` the seconds it held this rank's
   // training up (the auto interval's save cost; reported with the shard for the goodput
   // ledger).
-  auto saved = [&](const absl::StatusOr<train::CheckpointInfo>& c, const train::StepMetrics& at, double began,
-                   double cost) {
+  auto saved = [&](const absl::StatusOr<train::CheckpointInfo>& c, const train::StepMetrics& at,
+                   double began, double cost) {
     if (auto_clock) {
       auto_clock->Saved(began, cost);
       if (lead) {
-        spdlog::info("checkpoint.every_steps = auto: the save held training up {:.3f} s; next save {:.0f} s after it",
-                     cost, auto_clock->interval_s().value_or(0));
+        spdlog::info(
+            "checkpoint.every_steps = auto: the save held training up {:.3f} s; next save {:.0f} s "
+            "after it",
+            cost, auto_clock->interval_s().value_or(0));
       }
     }
     if (!c.ok()) {
-      if (lead) spdlog::error("checkpoint at step {} failed: {}", at.step, std::string(c.status().message()));
+      if (lead)
+        spdlog::error("checkpoint at step {} failed: {}", at.step,
+                      std::string(c.status().message()));
       if (link && lead) link->ReportSaveFailure(at.step, std::string(c.status().message()));
       return;
     }
     saved_at = at.step;
     if (lead) spdlog::info("checkpoint step {}: {}", c->step, c->step_dir.string());
-    if (link) link->ReportShard(ShardProto(*c, comm.rank(), cost), lead ? std::optional(ToProto(at)) : std::nullopt);
+    if (link)
+      link->ReportShard(ShardProto(*c, comm.rank(), cost),
+                        lead ? std::optional(ToProto(at)) : std::nullopt);
   };
   auto finish_pending = [&] {
     if (!pending) return;
@@ -415,7 +454,8 @@ int Run(const TrainOptions& o) {
     finish_pending();
     if (spec.train.eval_every > 0 && m.step % spec.train.eval_every == 0) {
       const double val = trainer.Evaluate();
-      if (lead) std::cout << nlohmann::json{{"step", m.step}, {"val_loss", val}}.dump() << std::endl;
+      if (lead)
+        std::cout << nlohmann::json{{"step", m.step}, {"val_loss", val}}.dump() << std::endl;
       if (link && lead) {
         v1::EvalMetrics e;
         e.set_step(m.step);
@@ -437,7 +477,8 @@ int Run(const TrainOptions& o) {
           saved(begun.status(), m, t0, Now() - t0);
         }
       } else {
-        absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode);
+        absl::StatusOr<train::CheckpointInfo> c =
+            trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode);
         saved(c, m, t0, Now() - t0);
       }
     }
@@ -446,15 +487,19 @@ int Run(const TrainOptions& o) {
   if (g_stop_signal != 0) spdlog::warn("signal {}: checkpointing and stopping", int{g_stop_signal});
   if (trainer.step() != saved_at) {
     const double t0 = Now();
-    absl::StatusOr<train::CheckpointInfo> c = trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode);
-    if (!c.ok()) return fail(Cat("final checkpoint at step ", trainer.step(), " failed: ", c.status().message()));
+    absl::StatusOr<train::CheckpointInfo> c =
+        trainer.SaveCheckpoint(spec.checkpoint.dir, m, save_mode);
+    if (!c.ok())
+      return fail(
+          Cat("final checkpoint at step ", trainer.step(), " failed: ", c.status().message()));
     saved(c, m, t0, Now() - t0);
   }
   if (link) {
     const v1::ExitKind kind = trainer.step() >= spec.total_steps() ? v1::EXIT_KIND_COMPLETED
-                              : g_stop_signal == SIGUSR1         ? v1::EXIT_KIND_TIME_LIMIT_CHECKPOINTED
-                                                                 : v1::EXIT_KIND_STOPPED;
-    link->Finish(kind, v1::END_REASON_UNSPECIFIED, "", trainer.step(), std::chrono::seconds(30)).IgnoreError();
+                              : g_stop_signal == SIGUSR1 ? v1::EXIT_KIND_TIME_LIMIT_CHECKPOINTED
+                                                         : v1::EXIT_KIND_STOPPED;
+    link->Finish(kind, v1::END_REASON_UNSPECIFIED, "", trainer.step(), std::chrono::seconds(30))
+        .IgnoreError();
   }
   return 0;
 }
@@ -475,17 +520,19 @@ void AddTrainCommand(CLI::App& app, int* exit_code) {
                   "checkpoint to resume from: a step directory, or a checkpoint root (its newest "
                   "committed step)");
   cmd->add_flag("--resume-from-coordinator", opts->resume_from_coordinator,
-                 "under belayd: resume from the checkpoint belayd names when the ranks register "
-                 "(for jobs queued before that checkpoint existed)")
+                "under belayd: resume from the checkpoint belayd names when the ranks register "
+                "(for jobs queued before that checkpoint existed)")
       ->excludes("--resume");
-  cmd->add_option("--mtbf", opts->mtbf,
-                  "for checkpoint.every_steps = \"auto\": the mean time between failures to save for, "
-                  "a duration such as \"4h\" or seconds (belayd sets it from the campaign's history)")
+  cmd->add_option(
+         "--mtbf", opts->mtbf,
+         "for checkpoint.every_steps = \"auto\": the mean time between failures to save for, "
+         "a duration such as \"4h\" or seconds (belayd sets it from the campaign's history)")
       ->envname("BELAY_CHECKPOINT_MTBF")
       ->capture_default_str();
-  cmd->add_option("--device", opts->device,
-                  "cpu, cuda, or auto: cuda when the campaign asks for GPUs (resources.gpus_per_node); "
-                  "each rank takes the GPU of its local rank")
+  cmd->add_option(
+         "--device", opts->device,
+         "cpu, cuda, or auto: cuda when the campaign asks for GPUs (resources.gpus_per_node); "
+         "each rank takes the GPU of its local rank")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->callback([opts, exit_code] { *exit_code = Run(*opts); });
 }

@@ -57,7 +57,8 @@ absl::StatusOr<std::filesystem::path> BeginStep(const std::filesystem::path& roo
 // directories above it). A step directory already there — an earlier attempt's save of this
 // step on a trajectory given up since, committed or not — is deleted first (renamed to
 // ".trash", then removed). Call it from the campaign's one writing process.
-absl::Status PrepareStepDir(const std::filesystem::path& root, std::string_view campaign, int64_t step);
+absl::Status PrepareStepDir(const std::filesystem::path& root, std::string_view campaign,
+                            int64_t step);
 // Standalone mode: renames StepTempDir to StepDir and fsyncs the campaign directory. The
 // temporary directory must hold manifest.json (FailedPrecondition otherwise); AlreadyExists if
 // the step is already committed (remove the old one first).

@@ -5,17 +5,17 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
-#include <optional>
-#include <tuple>
 #include <cerrno>
+#include <charconv>
 #include <limits>
+#include <optional>
 #include <system_error>
+#include <tuple>
 
 #include "common/checksum.h"
+#include "common/ckpt/layout.h"
 #include "common/durable_file.h"
 #include "common/strings.h"
-#include "common/ckpt/layout.h"
 
 namespace belay::ckpt {
 namespace {
@@ -122,7 +122,8 @@ absl::StatusOr<ShardMap> ShardMapFromJson(const Decoder& d, const json& j, int w
   absl::StatusOr<const json*> ranks = d.Member(j, "ranks", "shard_map.ranks");
   if (!ranks.ok()) return ranks.status();
   if (!(*ranks)->is_array() || (*ranks)->size() != static_cast<size_t>(world_size)) {
-    return d.Error("shard_map.ranks", Cat("must be an array of ", world_size, " lists, one per rank"));
+    return d.Error("shard_map.ranks",
+                   Cat("must be an array of ", world_size, " lists, one per rank"));
   }
   for (size_t r = 0; r < (*ranks)->size(); ++r) {
     const json& list = (**ranks)[r];
@@ -135,7 +136,8 @@ absl::StatusOr<ShardMap> ShardMapFromJson(const Decoder& d, const json& j, int w
       if (!parsed) return d.Error(at, "must be a string \"<tensor> <offset> <count>\"");
       auto [name, offset, count] = std::move(*parsed);
       auto total = map.totals.find(name);
-      if (total == map.totals.end()) return d.Error(at, Cat("tensor ", name, " is not in shard_map.tensors"));
+      if (total == map.totals.end())
+        return d.Error(at, Cat("tensor ", name, " is not in shard_map.tensors"));
       if (count == 0 || offset > total->second || count > total->second - offset) {
         return d.Error(at, Cat("range [", offset, ", +", count, ") is not inside ", name, "'s ",
                                total->second, " elements"));
@@ -147,16 +149,19 @@ absl::StatusOr<ShardMap> ShardMapFromJson(const Decoder& d, const json& j, int w
     uint64_t next = 0;
     for (const ShardRange& range : map.ranges[name]) {
       if (range.offset > next) {
-        return d.Error("shard_map", Cat(name, ": elements [", next, ", ", range.offset, ") are in no shard"));
+        return d.Error("shard_map",
+                       Cat(name, ": elements [", next, ", ", range.offset, ") are in no shard"));
       }
       if (range.offset < next) {
-        return d.Error("shard_map", Cat(name, ": elements from ", range.offset, " are in two shards (rank ",
-                                        range.rank, " and an earlier one)"));
+        return d.Error("shard_map",
+                       Cat(name, ": elements from ", range.offset, " are in two shards (rank ",
+                           range.rank, " and an earlier one)"));
       }
       next = range.offset + range.count;
     }
     if (next != total) {
-      return d.Error("shard_map", Cat(name, ": elements [", next, ", ", total, ") are in no shard"));
+      return d.Error("shard_map",
+                     Cat(name, ": elements [", next, ", ", total, ") are in no shard"));
     }
   }
   return map;
@@ -181,9 +186,9 @@ json ShardMapToJson(const ShardMap& map, int world_size) {
 void ShardMap::Add(const std::string& name, uint64_t total, ShardRange range) {
   totals[name] = total;
   std::vector<ShardRange>& v = ranges[name];
-  auto at = std::lower_bound(v.begin(), v.end(), range, [](const ShardRange& a, const ShardRange& b) {
-    return a.offset < b.offset;
-  });
+  auto at = std::lower_bound(
+      v.begin(), v.end(), range,
+      [](const ShardRange& a, const ShardRange& b) { return a.offset < b.offset; });
   v.insert(at, range);
 }
 

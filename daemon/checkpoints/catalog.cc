@@ -13,8 +13,8 @@ namespace belay::checkpoints {
 
 namespace fs = std::filesystem;
 
-pb::Checkpoint NewPending(const std::string& campaign_id, int64_t step, int32_t attempt, int32_t world_size,
-                          fs::path dir) {
+pb::Checkpoint NewPending(const std::string& campaign_id, int64_t step, int32_t attempt,
+                          int32_t world_size, fs::path dir) {
   pb::Checkpoint ck;
   ck.set_campaign_id(campaign_id);
   ck.set_step(step);
@@ -34,15 +34,19 @@ absl::StatusOr<ShardAdded> AddShard(pb::Checkpoint& ck, const pb::CheckpointShar
     return absl::InvalidArgumentError(Cat(what, ": rank: outside 0..", ck.world_size() - 1));
   }
   if (shard.bytes() <= 0 || shard.bytes() > kMaxShardBytes) {
-    return absl::InvalidArgumentError(Cat(what, ": bytes: ", shard.bytes(), " is not in 1..", kMaxShardBytes));
+    return absl::InvalidArgumentError(
+        Cat(what, ": bytes: ", shard.bytes(), " is not in 1..", kMaxShardBytes));
   }
   const fs::path expected = fs::path(ck.dir()) / ckpt::ShardFileName(shard.rank());
   if (fs::path(shard.path()) != expected) {
-    return absl::InvalidArgumentError(Cat(what, ": path: \"", shard.path(), "\", expected \"", expected.string(), "\""));
+    return absl::InvalidArgumentError(
+        Cat(what, ": path: \"", shard.path(), "\", expected \"", expected.string(), "\""));
   }
   for (const pb::TensorSlice& t : shard.tensors()) {
-    if (t.name().empty() || t.element_count() <= 0 || t.element_offset() < 0 || t.shape_size() == 0) {
-      return absl::InvalidArgumentError(Cat(what, ": tensors: slice \"", t.name(), "\" has no name, shape or elements"));
+    if (t.name().empty() || t.element_count() <= 0 || t.element_offset() < 0 ||
+        t.shape_size() == 0) {
+      return absl::InvalidArgumentError(
+          Cat(what, ": tensors: slice \"", t.name(), "\" has no name, shape or elements"));
     }
   }
   auto* shards = ck.mutable_shards();
@@ -50,13 +54,14 @@ absl::StatusOr<ShardAdded> AddShard(pb::Checkpoint& ck, const pb::CheckpointShar
                              [](const pb::CheckpointShard& s, int32_t r) { return s.rank() < r; });
   if (at != shards->end() && at->rank() == shard.rank()) {
     if (at->bytes() == shard.bytes() && at->xxh3() == shard.xxh3()) return ShardAdded::kRepeat;
-    return absl::FailedPreconditionError(Cat(what, ": already reported as ", at->bytes(), " bytes, xxh3 ",
-                                             FormatXxh3(at->xxh3()), "; now ", shard.bytes(), " bytes, xxh3 ",
-                                             FormatXxh3(shard.xxh3())));
+    return absl::FailedPreconditionError(
+        Cat(what, ": already reported as ", at->bytes(), " bytes, xxh3 ", FormatXxh3(at->xxh3()),
+            "; now ", shard.bytes(), " bytes, xxh3 ", FormatXxh3(shard.xxh3())));
   }
   int64_t total = 0;
   if (__builtin_add_overflow(ck.total_bytes(), shard.bytes(), &total)) {
-    return absl::InvalidArgumentError(Cat(what, ": bytes: ", shard.bytes(), " more than a checkpoint can hold"));
+    return absl::InvalidArgumentError(
+        Cat(what, ": bytes: ", shard.bytes(), " more than a checkpoint can hold"));
   }
   const auto index = at - shards->begin();  // Add may move the elements
   shards->Add(pb::CheckpointShard(shard));
@@ -66,10 +71,11 @@ absl::StatusOr<ShardAdded> AddShard(pb::Checkpoint& ck, const pb::CheckpointShar
   return shards->size() == ck.world_size() ? ShardAdded::kComplete : ShardAdded::kAdded;
 }
 
-absl::StatusOr<ckpt::Manifest> BuildManifest(const pb::Checkpoint& ck, const std::string& campaign) {
+absl::StatusOr<ckpt::Manifest> BuildManifest(const pb::Checkpoint& ck,
+                                             const std::string& campaign) {
   if (ck.shards_size() != ck.world_size()) {
-    return absl::FailedPreconditionError(Cat("checkpoint step ", ck.step(), ": ", ck.shards_size(), " of ",
-                                             ck.world_size(), " shards reported"));
+    return absl::FailedPreconditionError(Cat("checkpoint step ", ck.step(), ": ", ck.shards_size(),
+                                             " of ", ck.world_size(), " shards reported"));
   }
   ckpt::Manifest m;
   m.campaign = campaign;
@@ -78,23 +84,27 @@ absl::StatusOr<ckpt::Manifest> BuildManifest(const pb::Checkpoint& ck, const std
   ckpt::ShardMap map;
   bool any_slices = false;
   for (const pb::CheckpointShard& s : ck.shards()) {
-    m.shards.push_back({s.rank(), ckpt::ShardFileName(s.rank()), static_cast<uint64_t>(s.bytes()), s.xxh3()});
+    m.shards.push_back(
+        {s.rank(), ckpt::ShardFileName(s.rank()), static_cast<uint64_t>(s.bytes()), s.xxh3()});
     for (const pb::TensorSlice& t : s.tensors()) {
       uint64_t total = 1;
       for (int64_t d : t.shape()) total *= static_cast<uint64_t>(std::max<int64_t>(d, 0));
       map.Add(t.name(), total,
-              {s.rank(), static_cast<uint64_t>(t.element_offset()), static_cast<uint64_t>(t.element_count())});
+              {s.rank(), static_cast<uint64_t>(t.element_offset()),
+               static_cast<uint64_t>(t.element_count())});
       any_slices = true;
     }
   }
   if (!any_slices) {
-    return absl::DataLossError(Cat("checkpoint step ", ck.step(), ": no rank reported the tensors of its shard"));
+    return absl::DataLossError(
+        Cat("checkpoint step ", ck.step(), ": no rank reported the tensors of its shard"));
   }
   // Ranges as ManifestFromJson wants them: sorted by offset within each tensor.
   for (auto& [name, ranges] : map.ranges) {
-    std::sort(ranges.begin(), ranges.end(), [](const ckpt::ShardRange& a, const ckpt::ShardRange& b) {
-      return a.offset != b.offset ? a.offset < b.offset : a.rank < b.rank;
-    });
+    std::sort(ranges.begin(), ranges.end(),
+              [](const ckpt::ShardRange& a, const ckpt::ShardRange& b) {
+                return a.offset != b.offset ? a.offset < b.offset : a.rank < b.rank;
+              });
   }
   m.shard_map = std::move(map);
   const pb::StepMetrics& x = ck.metrics();
@@ -115,7 +125,8 @@ std::string VerifyShards(const pb::Checkpoint& ck) {
   for (const pb::CheckpointShard& sh : ck.shards()) {
     std::error_code ec;
     const uintmax_t size = fs::file_size(sh.path(), ec);
-    if (ec == std::errc::no_such_file_or_directory) return Cat(sh.path(), ": shard of rank ", sh.rank(), " is missing");
+    if (ec == std::errc::no_such_file_or_directory)
+      return Cat(sh.path(), ": shard of rank ", sh.rank(), " is missing");
     if (ec) return Cat(sh.path(), ": shard of rank ", sh.rank(), " cannot be read: ", ec.message());
     if (static_cast<int64_t>(size) != sh.bytes()) {
       return Cat(sh.path(), ": ", size, " bytes, ", sh.bytes(), " when it was written");
@@ -123,13 +134,15 @@ std::string VerifyShards(const pb::Checkpoint& ck) {
     absl::StatusOr<uint64_t> sum = Xxh3File(sh.path());
     if (!sum.ok()) return std::string(sum.status().message());
     if (*sum != sh.xxh3()) {
-      return Cat(sh.path(), ": checksum mismatch: written as ", FormatXxh3(sh.xxh3()), ", now ", FormatXxh3(*sum));
+      return Cat(sh.path(), ": checksum mismatch: written as ", FormatXxh3(sh.xxh3()), ", now ",
+                 FormatXxh3(*sum));
     }
   }
   return "";
 }
 
-std::vector<int64_t> PlanRetention(const std::vector<pb::Checkpoint>& all, const RetentionPolicy& policy,
+std::vector<int64_t> PlanRetention(const std::vector<pb::Checkpoint>& all,
+                                   const RetentionPolicy& policy,
                                    const std::vector<int64_t>& protect) {
   std::vector<int64_t> committed;
   for (const pb::Checkpoint& ck : all) {

@@ -46,7 +46,8 @@ absl::StatusOr<ShardAdded> AddShard(pb::Checkpoint& checkpoint, const pb::Checkp
 // exactly once, each slice inside its tensor), the metrics of the saved step. `campaign` is
 // the directory name the step lives under. DataLoss naming the problem when the slices do
 // not make a valid map (a rank reported a wrong plan, or none at all).
-absl::StatusOr<ckpt::Manifest> BuildManifest(const pb::Checkpoint& checkpoint, const std::string& campaign);
+absl::StatusOr<ckpt::Manifest> BuildManifest(const pb::Checkpoint& checkpoint,
+                                             const std::string& campaign);
 
 // Re-checks every shard the record lists against the files: present, same size, same xxh3.
 // The first problem in rank order ("…/rank_00001.bin: checksum mismatch: …"), or empty.
@@ -62,7 +63,8 @@ struct RetentionPolicy {
 // keep_last, not a multiple of keep_every, and not in `protect` (the newest good checkpoint).
 // The newest committed checkpoint always stays.
 // Ascending steps. Records in other states are not considered.
-std::vector<int64_t> PlanRetention(const std::vector<pb::Checkpoint>& all, const RetentionPolicy& policy,
+std::vector<int64_t> PlanRetention(const std::vector<pb::Checkpoint>& all,
+                                   const RetentionPolicy& policy,
                                    const std::vector<int64_t>& protect);
 
 }  // namespace belay::checkpoints

@@ -22,7 +22,8 @@ using ::testing::IsEmpty;
 
 // Rank r of `world` holds elements [r*n/world, (r+1)*n/world) of a 10-element tensor "w" and
 // all of "b" (3 elements) when r == 0.
-pb::CheckpointShard Shard(const pb::Checkpoint& ck, int rank, int world, int64_t bytes = 100, uint64_t sum = 7) {
+pb::CheckpointShard Shard(const pb::Checkpoint& ck, int rank, int world, int64_t bytes = 100,
+                          uint64_t sum = 7) {
   pb::CheckpointShard s;
   s.set_step(ck.step());
   s.set_rank(rank);
@@ -83,7 +84,8 @@ TEST(Catalog, BadReportsAreRefusedNamingTheField) {
 
 TEST(Catalog, AbsurdSizesAreRefusedAndTheTotalNeverOverflows) {
   pb::Checkpoint ck = NewPending("c-1", 40, 2, 3, "/ck/c-1/step_000000040");
-  EXPECT_THAT(AddShard(ck, Shard(ck, 0, 3, kMaxShardBytes + 1)).status().message(), HasSubstr("bytes"));
+  EXPECT_THAT(AddShard(ck, Shard(ck, 0, 3, kMaxShardBytes + 1)).status().message(),
+              HasSubstr("bytes"));
   EXPECT_THAT(AddShard(ck, Shard(ck, 0, 3, -5)).status().message(), HasSubstr("bytes"));
   // A record already near the largest total (as a hostile rank's reports could make it).
   ck.set_total_bytes(std::numeric_limits<int64_t>::max() - 10);
@@ -108,8 +110,9 @@ TEST(Catalog, ManifestCarriesTheAssembledShardMap) {
   EXPECT_EQ(m->shards[1].xxh3, 8u);
   ASSERT_TRUE(m->shard_map.has_value());
   EXPECT_EQ(m->shard_map->totals.at("w"), 10u);
-  EXPECT_THAT(m->shard_map->Find("w", 0, 10),
-              ElementsAre(ckpt::ShardRange{0, 0, 3}, ckpt::ShardRange{1, 3, 3}, ckpt::ShardRange{2, 6, 4}));
+  EXPECT_THAT(
+      m->shard_map->Find("w", 0, 10),
+      ElementsAre(ckpt::ShardRange{0, 0, 3}, ckpt::ShardRange{1, 3, 3}, ckpt::ShardRange{2, 6, 4}));
   EXPECT_EQ(m->metrics["loss"].get<double>(), 2.5);
   EXPECT_EQ(m->metrics["tokens"].get<int64_t>(), 4096);
   // What is written is what readers accept.
@@ -131,7 +134,8 @@ TEST(Catalog, ManifestRefusesSlicesThatDoNotCoverTheTensors) {
   pb::CheckpointShard s = Shard(bare, 0, 1);
   s.clear_tensors();
   ASSERT_TRUE(AddShard(bare, s).ok());
-  EXPECT_THAT(BuildManifest(bare, "c-1").status().message(), HasSubstr("no rank reported the tensors"));
+  EXPECT_THAT(BuildManifest(bare, "c-1").status().message(),
+              HasSubstr("no rank reported the tensors"));
   // Incomplete: refused.
   pb::Checkpoint half = NewPending("c-1", 40, 2, 2, "/ck/c-1/step_000000040");
   ASSERT_TRUE(AddShard(half, Shard(half, 0, 2)).ok());

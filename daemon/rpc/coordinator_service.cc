@@ -4,8 +4,8 @@
 #include <pwd.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <fstream>
 #include <thread>
 
@@ -17,8 +17,8 @@
 #include "daemon/scheduler/identity.h"
 #include "daemon/scheduler/rank_files.h"
 #include "daemon/store/records.h"
-#include "daemon/supervisor/node_health.h"
 #include "daemon/supervisor/goodput.h"
+#include "daemon/supervisor/node_health.h"
 #include "daemon/supervisor/policy.h"
 
 namespace belay::rpc {
@@ -35,7 +35,9 @@ constexpr size_t kMaxNodes = 5000;
 constexpr size_t kMaxListingBytes = size_t{4} << 20;
 
 // A request's limit, bounded by the server's cap (0: the cap).
-size_t PageSize(int32_t asked, size_t cap) { return asked > 0 ? std::min(static_cast<size_t>(asked), cap) : cap; }
+size_t PageSize(int32_t asked, size_t cap) {
+  return asked > 0 ? std::min(static_cast<size_t>(asked), cap) : cap;
+}
 using supervisor::SetTime;
 
 std::string UserName(uid_t uid) {
@@ -58,11 +60,13 @@ void AddAttempts(const std::vector<v1::Attempt>& attempts, v1::GetCampaignRespon
 
 absl::StatusOr<PeerCredentials> CoordinatorService::Caller(const grpc::ServerContext* ctx) const {
   std::optional<PeerCredentials> c = peers_.Lookup(ctx->peer());
-  if (!c) return absl::UnauthenticatedError("the coordinator API is served on belayd's Unix socket only");
+  if (!c)
+    return absl::UnauthenticatedError("the coordinator API is served on belayd's Unix socket only");
   return *c;
 }
 
-absl::StatusOr<v1::Campaign> CoordinatorService::Visible(const grpc::ServerContext* ctx, const std::string& id) const {
+absl::StatusOr<v1::Campaign> CoordinatorService::Visible(const grpc::ServerContext* ctx,
+                                                         const std::string& id) const {
   absl::StatusOr<PeerCredentials> who = Caller(ctx);
   if (!who.ok()) return who.status();
   if (absl::Status s = store::ValidateId("campaign id", id); !s.ok()) return s;
@@ -74,7 +78,8 @@ absl::StatusOr<v1::Campaign> CoordinatorService::Visible(const grpc::ServerConte
   return **c;
 }
 
-void SetRecentRates(const std::vector<v1::StepMetrics>& recent, int64_t steps_left, TimePoint now, v1::Progress* p) {
+void SetRecentRates(const std::vector<v1::StepMetrics>& recent, int64_t steps_left, TimePoint now,
+                    v1::Progress* p) {
   if (recent.empty()) return;
   // Running means: a sum of the reports' values (each finite, not negative) could overflow
   // to infinity; a running mean stays within them.
@@ -90,8 +95,8 @@ void SetRecentRates(const std::vector<v1::StepMetrics>& recent, int64_t steps_le
   const double eta = st * static_cast<double>(steps_left);
   if (!(eta <= kMaxEtaSeconds)) return;  // also NaN and infinity
   p->mutable_eta()->set_seconds(static_cast<int64_t>(eta));
-  SetTime(p->mutable_estimated_end_time(),
-          now + std::chrono::duration_cast<TimePoint::duration>(std::chrono::duration<double>(eta)));
+  SetTime(p->mutable_estimated_end_time(), now + std::chrono::duration_cast<TimePoint::duration>(
+                                                     std::chrono::duration<double>(eta)));
 }
 
 absl::StatusOr<v1::Progress> CoordinatorService::ProgressOf(const v1::Campaign& c) const {
@@ -106,7 +111,8 @@ absl::StatusOr<v1::Progress> CoordinatorService::ProgressOf(const v1::Campaign& 
   p.set_total_tokens(c.total_steps() * c.tokens_per_step());
   p.set_restarts_used(c.restarts_used());
   if (c.has_last_checkpoint_step()) p.set_last_checkpoint_step(c.last_checkpoint_step());
-  absl::StatusOr<std::vector<v1::StepMetrics>> last = store::ListStepMetrics(store_, c.id(), 0, -1, 20, true);
+  absl::StatusOr<std::vector<v1::StepMetrics>> last =
+      store::ListStepMetrics(store_, c.id(), 0, -1, 20, true);
   if (!last.ok()) return last.status();
   if (!last->empty()) {
     p.set_loss(last->back().loss());
@@ -115,7 +121,8 @@ absl::StatusOr<v1::Progress> CoordinatorService::ProgressOf(const v1::Campaign& 
   return p;
 }
 
-grpc::Status CoordinatorService::SubmitCampaign(grpc::ServerContext* ctx, const v1::SubmitCampaignRequest* req,
+grpc::Status CoordinatorService::SubmitCampaign(grpc::ServerContext* ctx,
+                                                const v1::SubmitCampaignRequest* req,
                                                 v1::SubmitCampaignResponse* resp) {
   absl::StatusOr<PeerCredentials> who = Caller(ctx);
   if (!who.ok()) return ToGrpc(who.status());
@@ -124,18 +131,23 @@ grpc::Status CoordinatorService::SubmitCampaign(grpc::ServerContext* ctx, const 
   // before reading the file: its checks would probe paths with belayd's rights).
   if (const uid_t self = ::geteuid(); self != 0 && who->uid != self && who->uid != 0) {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        Cat("this belayd runs as ", UserName(self), " (uid ", self, "), not as root, so it starts ranks "
-                            "only as that user and takes campaigns only from it; submit to a belayd of your own, or "
-                            "to one running as root, which runs each campaign's ranks as the user who submitted it"));
+                        Cat("this belayd runs as ", UserName(self), " (uid ", self,
+                            "), not as root, so it starts ranks "
+                            "only as that user and takes campaigns only from it; submit to a "
+                            "belayd of your own, or "
+                            "to one running as root, which runs each campaign's ranks as the user "
+                            "who submitted it"));
   }
   if (req->spec_toml().size() > kMaxSpecBytes) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, Cat("campaign file larger than ", kMaxSpecBytes, " bytes"));
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        Cat("campaign file larger than ", kMaxSpecBytes, " bytes"));
   }
   SpecParseOptions o;
   o.check_paths = true;
   if (!req->spec_dir().empty()) o.base_dir = req->spec_dir();
   if (!o.base_dir.is_absolute() && !req->spec_toml().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "spec_dir must be an absolute directory");
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "spec_dir must be an absolute directory");
   }
   // The bytes are hostile until a child process has parsed them and lived (a parser crash
   // then ends the child, not belayd): see common/isolated_spec_check.h.
@@ -152,10 +164,13 @@ grpc::Status CoordinatorService::SubmitCampaign(grpc::ServerContext* ctx, const 
     // The file's paths (data globs, a checkpoint directory to create) are checked with the
     // submitting user's rights, those its ranks will have, not with a root belayd's. (A
     // belayd that is not root runs everything as itself.)
-    absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_user = sched::FilesystemIdentity::Assume(
-        ::geteuid() == 0 ? who->uid : static_cast<uint32_t>(::geteuid()), "who submits the campaign");
+    absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_user =
+        sched::FilesystemIdentity::Assume(
+            ::geteuid() == 0 ? who->uid : static_cast<uint32_t>(::geteuid()),
+            "who submits the campaign");
     if (!as_user.ok()) return ToGrpc(as_user.status());
-    parsed = ParseCampaignSpec(req->spec_toml(), req->spec_file().empty() ? "campaign.toml" : req->spec_file(), o);
+    parsed = ParseCampaignSpec(req->spec_toml(),
+                               req->spec_file().empty() ? "campaign.toml" : req->spec_file(), o);
   }
   for (const SpecError& e : parsed.errors) {
     v1::SpecError* pe = resp->add_errors();
@@ -166,18 +181,20 @@ grpc::Status CoordinatorService::SubmitCampaign(grpc::ServerContext* ctx, const 
   }
   if (!parsed.ok() || req->validate_only()) return grpc::Status::OK;
   if (parsed.spec->resources.scheduler == SchedulerKind::kSlurm && facts_.slurm_conf.empty()) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        "the campaign asks for scheduler \"slurm\"; this belayd knows no Slurm cluster "
-                        "(no slurm.conf: start it with --slurm-conf or SLURM_CONF)");
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        "the campaign asks for scheduler \"slurm\"; this belayd knows no Slurm cluster "
+        "(no slurm.conf: start it with --slurm-conf or SLURM_CONF)");
   }
-  absl::StatusOr<v1::Campaign> c =
-      supervisor_.Submit(*parsed.spec, req->spec_toml(), req->spec_file(), who->uid, UserName(who->uid));
+  absl::StatusOr<v1::Campaign> c = supervisor_.Submit(
+      *parsed.spec, req->spec_toml(), req->spec_file(), who->uid, UserName(who->uid));
   if (!c.ok()) return ToGrpc(c.status());
   *resp->mutable_campaign() = *c;
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::ListCampaigns(grpc::ServerContext* ctx, const v1::ListCampaignsRequest* req,
+grpc::Status CoordinatorService::ListCampaigns(grpc::ServerContext* ctx,
+                                               const v1::ListCampaignsRequest* req,
                                                v1::ListCampaignsResponse* resp) {
   absl::StatusOr<PeerCredentials> who = Caller(ctx);
   if (!who.ok()) return ToGrpc(who.status());
@@ -206,7 +223,8 @@ grpc::Status CoordinatorService::ListCampaigns(grpc::ServerContext* ctx, const v
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::GetCampaign(grpc::ServerContext* ctx, const v1::GetCampaignRequest* req,
+grpc::Status CoordinatorService::GetCampaign(grpc::ServerContext* ctx,
+                                             const v1::GetCampaignRequest* req,
                                              v1::GetCampaignResponse* resp) {
   absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
   if (!c.ok()) return ToGrpc(c.status());
@@ -223,7 +241,8 @@ grpc::Status CoordinatorService::GetCampaign(grpc::ServerContext* ctx, const v1:
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::CancelCampaign(grpc::ServerContext* ctx, const v1::CancelCampaignRequest* req,
+grpc::Status CoordinatorService::CancelCampaign(grpc::ServerContext* ctx,
+                                                const v1::CancelCampaignRequest* req,
                                                 v1::CancelCampaignResponse* resp) {
   absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
   if (!c.ok()) return ToGrpc(c.status());
@@ -233,8 +252,9 @@ grpc::Status CoordinatorService::CancelCampaign(grpc::ServerContext* ctx, const 
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::WatchCampaign(grpc::ServerContext* ctx, const v1::WatchCampaignRequest* req,
-                                               grpc::ServerWriter<v1::WatchCampaignResponse>* writer) {
+grpc::Status CoordinatorService::WatchCampaign(
+    grpc::ServerContext* ctx, const v1::WatchCampaignRequest* req,
+    grpc::ServerWriter<v1::WatchCampaignResponse>* writer) {
   absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
   if (!c.ok()) return ToGrpc(c.status());
   int64_t after = req->has_after_event_seq() ? req->after_event_seq() : -1;
@@ -242,7 +262,9 @@ grpc::Status CoordinatorService::WatchCampaign(grpc::ServerContext* ctx, const v
   auto interval = std::chrono::milliseconds(1000);
   if (req->has_progress_interval()) {
     const int64_t s = std::clamp<int64_t>(req->progress_interval().seconds(), 0, 60);
-    const int64_t ms = s * 1000 + std::clamp<int32_t>(req->progress_interval().nanos(), 0, 999'999'999) / 1'000'000;
+    const int64_t ms =
+        s * 1000 +
+        std::clamp<int32_t>(req->progress_interval().nanos(), 0, 999'999'999) / 1'000'000;
     interval = std::chrono::milliseconds(std::clamp<int64_t>(ms, 100, 60'000));
   }
   v1::WatchCampaignResponse first;
@@ -272,26 +294,30 @@ grpc::Status CoordinatorService::WatchCampaign(grpc::ServerContext* ctx, const v
       return grpc::Status::OK;
     }
     // Sleeps in short slices, so that a cancelled call ends within 100 ms.
-    for (auto slept = std::chrono::milliseconds(0); slept < interval; slept += std::chrono::milliseconds(100)) {
+    for (auto slept = std::chrono::milliseconds(0); slept < interval;
+         slept += std::chrono::milliseconds(100)) {
       if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
       std::this_thread::sleep_for(std::min(std::chrono::milliseconds(100), interval - slept));
     }
   }
 }
 
-grpc::Status CoordinatorService::QueryMetrics(grpc::ServerContext* ctx, const v1::QueryMetricsRequest* req,
+grpc::Status CoordinatorService::QueryMetrics(grpc::ServerContext* ctx,
+                                              const v1::QueryMetricsRequest* req,
                                               v1::QueryMetricsResponse* resp) {
   absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
   if (!c.ok()) return ToGrpc(c.status());
   return ToGrpc(rpc::QueryMetrics(store_, *c, *req, resp));
 }
 
-grpc::Status CoordinatorService::ListEvents(grpc::ServerContext* ctx, const v1::ListEventsRequest* req,
+grpc::Status CoordinatorService::ListEvents(grpc::ServerContext* ctx,
+                                            const v1::ListEventsRequest* req,
                                             v1::ListEventsResponse* resp) {
   absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
   if (!c.ok()) return ToGrpc(c.status());
   const size_t limit = PageSize(req->limit(), kMaxEvents);
-  absl::StatusOr<std::vector<v1::Event>> events = store::ListEvents(store_, c->id(), req->after_seq() > 0 ? req->after_seq() : -1, limit + 1);
+  absl::StatusOr<std::vector<v1::Event>> events =
+      store::ListEvents(store_, c->id(), req->after_seq() > 0 ? req->after_seq() : -1, limit + 1);
   if (!events.ok()) return ToGrpc(events.status());
   resp->set_more(events->size() > limit);
   if (events->size() > limit) events->resize(limit);
@@ -303,13 +329,14 @@ grpc::Status CoordinatorService::ListEvents(grpc::ServerContext* ctx, const v1::
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::ListCheckpoints(grpc::ServerContext* ctx, const v1::ListCheckpointsRequest* req,
+grpc::Status CoordinatorService::ListCheckpoints(grpc::ServerContext* ctx,
+                                                 const v1::ListCheckpointsRequest* req,
                                                  v1::ListCheckpointsResponse* resp) {
   absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
   if (!c.ok()) return ToGrpc(c.status());
   const size_t limit = PageSize(req->limit(), kMaxCheckpoints);
-  absl::StatusOr<std::vector<v1::Checkpoint>> page =
-      store::ListCheckpointsBefore(store_, c->id(), req->has_before_step() ? req->before_step() : -1, limit + 1);
+  absl::StatusOr<std::vector<v1::Checkpoint>> page = store::ListCheckpointsBefore(
+      store_, c->id(), req->has_before_step() ? req->before_step() : -1, limit + 1);
   if (!page.ok()) return ToGrpc(page.status());
   size_t bytes = 0, examined = 0;
   for (v1::Checkpoint& ck : *page) {
@@ -327,12 +354,14 @@ grpc::Status CoordinatorService::ListCheckpoints(grpc::ServerContext* ctx, const
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::ListNodes(grpc::ServerContext* ctx, const v1::ListNodesRequest* req,
+grpc::Status CoordinatorService::ListNodes(grpc::ServerContext* ctx,
+                                           const v1::ListNodesRequest* req,
                                            v1::ListNodesResponse* resp) {
   absl::StatusOr<PeerCredentials> who = Caller(ctx);
   if (!who.ok()) return ToGrpc(who.status());
   const size_t limit = PageSize(req->limit(), kMaxNodes);
-  absl::StatusOr<std::vector<v1::Node>> nodes = store::ListNodes(store_, req->after_name(), limit + 1);
+  absl::StatusOr<std::vector<v1::Node>> nodes =
+      store::ListNodes(store_, req->after_name(), limit + 1);
   if (!nodes.ok()) return ToGrpc(nodes.status());
   resp->set_more(nodes->size() > limit);
   if (nodes->size() > limit) nodes->resize(limit);
@@ -341,7 +370,8 @@ grpc::Status CoordinatorService::ListNodes(grpc::ServerContext* ctx, const v1::L
     // As of now: reputation recovered since the record was written, lapsed exclusions lifted.
     const v1::Node n = supervisor::Decayed(stored, clock_.Now(), supervisor_.node_health());
     if (req->excluded_only() && !n.excluded()) continue;
-    if (!req->names().empty() && std::find(req->names().begin(), req->names().end(), n.name()) == req->names().end()) {
+    if (!req->names().empty() &&
+        std::find(req->names().begin(), req->names().end(), n.name()) == req->names().end()) {
       continue;
     }
     *resp->add_nodes() = n;
@@ -354,7 +384,8 @@ grpc::Status CoordinatorService::GetLogs(grpc::ServerContext* ctx, const v1::Get
   absl::StatusOr<v1::Campaign> c = Visible(ctx, req->campaign_id());
   if (!c.ok()) return ToGrpc(c.status());
   const int32_t attempt = req->attempt_number() > 0 ? req->attempt_number() : c->current_attempt();
-  if (attempt <= 0) return grpc::Status(grpc::StatusCode::NOT_FOUND, "the campaign has no attempt yet");
+  if (attempt <= 0)
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "the campaign has no attempt yet");
   const int32_t rank = req->has_rank() ? req->rank() : 0;
   if (rank < 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rank must be >= 0");
   const fs::path path = facts_.state_dir / "campaigns" / c->id() / Cat("attempt_", attempt) /
@@ -365,18 +396,22 @@ grpc::Status CoordinatorService::GetLogs(grpc::ServerContext* ctx, const v1::Get
   // regular file of theirs or belayd's, not through a symlink, never blocking on a FIFO.
   struct stat st {};
   const int fd = sched::OpenRankFile(path, &st);
-  if (fd < 0 && errno == ENOENT) return grpc::Status(grpc::StatusCode::NOT_FOUND, Cat(path.string(), ": no log (yet)"));
+  if (fd < 0 && errno == ENOENT)
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, Cat(path.string(), ": no log (yet)"));
   const bool theirs = fd >= 0 && (st.st_uid == c->owner_uid() || st.st_uid == ::geteuid());
   if (!theirs) {
     if (fd >= 0) ::close(fd);
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        Cat(path.string(), ": not a regular file of the campaign's owner; not read"));
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        Cat(path.string(), ": not a regular file of the campaign's owner; not read"));
   }
   const int64_t size = static_cast<int64_t>(st.st_size);
   resp->set_file_bytes(size);
   constexpr int64_t kMaxChunk = 1 << 20;
-  int64_t from = req->has_from_offset() ? std::clamp<int64_t>(req->from_offset(), 0, size)
-                                        : std::max<int64_t>(0, size - (req->tail_bytes() > 0 ? req->tail_bytes() : 64 << 10));
+  int64_t from =
+      req->has_from_offset()
+          ? std::clamp<int64_t>(req->from_offset(), 0, size)
+          : std::max<int64_t>(0, size - (req->tail_bytes() > 0 ? req->tail_bytes() : 64 << 10));
   const int64_t len = std::min(kMaxChunk, size - from);
   std::string data(static_cast<size_t>(len), '\0');
   const ssize_t got = len > 0 ? ::pread(fd, data.data(), static_cast<size_t>(len), from) : 0;
@@ -387,7 +422,8 @@ grpc::Status CoordinatorService::GetLogs(grpc::ServerContext* ctx, const v1::Get
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::GetDaemonInfo(grpc::ServerContext* ctx, const v1::GetDaemonInfoRequest*,
+grpc::Status CoordinatorService::GetDaemonInfo(grpc::ServerContext* ctx,
+                                               const v1::GetDaemonInfoRequest*,
                                                v1::GetDaemonInfoResponse* resp) {
   absl::StatusOr<PeerCredentials> who = Caller(ctx);
   if (!who.ok()) return ToGrpc(who.status());

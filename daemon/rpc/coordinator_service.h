@@ -34,33 +34,44 @@ inline constexpr double kMaxEtaSeconds = 100.0 * 365 * 24 * 3600;
 // Fills p's tokens_per_s and step_time_s with the means over `recent` (the latest step
 // reports) and, with steps_left > 0, the ETA and estimated end time from the mean step
 // time; the ETA is left out where it is not finite or beyond kMaxEtaSeconds.
-void SetRecentRates(const std::vector<v1::StepMetrics>& recent, int64_t steps_left, TimePoint now, v1::Progress* p);
+void SetRecentRates(const std::vector<v1::StepMetrics>& recent, int64_t steps_left, TimePoint now,
+                    v1::Progress* p);
 
 // Access: a caller is known only through the Unix socket (its uid); anything else is
 // UNAUTHENTICATED. A user lists, reads and cancels only campaigns they own; uid 0 sees and
 // changes all. Another user's campaign is NOT_FOUND, as if it did not exist.
 class CoordinatorService final : public v1::Coordinator::Service {
  public:
-  CoordinatorService(supervisor::Supervisor& supervisor, store::Store& store, const PeerRegistry& peers,
-                     const Clock& clock, DaemonFacts facts)
-      : supervisor_(supervisor), store_(store), peers_(peers), clock_(clock), facts_(std::move(facts)) {}
+  CoordinatorService(supervisor::Supervisor& supervisor, store::Store& store,
+                     const PeerRegistry& peers, const Clock& clock, DaemonFacts facts)
+      : supervisor_(supervisor),
+        store_(store),
+        peers_(peers),
+        clock_(clock),
+        facts_(std::move(facts)) {}
 
   grpc::Status SubmitCampaign(grpc::ServerContext*, const v1::SubmitCampaignRequest*,
                               v1::SubmitCampaignResponse*) override;
   grpc::Status ListCampaigns(grpc::ServerContext*, const v1::ListCampaignsRequest*,
                              v1::ListCampaignsResponse*) override;
-  grpc::Status GetCampaign(grpc::ServerContext*, const v1::GetCampaignRequest*, v1::GetCampaignResponse*) override;
+  grpc::Status GetCampaign(grpc::ServerContext*, const v1::GetCampaignRequest*,
+                           v1::GetCampaignResponse*) override;
   grpc::Status CancelCampaign(grpc::ServerContext*, const v1::CancelCampaignRequest*,
                               v1::CancelCampaignResponse*) override;
   grpc::Status WatchCampaign(grpc::ServerContext*, const v1::WatchCampaignRequest*,
                              grpc::ServerWriter<v1::WatchCampaignResponse>*) override;
-  grpc::Status QueryMetrics(grpc::ServerContext*, const v1::QueryMetricsRequest*, v1::QueryMetricsResponse*) override;
-  grpc::Status ListEvents(grpc::ServerContext*, const v1::ListEventsRequest*, v1::ListEventsResponse*) override;
+  grpc::Status QueryMetrics(grpc::ServerContext*, const v1::QueryMetricsRequest*,
+                            v1::QueryMetricsResponse*) override;
+  grpc::Status ListEvents(grpc::ServerContext*, const v1::ListEventsRequest*,
+                          v1::ListEventsResponse*) override;
   grpc::Status ListCheckpoints(grpc::ServerContext*, const v1::ListCheckpointsRequest*,
                                v1::ListCheckpointsResponse*) override;
-  grpc::Status ListNodes(grpc::ServerContext*, const v1::ListNodesRequest*, v1::ListNodesResponse*) override;
-  grpc::Status GetLogs(grpc::ServerContext*, const v1::GetLogsRequest*, v1::GetLogsResponse*) override;
-  grpc::Status GetDaemonInfo(grpc::ServerContext*, const v1::GetDaemonInfoRequest*, v1::GetDaemonInfoResponse*) override;
+  grpc::Status ListNodes(grpc::ServerContext*, const v1::ListNodesRequest*,
+                         v1::ListNodesResponse*) override;
+  grpc::Status GetLogs(grpc::ServerContext*, const v1::GetLogsRequest*,
+                       v1::GetLogsResponse*) override;
+  grpc::Status GetDaemonInfo(grpc::ServerContext*, const v1::GetDaemonInfoRequest*,
+                             v1::GetDaemonInfoResponse*) override;
 
  private:
   // The caller's credentials, or UNAUTHENTICATED.

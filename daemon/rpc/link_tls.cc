@@ -66,18 +66,23 @@ absl::StatusOr<Cert> Issue(EVP_PKEY* key, const std::string& cn, X509* issuer, E
   if (RAND_bytes(serial, sizeof serial) != 1) return OpenSslError("RAND_bytes");
   serial[0] &= 0x7f;  // positive
   std::unique_ptr<BIGNUM, Free> bn(BN_bin2bn(serial, sizeof serial, nullptr));
-  if (!bn || BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get())) == nullptr) return OpenSslError("serial");
+  if (!bn || BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get())) == nullptr)
+    return OpenSslError("serial");
   X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), 10L * 365 * 24 * 3600);
   X509_NAME* name = X509_get_subject_name(cert.get());
-  if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1,
+  if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1,
                                  0) != 1 ||
-      X509_set_issuer_name(cert.get(), issuer != nullptr ? X509_get_subject_name(issuer) : name) != 1 ||
+      X509_set_issuer_name(cert.get(), issuer != nullptr ? X509_get_subject_name(issuer) : name) !=
+          1 ||
       X509_set_pubkey(cert.get(), key) != 1) {
     return OpenSslError("subject");
   }
   for (const auto& [nid, value] : extensions) {
-    if (absl::Status s = AddExtension(cert.get(), issuer != nullptr ? issuer : cert.get(), nid, value); !s.ok()) {
+    if (absl::Status s =
+            AddExtension(cert.get(), issuer != nullptr ? issuer : cert.get(), nid, value);
+        !s.ok()) {
       return s;
     }
   }
@@ -98,11 +103,14 @@ absl::StatusOr<std::string> ReadOwnFile(const fs::path& file, bool expect_privat
     ok = ::read(fd, out.data(), out.size()) == static_cast<ssize_t>(out.size());
   }
   ::close(fd);
-  if (!ok) return absl::FailedPreconditionError(Cat(file.string(), ": not a readable regular file under 1 MiB"));
+  if (!ok)
+    return absl::FailedPreconditionError(
+        Cat(file.string(), ": not a readable regular file under 1 MiB"));
   if (expect_private && (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)) {
-    return absl::FailedPreconditionError(Cat(file.string(), ": a private key must be belayd's own file (uid ",
-                                             ::geteuid(), ") that no one else may read or write; it is mode ",
-                                             absl::StrFormat("%04o", st.st_mode & 07777), ", uid ", st.st_uid));
+    return absl::FailedPreconditionError(
+        Cat(file.string(), ": a private key must be belayd's own file (uid ", ::geteuid(),
+            ") that no one else may read or write; it is mode ",
+            absl::StrFormat("%04o", st.st_mode & 07777), ", uid ", st.st_uid));
   }
   return out;
 }
@@ -120,10 +128,11 @@ absl::Status Create(const fs::path& dir) {
   if (!ca_key || !server_key) return OpenSslError("EC key generation");
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
-  absl::StatusOr<Cert> ca = Issue(ca_key.get(), Cat("belayd worker link CA (", host, ")"), nullptr, ca_key.get(),
-                                  {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
-                                   {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                                   {NID_subject_key_identifier, "hash"}});
+  absl::StatusOr<Cert> ca =
+      Issue(ca_key.get(), Cat("belayd worker link CA (", host, ")"), nullptr, ca_key.get(),
+            {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+             {NID_key_usage, "critical,keyCertSign,cRLSign"},
+             {NID_subject_key_identifier, "hash"}});
   if (!ca.ok()) return ca.status();
   absl::StatusOr<Cert> server = Issue(server_key.get(), kLinkServerName, ca->get(), ca_key.get(),
                                       {{NID_basic_constraints, "critical,CA:FALSE"},
@@ -133,13 +142,17 @@ absl::Status Create(const fs::path& dir) {
                                        {NID_authority_key_identifier, "keyid:always"}});
   if (!server.ok()) return server.status();
   auto key_pem = [](EVP_PKEY* k) {
-    return Pem([k](BIO* b) { return PEM_write_bio_PrivateKey(b, k, nullptr, nullptr, 0, nullptr, nullptr); });
+    return Pem([k](BIO* b) {
+      return PEM_write_bio_PrivateKey(b, k, nullptr, nullptr, 0, nullptr, nullptr);
+    });
   };
   auto cert_pem = [](X509* c) { return Pem([c](BIO* b) { return PEM_write_bio_X509(b, c); }); };
   // Keys first, certificates last: server.pem present means the set is complete.
   for (const auto& [name, contents, mode] :
-       {std::tuple{"ca.key", key_pem(ca_key.get()), 0600u}, std::tuple{"server.key", key_pem(server_key.get()), 0600u},
-        std::tuple{"ca.pem", cert_pem(ca->get()), 0644u}, std::tuple{"server.pem", cert_pem(server->get()), 0644u}}) {
+       {std::tuple{"ca.key", key_pem(ca_key.get()), 0600u},
+        std::tuple{"server.key", key_pem(server_key.get()), 0600u},
+        std::tuple{"ca.pem", cert_pem(ca->get()), 0644u},
+        std::tuple{"server.pem", cert_pem(server->get()), 0644u}}) {
     if (contents.empty()) return OpenSslError(Cat("PEM of ", name));
     if (absl::Status s = WriteFile(dir / name, contents, mode); !s.ok()) return s;
   }
@@ -170,7 +183,8 @@ absl::StatusOr<LinkTls> LoadOrCreateLinkTls(const fs::path& dir) {
   return t;
 }
 
-absl::StatusOr<LinkTls> LoadGivenLinkTls(const fs::path& cert, const fs::path& key, const fs::path& ca) {
+absl::StatusOr<LinkTls> LoadGivenLinkTls(const fs::path& cert, const fs::path& key,
+                                         const fs::path& ca) {
   LinkTls t;
   absl::StatusOr<std::string> c = ReadOwnFile(cert, false);
   if (!c.ok()) return c.status();

@@ -33,7 +33,8 @@ absl::StatusOr<LinkTls> LoadOrCreateLinkTls(const std::filesystem::path& dir);
 // A certificate and key given by the operator (--tls-cert, --tls-key), and the CA the ranks
 // are to trust (--tls-ca; empty: the certificate file itself, as for a self-signed one). The
 // ranks check the certificate for the host of the address they dial.
-absl::StatusOr<LinkTls> LoadGivenLinkTls(const std::filesystem::path& cert, const std::filesystem::path& key,
+absl::StatusOr<LinkTls> LoadGivenLinkTls(const std::filesystem::path& cert,
+                                         const std::filesystem::path& key,
                                          const std::filesystem::path& ca);
 
 }  // namespace belay::rpc

@@ -27,11 +27,14 @@ TEST_F(LinkTlsTest, MadeOnceWithPrivateKeysAndReadBackTheSame) {
   EXPECT_EQ(made->server_name, kLinkServerName);
   EXPECT_EQ(fs::status(dir() / "tls").permissions(), fs::perms::owner_all);
   for (const char* key : {"ca.key", "server.key"}) {
-    EXPECT_EQ(fs::status(dir() / "tls" / key).permissions(), fs::perms::owner_read | fs::perms::owner_write) << key;
+    EXPECT_EQ(fs::status(dir() / "tls" / key).permissions(),
+              fs::perms::owner_read | fs::perms::owner_write)
+        << key;
   }
   absl::StatusOr<LinkTls> again = LoadOrCreateLinkTls(dir() / "tls");
   ASSERT_TRUE(again.ok()) << again.status();
-  EXPECT_EQ(again->ca_pem, made->ca_pem) << "a restarted belayd keeps its CA: running ranks still trust it";
+  EXPECT_EQ(again->ca_pem, made->ca_pem)
+      << "a restarted belayd keeps its CA: running ranks still trust it";
   EXPECT_EQ(again->key_pem, made->key_pem);
   // Another state directory: another CA.
   absl::StatusOr<LinkTls> other = LoadOrCreateLinkTls(dir() / "other");
@@ -45,17 +48,19 @@ TEST_F(LinkTlsTest, AKeyOthersMayReadIsRefused) {
   absl::StatusOr<LinkTls> t = LoadOrCreateLinkTls(dir() / "tls");
   EXPECT_TRUE(absl::IsFailedPrecondition(t.status())) << t.status();
   EXPECT_NE(t.status().message().find("server.key"), std::string::npos) << t.status();
-  absl::StatusOr<LinkTls> given = LoadGivenLinkTls(dir() / "tls" / "server.pem", dir() / "tls" / "server.key", "");
+  absl::StatusOr<LinkTls> given =
+      LoadGivenLinkTls(dir() / "tls" / "server.pem", dir() / "tls" / "server.key", "");
   EXPECT_TRUE(absl::IsFailedPrecondition(given.status())) << given.status();
 }
 
 TEST_F(LinkTlsTest, GivenCertificatesAreTakenAsTheyAre) {
   ASSERT_TRUE(LoadOrCreateLinkTls(dir() / "tls").ok());
-  absl::StatusOr<LinkTls> t =
-      LoadGivenLinkTls(dir() / "tls" / "server.pem", dir() / "tls" / "server.key", dir() / "tls" / "ca.pem");
+  absl::StatusOr<LinkTls> t = LoadGivenLinkTls(
+      dir() / "tls" / "server.pem", dir() / "tls" / "server.key", dir() / "tls" / "ca.pem");
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_TRUE(t->server_name.empty()) << "ranks check the host they dial";
-  absl::StatusOr<LinkTls> self_signed = LoadGivenLinkTls(dir() / "tls" / "server.pem", dir() / "tls" / "server.key", "");
+  absl::StatusOr<LinkTls> self_signed =
+      LoadGivenLinkTls(dir() / "tls" / "server.pem", dir() / "tls" / "server.key", "");
   ASSERT_TRUE(self_signed.ok());
   EXPECT_EQ(self_signed->ca_pem, self_signed->cert_pem);
   EXPECT_FALSE(LoadGivenLinkTls(dir() / "missing.pem", dir() / "tls" / "server.key", "").ok());

@@ -12,9 +12,9 @@
 namespace belay::rpc {
 
 struct MetricsQueryLimits {
-  int max_points = 2000;            // per series, whatever the request asks
+  int max_points = 2000;               // per series, whatever the request asks
   size_t raw_bytes = size_t{4} << 20;  // raw records in one response (at least one record)
-  size_t scan_page = 1024;          // step records read from the store at a time
+  size_t scan_page = 1024;             // step records read from the store at a time
 };
 
 // Fills `resp` for `req` over campaign `campaign` (already checked to be the caller's):
@@ -22,7 +22,8 @@ struct MetricsQueryLimits {
 // max), and with include_raw the raw step and eval records from first_step up to
 // limits.raw_bytes (resp->more, resp->next_first_step for the rest). Memory and response
 // size do not grow with the number of steps.
-absl::Status QueryMetrics(const store::Store& store, const v1::Campaign& campaign, const v1::QueryMetricsRequest& req,
-                          v1::QueryMetricsResponse* resp, const MetricsQueryLimits& limits = {});
+absl::Status QueryMetrics(const store::Store& store, const v1::Campaign& campaign,
+                          const v1::QueryMetricsRequest& req, v1::QueryMetricsResponse* resp,
+                          const MetricsQueryLimits& limits = {});
 
 }  // namespace belay::rpc

@@ -73,7 +73,8 @@ TEST_F(MetricsQueryTest, RawRecordsComeInPagesThatTogetherHoldEveryStepOnce) {
   for (bool more = true; more; ++pages) {
     v1::QueryMetricsResponse resp;
     ASSERT_TRUE(QueryMetrics(store_, campaign_, req, &resp, limits).ok());
-    EXPECT_LE(resp.ByteSizeLong(), limits.raw_bytes + (128u << 10)) << "bounded by the budget plus the series";
+    EXPECT_LE(resp.ByteSizeLong(), limits.raw_bytes + (128u << 10))
+        << "bounded by the budget plus the series";
     for (const v1::StepMetrics& m : resp.steps()) EXPECT_EQ(m.step(), expect++);
     evals += resp.evals_size();
     more = resp.more();

@@ -1,17 +1,18 @@
 // SetRecentRates: the means and ETA the coordinator API shows, for any step reports the
 // worker link lets through (finite, not negative).
+#include <gtest/gtest.h>
+
 #include <cfloat>
 #include <cmath>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "daemon/rpc/coordinator_service.h"
 
 namespace belay::rpc {
 namespace {
 
-std::vector<v1::StepMetrics> Reports(std::initializer_list<double> step_times, double tokens_per_s) {
+std::vector<v1::StepMetrics> Reports(std::initializer_list<double> step_times,
+                                     double tokens_per_s) {
   std::vector<v1::StepMetrics> out;
   for (double t : step_times) {
     v1::StepMetrics m;

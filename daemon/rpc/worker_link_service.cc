@@ -16,7 +16,9 @@ grpc::Status Unauthenticated() {
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown or expired attempt token");
 }
 
-grpc::Status Invalid(std::string message) { return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message)); }
+grpc::Status Invalid(std::string message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message));
+}
 
 bool InRange(int64_t v, int64_t lo, int64_t hi) { return v >= lo && v <= hi; }
 // A time or rate a worker measured: finite and not negative.
@@ -32,11 +34,14 @@ grpc::Status CheckStep(const v1::StepMetrics& m, int32_t world_size) {
   if (!InRange(m.step(), 1, kMaxStep)) return Invalid(Cat(what, ": step is not in 1..", kMaxStep));
   if (!Measured(m.step_time_s()) || !Measured(m.tokens_per_s()) || m.tokens_seen() < 0 ||
       !(m.goldfish_dropped_fraction() >= 0 && m.goldfish_dropped_fraction() <= 1)) {
-    return Invalid(Cat(what, ": step_time_s, tokens_per_s, tokens_seen or goldfish_dropped_fraction out of range"));
+    return Invalid(
+        Cat(what,
+            ": step_time_s, tokens_per_s, tokens_seen or goldfish_dropped_fraction out of range"));
   }
   for (const auto* per_rank : {&m.rank_step_time_s(), &m.rank_compute_time_s()}) {
     if (!per_rank->empty() && per_rank->size() != world_size) {
-      return Invalid(Cat(what, ": ", per_rank->size(), " per-rank times for ", world_size, " ranks"));
+      return Invalid(
+          Cat(what, ": ", per_rank->size(), " per-rank times for ", world_size, " ranks"));
     }
     for (double t : *per_rank) {
       if (!Measured(t)) return Invalid(Cat(what, ": a per-rank time of ", t, " s"));
@@ -46,8 +51,10 @@ grpc::Status CheckStep(const v1::StepMetrics& m, int32_t world_size) {
 }
 
 grpc::Status CheckEval(const v1::EvalMetrics& m) {
-  if (!InRange(m.step(), 0, kMaxStep) || m.dataset().size() > 256 || m.tokens() < 0 || !Measured(m.eval_time_s())) {
-    return Invalid(Cat("evaluation at step ", m.step(), ": step, dataset (up to 256 bytes), tokens or eval_time_s "
+  if (!InRange(m.step(), 0, kMaxStep) || m.dataset().size() > 256 || m.tokens() < 0 ||
+      !Measured(m.eval_time_s())) {
+    return Invalid(Cat("evaluation at step ", m.step(),
+                       ": step, dataset (up to 256 bytes), tokens or eval_time_s "
                        "out of range"));
   }
   return grpc::Status::OK;
@@ -55,12 +62,14 @@ grpc::Status CheckEval(const v1::EvalMetrics& m) {
 
 grpc::Status CheckShard(const v1::CheckpointShard& shard, int32_t world_size) {
   if (grpc::Status s = CheckRank(shard.rank(), world_size, "checkpoint shard"); !s.ok()) return s;
-  if (!InRange(shard.step(), 0, kMaxStep) || !InRange(shard.bytes(), 0, checkpoints::kMaxShardBytes) ||
-      shard.path().size() > 4096 || shard.tensors_size() > kMaxShardTensors ||
+  if (!InRange(shard.step(), 0, kMaxStep) ||
+      !InRange(shard.bytes(), 0, checkpoints::kMaxShardBytes) || shard.path().size() > 4096 ||
+      shard.tensors_size() > kMaxShardTensors ||
       !InRange(shard.tensor_count(), 0, kMaxShardTensors) || !Measured(shard.write_time_s()) ||
       !Measured(shard.blocked_time_s())) {
-    return Invalid(Cat("shard of rank ", shard.rank(), " step ", shard.step(), ": step, bytes, path (up to 4096 bytes), ",
-                       "tensors (up to ", kMaxShardTensors, "), write_time_s or blocked_time_s out of range"));
+    return Invalid(Cat("shard of rank ", shard.rank(), " step ", shard.step(),
+                       ": step, bytes, path (up to 4096 bytes), ", "tensors (up to ",
+                       kMaxShardTensors, "), write_time_s or blocked_time_s out of range"));
   }
   return grpc::Status::OK;
 }
@@ -78,11 +87,13 @@ std::string Bounded(const std::string& text, size_t max) {
 
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())),
+                      std::string(s.message()));
 }
 
 std::chrono::seconds HeartbeatInterval(int32_t world_size) {
-  const int64_t spread = (std::max<int64_t>(world_size, 0) + kMaxHeartbeatsPerSecond - 1) / kMaxHeartbeatsPerSecond;
+  const int64_t spread =
+      (std::max<int64_t>(world_size, 0) + kMaxHeartbeatsPerSecond - 1) / kMaxHeartbeatsPerSecond;
   return std::chrono::seconds(std::max<int64_t>(5, spread));
 }
 
@@ -91,19 +102,23 @@ grpc::Status WorkerLinkService::Register(grpc::ServerContext*, const v1::Registe
   std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
   if (!a && supervisor_.IsWaitingSuccessorToken(req->attempt_token())) {
     // A presubmitted job that started before belayd handed it to its attempt: ask again.
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "this job's attempt is not started yet; register again");
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "this job's attempt is not started yet; register again");
   }
   if (!a) return Unauthenticated();
   if (req->world_size() != a->world_size || req->rank() < 0 || req->rank() >= a->world_size) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        Cat("rank ", req->rank(), " of ", req->world_size(), " does not fit attempt ", a->attempt,
-                            " of campaign ", a->campaign_id, " (", a->world_size, " ranks)"));
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        Cat("rank ", req->rank(), " of ", req->world_size(), " does not fit attempt ", a->attempt,
+            " of campaign ", a->campaign_id, " (", a->world_size, " ranks)"));
   }
   // Where the rank runs is bookkeeping (slow-rank attribution): a store that cannot take it
   // does not keep the rank from training.
-  if (absl::Status s = supervisor_.OnRegister(a->campaign_id, a->attempt, req->rank(), req->hostname()); !s.ok()) {
-    spdlog::warn("campaign {} attempt {}: rank {}'s node not recorded: {}", a->campaign_id, a->attempt, req->rank(),
-                 std::string(s.message()));
+  if (absl::Status s =
+          supervisor_.OnRegister(a->campaign_id, a->attempt, req->rank(), req->hostname());
+      !s.ok()) {
+    spdlog::warn("campaign {} attempt {}: rank {}'s node not recorded: {}", a->campaign_id,
+                 a->attempt, req->rank(), std::string(s.message()));
   }
   resp->set_campaign_id(a->campaign_id);
   resp->set_attempt_number(a->attempt);
@@ -113,22 +128,25 @@ grpc::Status WorkerLinkService::Register(grpc::ServerContext*, const v1::Registe
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerLinkService::Rendezvous(grpc::ServerContext* ctx, const v1::RendezvousRequest* req,
+grpc::Status WorkerLinkService::Rendezvous(grpc::ServerContext* ctx,
+                                           const v1::RendezvousRequest* req,
                                            v1::RendezvousResponse* resp) {
   std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
   if (!a) return Unauthenticated();
-  if (req->rank() < 0 || req->rank() >= a->world_size || req->generation() < 1 || req->barrier().empty() ||
-      req->barrier().size() > 256 || req->blob().size() > (64 << 10)) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        Cat("rendezvous of rank ", req->rank(), " of ", a->world_size, ", barrier \"",
-                            req->barrier().substr(0, 64), "\" generation ", req->generation(),
-                            ": ranks, a generation >= 1, a name of 1-256 bytes and a blob up to 64 KiB"));
+  if (req->rank() < 0 || req->rank() >= a->world_size || req->generation() < 1 ||
+      req->barrier().empty() || req->barrier().size() > 256 || req->blob().size() > (64 << 10)) {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        Cat("rendezvous of rank ", req->rank(), " of ", a->world_size, ", barrier \"",
+            req->barrier().substr(0, 64), "\" generation ", req->generation(),
+            ": ranks, a generation >= 1, a name of 1-256 bytes and a blob up to 64 KiB"));
   }
   const auto key = std::make_tuple(a->campaign_id, a->attempt, req->barrier(), req->generation());
   absl::Time deadline = absl::Now() + max_rendezvous_wait_;
   // Answer a little before the caller's deadline, so that it hears who is missing instead of
   // its own timeout.
-  if (ctx != nullptr) deadline = std::min(deadline, absl::FromChrono(ctx->deadline()) - absl::Milliseconds(250));
+  if (ctx != nullptr)
+    deadline = std::min(deadline, absl::FromChrono(ctx->deadline()) - absl::Milliseconds(250));
   absl::MutexLock lock(&mu_);
   auto found = barriers_.find(key);
   if (found == barriers_.end()) {
@@ -138,8 +156,8 @@ grpc::Status WorkerLinkService::Rendezvous(grpc::ServerContext* ctx, const v1::R
     const auto attempt_key = std::make_pair(a->campaign_id, a->attempt);
     if (barriers_per_attempt_[attempt_key] >= kMaxBarriersPerAttempt) {
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          Cat("attempt ", a->attempt, " of campaign ", a->campaign_id, " has ", kMaxBarriersPerAttempt,
-                              " rendezvous barriers already"));
+                          Cat("attempt ", a->attempt, " of campaign ", a->campaign_id, " has ",
+                              kMaxBarriersPerAttempt, " rendezvous barriers already"));
     }
     ++barriers_per_attempt_[attempt_key];
     found = barriers_.emplace(key, Barrier{}).first;
@@ -169,9 +187,10 @@ grpc::Status WorkerLinkService::Rendezvous(grpc::ServerContext* ctx, const v1::R
     for (int32_t r = 0; r < a->world_size; ++r) {
       if (!b.arrived.contains(r)) missing += Cat(missing.empty() ? "" : ", ", r);
     }
-    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                        Cat("barrier \"", req->barrier(), "\" generation ", req->generation(), ": ", b.arrived.size(),
-                            " of ", a->world_size, " ranks arrived; missing ", missing));
+    return grpc::Status(
+        grpc::StatusCode::DEADLINE_EXCEEDED,
+        Cat("barrier \"", req->barrier(), "\" generation ", req->generation(), ": ",
+            b.arrived.size(), " of ", a->world_size, " ranks arrived; missing ", missing));
   }
   resp->set_blob(*b.blob);
   resp->set_world_size(a->world_size);
@@ -186,7 +205,8 @@ void WorkerLinkService::ForgetEndedAttempts() {
       continue;
     }
     // Barriers sort by (campaign, attempt) first: this attempt's are one range.
-    auto first = barriers_.lower_bound(std::make_tuple(it->first.first, it->first.second, std::string(), int64_t{0}));
+    auto first = barriers_.lower_bound(
+        std::make_tuple(it->first.first, it->first.second, std::string(), int64_t{0}));
     auto last = first;
     while (last != barriers_.end() && std::get<0>(last->first) == it->first.first &&
            std::get<1>(last->first) == it->first.second) {
@@ -214,7 +234,8 @@ grpc::Status WorkerLinkService::Heartbeat(grpc::ServerContext*, const v1::Heartb
   std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
   if (!a) return Unauthenticated();
   if (grpc::Status s = CheckRank(req->rank(), a->world_size, "heartbeat"); !s.ok()) return s;
-  if (!InRange(req->step(), 0, kMaxStep)) return Invalid(Cat("heartbeat: step ", req->step(), " is not in 0..", kMaxStep));
+  if (!InRange(req->step(), 0, kMaxStep))
+    return Invalid(Cat("heartbeat: step ", req->step(), " is not in 0..", kMaxStep));
   supervisor_.OnHeartbeat(a->campaign_id, a->attempt, req->rank(), req->step(), req->phase());
   resp->mutable_heartbeat_interval()->set_seconds(HeartbeatInterval(a->world_size).count());
   return grpc::Status::OK;
@@ -225,7 +246,8 @@ grpc::Status WorkerLinkService::ReportSteps(grpc::ServerContext*, const v1::Repo
   std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
   if (!a) return Unauthenticated();
   if (req->steps_size() + req->evals_size() > kMaxReportsPerCall) {
-    return Invalid(Cat(req->steps_size() + req->evals_size(), " reports in one call; at most ", kMaxReportsPerCall));
+    return Invalid(Cat(req->steps_size() + req->evals_size(), " reports in one call; at most ",
+                       kMaxReportsPerCall));
   }
   // All checked before any is stored: a report is taken whole or not at all.
   for (const v1::StepMetrics& m : req->steps()) {
@@ -236,19 +258,22 @@ grpc::Status WorkerLinkService::ReportSteps(grpc::ServerContext*, const v1::Repo
   }
   int64_t through = 0;
   for (const v1::StepMetrics& m : req->steps()) {
-    if (absl::Status s = supervisor_.OnStep(a->campaign_id, a->attempt, m); !s.ok()) return ToGrpc(s);
+    if (absl::Status s = supervisor_.OnStep(a->campaign_id, a->attempt, m); !s.ok())
+      return ToGrpc(s);
     through = std::max(through, m.step());
     resp->set_accepted(resp->accepted() + 1);
   }
   for (const v1::EvalMetrics& m : req->evals()) {
-    if (absl::Status s = supervisor_.OnEval(a->campaign_id, a->attempt, m); !s.ok()) return ToGrpc(s);
+    if (absl::Status s = supervisor_.OnEval(a->campaign_id, a->attempt, m); !s.ok())
+      return ToGrpc(s);
     resp->set_accepted(resp->accepted() + 1);
   }
   resp->set_stored_through_step(through);
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerLinkService::ReportCheckpointShard(grpc::ServerContext*, const v1::ReportCheckpointShardRequest* req,
+grpc::Status WorkerLinkService::ReportCheckpointShard(grpc::ServerContext*,
+                                                      const v1::ReportCheckpointShardRequest* req,
                                                       v1::ReportCheckpointShardResponse* resp) {
   std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
   if (!a) return Unauthenticated();
@@ -259,7 +284,8 @@ grpc::Status WorkerLinkService::ReportCheckpointShard(grpc::ServerContext*, cons
   }
   resp->set_shards_expected(a->world_size);
   if (!req->error().empty()) {
-    absl::Status s = supervisor_.OnSaveFailed(a->campaign_id, a->attempt, shard.step(), Bounded(req->error(), kMaxText));
+    absl::Status s = supervisor_.OnSaveFailed(a->campaign_id, a->attempt, shard.step(),
+                                              Bounded(req->error(), kMaxText));
     if (!s.ok()) return ToGrpc(s);
     resp->set_accepted(true);
     resp->set_message("save failure recorded");
@@ -275,11 +301,13 @@ grpc::Status WorkerLinkService::ReportCheckpointShard(grpc::ServerContext*, cons
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerLinkService::Finish(grpc::ServerContext*, const v1::FinishRequest* req, v1::FinishResponse*) {
+grpc::Status WorkerLinkService::Finish(grpc::ServerContext*, const v1::FinishRequest* req,
+                                       v1::FinishResponse*) {
   std::optional<Supervisor::AttemptRef> a = supervisor_.AttemptOfToken(req->attempt_token());
   if (!a) return Unauthenticated();
   if (grpc::Status s = CheckRank(req->rank(), a->world_size, "finish"); !s.ok()) return s;
-  if (!InRange(req->final_step(), 0, kMaxStep)) return Invalid(Cat("finish: final step ", req->final_step()));
+  if (!InRange(req->final_step(), 0, kMaxStep))
+    return Invalid(Cat("finish: final step ", req->final_step()));
   v1::RankExit e;
   e.set_rank(req->rank());
   e.set_exit_kind(req->exit_kind());

@@ -54,10 +54,14 @@ class WorkerLinkService final : public v1::WorkerLink::Service {
                              absl::Duration max_rendezvous_wait = absl::Minutes(10))
       : supervisor_(supervisor), max_rendezvous_wait_(max_rendezvous_wait) {}
 
-  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::RegisterResponse*) override;
-  grpc::Status Rendezvous(grpc::ServerContext*, const v1::RendezvousRequest*, v1::RendezvousResponse*) override;
-  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*, v1::HeartbeatResponse*) override;
-  grpc::Status ReportSteps(grpc::ServerContext*, const v1::ReportStepsRequest*, v1::ReportStepsResponse*) override;
+  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*,
+                        v1::RegisterResponse*) override;
+  grpc::Status Rendezvous(grpc::ServerContext*, const v1::RendezvousRequest*,
+                          v1::RendezvousResponse*) override;
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
+                         v1::HeartbeatResponse*) override;
+  grpc::Status ReportSteps(grpc::ServerContext*, const v1::ReportStepsRequest*,
+                           v1::ReportStepsResponse*) override;
   grpc::Status ReportCheckpointShard(grpc::ServerContext*, const v1::ReportCheckpointShardRequest*,
                                      v1::ReportCheckpointShardResponse*) override;
   grpc::Status Finish(grpc::ServerContext*, const v1::FinishRequest*, v1::FinishResponse*) override;
@@ -80,7 +84,8 @@ class WorkerLinkService final : public v1::WorkerLink::Service {
   const absl::Duration max_rendezvous_wait_;
   mutable absl::Mutex mu_;
   absl::CondVar barrier_changed_;
-  std::map<std::tuple<std::string, int32_t, std::string, int64_t>, Barrier> barriers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::tuple<std::string, int32_t, std::string, int64_t>, Barrier> barriers_
+      ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, int32_t>, int> barriers_per_attempt_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -1,21 +1,20 @@
 // The worker link's handlers called directly: token checks and the rendezvous barrier.
 #include "daemon/rpc/worker_link_service.h"
 
-#include "daemon/rpc/link_tls.h"
-#include "grpcpp/security/server_credentials.h"
-
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
 #include <thread>
 
+#include "daemon/rpc/link_tls.h"
 #include "daemon/scheduler/fake_scheduler.h"
-#include "grpcpp/grpcpp.h"
-#include "worker/runtime/coordinator_client.h"
 #include "daemon/store/memory_store.h"
 #include "daemon/store/records.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/security/server_credentials.h"
 #include "gtest/gtest.h"
+#include "worker/runtime/coordinator_client.h"
 
 namespace belay::rpc {
 namespace {
@@ -25,8 +24,9 @@ namespace fs = std::filesystem;
 class WorkerLinkTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("belay_link_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("belay_link_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     supervisor::SupervisorOptions o;
     o.state_dir = dir_;
     sup_ = std::make_unique<supervisor::Supervisor>(store_, sched_, clock_, o);
@@ -133,16 +133,19 @@ TEST_F(WorkerLinkTest, WorkerClientsMeetThroughARealServerAndGetRankZerosBlob) {
     return std::make_unique<runtime::CoordinatorClient>(o);
   };
   absl::StatusOr<std::string> got[3];
-  std::thread early([&] { got[1] = client(1)->Rendezvous("nccl", 1, "not rank 0's", std::chrono::seconds(20)); });
+  std::thread early(
+      [&] { got[1] = client(1)->Rendezvous("nccl", 1, "not rank 0's", std::chrono::seconds(20)); });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   grpc::ServerBuilder builder;
   builder.AddListeningPort(address, grpc::InsecureServerCredentials());
   builder.RegisterService(&link);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ASSERT_NE(server, nullptr);
-  std::thread late([&] { got[2] = client(2)->Rendezvous("nccl", 1, "", std::chrono::seconds(20)); });
+  std::thread late(
+      [&] { got[2] = client(2)->Rendezvous("nccl", 1, "", std::chrono::seconds(20)); });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  got[0] = client(0)->Rendezvous("nccl", 1, std::string("id\0with\0nul", 12), std::chrono::seconds(20));
+  got[0] =
+      client(0)->Rendezvous("nccl", 1, std::string("id\0with\0nul", 12), std::chrono::seconds(20));
   early.join();
   late.join();
   for (int r = 0; r < 3; ++r) {
@@ -150,14 +153,19 @@ TEST_F(WorkerLinkTest, WorkerClientsMeetThroughARealServerAndGetRankZerosBlob) {
     EXPECT_EQ(*got[r], std::string("id\0with\0nul", 12)) << r;
   }
   // A barrier nobody else comes to: the patience runs out, naming who is missing.
-  absl::StatusOr<std::string> alone = client(0)->Rendezvous("nccl", 2, "x", std::chrono::milliseconds(1500));
+  absl::StatusOr<std::string> alone =
+      client(0)->Rendezvous("nccl", 2, "x", std::chrono::milliseconds(1500));
   EXPECT_EQ(alone.status().code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_NE(alone.status().message().find("missing 1, 2"), std::string_view::npos) << alone.status();
+  EXPECT_NE(alone.status().message().find("missing 1, 2"), std::string_view::npos)
+      << alone.status();
   // A forged token is refused at once.
   runtime::CoordinatorClientOptions forged;
   forged.address = address;
   forged.token = "forged";
-  EXPECT_EQ(runtime::CoordinatorClient(forged).Rendezvous("nccl", 1, "", std::chrono::seconds(20)).status().code(),
+  EXPECT_EQ(runtime::CoordinatorClient(forged)
+                .Rendezvous("nccl", 1, "", std::chrono::seconds(20))
+                .status()
+                .code(),
             absl::StatusCode::kUnauthenticated);
   server->Shutdown();
 }
@@ -167,7 +175,8 @@ TEST_F(WorkerLinkTest, RendezvousTimesOutNamingTheMissingRanks) {
   v1::RendezvousResponse r;
   grpc::Status s = Meet(link, 0, "id", 2, &r);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  EXPECT_NE(s.error_message().find("1 of 3 ranks arrived; missing 1, 2"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("1 of 3 ranks arrived; missing 1, 2"), std::string::npos)
+      << s.error_message();
 }
 
 TEST_F(WorkerLinkTest, CallsWithoutTheAttemptsTokenOrOutsideItAreRefused) {
@@ -206,7 +215,8 @@ TEST_F(WorkerLinkTest, ReportsOutsideTheAttemptAreRefusedAndStoreNothing) {
     fin.set_rank(rank);
     fin.set_message(std::string(1 << 20, 'x'));
     v1::FinishResponse fr;
-    EXPECT_EQ(link.Finish(nullptr, &fin, &fr).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << rank;
+    EXPECT_EQ(link.Finish(nullptr, &fin, &fr).error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << rank;
   }
   EXPECT_TRUE(store::ListRankRecords(store_, id_, 1)->empty());
   // A rank of the attempt with an enormous message: kept, cut to kMaxText.
@@ -240,11 +250,16 @@ TEST_F(WorkerLinkTest, ReportsOutsideTheAttemptAreRefusedAndStoreNothing) {
             }),
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_step(0); }), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_step(kMaxStep + 1); }), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_step_time_s(-1); }), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_tokens_per_s(std::nan("")); }), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_tokens_seen(-5); }), grpc::StatusCode::INVALID_ARGUMENT);
-  absl::StatusOr<std::vector<v1::StepMetrics>> stored = store::ListStepMetrics(store_, id_, 0, 100, 100, false);
+  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_step(kMaxStep + 1); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_step_time_s(-1); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_tokens_per_s(std::nan("")); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(steps([](v1::StepMetrics& m) { m.set_tokens_seen(-5); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  absl::StatusOr<std::vector<v1::StepMetrics>> stored =
+      store::ListStepMetrics(store_, id_, 0, 100, 100, false);
   ASSERT_TRUE(stored.ok());
   EXPECT_TRUE(stored->empty()) << "nothing of a refused call is stored";
 
@@ -261,10 +276,14 @@ TEST_F(WorkerLinkTest, ReportsOutsideTheAttemptAreRefusedAndStoreNothing) {
     v1::ReportCheckpointShardResponse resp;
     return link.ReportCheckpointShard(nullptr, &req, &resp).error_code();
   };
-  EXPECT_EQ(shard([](v1::CheckpointShard& s) { s.set_rank(7); }), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(shard([](v1::CheckpointShard& s) { s.set_bytes(int64_t{1} << 62); }), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(shard([](v1::CheckpointShard& s) { s.set_blocked_time_s(-3); }), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(shard([](v1::CheckpointShard& s) { s.set_path(std::string(10000, 'p')); }), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(shard([](v1::CheckpointShard& s) { s.set_rank(7); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(shard([](v1::CheckpointShard& s) { s.set_bytes(int64_t{1} << 62); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(shard([](v1::CheckpointShard& s) { s.set_blocked_time_s(-3); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(shard([](v1::CheckpointShard& s) { s.set_path(std::string(10000, 'p')); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
   // A non-finite loss is a worker's to report (belayd rolls back on it), not a malformed one.
   EXPECT_EQ(steps([](v1::StepMetrics& m) {
               m.set_loss(std::nan(""));
@@ -280,7 +299,8 @@ TEST_F(WorkerLinkTest, RendezvousBarriersAreBoundedAndFreedWithTheirAttempt) {
     EXPECT_EQ(Meet(link, 1, "", g, &r).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << g;
   }
   EXPECT_EQ(link.barrier_count(), static_cast<size_t>(kMaxBarriersPerAttempt));
-  EXPECT_EQ(Meet(link, 1, "", kMaxBarriersPerAttempt + 1, &r).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(Meet(link, 1, "", kMaxBarriersPerAttempt + 1, &r).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
   // A barrier it has already: still answered.
   EXPECT_EQ(Meet(link, 1, "", 3, &r).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
 
@@ -329,7 +349,8 @@ TEST_F(WorkerLinkTest, RanksReachBelaydOverTlsOnlyWithItsCa) {
   absl::Status ok = registers(tls->ca_pem, tls->server_name);
   EXPECT_TRUE(ok.ok()) << ok;
   EXPECT_FALSE(registers("", "").ok()) << "a plaintext client";
-  EXPECT_FALSE(registers(stranger->ca_pem, stranger->server_name).ok()) << "a client trusting another CA";
+  EXPECT_FALSE(registers(stranger->ca_pem, stranger->server_name).ok())
+      << "a client trusting another CA";
   EXPECT_FALSE(registers(tls->ca_pem, "not-belayd").ok()) << "a certificate for another name";
   server->Shutdown();
 }
@@ -337,11 +358,13 @@ TEST_F(WorkerLinkTest, RanksReachBelaydOverTlsOnlyWithItsCa) {
 // A worker link that asks for a heartbeat every second and counts them.
 class CountingLink final : public v1::WorkerLink::Service {
  public:
-  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::RegisterResponse* resp) override {
+  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*,
+                        v1::RegisterResponse* resp) override {
     resp->mutable_heartbeat_interval()->set_seconds(1);
     return grpc::Status::OK;
   }
-  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*, v1::HeartbeatResponse* resp) override {
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
+                         v1::HeartbeatResponse* resp) override {
     ++heartbeats;
     resp->mutable_heartbeat_interval()->set_seconds(1);
     return grpc::Status::OK;
@@ -376,7 +399,8 @@ TEST(HeartbeatInterval, GrowsWithTheWorldSoThatAllRanksStayUnderTheRate) {
   EXPECT_EQ(HeartbeatInterval(10000), 5s);
   EXPECT_EQ(HeartbeatInterval(100000), 50s);
   for (int32_t world : {1, 9999, 10001, 65536, 100000, 1 << 20}) {
-    EXPECT_LE(static_cast<double>(world) / static_cast<double>(HeartbeatInterval(world).count()), kMaxHeartbeatsPerSecond)
+    EXPECT_LE(static_cast<double>(world) / static_cast<double>(HeartbeatInterval(world).count()),
+              kMaxHeartbeatsPerSecond)
         << world;
   }
 }

@@ -64,7 +64,8 @@ absl::Status FakeScheduler::Signal(const std::string& id, int signal) {
   signals_.push_back({id, signal});
   if (signal == SIGKILL && kill_ends_job_ && it->second.status.state != JobState::kEnded) {
     std::vector<RankEnd> ranks;
-    for (int r = 0; r < it->second.spec.world_size; ++r) ranks.push_back({r, std::nullopt, SIGKILL, "fake-node-0"});
+    for (int r = 0; r < it->second.spec.world_size; ++r)
+      ranks.push_back({r, std::nullopt, SIGKILL, "fake-node-0"});
     End(id, ranks);
   }
   return absl::OkStatus();

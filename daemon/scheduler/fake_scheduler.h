@@ -31,7 +31,9 @@ class FakeScheduler final : public Scheduler {
   // What NodeStates returns.
   void SetNodeStates(std::vector<NodeState> nodes) { node_states_ = std::move(nodes); }
   absl::StatusOr<std::vector<NodeState>> NodeStates() override { return node_states_; }
-  void FailPollsOf(const std::string& job_id, absl::Status error) { failing_jobs_[job_id] = std::move(error); }
+  void FailPollsOf(const std::string& job_id, absl::Status error) {
+    failing_jobs_[job_id] = std::move(error);
+  }
   // New jobs start kQueued instead of kRunning until set back.
   void set_start_queued(bool queued) { start_queued_ = queued; }
   void SetState(const std::string& job_id, JobState state) { jobs_[job_id].status.state = state; }
@@ -55,7 +57,8 @@ class FakeScheduler final : public Scheduler {
     JobStatus status;
   };
   std::map<std::string, Job> jobs_;
-  std::map<std::tuple<std::string, int32_t, std::string>, std::string> by_key_;  // campaign, attempt, token
+  std::map<std::tuple<std::string, int32_t, std::string>, std::string>
+      by_key_;  // campaign, attempt, token
   std::vector<JobSpec> submitted_;
   std::vector<std::pair<std::string, int>> signals_;
   absl::Status submit_error_, poll_error_;

@@ -35,16 +35,19 @@ absl::StatusOr<RunAs> LookUpUser(uint32_t uid, std::string_view whose) {
   passwd* found = nullptr;
   std::vector<char> buf(16384);
   int rc = 0;
-  while ((rc = ::getpwuid_r(static_cast<uid_t>(uid), &pw, buf.data(), buf.size(), &found)) == ERANGE &&
+  while ((rc = ::getpwuid_r(static_cast<uid_t>(uid), &pw, buf.data(), buf.size(), &found)) ==
+             ERANGE &&
          buf.size() < (1u << 22)) {
     buf.resize(buf.size() * 4);
   }
   if (rc != 0) {
     // The user database did not answer (NSS, LDAP): try again later, not a refusal.
-    return absl::UnavailableError(Cat("looking up uid ", uid, ", ", whose, ": ", std::strerror(rc)));
+    return absl::UnavailableError(
+        Cat("looking up uid ", uid, ", ", whose, ": ", std::strerror(rc)));
   }
   if (found == nullptr) {
-    return absl::FailedPreconditionError(Cat("uid ", uid, ", ", whose, ", has no passwd entry on this machine"));
+    return absl::FailedPreconditionError(
+        Cat("uid ", uid, ", ", whose, ", has no passwd entry on this machine"));
   }
   RunAs as;
   as.uid = uid;
@@ -57,8 +60,8 @@ absl::StatusOr<RunAs> LookUpUser(uint32_t uid, std::string_view whose) {
 std::vector<gid_t> GroupsOf(const RunAs& as) {
   std::vector<gid_t> groups(64);
   int n = static_cast<int>(groups.size());
-  while (::getgrouplist(as.name.c_str(), static_cast<gid_t>(as.gid), groups.data(), &n) < 0 && n > 0 &&
-         static_cast<size_t>(n) > groups.size()) {
+  while (::getgrouplist(as.name.c_str(), static_cast<gid_t>(as.gid), groups.data(), &n) < 0 &&
+         n > 0 && static_cast<size_t>(n) > groups.size()) {
     groups.resize(static_cast<size_t>(n));
   }
   groups.resize(static_cast<size_t>(std::max(n, 0)));
@@ -68,7 +71,8 @@ std::vector<gid_t> GroupsOf(const RunAs& as) {
   return groups;
 }
 
-absl::StatusOr<std::unique_ptr<FilesystemIdentity>> FilesystemIdentity::Assume(uint32_t uid, std::string_view whose) {
+absl::StatusOr<std::unique_ptr<FilesystemIdentity>> FilesystemIdentity::Assume(
+    uint32_t uid, std::string_view whose) {
   if (uid == ::geteuid()) return std::unique_ptr<FilesystemIdentity>(new FilesystemIdentity());
   absl::StatusOr<RunAs> as = LookUpUser(uid, whose);
   if (!as.ok()) return as.status();
@@ -99,7 +103,8 @@ absl::StatusOr<std::unique_ptr<FilesystemIdentity>> FilesystemIdentity::Assume(c
   SetThreadFsgid(static_cast<gid_t>(as.gid));
   SetThreadFsuid(static_cast<uid_t>(as.uid));
   if (ThreadFsgid() != static_cast<gid_t>(as.gid) || ThreadFsuid() != static_cast<uid_t>(as.uid)) {
-    return absl::InternalError(Cat("cannot take uid ", as.uid, " and gid ", as.gid, " for file access"));
+    return absl::InternalError(
+        Cat("cannot take uid ", as.uid, " and gid ", as.gid, " for file access"));
   }
   return id;
 }

@@ -43,7 +43,8 @@ class FilesystemIdentity {
  public:
   static absl::StatusOr<std::unique_ptr<FilesystemIdentity>> Assume(const RunAs& as);
   // Looks the user up first (LookUpUser's errors).
-  static absl::StatusOr<std::unique_ptr<FilesystemIdentity>> Assume(uint32_t uid, std::string_view whose);
+  static absl::StatusOr<std::unique_ptr<FilesystemIdentity>> Assume(uint32_t uid,
+                                                                    std::string_view whose);
   ~FilesystemIdentity();  // back to belayd's own credentials
 
   FilesystemIdentity(const FilesystemIdentity&) = delete;

@@ -68,7 +68,8 @@ TEST_F(FilesystemIdentityTest, FilesAreAccessedAsTheUserOnThisThreadOnlyAndBelay
     other_read.set_value(CanOpen(secret));
   });
   {
-    absl::StatusOr<std::unique_ptr<FilesystemIdentity>> as = FilesystemIdentity::Assume(nobody_->pw_uid, "a test user");
+    absl::StatusOr<std::unique_ptr<FilesystemIdentity>> as =
+        FilesystemIdentity::Assume(nobody_->pw_uid, "a test user");
     assumed.set_value();
     EXPECT_TRUE(other_read.get_future().get());
     other.join();
@@ -87,7 +88,8 @@ TEST_F(FilesystemIdentityTest, FilesAreAccessedAsTheUserOnThisThreadOnlyAndBelay
 }
 
 TEST_F(FilesystemIdentityTest, BelaydsOwnUidChangesNothing) {
-  absl::StatusOr<std::unique_ptr<FilesystemIdentity>> as = FilesystemIdentity::Assume(::geteuid(), "belayd");
+  absl::StatusOr<std::unique_ptr<FilesystemIdentity>> as =
+      FilesystemIdentity::Assume(::geteuid(), "belayd");
   ASSERT_TRUE(as.ok()) << as.status();
   EXPECT_TRUE(CanOpen(dir_ / "private" / "secret"));
 }
@@ -96,9 +98,11 @@ TEST(FilesystemIdentity, AUidWithoutAUserIsRefusedNamingIt) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root";
   const uid_t ghost = 3999999;
   if (::getpwuid(ghost) != nullptr) GTEST_SKIP() << "uid " << ghost << " has a user here";
-  absl::StatusOr<std::unique_ptr<FilesystemIdentity>> as = FilesystemIdentity::Assume(ghost, "the owner of campaign x");
+  absl::StatusOr<std::unique_ptr<FilesystemIdentity>> as =
+      FilesystemIdentity::Assume(ghost, "the owner of campaign x");
   EXPECT_EQ(as.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(as.status().message().find("uid 3999999, the owner of campaign x, has no passwd entry"), std::string::npos)
+  EXPECT_NE(as.status().message().find("uid 3999999, the owner of campaign x, has no passwd entry"),
+            std::string::npos)
       << as.status();
 }
 

@@ -56,7 +56,8 @@ int SignalSession(pid_t sid, int sig) {
 
 std::string DescribeWait(int status) {
   if (WIFEXITED(status)) return Cat("exited with status ", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return Cat("killed by signal ", WTERMSIG(status), " (", strsignal(WTERMSIG(status)), ")");
+  if (WIFSIGNALED(status))
+    return Cat("killed by signal ", WTERMSIG(status), " (", strsignal(WTERMSIG(status)), ")");
   return Cat("wait status ", status);
 }
 
@@ -83,13 +84,18 @@ LocalScheduler::LocalScheduler(LocalSchedulerOptions options) : options_(std::mo
 absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   if (job.world_size < 1) return absl::InvalidArgumentError(Cat("world size ", job.world_size));
   if (job.command.empty()) return absl::InvalidArgumentError("empty command");
-  if (!job.after_job.empty()) return absl::InvalidArgumentError("the local backend does not queue jobs behind others");
+  if (!job.after_job.empty())
+    return absl::InvalidArgumentError("the local backend does not queue jobs behind others");
   std::error_code ec;
   fs::create_directories(options_.jobs_dir, ec);
-  if (!ec) fs::permissions(options_.jobs_dir, fs::perms::owner_all, fs::perm_options::replace, ec);  // private
-  if (ec) return absl::InternalError(Cat(options_.jobs_dir.string(), ": cannot create: ", ec.message()));
+  if (!ec)
+    fs::permissions(options_.jobs_dir, fs::perms::owner_all, fs::perm_options::replace,
+                    ec);  // private
+  if (ec)
+    return absl::InternalError(Cat(options_.jobs_dir.string(), ": cannot create: ", ec.message()));
   // Idempotent per (campaign, attempt): the key file names the job already started.
-  const fs::path key_file = options_.jobs_dir / ("key-" + absl::BytesToHexString(Cat(job.campaign_id, "/", job.attempt)));
+  const fs::path key_file =
+      options_.jobs_dir / ("key-" + absl::BytesToHexString(Cat(job.campaign_id, "/", job.attempt)));
   if (std::ifstream in(key_file); in) {
     std::string existing;
     if (std::getline(in, existing) && Find(existing).ok()) return existing;
@@ -103,7 +109,8 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   std::vector<std::string> argv;
   if (*as) {
     // Everything the job starts (mpirun included) runs as that user, with its groups.
-    argv = {options_.setpriv, Cat("--reuid=", (*as)->uid), Cat("--regid=", (*as)->gid), "--init-groups", "--"};
+    argv = {options_.setpriv, Cat("--reuid=", (*as)->uid), Cat("--regid=", (*as)->gid),
+            "--init-groups", "--"};
   }
   if (job.world_size > 1) {
     for (const char* a : {options_.mpirun.c_str(), "-np"}) argv.emplace_back(a);
@@ -145,7 +152,8 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   if (!job.work_dir.empty()) posix_spawn_file_actions_addchdir_np(&actions, job.work_dir.c_str());
   // A session of its own: the job survives belayd and is signalled as one process group.
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   sigset_t none, all;
   sigemptyset(&none);
   sigfillset(&all);
@@ -156,8 +164,8 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
-    return absl::InternalError(Cat("cannot start ", argv[0], " for campaign ", job.campaign_id, " attempt ",
-                                   job.attempt, ": ", std::strerror(rc)));
+    return absl::InternalError(Cat("cannot start ", argv[0], " for campaign ", job.campaign_id,
+                                   " attempt ", job.attempt, ": ", std::strerror(rc)));
   }
   children_.insert(pid);
   std::optional<std::pair<char, unsigned long long>> stat = ProcStat(pid);
@@ -184,8 +192,10 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
 }
 
 absl::Status LocalScheduler::Save(const std::string& id, const Record& r) const {
-  nlohmann::json j = {{"log_dir", r.log_dir.string()}, {"world_size", r.world_size},
-                      {"pid", r.pid}, {"start_ticks", r.start_ticks}};
+  nlohmann::json j = {{"log_dir", r.log_dir.string()},
+                      {"world_size", r.world_size},
+                      {"pid", r.pid},
+                      {"start_ticks", r.start_ticks}};
   if (r.wait_status) j["wait_status"] = *r.wait_status;
   absl::StatusOr<AtomicFile> file = AtomicFile::Create(options_.jobs_dir / (id + ".json"));
   if (!file.ok()) return file.status();
@@ -195,7 +205,8 @@ absl::Status LocalScheduler::Save(const std::string& id, const Record& r) const 
 
 absl::StatusOr<LocalScheduler::Record*> LocalScheduler::Find(const std::string& id) {
   if (auto it = jobs_.find(id); it != jobs_.end()) return &it->second;
-  if (id.empty() || id.find('/') != std::string::npos || id.find_first_not_of("0123456789-") != std::string::npos) {
+  if (id.empty() || id.find('/') != std::string::npos ||
+      id.find_first_not_of("0123456789-") != std::string::npos) {
     return absl::NotFoundError(Cat("\"", id, "\" is not a local job id"));
   }
   std::ifstream in(options_.jobs_dir / (id + ".json"));
@@ -203,15 +214,18 @@ absl::StatusOr<LocalScheduler::Record*> LocalScheduler::Find(const std::string& 
   nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
   Record r;
   if (!j.is_object() || !j.contains("log_dir") || !j["log_dir"].is_string() || !j.contains("pid") ||
-      !j["pid"].is_number_integer() || !j.contains("start_ticks") || !j["start_ticks"].is_number_unsigned() ||
-      !j.contains("world_size") || !j["world_size"].is_number_integer()) {
-    return absl::DataLossError(Cat((options_.jobs_dir / (id + ".json")).string(), ": not a job record"));
+      !j["pid"].is_number_integer() || !j.contains("start_ticks") ||
+      !j["start_ticks"].is_number_unsigned() || !j.contains("world_size") ||
+      !j["world_size"].is_number_integer()) {
+    return absl::DataLossError(
+        Cat((options_.jobs_dir / (id + ".json")).string(), ": not a job record"));
   }
   r.log_dir = j["log_dir"].get<std::string>();
   r.world_size = j["world_size"].get<int>();
   r.pid = j["pid"].get<pid_t>();
   r.start_ticks = j["start_ticks"].get<unsigned long long>();
-  if (j.contains("wait_status") && j["wait_status"].is_number_integer()) r.wait_status = j["wait_status"].get<int>();
+  if (j.contains("wait_status") && j["wait_status"].is_number_integer())
+    r.wait_status = j["wait_status"].get<int>();
   return &(jobs_[id] = r);
 }
 
@@ -243,7 +257,8 @@ JobStatus LocalScheduler::Ended(const std::string& id, const Record& r) const {
                             : "leader ended while belayd was not watching (status unknown)";
   for (int rank = 0; rank < r.world_size; ++rank) {
     RankEnd e = ReadRankEnd(r.log_dir, rank, s.nodes[0]);
-    if (!e.exit_code && e.signal == 0 && r.world_size == 1 && r.wait_status && WIFSIGNALED(*r.wait_status)) {
+    if (!e.exit_code && e.signal == 0 && r.world_size == 1 && r.wait_status &&
+        WIFSIGNALED(*r.wait_status)) {
       e.signal = WTERMSIG(*r.wait_status);  // the wrapper itself was killed with its rank
     }
     s.ranks.push_back(e);

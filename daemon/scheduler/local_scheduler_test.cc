@@ -2,11 +2,10 @@
 // exits, signals to the whole job, and a second scheduler (a restarted belayd) finding jobs.
 #include "daemon/scheduler/local_scheduler.h"
 
-#include <sys/types.h>
-
 #include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -121,7 +120,8 @@ TEST_F(LocalSchedulerTest, RanksRunAsTheUserTheJobNames) {
   ASSERT_NE(pw, nullptr);
   const uid_t uid = pw->pw_uid;
   const gid_t gid = pw->pw_gid;
-  const std::string want = absl::StrCat("uid=", uid, " gid=", gid, " home=", pw->pw_dir, " user=", pw->pw_name, "\n");
+  const std::string want =
+      absl::StrCat("uid=", uid, " gid=", gid, " home=", pw->pw_dir, " user=", pw->pw_name, "\n");
   LocalScheduler s(options_);
   for (int world : {1, 2}) {  // directly, and mpirun itself as that user
     SCOPED_TRACE(world);
@@ -165,7 +165,8 @@ TEST_F(LocalSchedulerTest, RanksRunAsTheUserTheJobNames) {
   stranger.run_as_uid = 3999999;
   absl::StatusOr<std::string> refused = s.Submit(stranger);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
-  EXPECT_NE(refused.status().message().find("no passwd entry"), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("no passwd entry"), std::string::npos)
+      << refused.status();
 }
 
 // A job of another user inherits of belayd's environment only what PassedToOtherUsers allows
@@ -232,8 +233,10 @@ TEST_F(LocalSchedulerTest, ExitFilesAreReadOnlyWhenTheyAreRegularFiles) {
   { std::ofstream(RankFile(dir_ / "logs", 2, "exit")) << "137\n"; }
   { std::ofstream(RankFile(dir_ / "logs", 3, "exit")) << "garbage\n"; }
   EXPECT_EQ(ReadRankEnd(dir_ / "logs", 0, "n"), (RankEnd{0, std::nullopt, 0, "n"}));  // the symlink
-  EXPECT_EQ(ReadRankEnd(dir_ / "logs", 1, "n"), (RankEnd{1, std::nullopt, 0, "n"}));  // the FIFO, at once
-  EXPECT_EQ(ReadRankEnd(dir_ / "logs", 2, "n"), (RankEnd{2, std::nullopt, 9, "n"}));  // killed by SIGKILL
+  EXPECT_EQ(ReadRankEnd(dir_ / "logs", 1, "n"),
+            (RankEnd{1, std::nullopt, 0, "n"}));  // the FIFO, at once
+  EXPECT_EQ(ReadRankEnd(dir_ / "logs", 2, "n"),
+            (RankEnd{2, std::nullopt, 9, "n"}));  // killed by SIGKILL
   EXPECT_EQ(ReadRankEnd(dir_ / "logs", 3, "n"), (RankEnd{3, std::nullopt, 0, "n"}));
   EXPECT_EQ(ReadRankEnd(dir_ / "logs", 4, "n"), (RankEnd{4, std::nullopt, 0, "n"}));  // none
 }
@@ -251,8 +254,8 @@ TEST_F(LocalSchedulerTest, ARankKilledByASignalIsReportedAsSuch) {
 
 TEST_F(LocalSchedulerTest, SigusrReachesEveryRankOfTheJob) {
   LocalScheduler s(options_);
-  absl::StatusOr<std::string> id = s.Submit(Job(
-      2, "trap 'echo stopping; exit 0' USR1; echo ready; while :; do sleep 0.1; done"));
+  absl::StatusOr<std::string> id = s.Submit(
+      Job(2, "trap 'echo stopping; exit 0' USR1; echo ready; while :; do sleep 0.1; done"));
   ASSERT_TRUE(id.ok()) << id.status();
   WaitForLog(0, "ready");
   WaitForLog(1, "ready");
@@ -288,7 +291,8 @@ TEST_F(LocalSchedulerTest, SigkillEndsTheJobAndLeavesNoProcessBehind) {
       std::ifstream stat(e.path() / "stat");
       std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
       size_t close = text.rfind(')');
-      if (close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'Z') continue;  // dead, unreaped
+      if (close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'Z')
+        continue;  // dead, unreaped
       ++left;
     }
     if (left == 0) break;
@@ -301,8 +305,8 @@ TEST_F(LocalSchedulerTest, ARestartedSchedulerFindsAndSignalsJobsStartedBefore) 
   std::string id;
   {
     LocalScheduler first(options_);
-    absl::StatusOr<std::string> submitted =
-        first.Submit(Job(1, "trap 'echo stopping; exit 4' USR1; echo ready; while :; do sleep 0.1; done"));
+    absl::StatusOr<std::string> submitted = first.Submit(
+        Job(1, "trap 'echo stopping; exit 4' USR1; echo ready; while :; do sleep 0.1; done"));
     ASSERT_TRUE(submitted.ok()) << submitted.status();
     id = *submitted;
   }  // "belayd exits"; the job goes on

@@ -30,7 +30,8 @@ std::map<std::string, std::string> InheritedEnvironment() {
 }
 
 bool PassedToOtherUsers(std::string_view key) {
-  return key == "PATH" || key == "LANG" || key == "LANGUAGE" || key.starts_with("LC_") || key == "TZ";
+  return key == "PATH" || key == "LANG" || key == "LANGUAGE" || key.starts_with("LC_") ||
+         key == "TZ";
 }
 
 void MakeEnvironmentOf(const RunAs& as, std::map<std::string, std::string>& env) {
@@ -39,9 +40,11 @@ void MakeEnvironmentOf(const RunAs& as, std::map<std::string, std::string>& env)
   env["USER"] = env["LOGNAME"] = as.name;
 }
 
-std::filesystem::path RankFile(const std::filesystem::path& log_dir, int rank, std::string_view ext) {
+std::filesystem::path RankFile(const std::filesystem::path& log_dir, int rank,
+                               std::string_view ext) {
   char name[48];
-  std::snprintf(name, sizeof name, "rank_%05d.%.*s", rank, static_cast<int>(ext.size()), ext.data());
+  std::snprintf(name, sizeof name, "rank_%05d.%.*s", rank, static_cast<int>(ext.size()),
+                ext.data());
   return log_dir / name;
 }
 

@@ -34,7 +34,8 @@ inline constexpr const char* kRankWrapper =
     "exit \"$s\"\n";
 
 // <log_dir>/rank_<r, 5 digits>.<ext>
-std::filesystem::path RankFile(const std::filesystem::path& log_dir, int rank, std::string_view ext);
+std::filesystem::path RankFile(const std::filesystem::path& log_dir, int rank,
+                               std::string_view ext);
 
 // A file ranks wrote, opened for reading by belayd: only a regular file, not through a
 // symlink, and without blocking (a FIFO is refused, not waited on). The log directory may

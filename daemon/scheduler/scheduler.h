@@ -47,7 +47,7 @@ struct JobSpec {
   pb::SchedulerKind kind = pb::SCHEDULER_KIND_LOCAL;
   std::string partition;
   std::string account;
-  std::vector<std::string> sbatch_options;  // "--name=value" (or "--name")
+  std::vector<std::string> sbatch_options;               // "--name=value" (or "--name")
   std::optional<std::chrono::seconds> pre_limit_signal;  // USR1 this long before the time limit
   // GPUs per node the job needs (Slurm: the job asks for gres gpu per node and its ranks are
   // started with srun, one task per GPU, each choosing its GPU by SLURM_LOCALID); 0: CPU ranks
@@ -128,7 +128,7 @@ struct NodeState {
   bool down = false;   // unusable: down, not responding or failing
   bool drain = false;  // drained or draining: takes no new jobs
   std::vector<std::string> partitions = {};  // the partitions it belongs to
-  bool in_default_partition = false;    // one of them is where jobs without a partition go
+  bool in_default_partition = false;         // one of them is where jobs without a partition go
 };
 
 // Calls made to a scheduler's controller (Slurm: libslurm RPCs to slurmctld) since start.

@@ -29,8 +29,10 @@ using Clock = std::chrono::steady_clock;
 // verdict on a request.
 bool Unreachable(int err) {
   return (err >= SLURM_UNEXPECTED_MSG_ERROR && err < SLURM_UNEXPECTED_MSG_ERROR + 100) ||
-         (err >= SLURMCTLD_COMMUNICATIONS_CONNECTION_ERROR && err < SLURMCTLD_COMMUNICATIONS_CONNECTION_ERROR + 100) ||
-         (err >= SLURM_PROTOCOL_SOCKET_IMPL_ZERO_RECV_LENGTH && err < SLURM_PROTOCOL_SOCKET_IMPL_ZERO_RECV_LENGTH + 100) ||
+         (err >= SLURMCTLD_COMMUNICATIONS_CONNECTION_ERROR &&
+          err < SLURMCTLD_COMMUNICATIONS_CONNECTION_ERROR + 100) ||
+         (err >= SLURM_PROTOCOL_SOCKET_IMPL_ZERO_RECV_LENGTH &&
+          err < SLURM_PROTOCOL_SOCKET_IMPL_ZERO_RECV_LENGTH + 100) ||
          err == ESLURM_IN_STANDBY_MODE || err == EAGAIN || err == ETIMEDOUT;
 }
 
@@ -72,14 +74,15 @@ absl::Status SlurmScheduler::Admit() {
   const Clock::time_point now = Clock::now();
   if (now < backoff_until_) {
     ++refused_;
-    return absl::UnavailableError(Cat("slurmctld failed recently; next try in ",
-                                      std::chrono::duration_cast<std::chrono::seconds>(backoff_until_ - now).count(), " s"));
+    return absl::UnavailableError(
+        Cat("slurmctld failed recently; next try in ",
+            std::chrono::duration_cast<std::chrono::seconds>(backoff_until_ - now).count(), " s"));
   }
   while (!recent_.empty() && now - recent_.front() >= std::chrono::minutes(1)) recent_.pop_front();
   if (static_cast<int>(recent_.size()) >= options_.rpc_budget_per_minute) {
     ++refused_;
-    return absl::UnavailableError(Cat("the budget of ", options_.rpc_budget_per_minute,
-                                      " Slurm RPCs per minute is used up"));
+    return absl::UnavailableError(
+        Cat("the budget of ", options_.rpc_budget_per_minute, " Slurm RPCs per minute is used up"));
   }
   recent_.push_back(now);
   ++rpcs_;
@@ -89,14 +92,16 @@ absl::Status SlurmScheduler::Admit() {
 void SlurmScheduler::Succeeded() { backoff_ = std::chrono::milliseconds(0); }
 
 absl::Status SlurmScheduler::Failed(std::string what) {
-  backoff_ = std::min(options_.max_backoff, std::max(std::chrono::milliseconds(1000), backoff_ * 2));
+  backoff_ =
+      std::min(options_.max_backoff, std::max(std::chrono::milliseconds(1000), backoff_ * 2));
   backoff_until_ = Clock::now() + backoff_;
   spdlog::warn("{}; backing off {} ms", what, backoff_.count());
   return absl::UnavailableError(std::move(what));
 }
 
 absl::Status SlurmScheduler::Load(bool fresh) {
-  if (!fresh && !stale_ && Clock::now() - loaded_at_ < options_.min_poll_interval) return absl::OkStatus();
+  if (!fresh && !stale_ && Clock::now() - loaded_at_ < options_.min_poll_interval)
+    return absl::OkStatus();
   if (absl::Status s = Admit(); !s.ok()) return s;
   job_info_msg_t* msg = nullptr;
   if (slurm_load_jobs(0, &msg, SHOW_ALL) != SLURM_SUCCESS) {
@@ -120,7 +125,8 @@ absl::Status SlurmScheduler::Load(bool fresh) {
     s.user_id = j.user_id;
     s.reason = j.state_desc != nullptr ? j.state_desc : "";
     // (22.05 has no public reason-to-text helper: the code it is, then.)
-    if (s.reason.empty() && j.state_reason != WAIT_NO_REASON) s.reason = Cat("reason code ", j.state_reason);
+    if (s.reason.empty() && j.state_reason != WAIT_NO_REASON)
+      s.reason = Cat("reason code ", j.state_reason);
     jobs_[j.job_id] = std::move(s);
   }
   loaded_at_ = Clock::now();
@@ -130,7 +136,8 @@ absl::Status SlurmScheduler::Load(bool fresh) {
 
 absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   if (job.world_size < 1 || job.ranks_per_node < 1 || job.world_size % job.ranks_per_node != 0) {
-    return absl::InvalidArgumentError(Cat(job.world_size, " ranks do not fill nodes of ", job.ranks_per_node));
+    return absl::InvalidArgumentError(
+        Cat(job.world_size, " ranks do not fill nodes of ", job.ranks_per_node));
   }
   if (job.command.empty()) return absl::InvalidArgumentError("empty command");
   const fs::path log_dir = fs::absolute(job.log_dir);
@@ -149,7 +156,8 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   std::string comment = SlurmJobComment(job.campaign_id, job.attempt, token);
   if (absl::Status s = Load(/*fresh=*/true); !s.ok()) return s;
   for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
-    if (it->second.comment == comment && it->second.user_id == uid) return std::to_string(it->first);
+    if (it->second.comment == comment && it->second.user_id == uid)
+      return std::to_string(it->first);
   }
   std::error_code ec;
   for (int r = 0; r < job.world_size; ++r) fs::remove(RankFile(log_dir, r, "exit"), ec);
@@ -177,10 +185,18 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
     absl::StatusOr<SbatchOption> opt = ParseSbatchOption(o);
     if (!opt.ok()) return opt.status();
     switch (opt->kind) {
-      case SbatchOption::Kind::kQos: qos = opt->value; break;
-      case SbatchOption::Kind::kReservation: reservation = opt->value; break;
-      case SbatchOption::Kind::kConstraint: constraint = opt->value; break;
-      case SbatchOption::Kind::kExclusive: exclusive = true; break;
+      case SbatchOption::Kind::kQos:
+        qos = opt->value;
+        break;
+      case SbatchOption::Kind::kReservation:
+        reservation = opt->value;
+        break;
+      case SbatchOption::Kind::kConstraint:
+        constraint = opt->value;
+        break;
+      case SbatchOption::Kind::kExclusive:
+        exclusive = true;
+        break;
     }
   }
 
@@ -223,8 +239,8 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   d.env_size = static_cast<uint32_t>(kvs.size());
   d.requeue = 0;  // belay decides restarts
   d.warn_signal = SIGUSR1;
-  d.warn_time = static_cast<uint16_t>(
-      std::clamp<int64_t>(job.pre_limit_signal.value_or(options_.pre_limit_signal).count(), 0, 65535));
+  d.warn_time = static_cast<uint16_t>(std::clamp<int64_t>(
+      job.pre_limit_signal.value_or(options_.pre_limit_signal).count(), 0, 65535));
   d.warn_flags = KILL_JOB_BATCH;  // to the batch shell, which passes it on to mpirun
   d.user_id = uid;  // (slurmctld takes another user's uid from root or SlurmUser only)
   d.group_id = gid;
@@ -258,7 +274,8 @@ absl::StatusOr<std::vector<JobStatus>> SlurmScheduler::Poll(const std::vector<st
     auto it = num ? jobs_.find(*num) : jobs_.end();
     if (it == jobs_.end()) {
       st.state = JobState::kUnknown;
-      st.message = Cat("slurmctld does not know job ", id, " (it ended longer ago than MinJobAge, or never existed)");
+      st.message = Cat("slurmctld does not know job ", id,
+                       " (it ended longer ago than MinJobAge, or never existed)");
       out.push_back(std::move(st));
       continue;
     }
@@ -309,7 +326,8 @@ absl::StatusOr<std::vector<NodeState>> SlurmScheduler::NodeStates() {
     return absl::InternalError(what);
   }
   Succeeded();
-  std::unique_ptr<node_info_msg_t, void (*)(node_info_msg_t*)> owned(nodes, slurm_free_node_info_msg);
+  std::unique_ptr<node_info_msg_t, void (*)(node_info_msg_t*)> owned(nodes,
+                                                                     slurm_free_node_info_msg);
   // slurm_load_node leaves each node's partitions empty; they come from the partition table.
   std::string default_partition;
   if (partition_info_msg_t* parts = Partitions()) {
@@ -370,7 +388,8 @@ absl::Status SlurmScheduler::Signal(const std::string& job_id, int sig) {
   if (!num) return absl::InvalidArgumentError(Cat("not a Slurm job id: ", job_id));
   if (absl::Status s = Admit(); !s.ok()) return s;
   // SIGKILL cancels the whole job; other signals go to the batch shell, which passes them on.
-  const int rc = slurm_kill_job(*num, static_cast<uint16_t>(sig), sig == SIGKILL ? 0 : KILL_JOB_BATCH);
+  const int rc =
+      slurm_kill_job(*num, static_cast<uint16_t>(sig), sig == SIGKILL ? 0 : KILL_JOB_BATCH);
   stale_ = true;
   if (rc == SLURM_SUCCESS) {
     Succeeded();

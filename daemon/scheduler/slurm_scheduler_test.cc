@@ -26,9 +26,11 @@ class SlurmSchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const char* conf = std::getenv("SLURM_CONF");
-    if (conf == nullptr || !fs::exists(conf)) GTEST_SKIP() << "SLURM_CONF names no cluster (ctest starts one)";
-    dir_ = fs::temp_directory_path() / ("belay_slurm_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    if (conf == nullptr || !fs::exists(conf))
+      GTEST_SKIP() << "SLURM_CONF names no cluster (ctest starts one)";
+    dir_ = fs::temp_directory_path() /
+           ("belay_slurm_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     SlurmSchedulerOptions o;
     o.conf = conf;
@@ -80,7 +82,8 @@ class SlurmSchedulerTest : public ::testing::Test {
       }
       std::this_thread::sleep_for(300ms);
     }
-    ADD_FAILURE() << "job " << id << " never reached " << JobStateName(want) << "; last: " << last.message;
+    ADD_FAILURE() << "job " << id << " never reached " << JobStateName(want)
+                  << "; last: " << last.message;
     return last;
   }
 
@@ -90,12 +93,14 @@ class SlurmSchedulerTest : public ::testing::Test {
 };
 
 TEST_F(SlurmSchedulerTest, AJobRunsItsRanksAcrossNodesAndReportsTheirExits) {
-  const JobSpec j = Job(1, {"/bin/sh", "-c", "echo \"rank $OMPI_COMM_WORLD_RANK token $BELAY_TOKEN\"; exit 3"});
+  const JobSpec j =
+      Job(1, {"/bin/sh", "-c", "echo \"rank $OMPI_COMM_WORLD_RANK token $BELAY_TOKEN\"; exit 3"});
   const std::string id = SubmitTwice(j);  // the same attempt again: the same job, not a second one
   ASSERT_FALSE(id.empty());
   const JobStatus st = WaitFor(id, JobState::kEnded);
   ASSERT_EQ(st.state, JobState::kEnded) << st.message;
-  EXPECT_EQ(st.reason, pb::END_REASON_UNSPECIFIED) << st.message;  // FAILED: the ranks' exits decide
+  EXPECT_EQ(st.reason, pb::END_REASON_UNSPECIFIED)
+      << st.message;  // FAILED: the ranks' exits decide
   EXPECT_EQ(st.nodes.size(), 2u) << st.message;
   ASSERT_EQ(st.ranks.size(), 2u);
   for (const RankEnd& e : st.ranks) {
@@ -112,7 +117,8 @@ TEST_F(SlurmSchedulerTest, AJobRunsAsTheUserItNames) {
   if (::geteuid() != 0) GTEST_SKIP() << "submitting as another user needs root (or SlurmUser)";
   const passwd* pw = ::getpwnam("nobody");
   ASSERT_NE(pw, nullptr);
-  JobSpec j = Job(1, {"/bin/sh", "-c", "echo \"rank $OMPI_COMM_WORLD_RANK uid=$(id -u) gid=$(id -g) user=$USER\""});
+  JobSpec j = Job(1, {"/bin/sh", "-c",
+                      "echo \"rank $OMPI_COMM_WORLD_RANK uid=$(id -u) gid=$(id -g) user=$USER\""});
   j.run_as_uid = pw->pw_uid;
   const std::string id = SubmitTwice(j);  // the second time found as that user's job
   ASSERT_FALSE(id.empty());
@@ -123,7 +129,8 @@ TEST_F(SlurmSchedulerTest, AJobRunsAsTheUserItNames) {
     std::ifstream log(j.log_dir / Cat("rank_0000", e.rank, ".log"));
     std::string line;
     std::getline(log, line);
-    EXPECT_EQ(line, Cat("rank ", e.rank, " uid=", pw->pw_uid, " gid=", pw->pw_gid, " user=", pw->pw_name));
+    EXPECT_EQ(line, Cat("rank ", e.rank, " uid=", pw->pw_uid, " gid=", pw->pw_gid,
+                        " user=", pw->pw_name));
   }
 }
 
@@ -133,18 +140,20 @@ TEST_F(SlurmSchedulerTest, RanksStartedWithSrunGetTheirRankFromSlurmAndUsr1) {
   // so the trap must already be set), then waits for USR1. Rank 0 then exits 0; rank 1 waits
   // until rank 0's exit is recorded and exits 11. (A rank that failed first would make srun
   // kill the other, --kill-on-bad-exit, before its trap ran: it would end without an exit code.)
-  JobSpec j = Job(1, {"/bin/sh", "-c",
-                      "trap 'echo usr1; [ \"$SLURM_PROCID\" = 0 ] && exit 0; "
-                      "while [ ! -e \"$BELAY_LOG_DIR/rank_00000.exit\" ]; do sleep 0.05; done; exit 11' USR1; "
-                      "echo \"rank $SLURM_PROCID of $SLURM_NTASKS local $SLURM_LOCALID\"; "
-                      "while :; do sleep 0.2; done"});
+  JobSpec j = Job(
+      1, {"/bin/sh", "-c",
+          "trap 'echo usr1; [ \"$SLURM_PROCID\" = 0 ] && exit 0; "
+          "while [ ! -e \"$BELAY_LOG_DIR/rank_00000.exit\" ]; do sleep 0.05; done; exit 11' USR1; "
+          "echo \"rank $SLURM_PROCID of $SLURM_NTASKS local $SLURM_LOCALID\"; "
+          "while :; do sleep 0.2; done"});
   j.srun = true;
   const std::string id = Submit(j);
   ASSERT_FALSE(id.empty());
   WaitFor(id, JobState::kRunning);
   for (int r = 0; r < 2; ++r) {
     const fs::path log = j.log_dir / Cat("rank_0000", r, ".log");
-    for (int i = 0; i < 100 && (!fs::exists(log) || fs::file_size(log) == 0); ++i) std::this_thread::sleep_for(100ms);
+    for (int i = 0; i < 100 && (!fs::exists(log) || fs::file_size(log) == 0); ++i)
+      std::this_thread::sleep_for(100ms);
     std::ifstream in(log);
     std::string line;
     std::getline(in, line);
@@ -166,15 +175,18 @@ TEST_F(SlurmSchedulerTest, RanksStartedWithSrunGetTheirRankFromSlurmAndUsr1) {
 TEST_F(SlurmSchedulerTest, Usr1ReachesEveryRankThroughTheBatchShell) {
   // Rank 0 exits 0 on USR1; rank 1 exits 7 once rank 0's exit is recorded (mpirun ends the
   // job when a rank fails, and would kill a rank whose trap had not run yet).
-  const std::string id = Submit(Job(2, {"/bin/sh", "-c",
-                                        "trap '[ \"$OMPI_COMM_WORLD_RANK\" = 0 ] && exit 0; "
-                                        "while [ ! -e \"$BELAY_LOG_DIR/rank_00000.exit\" ]; do sleep 0.05; done; "
-                                        "exit 7' USR1; echo ready; while :; do sleep 0.2; done"}));
+  const std::string id =
+      Submit(Job(2, {"/bin/sh", "-c",
+                     "trap '[ \"$OMPI_COMM_WORLD_RANK\" = 0 ] && exit 0; "
+                     "while [ ! -e \"$BELAY_LOG_DIR/rank_00000.exit\" ]; do sleep 0.05; done; "
+                     "exit 7' USR1; echo ready; while :; do sleep 0.2; done"}));
   ASSERT_EQ(WaitFor(id, JobState::kRunning).state, JobState::kRunning);
   // Both ranks up (their logs say so) before the signal.
   const fs::path logs = dir_ / "attempt_2";
-  for (int i = 0; i < 200 && !(fs::exists(logs / "rank_00000.log") && fs::file_size(logs / "rank_00000.log") > 0 &&
-                               fs::exists(logs / "rank_00001.log") && fs::file_size(logs / "rank_00001.log") > 0);
+  for (int i = 0;
+       i < 200 &&
+       !(fs::exists(logs / "rank_00000.log") && fs::file_size(logs / "rank_00000.log") > 0 &&
+         fs::exists(logs / "rank_00001.log") && fs::file_size(logs / "rank_00001.log") > 0);
        ++i) {
     std::this_thread::sleep_for(100ms);
   }

@@ -17,7 +17,8 @@ namespace belay::sched {
 // campaign id and attempt number submitted by another belayd (another state directory)
 // without revealing the token (comments are public). A restarted belayd finds the job of an
 // attempt by it.
-std::string SlurmJobComment(const std::string& campaign_id, int32_t attempt, std::string_view token);
+std::string SlurmJobComment(const std::string& campaign_id, int32_t attempt,
+                            std::string_view token);
 struct SlurmJobTag {
   std::string campaign_id;
   int32_t attempt = 0;

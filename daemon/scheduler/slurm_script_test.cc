@@ -18,9 +18,11 @@ TEST(SlurmScript, CommentsRoundTripAndStatesMeanWhatDesignSays) {
   EXPECT_EQ(tag->campaign_id, "demo-3");
   EXPECT_EQ(tag->attempt, 12);
   EXPECT_EQ(tag->key.size(), 16u);
-  for (const char* bad : {"", "belay:campaign=:attempt=1:key=0123456789abcdef", "belay:campaign=x:attempt=0:key=0123456789abcdef",
-                          "belay:campaign=x:attempt=1x:key=0123456789abcdef", "belay:campaign=x:attempt=1",
-                          "belay:campaign=x:attempt=1:key=xyz", "other:campaign=x:attempt=1:key=0123456789abcdef"}) {
+  for (const char* bad :
+       {"", "belay:campaign=:attempt=1:key=0123456789abcdef",
+        "belay:campaign=x:attempt=0:key=0123456789abcdef",
+        "belay:campaign=x:attempt=1x:key=0123456789abcdef", "belay:campaign=x:attempt=1",
+        "belay:campaign=x:attempt=1:key=xyz", "other:campaign=x:attempt=1:key=0123456789abcdef"}) {
     EXPECT_FALSE(ParseSlurmJobComment(bad).has_value()) << bad;
   }
   EXPECT_EQ(MeaningOfSlurmState(JOB_PENDING).state, JobState::kQueued);
@@ -43,16 +45,21 @@ TEST(SlurmScript, CommentsRoundTripAndStatesMeanWhatDesignSays) {
   const std::string s = SlurmBatchScript(j, "mpirun");
   EXPECT_NE(s.find("export BELAY_LOG_DIR='/shared/logs dir'"), std::string::npos) << s;
   EXPECT_NE(s.find("'mpirun' -np 4 /bin/sh -c "), std::string::npos) << s;
-  EXPECT_NE(s.find(" belay-rank '/opt/belay-worker' 'train' '--spec' '/a b/c.toml' &"), std::string::npos) << s;
+  EXPECT_NE(s.find(" belay-rank '/opt/belay-worker' 'train' '--spec' '/a b/c.toml' &"),
+            std::string::npos)
+      << s;
   EXPECT_NE(s.find("trap 'kill -USR1 \"$child\" 2>/dev/null' USR1"), std::string::npos) << s;
   // GPU ranks: srun, one task per GPU.
   j.gpus_per_node = 2;
   const std::string g = SlurmBatchScript(j, "mpirun");
   EXPECT_EQ(g.find("mpirun"), std::string::npos) << g;
-  EXPECT_NE(g.find("srun --mpi=none --kill-on-bad-exit=1 --ntasks=4 --ntasks-per-node=2 /bin/sh -c "),
+  EXPECT_NE(
+      g.find("srun --mpi=none --kill-on-bad-exit=1 --ntasks=4 --ntasks-per-node=2 /bin/sh -c "),
+      std::string::npos)
+      << g;
+  EXPECT_NE(g.find(" belay-rank '/opt/belay-worker' 'train' '--spec' '/a b/c.toml' &"),
             std::string::npos)
       << g;
-  EXPECT_NE(g.find(" belay-rank '/opt/belay-worker' 'train' '--spec' '/a b/c.toml' &"), std::string::npos) << g;
 }
 
 TEST(SlurmScript, NodeStatesReadAsSinfoWritesThem) {

@@ -23,7 +23,8 @@ absl::Status MemoryStore::Write(const WriteBatch& batch, Durability durability) 
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<std::string>> MemoryStore::Get(Table table, std::string_view key) const {
+absl::StatusOr<std::optional<std::string>> MemoryStore::Get(Table table,
+                                                            std::string_view key) const {
   absl::MutexLock lock(&mu_);
   const auto& t = tables_[static_cast<size_t>(table)];
   auto it = t.find(key);

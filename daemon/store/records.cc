@@ -31,7 +31,8 @@ absl::StatusOr<M> Decode(Table table, std::string_view key, const std::string& v
   M m;
   if (!m.ParseFromString(value)) {
     return absl::DataLossError(Cat("store table ", TableName(table), ": the value of key \"",
-                                   absl::CHexEscape(absl::string_view(key.data(), key.size())), "\" is not a valid ", M::descriptor()->name()));
+                                   absl::CHexEscape(absl::string_view(key.data(), key.size())),
+                                   "\" is not a valid ", M::descriptor()->name()));
   }
   return m;
 }
@@ -79,8 +80,12 @@ absl::Status ValidateId(std::string_view what, std::string_view id) {
 }
 
 std::string CampaignKey(std::string_view id) { return std::string(id); }
-std::string AttemptKey(std::string_view c, int32_t n) { return Numbered(c, static_cast<uint32_t>(n), 4); }
-std::string CheckpointKey(std::string_view c, int64_t step) { return Numbered(c, static_cast<uint64_t>(step), 8); }
+std::string AttemptKey(std::string_view c, int32_t n) {
+  return Numbered(c, static_cast<uint32_t>(n), 4);
+}
+std::string CheckpointKey(std::string_view c, int64_t step) {
+  return Numbered(c, static_cast<uint64_t>(step), 8);
+}
 std::string StepMetricsKey(std::string_view c, int64_t step) {
   std::string k = Prefix(c);
   k.push_back('s');
@@ -94,7 +99,9 @@ std::string EvalMetricsKey(std::string_view c, int64_t step, std::string_view da
   k.append(dataset);
   return k;
 }
-std::string EventKey(std::string_view c, int64_t seq) { return Numbered(c, static_cast<uint64_t>(seq), 8); }
+std::string EventKey(std::string_view c, int64_t seq) {
+  return Numbered(c, static_cast<uint64_t>(seq), 8);
+}
 std::string NodeKey(std::string_view name) { return std::string(name); }
 std::string RankKey(std::string_view c, int32_t attempt, int32_t rank) {
   std::string k = Numbered(c, static_cast<uint32_t>(attempt), 4);
@@ -133,9 +140,12 @@ void Put(WriteBatch& b, std::string_view campaign, const pb::EvalMetrics& m) {
 void Put(WriteBatch& b, const pb::Event& e) {
   b.Put(Table::kEvents, EventKey(e.campaign_id(), e.seq()), e.SerializeAsString());
 }
-void Put(WriteBatch& b, const pb::Node& n) { b.Put(Table::kNodes, NodeKey(n.name()), n.SerializeAsString()); }
+void Put(WriteBatch& b, const pb::Node& n) {
+  b.Put(Table::kNodes, NodeKey(n.name()), n.SerializeAsString());
+}
 void Put(WriteBatch& b, const pb::RankRecord& r) {
-  b.Put(Table::kRanks, RankKey(r.campaign_id(), r.attempt_number(), r.rank()), r.SerializeAsString());
+  b.Put(Table::kRanks, RankKey(r.campaign_id(), r.attempt_number(), r.rank()),
+        r.SerializeAsString());
 }
 void Put(WriteBatch& b, std::string_view c, const pb::RankTimeSums& sums) {
   b.Put(Table::kMetrics, RankTimeSumsKey(c, sums.attempt_number()), sums.SerializeAsString());
@@ -150,20 +160,24 @@ absl::StatusOr<std::optional<pb::Campaign>> GetCampaign(const Store& s, std::str
 absl::StatusOr<std::vector<pb::Campaign>> ListCampaigns(const Store& s) {
   return ScanAll<pb::Campaign>(s, Table::kCampaigns, ScanOptions{});
 }
-absl::StatusOr<std::optional<pb::Attempt>> GetAttempt(const Store& s, std::string_view c, int32_t n) {
+absl::StatusOr<std::optional<pb::Attempt>> GetAttempt(const Store& s, std::string_view c,
+                                                      int32_t n) {
   return GetOne<pb::Attempt>(s, Table::kAttempts, AttemptKey(c, n));
 }
 absl::StatusOr<std::vector<pb::Attempt>> ListAttempts(const Store& s, std::string_view c) {
   return ScanAll<pb::Attempt>(s, Table::kAttempts, PrefixScan(Prefix(c)));
 }
-absl::StatusOr<std::optional<pb::Checkpoint>> GetCheckpoint(const Store& s, std::string_view c, int64_t step) {
+absl::StatusOr<std::optional<pb::Checkpoint>> GetCheckpoint(const Store& s, std::string_view c,
+                                                            int64_t step) {
   return GetOne<pb::Checkpoint>(s, Table::kCheckpoints, CheckpointKey(c, step));
 }
 absl::StatusOr<std::vector<pb::Checkpoint>> ListCheckpoints(const Store& s, std::string_view c) {
   return ScanAll<pb::Checkpoint>(s, Table::kCheckpoints, PrefixScan(Prefix(c)));
 }
-absl::StatusOr<std::vector<pb::Checkpoint>> ListCheckpointsBefore(const Store& s, std::string_view c,
-                                                                  int64_t before_step, size_t limit) {
+absl::StatusOr<std::vector<pb::Checkpoint>> ListCheckpointsBefore(const Store& s,
+                                                                  std::string_view c,
+                                                                  int64_t before_step,
+                                                                  size_t limit) {
   ScanOptions o = PrefixScan(Prefix(c));
   if (before_step >= 0) o.end = CheckpointKey(c, before_step);
   o.limit = limit;
@@ -180,7 +194,8 @@ absl::StatusOr<std::vector<pb::StepMetrics>> ListStepMetrics(const Store& s, std
   o.end = end_step < 0 ? PrefixEnd(kind) : StepMetricsKey(c, end_step);
   o.limit = limit;
   o.reverse = latest;
-  absl::StatusOr<std::vector<pb::StepMetrics>> out = ScanAll<pb::StepMetrics>(s, Table::kMetrics, o);
+  absl::StatusOr<std::vector<pb::StepMetrics>> out =
+      ScanAll<pb::StepMetrics>(s, Table::kMetrics, o);
   if (out.ok() && latest) std::reverse(out->begin(), out->end());
   return out;
 }
@@ -189,9 +204,10 @@ absl::StatusOr<std::vector<pb::EvalMetrics>> ListEvalMetrics(const Store& s, std
   kind.push_back('e');
   return ScanAll<pb::EvalMetrics>(s, Table::kMetrics, PrefixScan(kind));
 }
-absl::StatusOr<std::vector<pb::Event>> ListEvents(const Store& s, std::string_view c, int64_t after_seq,
-                                                  size_t limit) {
-  if (after_seq == std::numeric_limits<int64_t>::max()) return std::vector<pb::Event>();  // none come after it
+absl::StatusOr<std::vector<pb::Event>> ListEvents(const Store& s, std::string_view c,
+                                                  int64_t after_seq, size_t limit) {
+  if (after_seq == std::numeric_limits<int64_t>::max())
+    return std::vector<pb::Event>();  // none come after it
   ScanOptions o = PrefixScan(Prefix(c));
   if (after_seq >= 0) o.begin = EventKey(c, after_seq + 1);
   o.limit = limit;
@@ -211,7 +227,8 @@ absl::StatusOr<std::optional<pb::Node>> GetNode(const Store& s, std::string_view
 absl::StatusOr<std::vector<pb::Node>> ListNodes(const Store& s) {
   return ScanAll<pb::Node>(s, Table::kNodes, ScanOptions{});
 }
-absl::StatusOr<std::vector<pb::Node>> ListNodes(const Store& s, std::string_view after, size_t limit) {
+absl::StatusOr<std::vector<pb::Node>> ListNodes(const Store& s, std::string_view after,
+                                                size_t limit) {
   ScanOptions o;
   if (!after.empty()) {
     o.begin = std::string(after);
@@ -220,17 +237,21 @@ absl::StatusOr<std::vector<pb::Node>> ListNodes(const Store& s, std::string_view
   o.limit = limit;
   return ScanAll<pb::Node>(s, Table::kNodes, o);
 }
-absl::StatusOr<std::optional<pb::RankRecord>> GetRankRecord(const Store& s, std::string_view c, int32_t attempt,
-                                                           int32_t rank) {
+absl::StatusOr<std::optional<pb::RankRecord>> GetRankRecord(const Store& s, std::string_view c,
+                                                            int32_t attempt, int32_t rank) {
   return GetOne<pb::RankRecord>(s, Table::kRanks, RankKey(c, attempt, rank));
 }
-absl::StatusOr<std::vector<pb::RankRecord>> ListRankRecords(const Store& s, std::string_view c, int32_t attempt) {
-  return ScanAll<pb::RankRecord>(s, Table::kRanks, PrefixScan(Numbered(c, static_cast<uint32_t>(attempt), 4)));
+absl::StatusOr<std::vector<pb::RankRecord>> ListRankRecords(const Store& s, std::string_view c,
+                                                            int32_t attempt) {
+  return ScanAll<pb::RankRecord>(s, Table::kRanks,
+                                 PrefixScan(Numbered(c, static_cast<uint32_t>(attempt), 4)));
 }
-absl::StatusOr<std::optional<pb::RankTimeSums>> GetRankTimeSums(const Store& s, std::string_view c, int32_t attempt) {
+absl::StatusOr<std::optional<pb::RankTimeSums>> GetRankTimeSums(const Store& s, std::string_view c,
+                                                                int32_t attempt) {
   return GetOne<pb::RankTimeSums>(s, Table::kMetrics, RankTimeSumsKey(c, attempt));
 }
-absl::StatusOr<std::vector<pb::StepMetrics>> ListStepEvidence(const Store& s, std::string_view c, int32_t attempt) {
+absl::StatusOr<std::vector<pb::StepMetrics>> ListStepEvidence(const Store& s, std::string_view c,
+                                                              int32_t attempt) {
   std::string k = Prefix(c);
   k.push_back('x');
   AppendBigEndian(k, static_cast<uint32_t>(attempt), 4);

@@ -65,15 +65,19 @@ absl::StatusOr<std::vector<pb::Campaign>> ListCampaigns(const Store& store);
 absl::StatusOr<std::optional<pb::Attempt>> GetAttempt(const Store& store, std::string_view campaign,
                                                       int32_t number);
 // A campaign's attempts in number order.
-absl::StatusOr<std::vector<pb::Attempt>> ListAttempts(const Store& store, std::string_view campaign);
+absl::StatusOr<std::vector<pb::Attempt>> ListAttempts(const Store& store,
+                                                      std::string_view campaign);
 absl::StatusOr<std::optional<pb::Checkpoint>> GetCheckpoint(const Store& store,
-                                                            std::string_view campaign, int64_t step);
+                                                            std::string_view campaign,
+                                                            int64_t step);
 // A campaign's checkpoints in step order.
 absl::StatusOr<std::vector<pb::Checkpoint>> ListCheckpoints(const Store& store,
                                                             std::string_view campaign);
 // At most `limit` of a campaign's checkpoints with step < before_step (< 0: all), newest first.
-absl::StatusOr<std::vector<pb::Checkpoint>> ListCheckpointsBefore(const Store& store, std::string_view campaign,
-                                                                  int64_t before_step, size_t limit);
+absl::StatusOr<std::vector<pb::Checkpoint>> ListCheckpointsBefore(const Store& store,
+                                                                  std::string_view campaign,
+                                                                  int64_t before_step,
+                                                                  size_t limit);
 // Step metrics with first_step <= step < end_step (end_step < 0: no bound), in step order, at
 // most `limit` (0: all); `latest` takes the last `limit` of the range instead of the first.
 absl::StatusOr<std::vector<pb::StepMetrics>> ListStepMetrics(const Store& store,
@@ -88,18 +92,23 @@ absl::StatusOr<std::vector<pb::Event>> ListEvents(const Store& store, std::strin
 // The highest event seq of the campaign, or -1 when it has none.
 absl::StatusOr<int64_t> LastEventSeq(const Store& store, std::string_view campaign);
 absl::StatusOr<std::optional<pb::Node>> GetNode(const Store& store, std::string_view name);
-absl::StatusOr<std::optional<pb::RankRecord>> GetRankRecord(const Store& store, std::string_view campaign,
-                                                           int32_t attempt, int32_t rank);
+absl::StatusOr<std::optional<pb::RankRecord>> GetRankRecord(const Store& store,
+                                                            std::string_view campaign,
+                                                            int32_t attempt, int32_t rank);
 // An attempt's rank records in rank order (one scan; world size entries at most).
-absl::StatusOr<std::vector<pb::RankRecord>> ListRankRecords(const Store& store, std::string_view campaign,
+absl::StatusOr<std::vector<pb::RankRecord>> ListRankRecords(const Store& store,
+                                                            std::string_view campaign,
                                                             int32_t attempt);
-absl::StatusOr<std::optional<pb::RankTimeSums>> GetRankTimeSums(const Store& store, std::string_view campaign,
+absl::StatusOr<std::optional<pb::RankTimeSums>> GetRankTimeSums(const Store& store,
+                                                                std::string_view campaign,
                                                                 int32_t attempt);
 // The step reports kept as evidence of attempt `attempt`'s end, in step order.
-absl::StatusOr<std::vector<pb::StepMetrics>> ListStepEvidence(const Store& store, std::string_view campaign,
+absl::StatusOr<std::vector<pb::StepMetrics>> ListStepEvidence(const Store& store,
+                                                              std::string_view campaign,
                                                               int32_t attempt);
 absl::StatusOr<std::vector<pb::Node>> ListNodes(const Store& store);
 // At most `limit` nodes whose names sort after `after` ("": from the first), by name.
-absl::StatusOr<std::vector<pb::Node>> ListNodes(const Store& store, std::string_view after, size_t limit);
+absl::StatusOr<std::vector<pb::Node>> ListNodes(const Store& store, std::string_view after,
+                                                size_t limit);
 
 }  // namespace belay::store

@@ -19,7 +19,8 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   std::string msg = Cat(what, ": ", s.ToString());
   if (s.IsNotFound()) return absl::NotFoundError(msg);
   if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return absl::UnavailableError(msg);
-  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) return absl::UnavailableError(msg);
+  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos)
+    return absl::UnavailableError(msg);
   if (s.IsCorruption()) return absl::DataLossError(msg);
   return absl::InternalError(msg);
 }
@@ -49,7 +50,9 @@ absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(const std::file
   rocksdb::DB* raw = nullptr;
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::InternalError(Cat(dir.string(), ": cannot create the state directory: ", ec.message()));
+  if (ec)
+    return absl::InternalError(
+        Cat(dir.string(), ": cannot create the state directory: ", ec.message()));
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir.string(), families, &handles, &raw);
   if (!s.ok()) return FromRocks(s, Cat("cannot open the store in ", dir.string()));
   std::unique_ptr<rocksdb::DB> db(raw);
@@ -74,9 +77,9 @@ absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(const std::file
         Cat(dir.string(), ": schema version \"", text, "\" is not a version this belayd knows"));
   }
   if (v > kSchemaVersion) {
-    return absl::FailedPreconditionError(
-        Cat(dir.string(), ": written by a newer belayd (store schema ", v, "; this belayd reads up to ",
-            kSchemaVersion, "): upgrade belayd, or use another --state-dir"));
+    return absl::FailedPreconditionError(Cat(
+        dir.string(), ": written by a newer belayd (store schema ", v, "; this belayd reads up to ",
+        kSchemaVersion, "): upgrade belayd, or use another --state-dir"));
   }
   if (v < kSchemaVersion) {
     // Older records stay readable as they are; from now on this store holds records of this
@@ -120,7 +123,8 @@ absl::Status RocksDbStore::Write(const WriteBatch& batch, Durability durability)
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<std::string>> RocksDbStore::Get(Table table, std::string_view key) const {
+absl::StatusOr<std::optional<std::string>> RocksDbStore::Get(Table table,
+                                                             std::string_view key) const {
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handle(table), ToSlice(key), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
@@ -146,7 +150,8 @@ absl::StatusOr<Entries> RocksDbStore::Scan(Table table, const ScanOptions& o) co
     }
   } else {
     for (it->Seek(ToSlice(o.begin));
-         it->Valid() && !full() && (o.end.empty() || it->key().compare(ToSlice(o.end)) < 0); it->Next()) {
+         it->Valid() && !full() && (o.end.empty() || it->key().compare(ToSlice(o.end)) < 0);
+         it->Next()) {
       out.emplace_back(it->key().ToString(), it->value().ToString());
     }
   }

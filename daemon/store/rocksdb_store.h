@@ -31,8 +31,8 @@ class RocksDbStore final : public Store {
   // reads up to 1: upgrade belayd"), or holds a schema version that does not parse; the
   // RocksDB error (as Unavailable when another process holds the lock, Internal otherwise)
   // naming the directory.
-  static absl::StatusOr<std::unique_ptr<RocksDbStore>> Open(const std::filesystem::path& dir,
-                                                            const RocksDbStoreOptions& options = {});
+  static absl::StatusOr<std::unique_ptr<RocksDbStore>> Open(
+      const std::filesystem::path& dir, const RocksDbStoreOptions& options = {});
   ~RocksDbStore() override;
 
   absl::Status Write(const WriteBatch& batch, Durability durability) override;

@@ -7,14 +7,22 @@ namespace belay::store {
 
 std::string_view TableName(Table table) {
   switch (table) {
-    case Table::kMeta: return "meta";
-    case Table::kCampaigns: return "campaigns";
-    case Table::kAttempts: return "attempts";
-    case Table::kCheckpoints: return "checkpoints";
-    case Table::kMetrics: return "metrics";
-    case Table::kNodes: return "nodes";
-    case Table::kEvents: return "events";
-    case Table::kRanks: return "ranks";
+    case Table::kMeta:
+      return "meta";
+    case Table::kCampaigns:
+      return "campaigns";
+    case Table::kAttempts:
+      return "attempts";
+    case Table::kCheckpoints:
+      return "checkpoints";
+    case Table::kMetrics:
+      return "metrics";
+    case Table::kNodes:
+      return "nodes";
+    case Table::kEvents:
+      return "events";
+    case Table::kRanks:
+      return "ranks";
   }
   return "unknown";
 }

@@ -27,9 +27,9 @@ enum class Table {
   kEvents,       // "events": Event by (campaign, seq): the campaign's audit log
   kRanks,        // "ranks": RankRecord by (campaign, attempt, rank)
 };
-inline constexpr Table kAllTables[] = {Table::kMeta,    Table::kCampaigns, Table::kAttempts,
-                                       Table::kCheckpoints, Table::kMetrics, Table::kNodes,
-                                       Table::kEvents,  Table::kRanks};
+inline constexpr Table kAllTables[] = {Table::kMeta,        Table::kCampaigns, Table::kAttempts,
+                                       Table::kCheckpoints, Table::kMetrics,   Table::kNodes,
+                                       Table::kEvents,      Table::kRanks};
 std::string_view TableName(Table table);
 
 // The schema version this build writes and reads. A store written by a newer schema is
@@ -49,7 +49,9 @@ class WriteBatch {
   void Put(Table table, std::string key, std::string value) {
     ops_.push_back({table, std::move(key), std::move(value)});
   }
-  void Delete(Table table, std::string key) { ops_.push_back({table, std::move(key), std::nullopt}); }
+  void Delete(Table table, std::string key) {
+    ops_.push_back({table, std::move(key), std::nullopt});
+  }
   const std::vector<Op>& ops() const { return ops_; }
   bool empty() const { return ops_.empty(); }
 
@@ -63,10 +65,10 @@ enum class Durability {
 };
 
 struct ScanOptions {
-  std::string begin;       // first key, inclusive
-  std::string end;         // last key, exclusive; empty: to the end of the table
-  size_t limit = 0;        // at most this many entries; 0: no limit
-  bool reverse = false;    // descending from the last key below `end`
+  std::string begin;     // first key, inclusive
+  std::string end;       // last key, exclusive; empty: to the end of the table
+  size_t limit = 0;      // at most this many entries; 0: no limit
+  bool reverse = false;  // descending from the last key below `end`
 };
 
 using Entries = std::vector<std::pair<std::string, std::string>>;
@@ -86,7 +88,8 @@ class Store {
 
   virtual absl::Status Write(const WriteBatch& batch, Durability durability) = 0;
   // The value of `key`, or nullopt when there is none.
-  virtual absl::StatusOr<std::optional<std::string>> Get(Table table, std::string_view key) const = 0;
+  virtual absl::StatusOr<std::optional<std::string>> Get(Table table,
+                                                         std::string_view key) const = 0;
   virtual absl::StatusOr<Entries> Scan(Table table, const ScanOptions& options) const = 0;
 
   // OK while writes are accepted; the sticky error once one failed.

@@ -26,7 +26,8 @@ class FailingEnv : public rocksdb::EnvWrapper {
   const char* Name() const override { return "FailingEnv"; }
   std::atomic<bool> fail{false};
 
-  rocksdb::Status NewWritableFile(const std::string& name, std::unique_ptr<rocksdb::WritableFile>* out,
+  rocksdb::Status NewWritableFile(const std::string& name,
+                                  std::unique_ptr<rocksdb::WritableFile>* out,
                                   const rocksdb::EnvOptions& options) override {
     std::unique_ptr<rocksdb::WritableFile> file;
     rocksdb::Status s = target()->NewWritableFile(name, &file, options);
@@ -43,7 +44,8 @@ class FailingEnv : public rocksdb::EnvWrapper {
       if (env_->fail) return rocksdb::Status::IOError("injected", "No space left on device");
       return rocksdb::WritableFileWrapper::Append(data);
     }
-    rocksdb::Status Append(const rocksdb::Slice& data, const rocksdb::DataVerificationInfo& v) override {
+    rocksdb::Status Append(const rocksdb::Slice& data,
+                           const rocksdb::DataVerificationInfo& v) override {
       if (env_->fail) return rocksdb::Status::IOError("injected", "No space left on device");
       return rocksdb::WritableFileWrapper::Append(data, v);
     }
@@ -75,7 +77,9 @@ struct Backend {
 struct MemoryBackend : Backend {
   MemoryStore s;
   Store& store() override { return s; }
-  void BreakWrites() override { s.FailNextWrite(absl::InternalError("injected: No space left on device")); }
+  void BreakWrites() override {
+    s.FailNextWrite(absl::InternalError("injected: No space left on device"));
+  }
   bool Reopen() override { return false; }
 };
 
@@ -84,8 +88,8 @@ struct RocksBackend : Backend {
   FailingEnv env;
   std::unique_ptr<RocksDbStore> s;
   RocksBackend() {
-    dir = fs::temp_directory_path() / ("belay_store_test_" + std::to_string(::getpid()) + "_" +
-                                       std::to_string(counter++));
+    dir = fs::temp_directory_path() /
+          ("belay_store_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     fs::remove_all(dir);
     Open();
   }
@@ -163,21 +167,24 @@ TEST_P(StoreContract, BatchAppliesEveryOpInOrderAndTablesAreSeparate) {
 
 TEST_P(StoreContract, KeysSortAsUnsignedBytesWithRangesLimitsAndReverse) {
   WriteBatch b;
-  for (std::string k : {std::string("b"), std::string("a"), std::string("\x7f"), std::string("\x80"),
-                        std::string("a\0b", 3), std::string("ab"), std::string("\xff\xff")}) {
+  for (std::string k :
+       {std::string("b"), std::string("a"), std::string("\x7f"), std::string("\x80"),
+        std::string("a\0b", 3), std::string("ab"), std::string("\xff\xff")}) {
     b.Put(Table::kEvents, k, "v");
   }
   MustWrite(b);
-  const std::vector<std::string> all = {std::string("a"), std::string("a\0b", 3), "ab", "b",
-                                        "\x7f", "\x80", "\xff\xff"};
+  const std::vector<std::string> all = {
+      std::string("a"), std::string("a\0b", 3), "ab", "b", "\x7f", "\x80", "\xff\xff"};
   EXPECT_EQ(Keys(*store().Scan(Table::kEvents, {})), all);
   EXPECT_EQ(Keys(*store().Scan(Table::kEvents, {.begin = "ab", .end = "\x80"})),
             (std::vector<std::string>{"ab", "b", "\x7f"}));
   EXPECT_EQ(Keys(*store().Scan(Table::kEvents, {.begin = "a", .end = "", .limit = 2})),
             (std::vector<std::string>{"a", std::string("a\0b", 3)}));
-  EXPECT_EQ(Keys(*store().Scan(Table::kEvents, {.begin = "", .end = "b", .limit = 2, .reverse = true})),
-            (std::vector<std::string>{"ab", std::string("a\0b", 3)}));
-  EXPECT_EQ(Keys(*store().Scan(Table::kEvents, {.begin = "\x7f", .end = "", .limit = 0, .reverse = true})),
+  EXPECT_EQ(
+      Keys(*store().Scan(Table::kEvents, {.begin = "", .end = "b", .limit = 2, .reverse = true})),
+      (std::vector<std::string>{"ab", std::string("a\0b", 3)}));
+  EXPECT_EQ(Keys(*store().Scan(Table::kEvents,
+                               {.begin = "\x7f", .end = "", .limit = 0, .reverse = true})),
             (std::vector<std::string>{"\xff\xff", "\x80", "\x7f"}));
   EXPECT_TRUE(store().Scan(Table::kEvents, {.begin = "b", .end = "a"})->empty());
   EXPECT_EQ(PrefixEnd("a"), "b");
@@ -236,7 +243,8 @@ TEST_P(StoreContract, RecordsComeBackInNumericOrderPerCampaign) {
 
   auto metric_steps = [&](int64_t first, int64_t end, size_t limit, bool latest) {
     std::vector<int64_t> out;
-    const std::vector<pb::StepMetrics> metrics = ListStepMetrics(store(), "a", first, end, limit, latest).value();
+    const std::vector<pb::StepMetrics> metrics =
+        ListStepMetrics(store(), "a", first, end, limit, latest).value();
     for (const pb::StepMetrics& m : metrics) out.push_back(m.step());
     return out;
   };

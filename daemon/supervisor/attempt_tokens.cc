@@ -65,34 +65,42 @@ absl::StatusOr<std::string> AttemptTokens::LoadOrCreateKey(const std::filesystem
     const std::filesystem::path tmp = file.string() + ".new";
     ::unlink(tmp.c_str());
     const int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (out < 0) return absl::InternalError(Cat(tmp.string(), ": cannot create: ", std::strerror(errno)));
-    const bool written = ::write(out, key.data(), key.size()) == static_cast<ssize_t>(key.size()) && ::fsync(out) == 0;
+    if (out < 0)
+      return absl::InternalError(Cat(tmp.string(), ": cannot create: ", std::strerror(errno)));
+    const bool written = ::write(out, key.data(), key.size()) == static_cast<ssize_t>(key.size()) &&
+                         ::fsync(out) == 0;
     ::close(out);
     // link() fails if another belayd created the key meanwhile: then that one is read below.
     if (!written || (::link(tmp.c_str(), file.c_str()) != 0 && errno != EEXIST)) {
       const int e = errno;
       ::unlink(tmp.c_str());
-      return absl::InternalError(Cat(file.string(), ": cannot write the token key: ", std::strerror(e)));
+      return absl::InternalError(
+          Cat(file.string(), ": cannot write the token key: ", std::strerror(e)));
     }
     ::unlink(tmp.c_str());
     fd = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   }
-  if (fd < 0) return absl::FailedPreconditionError(Cat(file.string(), ": cannot open the token key: ", std::strerror(errno)));
+  if (fd < 0)
+    return absl::FailedPreconditionError(
+        Cat(file.string(), ": cannot open the token key: ", std::strerror(errno)));
   struct stat st {};
   std::string key;
-  absl::Status read = ::fstat(fd, &st) == 0 ? ReadAll(fd, key, file)
-                                            : absl::InternalError(Cat(file.string(), ": ", std::strerror(errno)));
+  absl::Status read = ::fstat(fd, &st) == 0
+                          ? ReadAll(fd, key, file)
+                          : absl::InternalError(Cat(file.string(), ": ", std::strerror(errno)));
   ::close(fd);
   if (!read.ok()) return read;
   if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
     return absl::FailedPreconditionError(
         Cat(file.string(), ": the worker token key must be a regular file of uid ", ::geteuid(),
-            " that no one else may read or write (it is mode ", absl::StrFormat("%04o", st.st_mode & 07777),
-            ", uid ", st.st_uid, "); remove it and restart belayd to make a new one"));
+            " that no one else may read or write (it is mode ",
+            absl::StrFormat("%04o", st.st_mode & 07777), ", uid ", st.st_uid,
+            "); remove it and restart belayd to make a new one"));
   }
   if (key.size() != kKeyBytes) {
-    return absl::FailedPreconditionError(Cat(file.string(), ": the worker token key has ", key.size(), " bytes, not ",
-                                             kKeyBytes, "; remove it and restart belayd to make a new one"));
+    return absl::FailedPreconditionError(Cat(file.string(), ": the worker token key has ",
+                                             key.size(), " bytes, not ", kKeyBytes,
+                                             "; remove it and restart belayd to make a new one"));
   }
   return key;
 }
@@ -106,17 +114,22 @@ std::string AttemptTokens::Mac(std::string_view domain, std::string_view message
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   Require(HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()),
-               reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &len) != nullptr,
+               reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac,
+               &len) != nullptr,
           "HMAC-SHA-256 failed");
   return std::string(reinterpret_cast<const char*>(mac), len);
 }
 
-std::string AttemptTokens::Token(std::string_view campaign, int32_t attempt, std::string_view nonce) const {
+std::string AttemptTokens::Token(std::string_view campaign, int32_t attempt,
+                                 std::string_view nonce) const {
   // Length-prefixed fields: no two (campaign, attempt, nonce) give the same message.
-  return absl::BytesToHexString(Mac("belay attempt token v1", Cat(campaign.size(), ":", campaign, ":", attempt, ":", nonce)));
+  return absl::BytesToHexString(
+      Mac("belay attempt token v1", Cat(campaign.size(), ":", campaign, ":", attempt, ":", nonce)));
 }
 
-std::string AttemptTokens::Digest(std::string_view token) const { return Mac("belay token lookup v1", token); }
+std::string AttemptTokens::Digest(std::string_view token) const {
+  return Mac("belay token lookup v1", token);
+}
 
 bool DigestEqual::operator()(const std::string& a, const std::string& b) const {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;

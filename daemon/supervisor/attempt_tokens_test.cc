@@ -26,14 +26,11 @@ TEST(AttemptTokens, TokenDependsOnKeyCampaignAttemptAndNonce) {
   EXPECT_EQ(base.size(), 64u);
   EXPECT_EQ(base.find_first_not_of("0123456789abcdef"), std::string::npos);
   EXPECT_EQ(t.Token("tiny-1", 3, "00ff"), base) << "derivation is deterministic";
-  std::set<std::string> seen = {base,
-                                t.Token("tiny-2", 3, "00ff"),
-                                t.Token("tiny-1", 4, "00ff"),
+  std::set<std::string> seen = {base, t.Token("tiny-2", 3, "00ff"), t.Token("tiny-1", 4, "00ff"),
                                 t.Token("tiny-1", 3, "00fe"),
                                 // Field boundaries are part of the message: no shifting of bytes
                                 // between fields gives the same token.
-                                t.Token("tiny-13", 3, "00ff"),
-                                t.Token("tiny-1", 33, "00ff"),
+                                t.Token("tiny-13", 3, "00ff"), t.Token("tiny-1", 33, "00ff"),
                                 AttemptTokens(std::string(32, 'b')).Token("tiny-1", 3, "00ff")};
   EXPECT_EQ(seen.size(), 7u);
 }
@@ -90,10 +87,9 @@ TEST_F(AttemptTokensTest, KeyThroughASymlinkOrOfTheWrongSizeIsRefused) {
   fs::create_symlink(real, dir() / "link.key");
   EXPECT_FALSE(AttemptTokens::LoadOrCreateKey(dir() / "link.key").ok());
   const fs::path short_key = dir() / "short.key";
-  {
-    std::ofstream(short_key) << "0123";
-  }
-  fs::permissions(short_key, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+  { std::ofstream(short_key) << "0123"; }
+  fs::permissions(short_key, fs::perms::owner_read | fs::perms::owner_write,
+                  fs::perm_options::replace);
   absl::StatusOr<std::string> key = AttemptTokens::LoadOrCreateKey(short_key);
   EXPECT_TRUE(absl::IsFailedPrecondition(key.status())) << key.status();
 }

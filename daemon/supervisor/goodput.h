@@ -37,6 +37,7 @@ pb::GoodputLedger ComputeGoodput(const std::vector<pb::Attempt>& attempts,
 // of memory or preemption (not completed, time limit, cancelled, nan or loss spike). `prior`
 // counts as one stretch without a failure before the campaign: a young campaign saves for it,
 // and the campaign's own record takes over as it grows. At least one second.
-std::chrono::seconds EstimateMtbf(const std::vector<pb::Attempt>& attempts, std::chrono::seconds prior);
+std::chrono::seconds EstimateMtbf(const std::vector<pb::Attempt>& attempts,
+                                  std::chrono::seconds prior);
 
 }  // namespace belay::supervisor

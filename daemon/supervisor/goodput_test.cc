@@ -22,13 +22,13 @@ TEST(Goodput, ACrashCostsItsLostStepsDetectionAndRestart) {
   SetTime(a1.mutable_start_time(), t0);
   SetTime(a1.mutable_first_step_time(), t0 + 60s);  // start-up
   a1.set_first_step(1);
-  a1.set_last_step(101);                              // 100 steps in 1000 s: 10 s a step
+  a1.set_last_step(101);  // 100 steps in 1000 s: 10 s a step
   SetTime(a1.mutable_last_progress_time(), t0 + 1060s);
-  SetTime(a1.mutable_end_time(), t0 + 1090s);       // detected 30 s after the last step
+  SetTime(a1.mutable_end_time(), t0 + 1090s);  // detected 30 s after the last step
   a2.set_number(2);
   a2.set_world_size(2);
   a2.set_state(pb::ATTEMPT_STATE_RUNNING);
-  a2.set_start_checkpoint_step(80);                   // 21 steps lost
+  a2.set_start_checkpoint_step(80);  // 21 steps lost
   SetTime(a2.mutable_start_time(), t0 + 1120s);
   SetTime(a2.mutable_first_step_time(), t0 + 1180s);  // 60 s restart
 
@@ -95,7 +95,8 @@ TEST(EstimateMtbf, TheCampaignsFailuresAndRunTimeWeighAgainstThePrior) {
   as.push_back(attempt(10, pb::ATTEMPT_STATE_ENDED, pb::END_REASON_PREEMPTED, 7h, 8h));
   EXPECT_EQ(EstimateMtbf(as, 4h), 12h / 6);
   EXPECT_EQ(EstimateMtbf(as, 0s), 28800s / 6);
-  EXPECT_EQ(EstimateMtbf({attempt(1, pb::ATTEMPT_STATE_ENDED, pb::END_REASON_HANG, 0s, 0s)}, 0s), 1s);
+  EXPECT_EQ(EstimateMtbf({attempt(1, pb::ATTEMPT_STATE_ENDED, pb::END_REASON_HANG, 0s, 0s)}, 0s),
+            1s);
 }
 
 }  // namespace

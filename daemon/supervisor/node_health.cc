@@ -20,21 +20,22 @@ double Penalty(const pb::Node& n) {
 // Excludes the node once its penalty reaches exclude_at: for base_exclusion, doubling with
 // each unit of penalty above the threshold (a node that keeps failing stays out longer), at
 // most max_exclusion; an exclusion already running longer is kept.
-void ExcludeIfDue(pb::Node& n, double penalty, TimePoint now, const NodeHealthPolicy& policy, const std::string& why) {
+void ExcludeIfDue(pb::Node& n, double penalty, TimePoint now, const NodeHealthPolicy& policy,
+                  const std::string& why) {
   if (penalty < policy.exclude_at) return;
   const double doublings = std::round(penalty - policy.exclude_at);
-  auto length = std::chrono::duration_cast<std::chrono::seconds>(policy.base_exclusion *
-                                                                 std::exp2(std::min(doublings, 16.0)));
+  auto length = std::chrono::duration_cast<std::chrono::seconds>(
+      policy.base_exclusion * std::exp2(std::min(doublings, 16.0)));
   length = std::min(length, policy.max_exclusion);
   const TimePoint until = now + length;
   if (!n.excluded() || !n.has_excluded_until() || FromTimestamp(n.excluded_until()) < until) {
     SetTime(n.mutable_excluded_until(), until);
   }
   n.set_excluded(true);
-  n.set_exclusion_reason(Cat(why, " (", n.failures_attributed(), " failure", n.failures_attributed() == 1 ? "" : "s",
-                             " attributed, ",
-                             n.slow_attempts() > 0 ? Cat(n.slow_attempts(), " with a slow rank, ") : "",
-                             "reputation ", std::round(n.reputation() * 100) / 100, ")"));
+  n.set_exclusion_reason(Cat(
+      why, " (", n.failures_attributed(), " failure", n.failures_attributed() == 1 ? "" : "s",
+      " attributed, ", n.slow_attempts() > 0 ? Cat(n.slow_attempts(), " with a slow rank, ") : "",
+      "reputation ", std::round(n.reputation() * 100) / 100, ")"));
 }
 
 }  // namespace
@@ -88,7 +89,6 @@ pb::Node AfterAttempt(const pb::Node& node, pb::EndReason failure, TimePoint now
   return n;
 }
 
-
 pb::Node AfterSlowAttempt(const pb::Node& node, TimePoint now, const NodeHealthPolicy& policy) {
   pb::Node n = Decayed(node, now, policy);
   const double penalty = Penalty(n) + kSlowRankWeight;
@@ -140,9 +140,9 @@ NodePlan PlanNodes(const std::vector<pb::Node>& nodes, TimePoint now, const Node
   for (const pb::Node& n : nodes) {
     if (n.slurm_state().empty()) continue;  // never seen in Slurm's node list
     const auto& parts = n.slurm_partitions();
-    const bool member = request.partition.empty()
-                            ? n.slurm_default_partition()
-                            : std::find(parts.begin(), parts.end(), request.partition) != parts.end();
+    const bool member = request.partition.empty() ? n.slurm_default_partition()
+                                                  : std::find(parts.begin(), parts.end(),
+                                                              request.partition) != parts.end();
     if (!member) continue;
     known = true;
     if (n.slurm_available()) {
@@ -156,7 +156,8 @@ NodePlan PlanNodes(const std::vector<pb::Node>& nodes, TimePoint now, const Node
   auto excluded = [&](const std::string& name) {
     return std::binary_search(plan.exclude.begin(), plan.exclude.end(), name);
   };
-  plan.usable = std::count_if(available.begin(), available.end(), [&](const pb::Node* n) { return !excluded(n->name()); });
+  plan.usable = std::count_if(available.begin(), available.end(),
+                              [&](const pb::Node* n) { return !excluded(n->name()); });
   if (plan.usable >= request.nodes) return plan;
   if (plan.usable >= request.min_nodes) {
     plan.nodes = request.min_nodes;

@@ -73,15 +73,15 @@ struct NodeRequest {
   int64_t min_nodes = 1;  // [resources] min_nodes (≤ nodes; nodes: never shrink)
   // Whether an attempt on n nodes is a valid world size (the global batch splits over it).
   std::function<bool(int64_t)> valid = [](int64_t) { return true; };
-  std::string partition;        // empty: the cluster's default partition
-  bool exclude_failed = true;   // [restart] exclude_failed_nodes
+  std::string partition;       // empty: the cluster's default partition
+  bool exclude_failed = true;  // [restart] exclude_failed_nodes
 };
 
 struct NodePlan {
-  int64_t nodes = 0;                      // how many nodes to ask Slurm for
-  std::vector<std::string> exclude;       // nodes to keep the job off (--exclude), sorted
-  std::vector<std::string> readmitted;    // excluded nodes used anyway (too few otherwise), sorted
-  std::vector<std::string> unavailable;   // the partition's nodes Slurm would not give now, sorted
+  int64_t nodes = 0;                     // how many nodes to ask Slurm for
+  std::vector<std::string> exclude;      // nodes to keep the job off (--exclude), sorted
+  std::vector<std::string> readmitted;   // excluded nodes used anyway (too few otherwise), sorted
+  std::vector<std::string> unavailable;  // the partition's nodes Slurm would not give now, sorted
   int64_t usable = -1;  // nodes of the partition available and not excluded; -1: not known
 };
 

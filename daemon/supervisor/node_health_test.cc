@@ -89,8 +89,8 @@ TEST(NodeHealth, OneRankCrashIsForgivenTwoAtOnceAreNot) {
 }
 
 // A node as the last read of Slurm's node states left its record.
-pb::Node InSlurm(const std::string& name, bool available, std::vector<std::string> partitions = {"debug"},
-                 bool in_default = true) {
+pb::Node InSlurm(const std::string& name, bool available,
+                 std::vector<std::string> partitions = {"debug"}, bool in_default = true) {
   pb::Node n = Fresh(name);
   n.set_reputation(1.0);
   n.set_slurm_state(available ? "IDLE" : "DOWN*");
@@ -101,7 +101,8 @@ pb::Node InSlurm(const std::string& name, bool available, std::vector<std::strin
 }
 
 pb::Node Failed(pb::Node n, int failures, TimePoint at) {
-  for (int i = 0; i < failures; ++i) n = AfterAttempt(n, pb::END_REASON_NODE_FAILURE, at, NodeHealthPolicy{});
+  for (int i = 0; i < failures; ++i)
+    n = AfterAttempt(n, pb::END_REASON_NODE_FAILURE, at, NodeHealthPolicy{});
   return n;
 }
 
@@ -122,7 +123,8 @@ TEST(PlanNodes, AllNodesWhenEnoughAreUsableOrNoneIsKnown) {
   EXPECT_EQ(p.usable, -1);
   EXPECT_EQ(p.exclude, std::vector<std::string>{"b"});
   // Three usable, one excluded: still two left.
-  p = PlanNodes({InSlurm("a", true), InSlurm("b", true), Failed(InSlurm("c", true), 1, kT0)}, kT0, req, policy);
+  p = PlanNodes({InSlurm("a", true), InSlurm("b", true), Failed(InSlurm("c", true), 1, kT0)}, kT0,
+                req, policy);
   EXPECT_EQ(p.nodes, 2);
   EXPECT_EQ(p.usable, 2);
   EXPECT_EQ(p.exclude, std::vector<std::string>{"c"});
@@ -160,7 +162,8 @@ TEST(PlanNodes, ReadmitsTheLeastPenalisedExcludedNodesFirst) {
   const NodeHealthPolicy policy;
   NodeRequest req = Request(3, 2);
   std::vector<pb::Node> nodes = {InSlurm("a", true), Failed(InSlurm("bad", true), 3, kT0),
-                                 Failed(InSlurm("once", true), 1, kT0), Failed(InSlurm("zz", true), 2, kT0)};
+                                 Failed(InSlurm("once", true), 1, kT0),
+                                 Failed(InSlurm("zz", true), 2, kT0)};
   NodePlan p = PlanNodes(nodes, kT0 + 10min, req, policy);
   EXPECT_EQ(p.nodes, 2);
   EXPECT_EQ(p.readmitted, std::vector<std::string>{"once"});
@@ -176,8 +179,9 @@ TEST(PlanNodes, ReadmitsTheLeastPenalisedExcludedNodesFirst) {
 
 TEST(PlanNodes, CountsOnlyTheCampaignsPartition) {
   const NodeHealthPolicy policy;
-  std::vector<pb::Node> nodes = {InSlurm("g1", true, {"gpu"}, false), InSlurm("g2", false, {"gpu"}, false),
-                                 InSlurm("c1", true, {"cpu", "debug"}, true), InSlurm("c2", true, {"cpu"}, true)};
+  std::vector<pb::Node> nodes = {
+      InSlurm("g1", true, {"gpu"}, false), InSlurm("g2", false, {"gpu"}, false),
+      InSlurm("c1", true, {"cpu", "debug"}, true), InSlurm("c2", true, {"cpu"}, true)};
   NodeRequest req = Request(2, 1, "gpu");
   NodePlan p = PlanNodes(nodes, kT0, req, policy);
   EXPECT_EQ(p.usable, 1);
@@ -205,7 +209,8 @@ TEST(NodeHealth, ASlowRankCostsAQuarterAndFourInARowExclude) {
   for (int i = 0; i < 3; ++i) n = AfterSlowAttempt(n, kT0, policy);
   EXPECT_EQ(n.slow_attempts(), 4);
   EXPECT_TRUE(ExcludedAt(n, kT0));
-  EXPECT_NE(n.exclusion_reason().find("slow ranks (0 failures attributed, 4 with a slow rank"), std::string::npos)
+  EXPECT_NE(n.exclusion_reason().find("slow ranks (0 failures attributed, 4 with a slow rank"),
+            std::string::npos)
       << n.exclusion_reason();
 }
 

@@ -51,7 +51,6 @@ bool Counted(pb::EndReason r) {
 
 }  // namespace
 
-
 std::string Name(pb::CampaignState s) { return pb::ShortName(s); }
 std::string Name(pb::AttemptState s) { return pb::ShortName(s); }
 std::string Name(pb::EndReason r) { return pb::ShortName(r); }
@@ -116,7 +115,8 @@ Classification Classify(const EndEvidence& ev) {
   for (const pb::RankExit& f : finishes) {
     if (f.exit_kind() == pb::EXIT_KIND_TIME_LIMIT_CHECKPOINTED) {
       c.reason = pb::END_REASON_TIME_LIMIT;
-      c.message = Cat("rank ", f.rank(), " checkpointed at step ", f.last_step(), " for the time limit");
+      c.message =
+          Cat("rank ", f.rank(), " checkpointed at step ", f.last_step(), " for the time limit");
       return c;
     }
   }
@@ -135,7 +135,8 @@ Classification Classify(const EndEvidence& ev) {
 }
 
 Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
-                const std::vector<pb::Attempt>& attempts, const RestartSpec& restart, double jitter) {
+                const std::vector<pb::Attempt>& attempts, const RestartSpec& restart,
+                double jitter) {
   Decision d;
   const std::string why = Name(reason);
   auto fail = [&d](pb::EndReason r, std::string message) {
@@ -165,8 +166,9 @@ Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
       return d;
     case pb::END_REASON_NODE_FAILURE:
       if (campaign.node_failures() + 1 > restart.max_node_failures) {
-        return fail(pb::END_REASON_RESTARTS_EXHAUSTED, Cat("node failure ", campaign.node_failures() + 1, " exceeds max_node_failures = ",
-                        restart.max_node_failures));
+        return fail(pb::END_REASON_RESTARTS_EXHAUSTED,
+                    Cat("node failure ", campaign.node_failures() + 1,
+                        " exceeds max_node_failures = ", restart.max_node_failures));
       }
       d.next = NextStep::kRestart;
       d.counts_as_node_failure = true;
@@ -178,8 +180,9 @@ Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
         return fail(reason, Cat(why, " with nan_policy = \"stop\""));
       }
       if (campaign.rollbacks_used() + 1 > restart.max_rollbacks) {
-        return fail(pb::END_REASON_ROLLBACKS_EXHAUSTED, Cat(why, ": rollback ", campaign.rollbacks_used() + 1, " exceeds max_rollbacks = ",
-                        restart.max_rollbacks));
+        return fail(pb::END_REASON_ROLLBACKS_EXHAUSTED,
+                    Cat(why, ": rollback ", campaign.rollbacks_used() + 1,
+                        " exceeds max_rollbacks = ", restart.max_rollbacks));
       }
       d.next = NextStep::kRestart;
       d.counts_as_rollback = true;
@@ -199,33 +202,39 @@ Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
                           (!ended.has_start_checkpoint_step() ||
                            campaign.last_checkpoint_step() > ended.start_checkpoint_step());
     if (before.end_reason() == reason && !progress) {
-      return fail(pb::END_REASON_CRASH_LOOP, Cat("crash loop: ", why, " again (attempts ", before.number(), " and ", ended.number(),
-                      ") with no checkpoint since attempt ", ended.number(), " started"));
+      return fail(
+          pb::END_REASON_CRASH_LOOP,
+          Cat("crash loop: ", why, " again (attempts ", before.number(), " and ", ended.number(),
+              ") with no checkpoint since attempt ", ended.number(), " started"));
     }
   }
   if (campaign.restarts_used() + 1 > restart.max_restarts) {
-    return fail(pb::END_REASON_RESTARTS_EXHAUSTED, Cat(why, ": restart ", campaign.restarts_used() + 1, " exceeds max_restarts = ",
-                    restart.max_restarts));
+    return fail(pb::END_REASON_RESTARTS_EXHAUSTED,
+                Cat(why, ": restart ", campaign.restarts_used() + 1,
+                    " exceeds max_restarts = ", restart.max_restarts));
   }
   // Consecutive counted failures, this one included.
   int streak = 0;
-  for (auto it = attempts.rbegin(); it != attempts.rend() && Counted(it->end_reason()); ++it) ++streak;
+  for (auto it = attempts.rbegin(); it != attempts.rend() && Counted(it->end_reason()); ++it)
+    ++streak;
   streak = std::max(streak, 1);
-  double base = static_cast<double>(restart.backoff.initial.count()) * std::ldexp(1.0, std::min(streak - 1, 30));
+  double base = static_cast<double>(restart.backoff.initial.count()) *
+                std::ldexp(1.0, std::min(streak - 1, 30));
   base = std::min(base, static_cast<double>(restart.backoff.max.count()));
   const double j = std::clamp(jitter, -1.0, 1.0) * restart.backoff.jitter;
-  d.delay = std::chrono::seconds(static_cast<int64_t>(std::llround(std::max(0.0, base * (1.0 + j)))));
+  d.delay =
+      std::chrono::seconds(static_cast<int64_t>(std::llround(std::max(0.0, base * (1.0 + j)))));
   d.next = NextStep::kRestart;
   d.counts_as_restart = true;
-  d.message = Cat(why, ": restart ", campaign.restarts_used() + 1, " of ", restart.max_restarts, " in ",
-                  d.delay.count(), " s");
+  d.message = Cat(why, ": restart ", campaign.restarts_used() + 1, " of ", restart.max_restarts,
+                  " in ", d.delay.count(), " s");
   return d;
 }
 
 std::chrono::seconds AutoHangTimeout(const StepPace& pace, const HangAllowance& allowance) {
   if (pace.steps < kPaceSteps || pace.busy_elsewhere) return allowance.startup;
-  const double seconds = std::max({static_cast<double>(allowance.floor.count()), 20.0 * pace.median_step_s,
-                                   3.0 * pace.longest_gap_s});
+  const double seconds = std::max({static_cast<double>(allowance.floor.count()),
+                                   20.0 * pace.median_step_s, 3.0 * pace.longest_gap_s});
   return std::chrono::seconds(static_cast<int64_t>(std::ceil(seconds)));
 }
 

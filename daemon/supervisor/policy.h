@@ -35,17 +35,17 @@ std::string Name(pb::CheckpointState state);
 
 // What the supervisor knows when an attempt's job has ended.
 struct EndEvidence {
-  sched::JobStatus job;                 // the scheduler's view (rank exits, its own reason)
-  std::vector<pb::RankExit> finishes;   // what ranks said as they left (WorkerLink Finish)
-  bool killed_for_hang = false;         // the supervisor killed it: no progress
-  bool cancel_requested = false;        // the user cancelled the campaign
+  sched::JobStatus job;                   // the scheduler's view (rank exits, its own reason)
+  std::vector<pb::RankExit> finishes;     // what ranks said as they left (WorkerLink Finish)
+  bool killed_for_hang = false;           // the supervisor killed it: no progress
+  bool cancel_requested = false;          // the user cancelled the campaign
   std::optional<pb::EndReason> reported;  // a reason a step report established (nan, loss_spike)
   int world_size = 1;
 };
 
 struct Classification {
   pb::EndReason reason = pb::END_REASON_UNSPECIFIED;
-  std::string message;              // for the event log: what happened, naming ranks and nodes
+  std::string message;  // for the event log: what happened, naming ranks and nodes
   std::vector<std::string> failed_nodes;
 };
 
@@ -67,11 +67,11 @@ enum class NextStep {
 struct Decision {
   NextStep next = NextStep::kFail;
   std::chrono::seconds delay{0};
-  bool counts_as_restart = false;  // against max_restarts
-  bool counts_as_rollback = false;  // against max_rollbacks
-  bool counts_as_node_failure = false;  // against max_node_failures
+  bool counts_as_restart = false;                          // against max_restarts
+  bool counts_as_rollback = false;                         // against max_rollbacks
+  bool counts_as_node_failure = false;                     // against max_node_failures
   pb::EndReason fail_reason = pb::END_REASON_UNSPECIFIED;  // kFail: the campaign's end reason
-  std::string message;  // why, for the event log
+  std::string message;                                     // why, for the event log
 };
 
 // What follows an attempt that ended for `reason`, given the campaign's counters and the
@@ -90,7 +90,8 @@ struct Decision {
 // Backoff for the n-th consecutive counted failure: min(max, initial · 2^(n−1)), then
 // scaled by (1 + jitter · backoff.jitter).
 Decision Decide(pb::EndReason reason, const pb::Campaign& campaign,
-                const std::vector<pb::Attempt>& attempts, const RestartSpec& restart, double jitter);
+                const std::vector<pb::Attempt>& attempts, const RestartSpec& restart,
+                double jitter);
 
 // What an attempt's step reports have shown so far, for hang_timeout = "auto".
 struct StepPace {

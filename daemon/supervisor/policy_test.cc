@@ -12,8 +12,10 @@ TEST(Transitions, FollowTheLifecycleAndTerminalStatesHaveNoWayOut) {
   EXPECT_TRUE(CampaignTransitionAllowed(pb::CAMPAIGN_STATE_SUBMITTED, pb::CAMPAIGN_STATE_RUNNING));
   EXPECT_TRUE(CampaignTransitionAllowed(pb::CAMPAIGN_STATE_RUNNING, pb::CAMPAIGN_STATE_RECOVERING));
   EXPECT_TRUE(CampaignTransitionAllowed(pb::CAMPAIGN_STATE_RECOVERING, pb::CAMPAIGN_STATE_RUNNING));
-  EXPECT_FALSE(CampaignTransitionAllowed(pb::CAMPAIGN_STATE_SUBMITTED, pb::CAMPAIGN_STATE_RECOVERING));
-  for (auto terminal : {pb::CAMPAIGN_STATE_COMPLETED, pb::CAMPAIGN_STATE_FAILED, pb::CAMPAIGN_STATE_CANCELLED}) {
+  EXPECT_FALSE(
+      CampaignTransitionAllowed(pb::CAMPAIGN_STATE_SUBMITTED, pb::CAMPAIGN_STATE_RECOVERING));
+  for (auto terminal :
+       {pb::CAMPAIGN_STATE_COMPLETED, pb::CAMPAIGN_STATE_FAILED, pb::CAMPAIGN_STATE_CANCELLED}) {
     EXPECT_TRUE(IsTerminal(terminal));
     for (int to = 0; to <= 6; ++to) {
       EXPECT_FALSE(CampaignTransitionAllowed(terminal, static_cast<pb::CampaignState>(to)));
@@ -33,7 +35,8 @@ EndEvidence Exited(std::vector<sched::RankEnd> ranks) {
   return ev;
 }
 
-pb::RankExit Finish(int rank, pb::ExitKind kind, pb::EndReason reason = pb::END_REASON_UNSPECIFIED) {
+pb::RankExit Finish(int rank, pb::ExitKind kind,
+                    pb::EndReason reason = pb::END_REASON_UNSPECIFIED) {
   pb::RankExit e;
   e.set_rank(rank);
   e.set_exit_kind(kind);
@@ -84,26 +87,30 @@ pb::Attempt Ended(int n, pb::EndReason r, std::optional<int64_t> start = std::nu
 TEST(Decide, FollowsTheEndReasonTable) {
   RestartSpec r;
   pb::Campaign c;
-  auto next = [&](pb::EndReason reason) { return Decide(reason, c, {Ended(1, reason)}, r, 0).next; };
+  auto next = [&](pb::EndReason reason) {
+    return Decide(reason, c, {Ended(1, reason)}, r, 0).next;
+  };
   EXPECT_EQ(next(pb::END_REASON_COMPLETED), NextStep::kComplete);
   EXPECT_EQ(next(pb::END_REASON_CANCELLED_BY_USER), NextStep::kCancel);
   EXPECT_EQ(next(pb::END_REASON_BAD_SPEC), NextStep::kFail);
   EXPECT_EQ(next(pb::END_REASON_MISSING_DATA), NextStep::kFail);
-  for (auto reason : {pb::END_REASON_TIME_LIMIT, pb::END_REASON_PREEMPTED, pb::END_REASON_CANCELLED_EXTERNALLY,
-                      pb::END_REASON_DAEMON_LOST}) {
+  for (auto reason : {pb::END_REASON_TIME_LIMIT, pb::END_REASON_PREEMPTED,
+                      pb::END_REASON_CANCELLED_EXTERNALLY, pb::END_REASON_DAEMON_LOST}) {
     Decision d = Decide(reason, c, {Ended(1, reason)}, r, 0);
     EXPECT_EQ(d.next, NextStep::kRestart) << pb::EndReason_Name(reason);
     EXPECT_EQ(d.delay.count(), 0);
     EXPECT_FALSE(d.counts_as_restart);
   }
-  Decision node = Decide(pb::END_REASON_NODE_FAILURE, c, {Ended(1, pb::END_REASON_NODE_FAILURE)}, r, 0);
+  Decision node =
+      Decide(pb::END_REASON_NODE_FAILURE, c, {Ended(1, pb::END_REASON_NODE_FAILURE)}, r, 0);
   EXPECT_TRUE(node.counts_as_node_failure);
   EXPECT_FALSE(node.counts_as_restart);
   Decision nan = Decide(pb::END_REASON_NAN, c, {Ended(1, pb::END_REASON_NAN)}, r, 0);
   EXPECT_EQ(nan.next, NextStep::kRestart);
   EXPECT_TRUE(nan.counts_as_rollback);
   r.nan_policy = NanPolicy::kStop;
-  EXPECT_EQ(Decide(pb::END_REASON_NAN, c, {Ended(1, pb::END_REASON_NAN)}, r, 0).next, NextStep::kFail);
+  EXPECT_EQ(Decide(pb::END_REASON_NAN, c, {Ended(1, pb::END_REASON_NAN)}, r, 0).next,
+            NextStep::kFail);
 }
 
 TEST(Decide, BacksOffExponentiallyWithJitterUpToTheMaximum) {
@@ -120,15 +127,20 @@ TEST(Decide, BacksOffExponentiallyWithJitterUpToTheMaximum) {
     delays.push_back(Decide(pb::END_REASON_RANK_CRASH, c, history, r, 0).delay.count());
   }
   EXPECT_EQ(delays, (std::vector<int64_t>{30, 60, 120, 240, 480, 600, 600}));
-  EXPECT_EQ(Decide(pb::END_REASON_RANK_CRASH, c, {Ended(1, pb::END_REASON_RANK_CRASH, 0)}, r, 1.0).delay.count(), 36);
-  EXPECT_EQ(Decide(pb::END_REASON_RANK_CRASH, c, {Ended(1, pb::END_REASON_RANK_CRASH, 0)}, r, -1.0).delay.count(), 24);
+  EXPECT_EQ(Decide(pb::END_REASON_RANK_CRASH, c, {Ended(1, pb::END_REASON_RANK_CRASH, 0)}, r, 1.0)
+                .delay.count(),
+            36);
+  EXPECT_EQ(Decide(pb::END_REASON_RANK_CRASH, c, {Ended(1, pb::END_REASON_RANK_CRASH, 0)}, r, -1.0)
+                .delay.count(),
+            24);
 }
 
 TEST(Decide, TheSameFailureWithoutCheckpointProgressIsACrashLoop) {
   RestartSpec r;
   pb::Campaign c;
   c.set_last_checkpoint_step(50);
-  std::vector<pb::Attempt> h = {Ended(1, pb::END_REASON_RANK_CRASH), Ended(2, pb::END_REASON_RANK_CRASH, 50)};
+  std::vector<pb::Attempt> h = {Ended(1, pb::END_REASON_RANK_CRASH),
+                                Ended(2, pb::END_REASON_RANK_CRASH, 50)};
   Decision d = Decide(pb::END_REASON_RANK_CRASH, c, h, r, 0);
   EXPECT_EQ(d.next, NextStep::kFail);
   EXPECT_EQ(d.fail_reason, pb::END_REASON_CRASH_LOOP);
@@ -150,12 +162,14 @@ TEST(Decide, BudgetsEndTheCampaign) {
   c.set_restarts_used(2);
   c.set_rollbacks_used(1);
   c.set_node_failures(1);
-  EXPECT_EQ(Decide(pb::END_REASON_RANK_CRASH, c, {Ended(1, pb::END_REASON_RANK_CRASH)}, r, 0).fail_reason,
-            pb::END_REASON_RESTARTS_EXHAUSTED);
+  EXPECT_EQ(
+      Decide(pb::END_REASON_RANK_CRASH, c, {Ended(1, pb::END_REASON_RANK_CRASH)}, r, 0).fail_reason,
+      pb::END_REASON_RESTARTS_EXHAUSTED);
   EXPECT_EQ(Decide(pb::END_REASON_NAN, c, {Ended(1, pb::END_REASON_NAN)}, r, 0).fail_reason,
             pb::END_REASON_ROLLBACKS_EXHAUSTED);
-  EXPECT_EQ(Decide(pb::END_REASON_NODE_FAILURE, c, {Ended(1, pb::END_REASON_NODE_FAILURE)}, r, 0).next,
-            NextStep::kFail);
+  EXPECT_EQ(
+      Decide(pb::END_REASON_NODE_FAILURE, c, {Ended(1, pb::END_REASON_NODE_FAILURE)}, r, 0).next,
+      NextStep::kFail);
 }
 
 TEST(AutoHangTimeout, StartupUntilThePaceIsKnownThenTheLargestTerm) {

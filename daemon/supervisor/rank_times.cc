@@ -24,7 +24,8 @@ pb::RankTimeSummary SummarizeRankTimes(const google::protobuf::RepeatedField<dou
     lo = std::min(lo, t);
     hi = std::max(hi, t);
     if (slowest.size() == k && t <= slowest.back().first) continue;
-    auto at = std::find_if(slowest.begin(), slowest.end(), [&](const auto& e) { return t > e.first; });
+    auto at =
+        std::find_if(slowest.begin(), slowest.end(), [&](const auto& e) { return t > e.first; });
     slowest.insert(at, {t, r});
     if (slowest.size() > k) slowest.pop_back();
   }
@@ -46,8 +47,10 @@ pb::StepMetrics StoredStepRecord(const pb::StepMetrics& m) {
   pb::StepMetrics out = m;
   out.clear_rank_step_time_s();
   out.clear_rank_compute_time_s();
-  if (m.rank_step_time_s_size() > 0) *out.mutable_rank_step_summary() = SummarizeRankTimes(m.rank_step_time_s());
-  if (m.rank_compute_time_s_size() > 0) *out.mutable_rank_compute_summary() = SummarizeRankTimes(m.rank_compute_time_s());
+  if (m.rank_step_time_s_size() > 0)
+    *out.mutable_rank_step_summary() = SummarizeRankTimes(m.rank_step_time_s());
+  if (m.rank_compute_time_s_size() > 0)
+    *out.mutable_rank_compute_summary() = SummarizeRankTimes(m.rank_compute_time_s());
   return out;
 }
 

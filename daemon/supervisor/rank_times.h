@@ -12,7 +12,8 @@ inline constexpr int kSummarySlowest = 8;
 
 // Min, median, max and the kSummarySlowest slowest ranks of `times` (indexed by rank); an empty
 // summary (ranks = 0) for an empty array.
-::belay::v1::RankTimeSummary SummarizeRankTimes(const google::protobuf::RepeatedField<double>& times);
+::belay::v1::RankTimeSummary SummarizeRankTimes(
+    const google::protobuf::RepeatedField<double>& times);
 
 // The record belayd stores for step report `m`: `m` with its arrays replaced by their
 // summaries, so its size does not grow with the world size.

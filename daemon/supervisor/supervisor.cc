@@ -5,12 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <random>
@@ -21,8 +20,8 @@
 #include "common/checksum.h"
 #include "common/ckpt/layout.h"
 #include "common/ckpt/manifest.h"
-#include "common/duration.h"
 #include "common/durable_file.h"
+#include "common/duration.h"
 #include "common/strings.h"
 #include "daemon/checkpoints/catalog.h"
 #include "daemon/scheduler/identity.h"
@@ -37,8 +36,8 @@ namespace belay::supervisor {
 namespace {
 
 // Rank `rank`'s record of an attempt, or a new one.
-absl::StatusOr<pb::RankRecord> RankRecordOf(const store::Store& st, const std::string& id, int32_t attempt,
-                                            int32_t rank) {
+absl::StatusOr<pb::RankRecord> RankRecordOf(const store::Store& st, const std::string& id,
+                                            int32_t attempt, int32_t rank) {
   absl::StatusOr<std::optional<pb::RankRecord>> r = store::GetRankRecord(st, id, attempt, rank);
   if (!r.ok()) return r.status();
   if (r->has_value()) return std::move(**r);
@@ -64,11 +63,13 @@ absl::Status OwnersDirectory(const fs::path& dir, uint32_t owner) {
     return absl::NotFoundError(Cat(dir.string(), ": ", std::strerror(errno)));
   }
   if (!S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(Cat(dir.string(), " is not a directory (a symlink?): not touched"));
+    return absl::FailedPreconditionError(
+        Cat(dir.string(), " is not a directory (a symlink?): not touched"));
   }
   if (st.st_uid != owner && st.st_uid != ::geteuid()) {
     return absl::FailedPreconditionError(
-        Cat(dir.string(), " belongs to uid ", st.st_uid, ", neither the campaign's owner nor belayd: not touched"));
+        Cat(dir.string(), " belongs to uid ", st.st_uid,
+            ", neither the campaign's owner nor belayd: not touched"));
   }
   return absl::OkStatus();
 }
@@ -77,9 +78,8 @@ absl::Status OwnersDirectory(const fs::path& dir, uint32_t owner) {
 // result lives, when belayd runs the owner's ranks as the owner (`as_owner`): what those
 // ranks wrote, belayd then reads, writes and deletes only as the owner could. Otherwise
 // belayd's own rights. Unavailable when the user database does not answer (try later).
-absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> OwnersFileAccess(uint32_t owner,
-                                                                          const std::string& campaign,
-                                                                          bool as_owner) {
+absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> OwnersFileAccess(
+    uint32_t owner, const std::string& campaign, bool as_owner) {
   return sched::FilesystemIdentity::Assume(as_owner ? owner : static_cast<uint32_t>(::geteuid()),
                                            Cat("the owner of campaign ", campaign));
 }
@@ -88,7 +88,8 @@ absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> OwnersFileAccess(uint
 // of `dirs` must be OwnersDirectory, then file access takes the owner's rights
 // (OwnersFileAccess) while the result lives. OwnersDirectory's errors, or OwnersFileAccess's.
 absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> EnterOwnersDirectories(
-    std::initializer_list<fs::path> dirs, uint32_t owner, const std::string& campaign, bool as_owner) {
+    std::initializer_list<fs::path> dirs, uint32_t owner, const std::string& campaign,
+    bool as_owner) {
   for (const fs::path& d : dirs) {
     if (absl::Status s = OwnersDirectory(d, owner); !s.ok()) return s;
   }
@@ -96,7 +97,8 @@ absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> EnterOwnersDirectorie
 }
 
 // The manifest of checkpoint `ck` of a campaign of `owner`, beside its shards.
-absl::Status WriteManifestOf(const pb::Checkpoint& ck, const ckpt::Manifest& m, uint32_t owner, bool as_owner) {
+absl::Status WriteManifestOf(const pb::Checkpoint& ck, const ckpt::Manifest& m, uint32_t owner,
+                             bool as_owner) {
   const fs::path step = ck.dir();
   absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> id =
       EnterOwnersDirectories({step.parent_path(), step}, owner, ck.campaign_id(), as_owner);
@@ -107,12 +109,14 @@ absl::Status WriteManifestOf(const pb::Checkpoint& ck, const ckpt::Manifest& m, 
 std::string AttemptDirName(int32_t n) { return Cat("attempt_", n); }
 
 // rwx--x--x: what lies above the attempt directories in belayd's state directory.
-constexpr fs::perms kTraverseOnly = fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec;
+constexpr fs::perms kTraverseOnly =
+    fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec;
 
 }  // namespace
 
 void SetTime(google::protobuf::Timestamp* ts, TimePoint t) {
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  const auto ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   ts->set_seconds(ns / 1'000'000'000);
   ts->set_nanos(static_cast<int32_t>(ns % 1'000'000'000));
 }
@@ -164,11 +168,10 @@ absl::Status Supervisor::SetCampaignState(WriteBatch& batch, pb::Campaign& c, pb
                                           const std::string& why) {
   if (c.state() == to) return absl::OkStatus();
   if (!CampaignTransitionAllowed(c.state(), to)) {
-    return absl::InternalError(Cat("campaign ", c.id(), ": no transition from ",
-                                   Name(c.state()), " to ", Name(to)));
+    return absl::InternalError(
+        Cat("campaign ", c.id(), ": no transition from ", Name(c.state()), " to ", Name(to)));
   }
-  const std::string msg = Cat(Name(c.state()), " -> ", Name(to),
-                              why.empty() ? "" : ": ", why);
+  const std::string msg = Cat(Name(c.state()), " -> ", Name(to), why.empty() ? "" : ": ", why);
   c.set_state(to);
   SetTime(c.mutable_update_time(), clock_.Now());
   if (IsTerminal(to)) SetTime(c.mutable_end_time(), clock_.Now());
@@ -180,18 +183,21 @@ absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::s
                                                 std::string spec_file, uint32_t owner_uid,
                                                 std::string owner_name) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::optional<std::string>> seq_text = store_.Get(store::Table::kMeta, kCampaignSeqKey);
+  absl::StatusOr<std::optional<std::string>> seq_text =
+      store_.Get(store::Table::kMeta, kCampaignSeqKey);
   if (!seq_text.ok()) return seq_text.status();
   int64_t seq = seq_text->has_value() ? std::stoll(**seq_text) : 1;
   // A checkpoint directory that already has the next id's name belongs to no campaign of this
   // store (a belayd whose state was reset, another daemon): its checkpoints are not this
   // campaign's to clean up or overwrite, so the number is skipped.
   for (int skipped = 0; skipped < 1000; ++skipped) {
-    const fs::path taken = ckpt::CampaignDir(spec.checkpoint.dir, Cat(spec.campaign.name, "-", seq));
+    const fs::path taken =
+        ckpt::CampaignDir(spec.checkpoint.dir, Cat(spec.campaign.name, "-", seq));
     std::error_code exists_ec;
     if (!fs::exists(fs::symlink_status(taken, exists_ec))) break;
-    spdlog::warn("{} exists and is not from this belayd's campaigns: the new campaign is not numbered {}", taken.string(),
-                 seq);
+    spdlog::warn(
+        "{} exists and is not from this belayd's campaigns: the new campaign is not numbered {}",
+        taken.string(), seq);
     ++seq;
   }
   pb::Campaign c;
@@ -224,7 +230,8 @@ absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::s
     fs::permissions(d, kTraverseOnly, fs::perm_options::replace, ec);
     if (ec) return absl::InternalError(Cat(d.string(), ": ", ec.message()));
   }
-  absl::StatusOr<AtomicFile> file = AtomicFile::Create(CampaignDir(c.id()) / "campaign.toml", {.mode = 0600});
+  absl::StatusOr<AtomicFile> file =
+      AtomicFile::Create(CampaignDir(c.id()) / "campaign.toml", {.mode = 0600});
   if (!file.ok()) return file.status();
   // Checkpoints of the campaign live under <checkpoint dir>/<campaign id>: the workers' copy
   // is named by the id, so that two campaigns of one name never share a directory.
@@ -236,9 +243,10 @@ absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::s
   WriteBatch b;
   b.Put(store::Table::kMeta, std::string(kCampaignSeqKey), std::to_string(seq + 1));
   store::Put(b, c);
-  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CAMPAIGN_SUBMITTED, pb::SEVERITY_INFO,
-                                Cat("submitted by ", c.owner_name(), " (uid ", owner_uid, "): ",
-                                    c.total_steps(), " steps on ", spec.resources.world_size(), " ranks"));
+  if (absl::Status s =
+          AddEvent(b, c, pb::EVENT_KIND_CAMPAIGN_SUBMITTED, pb::SEVERITY_INFO,
+                   Cat("submitted by ", c.owner_name(), " (uid ", owner_uid, "): ", c.total_steps(),
+                       " steps on ", spec.resources.world_size(), " ranks"));
       !s.ok()) {
     return s;
   }
@@ -253,15 +261,15 @@ absl::Status Supervisor::Cancel(const std::string& id) {
   if (!c->has_value()) return absl::NotFoundError(Cat("no campaign ", id));
   pb::Campaign& campaign = **c;
   if (IsTerminal(campaign.state())) {
-    return absl::FailedPreconditionError(Cat("campaign ", id, " already ended (",
-                                             Name(campaign.state()), ")"));
+    return absl::FailedPreconditionError(
+        Cat("campaign ", id, " already ended (", Name(campaign.state()), ")"));
   }
   if (campaign.cancel_requested()) return absl::OkStatus();
   campaign.set_cancel_requested(true);
   WriteBatch b;
   store::Put(b, campaign);
-  if (absl::Status s = AddEvent(b, campaign, pb::EVENT_KIND_CAMPAIGN_CANCEL_REQUESTED, pb::SEVERITY_INFO,
-                                "cancel requested");
+  if (absl::Status s = AddEvent(b, campaign, pb::EVENT_KIND_CAMPAIGN_CANCEL_REQUESTED,
+                                pb::SEVERITY_INFO, "cancel requested");
       !s.ok()) {
     return s;
   }
@@ -282,19 +290,22 @@ absl::StatusOr<Supervisor::Loaded> Supervisor::Load(const std::string& id) {
     const fs::path spec_path = CampaignDir(id) / "campaign.toml";
     SpecParseResult parsed = LoadCampaignSpec(spec_path, po);
     if (!parsed.ok()) {
-      return absl::DataLossError(Cat(spec_path.string(), ": ", parsed.errors.empty() ? "" : parsed.errors[0].ToString()));
+      return absl::DataLossError(
+          Cat(spec_path.string(), ": ", parsed.errors.empty() ? "" : parsed.errors[0].ToString()));
     }
     cached = specs_.emplace(id, std::move(*parsed.spec)).first;
   }
   l.spec = cached->second;
   if (l.campaign.current_attempt() > 0) {
-    absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, id, l.campaign.current_attempt());
+    absl::StatusOr<std::optional<pb::Attempt>> a =
+        store::GetAttempt(store_, id, l.campaign.current_attempt());
     if (!a.ok()) return a.status();
     if (a->has_value()) l.attempt = std::move(**a);
   }
   // Step reports write the attempt's progress at a bounded rate; the latest is in memory.
   if (l.attempt) {
-    if (auto p = pace_.find({id, l.attempt->number()}); p != pace_.end() && p->second.progress_time) {
+    if (auto p = pace_.find({id, l.attempt->number()});
+        p != pace_.end() && p->second.progress_time) {
       l.attempt->set_last_step(std::max(l.attempt->last_step(), p->second.progress_step));
       if (FromTimestamp(l.attempt->last_progress_time()) < *p->second.progress_time) {
         SetTime(l.attempt->mutable_last_progress_time(), *p->second.progress_time);
@@ -324,13 +335,17 @@ absl::Status Supervisor::Tick() {
         l->attempt->state() != pb::ATTEMPT_STATE_ENDED) {
       job_ids[l->attempt->scheduler()].push_back(l->attempt->scheduler_job_id());
       if (l->attempt->presubmitted() && l->attempt->state() == pb::ATTEMPT_STATE_QUEUED) {
-        successor_tokens_.insert(DigestOf(c.id(), l->attempt->number(), l->attempt->worker_token_nonce()));
+        successor_tokens_.insert(
+            DigestOf(c.id(), l->attempt->number(), l->attempt->worker_token_nonce()));
       } else {  // (taken over below, this round)
-        tokens_[DigestOf(c.id(), l->attempt->number(), l->attempt->worker_token_nonce())] = RefOf(*l);
+        tokens_[DigestOf(c.id(), l->attempt->number(), l->attempt->worker_token_nonce())] =
+            RefOf(*l);
       }
     }
-    if (l->attempt && !l->attempt->successor_job_id().empty() && l->attempt->state() != pb::ATTEMPT_STATE_ENDED) {
-      successor_tokens_.insert(DigestOf(c.id(), l->attempt->number() + 1, l->attempt->successor_token_nonce()));
+    if (l->attempt && !l->attempt->successor_job_id().empty() &&
+        l->attempt->state() != pb::ATTEMPT_STATE_ENDED) {
+      successor_tokens_.insert(
+          DigestOf(c.id(), l->attempt->number() + 1, l->attempt->successor_token_nonce()));
     }
     active.push_back(std::move(*l));
   }
@@ -339,8 +354,8 @@ absl::Status Supervisor::Tick() {
   for (const auto& [kind, ids] : job_ids) {
     absl::StatusOr<std::vector<sched::JobStatus>> st = scheduler_.Poll(ids);
     if (!st.ok()) {
-      spdlog::warn("{} scheduler poll failed, its campaigns wait for the next round: {}", pb::ShortName(kind),
-                   std::string(st.status().message()));
+      spdlog::warn("{} scheduler poll failed, its campaigns wait for the next round: {}",
+                   pb::ShortName(kind), std::string(st.status().message()));
       unreachable.insert(kind);
       continue;
     }
@@ -360,7 +375,8 @@ absl::Status Supervisor::Tick() {
     }
   }
   for (Loaded& l : active) {
-    if (l.attempt && !l.attempt->scheduler_job_id().empty() && l.attempt->state() != pb::ATTEMPT_STATE_ENDED &&
+    if (l.attempt && !l.attempt->scheduler_job_id().empty() &&
+        l.attempt->state() != pb::ATTEMPT_STATE_ENDED &&
         unreachable.count(l.attempt->scheduler()) > 0) {
       continue;  // its job's state is unknown this round
     }
@@ -376,7 +392,8 @@ absl::Status Supervisor::Tick() {
 absl::Status Supervisor::RefreshNodeStates() {
   absl::StatusOr<std::vector<sched::NodeState>> states = scheduler_.NodeStates();
   if (!states.ok()) return states.status();
-  absl::StatusOr<std::vector<pb::Node>> stored = store::ListNodes(store_);  // one read, not one per node
+  absl::StatusOr<std::vector<pb::Node>> stored =
+      store::ListNodes(store_);  // one read, not one per node
   if (!stored.ok()) return stored.status();
   std::map<std::string, pb::Node> records;
   for (pb::Node& n : *stored) records.emplace(n.name(), std::move(n));
@@ -406,13 +423,17 @@ absl::Status Supervisor::RefreshNodeStates() {
   return store_.Write(b, Durability::kSynced);
 }
 
-absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched::JobStatus>& polled) {
+absl::Status Supervisor::Reconcile(Loaded& l,
+                                   const std::map<std::string, sched::JobStatus>& polled) {
   pb::Campaign& c = l.campaign;
   const TimePoint now = clock_.Now();
   if (!l.attempt) {
     WriteBatch b;
     if (c.cancel_requested()) {
-      if (absl::Status s = SetCampaignState(b, c, pb::CAMPAIGN_STATE_CANCELLED, "before any attempt"); !s.ok()) return s;
+      if (absl::Status s =
+              SetCampaignState(b, c, pb::CAMPAIGN_STATE_CANCELLED, "before any attempt");
+          !s.ok())
+        return s;
       c.set_end_reason(pb::END_REASON_CANCELLED_BY_USER);
       store::Put(b, c);
       return store_.Write(b, Durability::kSynced);
@@ -428,7 +449,10 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
     c.set_current_attempt(1);
     store::Put(b, a);
     store::Put(b, c);
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO, "attempt 1 queued", 1); !s.ok()) return s;
+    if (absl::Status s =
+            AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO, "attempt 1 queued", 1);
+        !s.ok())
+      return s;
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
     l.attempt = a;
   }
@@ -463,19 +487,24 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
     a.set_state(pb::ATTEMPT_STATE_RUNNING);
     SetTime(a.mutable_running_time(), now);
     for (const std::string& n : job.nodes) a.add_nodes(n);
-    if (absl::Status s = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RUNNING, Cat("attempt ", a.number(), " running")); !s.ok()) return s;
+    if (absl::Status s = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RUNNING,
+                                          Cat("attempt ", a.number(), " running"));
+        !s.ok())
+      return s;
     store::Put(b, a);
     store::Put(b, c);
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_RUNNING, pb::SEVERITY_INFO,
-                                  Cat("attempt ", a.number(), " running as job ", a.scheduler_job_id()), a.number());
+    if (absl::Status s = AddEvent(
+            b, c, pb::EVENT_KIND_ATTEMPT_RUNNING, pb::SEVERITY_INFO,
+            Cat("attempt ", a.number(), " running as job ", a.scheduler_job_id()), a.number());
         !s.ok()) {
       return s;
     }
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   }
   if (a.state() == pb::ATTEMPT_STATE_RUNNING && a.end_reason() == pb::END_REASON_UNSPECIFIED &&
-      !c.cancel_requested() && l.spec.resources.presubmit && c.scheduler() == pb::SCHEDULER_KIND_SLURM &&
-      a.successor_job_id().empty() && !a.successor_refused()) {
+      !c.cancel_requested() && l.spec.resources.presubmit &&
+      c.scheduler() == pb::SCHEDULER_KIND_SLURM && a.successor_job_id().empty() &&
+      !a.successor_refused()) {
     if (absl::Status s = Presubmit(l); !s.ok()) return s;
   }
   if (c.cancel_requested()) {
@@ -484,7 +513,8 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
       cancel_signalled_[c.id()] = now;
       return scheduler_.Signal(a.scheduler_job_id(), SIGUSR1);
     }
-    if (now - sent->second > options_.cancel_grace) return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
+    if (now - sent->second > options_.cancel_grace)
+      return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
     return absl::OkStatus();
   }
   // Hang: no step progress for hang_timeout while the job runs. Not judged in the first
@@ -501,11 +531,13 @@ absl::Status Supervisor::Reconcile(Loaded& l, const std::map<std::string, sched:
     if (now - last > timeout) {
       WriteBatch b;
       a.set_end_reason(pb::END_REASON_HANG);  // pending: the attempt ends once the job is gone
-      a.set_end_message(Cat("no step progress for ", timeout.count(), " s (last step ", a.last_step(),
+      a.set_end_message(Cat("no step progress for ", timeout.count(), " s (last step ",
+                            a.last_step(),
                             "); last heartbeats: ", DescribeRanks(c.id(), a.number())));
       store::Put(b, a);
-      if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_WARNING,
-                                    Cat("attempt ", a.number(), " hangs: ", a.end_message(), "; killing it"), a.number());
+      if (absl::Status s = AddEvent(
+              b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_WARNING,
+              Cat("attempt ", a.number(), " hangs: ", a.end_message(), "; killing it"), a.number());
           !s.ok()) {
         return s;
       }
@@ -525,9 +557,11 @@ std::optional<std::string> Supervisor::VerifyShardsOf(const pb::Checkpoint& ck, 
   // shard path that leads elsewhere cannot make belayd read what the owner may not.
   // nullopt: not known yet (still reading, or the owner's user entry did not answer).
   auto verify = [ck, owner, as_owner = options_.run_as_owner]() -> std::optional<std::string> {
-    absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> id = OwnersFileAccess(owner, ck.campaign_id(), as_owner);
+    absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> id =
+        OwnersFileAccess(owner, ck.campaign_id(), as_owner);
     if (absl::IsUnavailable(id.status())) return std::nullopt;
-    if (!id.ok()) return Cat("its shards cannot be read as the campaign's owner: ", id.status().message());
+    if (!id.ok())
+      return Cat("its shards cannot be read as the campaign's owner: ", id.status().message());
     return checkpoints::VerifyShards(ck);
   };
   if (!options_.verify_in_background) return verify();
@@ -537,7 +571,8 @@ std::optional<std::string> Supervisor::VerifyShardsOf(const pb::Checkpoint& ck, 
     // A copy of the record: the thread reads only files.
     it = verifying_.emplace(key, std::async(std::launch::async, verify).share()).first;
   }
-  if (it->second.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return std::nullopt;
+  if (it->second.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+    return std::nullopt;
   std::optional<std::string> problem = it->second.get();
   verifying_.erase(it);
   return problem;
@@ -569,7 +604,8 @@ absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b, bool* pe
       // Committed, but belayd stopped before it wrote the manifest (or the write failed):
       // the workers read the manifest, so it is written now.
       absl::StatusOr<ckpt::Manifest> m = checkpoints::BuildManifest(ck, c.id());
-      absl::Status written = m.ok() ? WriteManifestOf(ck, *m, c.owner_uid(), options_.run_as_owner) : m.status();
+      absl::Status written =
+          m.ok() ? WriteManifestOf(ck, *m, c.owner_uid(), options_.run_as_owner) : m.status();
       if (absl::IsUnavailable(written)) {  // the owner's user entry did not answer: later
         *pending = true;
         return absl::OkStatus();
@@ -579,8 +615,8 @@ absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b, bool* pe
     if (!gone && problem.empty()) {
       if (ck.step() != wanted) {
         if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
-                                      Cat("attempt ", a.number(), " resumes from checkpoint step ", ck.step(),
-                                          " instead of ", wanted),
+                                      Cat("attempt ", a.number(), " resumes from checkpoint step ",
+                                          ck.step(), " instead of ", wanted),
                                       a.number());
             !s.ok()) {
           return s;
@@ -592,18 +628,20 @@ absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b, bool* pe
     ck.set_state(gone ? pb::CHECKPOINT_STATE_DELETED : pb::CHECKPOINT_STATE_CORRUPT);
     ck.set_state_message(gone ? "its directory is gone" : problem);
     store::Put(b, ck);
-    if (absl::Status s = AddEvent(b, c, gone ? pb::EVENT_KIND_CHECKPOINT_DELETED : pb::EVENT_KIND_CHECKPOINT_CORRUPT,
-                                  gone ? pb::SEVERITY_INFO : pb::SEVERITY_WARNING,
-                                  Cat("checkpoint step ", ck.step(), gone ? " was removed from disk" : " is corrupt: ",
-                                      gone ? "" : problem, "; trying an older one"),
-                                  a.number());
+    if (absl::Status s = AddEvent(
+            b, c, gone ? pb::EVENT_KIND_CHECKPOINT_DELETED : pb::EVENT_KIND_CHECKPOINT_CORRUPT,
+            gone ? pb::SEVERITY_INFO : pb::SEVERITY_WARNING,
+            Cat("checkpoint step ", ck.step(), gone ? " was removed from disk" : " is corrupt: ",
+                gone ? "" : problem, "; trying an older one"),
+            a.number());
         !s.ok()) {
       return s;
     }
   }
   a.clear_start_checkpoint_step();
   return AddEvent(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
-                  Cat("no usable checkpoint at or before step ", wanted, ": attempt ", a.number(), " starts from step 0"),
+                  Cat("no usable checkpoint at or before step ", wanted, ": attempt ", a.number(),
+                      " starts from step 0"),
                   a.number());
 }
 
@@ -623,26 +661,33 @@ absl::Status Supervisor::PlanAttemptNodes(Loaded& l, WriteBatch& b) {
   a.set_world_size(static_cast<int32_t>(plan.nodes * r.ranks_per_node));
   a.clear_excluded_nodes();
   for (const std::string& n : plan.exclude) a.add_excluded_nodes(n);
-  const std::string partition = r.partition.empty() ? "the default partition" : Cat("partition ", r.partition);
+  const std::string partition =
+      r.partition.empty() ? "the default partition" : Cat("partition ", r.partition);
   if (!plan.readmitted.empty()) {
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_NODE_READMITTED, pb::SEVERITY_WARNING,
-                                  Cat("attempt ", a.number(), " uses excluded node", plan.readmitted.size() == 1 ? " " : "s ",
-                                      fmt::format("{}", fmt::join(plan.readmitted, ", ")), " again: without ",
-                                      plan.readmitted.size() == 1 ? "it" : "them", " fewer than min_nodes = ",
-                                      req.min_nodes, " nodes of ", partition, " are usable"),
-                                  a.number(), plan.readmitted);
+    if (absl::Status s = AddEvent(
+            b, c, pb::EVENT_KIND_NODE_READMITTED, pb::SEVERITY_WARNING,
+            Cat("attempt ", a.number(), " uses excluded node",
+                plan.readmitted.size() == 1 ? " " : "s ",
+                fmt::format("{}", fmt::join(plan.readmitted, ", ")), " again: without ",
+                plan.readmitted.size() == 1 ? "it" : "them",
+                " fewer than min_nodes = ", req.min_nodes, " nodes of ", partition, " are usable"),
+            a.number(), plan.readmitted);
         !s.ok()) {
       return s;
     }
   }
   if (plan.nodes < r.nodes) {
     std::string why = Cat("only ", plan.usable, " of ", partition, "'s nodes usable");
-    if (!plan.unavailable.empty()) why += Cat("; Slurm has ", fmt::format("{}", fmt::join(plan.unavailable, ", ")), " down or drained");
-    if (!a.excluded_nodes().empty()) why += Cat("; belay excludes ", fmt::format("{}", fmt::join(a.excluded_nodes(), ", ")));
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_RESIZED, pb::SEVERITY_WARNING,
-                                  Cat("attempt ", a.number(), " runs on ", plan.nodes, " of ", r.nodes, " nodes (",
-                                      a.world_size(), " ranks instead of ", r.world_size(), "): ", why),
-                                  a.number());
+    if (!plan.unavailable.empty())
+      why += Cat("; Slurm has ", fmt::format("{}", fmt::join(plan.unavailable, ", ")),
+                 " down or drained");
+    if (!a.excluded_nodes().empty())
+      why += Cat("; belay excludes ", fmt::format("{}", fmt::join(a.excluded_nodes(), ", ")));
+    if (absl::Status s = AddEvent(
+            b, c, pb::EVENT_KIND_ATTEMPT_RESIZED, pb::SEVERITY_WARNING,
+            Cat("attempt ", a.number(), " runs on ", plan.nodes, " of ", r.nodes, " nodes (",
+                a.world_size(), " ranks instead of ", r.world_size(), "): ", why),
+            a.number());
         !s.ok()) {
       return s;
     }
@@ -654,7 +699,8 @@ Supervisor::AttemptRef Supervisor::RefOf(const Loaded& l) const {
   const pb::Attempt& a = *l.attempt;
   AttemptRef r{l.campaign.id(), a.number(), a.world_size(), ""};
   if (a.has_start_checkpoint_step()) {
-    r.resume_dir = ckpt::StepDir(l.spec.checkpoint.dir, l.campaign.id(), a.start_checkpoint_step()).string();
+    r.resume_dir =
+        ckpt::StepDir(l.spec.checkpoint.dir, l.campaign.id(), a.start_checkpoint_step()).string();
   }
   return r;
 }
@@ -670,17 +716,25 @@ sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::st
   job.ranks_per_node = a.ranks_per_node();
   job.log_dir = CampaignDir(c.id()) / AttemptDirName(number);
   job.files = {{"campaign.toml", FormatCampaignSpec(l.spec)}};
-  job.command = {options_.worker_program, "--log-level", "info", "train",
-                 "--spec", (job.log_dir / "campaign.toml").string()};
+  job.command = {options_.worker_program,
+                 "--log-level",
+                 "info",
+                 "train",
+                 "--spec",
+                 (job.log_dir / "campaign.toml").string()};
   if (resume_from_coordinator) {
     // Which checkpoint is decided when the job starts, not now.
     job.command.push_back("--resume-from-coordinator");
   } else if (a.has_start_checkpoint_step()) {
     job.command.push_back("--resume");
-    job.command.push_back(ckpt::StepDir(l.spec.checkpoint.dir, c.id(), a.start_checkpoint_step()).string());
+    job.command.push_back(
+        ckpt::StepDir(l.spec.checkpoint.dir, c.id(), a.start_checkpoint_step()).string());
   }
-  job.env = {{"BELAY_CAMPAIGN", c.id()}, {"BELAY_ATTEMPT", std::to_string(number)}, {"BELAY_TOKEN", attempt_tokens_.Token(c.id(), number, nonce)}};
-  if (!options_.coordinator_address.empty()) job.env.push_back({"BELAY_COORDINATOR", options_.coordinator_address});
+  job.env = {{"BELAY_CAMPAIGN", c.id()},
+             {"BELAY_ATTEMPT", std::to_string(number)},
+             {"BELAY_TOKEN", attempt_tokens_.Token(c.id(), number, nonce)}};
+  if (!options_.coordinator_address.empty())
+    job.env.push_back({"BELAY_COORDINATOR", options_.coordinator_address});
   if (!options_.coordinator_ca_pem.empty()) {
     job.files.emplace_back("coordinator-ca.pem", options_.coordinator_ca_pem);
     job.env.push_back({"BELAY_COORDINATOR_CA", (job.log_dir / "coordinator-ca.pem").string()});
@@ -691,8 +745,8 @@ sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::st
   if (!l.spec.checkpoint.every_steps) {
     // The save interval follows the failures seen so far (a store read error: the prior).
     absl::StatusOr<std::vector<pb::Attempt>> attempts = store::ListAttempts(store_, c.id());
-    const std::chrono::seconds mtbf =
-        EstimateMtbf(attempts.ok() ? *attempts : std::vector<pb::Attempt>{}, options_.checkpoint_mtbf_prior);
+    const std::chrono::seconds mtbf = EstimateMtbf(
+        attempts.ok() ? *attempts : std::vector<pb::Attempt>{}, options_.checkpoint_mtbf_prior);
     job.env.push_back({"BELAY_CHECKPOINT_MTBF", FormatDuration(mtbf)});
   }
   if (l.spec.resources.time_limit) job.time_limit = *l.spec.resources.time_limit;
@@ -717,7 +771,8 @@ absl::Status Supervisor::Presubmit(Loaded& l) {
     store::Put(b, a);
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   }
-  sched::JobSpec job = JobFor(l, a.number() + 1, a.successor_token_nonce(), /*resume_from_coordinator=*/true);
+  sched::JobSpec job =
+      JobFor(l, a.number() + 1, a.successor_token_nonce(), /*resume_from_coordinator=*/true);
   job.after_job = a.scheduler_job_id();
   absl::StatusOr<std::string> id = scheduler_.Submit(job);
   if (absl::IsUnavailable(id.status())) return absl::OkStatus();  // next round
@@ -725,10 +780,11 @@ absl::Status Supervisor::Presubmit(Loaded& l) {
   if (!id.ok()) {
     a.set_successor_refused(true);
     store::Put(b, a);
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_WARNING,
-                                  Cat("attempt ", a.number() + 1, " could not be presubmitted: ", id.status().message(),
-                                      "; it is submitted when attempt ", a.number(), " ends"),
-                                  a.number());
+    if (absl::Status s = AddEvent(
+            b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_WARNING,
+            Cat("attempt ", a.number() + 1, " could not be presubmitted: ", id.status().message(),
+                "; it is submitted when attempt ", a.number(), " ends"),
+            a.number());
         !s.ok()) {
       return s;
     }
@@ -738,8 +794,8 @@ absl::Status Supervisor::Presubmit(Loaded& l) {
   successor_tokens_.insert(DigestOf(c.id(), a.number() + 1, a.successor_token_nonce()));
   store::Put(b, a);
   if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
-                                Cat("attempt ", a.number() + 1, " presubmitted as job ", *id, ", to start when job ",
-                                    a.scheduler_job_id(), " ends"),
+                                Cat("attempt ", a.number() + 1, " presubmitted as job ", *id,
+                                    ", to start when job ", a.scheduler_job_id(), " ends"),
                                 a.number());
       !s.ok()) {
     return s;
@@ -761,18 +817,21 @@ absl::Status Supervisor::TakeOverPresubmitted(Loaded& l) {
   WriteBatch b;
   bool pending = false;
   if (absl::Status s = PrepareResume(l, b, &pending); !s.ok()) return s;
-  if (pending) return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);  // ranks wait
+  if (pending)
+    return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);  // ranks wait
   a.set_state(pb::ATTEMPT_STATE_STARTING);
   SetTime(a.mutable_start_time(), clock_.Now());
   store::Put(b, a);
   store::Put(b, c);
-  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
-                                Cat("attempt ", a.number(), " takes over job ", a.scheduler_job_id(),
-                                    ", presubmitted during attempt ", a.number() - 1, " (", a.world_size(), " ranks",
-                                    a.has_start_checkpoint_step() ? Cat(", from checkpoint step ", a.start_checkpoint_step())
-                                                                  : "",
-                                    ")"),
-                                a.number());
+  if (absl::Status s = AddEvent(
+          b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
+          Cat("attempt ", a.number(), " takes over job ", a.scheduler_job_id(),
+              ", presubmitted during attempt ", a.number() - 1, " (", a.world_size(), " ranks",
+              a.has_start_checkpoint_step()
+                  ? Cat(", from checkpoint step ", a.start_checkpoint_step())
+                  : "",
+              ")"),
+          a.number());
       !s.ok()) {
     return s;
   }
@@ -805,13 +864,15 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
     // No rank of the campaign runs now: what earlier attempts left half-written goes.
     RemoveUncommittedSteps(l);
   }
-  const sched::JobSpec job = JobFor(l, a.number(), a.worker_token_nonce(), /*resume_from_coordinator=*/false);
+  const sched::JobSpec job =
+      JobFor(l, a.number(), a.worker_token_nonce(), /*resume_from_coordinator=*/false);
   absl::StatusOr<std::string> id = scheduler_.Submit(job);
   WriteBatch b;
   if (absl::IsUnavailable(id.status())) {
     // The scheduler cannot be reached (slurmctld down or rate-limited): not a refusal of the
     // job. The attempt stays queued with its token; the next round submits (idempotently).
-    spdlog::warn("campaign {}: attempt {} not submitted yet: {}", c.id(), a.number(), std::string(id.status().message()));
+    spdlog::warn("campaign {}: attempt {} not submitted yet: {}", c.id(), a.number(),
+                 std::string(id.status().message()));
     return absl::OkStatus();
   }
   if (!id.ok()) {
@@ -827,19 +888,22 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
   tokens_[DigestOf(c.id(), a.number(), a.worker_token_nonce())] = RefOf(l);
   store::Put(b, a);
   store::Put(b, c);
-  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
-                                Cat("attempt ", a.number(), " started as job ", *id, " (", a.world_size(), " ranks",
-                                    a.has_start_checkpoint_step() ? Cat(", from checkpoint step ", a.start_checkpoint_step()) : "",
-                                    ")"),
-                                a.number());
+  if (absl::Status s = AddEvent(
+          b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
+          Cat("attempt ", a.number(), " started as job ", *id, " (", a.world_size(), " ranks",
+              a.has_start_checkpoint_step()
+                  ? Cat(", from checkpoint step ", a.start_checkpoint_step())
+                  : "",
+              ")"),
+          a.number());
       !s.ok()) {
     return s;
   }
   return store_.Write(b, Durability::kSynced);
 }
 
-absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c, const pb::Attempt& a,
-                                          const Classification& cls) {
+absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c,
+                                          const pb::Attempt& a, const Classification& cls) {
   // Only a Slurm campaign's nodes are nodes belay can avoid; the local backend runs here.
   if (c.scheduler() != pb::SCHEDULER_KIND_SLURM) return absl::OkStatus();
   std::set<std::string> names(a.nodes().begin(), a.nodes().end());
@@ -850,9 +914,11 @@ absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c, 
   std::map<std::string, std::vector<int>> slow;  // node -> its slow ranks
   std::vector<double> means;
   if (const Pace& p = PaceOf(c.id(), a); p.rank_time_steps >= options_.node_health.slow_min_steps) {
-    for (double sum : p.rank_time_sum) means.push_back(sum / static_cast<double>(p.rank_time_steps));
+    for (double sum : p.rank_time_sum)
+      means.push_back(sum / static_cast<double>(p.rank_time_steps));
     const std::vector<int> slow_ranks = SlowRanks(means, options_.node_health);
-    std::map<int32_t, std::string> rank_nodes;  // of the slow ranks' attempt, read only when there are some
+    std::map<int32_t, std::string>
+        rank_nodes;  // of the slow ranks' attempt, read only when there are some
     if (!slow_ranks.empty()) {
       absl::StatusOr<std::vector<pb::RankRecord>> ranks = RanksOf(a);
       if (!ranks.ok()) return ranks.status();
@@ -880,20 +946,23 @@ absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c, 
     } else {
       before.set_name(name);
     }
-    pb::Node after = AfterAttempt(before, failed.count(name) > 0 ? cls.reason : pb::END_REASON_UNSPECIFIED,
-                                  now, options_.node_health);
+    pb::Node after =
+        AfterAttempt(before, failed.count(name) > 0 ? cls.reason : pb::END_REASON_UNSPECIFIED, now,
+                     options_.node_health);
     if (auto s = slow.find(name); s != slow.end()) {
       after = AfterSlowAttempt(after, now, options_.node_health);
       std::string ranks;
       for (int r : s->second) {
-        ranks += Cat(ranks.empty() ? "" : ", ", r, " (", std::round(means[static_cast<size_t>(r)] * 1000) / 1000, " s)");
+        ranks += Cat(ranks.empty() ? "" : ", ", r, " (",
+                     std::round(means[static_cast<size_t>(r)] * 1000) / 1000, " s)");
       }
-      if (absl::Status st = AddEvent(b, c, pb::EVENT_KIND_NODE_SLOW, pb::SEVERITY_WARNING,
-                                     Cat("node ", name, ": rank", s->second.size() == 1 ? " " : "s ", ranks,
-                                         " computed persistently slower than the ranks' median of ",
-                                         std::round(Median(means) * 1000) / 1000, " s per step in attempt ",
-                                         a.number(), "; reputation ", std::round(after.reputation() * 100) / 100),
-                                     a.number(), {name});
+      if (absl::Status st =
+              AddEvent(b, c, pb::EVENT_KIND_NODE_SLOW, pb::SEVERITY_WARNING,
+                       Cat("node ", name, ": rank", s->second.size() == 1 ? " " : "s ", ranks,
+                           " computed persistently slower than the ranks' median of ",
+                           std::round(Median(means) * 1000) / 1000, " s per step in attempt ",
+                           a.number(), "; reputation ", std::round(after.reputation() * 100) / 100),
+                       a.number(), {name});
           !st.ok()) {
         return st;
       }
@@ -902,10 +971,12 @@ absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c, 
     store::Put(b, after);
   }
   if (newly_excluded.empty()) return absl::OkStatus();
-  return AddEvent(b, c, pb::EVENT_KIND_NODE_EXCLUDED, pb::SEVERITY_WARNING,
-                  Cat("node", newly_excluded.size() == 1 ? " " : "s ", fmt::format("{}", fmt::join(newly_excluded, ", ")),
-                      " excluded from new submissions after ", Name(cls.reason), " in attempt ", a.number()),
-                  a.number(), newly_excluded);
+  return AddEvent(
+      b, c, pb::EVENT_KIND_NODE_EXCLUDED, pb::SEVERITY_WARNING,
+      Cat("node", newly_excluded.size() == 1 ? " " : "s ",
+          fmt::format("{}", fmt::join(newly_excluded, ", ")),
+          " excluded from new submissions after ", Name(cls.reason), " in attempt ", a.number()),
+      a.number(), newly_excluded);
 }
 
 absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
@@ -921,12 +992,13 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   }
   ev.killed_for_hang = a.end_reason() == pb::END_REASON_HANG;
   ev.cancel_requested = c.cancel_requested();
-  if (a.end_reason() == pb::END_REASON_NAN || a.end_reason() == pb::END_REASON_LOSS_SPIKE) ev.reported = a.end_reason();
+  if (a.end_reason() == pb::END_REASON_NAN || a.end_reason() == pb::END_REASON_LOSS_SPIKE)
+    ev.reported = a.end_reason();
   ev.world_size = a.world_size();
   Classification cls = Classify(ev);
   if (cls.reason == pb::END_REASON_HANG) cls.message = a.end_message();
-  if (cls.reason == pb::END_REASON_RANK_CRASH && c.total_steps() > 0 && c.current_step() >= c.total_steps() &&
-      ev.finishes.empty()) {
+  if (cls.reason == pb::END_REASON_RANK_CRASH && c.total_steps() > 0 &&
+      c.current_step() >= c.total_steps() && ev.finishes.empty()) {
     cls.reason = pb::END_REASON_COMPLETED;  // ranks that reached the last step and exited 0
     cls.message = "ranks reached the last step";
   }
@@ -953,21 +1025,24 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   // The presubmitted job is taken over when the next attempt needs nothing different: it
   // continues at once after a time limit or a preemption, on the same nodes and size.
   // Otherwise (another attempt size or exclusions, a backoff, the campaign's end) it goes.
-  const bool take_over = !a.successor_job_id().empty() && d.next == NextStep::kRestart && d.delay.count() == 0 &&
-                         (cls.reason == pb::END_REASON_TIME_LIMIT || cls.reason == pb::END_REASON_PREEMPTED);
+  const bool take_over =
+      !a.successor_job_id().empty() && d.next == NextStep::kRestart && d.delay.count() == 0 &&
+      (cls.reason == pb::END_REASON_TIME_LIMIT || cls.reason == pb::END_REASON_PREEMPTED);
   const std::string give_up = a.successor_job_id().empty() || take_over ? "" : a.successor_job_id();
   if (!give_up.empty()) {
     if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_INFO,
-                                  Cat("presubmitted job ", give_up, " cancelled: attempt ", a.number(), " ended ",
-                                      Name(cls.reason)),
+                                  Cat("presubmitted job ", give_up, " cancelled: attempt ",
+                                      a.number(), " ended ", Name(cls.reason)),
                                   a.number());
         !s.ok()) {
       return s;
     }
   }
-  const bool bad = cls.reason != pb::END_REASON_COMPLETED && cls.reason != pb::END_REASON_TIME_LIMIT &&
+  const bool bad = cls.reason != pb::END_REASON_COMPLETED &&
+                   cls.reason != pb::END_REASON_TIME_LIMIT &&
                    cls.reason != pb::END_REASON_CANCELLED_BY_USER;
-  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, bad ? pb::SEVERITY_WARNING : pb::SEVERITY_INFO,
+  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED,
+                                bad ? pb::SEVERITY_WARNING : pb::SEVERITY_INFO,
                                 Cat("attempt ", a.number(), " ended: ", Name(cls.reason), ": ",
                                     cls.message, "; ", d.message),
                                 a.number());
@@ -1018,16 +1093,17 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
         next.set_start_checkpoint_step(c.last_checkpoint_step());
       }
       if (rollback) {
-        st = AbandonCheckpointsAfter(b, c, next.has_start_checkpoint_step() ? next.start_checkpoint_step() : -1,
-                                     a.number());
+        st = AbandonCheckpointsAfter(
+            b, c, next.has_start_checkpoint_step() ? next.start_checkpoint_step() : -1, a.number());
         if (!st.ok()) break;
       }
       c.set_current_attempt(next.number());
       store::Put(b, next);
       st = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
                     Cat("attempt ", next.number(), " queued",
-                        next.has_start_checkpoint_step() ? Cat(" to resume from step ", next.start_checkpoint_step())
-                                                         : " to start from step 0",
+                        next.has_start_checkpoint_step()
+                            ? Cat(" to resume from step ", next.start_checkpoint_step())
+                            : " to start from step 0",
                         d.delay.count() > 0 ? Cat(", starts in ", d.delay.count(), " s") : "",
                         take_over ? Cat(", as presubmitted job ", next.scheduler_job_id()) : ""),
                     next.number());
@@ -1041,9 +1117,10 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   if (auto p = pace_.find({c.id(), a.number()}); p != pace_.end()) {
     if (p->second.rank_time_steps > 0) PutRankTimeSums(b, c.id(), a.number(), p->second);
     // The steps before a failure, with every rank's times, are the evidence worth keeping.
-    const bool incident = cls.reason == pb::END_REASON_NAN || cls.reason == pb::END_REASON_LOSS_SPIKE ||
-                          cls.reason == pb::END_REASON_HANG || cls.reason == pb::END_REASON_RANK_CRASH ||
-                          cls.reason == pb::END_REASON_NODE_FAILURE || cls.reason == pb::END_REASON_OUT_OF_MEMORY;
+    const bool incident =
+        cls.reason == pb::END_REASON_NAN || cls.reason == pb::END_REASON_LOSS_SPIKE ||
+        cls.reason == pb::END_REASON_HANG || cls.reason == pb::END_REASON_RANK_CRASH ||
+        cls.reason == pb::END_REASON_NODE_FAILURE || cls.reason == pb::END_REASON_OUT_OF_MEMORY;
     if (incident) {
       for (const pb::StepMetrics& m : p->second.last_reports) store::PutStepEvidence(b, c.id(), m);
     }
@@ -1061,7 +1138,8 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
     // Still queued behind the job that just ended, or just started: either way it goes. If
     // the controller cannot be reached now, its ranks find their token refused and exit.
     if (absl::Status s = scheduler_.Signal(give_up, SIGKILL); !s.ok()) {
-      spdlog::warn("campaign {}: presubmitted job {} not cancelled: {}", c.id(), give_up, std::string(s.message()));
+      spdlog::warn("campaign {}: presubmitted job {} not cancelled: {}", c.id(), give_up,
+                   std::string(s.message()));
     }
   }
   return absl::OkStatus();
@@ -1074,7 +1152,8 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Loaded> l = Load(id);
   if (!l.ok()) return l.status();
-  if (!l->attempt || l->attempt->number() != attempt || l->attempt->state() == pb::ATTEMPT_STATE_ENDED) {
+  if (!l->attempt || l->attempt->number() != attempt ||
+      l->attempt->state() == pb::ATTEMPT_STATE_ENDED) {
     return absl::OkStatus();
   }
   pb::Campaign& c = l->campaign;
@@ -1115,8 +1194,8 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
     skip->set_first(m.step());
     skip->set_last(m.step());
     if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
-                                  Cat("non-finite loss at step ", m.step(), ": stopping attempt ", attempt,
-                                      " to roll back to the last good checkpoint"),
+                                  Cat("non-finite loss at step ", m.step(), ": stopping attempt ",
+                                      attempt, " to roll back to the last good checkpoint"),
                                   attempt);
         !s.ok()) {
       return s;
@@ -1124,18 +1203,21 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
     durability = Durability::kSynced;
   }
   if (c.has_last_checkpoint_step() &&
-      (!c.has_last_good_checkpoint_step() || c.last_good_checkpoint_step() < c.last_checkpoint_step()) &&
-      m.step() >= c.last_checkpoint_step() + options_.good_after_steps && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
+      (!c.has_last_good_checkpoint_step() ||
+       c.last_good_checkpoint_step() < c.last_checkpoint_step()) &&
+      m.step() >= c.last_checkpoint_step() + options_.good_after_steps &&
+      a.end_reason() == pb::END_REASON_UNSPECIFIED) {
     c.set_last_good_checkpoint_step(c.last_checkpoint_step());
-    absl::StatusOr<std::optional<pb::Checkpoint>> ck = store::GetCheckpoint(store_, id, c.last_checkpoint_step());
+    absl::StatusOr<std::optional<pb::Checkpoint>> ck =
+        store::GetCheckpoint(store_, id, c.last_checkpoint_step());
     if (!ck.ok()) return ck.status();
     if (ck->has_value()) {
       (*ck)->set_good(true);
       store::Put(b, **ck);
     }
     if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_GOOD, pb::SEVERITY_INFO,
-                                  Cat("checkpoint step ", c.last_checkpoint_step(), " is good (", options_.good_after_steps,
-                                      " healthy steps after it)"),
+                                  Cat("checkpoint step ", c.last_checkpoint_step(), " is good (",
+                                      options_.good_after_steps, " healthy steps after it)"),
                                   attempt);
         !s.ok()) {
       return s;
@@ -1144,13 +1226,15 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
   }
   // The attempt record (with the nodes of a large job, hundreds of KB) is rewritten for its
   // progress at most every attempt_write_interval; Load() shows the latest from memory.
-  if (attempt_changed || !pace.attempt_written || clock_.Now() - *pace.attempt_written >= options_.attempt_write_interval) {
+  if (attempt_changed || !pace.attempt_written ||
+      clock_.Now() - *pace.attempt_written >= options_.attempt_write_interval) {
     store::Put(b, a);
     pace.attempt_written = clock_.Now();
   }
   store::Put(b, c);
   absl::Status s = store_.Write(b, durability);
-  if (options_.evidence_steps > 0 && (m.rank_step_time_s_size() > 0 || m.rank_compute_time_s_size() > 0)) {
+  if (options_.evidence_steps > 0 &&
+      (m.rank_step_time_s_size() > 0 || m.rank_compute_time_s_size() > 0)) {
     if (pace.last_reports.size() >= options_.evidence_steps) pace.last_reports.pop_front();
     pace.last_reports.push_back(std::move(m));
   }
@@ -1170,21 +1254,26 @@ absl::Status Supervisor::OnEval(const std::string& id, int32_t attempt, pb::Eval
   return store_.Write(b, Durability::kBuffered);
 }
 
-absl::Status Supervisor::GiveUp(WriteBatch& b, const pb::Campaign& c, pb::Checkpoint& ck, std::string why,
-                                int32_t attempt) {
+absl::Status Supervisor::GiveUp(WriteBatch& b, const pb::Campaign& c, pb::Checkpoint& ck,
+                                std::string why, int32_t attempt) {
   ck.set_state(pb::CHECKPOINT_STATE_DELETED);
   ck.set_state_message(std::move(why));
   store::Put(b, ck);
-  return AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
-                  Cat("checkpoint step ", ck.step(), ": ", ck.state_message(), "; its files are removed"), attempt);
+  return AddEvent(
+      b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
+      Cat("checkpoint step ", ck.step(), ": ", ck.state_message(), "; its files are removed"),
+      attempt);
 }
 
-absl::Status Supervisor::AbandonCheckpointsAfter(WriteBatch& b, pb::Campaign& c, int64_t target, int32_t attempt) {
+absl::Status Supervisor::AbandonCheckpointsAfter(WriteBatch& b, pb::Campaign& c, int64_t target,
+                                                 int32_t attempt) {
   absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, c.id());
   if (!all.ok()) return all.status();
   for (pb::Checkpoint& ck : *all) {
     if (ck.step() <= target || ck.state() != pb::CHECKPOINT_STATE_COMMITTED) continue;
-    if (absl::Status s = GiveUp(b, c, ck, Cat("given up by the rollback to step ", std::max<int64_t>(target, 0)), attempt);
+    if (absl::Status s =
+            GiveUp(b, c, ck, Cat("given up by the rollback to step ", std::max<int64_t>(target, 0)),
+                   attempt);
         !s.ok()) {
       return s;
     }
@@ -1203,8 +1292,8 @@ absl::Status Supervisor::AbandonPendingSaves(Loaded& l, WriteBatch& b) {
   for (pb::Checkpoint& ck : *all) {
     if (ck.state() != pb::CHECKPOINT_STATE_PENDING) continue;
     if (absl::Status s = GiveUp(b, l.campaign, ck,
-                                Cat("save of attempt ", ck.attempt_number(), " never completed (", ck.shards_size(),
-                                    " of ", ck.world_size(), " shards reported)"),
+                                Cat("save of attempt ", ck.attempt_number(), " never completed (",
+                                    ck.shards_size(), " of ", ck.world_size(), " shards reported)"),
                                 ck.attempt_number());
         !s.ok()) {
       return s;
@@ -1222,11 +1311,12 @@ void Supervisor::RemoveUncommittedSteps(const Loaded& l) {
   if (!all.ok()) return;
   std::map<int64_t, pb::CheckpointState> state;
   for (const pb::Checkpoint& ck : *all) state[ck.step()] = ck.state();
-  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_owner =
-      EnterOwnersDirectories({ckpt::CampaignDir(root, id)}, l.campaign.owner_uid(), id, options_.run_as_owner);
+  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_owner = EnterOwnersDirectories(
+      {ckpt::CampaignDir(root, id)}, l.campaign.owner_uid(), id, options_.run_as_owner);
   if (!as_owner.ok()) {
     if (!absl::IsNotFound(as_owner.status())) {
-      spdlog::warn("campaign {}: uncommitted steps not removed: {}", id, std::string(as_owner.status().message()));
+      spdlog::warn("campaign {}: uncommitted steps not removed: {}", id,
+                   std::string(as_owner.status().message()));
     }
     return;
   }
@@ -1241,14 +1331,16 @@ void Supervisor::RemoveUncommittedSteps(const Loaded& l) {
     auto it = state.find(*step);
     // Committed checkpoints stay, and corrupt ones for inspection; the rest never committed
     // (or were given up) in the catalog.
-    if (it != state.end() &&
-        (it->second == pb::CHECKPOINT_STATE_COMMITTED || it->second == pb::CHECKPOINT_STATE_CORRUPT)) {
+    if (it != state.end() && (it->second == pb::CHECKPOINT_STATE_COMMITTED ||
+                              it->second == pb::CHECKPOINT_STATE_CORRUPT)) {
       continue;
     }
     if (absl::Status s = ckpt::DeleteStep(root, id, *step); !s.ok()) {
-      spdlog::warn("campaign {}: removing uncommitted step {}: {}", id, *step, std::string(s.message()));
+      spdlog::warn("campaign {}: removing uncommitted step {}: {}", id, *step,
+                   std::string(s.message()));
     } else {
-      spdlog::info("campaign {}: removed uncommitted checkpoint step {} ({})", id, *step, e.path().string());
+      spdlog::info("campaign {}: removed uncommitted checkpoint step {} ({})", id, *step,
+                   e.path().string());
     }
   }
 }
@@ -1260,7 +1352,8 @@ absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& 
   absl::StatusOr<Loaded> l = Load(id);
   if (!l.ok()) return l.status();
   ShardReceipt out;
-  if (!l->attempt || l->attempt->number() != attempt || l->attempt->state() == pb::ATTEMPT_STATE_ENDED) {
+  if (!l->attempt || l->attempt->number() != attempt ||
+      l->attempt->state() == pb::ATTEMPT_STATE_ENDED) {
     out.message = Cat("attempt ", attempt, " is not running: its shard is not recorded");
     return out;
   }
@@ -1268,30 +1361,36 @@ absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& 
   pb::Attempt& a = *l->attempt;
   out.expected = a.world_size();
   if (a.end_reason() == pb::END_REASON_NAN) {
-    out.message = "the attempt is stopping after a non-finite loss: its checkpoints are not committed";
+    out.message =
+        "the attempt is stopping after a non-finite loss: its checkpoints are not committed";
     return out;
   }
   const fs::path root = l->spec.checkpoint.dir;
-  absl::StatusOr<std::optional<pb::Checkpoint>> existing = store::GetCheckpoint(store_, id, shard.step());
+  absl::StatusOr<std::optional<pb::Checkpoint>> existing =
+      store::GetCheckpoint(store_, id, shard.step());
   if (!existing.ok()) return existing.status();
   WriteBatch b;
   pb::Checkpoint ck;
   if (existing->has_value() && (*existing)->attempt_number() == attempt &&
-      ((*existing)->state() == pb::CHECKPOINT_STATE_PENDING || (*existing)->state() == pb::CHECKPOINT_STATE_COMMITTED)) {
+      ((*existing)->state() == pb::CHECKPOINT_STATE_PENDING ||
+       (*existing)->state() == pb::CHECKPOINT_STATE_COMMITTED)) {
     ck = **existing;
   } else {
     if (existing->has_value() && (*existing)->state() != pb::CHECKPOINT_STATE_DELETED) {
       // An earlier attempt's save of this step, on a trajectory given up since (the ranks
       // overwrite its directory).
-      if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
-                                    Cat("checkpoint step ", shard.step(), " of attempt ", (*existing)->attempt_number(),
-                                        " (", Name((*existing)->state()), ") is replaced by attempt ", attempt, "'s save"),
-                                    attempt);
+      if (absl::Status s =
+              AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
+                       Cat("checkpoint step ", shard.step(), " of attempt ",
+                           (*existing)->attempt_number(), " (", Name((*existing)->state()),
+                           ") is replaced by attempt ", attempt, "'s save"),
+                       attempt);
           !s.ok()) {
         return s;
       }
     }
-    ck = checkpoints::NewPending(id, shard.step(), attempt, a.world_size(), ckpt::StepDir(root, id, shard.step()));
+    ck = checkpoints::NewPending(id, shard.step(), attempt, a.world_size(),
+                                 ckpt::StepDir(root, id, shard.step()));
   }
   const bool was_committed = ck.state() == pb::CHECKPOINT_STATE_COMMITTED;
   absl::StatusOr<checkpoints::ShardAdded> added = checkpoints::AddShard(ck, shard);
@@ -1301,7 +1400,9 @@ absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& 
     out.committed = was_committed;
     return out;
   }
-  if (was_committed) return absl::FailedPreconditionError(Cat("checkpoint step ", shard.step(), " is already committed"));
+  if (was_committed)
+    return absl::FailedPreconditionError(
+        Cat("checkpoint step ", shard.step(), " is already committed"));
   if (metrics != nullptr && shard.rank() == 0) *ck.mutable_metrics() = *metrics;
   if (*added == checkpoints::ShardAdded::kAdded) {
     // Phase one: the report is kept (synced: a restarted belayd must not forget it).
@@ -1316,8 +1417,10 @@ absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& 
     ck.set_state(pb::CHECKPOINT_STATE_CORRUPT);
     ck.set_state_message(std::string(manifest.status().message()));
     store::Put(b, ck);
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_CORRUPT, pb::SEVERITY_ERROR,
-                                  Cat("checkpoint step ", ck.step(), " cannot be committed: ", ck.state_message()), attempt);
+    if (absl::Status s = AddEvent(
+            b, c, pb::EVENT_KIND_CHECKPOINT_CORRUPT, pb::SEVERITY_ERROR,
+            Cat("checkpoint step ", ck.step(), " cannot be committed: ", ck.state_message()),
+            attempt);
         !s.ok()) {
       return s;
     }
@@ -1327,11 +1430,12 @@ absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& 
   }
   ck.set_state(pb::CHECKPOINT_STATE_COMMITTED);
   store::Put(b, ck);
-  if (!c.has_last_checkpoint_step() || ck.step() > c.last_checkpoint_step()) c.set_last_checkpoint_step(ck.step());
+  if (!c.has_last_checkpoint_step() || ck.step() > c.last_checkpoint_step())
+    c.set_last_checkpoint_step(ck.step());
   store::Put(b, c);
   if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_COMMITTED, pb::SEVERITY_INFO,
-                                Cat("checkpoint step ", ck.step(), " committed (", ck.world_size(), " shards, ",
-                                    ck.total_bytes(), " bytes) in ", ck.dir()),
+                                Cat("checkpoint step ", ck.step(), " committed (", ck.world_size(),
+                                    " shards, ", ck.total_bytes(), " bytes) in ", ck.dir()),
                                 attempt);
       !s.ok()) {
     return s;
@@ -1339,12 +1443,14 @@ absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& 
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   out.committed = true;
   // Then the manifest beside the shards (a failure here is made good before a resume).
-  if (absl::Status s = WriteManifestOf(ck, *manifest, c.owner_uid(), options_.run_as_owner); !s.ok()) {
+  if (absl::Status s = WriteManifestOf(ck, *manifest, c.owner_uid(), options_.run_as_owner);
+      !s.ok()) {
     WriteBatch w;
-    if (absl::Status e = AddEvent(w, c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
-                                  Cat("manifest.json of checkpoint step ", ck.step(), " not written: ", s.message(),
-                                      "; it is written again before a resume"),
-                                  attempt);
+    if (absl::Status e =
+            AddEvent(w, c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
+                     Cat("manifest.json of checkpoint step ", ck.step(),
+                         " not written: ", s.message(), "; it is written again before a resume"),
+                     attempt);
         e.ok()) {
       store_.Write(w, Durability::kBuffered).IgnoreError();
     }
@@ -1370,29 +1476,33 @@ absl::Status Supervisor::ApplyRetention(Loaded& l) {
   for (pb::Checkpoint& ck : *all) {
     if (std::find(doomed.begin(), doomed.end(), ck.step()) == doomed.end()) continue;
     ck.set_state(pb::CHECKPOINT_STATE_DELETED);
-    ck.set_state_message(Cat("retention (keep_last ", spec.keep_last, ", keep_every ", spec.keep_every, ")"));
+    ck.set_state_message(
+        Cat("retention (keep_last ", spec.keep_last, ", keep_every ", spec.keep_every, ")"));
     store::Put(b, ck);
     steps += Cat(steps.empty() ? "" : ", ", ck.step());
   }
-  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
-                                Cat("retention (keep_last ", spec.keep_last, ", keep_every ", spec.keep_every,
-                                    ") deletes checkpoint step", doomed.size() > 1 ? "s " : " ", steps),
-                                l.attempt ? l.attempt->number() : 0);
+  if (absl::Status s =
+          AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
+                   Cat("retention (keep_last ", spec.keep_last, ", keep_every ", spec.keep_every,
+                       ") deletes checkpoint step", doomed.size() > 1 ? "s " : " ", steps),
+                   l.attempt ? l.attempt->number() : 0);
       !s.ok()) {
     return s;
   }
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   // (Steps left behind here are DELETED in the catalog: RemoveUncommittedSteps takes them
   // before the next attempt.)
-  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_owner =
-      EnterOwnersDirectories({ckpt::CampaignDir(spec.dir, c.id())}, c.owner_uid(), c.id(), options_.run_as_owner);
+  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_owner = EnterOwnersDirectories(
+      {ckpt::CampaignDir(spec.dir, c.id())}, c.owner_uid(), c.id(), options_.run_as_owner);
   if (!as_owner.ok()) {
-    spdlog::warn("campaign {}: retention deletes nothing: {}", c.id(), std::string(as_owner.status().message()));
+    spdlog::warn("campaign {}: retention deletes nothing: {}", c.id(),
+                 std::string(as_owner.status().message()));
     return absl::OkStatus();
   }
   for (int64_t step : doomed) {
     if (absl::Status s = ckpt::DeleteStep(spec.dir, c.id(), step); !s.ok()) {
-      spdlog::warn("campaign {}: retention could not delete step {}: {}", c.id(), step, std::string(s.message()));
+      spdlog::warn("campaign {}: retention could not delete step {}: {}", c.id(), step,
+                   std::string(s.message()));
     }
   }
   return absl::OkStatus();
@@ -1406,8 +1516,8 @@ absl::Status Supervisor::OnSaveFailed(const std::string& id, int32_t attempt, in
   if (!c->has_value()) return absl::NotFoundError(Cat("no campaign ", id));
   WriteBatch b;
   if (absl::Status s = AddEvent(b, **c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
-                                Cat("checkpoint at step ", step, " failed: ", message.substr(0, 2000),
-                                    "; training goes on"),
+                                Cat("checkpoint at step ", step,
+                                    " failed: ", message.substr(0, 2000), "; training goes on"),
                                 attempt);
       !s.ok()) {
     return s;
@@ -1423,13 +1533,16 @@ void Supervisor::OnHeartbeat(const std::string& id, int32_t attempt, int32_t ran
 
 void Supervisor::AddToPace(Pace& p, const pb::StepMetrics& m, TimePoint at, int32_t world_size) {
   // Gaps count once the attempt is past its first steps (start-up, warm-up are not repeated).
-  if (p.steps >= kPaceSteps) p.longest_gap_s = std::max(p.longest_gap_s, std::chrono::duration<double>(at - p.last_report).count());
+  if (p.steps >= kPaceSteps)
+    p.longest_gap_s =
+        std::max(p.longest_gap_s, std::chrono::duration<double>(at - p.last_report).count());
   p.last_report = at;
   ++p.steps;
   constexpr size_t kPaceWindow = 64;
   if (m.rank_compute_time_s_size() == world_size && world_size > 0) {
     p.rank_time_sum.resize(static_cast<size_t>(world_size), 0.0);
-    for (int r = 0; r < world_size; ++r) p.rank_time_sum[static_cast<size_t>(r)] += m.rank_compute_time_s(r);
+    for (int r = 0; r < world_size; ++r)
+      p.rank_time_sum[static_cast<size_t>(r)] += m.rank_compute_time_s(r);
     ++p.rank_time_steps;
     p.rank_time_through = m.step();
   }
@@ -1456,18 +1569,24 @@ Supervisor::Pace& Supervisor::PaceOf(const std::string& id, const pb::Attempt& a
         store_, id, a.first_step(), a.last_step() + 1, kPaceRebuildSteps, /*latest=*/true);
     if (reported.ok()) {
       for (const pb::StepMetrics& m : *reported) {
-        if (m.attempt_number() == a.number() && m.has_time()) AddToPace(p, m, FromTimestamp(m.time()), a.world_size());
+        if (m.attempt_number() == a.number() && m.has_time())
+          AddToPace(p, m, FromTimestamp(m.time()), a.world_size());
       }
     } else {
-      spdlog::warn("campaign {}: the step reports of attempt {} cannot be read ({}); its pace starts over", id,
-                   a.number(), std::string(reported.status().message()));
+      spdlog::warn(
+          "campaign {}: the step reports of attempt {} cannot be read ({}); its pace starts over",
+          id, a.number(), std::string(reported.status().message()));
     }
-    absl::StatusOr<std::optional<pb::RankTimeSums>> sums = store::GetRankTimeSums(store_, id, a.number());
+    absl::StatusOr<std::optional<pb::RankTimeSums>> sums =
+        store::GetRankTimeSums(store_, id, a.number());
     if (!sums.ok()) {
-      spdlog::warn("campaign {}: the rank times of attempt {} cannot be read ({}); its slow-rank sums start over", id,
-                   a.number(), std::string(sums.status().message()));
+      spdlog::warn(
+          "campaign {}: the rank times of attempt {} cannot be read ({}); its slow-rank sums start "
+          "over",
+          id, a.number(), std::string(sums.status().message()));
     } else if (sums->has_value() && (*sums)->compute_time_sum_s_size() == a.world_size()) {
-      p.rank_time_sum.assign((*sums)->compute_time_sum_s().begin(), (*sums)->compute_time_sum_s().end());
+      p.rank_time_sum.assign((*sums)->compute_time_sum_s().begin(),
+                             (*sums)->compute_time_sum_s().end());
       p.rank_time_steps = (*sums)->steps();
       p.rank_time_through = (*sums)->through_step();
     }
@@ -1475,7 +1594,8 @@ Supervisor::Pace& Supervisor::PaceOf(const std::string& id, const pb::Attempt& a
   return p;
 }
 
-void Supervisor::PutRankTimeSums(WriteBatch& b, const std::string& id, int32_t attempt, const Pace& p) {
+void Supervisor::PutRankTimeSums(WriteBatch& b, const std::string& id, int32_t attempt,
+                                 const Pace& p) {
   pb::RankTimeSums sums;
   sums.set_attempt_number(attempt);
   sums.set_steps(p.rank_time_steps);
@@ -1494,7 +1614,9 @@ std::chrono::seconds Supervisor::HangTimeout(const Loaded& l) {
     pace.longest_gap_s = p.longest_gap_s;
     std::vector<double> sorted = p.recent;
     if (!sorted.empty()) {
-      std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2), sorted.end());
+      std::nth_element(sorted.begin(),
+                       sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2),
+                       sorted.end());
       pace.median_step_s = sorted[sorted.size() / 2];
     }
   }
@@ -1502,7 +1624,8 @@ std::chrono::seconds Supervisor::HangTimeout(const Loaded& l) {
     absl::MutexLock lock(&beats_mu_);
     if (auto it = beats_.find({l.campaign.id(), a.number()}); it != beats_.end()) {
       for (const auto& [rank, b] : it->second) {
-        if (b.phase == pb::WORKER_PHASE_CHECKPOINT || b.phase == pb::WORKER_PHASE_EVAL) pace.busy_elsewhere = true;
+        if (b.phase == pb::WORKER_PHASE_CHECKPOINT || b.phase == pb::WORKER_PHASE_EVAL)
+          pace.busy_elsewhere = true;
       }
     }
   }
@@ -1524,7 +1647,8 @@ std::string Supervisor::DescribeRanks(const std::string& id, int32_t attempt) co
                       return std::tie(x.second->step, x.second->time, x.first) <
                              std::tie(y.second->step, y.second->time, y.first);
                     });
-  int64_t rest_lo = std::numeric_limits<int64_t>::max(), rest_hi = std::numeric_limits<int64_t>::min();
+  int64_t rest_lo = std::numeric_limits<int64_t>::max(),
+          rest_hi = std::numeric_limits<int64_t>::min();
   for (size_t i = shown; i < ranks.size(); ++i) {
     rest_lo = std::min(rest_lo, ranks[i].second->step);
     rest_hi = std::max(rest_hi, ranks[i].second->step);
@@ -1539,8 +1663,9 @@ std::string Supervisor::DescribeRanks(const std::string& id, int32_t attempt) co
                std::chrono::duration_cast<std::chrono::seconds>(now - b->time).count(), " s ago");
   }
   if (const size_t more = it->second.size() - shown; more > 0) {
-    out += Cat("; ", more, " more rank", more == 1 ? "" : "s", " at step", rest_lo == rest_hi ? " " : "s ", rest_lo,
-               rest_lo == rest_hi ? "" : Cat("-", rest_hi));
+    out +=
+        Cat("; ", more, " more rank", more == 1 ? "" : "s", " at step",
+            rest_lo == rest_hi ? " " : "s ", rest_lo, rest_lo == rest_hi ? "" : Cat("-", rest_hi));
   }
   return out;
 }
@@ -1567,7 +1692,8 @@ absl::Status Supervisor::OnRegister(const std::string& campaign_id, int32_t atte
   if (node.empty() || node.size() > 256) return absl::OkStatus();
   absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, campaign_id, attempt);
   if (!a.ok()) return a.status();
-  if (!a->has_value() || (*a)->state() == pb::ATTEMPT_STATE_ENDED || rank < 0 || rank >= (*a)->world_size()) {
+  if (!a->has_value() || (*a)->state() == pb::ATTEMPT_STATE_ENDED || rank < 0 ||
+      rank >= (*a)->world_size()) {
     return absl::OkStatus();
   }
   absl::StatusOr<pb::RankRecord> r = RankRecordOf(store_, campaign_id, attempt, rank);
@@ -1580,7 +1706,8 @@ absl::Status Supervisor::OnRegister(const std::string& campaign_id, int32_t atte
 }
 
 absl::StatusOr<std::vector<pb::RankRecord>> Supervisor::RanksOf(const pb::Attempt& a) const {
-  absl::StatusOr<std::vector<pb::RankRecord>> ranks = store::ListRankRecords(store_, a.campaign_id(), a.number());
+  absl::StatusOr<std::vector<pb::RankRecord>> ranks =
+      store::ListRankRecords(store_, a.campaign_id(), a.number());
   if (!ranks.ok() || (a.rank_nodes().empty() && a.rank_exits().empty())) return ranks;
   // An attempt an older belayd started: what it learnt is in the attempt record.
   std::map<int32_t, pb::RankRecord> by_rank;
@@ -1601,7 +1728,8 @@ absl::StatusOr<std::vector<pb::RankRecord>> Supervisor::RanksOf(const pb::Attemp
   return out;
 }
 
-std::string Supervisor::DigestOf(const std::string& campaign_id, int32_t attempt, const std::string& nonce) const {
+std::string Supervisor::DigestOf(const std::string& campaign_id, int32_t attempt,
+                                 const std::string& nonce) const {
   return attempt_tokens_.Digest(attempt_tokens_.Token(campaign_id, attempt, nonce));
 }
 

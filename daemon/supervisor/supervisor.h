@@ -11,8 +11,8 @@
 #include <filesystem>
 #include <future>
 #include <map>
-#include <set>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -138,7 +138,8 @@ class Supervisor {
     std::string message;
   };
   absl::StatusOr<ShardReceipt> OnShard(const std::string& campaign_id, int32_t attempt,
-                                       const pb::CheckpointShard& shard, const pb::StepMetrics* metrics);
+                                       const pb::CheckpointShard& shard,
+                                       const pb::StepMetrics* metrics);
   // A save of `step` failed (the workers train on; the previous checkpoint stands).
   absl::Status OnSaveFailed(const std::string& campaign_id, int32_t attempt, int64_t step,
                             const std::string& message);
@@ -147,7 +148,8 @@ class Supervisor {
                    pb::WorkerPhase phase);
   // A rank registered from `node` (Slurm's name for it, else its host name): the node its
   // step times are attributed to, kept in the rank's own record (RankRecord.node).
-  absl::Status OnRegister(const std::string& campaign_id, int32_t attempt, int32_t rank, const std::string& node);
+  absl::Status OnRegister(const std::string& campaign_id, int32_t attempt, int32_t rank,
+                          const std::string& node);
   // A rank says how it leaves (kept in its RankRecord, synced).
   absl::Status OnFinish(const std::string& campaign_id, int32_t attempt, pb::RankExit exit);
 
@@ -187,11 +189,12 @@ class Supervisor {
   absl::Status StartAttempt(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job of attempt `number` whose worker token has nonce `nonce` (world size and
   // exclusions from the current attempt record).
-  sched::JobSpec JobFor(const Loaded& l, int32_t number, const std::string& nonce, bool resume_from_coordinator)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  sched::JobSpec JobFor(const Loaded& l, int32_t number, const std::string& nonce,
+                        bool resume_from_coordinator) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   AttemptRef RefOf(const Loaded& l) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The digest of the token of attempt `attempt` of a campaign with nonce `nonce`.
-  std::string DigestOf(const std::string& campaign_id, int32_t attempt, const std::string& nonce) const;
+  std::string DigestOf(const std::string& campaign_id, int32_t attempt,
+                       const std::string& nonce) const;
   // [resources] presubmit: queues the next attempt's job behind the running one's.
   absl::Status Presubmit(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A queued attempt takes over the job presubmitted for it: its resume checkpoint is
@@ -210,26 +213,29 @@ class Supervisor {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Before an attempt's first start: its resume checkpoint picked (PickResumeCheckpoint,
   // `*pending` while still hashing) and then earlier attempts' unfinished saves abandoned.
-  absl::Status PrepareResume(Loaded& l, store::WriteBatch& batch, bool* pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PrepareResume(Loaded& l, store::WriteBatch& batch, bool* pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // checkpoints::VerifyShards of `ck`, read with the rights of the campaign's owner `owner`
   // when the ranks run as the owner: its result, or nullopt while a background hash of it
   // runs (started by the first call) or while the owner's user entry does not answer.
   std::optional<std::string> VerifyShardsOf(const pb::Checkpoint& ck, uint32_t owner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status EndAttempt(Loaded& l, const sched::JobStatus& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status EndAttempt(Loaded& l, const sched::JobStatus& job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Checkpoint housekeeping. Before a new attempt: PENDING saves of earlier attempts become
   // DELETED (in `batch`), and after that is written, step directories with no COMMITTED or
   // CORRUPT record are removed. On a rollback to `target` (-1: step 0), COMMITTED checkpoints
   // after it are given up (their directories go at the next attempt's start). After a commit,
   // retention: records marked DELETED (synced), then the directories removed.
-  absl::Status AbandonPendingSaves(Loaded& l, store::WriteBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RemoveUncommittedSteps(const Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status AbandonCheckpointsAfter(store::WriteBatch& batch, pb::Campaign& c, int64_t target, int32_t attempt)
+  absl::Status AbandonPendingSaves(Loaded& l, store::WriteBatch& batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveUncommittedSteps(const Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AbandonCheckpointsAfter(store::WriteBatch& batch, pb::Campaign& c, int64_t target,
+                                       int32_t attempt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ApplyRetention(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks `ck` DELETED for `why` (its directory goes at the next attempt's start), with an event.
-  absl::Status GiveUp(store::WriteBatch& batch, const pb::Campaign& c, pb::Checkpoint& ck, std::string why,
-                      int32_t attempt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status GiveUp(store::WriteBatch& batch, const pb::Campaign& c, pb::Checkpoint& ck,
+                      std::string why, int32_t attempt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends an event for the campaign to `batch` (sequence numbers are kept per campaign).
   absl::Status AddEvent(store::WriteBatch& batch, const pb::Campaign& c, pb::EventKind kind,
                         pb::Severity severity, std::string message, int32_t attempt = 0,
@@ -242,8 +248,9 @@ class Supervisor {
   // an event for each node that becomes excluded.
   // Copies the scheduler's node states into the node records (changed ones only).
   absl::Status RefreshNodeStates() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status RecordNodeHealth(store::WriteBatch& batch, const pb::Campaign& c, const pb::Attempt& a,
-                                const Classification& cls) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RecordNodeHealth(store::WriteBatch& batch, const pb::Campaign& c,
+                                const pb::Attempt& a, const Classification& cls)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   store::Store& store_;
   sched::Scheduler& scheduler_;
@@ -261,7 +268,8 @@ class Supervisor {
   // When this Supervisor (this belayd) started: no hang is judged on time before it.
   const TimePoint watching_since_;
   // Background shard hashes by (campaign, step) (verify_in_background).
-  std::map<std::pair<std::string, int64_t>, std::shared_future<std::optional<std::string>>> verifying_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, int64_t>, std::shared_future<std::optional<std::string>>>
+      verifying_ ABSL_GUARDED_BY(mu_);
   // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends
   // it again).
   std::map<std::string, TimePoint> cancel_signalled_ ABSL_GUARDED_BY(mu_);
@@ -304,11 +312,13 @@ class Supervisor {
   Pace& PaceOf(const std::string& id, const pb::Attempt& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void AddToPace(Pace& p, const pb::StepMetrics& m, TimePoint at, int32_t world_size);
   // The slow-rank sums of attempt `attempt` as a record, into `b`.
-  static void PutRankTimeSums(store::WriteBatch& b, const std::string& id, int32_t attempt, const Pace& p);
+  static void PutRankTimeSums(store::WriteBatch& b, const std::string& id, int32_t attempt,
+                              const Pace& p);
   // The rank records of attempt `a` (with what an older belayd kept in the attempt record).
   absl::StatusOr<std::vector<pb::RankRecord>> RanksOf(const pb::Attempt& a) const;
   mutable absl::Mutex beats_mu_;
-  std::map<std::pair<std::string, int32_t>, std::map<int32_t, Beat>> beats_ ABSL_GUARDED_BY(beats_mu_);
+  std::map<std::pair<std::string, int32_t>, std::map<int32_t, Beat>> beats_
+      ABSL_GUARDED_BY(beats_mu_);
   // "rank 0: step 57, backward, 12 s ago; ..." for an attempt's ranks.
   std::string DescribeRanks(const std::string& campaign_id, int32_t attempt) const;
 };

@@ -64,13 +64,16 @@ std::string EnvOf(const sched::JobSpec& job, const std::string& key) {
   return "";
 }
 
-bool Has(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+bool Has(const std::vector<std::string>& v, const std::string& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
 
 class SupervisorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("belay_supervisor_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("belay_supervisor_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     SpecParseOptions o;
     o.check_paths = false;
@@ -117,7 +120,8 @@ class SupervisorTest : public ::testing::Test {
   // `steps` steps, 10 s apart, in which rank 2 computes `slow_s` per step and the others about
   // 0.1 s; then its job ends at the time limit. Returns the campaign id ("" on failure).
   // With `restart_midway`, belayd restarts halfway through the steps.
-  std::string RunWithASlowRank(int64_t steps, double slow_s, bool restart_midway = false, int ranks = 4) {
+  std::string RunWithASlowRank(int64_t steps, double slow_s, bool restart_midway = false,
+                               int ranks = 4) {
     spec_.resources.scheduler = SchedulerKind::kSlurm;
     spec_.resources.nodes = ranks;
     spec_.resources.ranks_per_node = 1;
@@ -139,7 +143,8 @@ class SupervisorTest : public ::testing::Test {
       pb::StepMetrics m;
       m.set_step(step);
       m.set_loss(3.0);
-      for (int r = 0; r < ranks; ++r) m.add_rank_compute_time_s(r == 2 ? slow_s : 0.1 + 0.001 * (r % 4));
+      for (int r = 0; r < ranks; ++r)
+        m.add_rank_compute_time_s(r == 2 ? slow_s : 0.1 + 0.001 * (r % 4));
       if (!sup_->OnStep(id, 1, m).ok()) return "";
       clock_.Advance(10s);
     }
@@ -147,8 +152,12 @@ class SupervisorTest : public ::testing::Test {
     Tick();
     return id;
   }
-  pb::Campaign Campaign(const std::string& id) { return store::GetCampaign(store_, id).value().value(); }
-  pb::Attempt Attempt(const std::string& id, int n) { return store::GetAttempt(store_, id, n).value().value(); }
+  pb::Campaign Campaign(const std::string& id) {
+    return store::GetCampaign(store_, id).value().value();
+  }
+  pb::Attempt Attempt(const std::string& id, int n) {
+    return store::GetAttempt(store_, id, n).value().value();
+  }
   std::string JobOf(const std::string& id, int n) { return Attempt(id, n).scheduler_job_id(); }
   std::vector<std::string> EventMessages(const std::string& id) {
     std::vector<std::string> out;
@@ -181,7 +190,8 @@ class SupervisorTest : public ::testing::Test {
       clock_.Advance(1s);
     }
   }
-  void Finish(const std::string& id, int attempt, pb::ExitKind kind, pb::EndReason reason = pb::END_REASON_UNSPECIFIED) {
+  void Finish(const std::string& id, int attempt, pb::ExitKind kind,
+              pb::EndReason reason = pb::END_REASON_UNSPECIFIED) {
     for (int r = 0; r < 2; ++r) {
       pb::RankExit e;
       e.set_rank(r);
@@ -191,17 +201,23 @@ class SupervisorTest : public ::testing::Test {
       ASSERT_TRUE(sup_->OnFinish(id, attempt, e).ok());
     }
   }
-  fs::path StepDir(const std::string& id, int64_t step) const { return ckpt::StepDir(dir_ / "ckpt", id, step); }
+  fs::path StepDir(const std::string& id, int64_t step) const {
+    return ckpt::StepDir(dir_ / "ckpt", id, step);
+  }
   // One rank of `attempt` reports its shard of `step`: a real file in the step directory
   // holding its half of a 10-element tensor "w".
-  absl::StatusOr<Supervisor::ShardReceipt> SaveShard(const std::string& id, int attempt, int64_t step, int rank,
+  absl::StatusOr<Supervisor::ShardReceipt> SaveShard(const std::string& id, int attempt,
+                                                     int64_t step, int rank,
                                                      const std::string& content = "") {
     const fs::path d = StepDir(id, step);
     fs::create_directories(d);
     const fs::path f = d / ckpt::ShardFileName(rank);
-    std::ofstream(f) << (content.empty() ? Cat("shard ", rank, " of step ", step, " attempt ", attempt) : content);
+    std::ofstream(f) << (content.empty()
+                             ? Cat("shard ", rank, " of step ", step, " attempt ", attempt)
+                             : content);
     if (files_owner_ != 0) {
-      for (const fs::path& p : {d.parent_path(), d, f}) EXPECT_EQ(::lchown(p.c_str(), files_owner_, static_cast<gid_t>(-1)), 0);
+      for (const fs::path& p : {d.parent_path(), d, f})
+        EXPECT_EQ(::lchown(p.c_str(), files_owner_, static_cast<gid_t>(-1)), 0);
     }
     pb::CheckpointShard sh;
     sh.set_step(step);
@@ -367,7 +383,8 @@ TEST_F(SupervisorTest, ACorruptCheckpointIsSkippedForThePreviousOne) {
   EXPECT_NE(std::find(cmd.begin(), cmd.end(), c20.string()), cmd.end());
   pb::Checkpoint bad = store::GetCheckpoint(store_, id, 40).value().value();
   EXPECT_EQ(bad.state(), pb::CHECKPOINT_STATE_CORRUPT);
-  EXPECT_NE(bad.state_message().find("checksum mismatch"), std::string::npos) << bad.state_message();
+  EXPECT_NE(bad.state_message().find("checksum mismatch"), std::string::npos)
+      << bad.state_message();
   EXPECT_TRUE(HasEvent(id, "checkpoint step 40 is corrupt"));
   EXPECT_TRUE(HasEvent(id, "resumes from checkpoint step 20 instead of 40"));
 
@@ -481,8 +498,10 @@ TEST_F(SupervisorTest, AHangReportNamesTheRanksFurthestBehindNotEveryRank) {
   const pb::Attempt a = Attempt(id, 1);
   ASSERT_EQ(a.end_reason(), pb::END_REASON_HANG);
   EXPECT_LT(a.end_message().size(), 2048u) << "not 100,000 ranks' heartbeats";
-  EXPECT_NE(a.end_message().find("rank 77777: step 5, collective, 360 s ago"), std::string::npos) << a.end_message();
-  EXPECT_NE(a.end_message().find("; 99984 more ranks at step 7"), std::string::npos) << a.end_message();
+  EXPECT_NE(a.end_message().find("rank 77777: step 5, collective, 360 s ago"), std::string::npos)
+      << a.end_message();
+  EXPECT_NE(a.end_message().find("; 99984 more ranks at step 7"), std::string::npos)
+      << a.end_message();
 }
 
 TEST_F(SupervisorTest, AnAutoHangTimeoutFollowsThePaceOfTheAttempt) {
@@ -507,7 +526,8 @@ TEST_F(SupervisorTest, AnAutoHangTimeoutFollowsThePaceOfTheAttempt) {
   Tick();
   pb::Attempt a = Attempt(id, 1);
   EXPECT_EQ(a.end_reason(), pb::END_REASON_HANG);
-  EXPECT_NE(a.end_message().find("no step progress for 180 s"), std::string::npos) << a.end_message();
+  EXPECT_NE(a.end_message().find("no step progress for 180 s"), std::string::npos)
+      << a.end_message();
 }
 
 TEST_F(SupervisorTest, ARestartedSupervisorKnowsThePaceOfTheRunningAttempt) {
@@ -519,7 +539,8 @@ TEST_F(SupervisorTest, ARestartedSupervisorKnowsThePaceOfTheRunningAttempt) {
   Tick();
   clock_.Advance(4min);
   Tick();
-  ASSERT_EQ(sched_.signals().size(), 1u) << "4 min without a step: the learned 3 min, not the 10 min allowance";
+  ASSERT_EQ(sched_.signals().size(), 1u)
+      << "4 min without a step: the learned 3 min, not the 10 min allowance";
   Tick();
   EXPECT_NE(Attempt(id, 1).end_message().find("no step progress for 180 s"), std::string::npos)
       << Attempt(id, 1).end_message();
@@ -640,7 +661,8 @@ TEST_F(SupervisorTest, ShardReportsThatDoNotFitAreRefusedOrIgnored) {
   elsewhere.set_rank(0);
   elsewhere.set_path("/etc/passwd");
   elsewhere.set_bytes(100);
-  EXPECT_EQ(sup_->OnShard(id, 1, elsewhere, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(sup_->OnShard(id, 1, elsewhere, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
   // Another attempt's token cannot add to this one's checkpoints.
   absl::StatusOr<Supervisor::ShardReceipt> stale = SaveShard(id, 7, 10, 0);
   ASSERT_TRUE(stale.ok());
@@ -685,7 +707,9 @@ TEST_F(SupervisorTest, RetentionKeepsTheNewestAndTheGoodOne) {
   EXPECT_EQ(store::GetCheckpoint(store_, id, 20).value()->state(), pb::CHECKPOINT_STATE_DELETED);
   EXPECT_FALSE(fs::exists(StepDir(id, 20)));
   for (int64_t kept : {10, 30, 40}) {
-    EXPECT_EQ(store::GetCheckpoint(store_, id, kept).value()->state(), pb::CHECKPOINT_STATE_COMMITTED) << kept;
+    EXPECT_EQ(store::GetCheckpoint(store_, id, kept).value()->state(),
+              pb::CHECKPOINT_STATE_COMMITTED)
+        << kept;
     EXPECT_TRUE(fs::exists(StepDir(id, kept) / "manifest.json")) << kept;
   }
   EXPECT_TRUE(HasEvent(id, "deletes checkpoint step 20"));
@@ -730,7 +754,8 @@ TEST_F(SupervisorTest, AsRootTheOwnersCheckpointFilesAreHandledWithTheOwnersRigh
   fs::create_directories(dir_ / "ckpt");
   fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                             fs::perms::others_read | fs::perms::others_exec);
-  absl::StatusOr<pb::Campaign> c = sup_->Submit(spec_, kSpec, "/home/nobody/tiny.toml", nobody->pw_uid, "nobody");
+  absl::StatusOr<pb::Campaign> c =
+      sup_->Submit(spec_, kSpec, "/home/nobody/tiny.toml", nobody->pw_uid, "nobody");
   ASSERT_TRUE(c.ok()) << c.status();
   const std::string id = c->id();
   Tick();
@@ -762,11 +787,11 @@ TEST_F(SupervisorTest, HalfWrittenSavesAreRemovedBeforeTheNextAttempt) {
   Tick();
   Steps(id, 1, 1, 31);
   Save(id, 1, 20);
-  ASSERT_TRUE(SaveShard(id, 1, 30, 0).ok());                   // rank 1 died before reporting
-  fs::create_directories(StepDir(id, 25));                     // a directory the catalog never heard of
+  ASSERT_TRUE(SaveShard(id, 1, 30, 0).ok());  // rank 1 died before reporting
+  fs::create_directories(StepDir(id, 25));    // a directory the catalog never heard of
   fs::create_directories(dir_ / "ckpt" / id / "step_000000030.tmp");  // a standalone leftover
   std::ofstream(StepDir(id, 20) / "rank_00000.bin.0123456789abcdef.tmp") << "partial";
-  fs::remove(StepDir(id, 20) / "manifest.json");               // belayd died before writing it
+  fs::remove(StepDir(id, 20) / "manifest.json");  // belayd died before writing it
   sched_.End(JobOf(id, 1), Crash(1, SIGKILL));
   Tick();
   clock_.Advance(1min);
@@ -774,7 +799,8 @@ TEST_F(SupervisorTest, HalfWrittenSavesAreRemovedBeforeTheNextAttempt) {
   EXPECT_EQ(Attempt(id, 2).start_checkpoint_step(), 20);
   pb::Checkpoint half = store::GetCheckpoint(store_, id, 30).value().value();
   EXPECT_EQ(half.state(), pb::CHECKPOINT_STATE_DELETED);
-  EXPECT_NE(half.state_message().find("1 of 2 shards reported"), std::string::npos) << half.state_message();
+  EXPECT_NE(half.state_message().find("1 of 2 shards reported"), std::string::npos)
+      << half.state_message();
   EXPECT_FALSE(fs::exists(StepDir(id, 30)));
   EXPECT_FALSE(fs::exists(StepDir(id, 25)));
   EXPECT_FALSE(fs::exists(dir_ / "ckpt" / id / "step_000000030.tmp"));
@@ -823,7 +849,8 @@ TEST_F(SupervisorTest, AFailedNodeIsKeptOffLaterSubmissionsUntilItsExclusionLaps
   EXPECT_EQ(nodes[1].failures_attributed(), 1);
   EXPECT_TRUE(nodes[1].excluded());
   EXPECT_LT(nodes[1].reputation(), 0.5);
-  EXPECT_TRUE(HasEvent(id, "node n2 excluded from new submissions after node_failure in attempt 1"));
+  EXPECT_TRUE(
+      HasEvent(id, "node n2 excluded from new submissions after node_failure in attempt 1"));
 
   Tick();  // a node failure restarts at once
   ASSERT_EQ(sched_.submitted().size(), 2u);
@@ -913,8 +940,10 @@ TEST_F(SupervisorTest, WithTooFewUsableNodesAnAttemptRunsOnFewerAndTheNextOnAllA
   EXPECT_EQ(sched_.submitted()[1].ranks_per_node, 1);
   EXPECT_EQ(sched_.submitted()[1].exclude_nodes, std::vector<std::string>{"n2"});
   EXPECT_EQ(Attempt(id, 2).world_size(), 1);
-  EXPECT_TRUE(HasEvent(id, "attempt 2 runs on 1 of 2 nodes (1 ranks instead of 2): only 1 of partition debug's "
-                           "nodes usable; Slurm has n2, n3 down or drained; belay excludes n2"))
+  EXPECT_TRUE(
+      HasEvent(id,
+               "attempt 2 runs on 1 of 2 nodes (1 ranks instead of 2): only 1 of partition debug's "
+               "nodes usable; Slurm has n2, n3 down or drained; belay excludes n2"))
       << EventMessages(id).back();
 
   // n3 is back: the next attempt asks for both nodes again.
@@ -952,10 +981,11 @@ TEST_F(SupervisorTest, AnExcludedNodeIsReadmittedRatherThanStayingBelowMinNodes)
   EXPECT_EQ(sched_.submitted()[1].world_size, 2);
   EXPECT_TRUE(sched_.submitted()[1].exclude_nodes.empty());
   EXPECT_TRUE(store::ListNodes(store_).value()[1].excluded());  // the record still says so
-  EXPECT_TRUE(HasEvent(id, "attempt 2 uses excluded node n2 again: without it fewer than min_nodes = 2 nodes "
-                           "of the default partition are usable"));
+  EXPECT_TRUE(
+      HasEvent(id,
+               "attempt 2 uses excluded node n2 again: without it fewer than min_nodes = 2 nodes "
+               "of the default partition are usable"));
 }
-
 
 TEST_F(SupervisorTest, APresubmittedJobIsTakenOverAfterATimeLimit) {
   spec_.resources.scheduler = SchedulerKind::kSlurm;
@@ -999,7 +1029,8 @@ TEST_F(SupervisorTest, APresubmittedJobIsTakenOverAfterATimeLimit) {
   const std::string resume_dir = ckpt::StepDir(spec_.checkpoint.dir, id, 30).string();
   EXPECT_EQ(sup_->AttemptOfToken(token), (Supervisor::AttemptRef{id, 2, 2, resume_dir}));
   EXPECT_FALSE(sup_->IsWaitingSuccessorToken(token));
-  EXPECT_TRUE(HasEvent(id, Cat("attempt 2 takes over job ", successor, ", presubmitted during attempt 1")));
+  EXPECT_TRUE(
+      HasEvent(id, Cat("attempt 2 takes over job ", successor, ", presubmitted during attempt 1")));
   EXPECT_TRUE(sched_.signals().empty());
 }
 
@@ -1017,8 +1048,8 @@ TEST_F(SupervisorTest, APresubmittedJobIsCancelledWhenTheNextAttemptMustDiffer) 
   sched_.SetNodes(JobOf(id, 1), {"n2"});
   sched_.End(JobOf(id, 1), {}, 0, pb::END_REASON_NODE_FAILURE, "NODE_FAIL");
   Tick();
-  EXPECT_TRUE(std::find(sched_.signals().begin(), sched_.signals().end(), std::pair{successor, SIGKILL}) !=
-              sched_.signals().end());
+  EXPECT_TRUE(std::find(sched_.signals().begin(), sched_.signals().end(),
+                        std::pair{successor, SIGKILL}) != sched_.signals().end());
   EXPECT_FALSE(sup_->IsWaitingSuccessorToken(token));
   EXPECT_FALSE(sup_->AttemptOfToken(token).has_value());
   Tick();
@@ -1028,7 +1059,8 @@ TEST_F(SupervisorTest, APresubmittedJobIsCancelledWhenTheNextAttemptMustDiffer) 
   EXPECT_EQ(fresh.exclude_nodes, std::vector<std::string>{"n2"});
   EXPECT_NE(EnvOf(fresh, "BELAY_TOKEN"), token);
   EXPECT_FALSE(Attempt(id, 2).presubmitted());
-  EXPECT_TRUE(HasEvent(id, Cat("presubmitted job ", successor, " cancelled: attempt 1 ended node_failure")));
+  EXPECT_TRUE(HasEvent(
+      id, Cat("presubmitted job ", successor, " cancelled: attempt 1 ended node_failure")));
 
   // The campaign's end cancels the one presubmitted during attempt 2 as well.
   Tick();
@@ -1055,8 +1087,10 @@ TEST_F(SupervisorTest, APersistentlySlowRankLowersItsNodesReputation) {
     EXPECT_FALSE(n.excluded()) << n.name();
   }
   EXPECT_NEAR(nodes[2].reputation(), std::exp(-kSlowRankWeight), 1e-9);
-  EXPECT_TRUE(HasEvent(id, "node n2: rank 2 (0.2 s) computed persistently slower than the ranks' median of 0.102 s "
-                           "per step in attempt 1"));
+  EXPECT_TRUE(HasEvent(
+      id,
+      "node n2: rank 2 (0.2 s) computed persistently slower than the ranks' median of 0.102 s "
+      "per step in attempt 1"));
 }
 
 TEST_F(SupervisorTest, ASlowRankIsFoundAcrossARestartOfBelayd) {
@@ -1064,7 +1098,8 @@ TEST_F(SupervisorTest, ASlowRankIsFoundAcrossARestartOfBelayd) {
   ASSERT_FALSE(RunWithASlowRank(30, 0.2, /*restart_midway=*/true).empty());
   std::vector<pb::Node> nodes = store::ListNodes(store_).value();
   ASSERT_EQ(nodes.size(), 4u);
-  for (const pb::Node& n : nodes) EXPECT_EQ(n.slow_attempts(), n.name() == "n2" ? 1 : 0) << n.name();
+  for (const pb::Node& n : nodes)
+    EXPECT_EQ(n.slow_attempts(), n.name() == "n2" ? 1 : 0) << n.name();
 }
 
 TEST_F(SupervisorTest, ASlowRankIsFoundAcrossARestartFromRecordsThatDoNotGrowWithTheSteps) {
@@ -1074,9 +1109,11 @@ TEST_F(SupervisorTest, ASlowRankIsFoundAcrossARestartFromRecordsThatDoNotGrowWit
   ASSERT_FALSE(id.empty());
   const std::vector<pb::Node> nodes = store::ListNodes(store_).value();
   ASSERT_EQ(nodes.size(), 1000u);
-  for (const pb::Node& n : nodes) EXPECT_EQ(n.slow_attempts(), n.name() == "n2" ? 1 : 0) << n.name();
+  for (const pb::Node& n : nodes)
+    EXPECT_EQ(n.slow_attempts(), n.name() == "n2" ? 1 : 0) << n.name();
   EXPECT_EQ(Attempt(id, 1).rank_nodes_size(), 0);
-  EXPECT_LT(Attempt(id, 1).ByteSizeLong(), 8u * 1024) << "its 1000 nodes, without 1000 ranks' registrations";
+  EXPECT_LT(Attempt(id, 1).ByteSizeLong(), 8u * 1024)
+      << "its 1000 nodes, without 1000 ranks' registrations";
   size_t metrics_bytes = 0;
   const store::Entries metrics = store_.Scan(store::Table::kMetrics, {}).value();
   for (const auto& [k, v] : metrics) metrics_bytes += k.size() + v.size();
@@ -1281,7 +1318,8 @@ TEST_F(SupervisorTest, ARestartedSupervisorCarriesOnWithoutDuplicatingTheAttempt
   EXPECT_EQ(sched_.submitted().size(), 1u);
   EXPECT_GT(sched_.polls(), 0);
   const std::string token = EnvOf(sched_.submitted()[0], "BELAY_TOKEN");
-  EXPECT_EQ(sup_->AttemptOfToken(token), (Supervisor::AttemptRef{id, 1, 2, ""})) << "workers' token known again";
+  EXPECT_EQ(sup_->AttemptOfToken(token), (Supervisor::AttemptRef{id, 1, 2, ""}))
+      << "workers' token known again";
   Steps(id, 1, 13, 100);
   Finish(id, 1, pb::EXIT_KIND_COMPLETED);
   sched_.End(JobOf(id, 1));

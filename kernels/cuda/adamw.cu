@@ -1,10 +1,9 @@
 // AdamW on the GPU over fp32 master weights, also writing the bf16 working copy.
-#include "kernels/cuda/adamw.h"
-
 #include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/adamw.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
 
@@ -25,8 +24,8 @@ __global__ void AdamWKernel(float* master, bf16* params, const float* grads, flo
     const float p = master[i];
     float w = __fsub_rn(p, __fmul_rn(decay, p));
     const float mi = __fadd_rn(__fmul_rn(beta1, m[i]), __fmul_rn(__fsub_rn(1.0f, beta1), g));
-    const float vi = __fadd_rn(__fmul_rn(beta2, v[i]),
-                               __fmul_rn(__fmul_rn(__fsub_rn(1.0f, beta2), g), g));
+    const float vi =
+        __fadd_rn(__fmul_rn(beta2, v[i]), __fmul_rn(__fmul_rn(__fsub_rn(1.0f, beta2), g), g));
     const float mhat = __fdiv_rn(mi, bc1);
     const float vhat = __fdiv_rn(vi, bc2);
     w = __fsub_rn(w, __fdiv_rn(__fmul_rn(lr, mhat), __fadd_rn(__fsqrt_rn(vhat), eps)));
@@ -39,7 +38,8 @@ __global__ void AdamWKernel(float* master, bf16* params, const float* grads, flo
 
 __global__ void ConvertToBf16Kernel(const float* src, bf16* dst, int64_t n) {
   const int64_t stride = int64_t{gridDim.x} * blockDim.x;
-  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) dst[i] = ToBf16(src[i]);
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride)
+    dst[i] = ToBf16(src[i]);
 }
 
 template <typename... Args>

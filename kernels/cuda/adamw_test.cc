@@ -19,8 +19,8 @@ using cpu::testing::AllClose;
 using cpu::testing::ToDouble;
 using cpu::testing::Uniform;
 using testing::DeviceBuffer;
-using testing::Stream;
 using testing::kBf16Eps;
+using testing::Stream;
 using testing::ToFloat;
 
 // fp32 in, fp32 out, the same IEEE operations in the same order with the same host-computed
@@ -118,14 +118,17 @@ TEST(AdamWCuda, ConvertToBf16GivesTheWorkingCopysBits) {
   DeviceBuffer<float> master(s.master), grads(s.grads), m(s.m), v(s.v);
   DeviceBuffer<bf16> params(static_cast<size_t>(n)), converted(static_cast<size_t>(n));
   Stream stream;
-  ASSERT_TRUE(AdamWUpdate(master.get(), params.get(), grads.get(), m.get(), v.get(), n, p, stream.get()).ok());
+  ASSERT_TRUE(
+      AdamWUpdate(master.get(), params.get(), grads.get(), m.get(), v.get(), n, p, stream.get())
+          .ok());
   ASSERT_TRUE(ConvertToBf16(master.get(), converted.get(), n, stream.get()).ok());
   const std::vector<bf16> a = params.Download(), b = converted.Download();
   EXPECT_TRUE(testing::SameBytes(a.data(), b.data(), a.size() * sizeof(bf16)));
   // And the host's round-to-nearest-even of the same values.
   const std::vector<bf16> host = testing::ToBf16(master.Download());
   EXPECT_TRUE(testing::SameBytes(host.data(), b.data(), b.size() * sizeof(bf16)));
-  EXPECT_EQ(ConvertToBf16(nullptr, converted.get(), 4, stream.get()).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ConvertToBf16(nullptr, converted.get(), 4, stream.get()).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

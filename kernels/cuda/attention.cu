@@ -1,10 +1,9 @@
 // Causal attention, first version: head-major copies of q, k, v, batched cuBLASLt products
 // and a causal softmax kernel (forward and backward), all deterministic.
-#include "kernels/cuda/attention.h"
-
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
 
@@ -13,8 +12,7 @@ namespace {
 
 // Element i of a head-major (B,NH,T,HS) tensor lives at this offset of a token-major tensor
 // whose rows (one per b, t) hold `row` elements, head h's channels from h·HS.
-__device__ __forceinline__ int64_t TokenMajorOffset(int64_t i, int T, int NH, int HS,
-                                                    int64_t row) {
+__device__ __forceinline__ int64_t TokenMajorOffset(int64_t i, int T, int NH, int HS, int64_t row) {
   const int64_t d = i % HS;
   int64_t r = i / HS;
   const int64_t t = r % T;
@@ -49,8 +47,7 @@ __global__ void JoinHeads3(bf16* out, const bf16* q, const bf16* k, const bf16* 
 }
 
 // from (B,NH,T,HS) to (B,T,NH,HS), or back with `to_heads`.
-__global__ void Transpose(bf16* dst, const bf16* src, int B, int T, int NH, int HS,
-                          bool to_heads) {
+__global__ void Transpose(bf16* dst, const bf16* src, int B, int T, int NH, int HS, bool to_heads) {
   const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (i >= int64_t{B} * NH * T * HS) return;
   const int64_t j = TokenMajorOffset(i, T, NH, HS, int64_t{NH} * HS);
@@ -81,8 +78,8 @@ __global__ void CausalSoftmax(bf16* att, const float* preatt, int64_t rows, int 
 }
 
 // dpre = scale · att ⊙ (datt − Σ_j att·datt) on the causal part, 0 above; datt in fp32.
-__global__ void CausalSoftmaxBackward(bf16* dpre, const float* datt, const bf16* att,
-                                      int64_t rows, int T, float scale) {
+__global__ void CausalSoftmaxBackward(bf16* dpre, const float* datt, const bf16* att, int64_t rows,
+                                      int T, float scale) {
   const int64_t row = int64_t{blockIdx.x} * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -105,7 +102,8 @@ absl::Status CheckShape(int B, int T, int C, int NH) {
   }
   if ((C / NH) % 8 != 0 || T % 8 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "attention needs head size and T multiples of 8 (16-byte rows), got HS=", C / NH, " T=", T));
+        "attention needs head size and T multiples of 8 (16-byte rows), got HS=", C / NH,
+        " T=", T));
   }
   return absl::OkStatus();
 }
@@ -113,8 +111,8 @@ absl::Status CheckShape(int B, int T, int C, int NH) {
 // Per head, row-major X(r,c) = op(P)(r,k) · op(Q)(k,c), where op transposes when p_t / q_t;
 // `batch` heads lie one after another in each tensor. cuBLASLt is column-major, so this is
 // Xᵀ = op(Q)ᵀ · op(P)ᵀ, and a stored row-major matrix reads as its transpose.
-Gemm RowMajorProduct(void* x, bool x_fp32, const bf16* p, bool p_t, const bf16* q, bool q_t,
-                     int r, int c, int k, int batch, float alpha = 1.0f) {
+Gemm RowMajorProduct(void* x, bool x_fp32, const bf16* p, bool p_t, const bf16* q, bool q_t, int r,
+                     int c, int k, int batch, float alpha = 1.0f) {
   Gemm g;
   g.m = c;
   g.n = r;
@@ -172,12 +170,14 @@ absl::Status AttentionForward(Blas& blas, bf16* out, bf16* att, bf16* scratch, c
   // preatt(T,T) = q · kᵀ / sqrt(HS) per head, in fp32 (bf16 scores would cost the softmax
   // about 2^-8 of relative accuracy per unit of score).
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  BELAY_RETURN_IF_NOT_OK(RunGemm(blas, RowMajorProduct(preatt, true, q, false, k, true, T, T, HS, BH, scale), stream));
+  BELAY_RETURN_IF_NOT_OK(
+      RunGemm(blas, RowMajorProduct(preatt, true, q, false, k, true, T, T, HS, BH, scale), stream));
   const int64_t rows = int64_t{BH} * T;
   CausalSoftmax<<<CeilDiv(rows, kThreads / 32), kThreads, 0, stream>>>(att, preatt, rows, T);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED("CausalSoftmax");
   // y(T,HS) = att · v. The zeros above the diagonal make the full product causal.
-  BELAY_RETURN_IF_NOT_OK(RunGemm(blas, RowMajorProduct(y, false, att, false, v, false, T, HS, T, BH), stream));
+  BELAY_RETURN_IF_NOT_OK(
+      RunGemm(blas, RowMajorProduct(y, false, att, false, v, false, T, HS, T, BH), stream));
   Transpose<<<CeilDiv(btc, kThreads), kThreads, 0, stream>>>(out, y, B, T, NH, HS, false);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED("Transpose");
   return absl::OkStatus();
@@ -201,16 +201,20 @@ absl::Status AttentionBackward(Blas& blas, bf16* dqkv, bf16* scratch, const bf16
   Transpose<<<CeilDiv(btc, kThreads), kThreads, 0, stream>>>(dy, dout, B, T, NH, HS, true);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED("Transpose");
   // datt(T,T) = dy · vᵀ; dv(T,HS) = attᵀ · dy.
-  BELAY_RETURN_IF_NOT_OK(RunGemm(blas, RowMajorProduct(datt, true, dy, false, v, true, T, T, HS, BH), stream));
-  BELAY_RETURN_IF_NOT_OK(RunGemm(blas, RowMajorProduct(dv, false, att, true, dy, false, T, HS, T, BH), stream));
+  BELAY_RETURN_IF_NOT_OK(
+      RunGemm(blas, RowMajorProduct(datt, true, dy, false, v, true, T, T, HS, BH), stream));
+  BELAY_RETURN_IF_NOT_OK(
+      RunGemm(blas, RowMajorProduct(dv, false, att, true, dy, false, T, HS, T, BH), stream));
   const int64_t rows = int64_t{BH} * T;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  CausalSoftmaxBackward<<<CeilDiv(rows, kThreads / 32), kThreads, 0, stream>>>(
-      dpre, datt, att, rows, T, scale);
+  CausalSoftmaxBackward<<<CeilDiv(rows, kThreads / 32), kThreads, 0, stream>>>(dpre, datt, att,
+                                                                               rows, T, scale);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED("CausalSoftmaxBackward");
   // dq(T,HS) = dpre · k; dk(T,HS) = dpreᵀ · q.
-  BELAY_RETURN_IF_NOT_OK(RunGemm(blas, RowMajorProduct(dq, false, dpre, false, k, false, T, HS, T, BH), stream));
-  BELAY_RETURN_IF_NOT_OK(RunGemm(blas, RowMajorProduct(dk, false, dpre, true, q, false, T, HS, T, BH), stream));
+  BELAY_RETURN_IF_NOT_OK(
+      RunGemm(blas, RowMajorProduct(dq, false, dpre, false, k, false, T, HS, T, BH), stream));
+  BELAY_RETURN_IF_NOT_OK(
+      RunGemm(blas, RowMajorProduct(dk, false, dpre, true, q, false, T, HS, T, BH), stream));
   JoinHeads3<<<CeilDiv(btc, kThreads), kThreads, 0, stream>>>(dqkv, dq, dk, dv, B, T, NH, HS);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED("JoinHeads3");
   return absl::OkStatus();

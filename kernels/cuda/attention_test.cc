@@ -34,8 +34,8 @@ void CheckAttention(Shape s, uint32_t seed) {
   std::vector<float> dout = RoundedToBf16(Uniform(btc, seed + 1));
   std::vector<float> out(btc), att(bhtt), dqkv(3 * btc, 0.0f), scratch(bhtt);
   cpu::AttentionForward(out.data(), att.data(), qkv.data(), s.B, s.T, s.C, s.NH);
-  cpu::AttentionBackward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B,
-                         s.T, s.C, s.NH);
+  cpu::AttentionBackward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B, s.T,
+                         s.C, s.NH);
 
   auto blas = Blas::Create();
   ASSERT_TRUE(blas.ok()) << blas.status();
@@ -94,11 +94,11 @@ TEST(AttentionCuda, RepeatsBitForBit) {
     DeviceBuffer<bf16> out(btc), att(bhtt), dqkv(3 * btc);
     DeviceBuffer<bf16> fs(AttentionForwardScratch(B, T, C, NH));
     DeviceBuffer<bf16> bs(AttentionBackwardScratch(B, T, C, NH));
-    ASSERT_TRUE(AttentionForward(**blas, out.get(), att.get(), fs.get(), qkv.get(), B, T, C, NH,
-                                 nullptr)
-                    .ok());
-    ASSERT_TRUE(AttentionBackward(**blas, dqkv.get(), bs.get(), dout.get(), qkv.get(), att.get(),
-                                  B, T, C, NH, nullptr)
+    ASSERT_TRUE(
+        AttentionForward(**blas, out.get(), att.get(), fs.get(), qkv.get(), B, T, C, NH, nullptr)
+            .ok());
+    ASSERT_TRUE(AttentionBackward(**blas, dqkv.get(), bs.get(), dout.get(), qkv.get(), att.get(), B,
+                                  T, C, NH, nullptr)
                     .ok());
     outs.push_back(out.Download());
     grads.push_back(dqkv.Download());
@@ -112,12 +112,12 @@ TEST(AttentionCuda, RejectsHeadSizesItCannotTile) {
   auto blas = Blas::Create();
   ASSERT_TRUE(blas.ok()) << blas.status();
   DeviceBuffer<bf16> x(4096);
-  EXPECT_EQ(AttentionForward(**blas, x.get(), x.get(), x.get(), x.get(), 1, 8, 12, 4, nullptr)
-                .code(),
-            absl::StatusCode::kInvalidArgument);  // head size 3
-  EXPECT_EQ(AttentionForward(**blas, x.get(), x.get(), x.get(), x.get(), 1, 8, 30, 4, nullptr)
-                .code(),
-            absl::StatusCode::kInvalidArgument);  // C not a multiple of NH
+  EXPECT_EQ(
+      AttentionForward(**blas, x.get(), x.get(), x.get(), x.get(), 1, 8, 12, 4, nullptr).code(),
+      absl::StatusCode::kInvalidArgument);  // head size 3
+  EXPECT_EQ(
+      AttentionForward(**blas, x.get(), x.get(), x.get(), x.get(), 1, 8, 30, 4, nullptr).code(),
+      absl::StatusCode::kInvalidArgument);  // C not a multiple of NH
 }
 
 }  // namespace

@@ -1,12 +1,11 @@
 // Token + position embedding on the GPU: forward, and a backward pass without atomics.
-#include "kernels/cuda/encoder.h"
-
 #include <algorithm>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/encoder.h"
 
 namespace belay::kernels::cuda {
 namespace {
@@ -34,8 +33,8 @@ __global__ void EncoderForwardKernel(bf16* out, const int32_t* tokens, const bf1
 // dwte: one thread per (distinct token, channel), adding that token's positions in ascending
 // order onto the existing value (the CPU reference's order exactly).
 __global__ void EncoderBackwardWteKernel(float* dwte, const bf16* dout, const int32_t* ids,
-                                         const int32_t* starts, const int32_t* positions,
-                                         int n_ids, int C) {
+                                         const int32_t* starts, const int32_t* positions, int n_ids,
+                                         int C) {
   const int64_t idx = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (idx >= int64_t{n_ids} * C) return;
   const int g = static_cast<int>(idx / C);
@@ -93,12 +92,12 @@ absl::Status EncoderForward(bf16* out, const int32_t* tokens, const bf16* wte, c
   const int64_t BT = int64_t{B} * T;
   const bool vec = C % 8 == 0 && IsAligned(out, 16) && IsAligned(wte, 16) && IsAligned(wpe, 16);
   if (vec) {
-    EncoderForwardKernel<8><<<CeilDiv(BT * (C / 8), kThreads), kThreads, 0, stream>>>(
-        out, tokens, wte, wpe, BT, T, C);
+    EncoderForwardKernel<8>
+        <<<CeilDiv(BT * (C / 8), kThreads), kThreads, 0, stream>>>(out, tokens, wte, wpe, BT, T, C);
     BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(EncoderForwardKernel<8>);
   } else {
-    EncoderForwardKernel<1><<<CeilDiv(BT * C, kThreads), kThreads, 0, stream>>>(
-        out, tokens, wte, wpe, BT, T, C);
+    EncoderForwardKernel<1>
+        <<<CeilDiv(BT * C, kThreads), kThreads, 0, stream>>>(out, tokens, wte, wpe, BT, T, C);
     BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(EncoderForwardKernel<1>);
   }
   return absl::OkStatus();
@@ -131,17 +130,17 @@ absl::Status EncoderBackward(float* dwte, float* dwpe, const bf16* dout,
   if (dwte == nullptr) return Invalid(kOp, "dwte is null");
   if (dwpe == nullptr) return Invalid(kOp, "dwpe is null");
   if (dout == nullptr) return Invalid(kOp, "dout is null");
-  if (buckets.n_ids > 0 && (buckets.ids == nullptr || buckets.starts == nullptr ||
-                            buckets.positions == nullptr)) {
+  if (buckets.n_ids > 0 &&
+      (buckets.ids == nullptr || buckets.starts == nullptr || buckets.positions == nullptr)) {
     return Invalid(kOp, "buckets has null arrays with n_ids ", buckets.n_ids);
   }
-  EncoderBackwardWpeKernel<<<CeilDiv(int64_t{T} * C, kThreads), kThreads, 0, stream>>>(
-      dwpe, dout, B, T, C);
+  EncoderBackwardWpeKernel<<<CeilDiv(int64_t{T} * C, kThreads), kThreads, 0, stream>>>(dwpe, dout,
+                                                                                       B, T, C);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(EncoderBackwardWpeKernel);
   if (buckets.n_ids > 0) {
     EncoderBackwardWteKernel<<<CeilDiv(int64_t{buckets.n_ids} * C, kThreads), kThreads, 0,
-                               stream>>>(dwte, dout, buckets.ids, buckets.starts,
-                                         buckets.positions, buckets.n_ids, C);
+                               stream>>>(dwte, dout, buckets.ids, buckets.starts, buckets.positions,
+                                         buckets.n_ids, C);
     BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(EncoderBackwardWteKernel);
   }
   return absl::OkStatus();

@@ -17,8 +17,8 @@ absl::Status EncoderForward(bf16* out, const int32_t* tokens, const bf16* wte, c
 // Positions grouped by token, for a backward pass without atomics. Built on the host from the
 // micro-batch's tokens (which the host has anyway) and uploaded with it.
 struct EncoderBuckets {
-  std::vector<int32_t> ids;     // the distinct tokens, ascending
-  std::vector<int32_t> starts;  // ids.size() + 1 offsets into positions
+  std::vector<int32_t> ids;        // the distinct tokens, ascending
+  std::vector<int32_t> starts;     // ids.size() + 1 offsets into positions
   std::vector<int32_t> positions;  // b*T+t, grouped by token, ascending within a group
 };
 EncoderBuckets BucketTokens(const int32_t* tokens, int n);

@@ -18,9 +18,9 @@ using cpu::testing::ToDouble;
 using cpu::testing::Tokens;
 using cpu::testing::Uniform;
 using testing::DeviceBuffer;
-using testing::Stream;
 using testing::kBf16Eps;
 using testing::RoundedToBf16;
+using testing::Stream;
 using testing::ToBf16;
 using testing::ToFloat;
 
@@ -41,8 +41,8 @@ void CheckForward(Shape s, uint32_t seed) {
   DeviceBuffer<int32_t> d_tokens(tokens);
   DeviceBuffer<bf16> d_wte(ToBf16(wte)), d_wpe(ToBf16(wpe)), d_out(ref.size());
   Stream stream;
-  ASSERT_TRUE(EncoderForward(d_out.get(), d_tokens.get(), d_wte.get(), d_wpe.get(), s.B, s.T,
-                             s.C, stream.get())
+  ASSERT_TRUE(EncoderForward(d_out.get(), d_tokens.get(), d_wte.get(), d_wpe.get(), s.B, s.T, s.C,
+                             stream.get())
                   .ok());
   EXPECT_TRUE(AllClose(ToFloat(d_out.Download()), ToDouble(ref), 0.0, kBf16Eps));
 }
@@ -96,8 +96,7 @@ constexpr double kGradRtol = 1e-6;
 void CheckBackward(Shape s, int distinct_tokens, int wpe_rows, uint32_t seed) {
   const int64_t BT = int64_t{s.B} * s.T;
   const std::vector<int32_t> tokens = Tokens(static_cast<size_t>(BT), distinct_tokens, seed);
-  const std::vector<float> dout =
-      RoundedToBf16(Uniform(static_cast<size_t>(BT) * s.C, seed + 1));
+  const std::vector<float> dout = RoundedToBf16(Uniform(static_cast<size_t>(BT) * s.C, seed + 1));
   // Non-zero starting values: the op accumulates, and untouched rows must keep theirs.
   std::vector<float> dwte(static_cast<size_t>(s.Vp) * s.C, 0.5f);
   std::vector<float> dwpe(static_cast<size_t>(wpe_rows) * s.C, -0.25f);
@@ -135,12 +134,12 @@ TEST(EncoderCuda, RejectsBadShapes) {
   bf16 dummy_bf16[8] = {};
   int32_t dummy_int[8] = {};
   float dummy_float[8] = {};
-  const absl::Status c0 = EncoderForward(dummy_bf16, dummy_int, dummy_bf16, dummy_bf16, 1, 1, 0,
-                                         nullptr);
+  const absl::Status c0 =
+      EncoderForward(dummy_bf16, dummy_int, dummy_bf16, dummy_bf16, 1, 1, 0, nullptr);
   EXPECT_EQ(c0.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(c0.message().find("C must be > 0"), std::string::npos) << c0;
-  const absl::Status b0 = EncoderForward(dummy_bf16, dummy_int, dummy_bf16, dummy_bf16, 0, 1, 8,
-                                         nullptr);
+  const absl::Status b0 =
+      EncoderForward(dummy_bf16, dummy_int, dummy_bf16, dummy_bf16, 0, 1, 8, nullptr);
   EXPECT_NE(b0.message().find("B must be > 0"), std::string::npos) << b0;
   const absl::Status null_wte =
       EncoderForward(dummy_bf16, dummy_int, nullptr, dummy_bf16, 1, 1, 8, nullptr);

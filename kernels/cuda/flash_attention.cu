@@ -2,13 +2,12 @@
 // A block owns one (batch, head) and one 64-row tile; each of its 4 warps owns 16 rows and
 // keeps its scores, probabilities and accumulators in registers. Shared memory only stages
 // the 64×64 tiles the warps multiply against (cp.async, double-buffered).
-#include "kernels/cuda/flash_attention.h"
-
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/flash_attention.h"
 
 namespace belay::kernels::cuda {
 namespace {
@@ -84,10 +83,9 @@ __device__ __forceinline__ void RowsTimesTileT(Acc& acc, const bf16* a, int m0, 
 // the C fragments of n-blocks 2j and 2j + 1, rounded to bf16, are the A fragment of k-step j.
 __device__ __forceinline__ void AccTimesTile(Acc& acc, const Acc& p, const bf16* b) {
   for (int j = 0; j < 4; ++j) {
-    const uint32_t a[4] = {PackBf16x2(p[2 * j][0], p[2 * j][1]),
-                           PackBf16x2(p[2 * j][2], p[2 * j][3]),
-                           PackBf16x2(p[2 * j + 1][0], p[2 * j + 1][1]),
-                           PackBf16x2(p[2 * j + 1][2], p[2 * j + 1][3])};
+    const uint32_t a[4] = {
+        PackBf16x2(p[2 * j][0], p[2 * j][1]), PackBf16x2(p[2 * j][2], p[2 * j][3]),
+        PackBf16x2(p[2 * j + 1][0], p[2 * j + 1][1]), PackBf16x2(p[2 * j + 1][2], p[2 * j + 1][3])};
     for (int np = 0; np < 4; ++np) {
       uint32_t f[4];
       LdMatrixX4Trans(f, b + RowsFirst(16 * j, 16 * np));
@@ -349,9 +347,9 @@ __global__ void __launch_bounds__(kThreads)
 
 absl::Status CheckShape(int B, int T, int C, int NH) {
   if (B <= 0 || !FlashAttentionSupports(T, C, NH)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "flash attention needs head size 64 and T a multiple of 64, got B=", B, " T=", T,
-        " C=", C, " NH=", NH));
+    return absl::InvalidArgumentError(
+        absl::StrCat("flash attention needs head size 64 and T a multiple of 64, got B=", B,
+                     " T=", T, " C=", C, " NH=", NH));
   }
   if (int64_t{B} * NH > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("flash attention: B·NH = ", int64_t{B} * NH,
@@ -391,14 +389,14 @@ absl::Status FlashAttentionForward(bf16* out, float* lse, const bf16* qkv, int B
   BELAY_RETURN_IF_NOT_OK(AllowSmem(FlashForwardKernel, smem));
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHS));
   FlashForwardKernel<<<dim3(T / kTile, B * NH), kThreads, smem, stream>>>(out, lse, qkv, T, C, NH,
-                                                                       scale);
+                                                                          scale);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED("FlashForwardKernel");
   return absl::OkStatus();
 }
 
-absl::Status FlashAttentionBackward(bf16* dqkv, float* scratch, const bf16* dout,
-                                    const bf16* qkv, const bf16* out, const float* lse, int B,
-                                    int T, int C, int NH, cudaStream_t stream) {
+absl::Status FlashAttentionBackward(bf16* dqkv, float* scratch, const bf16* dout, const bf16* qkv,
+                                    const bf16* out, const float* lse, int B, int T, int C, int NH,
+                                    cudaStream_t stream) {
   BELAY_RETURN_IF_NOT_OK(CheckShape(B, T, C, NH));
   if (dqkv == nullptr || scratch == nullptr || dout == nullptr || qkv == nullptr ||
       out == nullptr || lse == nullptr) {
@@ -418,8 +416,8 @@ absl::Status FlashAttentionBackward(bf16* dqkv, float* scratch, const bf16* dout
   FlashBackwardKVKernel<<<grid, kThreads, sizeof(BackwardKVSmem), stream>>>(
       dqkv, qkv, dout, lse, scratch, T, C, NH, scale);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED("FlashBackwardKVKernel");
-  FlashBackwardQKernel<<<grid, kThreads, sizeof(BackwardQSmem), stream>>>(
-      dqkv, qkv, dout, lse, scratch, T, C, NH, scale);
+  FlashBackwardQKernel<<<grid, kThreads, sizeof(BackwardQSmem), stream>>>(dqkv, qkv, dout, lse,
+                                                                          scratch, T, C, NH, scale);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED("FlashBackwardQKernel");
   return absl::OkStatus();
 }

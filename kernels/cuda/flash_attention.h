@@ -24,8 +24,8 @@ absl::Status FlashAttentionForward(bf16* out, float* lse, const bf16* qkv, int B
 size_t FlashAttentionBackwardScratch(int B, int T, int NH);
 
 // dqkv (B,T,3C) is OVERWRITTEN. out and lse are the forward's.
-absl::Status FlashAttentionBackward(bf16* dqkv, float* scratch, const bf16* dout,
-                                    const bf16* qkv, const bf16* out, const float* lse, int B,
-                                    int T, int C, int NH, cudaStream_t stream);
+absl::Status FlashAttentionBackward(bf16* dqkv, float* scratch, const bf16* dout, const bf16* qkv,
+                                    const bf16* out, const float* lse, int B, int T, int C, int NH,
+                                    cudaStream_t stream);
 
 }  // namespace belay::kernels::cuda

@@ -64,8 +64,8 @@ void CheckFlash(Shape s, uint32_t seed, bool check_lse) {
   std::vector<float> dout = RoundedToBf16(Uniform(btc, seed + 1));
   std::vector<float> out(btc), att(bhtt), dqkv(3 * btc, 0.0f), scratch(bhtt);
   cpu::AttentionForward(out.data(), att.data(), qkv.data(), s.B, s.T, s.C, s.NH);
-  cpu::AttentionBackward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B,
-                         s.T, s.C, s.NH);
+  cpu::AttentionBackward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B, s.T,
+                         s.C, s.NH);
 
   Stream stream;
   DeviceBuffer<bf16> d_qkv(ToBf16(qkv)), d_dout(ToBf16(dout));
@@ -74,8 +74,8 @@ void CheckFlash(Shape s, uint32_t seed, bool check_lse) {
   absl::Status st = FlashAttentionForward(d_out.get(), d_lse.get(), d_qkv.get(), s.B, s.T, s.C,
                                           s.NH, stream.get());
   ASSERT_TRUE(st.ok()) << st;
-  st = FlashAttentionBackward(d_dqkv.get(), d_scratch.get(), d_dout.get(), d_qkv.get(),
-                              d_out.get(), d_lse.get(), s.B, s.T, s.C, s.NH, stream.get());
+  st = FlashAttentionBackward(d_dqkv.get(), d_scratch.get(), d_dout.get(), d_qkv.get(), d_out.get(),
+                              d_lse.get(), s.B, s.T, s.C, s.NH, stream.get());
   ASSERT_TRUE(st.ok()) << st;
 
   // out: convex combinations of v in [-2, 2]; the weights pass through bf16 once (2^-9
@@ -85,8 +85,8 @@ void CheckFlash(Shape s, uint32_t seed, bool check_lse) {
   const double out_err = RelativeError(got_out, out);
   const std::vector<float> got_dqkv = ToFloat(d_dqkv.Download());
   const double grad_err = RelativeError(got_dqkv, dqkv);
-  std::printf("  flash B=%d T=%d C=%d NH=%d: out relative error %.2e, dqkv %.2e\n", s.B, s.T,
-              s.C, s.NH, out_err, grad_err);
+  std::printf("  flash B=%d T=%d C=%d NH=%d: out relative error %.2e, dqkv %.2e\n", s.B, s.T, s.C,
+              s.NH, out_err, grad_err);
   EXPECT_LT(out_err, 4e-3);
   EXPECT_TRUE(AllClose(got_dqkv, ToDouble(dqkv), 5e-2, 5e-2));
   EXPECT_LT(grad_err, 1e-2);
@@ -121,8 +121,8 @@ TEST(FlashAttentionCuda, RepeatsBitForBit) {
     DeviceBuffer<bf16> out(btc), dqkv(3 * btc);
     DeviceBuffer<float> lse(size_t{B} * NH * T), scratch(FlashAttentionBackwardScratch(B, T, NH));
     ASSERT_TRUE(FlashAttentionForward(out.get(), lse.get(), qkv.get(), B, T, C, NH, nullptr).ok());
-    ASSERT_TRUE(FlashAttentionBackward(dqkv.get(), scratch.get(), dout.get(), qkv.get(),
-                                       out.get(), lse.get(), B, T, C, NH, nullptr)
+    ASSERT_TRUE(FlashAttentionBackward(dqkv.get(), scratch.get(), dout.get(), qkv.get(), out.get(),
+                                       lse.get(), B, T, C, NH, nullptr)
                     .ok());
     outs.push_back(out.Download());
     grads.push_back(dqkv.Download());
@@ -141,8 +141,7 @@ TEST(FlashAttentionCuda, TakesOnlyHeadSize64AndWholeTiles) {
   float f[8];
   EXPECT_EQ(FlashAttentionForward(dummy, f, dummy, 1, 96, 64, 1, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(FlashAttentionBackward(dummy, f, dummy, dummy, dummy, f, 1, 64, 128, 4, nullptr)
-                .code(),
+  EXPECT_EQ(FlashAttentionBackward(dummy, f, dummy, dummy, dummy, f, 1, 64, 128, 4, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -1,11 +1,10 @@
 // Global gradient norm (sum of squares, deterministic, no atomics) and scaling on the GPU.
-#include "kernels/cuda/grad_norm.h"
-
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/grad_norm.h"
 
 namespace belay::kernels::cuda {
 namespace {
@@ -89,7 +88,8 @@ absl::Status Accumulate(float* dst, const float* src, int64_t n, cudaStream_t st
   if (n == 0) return absl::OkStatus();
   if (dst == nullptr || src == nullptr) return Invalid(kOp, "dst or src is null");
   if (dst != src && dst < src + n && src < dst + n) return Invalid(kOp, "dst and src overlap");
-  AccumulateKernel<<<std::min(CeilDiv(n, kThreads), kMaxScaleBlocks), kThreads, 0, stream>>>(dst, src, n);
+  AccumulateKernel<<<std::min(CeilDiv(n, kThreads), kMaxScaleBlocks), kThreads, 0, stream>>>(
+      dst, src, n);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(AccumulateKernel);
   return absl::OkStatus();
 }

@@ -77,12 +77,14 @@ TEST(GradNormCuda, AccumulateMatchesAHostLoopExactly) {
   DeviceBuffer<float> d_dst(dst);
   const DeviceBuffer<float> d_src(src);
   Stream stream;
-  const absl::Status st = Accumulate(d_dst.get(), d_src.get(), static_cast<int64_t>(dst.size()), stream.get());
+  const absl::Status st =
+      Accumulate(d_dst.get(), d_src.get(), static_cast<int64_t>(dst.size()), stream.get());
   ASSERT_TRUE(st.ok()) << st;
   for (size_t i = 0; i < dst.size(); ++i) dst[i] += src[i];
   EXPECT_TRUE(AllClose(d_dst.Download(), ToDouble(dst), 0.0, 0.0));
   // In place: doubles every element.
-  ASSERT_TRUE(Accumulate(d_dst.get(), d_dst.get(), static_cast<int64_t>(dst.size()), stream.get()).ok());
+  ASSERT_TRUE(
+      Accumulate(d_dst.get(), d_dst.get(), static_cast<int64_t>(dst.size()), stream.get()).ok());
   for (float& x : dst) x += x;
   EXPECT_TRUE(AllClose(d_dst.Download(), ToDouble(dst), 0.0, 0.0));
 }

@@ -1,20 +1,19 @@
 // LayerNorm on the GPU, fused with the residual add before it; backward without atomics.
-#include "kernels/cuda/layernorm.h"
-
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/layernorm.h"
 
 namespace belay::kernels::cuda {
 namespace {
 
 constexpr float kEps = 1e-5f;
-constexpr int kThreads = 256;               // row kernels: one warp per row
+constexpr int kThreads = 256;  // row kernels: one warp per row
 constexpr int kRowsPerBlock = kThreads / 32;
-constexpr int kRowsPerChunk = 128;          // rows summed into one partial of dweight/dbias
-constexpr int kChunkRows = 8;               // threadIdx.y extent of the column kernels
+constexpr int kRowsPerChunk = 128;  // rows summed into one partial of dweight/dbias
+constexpr int kChunkRows = 8;       // threadIdx.y extent of the column kernels
 
 template <int kVec>
 __device__ __forceinline__ void LoadFloats(float (&x)[kVec], const bf16* p) {
@@ -81,8 +80,8 @@ __global__ void ForwardKernel(bf16* residual, bf16* out, float* mean, float* rst
 // dinp, one warp per row: read the existing bf16 value, add in fp32, round once.
 template <int kVec>
 __global__ void BackwardInputKernel(bf16* dinp, const bf16* dout, const bf16* inp,
-                                    const bf16* weight, const float* mean, const float* rstd,
-                                    int N, int C) {
+                                    const bf16* weight, const float* mean, const float* rstd, int N,
+                                    int C) {
   const int lane = threadIdx.x % 32;
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32;
   if (row >= N) return;
@@ -205,12 +204,12 @@ absl::Status ResidualLayerNormForward(bf16* residual, bf16* out, float* mean, fl
                    IsAligned(residual, 16) && IsAligned(weight, 16) && IsAligned(bias, 16);
   const unsigned blocks = CeilDiv(N, kRowsPerBlock);
   if (vec) {
-    ForwardKernel<8><<<blocks, kThreads, 0, stream>>>(residual, out, mean, rstd, a, b, weight,
-                                                      bias, N, C);
+    ForwardKernel<8>
+        <<<blocks, kThreads, 0, stream>>>(residual, out, mean, rstd, a, b, weight, bias, N, C);
     BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(ForwardKernel<8>);
   } else {
-    ForwardKernel<1><<<blocks, kThreads, 0, stream>>>(residual, out, mean, rstd, a, b, weight,
-                                                      bias, N, C);
+    ForwardKernel<1>
+        <<<blocks, kThreads, 0, stream>>>(residual, out, mean, rstd, a, b, weight, bias, N, C);
     BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(ForwardKernel<1>);
   }
   return absl::OkStatus();
@@ -234,27 +233,27 @@ absl::Status LayerNormBackward(bf16* dinp, float* dweight, float* dbias, float* 
   if (dout == nullptr || inp == nullptr) return Invalid(kOp, "dout or inp is null");
   if (weight == nullptr) return Invalid(kOp, "weight is null");
   if (mean == nullptr || rstd == nullptr) return Invalid(kOp, "mean or rstd is null");
-  const bool vec = C % 8 == 0 && IsAligned(dinp, 16) && IsAligned(dout, 16) &&
-                   IsAligned(inp, 16) && IsAligned(weight, 16);
+  const bool vec = C % 8 == 0 && IsAligned(dinp, 16) && IsAligned(dout, 16) && IsAligned(inp, 16) &&
+                   IsAligned(weight, 16);
   const unsigned row_blocks = CeilDiv(N, kRowsPerBlock);
   const dim3 col_threads(32, kChunkRows);
   if (vec) {
-    BackwardInputKernel<8><<<row_blocks, kThreads, 0, stream>>>(dinp, dout, inp, weight, mean,
-                                                                rstd, N, C);
+    BackwardInputKernel<8>
+        <<<row_blocks, kThreads, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
     BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(BackwardInputKernel<8>);
     BackwardPartialKernel<8><<<dim3(CeilDiv(C, 32 * 8), Chunks(N)), col_threads, 0, stream>>>(
         scratch, dout, inp, mean, rstd, N, C);
     BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(BackwardPartialKernel<8>);
   } else {
-    BackwardInputKernel<1><<<row_blocks, kThreads, 0, stream>>>(dinp, dout, inp, weight, mean,
-                                                                rstd, N, C);
+    BackwardInputKernel<1>
+        <<<row_blocks, kThreads, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
     BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(BackwardInputKernel<1>);
     BackwardPartialKernel<1><<<dim3(CeilDiv(C, 32), Chunks(N)), col_threads, 0, stream>>>(
         scratch, dout, inp, mean, rstd, N, C);
     BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(BackwardPartialKernel<1>);
   }
-  BackwardSumKernel<<<CeilDiv(2 * int64_t{C}, 32), col_threads, 0, stream>>>(
-      dweight, dbias, scratch, Chunks(N), C);
+  BackwardSumKernel<<<CeilDiv(2 * int64_t{C}, 32), col_threads, 0, stream>>>(dweight, dbias,
+                                                                             scratch, Chunks(N), C);
   BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(BackwardSumKernel);
   return absl::OkStatus();
 }

@@ -20,9 +20,9 @@ using cpu::testing::AllClose;
 using cpu::testing::ToDouble;
 using cpu::testing::Uniform;
 using testing::DeviceBuffer;
-using testing::Stream;
 using testing::kBf16Eps;
 using testing::RoundedToBf16;
+using testing::Stream;
 using testing::ToBf16;
 using testing::ToFloat;
 
@@ -49,8 +49,8 @@ struct Inputs {
 };
 
 void CheckForward(int N, int C, bool with_residual, uint32_t seed) {
-  SCOPED_TRACE("N=" + std::to_string(N) + " C=" +
-               std::to_string(C) + (with_residual ? " with residual" : " without residual"));
+  SCOPED_TRACE("N=" + std::to_string(N) + " C=" + std::to_string(C) +
+               (with_residual ? " with residual" : " without residual"));
   const Inputs in(N, C, seed);
   const size_t size = in.a.size();
   // Reference: the residual rounded to bf16 first, then LayerNorm of the rounded values.
@@ -69,8 +69,7 @@ void CheckForward(int N, int C, bool with_residual, uint32_t seed) {
   Stream stream;
   const absl::Status st = ResidualLayerNormForward(
       with_residual ? d_residual.get() : nullptr, d_out.get(), d_mean.get(), d_rstd.get(),
-      d_a.get(), with_residual ? d_b.get() : nullptr, d_w.get(), d_bias.get(), N, C,
-      stream.get());
+      d_a.get(), with_residual ? d_b.get() : nullptr, d_w.get(), d_bias.get(), N, C, stream.get());
   ASSERT_TRUE(st.ok()) << st;
   if (with_residual) {
     // One fp32 add of two bf16 values, rounded once: exactly the reference's rounding.
@@ -127,9 +126,8 @@ struct BackwardCase {
     DeviceBuffer<float> d_dbias(std::vector<float>(static_cast<size_t>(C), dbias0));
     Stream stream;
     const absl::Status st = LayerNormBackward(d_dinp.get(), d_dweight.get(), d_dbias.get(),
-                                              d_scratch.get(), d_dout.get(), d_inp.get(),
-                                              d_w.get(), d_mean.get(), d_rstd.get(), N, C,
-                                              stream.get());
+                                              d_scratch.get(), d_dout.get(), d_inp.get(), d_w.get(),
+                                              d_mean.get(), d_rstd.get(), N, C, stream.get());
     EXPECT_TRUE(st.ok()) << st;
     const std::vector<float> s = d_scratch.Download();
     for (size_t i = scratch; i < s.size(); ++i) {
@@ -198,8 +196,7 @@ TEST(LayerNormCuda, RejectsBadShapes) {
   const absl::Status bn0 = LayerNormBackward(h, f, f, f, h, h, h, f, f, 0, 8, nullptr);
   EXPECT_EQ(bn0.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bn0.message().find("N must be > 0"), std::string::npos) << bn0;
-  const absl::Status no_scratch =
-      LayerNormBackward(h, f, f, nullptr, h, h, h, f, f, 1, 8, nullptr);
+  const absl::Status no_scratch = LayerNormBackward(h, f, f, nullptr, h, h, h, f, f, 1, 8, nullptr);
   EXPECT_NE(no_scratch.message().find("scratch is null"), std::string::npos) << no_scratch;
 }
 

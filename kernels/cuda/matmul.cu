@@ -1,12 +1,11 @@
 // Linear layers through cuBLASLt: bias and GELU in the epilogue, fp32 weight gradients, and a
 // deterministic bias-gradient reduction.
-#include "kernels/cuda/matmul.h"
-
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/matmul.h"
 
 namespace belay::kernels::cuda {
 
@@ -108,7 +107,8 @@ absl::Status RunGemm(Blas& blas, const Gemm& g, cudaStream_t stream) {
     return absl::InvalidArgumentError("gemm operand is null");
   }
   LtCall call;
-  BELAY_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&call.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  BELAY_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescCreate(&call.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   BELAY_CUBLAS_RETURN_IF_ERROR(
@@ -131,11 +131,11 @@ absl::Status RunGemm(Blas& blas, const Gemm& g, cudaStream_t stream) {
   }
   // Stored shapes (before op): A is m×k or k×m, B is k×n or n×k.
   BELAY_RETURN_IF_NOT_OK(MakeLayout(&call.la, CUDA_R_16BF, g.trans_a ? g.k : g.m,
-                                      g.trans_a ? g.m : g.k, g.lda, g.batch, g.stride_a));
+                                    g.trans_a ? g.m : g.k, g.lda, g.batch, g.stride_a));
   BELAY_RETURN_IF_NOT_OK(MakeLayout(&call.lb, CUDA_R_16BF, g.trans_b ? g.n : g.k,
-                                      g.trans_b ? g.k : g.n, g.ldb, g.batch, g.stride_b));
-  BELAY_RETURN_IF_NOT_OK(MakeLayout(&call.ld, g.d_fp32 ? CUDA_R_32F : CUDA_R_16BF, g.m, g.n,
-                                      g.ldd, g.batch, g.stride_d));
+                                    g.trans_b ? g.k : g.n, g.ldb, g.batch, g.stride_b));
+  BELAY_RETURN_IF_NOT_OK(MakeLayout(&call.ld, g.d_fp32 ? CUDA_R_32F : CUDA_R_16BF, g.m, g.n, g.ldd,
+                                    g.batch, g.stride_d));
 
   BELAY_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&call.pref));
   const uint64_t ws = blas.workspace_bytes();
@@ -156,12 +156,12 @@ absl::Status RunGemm(Blas& blas, const Gemm& g, cudaStream_t stream) {
   BELAY_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulAlgoGetHeuristic(
       blas.handle(), call.desc, call.la, call.lb, call.ld, call.ld, call.pref, 1, &result, &found));
   if (found == 0) {
-    return absl::UnimplementedError(absl::StrCat(
-        "cuBLASLt has no algorithm for m=", g.m, " n=", g.n, " k=", g.k, " batch=", g.batch,
-        " epilogue=", static_cast<int>(g.epilogue)));
+    return absl::UnimplementedError(absl::StrCat("cuBLASLt has no algorithm for m=", g.m,
+                                                 " n=", g.n, " k=", g.k, " batch=", g.batch,
+                                                 " epilogue=", static_cast<int>(g.epilogue)));
   }
-  BELAY_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(blas.handle(), call.desc, &g.alpha, g.a, call.la,
-                                              g.b, call.lb, &g.beta, g.d, call.ld, g.d, call.ld,
+  BELAY_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(blas.handle(), call.desc, &g.alpha, g.a, call.la, g.b,
+                                              call.lb, &g.beta, g.d, call.ld, g.d, call.ld,
                                               &result.algo, blas.workspace(), ws, stream));
   return absl::OkStatus();
 }
@@ -214,13 +214,15 @@ absl::Status MatmulBackward(Blas& blas, bf16* dinp, float* dweight, float* dbias
   }
   if (dinp == nullptr || dweight == nullptr || dout == nullptr || inp == nullptr ||
       weight == nullptr) {
-    return absl::InvalidArgumentError("matmul backward: dinp, dweight, dout, inp, weight must not be null");
+    return absl::InvalidArgumentError(
+        "matmul backward: dinp, dweight, dout, inp, weight must not be null");
   }
   if (dbias != nullptr && scratch == nullptr) {
     return absl::InvalidArgumentError("matmul backward: a bias gradient needs scratch");
   }
   if (pre_gelu != nullptr && C % 8 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("matmul backward through GELU needs C % 8 == 0, got ", C));
+    return absl::InvalidArgumentError(
+        absl::StrCat("matmul backward through GELU needs C % 8 == 0, got ", C));
   }
   // dinpᵀ(C,N) = Wᵀ(C,OC) · doutᵀ(OC,N): the stored W reads as C×OC, dout as OC×N.
   Gemm gi;

@@ -55,9 +55,9 @@ void CheckForward(Shape s, bool with_bias, bool with_gelu, uint32_t seed) {
   ASSERT_NE(blas, nullptr);
   DeviceBuffer<bf16> d_inp(ToBf16(inp)), d_w(ToBf16(w)), d_b(ToBf16(b));
   DeviceBuffer<bf16> d_out(N * OC), d_pre(N * OC);
-  absl::Status st = MatmulForward(*blas, d_out.get(), with_gelu ? d_pre.get() : nullptr,
-                                  d_inp.get(), d_w.get(), with_bias ? d_b.get() : nullptr, s.N,
-                                  s.C, s.OC, nullptr);
+  absl::Status st =
+      MatmulForward(*blas, d_out.get(), with_gelu ? d_pre.get() : nullptr, d_inp.get(), d_w.get(),
+                    with_bias ? d_b.get() : nullptr, s.N, s.C, s.OC, nullptr);
   ASSERT_TRUE(st.ok()) << st;
   EXPECT_TRUE(AllClose(ToFloat(d_out.Download()), ToDouble(ref), kOutAtol, kOutRtol));
   if (with_gelu) {
@@ -93,8 +93,8 @@ void CheckBackward(Shape s, bool with_gelu, uint32_t seed) {
   std::vector<float> dw0 = Uniform(OC * C, seed + 4), db0 = Uniform(OC, seed + 5);
 
   std::vector<float> dx(N * C, 0.0f), dw = dw0, db = db0;
-  cpu::MatmulBackward(dx.data(), dw.data(), db.data(), dout.data(), inp.data(), w.data(), s.N,
-                      s.C, s.OC);
+  cpu::MatmulBackward(dx.data(), dw.data(), db.data(), dout.data(), inp.data(), w.data(), s.N, s.C,
+                      s.OC);
   std::vector<float> dinp_ref = dx;
   if (with_gelu) {
     std::fill(dinp_ref.begin(), dinp_ref.end(), 0.0f);
@@ -161,12 +161,12 @@ TEST(MatmulCuda, RejectsBadShapes) {
   auto blas = MakeBlas();
   ASSERT_NE(blas, nullptr);
   DeviceBuffer<bf16> x(64 * 64);
-  EXPECT_EQ(MatmulForward(*blas, x.get(), nullptr, x.get(), x.get(), nullptr, 0, 8, 8, nullptr)
-                .code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(MatmulForward(*blas, x.get(), x.get(), x.get(), x.get(), nullptr, 4, 8, 12, nullptr)
-                .code(),
-            absl::StatusCode::kInvalidArgument);  // GELU needs OC % 8 == 0
+  EXPECT_EQ(
+      MatmulForward(*blas, x.get(), nullptr, x.get(), x.get(), nullptr, 0, 8, 8, nullptr).code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      MatmulForward(*blas, x.get(), x.get(), x.get(), x.get(), nullptr, 4, 8, 12, nullptr).code(),
+      absl::StatusCode::kInvalidArgument);  // GELU needs OC % 8 == 0
   EXPECT_EQ(MatmulBackward(*blas, x.get(), nullptr, nullptr, nullptr, x.get(), x.get(), x.get(),
                            nullptr, 4, 8, 8, nullptr)
                 .code(),

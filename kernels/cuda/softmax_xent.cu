@@ -1,11 +1,10 @@
 // Fused softmax + cross-entropy over a padded vocabulary on the GPU, gradient written in place.
-#include "kernels/cuda/softmax_xent.h"
-
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/softmax_xent.h"
 
 namespace belay::kernels::cuda {
 namespace {
@@ -40,7 +39,7 @@ __device__ __forceinline__ MaxSum BlockMerge(MaxSum v, MaxSum* shared) {
   if (lane == 0) shared[warp] = v;
   __syncthreads();
   return WarpMerge(lane < static_cast<int>(blockDim.x / 32) ? shared[lane]
-                                                           : MaxSum{-INFINITY, 0.0f});
+                                                            : MaxSum{-INFINITY, 0.0f});
 }
 
 // One block per row; thread i owns packs i, i + blockDim.x, ... of kVec logits. The row is
@@ -104,8 +103,8 @@ absl::Status Invalid(const char* op, const Args&... args) {
 }  // namespace
 
 absl::Status SoftmaxCrossEntropy(bf16* logits, float* losses, const int32_t* targets,
-                                 const uint8_t* mask, float scale, bool write_grad, int N,
-                                 int V, int Vp, cudaStream_t stream) {
+                                 const uint8_t* mask, float scale, bool write_grad, int N, int V,
+                                 int Vp, cudaStream_t stream) {
   constexpr const char* kOp = "SoftmaxCrossEntropy";
   if (N <= 0) return Invalid(kOp, "N must be > 0, got ", N);
   if (V <= 0) return Invalid(kOp, "V must be > 0, got ", V);
@@ -115,12 +114,12 @@ absl::Status SoftmaxCrossEntropy(bf16* logits, float* losses, const int32_t* tar
   if (targets == nullptr) return Invalid(kOp, "targets is null");
   if (mask == nullptr) return Invalid(kOp, "mask is null");
   if (Vp % 8 == 0 && IsAligned(logits, 16)) {
-    SoftmaxXentKernel<8><<<N, kThreads, 0, stream>>>(logits, losses, targets, mask, scale,
-                                                     write_grad, V, Vp);
+    SoftmaxXentKernel<8>
+        <<<N, kThreads, 0, stream>>>(logits, losses, targets, mask, scale, write_grad, V, Vp);
     BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(SoftmaxXentKernel<8>);
   } else {
-    SoftmaxXentKernel<1><<<N, kThreads, 0, stream>>>(logits, losses, targets, mask, scale,
-                                                     write_grad, V, Vp);
+    SoftmaxXentKernel<1>
+        <<<N, kThreads, 0, stream>>>(logits, losses, targets, mask, scale, write_grad, V, Vp);
     BELAY_CUDA_RETURN_IF_LAUNCH_FAILED(SoftmaxXentKernel<1>);
   }
   return absl::OkStatus();

@@ -15,7 +15,7 @@ namespace belay::kernels::cuda {
 // on counted positions, 0 on excluded positions and on padding columns (the probabilities are
 // never stored). Softmax in fp32.
 absl::Status SoftmaxCrossEntropy(bf16* logits, float* losses, const int32_t* targets,
-                                 const uint8_t* mask, float scale, bool write_grad, int N,
-                                 int V, int Vp, cudaStream_t stream);
+                                 const uint8_t* mask, float scale, bool write_grad, int N, int V,
+                                 int Vp, cudaStream_t stream);
 
 }  // namespace belay::kernels::cuda

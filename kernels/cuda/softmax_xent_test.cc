@@ -20,9 +20,9 @@ using cpu::testing::ToDouble;
 using cpu::testing::Tokens;
 using cpu::testing::Uniform;
 using testing::DeviceBuffer;
-using testing::Stream;
 using testing::kBf16Eps;
 using testing::RoundedToBf16;
+using testing::Stream;
 using testing::ToBf16;
 using testing::ToFloat;
 
@@ -67,9 +67,8 @@ Result RunGpu(const Case& k, float scale, bool write_grad) {
   DeviceBuffer<int32_t> targets(k.targets);
   DeviceBuffer<uint8_t> mask(k.mask);
   Stream stream;
-  const absl::Status st = SoftmaxCrossEntropy(logits.get(), losses.get(), targets.get(),
-                                              mask.get(), scale, write_grad, k.N, k.V, k.Vp,
-                                              stream.get());
+  const absl::Status st = SoftmaxCrossEntropy(logits.get(), losses.get(), targets.get(), mask.get(),
+                                              scale, write_grad, k.N, k.V, k.Vp, stream.get());
   EXPECT_TRUE(st.ok()) << st;
   return {losses.Download(), logits.Download()};
 }
@@ -165,8 +164,7 @@ TEST(SoftmaxCrossEntropyCuda, RejectsBadShapes) {
   EXPECT_NE(n0.message().find("N must be > 0"), std::string::npos) << n0;
   const absl::Status v0 = SoftmaxCrossEntropy(h, f, t, m, 1.0f, true, 1, 0, 8, nullptr);
   EXPECT_NE(v0.message().find("V must be > 0"), std::string::npos) << v0;
-  const absl::Status no_mask =
-      SoftmaxCrossEntropy(h, f, t, nullptr, 1.0f, true, 1, 8, 8, nullptr);
+  const absl::Status no_mask = SoftmaxCrossEntropy(h, f, t, nullptr, 1.0f, true, 1, 8, 8, nullptr);
   EXPECT_NE(no_mask.message().find("mask is null"), std::string::npos) << no_mask;
 }
 

@@ -27,10 +27,10 @@ inline std::string NoDeviceReason() {
   return "";
 }
 
-#define BELAY_REQUIRE_CUDA_DEVICE()                                                        \
-  do {                                                                                     \
+#define BELAY_REQUIRE_CUDA_DEVICE()                                                         \
+  do {                                                                                      \
     const std::string belay_no_device_ = ::belay::kernels::cuda::testing::NoDeviceReason(); \
-    if (!belay_no_device_.empty()) GTEST_SKIP() << "no GPU: " << belay_no_device_;         \
+    if (!belay_no_device_.empty()) GTEST_SKIP() << "no GPU: " << belay_no_device_;          \
   } while (0)
 
 #define BELAY_ASSERT_CUDA_OK(call)                                                         \

@@ -28,11 +28,11 @@
 
 #include "belay/v1/coordinator.grpc.pb.h"
 #include "belay/v1/worker.grpc.pb.h"
-#include "worker/runtime/coordinator_client.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/dynamic_message.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
+#include "worker/runtime/coordinator_client.h"
 
 namespace {
 
@@ -49,19 +49,26 @@ int64_t Pick(std::initializer_list<int64_t> v) {
 
 int64_t RandomInt() {
   switch (rng() % 4) {
-    case 0: return Pick({0, 1, -1, 2, 7, 100, 1000000});
-    case 1: return Pick({std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min(),
-                         std::numeric_limits<int32_t>::max(), std::numeric_limits<int32_t>::min()});
-    default: return static_cast<int64_t>(rng());
+    case 0:
+      return Pick({0, 1, -1, 2, 7, 100, 1000000});
+    case 1:
+      return Pick({std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min(),
+                   std::numeric_limits<int32_t>::max(), std::numeric_limits<int32_t>::min()});
+    default:
+      return static_cast<int64_t>(rng());
   }
 }
 
 double RandomDouble() {
   switch (rng() % 5) {
-    case 0: return std::nan("");
-    case 1: return std::numeric_limits<double>::infinity() * (rng() % 2 ? 1 : -1);
-    case 2: return -1e308;
-    default: return static_cast<double>(static_cast<int64_t>(rng() % 2000000) - 1000000) / 1000.0;
+    case 0:
+      return std::nan("");
+    case 1:
+      return std::numeric_limits<double>::infinity() * (rng() % 2 ? 1 : -1);
+    case 2:
+      return -1e308;
+    default:
+      return static_cast<double>(static_cast<int64_t>(rng() % 2000000) - 1000000) / 1000.0;
   }
 }
 
@@ -75,10 +82,14 @@ std::string RandomBytes(size_t n) {
 // never reach a handler); `bytes` fields get anything.
 std::string RandomString(bool binary) {
   switch (rng() % 6) {
-    case 0: return "";
-    case 1: return std::string(1 + rng() % 70000, 'a');
-    case 2: return Pick({0, 1}) ? "../../etc/passwd" : "/etc/shadow";
-    case 3: return "step_000000001/rank_00000.bin\n\"{}";
+    case 0:
+      return "";
+    case 1:
+      return std::string(1 + rng() % 70000, 'a');
+    case 2:
+      return Pick({0, 1}) ? "../../etc/passwd" : "/etc/shadow";
+    case 3:
+      return "step_000000001/rank_00000.bin\n\"{}";
     default: {
       if (binary) return RandomBytes(rng() % 200);
       std::string s(rng() % 200, ' ');
@@ -138,8 +149,12 @@ void Fill(Message& m, const std::string& token, int depth) {
           break;
         }
         case FieldDescriptor::CPPTYPE_ENUM: {
-          const int v = rng() % 3 == 0 ? static_cast<int>(RandomInt() % 1000)
-                                       : f->enum_type()->value(static_cast<int>(rng() % static_cast<uint64_t>(f->enum_type()->value_count())))->number();
+          const int v = rng() % 3 == 0
+                            ? static_cast<int>(RandomInt() % 1000)
+                            : f->enum_type()
+                                  ->value(static_cast<int>(
+                                      rng() % static_cast<uint64_t>(f->enum_type()->value_count())))
+                                  ->number();
           rep ? r->AddEnumValue(&m, f, v) : r->SetEnumValue(&m, f, v);
           break;
         }
@@ -162,7 +177,7 @@ void Fill(Message& m, const std::string& token, int depth) {
 struct Method {
   std::string path;  // "/belay.v1.WorkerLink/Register"
   const Descriptor* input;
-  bool worker;       // on the worker link (else the coordinator socket)
+  bool worker;  // on the worker link (else the coordinator socket)
   bool streaming;
 };
 
@@ -174,19 +189,26 @@ int main(int argc, char** argv) {
   uint64_t seed = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--worker") worker = v;
-    else if (k == "--socket") socket = v;
-    else if (k == "--token") token = v;
-    else if (k == "--ca") ca = v;
-    else if (k == "--count") count = std::stoi(v);
-    else if (k == "--seed") seed = std::stoull(v);
+    if (k == "--worker")
+      worker = v;
+    else if (k == "--socket")
+      socket = v;
+    else if (k == "--token")
+      token = v;
+    else if (k == "--ca")
+      ca = v;
+    else if (k == "--count")
+      count = std::stoi(v);
+    else if (k == "--seed")
+      seed = std::stoull(v);
     else {
       std::cerr << "rpc_junk: unknown option " << k << "\n";
       return 2;
     }
   }
   if (worker.empty() || socket.empty()) {
-    std::cerr << "usage: rpc_junk --worker HOST:PORT --socket PATH [--token T] [--ca PEM] [--count N] [--seed S]\n";
+    std::cerr << "usage: rpc_junk --worker HOST:PORT --socket PATH [--token T] [--ca PEM] [--count "
+                 "N] [--seed S]\n";
     return 2;
   }
   rng.seed(seed);
@@ -203,8 +225,9 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < sd->method_count(); ++i) {
       const google::protobuf::MethodDescriptor* md = sd->method(i);
-      methods.push_back({"/" + std::string(sd->full_name()) + "/" + std::string(md->name()), md->input_type(),
-                         sd->full_name() == belay::v1::WorkerLink::service_full_name(), md->server_streaming()});
+      methods.push_back(
+          {"/" + std::string(sd->full_name()) + "/" + std::string(md->name()), md->input_type(),
+           sd->full_name() == belay::v1::WorkerLink::service_full_name(), md->server_streaming()});
     }
   }
   // The worker link is TLS (belayd's own CA, certificate issued to "belayd") when --ca is given.
@@ -243,7 +266,8 @@ int main(int argc, char** argv) {
     grpc::Status status;
     if (m.streaming) {
       grpc::CompletionQueue cq;
-      std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call = stub.PrepareCall(&ctx, m.path, &cq);
+      std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
+          stub.PrepareCall(&ctx, m.path, &cq);
       void* tag = nullptr;
       bool ok = false;
       call->StartCall(reinterpret_cast<void*>(1));

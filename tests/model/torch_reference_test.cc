@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "common/rng.h"
 #include "worker/model/goldfish.h"
 #include "worker/model/gpt2.h"
 #include "worker/model/params.h"
-#include "common/rng.h"
 #include "worker/optim/optimizer.h"
 #include "worker/train/update.h"
 
@@ -26,14 +26,16 @@ namespace {
 template <typename T>
 void WriteRaw(const std::filesystem::path& p, const std::vector<T>& v) {
   std::ofstream out(p, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(T)));
+  out.write(reinterpret_cast<const char*>(v.data()),
+            static_cast<std::streamsize>(v.size() * sizeof(T)));
 }
 
 std::vector<double> ReadF64(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary | std::ios::ate);
   std::vector<double> v(static_cast<size_t>(in.tellg()) / sizeof(double));
   in.seekg(0);
-  in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(double)));
+  in.read(reinterpret_cast<char*>(v.data()),
+          static_cast<std::streamsize>(v.size() * sizeof(double)));
   return v;
 }
 
@@ -114,26 +116,27 @@ TEST(TorchReference, TrainingStepsMatchPyTorch) {
     lrs.push_back(r.lr);
   }
 
-  std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) /
-                              ("torch_ref_" + std::to_string(::getpid()));
+  std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) / ("torch_ref_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const model::Gpt2Config& c = layout.config();
   std::ofstream(dir / "config.json")
-      << "{\"n_layer\": " << c.n_layer << ", \"n_head\": " << c.n_head << ", \"d_model\": "
-      << c.d_model << ", \"max_seq_len\": " << c.max_seq_len << ", \"vocab_size\": "
-      << c.vocab_size << ", \"padded_vocab\": " << c.padded_vocab << ", \"steps\": " << steps
-      << ", \"accum\": " << accum << ", \"micro_batch\": " << M << ", \"seq_len\": " << T
-      << ", \"lr\": " << ts.lr << ", \"min_lr\": " << ts.min_lr << ", \"warmup_steps\": "
-      << ts.warmup_steps << ", \"total_steps\": " << steps << ", \"weight_decay\": "
-      << ts.weight_decay << ", \"beta1\": " << ts.beta1 << ", \"beta2\": " << ts.beta2
-      << ", \"eps\": " << ts.eps << ", \"grad_clip\": " << ts.grad_clip
-      << ", \"goldfish_k\": " << goldfish_k << ", \"goldfish_h\": " << goldfish_h << "}\n";
+      << "{\"n_layer\": " << c.n_layer << ", \"n_head\": " << c.n_head
+      << ", \"d_model\": " << c.d_model << ", \"max_seq_len\": " << c.max_seq_len
+      << ", \"vocab_size\": " << c.vocab_size << ", \"padded_vocab\": " << c.padded_vocab
+      << ", \"steps\": " << steps << ", \"accum\": " << accum << ", \"micro_batch\": " << M
+      << ", \"seq_len\": " << T << ", \"lr\": " << ts.lr << ", \"min_lr\": " << ts.min_lr
+      << ", \"warmup_steps\": " << ts.warmup_steps << ", \"total_steps\": " << steps
+      << ", \"weight_decay\": " << ts.weight_decay << ", \"beta1\": " << ts.beta1
+      << ", \"beta2\": " << ts.beta2 << ", \"eps\": " << ts.eps
+      << ", \"grad_clip\": " << ts.grad_clip << ", \"goldfish_k\": " << goldfish_k
+      << ", \"goldfish_h\": " << goldfish_h << "}\n";
   WriteRaw(dir / "params.f32", initial);
   WriteRaw(dir / "inputs.i32", inputs);
   WriteRaw(dir / "targets.i32", targets);
   WriteRaw(dir / "masks.u8", masks);
-  std::string cmd = "/usr/bin/python3 " BELAY_SOURCE_DIR "/tests/model/gpt2_reference.py " +
-                    dir.string();
+  std::string cmd =
+      "/usr/bin/python3 " BELAY_SOURCE_DIR "/tests/model/gpt2_reference.py " + dir.string();
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
 
   std::vector<double> ref_losses = ReadF64(dir / "ref_losses.f64");

@@ -12,8 +12,8 @@
 
 #include "common/checksum.h"
 #include "common/ckpt/layout.h"
-#include "worker/ckpt/shard_file.h"
 #include "common/ckpt/test_dir.h"
+#include "worker/ckpt/shard_file.h"
 
 namespace belay::ckpt {
 namespace {
@@ -206,8 +206,7 @@ TEST_F(ManifestTest, ShardMapRoundTripsAndFindsRanges) {
   EXPECT_EQ(doc["shard_map"]["tensors"]["q"], 7);
 
   const ShardMap& map = *back->shard_map;
-  EXPECT_EQ(map.Find("p", 900, 200),
-            (std::vector<ShardRange>{{0, 900, 100}, {1, 1000, 100}}));
+  EXPECT_EQ(map.Find("p", 900, 200), (std::vector<ShardRange>{{0, 900, 100}, {1, 1000, 100}}));
   EXPECT_EQ(map.Find("q", 2, 3), (std::vector<ShardRange>{{1, 2, 3}}));
   EXPECT_TRUE(map.Find("r", 0, 1).empty());
   EXPECT_EQ(map.OfRank(1).size(), 2u);

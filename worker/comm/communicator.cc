@@ -16,7 +16,8 @@ CommHandle& CommHandle::operator=(CommHandle&& other) noexcept {
 CommHandle::~CommHandle() { (void)Wait(); }
 
 absl::Status Communicator::OrderAfter(CUevent_st*) {
-  return absl::FailedPreconditionError("OrderAfter: this communicator takes host memory, not device memory");
+  return absl::FailedPreconditionError(
+      "OrderAfter: this communicator takes host memory, not device memory");
 }
 
 absl::Status CommHandle::Wait() {

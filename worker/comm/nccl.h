@@ -28,6 +28,6 @@ absl::StatusOr<std::string> NewNcclId();
 // that wrote them); the int64 and byte helpers, Broadcast and Barrier take host memory.
 // See NcclCommunicator (nccl_communicator.h) for how each call is done.
 absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(std::string_view id, int rank,
-                                                                    int world_size);
+                                                                     int world_size);
 
 }  // namespace belay::comm

@@ -44,15 +44,16 @@ struct NcclCommunicator::Shared {
 
 namespace {
 
-#define BELAY_NCCL_RETURN_IF_ERROR(call, comm)                                 \
-  do {                                                                         \
-    ::absl::Status belay_nccl_status_ = NcclStatus((call), #call, (comm));     \
-    if (!belay_nccl_status_.ok()) return belay_nccl_status_;                   \
+#define BELAY_NCCL_RETURN_IF_ERROR(call, comm)                             \
+  do {                                                                     \
+    ::absl::Status belay_nccl_status_ = NcclStatus((call), #call, (comm)); \
+    if (!belay_nccl_status_.ok()) return belay_nccl_status_;               \
   } while (0)
 
 // Blocks until `event` has happened; an asynchronous NCCL error (a peer that failed or left)
 // ends the wait with that error.
-absl::Status WaitForEvent(NcclCommunicator::Shared& shared, cudaEvent_t event, std::string_view call) {
+absl::Status WaitForEvent(NcclCommunicator::Shared& shared, cudaEvent_t event,
+                          std::string_view call) {
   auto sleep = std::chrono::microseconds(2);
   for (;;) {
     const cudaError_t e = cudaEventQuery(event);
@@ -61,7 +62,8 @@ absl::Status WaitForEvent(NcclCommunicator::Shared& shared, cudaEvent_t event, s
       return kernels::CudaStatus(e, Cat(call, ": cudaEventQuery").c_str(), __FILE__, __LINE__);
     }
     ncclResult_t async = ncclSuccess;
-    if (absl::Status s = NcclStatus(ncclCommGetAsyncError(shared.comm, &async), "ncclCommGetAsyncError");
+    if (absl::Status s =
+            NcclStatus(ncclCommGetAsyncError(shared.comm, &async), "ncclCommGetAsyncError");
         !s.ok()) {
       return s;
     }
@@ -77,7 +79,8 @@ absl::Status WaitForEvent(NcclCommunicator::Shared& shared, cudaEvent_t event, s
 // The work queued on the shared stream up to an event.
 class NcclOperation final : public CommHandle::Operation {
  public:
-  NcclOperation(std::shared_ptr<NcclCommunicator::Shared> shared, cudaEvent_t event, std::string call)
+  NcclOperation(std::shared_ptr<NcclCommunicator::Shared> shared, cudaEvent_t event,
+                std::string call)
       : shared_(std::move(shared)), event_(event), call_(std::move(call)) {}
   ~NcclOperation() override { cudaEventDestroy(event_); }
   absl::Status Wait() override { return WaitForEvent(*shared_, event_, call_); }
@@ -123,14 +126,16 @@ absl::StatusOr<std::string> NewNcclId() {
 }
 
 absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(std::string_view id, int rank,
-                                                                    int world_size) {
-  absl::StatusOr<std::unique_ptr<NcclCommunicator>> c = NcclCommunicator::Create(id, rank, world_size);
+                                                                     int world_size) {
+  absl::StatusOr<std::unique_ptr<NcclCommunicator>> c =
+      NcclCommunicator::Create(id, rank, world_size);
   if (!c.ok()) return c.status();
   return std::unique_ptr<Communicator>(std::move(*c));
 }
 
-absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(std::string_view id, int rank,
-                                                                          int world_size) {
+absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(std::string_view id,
+                                                                           int rank,
+                                                                           int world_size) {
   static_assert(sizeof(ncclUniqueId) == kNcclIdBytes);
   if (id.size() != kNcclIdBytes) {
     return absl::InvalidArgumentError(Cat("NCCL id of ", id.size(), " bytes; want ", kNcclIdBytes));
@@ -143,7 +148,8 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(std::
   auto shared = std::make_shared<Shared>();
   BELAY_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&shared->stream, cudaStreamNonBlocking));
   BELAY_NCCL_RETURN_IF_ERROR(ncclCommInitRank(&shared->comm, world_size, uid, rank), nullptr);
-  return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(std::move(shared), rank, world_size));
+  return std::unique_ptr<NcclCommunicator>(
+      new NcclCommunicator(std::move(shared), rank, world_size));
 }
 
 NcclCommunicator::NcclCommunicator(std::shared_ptr<Shared> shared, int rank, int world_size)
@@ -156,7 +162,8 @@ CommHandle NcclCommunicator::Pending(std::string_view call) {
   absl::Status s = kernels::CudaStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming),
                                        "cudaEventCreateWithFlags", __FILE__, __LINE__);
   if (s.ok()) {
-    s = kernels::CudaStatus(cudaEventRecord(event, shared_->stream), "cudaEventRecord", __FILE__, __LINE__);
+    s = kernels::CudaStatus(cudaEventRecord(event, shared_->stream), "cudaEventRecord", __FILE__,
+                            __LINE__);
   }
   if (!s.ok()) {
     if (event != nullptr) cudaEventDestroy(event);
@@ -174,9 +181,11 @@ absl::Status NcclCommunicator::OrderAfter(CUevent_st* event) {
   return absl::OkStatus();
 }
 
-CommHandle NcclCommunicator::StartReduceScatterSum(std::span<const float> input, std::span<float> shard) {
-  if (absl::Status s = internal::CheckSharded("ReduceScatterSum", input.data(), input.size(), shard.data(),
-                                              shard.size(), sizeof(float), rank_, world_size_);
+CommHandle NcclCommunicator::StartReduceScatterSum(std::span<const float> input,
+                                                   std::span<float> shard) {
+  if (absl::Status s =
+          internal::CheckSharded("ReduceScatterSum", input.data(), input.size(), shard.data(),
+                                 shard.size(), sizeof(float), rank_, world_size_);
       !s.ok()) {
     return CommHandle(std::move(s));
   }
@@ -188,9 +197,9 @@ CommHandle NcclCommunicator::StartReduceScatterSum(std::span<const float> input,
     Scratch received(stream);
     BELAY_RETURN_IF_NOT_OK(received.Allocate(static_cast<size_t>(world_size_) * S * sizeof(float)));
     float* tmp = received.as<float>();
-    BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tmp + static_cast<size_t>(rank_) * S,
-                                               input.data() + static_cast<size_t>(rank_) * S, S * sizeof(float),
-                                               cudaMemcpyDeviceToDevice, stream));
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+        tmp + static_cast<size_t>(rank_) * S, input.data() + static_cast<size_t>(rank_) * S,
+        S * sizeof(float), cudaMemcpyDeviceToDevice, stream));
     BELAY_NCCL_RETURN_IF_ERROR(ncclGroupStart(), comm);
     for (int q = 0; q < world_size_; ++q) {
       if (q == rank_) continue;
@@ -208,7 +217,8 @@ CommHandle NcclCommunicator::StartReduceScatterSum(std::span<const float> input,
 }
 
 CommHandle NcclCommunicator::StartAllReduceSum(std::span<float> data) {
-  if (absl::Status s = internal::CheckCount("AllReduceSum", data.size()); !s.ok()) return CommHandle(std::move(s));
+  if (absl::Status s = internal::CheckCount("AllReduceSum", data.size()); !s.ok())
+    return CommHandle(std::move(s));
   const size_t n = data.size();
   const internal::Piece mine = internal::PieceOf(n, rank_, world_size_);
   cudaStream_t stream = shared_->stream;
@@ -216,12 +226,14 @@ CommHandle NcclCommunicator::StartAllReduceSum(std::span<float> data) {
   auto queue = [&]() -> absl::Status {
     if (n == 0 || world_size_ == 1) return absl::OkStatus();
     Scratch received(stream);
-    BELAY_RETURN_IF_NOT_OK(received.Allocate(static_cast<size_t>(world_size_) * mine.size * sizeof(float)));
+    BELAY_RETURN_IF_NOT_OK(
+        received.Allocate(static_cast<size_t>(world_size_) * mine.size * sizeof(float)));
     float* tmp = received.as<float>();
     float* own = data.data() + mine.start;
     if (mine.size > 0) {
       BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tmp + static_cast<size_t>(rank_) * mine.size, own,
-                                                 mine.size * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+                                                 mine.size * sizeof(float),
+                                                 cudaMemcpyDeviceToDevice, stream));
     }
     // Every rank's contribution to this rank's piece; this rank's to every other piece.
     BELAY_NCCL_RETURN_IF_ERROR(ncclGroupStart(), comm);
@@ -229,25 +241,28 @@ CommHandle NcclCommunicator::StartAllReduceSum(std::span<float> data) {
       if (q == rank_) continue;
       const internal::Piece theirs = internal::PieceOf(n, q, world_size_);
       if (theirs.size > 0) {
-        BELAY_NCCL_RETURN_IF_ERROR(ncclSend(data.data() + theirs.start, theirs.size, ncclFloat, q, comm, stream),
-                                   comm);
+        BELAY_NCCL_RETURN_IF_ERROR(
+            ncclSend(data.data() + theirs.start, theirs.size, ncclFloat, q, comm, stream), comm);
       }
       if (mine.size > 0) {
-        BELAY_NCCL_RETURN_IF_ERROR(
-            ncclRecv(tmp + static_cast<size_t>(q) * mine.size, mine.size, ncclFloat, q, comm, stream), comm);
+        BELAY_NCCL_RETURN_IF_ERROR(ncclRecv(tmp + static_cast<size_t>(q) * mine.size, mine.size,
+                                            ncclFloat, q, comm, stream),
+                                   comm);
       }
     }
     BELAY_NCCL_RETURN_IF_ERROR(ncclGroupEnd(), comm);
-    BELAY_RETURN_IF_NOT_OK(internal::SumInRankOrderOnDevice(tmp, world_size_, mine.size, own, stream));
+    BELAY_RETURN_IF_NOT_OK(
+        internal::SumInRankOrderOnDevice(tmp, world_size_, mine.size, own, stream));
     // The summed pieces to everyone.
     BELAY_NCCL_RETURN_IF_ERROR(ncclGroupStart(), comm);
     for (int q = 0; q < world_size_; ++q) {
       if (q == rank_) continue;
       const internal::Piece theirs = internal::PieceOf(n, q, world_size_);
-      if (mine.size > 0) BELAY_NCCL_RETURN_IF_ERROR(ncclSend(own, mine.size, ncclFloat, q, comm, stream), comm);
+      if (mine.size > 0)
+        BELAY_NCCL_RETURN_IF_ERROR(ncclSend(own, mine.size, ncclFloat, q, comm, stream), comm);
       if (theirs.size > 0) {
-        BELAY_NCCL_RETURN_IF_ERROR(ncclRecv(data.data() + theirs.start, theirs.size, ncclFloat, q, comm, stream),
-                                   comm);
+        BELAY_NCCL_RETURN_IF_ERROR(
+            ncclRecv(data.data() + theirs.start, theirs.size, ncclFloat, q, comm, stream), comm);
       }
     }
     BELAY_NCCL_RETURN_IF_ERROR(ncclGroupEnd(), comm);
@@ -260,14 +275,15 @@ CommHandle NcclCommunicator::StartAllReduceSum(std::span<float> data) {
 }
 
 CommHandle NcclCommunicator::StartAllGather(std::span<const float> shard, std::span<float> output) {
-  if (absl::Status s = internal::CheckSharded("AllGather", output.data(), output.size(), shard.data(),
-                                              shard.size(), sizeof(float), rank_, world_size_);
+  if (absl::Status s =
+          internal::CheckSharded("AllGather", output.data(), output.size(), shard.data(),
+                                 shard.size(), sizeof(float), rank_, world_size_);
       !s.ok()) {
     return CommHandle(std::move(s));
   }
   if (!shard.empty()) {
-    if (absl::Status s = NcclStatus(ncclAllGather(shard.data(), output.data(), shard.size(), ncclFloat,
-                                                  shared_->comm, shared_->stream),
+    if (absl::Status s = NcclStatus(ncclAllGather(shard.data(), output.data(), shard.size(),
+                                                  ncclFloat, shared_->comm, shared_->stream),
                                     "ncclAllGather", shared_->comm);
         !s.ok()) {
       return CommHandle(std::move(s));
@@ -278,8 +294,8 @@ CommHandle NcclCommunicator::StartAllGather(std::span<const float> shard, std::s
   return Pending("AllGather");
 }
 
-absl::Status NcclCommunicator::Staged(std::string_view call, const void* in, size_t in_bytes, void* out,
-                                      size_t out_bytes,
+absl::Status NcclCommunicator::Staged(std::string_view call, const void* in, size_t in_bytes,
+                                      void* out, size_t out_bytes,
                                       const std::function<ncclResult_t(const void*, void*)>& op) {
   cudaStream_t stream = shared_->stream;
   {
@@ -288,11 +304,13 @@ absl::Status NcclCommunicator::Staged(std::string_view call, const void* in, siz
     std::byte* dev_in = scratch.as<std::byte>();
     std::byte* dev_out = dev_in + in_bytes;
     if (in_bytes > 0) {
-      BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dev_in, in, in_bytes, cudaMemcpyHostToDevice, stream));
+      BELAY_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(dev_in, in, in_bytes, cudaMemcpyHostToDevice, stream));
     }
     BELAY_RETURN_IF_NOT_OK(NcclStatus(op(dev_in, dev_out), call, shared_->comm));
     if (out_bytes > 0) {
-      BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out, dev_out, out_bytes, cudaMemcpyDeviceToHost, stream));
+      BELAY_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(out, dev_out, out_bytes, cudaMemcpyDeviceToHost, stream));
     }
   }
   return Pending(call).Wait();
@@ -303,13 +321,16 @@ absl::Status NcclCommunicator::Broadcast(std::span<std::byte> data, int root) {
   if (!data.empty()) {
     ncclComm_t comm = shared_->comm;
     cudaStream_t stream = shared_->stream;
-    BELAY_RETURN_IF_NOT_OK(Staged("ncclBroadcast", data.data(), data.size(), data.data(), data.size(),
-                                  [&](const void* in, void* out) {
-                                    return ncclBroadcast(in, out, data.size(), ncclUint8, root, comm, stream);
+    BELAY_RETURN_IF_NOT_OK(Staged("ncclBroadcast", data.data(), data.size(), data.data(),
+                                  data.size(), [&](const void* in, void* out) {
+                                    return ncclBroadcast(in, out, data.size(), ncclUint8, root,
+                                                         comm, stream);
                                   }));
   }
   stats_.broadcast.calls++;
-  if (rank_ == root) stats_.broadcast.bytes += static_cast<int64_t>(static_cast<size_t>(world_size_ - 1) * data.size());
+  if (rank_ == root)
+    stats_.broadcast.bytes +=
+        static_cast<int64_t>(static_cast<size_t>(world_size_ - 1) * data.size());
   return absl::OkStatus();
 }
 
@@ -319,7 +340,8 @@ absl::Status NcclCommunicator::Barrier() {
   cudaStream_t stream = shared_->stream;
   BELAY_RETURN_IF_NOT_OK(Staged("ncclAllReduce (barrier)", &one, sizeof(one), &all, sizeof(all),
                                 [&](const void* in, void* out) {
-                                  return ncclAllReduce(in, out, 1, ncclInt32, ncclSum, comm, stream);
+                                  return ncclAllReduce(in, out, 1, ncclInt32, ncclSum, comm,
+                                                       stream);
                                 }));
   if (all != world_size_) {
     return absl::InternalError(Cat("barrier: ", all, " ranks arrived, want ", world_size_));
@@ -334,37 +356,42 @@ absl::Status NcclCommunicator::AllReduceSumInt64(std::span<int64_t> data) {
     ncclComm_t comm = shared_->comm;
     cudaStream_t stream = shared_->stream;
     const size_t bytes = data.size_bytes();
-    BELAY_RETURN_IF_NOT_OK(Staged("ncclAllReduce", data.data(), bytes, data.data(), bytes,
-                                  [&](const void* in, void* out) {
-                                    return ncclAllReduce(in, out, data.size(), ncclInt64, ncclSum, comm, stream);
-                                  }));
+    BELAY_RETURN_IF_NOT_OK(Staged(
+        "ncclAllReduce", data.data(), bytes, data.data(), bytes, [&](const void* in, void* out) {
+          return ncclAllReduce(in, out, data.size(), ncclInt64, ncclSum, comm, stream);
+        }));
   }
   stats_.all_reduce.calls++;
-  stats_.all_reduce.bytes += internal::AllReduceBytes(data.size(), sizeof(int64_t), rank_, world_size_);
+  stats_.all_reduce.bytes +=
+      internal::AllReduceBytes(data.size(), sizeof(int64_t), rank_, world_size_);
   return absl::OkStatus();
 }
 
-absl::Status NcclCommunicator::AllGatherInt64(std::span<const int64_t> shard, std::span<int64_t> output) {
-  if (absl::Status s = internal::CheckSharded("AllGatherInt64", output.data(), output.size(), shard.data(),
-                                              shard.size(), sizeof(int64_t), rank_, world_size_);
+absl::Status NcclCommunicator::AllGatherInt64(std::span<const int64_t> shard,
+                                              std::span<int64_t> output) {
+  if (absl::Status s =
+          internal::CheckSharded("AllGatherInt64", output.data(), output.size(), shard.data(),
+                                 shard.size(), sizeof(int64_t), rank_, world_size_);
       !s.ok()) {
     return s;
   }
   return AllGatherBytes(std::as_bytes(shard), std::as_writable_bytes(output));
 }
 
-absl::Status NcclCommunicator::AllGatherBytes(std::span<const std::byte> shard, std::span<std::byte> output) {
-  if (absl::Status s = internal::CheckSharded("AllGatherBytes", output.data(), output.size(), shard.data(),
-                                              shard.size(), 1, rank_, world_size_);
+absl::Status NcclCommunicator::AllGatherBytes(std::span<const std::byte> shard,
+                                              std::span<std::byte> output) {
+  if (absl::Status s = internal::CheckSharded("AllGatherBytes", output.data(), output.size(),
+                                              shard.data(), shard.size(), 1, rank_, world_size_);
       !s.ok()) {
     return s;
   }
   if (!shard.empty()) {
     ncclComm_t comm = shared_->comm;
     cudaStream_t stream = shared_->stream;
-    BELAY_RETURN_IF_NOT_OK(Staged("ncclAllGather", shard.data(), shard.size(), output.data(), output.size(),
-                                  [&](const void* in, void* out) {
-                                    return ncclAllGather(in, out, shard.size(), ncclUint8, comm, stream);
+    BELAY_RETURN_IF_NOT_OK(Staged("ncclAllGather", shard.data(), shard.size(), output.data(),
+                                  output.size(), [&](const void* in, void* out) {
+                                    return ncclAllGather(in, out, shard.size(), ncclUint8, comm,
+                                                         stream);
                                   }));
   }
   stats_.all_gather.calls++;

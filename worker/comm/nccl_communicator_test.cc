@@ -91,7 +91,8 @@ class DeviceMirror {
 // The pending NCCL call, then the copy of its output back to the host buffer.
 class StagedOperation final : public CommHandle::Operation {
  public:
-  StagedOperation(std::unique_ptr<DeviceMirror> mirror, CommHandle inner, void* out, size_t out_bytes)
+  StagedOperation(std::unique_ptr<DeviceMirror> mirror, CommHandle inner, void* out,
+                  size_t out_bytes)
       : mirror_(std::move(mirror)), inner_(std::move(inner)), out_(out), out_bytes_(out_bytes) {}
   absl::Status Wait() override {
     absl::Status s = inner_.Wait();
@@ -116,29 +117,36 @@ class DeviceStagedCommunicator final : public Communicator {
 
   CommHandle StartAllReduceSum(std::span<float> data) override {
     return Staged({data.data(), data.size_bytes()}, {nullptr, 0}, data.data(), data.size_bytes(),
-                  [&](const DeviceMirror& m) { return inner_.StartAllReduceSum({m.Device(data.data()), data.size()}); });
+                  [&](const DeviceMirror& m) {
+                    return inner_.StartAllReduceSum({m.Device(data.data()), data.size()});
+                  });
   }
   CommHandle StartReduceScatterSum(std::span<const float> input, std::span<float> shard) override {
-    return Staged({input.data(), input.size_bytes()}, {shard.data(), shard.size_bytes()}, shard.data(),
-                  shard.size_bytes(), [&](const DeviceMirror& m) {
+    return Staged({input.data(), input.size_bytes()}, {shard.data(), shard.size_bytes()},
+                  shard.data(), shard.size_bytes(), [&](const DeviceMirror& m) {
                     return inner_.StartReduceScatterSum({m.Device(input.data()), input.size()},
                                                         {m.Device(shard.data()), shard.size()});
                   });
   }
   CommHandle StartAllGather(std::span<const float> shard, std::span<float> output) override {
-    return Staged({shard.data(), shard.size_bytes()}, {output.data(), output.size_bytes()}, output.data(),
-                  output.size_bytes(), [&](const DeviceMirror& m) {
+    return Staged({shard.data(), shard.size_bytes()}, {output.data(), output.size_bytes()},
+                  output.data(), output.size_bytes(), [&](const DeviceMirror& m) {
                     return inner_.StartAllGather({m.Device(shard.data()), shard.size()},
                                                  {m.Device(output.data()), output.size()});
                   });
   }
-  absl::Status Broadcast(std::span<std::byte> data, int root) override { return inner_.Broadcast(data, root); }
+  absl::Status Broadcast(std::span<std::byte> data, int root) override {
+    return inner_.Broadcast(data, root);
+  }
   absl::Status Barrier() override { return inner_.Barrier(); }
-  absl::Status AllReduceSumInt64(std::span<int64_t> data) override { return inner_.AllReduceSumInt64(data); }
+  absl::Status AllReduceSumInt64(std::span<int64_t> data) override {
+    return inner_.AllReduceSumInt64(data);
+  }
   absl::Status AllGatherInt64(std::span<const int64_t> shard, std::span<int64_t> output) override {
     return inner_.AllGatherInt64(shard, output);
   }
-  absl::Status AllGatherBytes(std::span<const std::byte> shard, std::span<std::byte> output) override {
+  absl::Status AllGatherBytes(std::span<const std::byte> shard,
+                              std::span<std::byte> output) override {
     return inner_.AllGatherBytes(shard, output);
   }
   CommStats bytes_sent() const override { return inner_.bytes_sent(); }
@@ -150,7 +158,8 @@ class DeviceStagedCommunicator final : public Communicator {
     auto mirror = std::make_unique<DeviceMirror>();
     if (absl::Status s = mirror->Map(a, b); !s.ok()) return CommHandle(std::move(s));
     CommHandle inner = start(*mirror);
-    return CommHandle(std::make_unique<StagedOperation>(std::move(mirror), std::move(inner), out, out_bytes));
+    return CommHandle(
+        std::make_unique<StagedOperation>(std::move(mirror), std::move(inner), out, out_bytes));
   }
   NcclCommunicator& inner_;
 };
@@ -158,7 +167,8 @@ class DeviceStagedCommunicator final : public Communicator {
 std::unique_ptr<DeviceStagedCommunicator> staged;
 
 INSTANTIATE_TEST_SUITE_P(Nccl, CommunicatorContract,
-                         ::testing::Values(ContractParam{"Nccl", []() -> Communicator& { return *staged; }}),
+                         ::testing::Values(ContractParam{
+                             "Nccl", []() -> Communicator& { return *staged; }}),
                          ContractParamName);
 
 TEST(NcclCommunicator, LargeDeviceSumHasTheRankOrderBitsInPlaceAndNot) {
@@ -170,19 +180,25 @@ TEST(NcclCommunicator, LargeDeviceSumHasTheRankOrderBitsInPlaceAndNot) {
   float* out = nullptr;
   ASSERT_EQ(cudaMalloc(&dev, host.size() * sizeof(float)), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&out, shard * sizeof(float)), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(dev, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dev, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice),
+            cudaSuccess);
   // Into a separate shard, then in place into this rank's block.
   ASSERT_TRUE(nccl->ReduceScatterSum({dev, host.size()}, {out, shard}).ok());
-  ASSERT_TRUE(nccl->ReduceScatterSum({dev, host.size()}, {dev + static_cast<size_t>(r) * shard, shard}).ok());
+  ASSERT_TRUE(
+      nccl->ReduceScatterSum({dev, host.size()}, {dev + static_cast<size_t>(r) * shard, shard})
+          .ok());
   std::vector<float> got(shard), in_place(shard);
-  ASSERT_EQ(cudaMemcpy(got.data(), out, shard * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(got.data(), out, shard * sizeof(float), cudaMemcpyDeviceToHost),
+            cudaSuccess);
   ASSERT_EQ(cudaMemcpy(in_place.data(), dev + static_cast<size_t>(r) * shard, shard * sizeof(float),
                        cudaMemcpyDeviceToHost),
             cudaSuccess);
   size_t differ = 0;
   for (size_t i = 0; i < shard; ++i) {
-    const uint32_t want = std::bit_cast<uint32_t>(RankOrderSum(w, static_cast<size_t>(r) * shard + i, 70));
-    if (std::bit_cast<uint32_t>(got[i]) != want || std::bit_cast<uint32_t>(in_place[i]) != want) ++differ;
+    const uint32_t want =
+        std::bit_cast<uint32_t>(RankOrderSum(w, static_cast<size_t>(r) * shard + i, 70));
+    if (std::bit_cast<uint32_t>(got[i]) != want || std::bit_cast<uint32_t>(in_place[i]) != want)
+      ++differ;
   }
   EXPECT_EQ(differ, 0u) << "of " << shard << " elements";
   cudaFree(dev);
@@ -210,17 +226,21 @@ TEST(NcclCommunicator, ACollectiveOrderedAfterAnEventReadsWhatItsStreamWrote) {
   cudaEvent_t written = nullptr;
   ASSERT_EQ(cudaStreamCreateWithFlags(&writer, cudaStreamNonBlocking), cudaSuccess);
   ASSERT_EQ(cudaEventCreateWithFlags(&written, cudaEventDisableTiming), cudaSuccess);
-  for (int k = 0; k < 40; ++k) ASSERT_TRUE(kernels::cuda::Accumulate(busy, src, static_cast<int64_t>(n), writer).ok());
-  ASSERT_EQ(cudaMemcpyAsync(dev, src, n * sizeof(float), cudaMemcpyDeviceToDevice, writer), cudaSuccess);
+  for (int k = 0; k < 40; ++k)
+    ASSERT_TRUE(kernels::cuda::Accumulate(busy, src, static_cast<int64_t>(n), writer).ok());
+  ASSERT_EQ(cudaMemcpyAsync(dev, src, n * sizeof(float), cudaMemcpyDeviceToDevice, writer),
+            cudaSuccess);
   ASSERT_EQ(cudaEventRecord(written, writer), cudaSuccess);
   ASSERT_TRUE(nccl->OrderAfter(written).ok());
   float* mine = dev + static_cast<size_t>(r) * shard;
   ASSERT_TRUE(nccl->ReduceScatterSum({dev, n}, {mine, shard}).ok());
   std::vector<float> got(shard);
-  ASSERT_EQ(cudaMemcpy(got.data(), mine, shard * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(got.data(), mine, shard * sizeof(float), cudaMemcpyDeviceToHost),
+            cudaSuccess);
   size_t differ = 0;
   for (size_t i = 0; i < shard; ++i) {
-    const uint32_t want = std::bit_cast<uint32_t>(RankOrderSum(w, static_cast<size_t>(r) * shard + i, 71));
+    const uint32_t want =
+        std::bit_cast<uint32_t>(RankOrderSum(w, static_cast<size_t>(r) * shard + i, 71));
     if (std::bit_cast<uint32_t>(got[i]) != want) ++differ;
   }
   EXPECT_EQ(differ, 0u) << "of " << shard << " elements";
@@ -237,8 +257,10 @@ TEST(NcclCommunicator, IdsHaveTheirSizeAndBadOnesAreRefused) {
   absl::StatusOr<std::string> id = NewNcclId();
   ASSERT_TRUE(id.ok()) << id.status();
   EXPECT_EQ(id->size(), kNcclIdBytes);
-  EXPECT_EQ(NcclCommunicator::Create("short", 0, 1).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(NcclCommunicator::Create(*id, 2, 2).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(NcclCommunicator::Create("short", 0, 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(NcclCommunicator::Create(*id, 2, 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(NcclBuilt());
 }
 
@@ -270,14 +292,16 @@ int main(int argc, char** argv) {
     std::ofstream(argv[2], std::ios::binary) << *id;
     return 0;
   }
-  absl::StatusOr<runtime::RankInfo> info = runtime::RankInfoFromEnvironment(runtime::ProcessEnvironment());
+  absl::StatusOr<runtime::RankInfo> info =
+      runtime::RankInfoFromEnvironment(runtime::ProcessEnvironment());
   if (!info.ok()) {
     std::fprintf(stderr, "%s\n", std::string(info.status().message()).c_str());
     return 1;
   }
   absl::StatusOr<int> device = runtime::ChooseCudaDevice(*info, static_cast<int>(devices->size()));
   if (!device.ok() || cudaSetDevice(*device) != cudaSuccess) {
-    std::fprintf(stderr, "cannot choose a device: %s\n", std::string(device.status().message()).c_str());
+    std::fprintf(stderr, "cannot choose a device: %s\n",
+                 std::string(device.status().message()).c_str());
     return 1;
   }
   std::string id;

@@ -5,7 +5,8 @@ namespace belay::comm {
 namespace {
 
 absl::Status NotBuilt() {
-  return absl::UnimplementedError("this belay was built without CUDA, so without NCCL (BELAY_WITH_CUDA)");
+  return absl::UnimplementedError(
+      "this belay was built without CUDA, so without NCCL (BELAY_WITH_CUDA)");
 }
 
 }  // namespace

@@ -1,8 +1,7 @@
 // The rank-order sum on the device: one thread per element walks the ranks in order, so each
 // element's additions happen in the order the CPU reference and MpiCommunicator use.
-#include "worker/comm/nccl_sum.h"
-
 #include "kernels/cuda/check.h"
+#include "worker/comm/nccl_sum.h"
 
 namespace belay::comm::internal {
 namespace {
@@ -12,7 +11,8 @@ __global__ void SumInRankOrderKernel(const float* __restrict__ contributions, in
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
   for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     float sum = contributions[i];
-    for (int r = 1; r < count; ++r) sum = __fadd_rn(sum, contributions[static_cast<size_t>(r) * n + i]);
+    for (int r = 1; r < count; ++r)
+      sum = __fadd_rn(sum, contributions[static_cast<size_t>(r) * n + i]);
     out[i] = sum;
   }
 }

@@ -88,7 +88,8 @@ absl::StatusOr<std::unique_ptr<DataLoader>> DataLoader::Open(const DataLoaderOpt
     // A pattern such as "data/*" matches each dataset's index too; its .bin names the dataset.
     std::erase_if(*paths, [](const std::string& p) { return fs::path(p).extension() == ".idx"; });
     if (paths->empty()) {
-      return absl::NotFoundError("the shard globs match only .idx files: name the Megatron datasets' .bin files");
+      return absl::NotFoundError(
+          "the shard globs match only .idx files: name the Megatron datasets' .bin files");
     }
   }
   std::vector<TokenShard> shards;

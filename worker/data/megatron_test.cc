@@ -68,7 +68,8 @@ class MegatronTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(::testing::TempDir()) / (std::string("belay_megatron_") + info->name() + "_" + std::to_string(::getpid()));
+    dir_ = fs::path(::testing::TempDir()) /
+           (std::string("belay_megatron_") + info->name() + "_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     ASSERT_TRUE(fs::create_directories(dir_)) << dir_;
   }
@@ -77,7 +78,8 @@ class MegatronTest : public ::testing::Test {
     fs::remove_all(dir_, ec);
   }
   static void WriteFile(const fs::path& p, const std::string& bytes) {
-    std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    std::ofstream(p, std::ios::binary)
+        .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
   // <dir>/<name>.bin with `tokens` of the index's type, and <dir>/<name>.idx; returns the .bin.
   fs::path Write(const std::string& name, const Index& index, const std::vector<int64_t>& tokens) {
@@ -141,55 +143,65 @@ TEST_F(MegatronTest, ADamagedIndexIsReportedWithItsByteOffset) {
   {
     std::string b = good.Bytes();
     b[0] = 'X';
-    cases.push_back({"magic", b, absl::StatusCode::kInvalidArgument, "byte 0: magic is not \"MMIDIDX\""});
+    cases.push_back(
+        {"magic", b, absl::StatusCode::kInvalidArgument, "byte 0: magic is not \"MMIDIDX\""});
   }
   {
     Index x = good;
     x.version = 2;
-    cases.push_back({"version", x.Bytes(), absl::StatusCode::kInvalidArgument, "byte 9: index version is 2, want 1"});
+    cases.push_back({"version", x.Bytes(), absl::StatusCode::kInvalidArgument,
+                     "byte 9: index version is 2, want 1"});
   }
   {
     Index x = good;
     x.dtype = 7;
     cases.push_back({"dtype", x.Bytes(), absl::StatusCode::kInvalidArgument,
-                     "byte 17: dtype code 7 (float32) is not a token type belay reads; want 8 (uint16) or 4 (int32)"});
+                     "byte 17: dtype code 7 (float32) is not a token type belay reads; want 8 "
+                     "(uint16) or 4 (int32)"});
   }
   cases.push_back({"short", good.Bytes().substr(0, 20), absl::StatusCode::kInvalidArgument,
                    "byte 0: file is 20 bytes, shorter than the 34-byte index header"});
-  cases.push_back({"truncated", good.Bytes().substr(0, 60), absl::StatusCode::kDataLoss,
-                   "byte 60: file is 60 bytes, but its header counts 2 sequences and 3 document boundaries: "
-                   "34 + 2 × 12 + 3 × 8 bytes (truncated)"});
+  cases.push_back(
+      {"truncated", good.Bytes().substr(0, 60), absl::StatusCode::kDataLoss,
+       "byte 60: file is 60 bytes, but its header counts 2 sequences and 3 document boundaries: "
+       "34 + 2 × 12 + 3 × 8 bytes (truncated)"});
   {
     std::string b = good.Bytes();
     std::memset(b.data() + 18, 0xff, 8);  // a sequence count no file could hold
-    cases.push_back({"huge count", b, absl::StatusCode::kDataLoss, "byte 82: file is 82 bytes, but its header counts 18446744073709551615"});
+    cases.push_back({"huge count", b, absl::StatusCode::kDataLoss,
+                     "byte 82: file is 82 bytes, but its header counts 18446744073709551615"});
   }
   {
     Index x = good;
     x.lengths[1] = -2;
-    cases.push_back({"negative length", x.Bytes(), absl::StatusCode::kDataLoss, "byte 38: sequence 1 has length -2"});
+    cases.push_back({"negative length", x.Bytes(), absl::StatusCode::kDataLoss,
+                     "byte 38: sequence 1 has length -2"});
   }
   {
     Index x = good;
     x.pointers[1] = 8;
     cases.push_back({"gap", x.Bytes(), absl::StatusCode::kDataLoss,
-                     "byte 50: sequence 1 starts at byte 8 of the .bin, want 6 (the sequences must lie back to back)"});
+                     "byte 50: sequence 1 starts at byte 8 of the .bin, want 6 (the sequences must "
+                     "lie back to back)"});
   }
   {
     Index x = good;
     x.documents = {0, 2, 1};
     cases.push_back({"documents out of order", x.Bytes(), absl::StatusCode::kDataLoss,
-                     "byte 74: document boundary 2 is 1; want 0 first, then non-decreasing, 2 (the sequence count) last"});
+                     "byte 74: document boundary 2 is 1; want 0 first, then non-decreasing, 2 (the "
+                     "sequence count) last"});
   }
   {
     Index x = good;
     x.documents = {1, 2, 2};
-    cases.push_back({"documents not from 0", x.Bytes(), absl::StatusCode::kDataLoss, "byte 58: document boundary 0 is 1"});
+    cases.push_back({"documents not from 0", x.Bytes(), absl::StatusCode::kDataLoss,
+                     "byte 58: document boundary 0 is 1"});
   }
   {
     Index x = good;
     x.documents = {};
-    cases.push_back({"no documents", x.Bytes(), absl::StatusCode::kDataLoss, "byte 26: no document boundaries"});
+    cases.push_back({"no documents", x.Bytes(), absl::StatusCode::kDataLoss,
+                     "byte 26: no document boundaries"});
   }
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -198,7 +210,9 @@ TEST_F(MegatronTest, ADamagedIndexIsReportedWithItsByteOffset) {
     absl::StatusOr<TokenShard> s = TokenShard::OpenMegatron(bin, 10);
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.status().code(), c.code) << s.status();
-    EXPECT_NE(Message(s.status()).find((dir_ / "d.idx").string() + ": " + c.message), std::string::npos) << s.status();
+    EXPECT_NE(Message(s.status()).find((dir_ / "d.idx").string() + ": " + c.message),
+              std::string::npos)
+        << s.status();
   }
 }
 
@@ -207,19 +221,25 @@ TEST_F(MegatronTest, TheBinMustHoldWhatItsIndexSaysWithTokensInTheVocabulary) {
   absl::StatusOr<TokenShard> s = TokenShard::OpenMegatron(Write("short", x, {1, 2, 3, 4}), 10);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_NE(Message(s.status()).find("short.bin: byte 8: file is 8 bytes, but its index short.idx says 5 tokens × 2 "
-                                     "bytes = 10 bytes (truncated: 2 bytes missing)"),
-            std::string::npos)
+  EXPECT_NE(
+      Message(s.status())
+          .find("short.bin: byte 8: file is 8 bytes, but its index short.idx says 5 tokens × 2 "
+                "bytes = 10 bytes (truncated: 2 bytes missing)"),
+      std::string::npos)
       << s.status();
 
   s = TokenShard::OpenMegatron(Write("wide", x, {1, 2, 3, 4, 10}), 10);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(Message(s.status()).find("wide.bin: byte 8: token 4 is 10, not in [0, 10)"), std::string::npos) << s.status();
+  EXPECT_NE(Message(s.status()).find("wide.bin: byte 8: token 4 is 10, not in [0, 10)"),
+            std::string::npos)
+      << s.status();
 
-  s = TokenShard::OpenMegatron(Write("negative", Index::Of({3, 2}, kMegatronDTypeInt32), {1, -5, 3, 4, 5}), 10);
+  s = TokenShard::OpenMegatron(
+      Write("negative", Index::Of({3, 2}, kMegatronDTypeInt32), {1, -5, 3, 4, 5}), 10);
   ASSERT_FALSE(s.ok());
-  EXPECT_NE(Message(s.status()).find("negative.bin: byte 4: token 1 is -5, not in [0, 10)"), std::string::npos)
+  EXPECT_NE(Message(s.status()).find("negative.bin: byte 4: token 1 is -5, not in [0, 10)"),
+            std::string::npos)
       << s.status();
 
   WriteFile(dir_ / "lonely.bin", std::string(4, '\0'));
@@ -230,7 +250,8 @@ TEST_F(MegatronTest, TheBinMustHoldWhatItsIndexSaysWithTokensInTheVocabulary) {
 
   s = TokenShard::OpenMegatron(dir_ / "lonely.idx", 10);
   ASSERT_FALSE(s.ok());
-  EXPECT_NE(Message(s.status()).find("not the .bin of a Megatron dataset"), std::string::npos) << s.status();
+  EXPECT_NE(Message(s.status()).find("not the .bin of a Megatron dataset"), std::string::npos)
+      << s.status();
 }
 
 TEST_F(MegatronTest, TheLoaderTakesTheBinFilesAGlobMatchesAndPassesOverTheirIndexes) {

@@ -43,7 +43,9 @@ T Word(const std::byte* map, int64_t offset) {
   return v;
 }
 
-int32_t HeaderWord(const std::byte* map, int index) { return Word<int32_t>(map, 4 * int64_t{index}); }
+int32_t HeaderWord(const std::byte* map, int index) {
+  return Word<int32_t>(map, 4 * int64_t{index});
+}
 
 template <typename T>
 int64_t TokenAt(const std::byte* tokens, int64_t i) {
@@ -170,14 +172,15 @@ absl::Status CheckVocabulary(const fs::path& path, int64_t vocab_size) {
 }
 
 // Checks a mapped Megatron index (see shard.h); sets the token width and count.
-absl::Status ValidateMegatronIndex(const fs::path& idx, const std::byte* map, int64_t size, int* width,
-                                   int64_t* num_tokens) {
+absl::Status ValidateMegatronIndex(const fs::path& idx, const std::byte* map, int64_t size,
+                                   int* width, int64_t* num_tokens) {
   const int64_t h = kMegatronIndexHeaderBytes;
   if (size < h) {
     return absl::InvalidArgumentError(
         At(idx, 0, Cat("file is ", size, " bytes, shorter than the ", h, "-byte index header")));
   }
-  if (std::string_view(reinterpret_cast<const char*>(map), kMegatronIndexMagic.size()) != kMegatronIndexMagic) {
+  if (std::string_view(reinterpret_cast<const char*>(map), kMegatronIndexMagic.size()) !=
+      kMegatronIndexMagic) {
     return absl::InvalidArgumentError(
         At(idx, 0, "magic is not \"MMIDIDX\" (not the index of a Megatron indexed dataset)"));
   }
@@ -193,9 +196,10 @@ absl::Status ValidateMegatronIndex(const fs::path& idx, const std::byte* map, in
     static constexpr std::string_view kNames[] = {"?",     "uint8",   "int8",    "int16", "int32",
                                                   "int64", "float64", "float32", "uint16"};
     return absl::InvalidArgumentError(
-        At(idx, 17, Cat("dtype code ", int{dtype}, " (", dtype < 9 ? kNames[dtype] : "unknown",
-                        ") is not a token type belay reads; want ", int{kMegatronDTypeUint16}, " (uint16) or ",
-                        int{kMegatronDTypeInt32}, " (int32)")));
+        At(idx, 17,
+           Cat("dtype code ", int{dtype}, " (", dtype < 9 ? kNames[dtype] : "unknown",
+               ") is not a token type belay reads; want ", int{kMegatronDTypeUint16},
+               " (uint16) or ", int{kMegatronDTypeInt32}, " (int32)")));
   }
   const uint64_t n = Word<uint64_t>(map, 18), d = Word<uint64_t>(map, 26);
   // Counts from a damaged header may be anything: compare them with the size before
@@ -205,33 +209,40 @@ absl::Status ValidateMegatronIndex(const fs::path& idx, const std::byte* map, in
   const int64_t want = fits ? h + static_cast<int64_t>(n * 12 + d * 8) : INT64_MAX;
   if (size != want && (!fits || size != want + static_cast<int64_t>(n))) {
     const std::string what = size < want ? "truncated" : "extra bytes";
-    return absl::DataLossError(At(idx, std::min(size, want),
-                                  Cat("file is ", size, " bytes, but its header counts ", n, " sequences and ", d,
-                                      " document boundaries: ", h, " + ", n, " × 12 + ", d, " × 8 bytes (", what,
-                                      ")")));
+    return absl::DataLossError(
+        At(idx, std::min(size, want),
+           Cat("file is ", size, " bytes, but its header counts ", n, " sequences and ", d,
+               " document boundaries: ", h, " + ", n, " × 12 + ", d, " × 8 bytes (", what, ")")));
   }
-  const int64_t lengths = h, pointers = h + 4 * static_cast<int64_t>(n), docs = pointers + 8 * static_cast<int64_t>(n);
+  const int64_t lengths = h, pointers = h + 4 * static_cast<int64_t>(n),
+                docs = pointers + 8 * static_cast<int64_t>(n);
   int64_t next = 0;  // the byte where the next sequence must start
   for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
     const int32_t len = Word<int32_t>(map, lengths + 4 * i);
-    if (len < 0) return absl::DataLossError(At(idx, lengths + 4 * i, Cat("sequence ", i, " has length ", len)));
+    if (len < 0)
+      return absl::DataLossError(
+          At(idx, lengths + 4 * i, Cat("sequence ", i, " has length ", len)));
     const int64_t ptr = Word<int64_t>(map, pointers + 8 * i);
     if (ptr != next) {
-      return absl::DataLossError(At(idx, pointers + 8 * i,
-                                    Cat("sequence ", i, " starts at byte ", ptr, " of the .bin, want ", next,
-                                        " (the sequences must lie back to back)")));
+      return absl::DataLossError(
+          At(idx, pointers + 8 * i,
+             Cat("sequence ", i, " starts at byte ", ptr, " of the .bin, want ", next,
+                 " (the sequences must lie back to back)")));
     }
     next += int64_t{len} * *width;
   }
-  if (d == 0) return absl::DataLossError(At(idx, 26, "no document boundaries (want at least 0 and N)"));
+  if (d == 0)
+    return absl::DataLossError(At(idx, 26, "no document boundaries (want at least 0 and N)"));
   int64_t prev = 0;
   for (int64_t j = 0; j < static_cast<int64_t>(d); ++j) {
     const int64_t b = Word<int64_t>(map, docs + 8 * j);
     const bool last = j + 1 == static_cast<int64_t>(d);
-    if ((j == 0 && b != 0) || b < prev || b > static_cast<int64_t>(n) || (last && b != static_cast<int64_t>(n))) {
-      return absl::DataLossError(At(idx, docs + 8 * j,
-                                    Cat("document boundary ", j, " is ", b, "; want 0 first, then non-decreasing, ",
-                                        n, " (the sequence count) last")));
+    if ((j == 0 && b != 0) || b < prev || b > static_cast<int64_t>(n) ||
+        (last && b != static_cast<int64_t>(n))) {
+      return absl::DataLossError(
+          At(idx, docs + 8 * j,
+             Cat("document boundary ", j, " is ", b, "; want 0 first, then non-decreasing, ", n,
+                 " (the sequence count) last")));
     }
     prev = b;
   }
@@ -241,7 +252,8 @@ absl::Status ValidateMegatronIndex(const fs::path& idx, const std::byte* map, in
 
 }  // namespace
 
-absl::StatusOr<TokenShard> TokenShard::Open(const fs::path& path, int64_t vocab_size, ShardFormat format) {
+absl::StatusOr<TokenShard> TokenShard::Open(const fs::path& path, int64_t vocab_size,
+                                            ShardFormat format) {
   return format == ShardFormat::kMegatron ? OpenMegatron(path, vocab_size) : Open(path, vocab_size);
 }
 
@@ -250,7 +262,8 @@ absl::StatusOr<TokenShard> TokenShard::Open(const fs::path& path, int64_t vocab_
   absl::StatusOr<Mapped> m = MapFile(path);
   if (!m.ok()) return m.status();
   TokenShard shard(path, m->map, static_cast<size_t>(m->size), 0, 0);
-  absl::Status status = Validate(path, m->map, m->size, vocab_size, &shard.version_, &shard.num_tokens_);
+  absl::Status status =
+      Validate(path, m->map, m->size, vocab_size, &shard.version_, &shard.num_tokens_);
   if (!status.ok()) return status;
   return shard;
 }
@@ -259,7 +272,8 @@ absl::StatusOr<TokenShard> TokenShard::OpenMegatron(const fs::path& bin, int64_t
   if (absl::Status s = CheckVocabulary(bin, vocab_size); !s.ok()) return s;
   if (bin.extension() != ".bin") {
     return absl::InvalidArgumentError(
-        Cat(bin.string(), ": not the .bin of a Megatron dataset (its index <prefix>.idx is read beside it)"));
+        Cat(bin.string(),
+            ": not the .bin of a Megatron dataset (its index <prefix>.idx is read beside it)"));
   }
   fs::path idx = bin;
   idx.replace_extension(".idx");
@@ -274,23 +288,25 @@ absl::StatusOr<TokenShard> TokenShard::OpenMegatron(const fs::path& bin, int64_t
   }
   absl::StatusOr<Mapped> m = MapFile(bin);
   if (!m.ok()) return m.status();
-  TokenShard shard(bin, m->map, static_cast<size_t>(m->size), width == 2 ? kShardVersionU16 : kShardVersionU32,
-                   count);
+  TokenShard shard(bin, m->map, static_cast<size_t>(m->size),
+                   width == 2 ? kShardVersionU16 : kShardVersionU32, count);
   shard.data_offset_ = 0;
   const int64_t want = count * width;
   if (m->size != want) {
     const std::string what = m->size < want ? Cat("truncated: ", want - m->size, " bytes missing")
                                             : Cat(m->size - want, " extra bytes");
-    return absl::DataLossError(At(bin, std::min(m->size, want),
-                                  Cat("file is ", m->size, " bytes, but its index ", idx.filename().string(),
-                                      " says ", count, " tokens × ", width, " bytes = ", want, " bytes (", what, ")")));
+    return absl::DataLossError(
+        At(bin, std::min(m->size, want),
+           Cat("file is ", m->size, " bytes, but its index ", idx.filename().string(), " says ",
+               count, " tokens × ", width, " bytes = ", want, " bytes (", what, ")")));
   }
   const int64_t bad = width == 2 ? FirstOutOfRange<uint16_t>(m->map, count, vocab_size)
-                                  : FirstOutOfRange<int32_t>(m->map, count, vocab_size);
+                                 : FirstOutOfRange<int32_t>(m->map, count, vocab_size);
   if (bad >= 0) {
     const int64_t t = width == 2 ? TokenAt<uint16_t>(m->map, bad) : TokenAt<int32_t>(m->map, bad);
     return absl::InvalidArgumentError(
-        At(bin, bad * width, Cat("token ", bad, " is ", t, ", not in [0, ", vocab_size, ") (the vocabulary)")));
+        At(bin, bad * width,
+           Cat("token ", bad, " is ", t, ", not in [0, ", vocab_size, ") (the vocabulary)")));
   }
   return shard;
 }

@@ -72,8 +72,10 @@ class TokenShard {
   // not negative, the sequences back to back from byte 0, document boundaries from 0 to N in
   // order — then the .bin against it (exactly Σ lengths tokens) and every token (not negative,
   // below vocab_size). Errors as Open's, naming the .idx or the .bin and the byte offset.
-  static absl::StatusOr<TokenShard> OpenMegatron(const std::filesystem::path& bin, int64_t vocab_size);
-  static absl::StatusOr<TokenShard> Open(const std::filesystem::path& path, int64_t vocab_size, ShardFormat format);
+  static absl::StatusOr<TokenShard> OpenMegatron(const std::filesystem::path& bin,
+                                                 int64_t vocab_size);
+  static absl::StatusOr<TokenShard> Open(const std::filesystem::path& path, int64_t vocab_size,
+                                         ShardFormat format);
 
   TokenShard(TokenShard&& other) noexcept;
   TokenShard& operator=(TokenShard&& other) noexcept;

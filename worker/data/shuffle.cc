@@ -12,7 +12,6 @@ uint64_t Mix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-
 uint64_t UniformBelow(SplitMix64& rng, uint64_t bound) {
   // Values below `threshold` (= 2^64 mod bound) would make the low residues more likely;
   // redrawing them leaves exactly floor(2^64 / bound) values per residue.

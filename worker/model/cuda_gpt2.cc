@@ -41,9 +41,9 @@ absl::Status CudaGpt2::Alloc(E** ptr, size_t count) {
   cudaError_t err = cudaMalloc(&p, bytes);
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();  // clear it: the caller may retry with a smaller micro-batch
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "GPU memory: ", bytes, " more bytes do not fit after ", device_bytes_, " (B=", B_,
-        ", T=", T_, ")"));
+    return absl::ResourceExhaustedError(absl::StrCat("GPU memory: ", bytes,
+                                                     " more bytes do not fit after ", device_bytes_,
+                                                     " (B=", B_, ", T=", T_, ")"));
   }
   BELAY_CUDA_RETURN_IF_ERROR(err);
   allocations_.push_back(p);
@@ -57,45 +57,48 @@ absl::StatusOr<std::unique_ptr<CudaGpt2>> CudaGpt2::Create(const ParameterLayout
                                                            const ShardedOptimizer* sharded) {
   const Gpt2Config& c = layout.config();
   if (B <= 0 || T <= 0 || T > c.max_seq_len || T % 8 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "GPU micro-batch B=", B, " T=", T, ": T must be a multiple of 8 and at most ",
-        c.max_seq_len));
+    return absl::InvalidArgumentError(absl::StrCat("GPU micro-batch B=", B, " T=", T,
+                                                   ": T must be a multiple of 8 and at most ",
+                                                   c.max_seq_len));
   }
   if (c.d_model % c.n_head != 0 || (c.d_model / c.n_head) % 8 != 0 || c.d_model % 8 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "GPU model needs d_model and head size multiples of 8, got d_model ", c.d_model,
-        " with ", c.n_head, " heads"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("GPU model needs d_model and head size multiples of 8, got d_model ",
+                     c.d_model, " with ", c.n_head, " heads"));
   }
   const bool supported = kc::FlashAttentionSupports(T, c.d_model, c.n_head);
   const bool fused = attention == Attention::kFused || (attention == Attention::kAuto && supported);
   if (fused && !supported) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "fused attention needs head size 64 and T a multiple of 64, got d_model ", c.d_model,
-        " with ", c.n_head, " heads and T=", T));
+    return absl::InvalidArgumentError(
+        absl::StrCat("fused attention needs head size 64 and T a multiple of 64, got d_model ",
+                     c.d_model, " with ", c.n_head, " heads and T=", T));
   }
   if (sharded != nullptr) {
     for (const ShardedOptimizer::Piece& p : sharded->pieces) {
-      if (p.size < 0 || p.flat_offset < 0 || p.flat_offset + p.size > layout.total() || p.shard_offset < 0 ||
-          p.shard_offset + p.size > sharded->shard_size) {
+      if (p.size < 0 || p.flat_offset < 0 || p.flat_offset + p.size > layout.total() ||
+          p.shard_offset < 0 || p.shard_offset + p.size > sharded->shard_size) {
         return absl::InvalidArgumentError(absl::StrCat(
             "optimizer shard piece [", p.flat_offset, ", +", p.size, ") at ", p.shard_offset,
             " does not fit ", layout.total(), " parameters / a shard of ", sharded->shard_size));
       }
     }
     if (sharded->group_padded.empty()) {
-      if (sharded->staging < 1) return absl::InvalidArgumentError("optimizer shard without staging");
+      if (sharded->staging < 1)
+        return absl::InvalidArgumentError("optimizer shard without staging");
     } else {
       const std::vector<std::vector<Segment>> groups = GradientGroups(layout);
       if (sharded->group_padded.size() != groups.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("sharded gradients: ", sharded->group_padded.size(),
-                                                       " padded group sizes for ", groups.size(), " gradient groups"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("sharded gradients: ", sharded->group_padded.size(),
+                         " padded group sizes for ", groups.size(), " gradient groups"));
       }
       for (size_t g = 0; g < groups.size(); ++g) {
         int64_t elements = 0;
         for (const Segment& seg : groups[g]) elements += seg.size;
         if (sharded->group_padded[g] < elements) {
-          return absl::InvalidArgumentError(absl::StrCat("sharded gradients: gradient group ", g, " has ", elements,
-                                                         " elements, padded to only ", sharded->group_padded[g]));
+          return absl::InvalidArgumentError(
+              absl::StrCat("sharded gradients: gradient group ", g, " has ", elements,
+                           " elements, padded to only ", sharded->group_padded[g]));
         }
       }
     }
@@ -111,7 +114,8 @@ absl::Status CudaGpt2::Allocate() {
   const size_t NH = static_cast<size_t>(c.n_head), Vp = static_cast<size_t>(c.padded_vocab);
   const size_t N = static_cast<size_t>(B_) * static_cast<size_t>(T_);
   const size_t P = static_cast<size_t>(layout_.total());
-  const size_t att = static_cast<size_t>(B_) * NH * static_cast<size_t>(T_) * static_cast<size_t>(T_);
+  const size_t att =
+      static_cast<size_t>(B_) * NH * static_cast<size_t>(T_) * static_cast<size_t>(T_);
   BELAY_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   absl::StatusOr<std::unique_ptr<kc::Blas>> blas = kc::Blas::Create();
   if (!blas.ok()) return blas.status();
@@ -147,7 +151,8 @@ absl::Status CudaGpt2::Allocate() {
   BELAY_RETURN_IF_NOT_OK(Alloc(&qkv_, L * N * 3 * C));
   BELAY_RETURN_IF_NOT_OK(Alloc(&atty_, L * N * C));
   if (flash_) {
-    BELAY_RETURN_IF_NOT_OK(Alloc(&lse_, L * static_cast<size_t>(B_) * NH * static_cast<size_t>(T_)));
+    BELAY_RETURN_IF_NOT_OK(
+        Alloc(&lse_, L * static_cast<size_t>(B_) * NH * static_cast<size_t>(T_)));
   } else {
     BELAY_RETURN_IF_NOT_OK(Alloc(&att_, L * att));
   }
@@ -175,9 +180,9 @@ absl::Status CudaGpt2::Allocate() {
         Alloc(&att_scratch_, std::max(kc::AttentionForwardScratch(B_, T_, iC, c.n_head),
                                       kc::AttentionBackwardScratch(B_, T_, iC, c.n_head))));
   }
-  float_scratch_size_ = std::max({kc::MatmulBackwardScratch(iN, 4 * iC),
-                                  kc::LayerNormBackwardScratch(iN, iC),
-                                  kc::FlashAttentionBackwardScratch(B_, T_, c.n_head)});
+  float_scratch_size_ =
+      std::max({kc::MatmulBackwardScratch(iN, 4 * iC), kc::LayerNormBackwardScratch(iN, iC),
+                kc::FlashAttentionBackwardScratch(B_, T_, c.n_head)});
   BELAY_RETURN_IF_NOT_OK(Alloc(&float_scratch_, float_scratch_size_));
   BELAY_RETURN_IF_NOT_OK(Alloc(&norm_, 1));
   BELAY_RETURN_IF_NOT_OK(Alloc(&norm_scratch_, kc::SumOfSquaresScratch()));
@@ -200,13 +205,14 @@ absl::Status CudaGpt2::SetParameters(const float* host_params) {
     // The pieces' master weights; zero elsewhere in the shard.
     BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(master_, 0, S * sizeof(float), stream_));
     for (const ShardedOptimizer::Piece& p : sharded_->pieces) {
-      BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(master_ + p.shard_offset, host_params + p.flat_offset,
-                                                 static_cast<size_t>(p.size) * sizeof(float),
-                                                 cudaMemcpyHostToDevice, stream_));
+      BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+          master_ + p.shard_offset, host_params + p.flat_offset,
+          static_cast<size_t>(p.size) * sizeof(float), cudaMemcpyHostToDevice, stream_));
     }
     BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grad_shard_, 0, S * sizeof(float), stream_));
   }
-  if (grads_ != nullptr) BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_, 0, P * sizeof(float), stream_));
+  if (grads_ != nullptr)
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_, 0, P * sizeof(float), stream_));
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(m_, 0, S * sizeof(float), stream_));
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(v_, 0, S * sizeof(float), stream_));
   return Synchronize();
@@ -218,17 +224,17 @@ absl::Status CudaGpt2::GetParameters(float* host_params) const {
     // master weights over it.
     const size_t P = static_cast<size_t>(layout_.total());
     std::vector<uint16_t> copy(P);
-    BELAY_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(copy.data(), params_, P * sizeof(uint16_t), cudaMemcpyDeviceToHost, stream_));
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(copy.data(), params_, P * sizeof(uint16_t),
+                                               cudaMemcpyDeviceToHost, stream_));
     BELAY_RETURN_IF_NOT_OK(Synchronize());
     for (size_t i = 0; i < P; ++i) {
       const uint32_t bits = uint32_t{copy[i]} << 16;
       std::memcpy(host_params + i, &bits, sizeof(float));
     }
     for (const ShardedOptimizer::Piece& p : sharded_->pieces) {
-      BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_params + p.flat_offset, master_ + p.shard_offset,
-                                                 static_cast<size_t>(p.size) * sizeof(float),
-                                                 cudaMemcpyDeviceToHost, stream_));
+      BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+          host_params + p.flat_offset, master_ + p.shard_offset,
+          static_cast<size_t>(p.size) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     }
     return Synchronize();
   }
@@ -239,7 +245,8 @@ absl::Status CudaGpt2::GetParameters(float* host_params) const {
 }
 
 absl::Status CudaGpt2::GetGradients(float* host_grads) const {
-  if (grads_ == nullptr) return absl::FailedPreconditionError("GetGradients with sharded gradients: no whole gradient");
+  if (grads_ == nullptr)
+    return absl::FailedPreconditionError("GetGradients with sharded gradients: no whole gradient");
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_grads, grads_,
                                              static_cast<size_t>(layout_.total()) * sizeof(float),
                                              cudaMemcpyDeviceToHost, stream_));
@@ -270,16 +277,18 @@ absl::StatusOr<std::vector<float>> CudaGpt2::GetLosses() const {
 
 absl::Status CudaGpt2::ZeroGradients() {
   if (grads_ == nullptr) {
-    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grad_shard_, 0, StateSize() * sizeof(float), stream_));
+    BELAY_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(grad_shard_, 0, StateSize() * sizeof(float), stream_));
   } else {
-    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
-        grads_, 0, static_cast<size_t>(layout_.total()) * sizeof(float), stream_));
+    BELAY_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(grads_, 0, static_cast<size_t>(layout_.total()) * sizeof(float), stream_));
   }
   return absl::OkStatus();
 }
 
 float* CudaGpt2::device_group_buffer(int group) {
-  if (!sharded_gradients() || group < 0 || static_cast<size_t>(group) >= groups_.size()) return nullptr;
+  if (!sharded_gradients() || group < 0 || static_cast<size_t>(group) >= groups_.size())
+    return nullptr;
   if (static_cast<size_t>(group) + 1 == groups_.size()) return embed_buffer_;
   return ring_ + (group % 2) * ring_size_;
 }
@@ -289,11 +298,15 @@ int64_t CudaGpt2::group_buffer_size(int group) const {
   return sharded_->group_padded[static_cast<size_t>(group)];
 }
 
-absl::Status CudaGpt2::AddToGradientShard(const float* from, int64_t n, int64_t shard_offset, bool accumulate) {
-  if (!sharded_gradients()) return absl::FailedPreconditionError("AddToGradientShard without sharded gradients");
-  if (n < 0 || shard_offset < 0 || shard_offset + n > sharded_->shard_size || (from == nullptr && n > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("AddToGradientShard: ", n, " elements at ", shard_offset,
-                                                   " of a gradient shard of ", sharded_->shard_size));
+absl::Status CudaGpt2::AddToGradientShard(const float* from, int64_t n, int64_t shard_offset,
+                                          bool accumulate) {
+  if (!sharded_gradients())
+    return absl::FailedPreconditionError("AddToGradientShard without sharded gradients");
+  if (n < 0 || shard_offset < 0 || shard_offset + n > sharded_->shard_size ||
+      (from == nullptr && n > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("AddToGradientShard: ", n, " elements at ",
+                                                   shard_offset, " of a gradient shard of ",
+                                                   sharded_->shard_size));
   }
   float* to = grad_shard_ + shard_offset;
   if (accumulate) return kc::Accumulate(to, from, n, stream_);
@@ -343,8 +356,8 @@ absl::StatusOr<double> CudaGpt2::Forward(const int32_t* inputs, const int32_t* t
   const int C = c.d_model, NH = c.n_head, L = c.n_layer, Vp = c.padded_vocab;
   const int N = B_ * T_;
   const size_t NC = static_cast<size_t>(N) * static_cast<size_t>(C);
-  const size_t att = static_cast<size_t>(B_) * static_cast<size_t>(NH) *
-                     static_cast<size_t>(T_) * static_cast<size_t>(T_);
+  const size_t att = static_cast<size_t>(B_) * static_cast<size_t>(NH) * static_cast<size_t>(T_) *
+                     static_cast<size_t>(T_);
   const size_t C1 = static_cast<size_t>(C), N1 = static_cast<size_t>(N);
   for (int i = 0; i < N; ++i) {
     if (inputs[i] < 0 || inputs[i] >= c.vocab_size) {
@@ -356,12 +369,11 @@ absl::StatusOr<double> CudaGpt2::Forward(const int32_t* inputs, const int32_t* t
                                                      " outside the vocabulary of ", c.vocab_size));
     }
   }
-  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(inputs_, inputs, N1 * sizeof(int32_t),
-                                             cudaMemcpyHostToDevice, stream_));
-  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(targets_, targets, N1 * sizeof(int32_t),
-                                             cudaMemcpyHostToDevice, stream_));
   BELAY_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(mask_, mask, N1, cudaMemcpyHostToDevice, stream_));
+      cudaMemcpyAsync(inputs_, inputs, N1 * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(targets_, targets, N1 * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(mask_, mask, N1, cudaMemcpyHostToDevice, stream_));
   have_grad_pass_ = loss_scale > 0;
   if (have_grad_pass_) {
     // The encoder's backward groups positions by token; the host has the tokens now.
@@ -383,9 +395,8 @@ absl::StatusOr<double> CudaGpt2::Forward(const int32_t* inputs, const int32_t* t
   kc::Blas& blas = *blas_;
 
   BELAY_RETURN_IF_NOT_OK(kc::EncoderForward(encoded_, inputs_, p.wte, p.wpe, B_, T_, C, stream_));
-  BELAY_RETURN_IF_NOT_OK(kc::ResidualLayerNormForward(nullptr, ln1_, ln1_mean_, ln1_rstd_,
-                                                      encoded_, nullptr, p.ln1w, p.ln1b, N, C,
-                                                      stream_));
+  BELAY_RETURN_IF_NOT_OK(kc::ResidualLayerNormForward(nullptr, ln1_, ln1_mean_, ln1_rstd_, encoded_,
+                                                      nullptr, p.ln1w, p.ln1b, N, C, stream_));
   for (int l = 0; l < L; ++l) {
     const size_t lc = static_cast<size_t>(l);
     const bf16* residual = l == 0 ? encoded_ : residual3_ + (lc - 1) * NC;
@@ -401,8 +412,8 @@ absl::StatusOr<double> CudaGpt2::Forward(const int32_t* inputs, const int32_t* t
     BELAY_RETURN_IF_NOT_OK(kc::MatmulForward(blas, qkv, nullptr, ln1, p.qkvw + lc * 3 * C1 * C1,
                                              p.qkvb + lc * 3 * C1, N, C, 3 * C, stream_));
     if (flash_) {
-      BELAY_RETURN_IF_NOT_OK(kc::FlashAttentionForward(atty, lse_ + lc * N1 * NH, qkv, B_, T_, C,
-                                                       NH, stream_));
+      BELAY_RETURN_IF_NOT_OK(
+          kc::FlashAttentionForward(atty, lse_ + lc * N1 * NH, qkv, B_, T_, C, NH, stream_));
     } else {
       BELAY_RETURN_IF_NOT_OK(kc::AttentionForward(blas, atty, att_ + lc * att, att_scratch_, qkv,
                                                   B_, T_, C, NH, stream_));
@@ -410,8 +421,8 @@ absl::StatusOr<double> CudaGpt2::Forward(const int32_t* inputs, const int32_t* t
     BELAY_RETURN_IF_NOT_OK(kc::MatmulForward(blas, proj_, nullptr, atty, p.attprojw + lc * C1 * C1,
                                              p.attprojb + lc * C1, N, C, C, stream_));
     BELAY_RETURN_IF_NOT_OK(kc::ResidualLayerNormForward(
-        residual2, ln2, ln2_mean_ + lc * N1, ln2_rstd_ + lc * N1, residual, proj_,
-        p.ln2w + lc * C1, p.ln2b + lc * C1, N, C, stream_));
+        residual2, ln2, ln2_mean_ + lc * N1, ln2_rstd_ + lc * N1, residual, proj_, p.ln2w + lc * C1,
+        p.ln2b + lc * C1, N, C, stream_));
     BELAY_RETURN_IF_NOT_OK(kc::MatmulForward(blas, fch_gelu, fch, ln2, p.fcw + lc * 4 * C1 * C1,
                                              p.fcb + lc * 4 * C1, N, C, 4 * C, stream_));
     BELAY_RETURN_IF_NOT_OK(kc::MatmulForward(blas, proj_, nullptr, fch_gelu,
@@ -424,9 +435,8 @@ absl::StatusOr<double> CudaGpt2::Forward(const int32_t* inputs, const int32_t* t
           residual3, ln1_ + (lc + 1) * NC, ln1_mean_ + (lc + 1) * N1, ln1_rstd_ + (lc + 1) * N1,
           residual2, proj_, p.ln1w + (lc + 1) * C1, p.ln1b + (lc + 1) * C1, N, C, stream_));
     } else {
-      BELAY_RETURN_IF_NOT_OK(kc::ResidualLayerNormForward(residual3, lnf_, lnf_mean_, lnf_rstd_,
-                                                          residual2, proj_, p.lnfw, p.lnfb, N, C,
-                                                          stream_));
+      BELAY_RETURN_IF_NOT_OK(kc::ResidualLayerNormForward(
+          residual3, lnf_, lnf_mean_, lnf_rstd_, residual2, proj_, p.lnfw, p.lnfb, N, C, stream_));
     }
   }
   BELAY_RETURN_IF_NOT_OK(
@@ -449,8 +459,8 @@ absl::Status CudaGpt2::Backward(const BackwardHooks& hooks) {
   const int C = c.d_model, NH = c.n_head, L = c.n_layer, Vp = c.padded_vocab;
   const int N = B_ * T_;
   const size_t NC = static_cast<size_t>(N) * static_cast<size_t>(C);
-  const size_t att = static_cast<size_t>(B_) * static_cast<size_t>(NH) *
-                     static_cast<size_t>(T_) * static_cast<size_t>(T_);
+  const size_t att = static_cast<size_t>(B_) * static_cast<size_t>(NH) * static_cast<size_t>(T_) *
+                     static_cast<size_t>(T_);
   const size_t C1 = static_cast<size_t>(C), N1 = static_cast<size_t>(N);
   auto p = BindDevice<const bf16>(layout_, params_);
   kc::Blas& blas = *blas_;
@@ -463,7 +473,8 @@ absl::Status CudaGpt2::Backward(const BackwardHooks& hooks) {
     const std::vector<Segment>& segments = groups_[static_cast<size_t>(group)];
     if (grads_ != nullptr) {
       g = {};
-      for (const Segment& s : segments) g.*ParameterLayout::Field<float>(static_cast<size_t>(s.tensor)) = grads_ + s.offset;
+      for (const Segment& s : segments)
+        g.*ParameterLayout::Field<float>(static_cast<size_t>(s.tensor)) = grads_ + s.offset;
       return absl::OkStatus();
     }
     float* buffer = device_group_buffer(group);
@@ -483,8 +494,8 @@ absl::Status CudaGpt2::Backward(const BackwardHooks& hooks) {
   BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dres_, 0, NC * sizeof(bf16), stream_));
   BELAY_RETURN_IF_NOT_OK(acquire(0));
   BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.lnfw, g.lnfb, fs, dc_,
-                                               residual3_ + static_cast<size_t>(L - 1) * NC,
-                                               p.lnfw, lnf_mean_, lnf_rstd_, N, C, stream_));
+                                               residual3_ + static_cast<size_t>(L - 1) * NC, p.lnfw,
+                                               lnf_mean_, lnf_rstd_, N, C, stream_));
   BELAY_RETURN_IF_NOT_OK(release(0));  // ln_f
   // dres_ holds the gradient of the residual stream; each block's LayerNorm backward adds its
   // path into it, the projections read it as their output gradient.
@@ -502,26 +513,31 @@ absl::Status CudaGpt2::Backward(const BackwardHooks& hooks) {
 
     // MLP: d(fch) through the GELU in the epilogue, then the fc layer.
     BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, d4c_, g.fcprojw, g.fcprojb, fs, dres_, fch_gelu,
-                                              p.fcprojw + lc * 4 * C1 * C1, fch, N, 4 * C, C, stream_));
+                                              p.fcprojw + lc * 4 * C1 * C1, fch, N, 4 * C, C,
+                                              stream_));
     BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.fcw, g.fcb, fs, d4c_, ln2,
-                                              p.fcw + lc * 4 * C1 * C1, nullptr, N, C, 4 * C, stream_));
-    BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.ln2w, g.ln2b, fs, dc_, residual2, p.ln2w + lc * C1,
-                                                 ln2_mean_ + lc * N1, ln2_rstd_ + lc * N1, N, C, stream_));
+                                              p.fcw + lc * 4 * C1 * C1, nullptr, N, C, 4 * C,
+                                              stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.ln2w, g.ln2b, fs, dc_, residual2,
+                                                 p.ln2w + lc * C1, ln2_mean_ + lc * N1,
+                                                 ln2_rstd_ + lc * N1, N, C, stream_));
     // Attention.
     BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.attprojw, g.attprojb, fs, dres_, atty,
-                                              p.attprojw + lc * C1 * C1, nullptr, N, C, C, stream_));
+                                              p.attprojw + lc * C1 * C1, nullptr, N, C, C,
+                                              stream_));
     if (flash_) {
-      BELAY_RETURN_IF_NOT_OK(kc::FlashAttentionBackward(d3c_, fs, dc_, qkv, atty,
-                                                        lse_ + lc * N1 * NH, B_, T_, C, NH,
-                                                        stream_));
+      BELAY_RETURN_IF_NOT_OK(kc::FlashAttentionBackward(
+          d3c_, fs, dc_, qkv, atty, lse_ + lc * N1 * NH, B_, T_, C, NH, stream_));
     } else {
       BELAY_RETURN_IF_NOT_OK(kc::AttentionBackward(blas, d3c_, att_scratch_, dc_, qkv,
                                                    att_ + lc * att, B_, T_, C, NH, stream_));
     }
     BELAY_RETURN_IF_NOT_OK(kc::MatmulBackward(blas, dc_, g.qkvw, g.qkvb, fs, d3c_, ln1,
-                                              p.qkvw + lc * 3 * C1 * C1, nullptr, N, C, 3 * C, stream_));
-    BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.ln1w, g.ln1b, fs, dc_, residual, p.ln1w + lc * C1,
-                                                 ln1_mean_ + lc * N1, ln1_rstd_ + lc * N1, N, C, stream_));
+                                              p.qkvw + lc * 3 * C1 * C1, nullptr, N, C, 3 * C,
+                                              stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::LayerNormBackward(dres_, g.ln1w, g.ln1b, fs, dc_, residual,
+                                                 p.ln1w + lc * C1, ln1_mean_ + lc * N1,
+                                                 ln1_rstd_ + lc * N1, N, C, stream_));
     BELAY_RETURN_IF_NOT_OK(release(L - l));  // layer l
   }
   kc::EncoderBucketsView view{bucket_ids_, bucket_starts_, bucket_positions_, n_bucket_ids_};
@@ -530,9 +546,10 @@ absl::Status CudaGpt2::Backward(const BackwardHooks& hooks) {
 }
 
 absl::StatusOr<double> CudaGpt2::GradientSumOfSquares() {
-  if (grads_ == nullptr) return absl::FailedPreconditionError("GradientSumOfSquares with sharded gradients: use GradientShardSumOfSquares");
-  BELAY_RETURN_IF_NOT_OK(
-      kc::SumOfSquares(norm_, norm_scratch_, grads_, layout_.total(), stream_));
+  if (grads_ == nullptr)
+    return absl::FailedPreconditionError(
+        "GradientSumOfSquares with sharded gradients: use GradientShardSumOfSquares");
+  BELAY_RETURN_IF_NOT_OK(kc::SumOfSquares(norm_, norm_scratch_, grads_, layout_.total(), stream_));
   double out = 0;
   BELAY_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(&out, norm_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
@@ -540,9 +557,9 @@ absl::StatusOr<double> CudaGpt2::GradientSumOfSquares() {
   return out;
 }
 
-absl::Status CudaGpt2::Update(const kernels::cpu::AdamWParams& p, float weight_decay,
-                              float clip) {
-  if (sharded_) return absl::FailedPreconditionError("Update on a sharded optimizer: use UpdateShard");
+absl::Status CudaGpt2::Update(const kernels::cpu::AdamWParams& p, float weight_decay, float clip) {
+  if (sharded_)
+    return absl::FailedPreconditionError("Update on a sharded optimizer: use UpdateShard");
   if (clip < 1.0f) {
     BELAY_RETURN_IF_NOT_OK(kc::Scale(grads_, layout_.total(), clip, stream_));
   }
@@ -550,47 +567,56 @@ absl::Status CudaGpt2::Update(const kernels::cpu::AdamWParams& p, float weight_d
   for (const TensorView& t : layout_.tensors()) {
     q.weight_decay = t.decay ? weight_decay : 0.0f;
     const auto o = static_cast<size_t>(t.offset);
-    BELAY_RETURN_IF_NOT_OK(kc::AdamWUpdate(master_ + o, params_ + o, grads_ + o, m_ + o, v_ + o,
-                                           t.size, q, stream_));
+    BELAY_RETURN_IF_NOT_OK(
+        kc::AdamWUpdate(master_ + o, params_ + o, grads_ + o, m_ + o, v_ + o, t.size, q, stream_));
   }
   return absl::OkStatus();
 }
 
-absl::Status CudaGpt2::PackGradients(const std::vector<Segment>& segments, int64_t padded, int slot) {
-  if (staging_ == nullptr) return absl::FailedPreconditionError("PackGradients without a stage-1 sharded optimizer");
-  if (slot != 0 && slot != 1) return absl::InvalidArgumentError(absl::StrCat("staging slot ", slot));
+absl::Status CudaGpt2::PackGradients(const std::vector<Segment>& segments, int64_t padded,
+                                     int slot) {
+  if (staging_ == nullptr)
+    return absl::FailedPreconditionError("PackGradients without a stage-1 sharded optimizer");
+  if (slot != 0 && slot != 1)
+    return absl::InvalidArgumentError(absl::StrCat("staging slot ", slot));
   float* staging = device_staging(slot);
   int64_t at = 0;
   for (const Segment& s : segments) at += s.size;
   if (at > padded || padded > sharded_->staging) {
-    return absl::InvalidArgumentError(absl::StrCat("PackGradients: ", at, " elements padded to ", padded,
-                                                   " in a staging buffer of ", sharded_->staging));
+    return absl::InvalidArgumentError(absl::StrCat("PackGradients: ", at, " elements padded to ",
+                                                   padded, " in a staging buffer of ",
+                                                   sharded_->staging));
   }
   at = 0;
   for (const Segment& s : segments) {
-    BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(staging + at, grads_ + s.offset, static_cast<size_t>(s.size) * sizeof(float),
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(staging + at, grads_ + s.offset,
+                                               static_cast<size_t>(s.size) * sizeof(float),
                                                cudaMemcpyDeviceToDevice, stream_));
     at += s.size;
   }
   if (padded > at) {
-    BELAY_CUDA_RETURN_IF_ERROR(
-        cudaMemsetAsync(staging + at, 0, static_cast<size_t>(padded - at) * sizeof(float), stream_));
+    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
+        staging + at, 0, static_cast<size_t>(padded - at) * sizeof(float), stream_));
   }
   return absl::OkStatus();
 }
 
-absl::Status CudaGpt2::UnpackParameters(const std::vector<Segment>& segments, const float* from, int64_t size) {
-  if (!sharded_) return absl::FailedPreconditionError("UnpackParameters without a sharded optimizer");
+absl::Status CudaGpt2::UnpackParameters(const std::vector<Segment>& segments, const float* from,
+                                        int64_t size) {
+  if (!sharded_)
+    return absl::FailedPreconditionError("UnpackParameters without a sharded optimizer");
   int64_t at = 0;
   for (const Segment& s : segments) {
     if (s.offset < 0 || s.size < 0 || s.offset + s.size > layout_.total()) {
-      return absl::InvalidArgumentError(absl::StrCat("UnpackParameters: segment [", s.offset, ", +", s.size,
-                                                     ") outside ", layout_.total(), " parameters"));
+      return absl::InvalidArgumentError(absl::StrCat("UnpackParameters: segment [", s.offset, ", +",
+                                                     s.size, ") outside ", layout_.total(),
+                                                     " parameters"));
     }
     at += s.size;
   }
   if (at > size || (from == nullptr && at > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("UnpackParameters: ", at, " elements from a buffer of ", size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("UnpackParameters: ", at, " elements from a buffer of ", size));
   }
   at = 0;
   for (const Segment& s : segments) {
@@ -601,23 +627,29 @@ absl::Status CudaGpt2::UnpackParameters(const std::vector<Segment>& segments, co
 }
 
 absl::StatusOr<double> CudaGpt2::GradientShardSumOfSquares() {
-  if (!sharded_) return absl::FailedPreconditionError("GradientShardSumOfSquares without a sharded optimizer");
-  BELAY_RETURN_IF_NOT_OK(kc::SumOfSquares(norm_, norm_scratch_, grad_shard_, sharded_->shard_size, stream_));
+  if (!sharded_)
+    return absl::FailedPreconditionError("GradientShardSumOfSquares without a sharded optimizer");
+  BELAY_RETURN_IF_NOT_OK(
+      kc::SumOfSquares(norm_, norm_scratch_, grad_shard_, sharded_->shard_size, stream_));
   double out = 0;
-  BELAY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(&out, norm_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  BELAY_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(&out, norm_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
   BELAY_RETURN_IF_NOT_OK(Synchronize());
   return out;
 }
 
-absl::Status CudaGpt2::UpdateShard(const kernels::cpu::AdamWParams& p, float weight_decay, float clip) {
+absl::Status CudaGpt2::UpdateShard(const kernels::cpu::AdamWParams& p, float weight_decay,
+                                   float clip) {
   if (!sharded_) return absl::FailedPreconditionError("UpdateShard without a sharded optimizer");
-  if (clip < 1.0f) BELAY_RETURN_IF_NOT_OK(kc::Scale(grad_shard_, sharded_->shard_size, clip, stream_));
+  if (clip < 1.0f)
+    BELAY_RETURN_IF_NOT_OK(kc::Scale(grad_shard_, sharded_->shard_size, clip, stream_));
   kernels::cpu::AdamWParams q = p;
   for (const ShardedOptimizer::Piece& piece : sharded_->pieces) {
     q.weight_decay = piece.decay ? weight_decay : 0.0f;
     const auto so = static_cast<size_t>(piece.shard_offset);
-    BELAY_RETURN_IF_NOT_OK(kc::AdamWUpdate(master_ + so, params_ + piece.flat_offset, grad_shard_ + so, m_ + so,
-                                           v_ + so, piece.size, q, stream_));
+    BELAY_RETURN_IF_NOT_OK(kc::AdamWUpdate(master_ + so, params_ + piece.flat_offset,
+                                           grad_shard_ + so, m_ + so, v_ + so, piece.size, q,
+                                           stream_));
   }
   return absl::OkStatus();
 }

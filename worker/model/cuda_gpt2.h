@@ -69,8 +69,8 @@ class CudaGpt2 {
   // Runs the model on inputs, targets, mask (B,T, host memory) and returns the sum of the
   // per-position losses over positions whose mask is 1. With loss_scale > 0 it also prepares
   // Backward, which then backpropagates loss_scale × that sum; with 0 it only evaluates.
-  absl::StatusOr<double> Forward(const int32_t* inputs, const int32_t* targets,
-                                 const uint8_t* mask, float loss_scale);
+  absl::StatusOr<double> Forward(const int32_t* inputs, const int32_t* targets, const uint8_t* mask,
+                                 float loss_scale);
 
   // Accumulates (+=) the gradients of the last training Forward; at stage 2 it writes them
   // into the group buffers instead (each cleared first). `hooks`: see BackwardHooks.
@@ -92,7 +92,9 @@ class CudaGpt2 {
   bool sharded_gradients() const { return sharded_ && !sharded_->group_padded.empty(); }
   // Stage 1: two staging slots of staging_size() elements each (slot 0 or 1); null, 0 at
   // stage 2.
-  float* device_staging(int slot) { return staging_ == nullptr ? nullptr : staging_ + slot * staging_size(); }
+  float* device_staging(int slot) {
+    return staging_ == nullptr ? nullptr : staging_ + slot * staging_size();
+  }
   int64_t staging_size() const { return staging_ == nullptr ? 0 : sharded_->staging; }
   // Stage 1: staging slot [0, padded) = the gradients of `segments` one after another, then
   // zeros.
@@ -103,10 +105,12 @@ class CudaGpt2 {
   int64_t group_buffer_size(int group) const;
   // Stage 2: gradient shard [shard_offset, +n) = from[0, n) (device memory), or += with
   // `accumulate`.
-  absl::Status AddToGradientShard(const float* from, int64_t n, int64_t shard_offset, bool accumulate);
+  absl::Status AddToGradientShard(const float* from, int64_t n, int64_t shard_offset,
+                                  bool accumulate);
   // The bf16 parameters of `segments` = bf16(from), fp32 device memory of `size` elements
   // read one segment after another.
-  absl::Status UnpackParameters(const std::vector<Segment>& segments, const float* from, int64_t size);
+  absl::Status UnpackParameters(const std::vector<Segment>& segments, const float* from,
+                                int64_t size);
   // Squared L2 norm of the gradient shard (deterministic, synchronises).
   absl::StatusOr<double> GradientShardSumOfSquares();
   // Update() over the pieces: clip, AdamW on the master shard from the gradient shard, the
@@ -155,29 +159,29 @@ class CudaGpt2 {
   int n_bucket_ids_ = 0;
 
   // Activations (per layer where noted, layer-major).
-  bf16* encoded_ = nullptr;                         // (N,C)
+  bf16* encoded_ = nullptr;  // (N,C)
   bf16 *ln1_ = nullptr, *qkv_ = nullptr, *atty_ = nullptr;
-  bf16* att_ = nullptr;    // L×(B,NH,T,T) softmax weights, without flash attention
-  float* lse_ = nullptr;   // L×(B,NH,T) log-sum-exp, with flash attention
+  bf16* att_ = nullptr;   // L×(B,NH,T,T) softmax weights, without flash attention
+  float* lse_ = nullptr;  // L×(B,NH,T) log-sum-exp, with flash attention
   float *ln1_mean_ = nullptr, *ln1_rstd_ = nullptr;
   bf16 *residual2_ = nullptr, *ln2_ = nullptr, *fch_ = nullptr, *fch_gelu_ = nullptr;
   float *ln2_mean_ = nullptr, *ln2_rstd_ = nullptr;
   bf16* residual3_ = nullptr;
   bf16* lnf_ = nullptr;
   float *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
-  bf16* logits_ = nullptr;  // (N,Vp); dlogits after a training Forward
+  bf16* logits_ = nullptr;   // (N,Vp); dlogits after a training Forward
   float* losses_ = nullptr;  // (N)
 
   // Scratch shared by forward and backward.
-  bf16* proj_ = nullptr;   // (N,C): attention / MLP projection before the residual add
-  bf16* dres_ = nullptr;   // (N,C): gradient of the residual stream
-  bf16* dc_ = nullptr;     // (N,C)
-  bf16* d3c_ = nullptr;    // (N,3C)
-  bf16* d4c_ = nullptr;    // (N,4C)
+  bf16* proj_ = nullptr;  // (N,C): attention / MLP projection before the residual add
+  bf16* dres_ = nullptr;  // (N,C): gradient of the residual stream
+  bf16* dc_ = nullptr;    // (N,C)
+  bf16* d3c_ = nullptr;   // (N,3C)
+  bf16* d4c_ = nullptr;   // (N,4C)
   bf16* att_scratch_ = nullptr;
   float* float_scratch_ = nullptr;  // bias gradient and LayerNorm backward partials
   size_t float_scratch_size_ = 0;
-  double* norm_ = nullptr;           // one double
+  double* norm_ = nullptr;  // one double
   double* norm_scratch_ = nullptr;
 };
 

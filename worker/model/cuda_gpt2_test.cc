@@ -49,7 +49,8 @@ Gpt2Config SmallFlash() {
 // the models' non-blocking streams do not wait for: without the synchronisation the copy and
 // the model's next kernel race.
 bool CopyOnDevice(float* to, const float* from, int64_t n) {
-  return cudaMemcpy(to, from, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice) == cudaSuccess &&
+  return cudaMemcpy(to, from, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice) ==
+             cudaSuccess &&
          cudaDeviceSynchronize() == cudaSuccess;
 }
 
@@ -215,15 +216,16 @@ struct ShardCase {
 
 // One training step of a model with the whole optimizer state from `init` on `batch`
 // (AdamW `p`, weight decay 0.1, no clipping); its gradients in *grads when asked.
-void WholeStep(const ParameterLayout& layout, int B, int T, const std::vector<float>& init, const Batch& batch,
-               const kernels::cpu::AdamWParams& p, std::unique_ptr<CudaGpt2>* whole,
-               std::vector<float>* grads = nullptr) {
+void WholeStep(const ParameterLayout& layout, int B, int T, const std::vector<float>& init,
+               const Batch& batch, const kernels::cpu::AdamWParams& p,
+               std::unique_ptr<CudaGpt2>* whole, std::vector<float>* grads = nullptr) {
   absl::StatusOr<std::unique_ptr<CudaGpt2>> m = CudaGpt2::Create(layout, B, T);
   ASSERT_TRUE(m.ok()) << m.status();
   *whole = std::move(*m);
   const float scale = 1.0f / static_cast<float>(Counted(batch));
   ASSERT_TRUE((*whole)->SetParameters(init.data()).ok());
-  ASSERT_TRUE((*whole)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), scale).ok());
+  ASSERT_TRUE(
+      (*whole)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), scale).ok());
   ASSERT_TRUE((*whole)->Backward().ok());
   if (grads != nullptr) {
     grads->resize(init.size());
@@ -252,13 +254,16 @@ TEST(CudaGpt2, ShardedOptimizerOfTwoRanksUpdatesAsTheWholeOne) {
     ShardedOptimizer shard;
     shard.shard_size = plan.shard_size();
     for (const train::OwnedPiece& o : plan.Owned(r)) {
-      shard.pieces.push_back({o.flat_offset, o.shard_offset, o.size, layout.tensors()[static_cast<size_t>(o.tensor)].decay});
+      shard.pieces.push_back({o.flat_offset, o.shard_offset, o.size,
+                              layout.tensors()[static_cast<size_t>(o.tensor)].decay});
     }
     for (const train::Bucket& b : plan.buckets()) shard.staging = std::max(shard.staging, b.padded);
-    absl::StatusOr<std::unique_ptr<CudaGpt2>> m = CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &shard);
+    absl::StatusOr<std::unique_ptr<CudaGpt2>> m =
+        CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &shard);
     ASSERT_TRUE(m.ok()) << m.status();
     ASSERT_TRUE((*m)->SetParameters(init.data()).ok());
-    ASSERT_TRUE((*m)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), scale).ok());
+    ASSERT_TRUE(
+        (*m)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), scale).ok());
     ASSERT_TRUE((*m)->Backward().ok());
     for (const train::Bucket& b : plan.buckets()) {  // this rank's slice of each bucket
       ASSERT_TRUE((*m)->PackGradients(b.segments, b.padded, b.group % 2).ok());
@@ -273,11 +278,13 @@ TEST(CudaGpt2, ShardedOptimizerOfTwoRanksUpdatesAsTheWholeOne) {
   for (const train::Bucket& b : plan.buckets()) {  // every rank's master slice to every rank
     for (int to = 0; to < W; ++to) {
       for (int from = 0; from < W; ++from) {
-        ASSERT_TRUE(CopyOnDevice(ranks[static_cast<size_t>(to)]->device_staging(b.group % 2) + from * b.slice,
-                                 ranks[static_cast<size_t>(from)]->device_master() + b.shard_offset, b.slice));
+        ASSERT_TRUE(CopyOnDevice(
+            ranks[static_cast<size_t>(to)]->device_staging(b.group % 2) + from * b.slice,
+            ranks[static_cast<size_t>(from)]->device_master() + b.shard_offset, b.slice));
       }
       CudaGpt2& m = *ranks[static_cast<size_t>(to)];
-      ASSERT_TRUE(m.UnpackParameters(b.segments, m.device_staging(b.group % 2), m.staging_size()).ok());
+      ASSERT_TRUE(
+          m.UnpackParameters(b.segments, m.device_staging(b.group % 2), m.staging_size()).ok());
       ASSERT_TRUE(ranks[static_cast<size_t>(to)]->Synchronize().ok());
     }
   }
@@ -286,26 +293,33 @@ TEST(CudaGpt2, ShardedOptimizerOfTwoRanksUpdatesAsTheWholeOne) {
   ASSERT_TRUE(whole->GetParameters(want.data()).ok());
   std::vector<float> want_m(init.size()), want_v(init.size());
   ASSERT_TRUE(whole->GetMoments(want_m.data(), want_v.data()).ok());
-  absl::StatusOr<double> want_loss = whole->Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
+  absl::StatusOr<double> want_loss =
+      whole->Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
   ASSERT_TRUE(want_loss.ok());
   for (int r = 0; r < W; ++r) {
     SCOPED_TRACE("rank " + std::to_string(r));
     ASSERT_TRUE(ranks[static_cast<size_t>(r)]->GetParameters(got.data()).ok());
     for (const train::OwnedPiece& o : plan.Owned(r)) {
-      ASSERT_TRUE(kernels::cuda::testing::SameBytes(got.data() + o.flat_offset, want.data() + o.flat_offset,
+      ASSERT_TRUE(kernels::cuda::testing::SameBytes(got.data() + o.flat_offset,
+                                                    want.data() + o.flat_offset,
                                                     static_cast<size_t>(o.size) * sizeof(float)))
           << "master weights of the piece at " << o.flat_offset;
     }
-    absl::StatusOr<double> loss =
-        ranks[static_cast<size_t>(r)]->Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
+    absl::StatusOr<double> loss = ranks[static_cast<size_t>(r)]->Forward(
+        next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
     ASSERT_TRUE(loss.ok());
     EXPECT_EQ(*loss, *want_loss);  // the same bf16 parameters everywhere: the same bits
     std::vector<float> m(static_cast<size_t>(plan.shard_size())), v(m.size());
     ASSERT_TRUE(ranks[static_cast<size_t>(r)]->GetMoments(m.data(), v.data()).ok());
     for (const train::OwnedPiece& o : plan.Owned(r)) {
-      const auto at = static_cast<size_t>(o.shard_offset), bytes = static_cast<size_t>(o.size) * sizeof(float);
-      EXPECT_TRUE(kernels::cuda::testing::SameBytes(m.data() + at, want_m.data() + o.flat_offset, bytes)) << "m";
-      EXPECT_TRUE(kernels::cuda::testing::SameBytes(v.data() + at, want_v.data() + o.flat_offset, bytes)) << "v";
+      const auto at = static_cast<size_t>(o.shard_offset),
+                 bytes = static_cast<size_t>(o.size) * sizeof(float);
+      EXPECT_TRUE(
+          kernels::cuda::testing::SameBytes(m.data() + at, want_m.data() + o.flat_offset, bytes))
+          << "m";
+      EXPECT_TRUE(
+          kernels::cuda::testing::SameBytes(v.data() + at, want_v.data() + o.flat_offset, bytes))
+          << "v";
     }
   }
   EXPECT_EQ(ranks[0]->Update(p, 0.1f, 1.0f).code(), absl::StatusCode::kFailedPrecondition);
@@ -314,13 +328,16 @@ TEST(CudaGpt2, ShardedOptimizerOfTwoRanksUpdatesAsTheWholeOne) {
 
 // ZeRO stage 2 on one rank: the optimizer shard is everything, and there is no whole
 // gradient; each gradient group lands in its group buffer.
-ShardedOptimizer StageTwo(const ParameterLayout& layout, const train::ShardPlan& plan, int extra_padding) {
+ShardedOptimizer StageTwo(const ParameterLayout& layout, const train::ShardPlan& plan,
+                          int extra_padding) {
   ShardedOptimizer shard;
   shard.shard_size = plan.shard_size();
   for (const train::OwnedPiece& o : plan.Owned(0)) {
-    shard.pieces.push_back({o.flat_offset, o.shard_offset, o.size, layout.tensors()[static_cast<size_t>(o.tensor)].decay});
+    shard.pieces.push_back({o.flat_offset, o.shard_offset, o.size,
+                            layout.tensors()[static_cast<size_t>(o.tensor)].decay});
   }
-  for (const train::Bucket& b : plan.buckets()) shard.group_padded.push_back(b.padded + extra_padding);
+  for (const train::Bucket& b : plan.buckets())
+    shard.group_padded.push_back(b.padded + extra_padding);
   return shard;
 }
 
@@ -339,7 +356,8 @@ TEST(CudaGpt2, ShardedGradientsLandInTheGroupBuffersAndUpdateAsTheWholeOne) {
 
   const train::ShardPlan plan(layout, 1);
   const ShardedOptimizer shard = StageTwo(layout, plan, 5);
-  absl::StatusOr<std::unique_ptr<CudaGpt2>> made = CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &shard);
+  absl::StatusOr<std::unique_ptr<CudaGpt2>> made =
+      CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &shard);
   ASSERT_TRUE(made.ok()) << made.status();
   CudaGpt2& m = **made;
   EXPECT_EQ(m.device_gradients(), nullptr);
@@ -347,7 +365,8 @@ TEST(CudaGpt2, ShardedGradientsLandInTheGroupBuffersAndUpdateAsTheWholeOne) {
   ASSERT_TRUE(m.SetParameters(init.data()).ok());
   // Poison the buffers: Backward must clear them itself.
   for (int g = 0; g < L + 2; ++g) {
-    ASSERT_EQ(cudaMemset(m.device_group_buffer(g), 0x7f, static_cast<size_t>(m.group_buffer_size(g)) * sizeof(float)),
+    ASSERT_EQ(cudaMemset(m.device_group_buffer(g), 0x7f,
+                         static_cast<size_t>(m.group_buffer_size(g)) * sizeof(float)),
               cudaSuccess);
   }
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // (the default stream is not the model's)
@@ -364,7 +383,8 @@ TEST(CudaGpt2, ShardedGradientsLandInTheGroupBuffersAndUpdateAsTheWholeOne) {
     const train::Bucket& b = plan.buckets()[static_cast<size_t>(g)];
     std::vector<float> got(static_cast<size_t>(m.group_buffer_size(g)));
     EXPECT_EQ(got.size(), static_cast<size_t>(b.padded + 5));
-    EXPECT_EQ(cudaMemcpy(got.data(), m.device_group_buffer(g), got.size() * sizeof(float), cudaMemcpyDeviceToHost),
+    EXPECT_EQ(cudaMemcpy(got.data(), m.device_group_buffer(g), got.size() * sizeof(float),
+                         cudaMemcpyDeviceToHost),
               cudaSuccess);
     size_t at = 0;
     for (const Segment& s : b.segments) {
@@ -373,7 +393,8 @@ TEST(CudaGpt2, ShardedGradientsLandInTheGroupBuffersAndUpdateAsTheWholeOne) {
           << "group " << g << ", tensor " << s.tensor;
       at += static_cast<size_t>(s.size);
     }
-    for (; at < got.size(); ++at) EXPECT_EQ(got[at], 0.0f) << "padding of group " << g << " at " << at;
+    for (; at < got.size(); ++at)
+      EXPECT_EQ(got[at], 0.0f) << "padding of group " << g << " at " << at;
     return m.AddToGradientShard(m.device_group_buffer(g), b.slice, b.shard_offset, false);
   };
   ASSERT_TRUE(m.Backward(hooks).ok());
@@ -395,9 +416,12 @@ TEST(CudaGpt2, ShardedGradientsLandInTheGroupBuffersAndUpdateAsTheWholeOne) {
   std::vector<float> want(init.size()), got(init.size());
   ASSERT_TRUE(whole->GetParameters(want.data()).ok());
   ASSERT_TRUE(m.GetParameters(got.data()).ok());
-  EXPECT_TRUE(kernels::cuda::testing::SameBytes(got.data(), want.data(), got.size() * sizeof(float)));
-  absl::StatusOr<double> want_loss = whole->Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
-  absl::StatusOr<double> loss = m.Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
+  EXPECT_TRUE(
+      kernels::cuda::testing::SameBytes(got.data(), want.data(), got.size() * sizeof(float)));
+  absl::StatusOr<double> want_loss =
+      whole->Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
+  absl::StatusOr<double> loss =
+      m.Forward(next.inputs.data(), next.targets.data(), next.mask.data(), 0.0f);
   ASSERT_TRUE(want_loss.ok() && loss.ok());
   EXPECT_EQ(*loss, *want_loss);
 
@@ -410,14 +434,17 @@ TEST(CudaGpt2, ShardedGradientsLandInTheGroupBuffersAndUpdateAsTheWholeOne) {
   EXPECT_EQ(m.AddToGradientShard(m.device_group_buffer(0), plan.shard_size() + 1, 0, false).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(m.device_group_buffer(L + 2), nullptr);
-  EXPECT_EQ(whole->AddToGradientShard(nullptr, 0, 0, false).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(whole->AddToGradientShard(nullptr, 0, 0, false).code(),
+            absl::StatusCode::kFailedPrecondition);
   ShardedOptimizer short_group = shard;
   short_group.group_padded[1] = 1;
-  EXPECT_EQ(CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &short_group).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &short_group).status().code(),
+      absl::StatusCode::kInvalidArgument);
   short_group.group_padded.pop_back();
-  EXPECT_EQ(CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &short_group).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &short_group).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 // Two micro-batches: the shard takes the first one's buffers and adds the second's; that is
@@ -436,7 +463,8 @@ TEST(CudaGpt2, ShardedGradientsAccumulateOverMicroBatches) {
   ASSERT_TRUE((*whole)->SetParameters(init.data()).ok());
   const train::ShardPlan plan(layout, 1);
   const ShardedOptimizer shard = StageTwo(layout, plan, 0);
-  absl::StatusOr<std::unique_ptr<CudaGpt2>> made = CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &shard);
+  absl::StatusOr<std::unique_ptr<CudaGpt2>> made =
+      CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, &shard);
   ASSERT_TRUE(made.ok()) << made.status();
   CudaGpt2& m = **made;
   ASSERT_TRUE(m.SetParameters(init.data()).ok());
@@ -447,16 +475,21 @@ TEST(CudaGpt2, ShardedGradientsAccumulateOverMicroBatches) {
     return m.AddToGradientShard(m.device_group_buffer(g), b.slice, b.shard_offset, accumulate);
   };
   for (const Batch* batch : {&first, &second}) {
-    ASSERT_TRUE((*whole)->Forward(batch->inputs.data(), batch->targets.data(), batch->mask.data(), scale).ok());
+    ASSERT_TRUE(
+        (*whole)
+            ->Forward(batch->inputs.data(), batch->targets.data(), batch->mask.data(), scale)
+            .ok());
     ASSERT_TRUE((*whole)->Backward().ok());
-    ASSERT_TRUE(m.Forward(batch->inputs.data(), batch->targets.data(), batch->mask.data(), scale).ok());
+    ASSERT_TRUE(
+        m.Forward(batch->inputs.data(), batch->targets.data(), batch->mask.data(), scale).ok());
     ASSERT_TRUE(m.Backward(hooks).ok());
     accumulate = true;
   }
   std::vector<float> want(init.size()), got(static_cast<size_t>(plan.shard_size()));
   ASSERT_TRUE((*whole)->GetGradients(want.data()).ok());
   ASSERT_TRUE(m.Synchronize().ok());
-  ASSERT_EQ(cudaMemcpy(got.data(), m.device_gradient_shard(), got.size() * sizeof(float), cudaMemcpyDeviceToHost),
+  ASSERT_EQ(cudaMemcpy(got.data(), m.device_gradient_shard(), got.size() * sizeof(float),
+                       cudaMemcpyDeviceToHost),
             cudaSuccess);
   double worst = 0;
   for (const train::OwnedPiece& o : plan.Owned(0)) {
@@ -508,7 +541,8 @@ TEST(CudaGpt2, RejectsTokensOutsideTheVocabulary) {
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   Batch batch = MakeBatch(8, layout.config().vocab_size, 4);
   batch.inputs[5] = layout.config().vocab_size;
-  EXPECT_EQ((*gpu)->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), 0.0f)
+  EXPECT_EQ((*gpu)
+                ->Forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), 0.0f)
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);

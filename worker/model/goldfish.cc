@@ -15,8 +15,8 @@ int GoldfishMask(const int32_t* seq, int T, int64_t k, int64_t h, uint8_t* mask)
     if (t + 2 < h) continue;
     const int32_t* window = seq + (t + 2 - h);
     // int32 tokens are hashed in memory order: little-endian on every platform belay runs on.
-    uint64_t hash = XXH3_64bits_withSeed(window, static_cast<size_t>(h) * sizeof(int32_t),
-                                         kGoldfishHashSeed);
+    uint64_t hash =
+        XXH3_64bits_withSeed(window, static_cast<size_t>(h) * sizeof(int32_t), kGoldfishHashSeed);
     if (hash < threshold) {
       mask[t] = 0;
       ++dropped;

@@ -104,8 +104,8 @@ double Gpt2::Forward(const float* params, const int32_t* inputs, const int32_t* 
                         p.ln2w + lc * C1, p.ln2b + lc * C1, N, C);
     k::MatmulForward(fch, ln2, p.fcw + lc * 4 * C1 * C1, p.fcb + lc * 4 * C1, N, C, 4 * C);
     k::GeluForward(fch_gelu, fch, static_cast<int64_t>(NC) * 4);
-    k::MatmulForward(fcproj, fch_gelu, p.fcprojw + lc * 4 * C1 * C1, p.fcprojb + lc * C1, N,
-                     4 * C, C);
+    k::MatmulForward(fcproj, fch_gelu, p.fcprojw + lc * 4 * C1 * C1, p.fcprojb + lc * C1, N, 4 * C,
+                     C);
     k::ResidualForward(residual3, residual2, fcproj, static_cast<int64_t>(NC));
   }
   const float* last = residual3_.data() + static_cast<size_t>(L - 1) * NC;
@@ -179,24 +179,23 @@ void Gpt2::Backward(const float* params, GradientSink& sink, float loss_scale) {
     ParameterLayout::Views<float> g = sink.Acquire(group);  // layer l's slices
 
     k::ResidualBackward(dresidual2_.data(), dfcproj_.data(), dcur, static_cast<int64_t>(NC));
-    k::MatmulBackward(dfch_gelu_.data(), g.fcprojw, g.fcprojb,
-                      dfcproj_.data(), fch_gelu, p.fcprojw + lc * 4 * C1 * C1, N, 4 * C, C);
+    k::MatmulBackward(dfch_gelu_.data(), g.fcprojw, g.fcprojb, dfcproj_.data(), fch_gelu,
+                      p.fcprojw + lc * 4 * C1 * C1, N, 4 * C, C);
     k::GeluBackward(dfch_.data(), fch, dfch_gelu_.data(), static_cast<int64_t>(NC) * 4);
-    k::MatmulBackward(dln2_.data(), g.fcw, g.fcb, dfch_.data(),
-                      ln2, p.fcw + lc * 4 * C1 * C1, N, C, 4 * C);
-    k::LayerNormBackward(dresidual2_.data(), g.ln2w, g.ln2b, dln2_.data(),
-                         residual2, p.ln2w + lc * C1, ln2_mean_.data() + lc * N,
-                         ln2_rstd_.data() + lc * N, N, C);
+    k::MatmulBackward(dln2_.data(), g.fcw, g.fcb, dfch_.data(), ln2, p.fcw + lc * 4 * C1 * C1, N, C,
+                      4 * C);
+    k::LayerNormBackward(dresidual2_.data(), g.ln2w, g.ln2b, dln2_.data(), residual2,
+                         p.ln2w + lc * C1, ln2_mean_.data() + lc * N, ln2_rstd_.data() + lc * N, N,
+                         C);
     k::ResidualBackward(dnext, dattproj_.data(), dresidual2_.data(), static_cast<int64_t>(NC));
-    k::MatmulBackward(datty_.data(), g.attprojw, g.attprojb,
-                      dattproj_.data(), atty, p.attprojw + lc * C1 * C1, N, C, C);
+    k::MatmulBackward(datty_.data(), g.attprojw, g.attprojb, dattproj_.data(), atty,
+                      p.attprojw + lc * C1 * C1, N, C, C);
     k::AttentionBackward(dqkv_.data(), att_scratch_.data(), datty_.data(), qkv, attw, B_, T_, C,
                          NH);
-    k::MatmulBackward(dln1_.data(), g.qkvw, g.qkvb, dqkv_.data(),
-                      ln1, p.qkvw + lc * 3 * C1 * C1, N, C, 3 * C);
-    k::LayerNormBackward(dnext, g.ln1w, g.ln1b, dln1_.data(), residual,
-                         p.ln1w + lc * C1, ln1_mean_.data() + lc * N, ln1_rstd_.data() + lc * N,
-                         N, C);
+    k::MatmulBackward(dln1_.data(), g.qkvw, g.qkvb, dqkv_.data(), ln1, p.qkvw + lc * 3 * C1 * C1, N,
+                      C, 3 * C);
+    k::LayerNormBackward(dnext, g.ln1w, g.ln1b, dln1_.data(), residual, p.ln1w + lc * C1,
+                         ln1_mean_.data() + lc * N, ln1_rstd_.data() + lc * N, N, C);
     sink.Release(group);
     std::swap(dcur, dnext);
   }

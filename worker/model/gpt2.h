@@ -71,24 +71,24 @@ class Gpt2 {
   const uint8_t* mask_ = nullptr;
 
   // Forward activations, per layer where noted (layer-major).
-  std::vector<float> encoded_;                     // (B,T,C)
-  std::vector<float> ln1_, ln1_mean_, ln1_rstd_;   // L×(B,T,C), L×(B,T)
-  std::vector<float> qkv_;                         // L×(B,T,3C)
-  std::vector<float> atty_;                        // L×(B,T,C)
-  std::vector<float> att_;                         // L×(B,NH,T,T)
-  std::vector<float> attproj_, residual2_;         // L×(B,T,C)
-  std::vector<float> ln2_, ln2_mean_, ln2_rstd_;   // L×(B,T,C), L×(B,T)
-  std::vector<float> fch_, fch_gelu_;              // L×(B,T,4C)
-  std::vector<float> fcproj_, residual3_;          // L×(B,T,C)
-  std::vector<float> lnf_, lnf_mean_, lnf_rstd_;   // (B,T,C), (B,T)
-  std::vector<float> logits_, probs_;              // (B,T,Vp)
-  std::vector<float> losses_;                      // (B,T)
+  std::vector<float> encoded_;                    // (B,T,C)
+  std::vector<float> ln1_, ln1_mean_, ln1_rstd_;  // L×(B,T,C), L×(B,T)
+  std::vector<float> qkv_;                        // L×(B,T,3C)
+  std::vector<float> atty_;                       // L×(B,T,C)
+  std::vector<float> att_;                        // L×(B,NH,T,T)
+  std::vector<float> attproj_, residual2_;        // L×(B,T,C)
+  std::vector<float> ln2_, ln2_mean_, ln2_rstd_;  // L×(B,T,C), L×(B,T)
+  std::vector<float> fch_, fch_gelu_;             // L×(B,T,4C)
+  std::vector<float> fcproj_, residual3_;         // L×(B,T,C)
+  std::vector<float> lnf_, lnf_mean_, lnf_rstd_;  // (B,T,C), (B,T)
+  std::vector<float> logits_, probs_;             // (B,T,Vp)
+  std::vector<float> losses_;                     // (B,T)
 
   // Backward buffers: one layer's worth, reused from the last layer to the first.
   std::vector<float> dlogits_, dlnf_;
   std::vector<float> dres_a_, dres_b_;  // gradient of the residual stream, ping-pong
-  std::vector<float> dresidual2_, dfcproj_, dfch_gelu_, dfch_, dln2_, dattproj_, datty_,
-      dqkv_, dln1_, att_scratch_;
+  std::vector<float> dresidual2_, dfcproj_, dfch_gelu_, dfch_, dln2_, dattproj_, datty_, dqkv_,
+      dln1_, att_scratch_;
 };
 
 }  // namespace belay::model

@@ -69,8 +69,8 @@ class GpuModel {
 
   // Sum of the masked per-position losses of one micro-batch (B×T host arrays); loss_scale > 0
   // prepares Backward, 0 only evaluates.
-  virtual absl::StatusOr<double> Forward(const int32_t* inputs, const int32_t* targets, const uint8_t* mask,
-                                         float loss_scale) = 0;
+  virtual absl::StatusOr<double> Forward(const int32_t* inputs, const int32_t* targets,
+                                         const uint8_t* mask, float loss_scale) = 0;
   // Accumulates the gradients of the last training Forward (stage 2: writes them into the
   // group buffers), telling `hooks` about each gradient group.
   virtual absl::Status Backward(const BackwardHooks& hooks = {}) = 0;
@@ -82,7 +82,8 @@ class GpuModel {
   // Squared L2 norm of the gradients (deterministic).
   virtual absl::StatusOr<double> GradientSumOfSquares() = 0;
   // Clip factor, then AdamW (weight decay on the tensors the layout marks).
-  virtual absl::Status Update(const kernels::cpu::AdamWParams& p, float weight_decay, float clip) = 0;
+  virtual absl::Status Update(const kernels::cpu::AdamWParams& p, float weight_decay,
+                              float clip) = 0;
   // Waits for the queued work.
   virtual absl::Status Synchronize() = 0;
   // Marks: a mark is the work queued on the model's stream so far. Mark(slot) records one in
@@ -104,7 +105,8 @@ class GpuModel {
   virtual std::span<float> DeviceStaging(int slot) = 0;
   // Stage 1: staging slot [0, padded) = the gradients of `segments` one after another, then
   // zeros.
-  virtual absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded, int slot) = 0;
+  virtual absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded,
+                                     int slot) = 0;
   // Stage 2: the buffer Backward writes gradient group `group` into, group_padded[group]
   // elements. The embeddings' group has one of its own (their gradient collects during the
   // whole pass); the other groups take turns in two (group % 2), so a group's buffer is
@@ -112,14 +114,17 @@ class GpuModel {
   virtual std::span<float> DeviceGroupBuffer(int group) = 0;
   // Stage 2: gradient shard [shard_offset, +from.size()) = `from` (device memory), or += it
   // with `accumulate`. Queued on the model's stream.
-  virtual absl::Status AddToGradientShard(std::span<const float> from, int64_t shard_offset, bool accumulate) = 0;
+  virtual absl::Status AddToGradientShard(std::span<const float> from, int64_t shard_offset,
+                                          bool accumulate) = 0;
   // The bf16 parameters of `segments` from fp32 values in device memory (`from`: a staging
   // slot or a group buffer), read one segment after another.
-  virtual absl::Status UnpackParameters(const std::vector<Segment>& segments, std::span<const float> from) = 0;
+  virtual absl::Status UnpackParameters(const std::vector<Segment>& segments,
+                                        std::span<const float> from) = 0;
   // Squared L2 norm of the gradient shard.
   virtual absl::StatusOr<double> GradientShardSumOfSquares() = 0;
   // Clip, then AdamW over the pieces; the new bf16 values land at the pieces' places.
-  virtual absl::Status UpdateShard(const kernels::cpu::AdamWParams& p, float weight_decay, float clip) = 0;
+  virtual absl::Status UpdateShard(const kernels::cpu::AdamWParams& p, float weight_decay,
+                                   float clip) = 0;
 
   virtual size_t device_bytes() const = 0;
   // "fused" or "materialised" attention.
@@ -130,7 +135,8 @@ class GpuModel {
 // parameter zero until SetState. ResourceExhausted when it does not fit; InvalidArgument for
 // shapes the kernels do not take; Unimplemented in a build without CUDA.
 // With `sharded`, the optimizer state is that shard (ZeRO stage 1, or 2 with group_padded).
-absl::StatusOr<std::unique_ptr<GpuModel>> CreateGpuModel(const ParameterLayout& layout, int B, int T,
+absl::StatusOr<std::unique_ptr<GpuModel>> CreateGpuModel(const ParameterLayout& layout, int B,
+                                                         int T,
                                                          const ShardedOptimizer* sharded = nullptr);
 
 }  // namespace belay::model

@@ -4,7 +4,6 @@
 #include <vector>
 
 #include "kernels/cuda/check.h"
-
 #include "worker/model/cuda_gpt2.h"
 #include "worker/model/gpu_model.h"
 
@@ -13,7 +12,8 @@ namespace {
 
 class CudaGpuModel final : public GpuModel {
  public:
-  CudaGpuModel(std::unique_ptr<CudaGpt2> model, int64_t size) : model_(std::move(model)), size_(size) {}
+  CudaGpuModel(std::unique_ptr<CudaGpt2> model, int64_t size)
+      : model_(std::move(model)), size_(size) {}
   ~CudaGpuModel() override {
     for (cudaEvent_t e : marks_) {
       if (e != nullptr) cudaEventDestroy(e);
@@ -53,11 +53,13 @@ class CudaGpuModel final : public GpuModel {
   absl::Status Synchronize() override { return model_->Synchronize(); }
   absl::StatusOr<CUevent_st*> Mark(int slot) override {
     if (slot < 0 || slot >= kMarkSlots) return absl::InvalidArgumentError("Mark: no such slot");
-    BELAY_CUDA_RETURN_IF_ERROR(cudaEventRecord(marks_[static_cast<size_t>(slot)], model_->stream()));
+    BELAY_CUDA_RETURN_IF_ERROR(
+        cudaEventRecord(marks_[static_cast<size_t>(slot)], model_->stream()));
     return marks_[static_cast<size_t>(slot)];
   }
   absl::Status AwaitMark(int slot) override {
-    if (slot < 0 || slot >= kMarkSlots) return absl::InvalidArgumentError("AwaitMark: no such slot");
+    if (slot < 0 || slot >= kMarkSlots)
+      return absl::InvalidArgumentError("AwaitMark: no such slot");
     BELAY_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(marks_[static_cast<size_t>(slot)]));
     return absl::OkStatus();
   }
@@ -74,22 +76,32 @@ class CudaGpuModel final : public GpuModel {
   }
   std::span<float> DeviceGroupBuffer(int group) override {
     if (model_->device_group_buffer(group) == nullptr) return {};
-    return {model_->device_group_buffer(group), static_cast<size_t>(model_->group_buffer_size(group))};
+    return {model_->device_group_buffer(group),
+            static_cast<size_t>(model_->group_buffer_size(group))};
   }
-  absl::Status AddToGradientShard(std::span<const float> from, int64_t shard_offset, bool accumulate) override {
-    return model_->AddToGradientShard(from.data(), static_cast<int64_t>(from.size()), shard_offset, accumulate);
+  absl::Status AddToGradientShard(std::span<const float> from, int64_t shard_offset,
+                                  bool accumulate) override {
+    return model_->AddToGradientShard(from.data(), static_cast<int64_t>(from.size()), shard_offset,
+                                      accumulate);
   }
-  absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded, int slot) override {
+  absl::Status PackGradients(const std::vector<Segment>& segments, int64_t padded,
+                             int slot) override {
     return model_->PackGradients(segments, padded, slot);
   }
-  absl::Status UnpackParameters(const std::vector<Segment>& segments, std::span<const float> from) override {
+  absl::Status UnpackParameters(const std::vector<Segment>& segments,
+                                std::span<const float> from) override {
     return model_->UnpackParameters(segments, from.data(), static_cast<int64_t>(from.size()));
   }
-  absl::StatusOr<double> GradientShardSumOfSquares() override { return model_->GradientShardSumOfSquares(); }
-  absl::Status UpdateShard(const kernels::cpu::AdamWParams& p, float weight_decay, float clip) override {
+  absl::StatusOr<double> GradientShardSumOfSquares() override {
+    return model_->GradientShardSumOfSquares();
+  }
+  absl::Status UpdateShard(const kernels::cpu::AdamWParams& p, float weight_decay,
+                           float clip) override {
     return model_->UpdateShard(p, weight_decay, clip);
   }
-  std::string attention() const override { return model_->fused_attention() ? "fused" : "materialised"; }
+  std::string attention() const override {
+    return model_->fused_attention() ? "fused" : "materialised";
+  }
 
  private:
   std::unique_ptr<CudaGpt2> model_;
@@ -99,9 +111,10 @@ class CudaGpuModel final : public GpuModel {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GpuModel>> CreateGpuModel(const ParameterLayout& layout, int B, int T,
-                                                         const ShardedOptimizer* sharded) {
-  absl::StatusOr<std::unique_ptr<CudaGpt2>> m = CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, sharded);
+absl::StatusOr<std::unique_ptr<GpuModel>> CreateGpuModel(const ParameterLayout& layout, int B,
+                                                         int T, const ShardedOptimizer* sharded) {
+  absl::StatusOr<std::unique_ptr<CudaGpt2>> m =
+      CudaGpt2::Create(layout, B, T, CudaGpt2::Attention::kAuto, sharded);
   if (!m.ok()) return m.status();
   auto model = std::make_unique<CudaGpuModel>(std::move(*m), layout.total());
   if (absl::Status s = model->CreateMarks(); !s.ok()) return s;

@@ -6,10 +6,10 @@
 #include <numeric>
 #include <vector>
 
+#include "common/rng.h"
 #include "worker/model/goldfish.h"
 #include "worker/model/gpt2.h"
 #include "worker/model/params.h"
-#include "common/rng.h"
 #include "worker/model/schedule.h"
 
 namespace belay::model {
@@ -62,7 +62,8 @@ TEST(InitGpt2, FollowsGpt2InitialisationAndIsSeeded) {
       s += x;
       s2 += x * x;
     }
-    return std::sqrt(s2 / static_cast<double>(n) - (s / static_cast<double>(n)) * (s / static_cast<double>(n)));
+    return std::sqrt(s2 / static_cast<double>(n) -
+                     (s / static_cast<double>(n)) * (s / static_cast<double>(n)));
   };
   EXPECT_NEAR(stddev("h.mlp.c_fc.weight"), 0.02, 0.001);
   EXPECT_NEAR(stddev("h.attn.c_proj.weight"), 0.02 / std::sqrt(8.0), 0.0005);
@@ -94,7 +95,8 @@ TEST(LearningRate, CosineWarmsUpThenDecaysToMinLr) {
   EXPECT_NEAR(LearningRate(t, 110, 60), 0.55, 1e-12);  // half way: (1 + 0.1) / 2
   EXPECT_NEAR(LearningRate(t, 110, 110), 0.1, 1e-12);
   EXPECT_NEAR(LearningRate(t, 110, 500), 0.1, 1e-12);
-  for (int64_t s = 11; s < 110; ++s) EXPECT_GE(LearningRate(t, 110, s), LearningRate(t, 110, s + 1));
+  for (int64_t s = 11; s < 110; ++s)
+    EXPECT_GE(LearningRate(t, 110, s), LearningRate(t, 110, s + 1));
 }
 
 TEST(LearningRate, WsdHoldsThenCoolsDownLinearlyOrOneMinusSqrt) {
@@ -118,7 +120,8 @@ TEST(GoldfishMask, DropsAboutOneInKAndOnlyByWindowContent) {
   EXPECT_EQ(dropped, T - std::accumulate(mask.begin(), mask.end(), 0));
   EXPECT_GT(dropped, 4096 / 50 / 2);
   EXPECT_LT(dropped, 4096 / 50 * 2);
-  for (int t = 0; t < 11; ++t) EXPECT_EQ(mask[static_cast<size_t>(t)], 1) << "short window at " << t;
+  for (int t = 0; t < 11; ++t)
+    EXPECT_EQ(mask[static_cast<size_t>(t)], 1) << "short window at " << t;
 
   // The same window elsewhere, in another sequence, gets the same decision.
   int t0 = -1;
@@ -186,7 +189,8 @@ class StagingSink final : public GradientSink {
   }
   ParameterLayout::Views<float> Acquire(int group) override {
     calls_.push_back(group + 1);
-    return BindSegments(groups_[static_cast<size_t>(group)], buffers_[static_cast<size_t>(group)].data());
+    return BindSegments(groups_[static_cast<size_t>(group)],
+                        buffers_[static_cast<size_t>(group)].data());
   }
   void Release(int group) override { calls_.push_back(-(group + 1)); }
   void CopyTo(std::vector<float>& flat) const {

@@ -75,10 +75,9 @@ ParameterLayout::Views<const float> ParameterLayout::Bind(const float* flat) con
 template <typename T>
 T* ParameterLayout::Views<T>::*ParameterLayout::Field(size_t index) {
   using V = Views<T>;
-  static constexpr T* V::*kFields[] = {&V::wte,      &V::wpe,      &V::ln1w,    &V::ln1b,
-                                       &V::qkvw,     &V::qkvb,     &V::attprojw, &V::attprojb,
-                                       &V::ln2w,     &V::ln2b,     &V::fcw,     &V::fcb,
-                                       &V::fcprojw,  &V::fcprojb,  &V::lnfw,    &V::lnfb};
+  static constexpr T* V::*kFields[] = {
+      &V::wte,  &V::wpe,  &V::ln1w, &V::ln1b, &V::qkvw,    &V::qkvb,    &V::attprojw, &V::attprojb,
+      &V::ln2w, &V::ln2b, &V::fcw,  &V::fcb,  &V::fcprojw, &V::fcprojb, &V::lnfw,     &V::lnfb};
   static_assert(std::size(kFields) == 16);
   return kFields[index];
 }
@@ -131,8 +130,8 @@ void InitGpt2(const ParameterLayout& layout, std::span<float> params, uint64_t s
   for (const TensorView& t : layout.tensors()) {
     float* p = params.data() + t.offset;
     SplitMix64 rng(seed ^ (0x5bd1e995ULL * ++tensor_index));
-    bool is_ln_weight = t.name.find("ln_") != std::string::npos &&
-                        t.name.find(".weight") != std::string::npos;
+    bool is_ln_weight =
+        t.name.find("ln_") != std::string::npos && t.name.find(".weight") != std::string::npos;
     if (is_ln_weight) {
       for (int64_t i = 0; i < t.size; ++i) p[i] = 1.0f;
     } else if (!t.decay) {

@@ -13,9 +13,9 @@ namespace belay::model {
 struct Gpt2Config {
   int n_layer = 0;
   int n_head = 0;
-  int d_model = 0;     // C
-  int max_seq_len = 0;  // rows of the position embedding
-  int vocab_size = 0;   // V: real tokens
+  int d_model = 0;       // C
+  int max_seq_len = 0;   // rows of the position embedding
+  int vocab_size = 0;    // V: real tokens
   int padded_vocab = 0;  // Vp: V rounded up to a multiple of 128; rows V..Vp-1 are never predicted
 
   static Gpt2Config FromSpec(const ModelSpec& m);
@@ -63,9 +63,9 @@ class ParameterLayout {
 
 // A run of a tensor's elements inside the flat buffer.
 struct Segment {
-  int tensor = 0;       // index into ParameterLayout::tensors()
-  int64_t offset = 0;   // first element in the flat buffer
-  int64_t size = 0;     // elements
+  int tensor = 0;      // index into ParameterLayout::tensors()
+  int64_t offset = 0;  // first element in the flat buffer
+  int64_t size = 0;    // elements
   bool operator==(const Segment&) const = default;
 };
 

@@ -42,8 +42,8 @@ void AdamW::Update(float* params, const float* grads, double lr, int64_t step) {
   for (const UpdatePiece& piece : pieces_) {
     p.weight_decay = piece.decay ? static_cast<float>(train_.weight_decay) : 0.0f;
     const size_t s = static_cast<size_t>(piece.state_offset);
-    kernels::cpu::AdamWUpdate(params + piece.param_offset, grads + s, m_.data() + s,
-                              v_.data() + s, piece.size, p);
+    kernels::cpu::AdamWUpdate(params + piece.param_offset, grads + s, m_.data() + s, v_.data() + s,
+                              piece.size, p);
   }
 }
 

@@ -42,7 +42,9 @@ class AdamW {
   const std::vector<float>& m() const { return m_; }
   const std::vector<float>& v() const { return v_; }
   // Bytes of optimizer state held by this rank (m and v).
-  int64_t state_bytes() const { return static_cast<int64_t>((m_.size() + v_.size()) * sizeof(float)); }
+  int64_t state_bytes() const {
+    return static_cast<int64_t>((m_.size() + v_.size()) * sizeof(float));
+  }
 
  private:
   std::vector<UpdatePiece> pieces_;

@@ -35,7 +35,8 @@ std::unique_ptr<CoordinatorClient> CoordinatorClient::FromEnvironment(int rank, 
       return nullptr;
     }
     o.ca_pem = pem.str();
-    if (const char* name = std::getenv("BELAY_COORDINATOR_TLS_NAME"); name != nullptr) o.tls_server_name = name;
+    if (const char* name = std::getenv("BELAY_COORDINATOR_TLS_NAME"); name != nullptr)
+      o.tls_server_name = name;
   }
   return std::make_unique<CoordinatorClient>(o);
 }
@@ -45,14 +46,18 @@ namespace {
 // An interval belayd hands out, if it is one to follow (1 s to 1 h).
 std::optional<std::chrono::milliseconds> IntervalOf(const google::protobuf::Duration& d) {
   if (d.seconds() < 1 || d.seconds() >= 3600) return std::nullopt;
-  return std::chrono::milliseconds(d.seconds() * 1000 + std::clamp(d.nanos(), 0, 999'999'999) / 1'000'000);
+  return std::chrono::milliseconds(d.seconds() * 1000 +
+                                   std::clamp(d.nanos(), 0, 999'999'999) / 1'000'000);
 }
 
 }  // namespace
 
-std::shared_ptr<grpc::Channel> WorkerLinkChannel(const std::string& address, const std::string& ca_pem,
-                                                 const std::string& server_name, grpc::ChannelArguments args) {
-  if (ca_pem.empty()) return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+std::shared_ptr<grpc::Channel> WorkerLinkChannel(const std::string& address,
+                                                 const std::string& ca_pem,
+                                                 const std::string& server_name,
+                                                 grpc::ChannelArguments args) {
+  if (ca_pem.empty())
+    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
   grpc::SslCredentialsOptions ssl;
   ssl.pem_root_certs = ca_pem;
   if (!server_name.empty()) args.SetSslTargetNameOverride(server_name);
@@ -60,7 +65,9 @@ std::shared_ptr<grpc::Channel> WorkerLinkChannel(const std::string& address, con
 }
 
 CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options)
-    : options_(std::move(options)), stub_(pb::WorkerLink::NewStub(WorkerLinkChannel(options_.address, options_.ca_pem, options_.tls_server_name))) {}
+    : options_(std::move(options)),
+      stub_(pb::WorkerLink::NewStub(
+          WorkerLinkChannel(options_.address, options_.ca_pem, options_.tls_server_name))) {}
 
 CoordinatorClient::~CoordinatorClient() {
   {
@@ -96,9 +103,10 @@ absl::Status CoordinatorClient::Register(std::chrono::milliseconds patience) {
     pb::RegisterResponse resp;
     grpc::Status s = stub_->Register(Context().get(), req, &resp);
     if (s.ok()) {
-      spdlog::info("registered with belayd at {}: campaign {} attempt {}", options_.address, resp.campaign_id(),
-                   resp.attempt_number());
-      if (auto interval = IntervalOf(resp.heartbeat_interval())) options_.heartbeat_interval = *interval;
+      spdlog::info("registered with belayd at {}: campaign {} attempt {}", options_.address,
+                   resp.campaign_id(), resp.attempt_number());
+      if (auto interval = IntervalOf(resp.heartbeat_interval()))
+        options_.heartbeat_interval = *interval;
       if (auto interval = IntervalOf(resp.report_interval())) options_.report_interval = *interval;
       registration_ = std::move(resp);
       result = absl::OkStatus();
@@ -106,10 +114,11 @@ absl::Status CoordinatorClient::Register(std::chrono::milliseconds patience) {
     }
     result = absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
     // A refused token will not get better by waiting.
-    if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED || s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+    if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+        s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
         std::chrono::steady_clock::now() + wait > deadline) {
-      spdlog::warn("cannot register with belayd at {}: {}; training on, reports buffered", options_.address,
-                   s.error_message());
+      spdlog::warn("cannot register with belayd at {}: {}; training on, reports buffered",
+                   options_.address, s.error_message());
       break;
     }
     std::this_thread::sleep_for(wait);
@@ -119,7 +128,8 @@ absl::Status CoordinatorClient::Register(std::chrono::milliseconds patience) {
   return result;
 }
 
-absl::StatusOr<std::string> CoordinatorClient::Rendezvous(const std::string& name, int64_t generation,
+absl::StatusOr<std::string> CoordinatorClient::Rendezvous(const std::string& name,
+                                                          int64_t generation,
                                                           const std::string& blob,
                                                           std::chrono::milliseconds patience) {
   pb::RendezvousRequest req;
@@ -133,19 +143,24 @@ absl::StatusOr<std::string> CoordinatorClient::Rendezvous(const std::string& nam
   for (;;) {
     // belayd holds the call until every rank has arrived (up to its own limit): give each call
     // the rest of the patience, at most a minute.
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::clamp(left, std::chrono::milliseconds(100), std::chrono::milliseconds(60000)));
+    ctx.set_deadline(
+        std::chrono::system_clock::now() +
+        std::clamp(left, std::chrono::milliseconds(100), std::chrono::milliseconds(60000)));
     pb::RendezvousResponse resp;
     grpc::Status s = stub_->Rendezvous(&ctx, req, &resp);
     if (s.ok()) return std::move(*resp.mutable_blob());
     absl::Status failed(static_cast<absl::StatusCode>(s.error_code()),
-                        Cat("rendezvous \"", name, "\" with belayd at ", options_.address, ": ", s.error_message()));
+                        Cat("rendezvous \"", name, "\" with belayd at ", options_.address, ": ",
+                            s.error_message()));
     const bool retry = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
                        s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
     // Another call must have time to be answered (belayd answers 250 ms before its deadline).
-    if (!retry || std::chrono::steady_clock::now() + std::max(wait, std::chrono::milliseconds(1000)) >= deadline) {
+    if (!retry ||
+        std::chrono::steady_clock::now() + std::max(wait, std::chrono::milliseconds(1000)) >=
+            deadline) {
       return failed;
     }
     if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
@@ -169,7 +184,8 @@ void CoordinatorClient::ReportEval(pb::EvalMetrics m) {
   evals_.push_back(std::move(m));
 }
 
-void CoordinatorClient::ReportShard(pb::CheckpointShard shard, std::optional<pb::StepMetrics> step_metrics) {
+void CoordinatorClient::ReportShard(pb::CheckpointShard shard,
+                                    std::optional<pb::StepMetrics> step_metrics) {
   {
     std::lock_guard lock(mu_);
     pb::ReportCheckpointShardRequest r;
@@ -245,7 +261,8 @@ bool CoordinatorClient::Flush() {
     pb::ReportStepsResponse resp;
     grpc::Status s = stub_->ReportSteps(Context().get(), req, &resp);
     if (!s.ok() && Retryable(s.error_code())) return false;
-    if (!s.ok()) spdlog::error("belayd refused {} step reports: {}", req.steps_size(), s.error_message());
+    if (!s.ok())
+      spdlog::error("belayd refused {} step reports: {}", req.steps_size(), s.error_message());
     std::lock_guard lock(mu_);
     steps_.erase(steps_.begin(), steps_.begin() + req.steps_size());
     evals_.erase(evals_.begin(), evals_.begin() + req.evals_size());
@@ -256,7 +273,8 @@ bool CoordinatorClient::Flush() {
     grpc::Status s = stub_->ReportCheckpointShard(Context().get(), r, &resp);
     if (!s.ok() && Retryable(s.error_code())) return false;
     if (!s.ok()) {
-      spdlog::error("belayd refused the report of checkpoint step {}: {}", r.shard().step(), s.error_message());
+      spdlog::error("belayd refused the report of checkpoint step {}: {}", r.shard().step(),
+                    s.error_message());
     } else if (!resp.accepted()) {
       spdlog::warn("checkpoint step {}: {}", r.shard().step(), resp.message());
     }
@@ -271,7 +289,8 @@ void CoordinatorClient::Loop() {
   // than all calling belayd in the same instant.
   const double phase = std::fmod(static_cast<double>(options_.rank) * 0.6180339887498949, 1.0);
   auto next_heartbeat = std::chrono::steady_clock::now() +
-                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.heartbeat_interval * phase);
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                            options_.heartbeat_interval * phase);
   auto backoff = options_.report_interval;
   for (;;) {
     {
@@ -293,11 +312,13 @@ void CoordinatorClient::Loop() {
       pb::HeartbeatResponse resp;
       // Best effort; missing ones are belayd's to notice. belayd may ask for another interval.
       if (stub_->Heartbeat(Context().get(), hb, &resp).ok()) {
-        if (auto interval = IntervalOf(resp.heartbeat_interval())) options_.heartbeat_interval = *interval;
+        if (auto interval = IntervalOf(resp.heartbeat_interval()))
+          options_.heartbeat_interval = *interval;
       }
       next_heartbeat = std::chrono::steady_clock::now() + options_.heartbeat_interval;
     }
-    backoff = ok ? options_.report_interval : std::min(backoff * 2, std::chrono::milliseconds(30'000));
+    backoff =
+        ok ? options_.report_interval : std::min(backoff * 2, std::chrono::milliseconds(30'000));
   }
 }
 

@@ -45,9 +45,9 @@ struct CoordinatorClientOptions {
 // `ca_pem`, for a certificate issued to `server_name` (empty: the host of `address`), or
 // plaintext when `ca_pem` is empty (a belayd started with --insecure-worker-link). `args` go
 // with it (e.g. a channel id, for a connection of its own).
-std::shared_ptr<grpc::Channel> WorkerLinkChannel(const std::string& address, const std::string& ca_pem,
-                                                 const std::string& server_name,
-                                                 grpc::ChannelArguments args = grpc::ChannelArguments());
+std::shared_ptr<grpc::Channel> WorkerLinkChannel(
+    const std::string& address, const std::string& ca_pem, const std::string& server_name,
+    grpc::ChannelArguments args = grpc::ChannelArguments());
 
 class CoordinatorClient {
  public:
@@ -70,13 +70,15 @@ class CoordinatorClient {
   // ignored), e.g. the NCCL id. Asks again while belayd is unreachable or the others have not
   // all arrived, up to `patience`; DeadlineExceeded then, naming the missing ranks.
   // Callable before or after Register, from the training thread.
-  absl::StatusOr<std::string> Rendezvous(const std::string& name, int64_t generation, const std::string& blob,
+  absl::StatusOr<std::string> Rendezvous(const std::string& name, int64_t generation,
+                                         const std::string& blob,
                                          std::chrono::milliseconds patience);
 
   void ReportStep(pb::StepMetrics m);
   void ReportEval(pb::EvalMetrics m);
   // This rank's shard of a checkpoint is on disk; rank 0 adds the metrics of the saved step.
-  void ReportShard(pb::CheckpointShard shard, std::optional<pb::StepMetrics> step_metrics = std::nullopt);
+  void ReportShard(pb::CheckpointShard shard,
+                   std::optional<pb::StepMetrics> step_metrics = std::nullopt);
   // A save of `step` failed (training goes on; belayd records it).
   void ReportSaveFailure(int64_t step, std::string message);
   void SetPosition(int64_t step, pb::WorkerPhase phase);
@@ -85,8 +87,8 @@ class CoordinatorClient {
   void SetPhaseSource(std::function<pb::WorkerPhase()> source);
 
   // Flushes what is buffered (for up to `patience`), then sends Finish.
-  absl::Status Finish(pb::ExitKind kind, pb::EndReason reason, std::string message, int64_t final_step,
-                      std::chrono::milliseconds patience);
+  absl::Status Finish(pb::ExitKind kind, pb::EndReason reason, std::string message,
+                      int64_t final_step, std::chrono::milliseconds patience);
 
   // Reports dropped because the buffer was full.
   int64_t dropped() const;

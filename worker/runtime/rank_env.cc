@@ -146,7 +146,8 @@ absl::StatusOr<int> ChooseCudaDevice(const RankInfo& rank, int visible_devices) 
   if (rank.local_rank < visible_devices) return rank.local_rank;
   return absl::InvalidArgumentError(
       Cat("rank ", rank.rank, " is local rank ", rank.local_rank, " of its node, which has only ",
-          visible_devices, " visible CUDA devices: start at most one rank per GPU (ranks_per_node <= "
+          visible_devices,
+          " visible CUDA devices: start at most one rank per GPU (ranks_per_node <= "
           "gpus_per_node)"));
 }
 

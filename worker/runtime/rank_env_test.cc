@@ -84,7 +84,8 @@ TEST(RankEnv, MpirunInsideASlurmAllocationCountsOverTheDaemonsStep) {
   vars["SLURM_LOCALID"] = "0";
   absl::StatusOr<RankInfo> info = Read(vars);
   ASSERT_TRUE(info.ok()) << info.status();
-  EXPECT_EQ(*info, (RankInfo{.rank = 3, .world_size = 8, .local_rank = 1, .source = RankSource::kMpirun}));
+  EXPECT_EQ(*info,
+            (RankInfo{.rank = 3, .world_size = 8, .local_rank = 1, .source = RankSource::kMpirun}));
 }
 
 TEST(RankEnv, DisagreeingRankNamesBothSourcesAndValues) {
@@ -168,21 +169,28 @@ TEST(RankEnv, SourceNames) {
 
 TEST(RankEnv, DeviceIsTheLocalRanksNeverTheGlobalRankModuloTheCount) {
   // Rank 5 of 8 is local rank 1 of its node (4 GPUs): device 1, not 5 mod 4 = 1 by luck ...
-  EXPECT_EQ(*ChooseCudaDevice({.rank = 5, .world_size = 8, .local_rank = 1, .source = RankSource::kSlurm}, 4), 1);
+  EXPECT_EQ(*ChooseCudaDevice(
+                {.rank = 5, .world_size = 8, .local_rank = 1, .source = RankSource::kSlurm}, 4),
+            1);
   // ... and on nodes with different rank counts the modulo would collide: rank 6 of 7 as
   // local rank 0 of a node whose first rank is 6 takes device 0, where 6 mod 4 would be 2.
-  EXPECT_EQ(*ChooseCudaDevice({.rank = 6, .world_size = 7, .local_rank = 0, .source = RankSource::kSlurm}, 4), 0);
+  EXPECT_EQ(*ChooseCudaDevice(
+                {.rank = 6, .world_size = 7, .local_rank = 0, .source = RankSource::kSlurm}, 4),
+            0);
   // One visible device (Slurm bound one GPU to each task): that one, whatever the local rank.
-  EXPECT_EQ(*ChooseCudaDevice({.rank = 3, .world_size = 4, .local_rank = 3, .source = RankSource::kSlurm}, 1), 0);
+  EXPECT_EQ(*ChooseCudaDevice(
+                {.rank = 3, .world_size = 4, .local_rank = 3, .source = RankSource::kSlurm}, 1),
+            0);
   EXPECT_EQ(*ChooseCudaDevice(RankInfo{}, 1), 0);
 }
 
 TEST(RankEnv, MoreLocalRanksThanDevicesOrNoDevicesAreErrors) {
-  absl::StatusOr<int> d =
-      ChooseCudaDevice({.rank = 4, .world_size = 8, .local_rank = 4, .source = RankSource::kMpirun}, 4);
+  absl::StatusOr<int> d = ChooseCudaDevice(
+      {.rank = 4, .world_size = 8, .local_rank = 4, .source = RankSource::kMpirun}, 4);
   ASSERT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(d.status().message().find("local rank 4"), std::string_view::npos) << d.status();
-  EXPECT_NE(d.status().message().find("only 4 visible CUDA devices"), std::string_view::npos) << d.status();
+  EXPECT_NE(d.status().message().find("only 4 visible CUDA devices"), std::string_view::npos)
+      << d.status();
   EXPECT_EQ(ChooseCudaDevice(RankInfo{}, 0).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 

@@ -88,9 +88,11 @@ TEST(ShardPlan, PackUnpackRoundTrip) {
     // Each rank's pieces in this bucket sit at their place in the packed slice.
     for (int r = 0; r < 3; ++r) {
       for (const OwnedPiece& p : plan.OwnedInBucket(b, r)) {
-        const int64_t at = r * plan.buckets()[b].slice + (p.shard_offset - plan.buckets()[b].shard_offset);
+        const int64_t at =
+            r * plan.buckets()[b].slice + (p.shard_offset - plan.buckets()[b].shard_offset);
         for (int64_t i = 0; i < p.size; ++i) {
-          ASSERT_EQ(packed[static_cast<size_t>(at + i)], flat[static_cast<size_t>(p.flat_offset + i)]);
+          ASSERT_EQ(packed[static_cast<size_t>(at + i)],
+                    flat[static_cast<size_t>(p.flat_offset + i)]);
         }
       }
     }

@@ -13,12 +13,12 @@
 #include <optional>
 
 #include "common/checksum.h"
+#include "common/ckpt/layout.h"
+#include "common/ckpt/manifest.h"
 #include "common/strings.h"
 #include "kernels/grad_norm.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
-#include "common/ckpt/layout.h"
-#include "common/ckpt/manifest.h"
 #include "worker/ckpt/shard_file.h"
 #include "worker/data/loader_state.h"
 #include "worker/model/goldfish.h"
@@ -37,9 +37,9 @@ constexpr std::string_view kAdamVPrefix = "adam.v/";
 constexpr std::string_view kPrefixes[] = {kParamPrefix, kAdamMPrefix, kAdamVPrefix};
 
 nlohmann::json ConfigJson(const model::Gpt2Config& c) {
-  return {{"n_layer", c.n_layer},         {"n_head", c.n_head},
-          {"d_model", c.d_model},         {"max_seq_len", c.max_seq_len},
-          {"vocab_size", c.vocab_size},   {"padded_vocab", c.padded_vocab}};
+  return {{"n_layer", c.n_layer},       {"n_head", c.n_head},
+          {"d_model", c.d_model},       {"max_seq_len", c.max_seq_len},
+          {"vocab_size", c.vocab_size}, {"padded_vocab", c.padded_vocab}};
 }
 
 // A failed collective leaves the ranks in states that can no longer be matched up: stop the
@@ -66,7 +66,8 @@ absl::Status AgreeOnStatus(comm::Communicator& comm, const absl::Status& local) 
     auto code = static_cast<absl::StatusCode>(static_cast<int>(rec[0]));
     if (code == absl::StatusCode::kOk) continue;
     const char* text = reinterpret_cast<const char*>(rec + 1);
-    return absl::Status(code, Cat("rank ", r, ": ", std::string_view(text, strnlen(text, kRecord - 1))));
+    return absl::Status(code,
+                        Cat("rank ", r, ": ", std::string_view(text, strnlen(text, kRecord - 1))));
   }
   return absl::OkStatus();
 }
@@ -92,7 +93,9 @@ uint64_t SequenceHash(const int32_t* seq, int T) {
 class WaitClock {
  public:
   explicit WaitClock(double& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
-  ~WaitClock() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+  ~WaitClock() {
+    total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
   WaitClock(const WaitClock&) = delete;
   WaitClock& operator=(const WaitClock&) = delete;
 
@@ -103,7 +106,8 @@ class WaitClock {
 
 // Waits for collective `h`: the time goes to `wait_s`, and heartbeats say the rank is in a
 // collective meanwhile (waiting for the other ranks). Aborts the rank if it failed.
-void AwaitCollective(comm::CommHandle& h, std::string_view what, std::atomic<Phase>& phase, double& wait_s) {
+void AwaitCollective(comm::CommHandle& h, std::string_view what, std::atomic<Phase>& phase,
+                     double& wait_s) {
   const Phase was = phase.exchange(Phase::kCollective);
   {
     WaitClock clock(wait_s);
@@ -128,7 +132,8 @@ class Trainer::ZeroTwoSink final : public model::GradientSink {
               std::atomic<Phase>& phase, double& wait_s)
       : plan_(plan), comm_(comm), shard_(shard), phase_(phase), wait_s_(wait_s) {
     int64_t ring = 0;
-    for (size_t b = 0; b + 1 < plan.buckets().size(); ++b) ring = std::max(ring, plan.buckets()[b].padded);
+    for (size_t b = 0; b + 1 < plan.buckets().size(); ++b)
+      ring = std::max(ring, plan.buckets()[b].padded);
     embed_.buffer.resize(static_cast<size_t>(plan.buckets().back().padded));
     for (Slot& s : ring_) s.buffer.resize(static_cast<size_t>(ring));
   }
@@ -151,7 +156,8 @@ class Trainer::ZeroTwoSink final : public model::GradientSink {
     slot.bucket = &b;
     slot.accumulate = micro_ > 0;
     slot.handle = comm_.StartReduceScatterSum(
-        input, input.subspan(static_cast<size_t>(comm_.rank() * b.slice), static_cast<size_t>(b.slice)));
+        input,
+        input.subspan(static_cast<size_t>(comm_.rank() * b.slice), static_cast<size_t>(b.slice)));
   }
 
   // Completes every reduce-scatter started so far. Call after each backward pass.
@@ -217,7 +223,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
         Cat("train.zero_stage = ", spec.train.zero_stage, ": this trainer has stages 0, 1 and 2"));
   } else if (device == Device::kCuda && !comm.takes_device_memory()) {
     local = absl::InvalidArgumentError(
-        "GPU training needs a communicator whose collectives take device memory (NCCL), even for one rank");
+        "GPU training needs a communicator whose collectives take device memory (NCCL), even for "
+        "one rank");
   }
   std::unique_ptr<data::DataLoader> train, val;
   if (local.ok()) {
@@ -227,7 +234,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
     opts.vocab_size = spec.model.vocab_size;
     opts.seed = spec.train.seed;
     opts.shuffle = spec.data.shuffle;
-    opts.format = spec.data.format == DataFormat::kMegatron ? data::ShardFormat::kMegatron : data::ShardFormat::kLlmc;
+    opts.format = spec.data.format == DataFormat::kMegatron ? data::ShardFormat::kMegatron
+                                                            : data::ShardFormat::kLlmc;
     absl::StatusOr<std::unique_ptr<data::DataLoader>> t = data::DataLoader::Open(opts);
     if (t.ok()) {
       train = std::move(*t);
@@ -253,13 +261,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
   CheckCollective(comm.AllGatherInt64(std::span(&mine, 1), prints), "all-gather");
   for (int r = 0; r < W; ++r) {
     if (prints[static_cast<size_t>(r)] != prints[0]) {
-      return absl::FailedPreconditionError(
-          Cat("rank ", r, " opened different training data than rank 0 (fingerprint ",
-              FormatXxh3(static_cast<uint64_t>(prints[static_cast<size_t>(r)])), " vs ",
-              FormatXxh3(static_cast<uint64_t>(prints[0])), "); every rank must see the same shards"));
+      return absl::FailedPreconditionError(Cat(
+          "rank ", r, " opened different training data than rank 0 (fingerprint ",
+          FormatXxh3(static_cast<uint64_t>(prints[static_cast<size_t>(r)])), " vs ",
+          FormatXxh3(static_cast<uint64_t>(prints[0])), "); every rank must see the same shards"));
     }
   }
-  std::unique_ptr<Trainer> trainer(new Trainer(spec, comm, device, std::move(train), std::move(val)));
+  std::unique_ptr<Trainer> trainer(
+      new Trainer(spec, comm, device, std::move(train), std::move(val)));
   if (device == Device::kCuda) {
     // The model on this rank's GPU, with the freshly initialised parameters; at stages 1 and
     // 2 it keeps the optimizer state of this rank's pieces only, at stage 2 no whole gradient
@@ -279,8 +288,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
       }
     }
     absl::StatusOr<std::unique_ptr<model::GpuModel>> gpu = model::CreateGpuModel(
-        trainer->layout_, static_cast<int>(spec.train.micro_batch), static_cast<int>(spec.model.seq_len),
-        spec.train.zero_stage > 0 ? &shard : nullptr);
+        trainer->layout_, static_cast<int>(spec.train.micro_batch),
+        static_cast<int>(spec.model.seq_len), spec.train.zero_stage > 0 ? &shard : nullptr);
     absl::Status made = gpu.status();
     if (gpu.ok()) {
       trainer->gpu_ = std::move(*gpu);
@@ -300,9 +309,10 @@ Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device devi
       owned_(plan_.Owned(comm.rank())),
       train_data_(std::move(train)),
       val_data_(std::move(val)),
-      model_(device == Device::kCpu ? std::make_unique<model::Gpt2>(layout_, static_cast<int>(spec.train.micro_batch),
-                                                                     static_cast<int>(spec.model.seq_len))
-                                    : nullptr),
+      model_(device == Device::kCpu
+                 ? std::make_unique<model::Gpt2>(layout_, static_cast<int>(spec.train.micro_batch),
+                                                 static_cast<int>(spec.model.seq_len))
+                 : nullptr),
       params_(static_cast<size_t>(layout_.total())) {
   model::InitGpt2(layout_, params_, spec.train.seed);
   accum_ = spec.grad_accum_steps(comm.world_size());
@@ -319,7 +329,8 @@ Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device devi
     if (device == Device::kCpu) grad_shard_.resize(static_cast<size_t>(plan_.shard_size()));
   }
   if (stage < 2 && device == Device::kCpu) grads_.resize(static_cast<size_t>(layout_.total()));
-  if (stage == 2 && device == Device::kCpu) zero2_ = std::make_unique<ZeroTwoSink>(plan_, comm_, grad_shard_, phase_, wait_s_);
+  if (stage == 2 && device == Device::kCpu)
+    zero2_ = std::make_unique<ZeroTwoSink>(plan_, comm_, grad_shard_, phase_, wait_s_);
   int64_t largest = 0;
   for (const Bucket& b : plan_.buckets()) largest = std::max(largest, b.padded);
   staging_.resize(static_cast<size_t>(largest));
@@ -348,10 +359,12 @@ MemoryAccounting Trainer::memory() const {
     m.params = 2 * P + f * state;
     if (stage == 2) {
       int64_t ring = 0;
-      for (size_t b = 0; b + 1 < plan_.buckets().size(); ++b) ring = std::max(ring, plan_.buckets()[b].padded);
+      for (size_t b = 0; b + 1 < plan_.buckets().size(); ++b)
+        ring = std::max(ring, plan_.buckets()[b].padded);
       m.gradients = f * (state + plan_.buckets().back().padded + 2 * ((ring + 63) / 64 * 64));
     } else {
-      m.gradients = f * P + (stage == 1 ? f * (state + 2 * static_cast<int64_t>(staging_.size())) : 0);
+      m.gradients =
+          f * P + (stage == 1 ? f * (state + 2 * static_cast<int64_t>(staging_.size())) : 0);
     }
     m.optimizer = 2 * f * state;
     return m;
@@ -374,8 +387,8 @@ absl::Status Trainer::GatherFlat(float* flat) {
   for (size_t b = 0; b < plan_.buckets().size(); ++b) {
     const Bucket& bucket = plan_.buckets()[b];
     std::span<float> all(staging_.data(), static_cast<size_t>(bucket.padded));
-    std::span<float> mine = all.subspan(static_cast<size_t>(r * bucket.slice),
-                                        static_cast<size_t>(bucket.slice));
+    std::span<float> mine =
+        all.subspan(static_cast<size_t>(r * bucket.slice), static_cast<size_t>(bucket.slice));
     std::fill(mine.begin(), mine.end(), 0.0f);
     for (const OwnedPiece& p : plan_.OwnedInBucket(b, r)) {
       std::memcpy(mine.data() + (p.shard_offset - bucket.shard_offset), flat + p.flat_offset,
@@ -398,7 +411,8 @@ absl::Status Trainer::ReduceGradients() {
     plan_.Pack(b, grads_.data(), staging_.data());
     absl::Status s = comm_.ReduceScatterSum(
         std::span<const float>(staging_.data(), static_cast<size_t>(bucket.padded)),
-        std::span<float>(grad_shard_.data() + bucket.shard_offset, static_cast<size_t>(bucket.slice)));
+        std::span<float>(grad_shard_.data() + bucket.shard_offset,
+                         static_cast<size_t>(bucket.slice)));
     if (!s.ok()) return s;
   }
   return absl::OkStatus();
@@ -422,14 +436,15 @@ StepMetrics Trainer::TrainStep() {
     for (int i = 0; i < M; ++i) {
       size_t row = static_cast<size_t>(a) * static_cast<size_t>(M) + static_cast<size_t>(i);
       int32_t* seq = seqs_.data() + row * static_cast<size_t>(T + 1);
-      train_data_->Sequence(data::MicroBatchStart(next_sequence_, M, W, a, r) + static_cast<uint64_t>(i),
-                            seq);
+      train_data_->Sequence(
+          data::MicroBatchStart(next_sequence_, M, W, a, r) + static_cast<uint64_t>(i), seq);
       totals[2] += static_cast<int64_t>(SequenceHash(seq, T));
       std::copy(seq, seq + T, inputs_.data() + row * static_cast<size_t>(T));
       std::copy(seq + 1, seq + T + 1, targets_.data() + row * static_cast<size_t>(T));
       uint8_t* mask = masks_.data() + row * static_cast<size_t>(T);
       if (spec_.train.goldfish) {
-        totals[1] += model::GoldfishMask(seq, T, spec_.train.goldfish->k, spec_.train.goldfish->h, mask);
+        totals[1] +=
+            model::GoldfishMask(seq, T, spec_.train.goldfish->k, spec_.train.goldfish->h, mask);
       } else {
         std::fill(mask, mask + T, uint8_t{1});
       }
@@ -469,13 +484,15 @@ StepMetrics Trainer::TrainStep() {
     const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
     const int slot = group % 2;
     if (absl::Status s = gpu_->AwaitMark(slot); !s.ok()) return s;
-    AwaitCollective(in_flight[static_cast<size_t>(slot)], "gradient reduce-scatter", phase_, wait_s_);
+    AwaitCollective(in_flight[static_cast<size_t>(slot)], "gradient reduce-scatter", phase_,
+                    wait_s_);
     if (absl::Status s = gpu_->PackGradients(b.segments, b.padded, slot); !s.ok()) return s;
     // The bucket's gradients and its packing done before NCCL reads them.
     if (absl::Status s = order_after_model(slot); !s.ok()) return s;
     in_flight[static_cast<size_t>(slot)] = comm_.StartReduceScatterSum(
         gpu_->DeviceStaging(slot).first(static_cast<size_t>(b.padded)),
-        gpu_->DeviceGradientShard().subspan(static_cast<size_t>(b.shard_offset), static_cast<size_t>(b.slice)));
+        gpu_->DeviceGradientShard().subspan(static_cast<size_t>(b.shard_offset),
+                                            static_cast<size_t>(b.slice)));
     return absl::OkStatus();
   };
   model::BackwardHooks stage1;
@@ -497,7 +514,9 @@ StepMetrics Trainer::TrainStep() {
   const int embed_group = static_cast<int>(plan_.buckets().size()) - 1;
   // A group's buffer: its flight, and the model's mark slot its collectives are ordered after.
   auto buffer_slot = [&](int group) { return group == embed_group ? 2 : group % 2; };
-  auto flight_of = [&](int group) -> Flight& { return flights[static_cast<size_t>(buffer_slot(group))]; };
+  auto flight_of = [&](int group) -> Flight& {
+    return flights[static_cast<size_t>(buffer_slot(group))];
+  };
   auto land = [&](Flight& f) -> absl::Status {
     if (f.group < 0) return absl::OkStatus();
     if (absl::Status s = gpu_->AwaitMark(buffer_slot(f.group)); !s.ok()) return s;
@@ -505,7 +524,8 @@ StepMetrics Trainer::TrainStep() {
     const Bucket& b = plan_.buckets()[static_cast<size_t>(f.group)];
     f.group = -1;
     return gpu_->AddToGradientShard(
-        gpu_->DeviceGroupBuffer(b.group).subspan(static_cast<size_t>(r * b.slice), static_cast<size_t>(b.slice)),
+        gpu_->DeviceGroupBuffer(b.group).subspan(static_cast<size_t>(r * b.slice),
+                                                 static_cast<size_t>(b.slice)),
         b.shard_offset, f.accumulate);
   };
   int64_t micro = 0;
@@ -526,7 +546,8 @@ StepMetrics Trainer::TrainStep() {
   for (int64_t a = 0; gpu_ && a < accum_; ++a) {
     const size_t off = static_cast<size_t>(a) * per_micro;
     phase_ = Phase::kForward;
-    absl::StatusOr<double> l = gpu_->Forward(inputs_.data() + off, targets_.data() + off, masks_.data() + off, scale);
+    absl::StatusOr<double> l =
+        gpu_->Forward(inputs_.data() + off, targets_.data() + off, masks_.data() + off, scale);
     CheckCollective(l.status(), "GPU forward");
     micro_loss[static_cast<size_t>(a)] = *l;
     phase_ = Phase::kBackward;
@@ -551,8 +572,8 @@ StepMetrics Trainer::TrainStep() {
   for (int64_t a = 0; !gpu_ && a < accum_; ++a) {
     const size_t off = static_cast<size_t>(a) * per_micro;
     phase_ = Phase::kForward;
-    micro_loss[static_cast<size_t>(a)] =
-        model_->Forward(params_.data(), inputs_.data() + off, targets_.data() + off, masks_.data() + off);
+    micro_loss[static_cast<size_t>(a)] = model_->Forward(
+        params_.data(), inputs_.data() + off, targets_.data() + off, masks_.data() + off);
     phase_ = Phase::kBackward;
     if (stage == 2) {
       zero2_->BeginMicroBatch(a);
@@ -624,7 +645,8 @@ StepMetrics Trainer::TrainStep() {
   if (gpu_) {
     const kernels::cpu::AdamWParams p = optimizer_->Params(lr, step_ + 1);
     const auto wd = static_cast<float>(spec_.train.weight_decay);
-    CheckCollective(stage == 0 ? gpu_->Update(p, wd, clip) : gpu_->UpdateShard(p, wd, clip), "GPU update");
+    CheckCollective(stage == 0 ? gpu_->Update(p, wd, clip) : gpu_->UpdateShard(p, wd, clip),
+                    "GPU update");
     CheckCollective(gpu_->Synchronize(), "GPU update");
   } else {
     optimizer_->Update(params_.data(), OwnedGradients(), lr, step_ + 1);
@@ -644,21 +666,25 @@ StepMetrics Trainer::TrainStep() {
     };
     auto buffer_of = [&](size_t i) {
       const Bucket& b = buckets[i];
-      return (stage == 1 ? gpu_->DeviceStaging(static_cast<int>(i % 2)) : gpu_->DeviceGroupBuffer(b.group))
+      return (stage == 1 ? gpu_->DeviceStaging(static_cast<int>(i % 2))
+                         : gpu_->DeviceGroupBuffer(b.group))
           .first(static_cast<size_t>(b.padded));
     };
     auto gather = [&](size_t i) -> comm::CommHandle {
-      if (absl::Status s = order_after_model(slot_of(i)); !s.ok()) return comm::CommHandle(std::move(s));
+      if (absl::Status s = order_after_model(slot_of(i)); !s.ok())
+        return comm::CommHandle(std::move(s));
       const Bucket& b = buckets[i];
-      return comm_.StartAllGather(master.subspan(static_cast<size_t>(b.shard_offset), static_cast<size_t>(b.slice)),
-                                  buffer_of(i));
+      return comm_.StartAllGather(
+          master.subspan(static_cast<size_t>(b.shard_offset), static_cast<size_t>(b.slice)),
+          buffer_of(i));
     };
     std::array<comm::CommHandle, 2> gathers;
     for (size_t i = 0; i < std::min<size_t>(2, buckets.size()); ++i) gathers[i] = gather(i);
     for (size_t i = 0; i < buckets.size(); ++i) {
       CheckCollective(gpu_->AwaitMark(slot_of(i)), "GPU parameter unpacking");
       AwaitCollective(gathers[i % 2], "parameter all-gather", phase_, wait_s_);
-      CheckCollective(gpu_->UnpackParameters(buckets[i].segments, buffer_of(i)), "GPU parameter unpacking");
+      CheckCollective(gpu_->UnpackParameters(buckets[i].segments, buffer_of(i)),
+                      "GPU parameter unpacking");
       if (i + 2 < buckets.size()) gathers[i % 2] = gather(i + 2);
     }
     CheckCollective(gpu_->Synchronize(), "GPU parameter unpacking");
@@ -673,7 +699,8 @@ StepMetrics Trainer::TrainStep() {
   // Every rank's bytes sent, wall time and time outside collectives, gathered: one small
   // collective for the step's bookkeeping (not counted in comm_bytes).
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const int64_t mine[3] = {comm_.bytes_sent().total_bytes() - sent_before, static_cast<int64_t>(wall * 1e9),
+  const int64_t mine[3] = {comm_.bytes_sent().total_bytes() - sent_before,
+                           static_cast<int64_t>(wall * 1e9),
                            static_cast<int64_t>(std::max(0.0, wall - wait_s_) * 1e9)};
   std::vector<int64_t> every(static_cast<size_t>(3 * W));
   CheckCollective(comm_.AllGatherInt64(mine, every), "all-gather of step bookkeeping");
@@ -682,7 +709,8 @@ StepMetrics Trainer::TrainStep() {
   for (int q = 0; q < W; ++q) {
     m.comm_bytes += every[static_cast<size_t>(3 * q)];
     m.rank_step_time_s.push_back(static_cast<double>(every[static_cast<size_t>(3 * q + 1)]) * 1e-9);
-    m.rank_compute_time_s.push_back(static_cast<double>(every[static_cast<size_t>(3 * q + 2)]) * 1e-9);
+    m.rank_compute_time_s.push_back(static_cast<double>(every[static_cast<size_t>(3 * q + 2)]) *
+                                    1e-9);
   }
   m.step = step_;
   m.loss = counted > 0 ? loss_sum / static_cast<double>(counted) : 0.0;
@@ -720,25 +748,29 @@ double Trainer::Evaluate() {
       CheckCollective(l.status(), "GPU evaluation");
       mine[static_cast<size_t>(b)] = *l;
     } else {
-      mine[static_cast<size_t>(b)] = model_->Forward(params_.data(), inputs.data(), targets.data(), mask.data());
+      mine[static_cast<size_t>(b)] =
+          model_->Forward(params_.data(), inputs.data(), targets.data(), mask.data());
     }
   }
   std::vector<double> all(static_cast<size_t>(batches * W));
-  CheckCollective(comm_.AllGatherBytes(std::as_bytes(std::span(mine)),
-                                       std::as_writable_bytes(std::span(all))),
-                  "all-gather of evaluation losses");
+  CheckCollective(
+      comm_.AllGatherBytes(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(all))),
+      "all-gather of evaluation losses");
   double sum = 0;
   for (int64_t b = 0; b < batches; ++b) sum += all[static_cast<size_t>((b % W) * batches + b)];
   return sum / static_cast<double>(batches * M * T);
 }
 
-absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root, const StepMetrics& last, SaveMode mode) {
-  absl::StatusOr<std::unique_ptr<PendingSave>> save = BeginSave(root, last, mode, /*background=*/false);
+absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
+                                                       const StepMetrics& last, SaveMode mode) {
+  absl::StatusOr<std::unique_ptr<PendingSave>> save =
+      BeginSave(root, last, mode, /*background=*/false);
   if (!save.ok()) return save.status();
   return FinishSave(**save);
 }
 
-absl::StatusOr<std::unique_ptr<PendingSave>> Trainer::BeginSave(const fs::path& root, const StepMetrics& last,
+absl::StatusOr<std::unique_ptr<PendingSave>> Trainer::BeginSave(const fs::path& root,
+                                                                const StepMetrics& last,
                                                                 SaveMode mode, bool background) {
   const std::string& campaign = spec_.campaign.name;
   const int W = comm_.world_size(), r = comm_.rank();
@@ -754,7 +786,8 @@ absl::StatusOr<std::unique_ptr<PendingSave>> Trainer::BeginSave(const fs::path& 
     if (absl::IsAlreadyExists(prepared)) {
       // Written by an earlier attempt that resumed from before it (a rollback, or a save
       // belayd never heard of): that trajectory was abandoned, this one replaces it.
-      spdlog::warn("replacing checkpoint step {} of an earlier attempt in {}", step_, root.string());
+      spdlog::warn("replacing checkpoint step {} of an earlier attempt in {}", step_,
+                   root.string());
       prepared = ckpt::DeleteStep(root, campaign, step_);
       if (prepared.ok()) prepared = ckpt::BeginStep(root, campaign, step_).status();
     }
@@ -765,7 +798,8 @@ absl::StatusOr<std::unique_ptr<PendingSave>> Trainer::BeginSave(const fs::path& 
   }
   auto save = std::make_unique<PendingSave>();
   save->root = root;
-  save->tmp = standalone ? ckpt::StepTempDir(root, campaign, step_) : ckpt::StepDir(root, campaign, step_);
+  save->tmp =
+      standalone ? ckpt::StepTempDir(root, campaign, step_) : ckpt::StepDir(root, campaign, step_);
   save->mode = mode;
   save->step = step_;
   save->next_sequence = next_sequence_;
@@ -790,7 +824,8 @@ absl::StatusOr<std::unique_ptr<PendingSave>> Trainer::BeginSave(const fs::path& 
       std::string name = Cat(kPrefixes[k], t.name);
       save->local = save->writer.Add(name, in_tensor, static_cast<uint64_t>(t.size),
                                      std::span<const float>(from, static_cast<size_t>(p.size)));
-      save->info.slices.push_back({std::move(name), in_tensor, static_cast<uint64_t>(p.size), static_cast<uint64_t>(t.size)});
+      save->info.slices.push_back({std::move(name), in_tensor, static_cast<uint64_t>(p.size),
+                                   static_cast<uint64_t>(t.size)});
     }
     if (!save->local.ok()) break;
   }
@@ -878,15 +913,16 @@ absl::StatusOr<CheckpointInfo> Trainer::FinishSave(PendingSave& save) {
         const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
         const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
         for (std::string_view prefix : kPrefixes) {
-          map.Add(Cat(prefix, t.name), static_cast<uint64_t>(t.size), {q, in_tensor, static_cast<uint64_t>(p.size)});
+          map.Add(Cat(prefix, t.name), static_cast<uint64_t>(t.size),
+                  {q, in_tensor, static_cast<uint64_t>(p.size)});
         }
       }
     }
     manifest.shard_map = std::move(map);
     const StepMetrics& last = save.last;
-    manifest.metrics = {{"loss", last.loss}, {"lr", last.lr}, {"grad_norm", last.grad_norm},
-                        {"sequences_seen", save.next_sequence}, {"tokens", last.tokens},
-                        {"zero_stage", spec_.train.zero_stage}};
+    manifest.metrics = {{"loss", last.loss},           {"lr", last.lr},
+                        {"grad_norm", last.grad_norm}, {"sequences_seen", save.next_sequence},
+                        {"tokens", last.tokens},       {"zero_stage", spec_.train.zero_stage}};
     manifest.created_unix = static_cast<int64_t>(std::time(nullptr));
     committed = ckpt::WriteManifest(tmp, manifest);
     if (committed.ok()) committed = ckpt::CommitStep(save.root, campaign, save.step);
@@ -927,7 +963,8 @@ absl::Status Trainer::LoadOwned(const fs::path& step_dir) {
     for (std::string_view prefix : kPrefixes) {
       ++expected;
       auto it = map.totals.find(Cat(prefix, t.name));
-      if (it == map.totals.end()) return absl::FailedPreconditionError(Cat(where, ": no tensor ", prefix, t.name));
+      if (it == map.totals.end())
+        return absl::FailedPreconditionError(Cat(where, ": no tensor ", prefix, t.name));
       if (it->second != static_cast<uint64_t>(t.size)) {
         return absl::FailedPreconditionError(Cat(where, ": ", prefix, t.name, " has ", it->second,
                                                  " elements; this model's has ", t.size));
@@ -935,7 +972,8 @@ absl::Status Trainer::LoadOwned(const fs::path& step_dir) {
     }
   }
   if (map.totals.size() != expected) {
-    return absl::FailedPreconditionError(Cat(where, ": ", map.totals.size(), " tensors; this model has ", expected));
+    return absl::FailedPreconditionError(
+        Cat(where, ": ", map.totals.size(), " tensors; this model has ", expected));
   }
   // Rank 0 checks that every shard is there, so that a missing one is reported by name even
   // when no rank needs its ranges... which cannot happen with a complete map, but a missing
@@ -970,7 +1008,8 @@ absl::Status Trainer::LoadOwned(const fs::path& step_dir) {
       return opened.status();
     }
     std::vector<std::pair<std::string, ckpt::ShardRange>> want = map.OfRank(old_rank), have;
-    for (const ckpt::ShardEntry& e : opened->entries()) have.push_back({e.name, {old_rank, e.offset, e.count}});
+    for (const ckpt::ShardEntry& e : opened->entries())
+      have.push_back({e.name, {old_rank, e.offset, e.count}});
     if (want != have) {
       return absl::DataLossError(Cat(opened->path().string(), ": holds ", have.size(),
                                      " tensor ranges that do not match the ", want.size(),
@@ -982,18 +1021,20 @@ absl::Status Trainer::LoadOwned(const fs::path& step_dir) {
   // Step, model and data position, from the shard of old rank r mod W_old.
   absl::StatusOr<const ckpt::ShardReader*> first = reader(r % manifest->world_size);
   if (!first.ok()) return first.status();
-  nlohmann::json meta = nlohmann::json::parse((*first)->metadata(), nullptr, /*allow_exceptions=*/false);
+  nlohmann::json meta =
+      nlohmann::json::parse((*first)->metadata(), nullptr, /*allow_exceptions=*/false);
   if (!meta.is_object() || !meta.contains("model") || !meta.contains("loader") ||
       !meta.contains("step") || !meta["step"].is_number_integer()) {
-    return absl::DataLossError(Cat((*first)->path().string(), ": metadata lacks model, loader or step"));
+    return absl::DataLossError(
+        Cat((*first)->path().string(), ": metadata lacks model, loader or step"));
   }
   if (meta["step"].get<int64_t>() != manifest->step) {
     return absl::DataLossError(Cat((*first)->path().string(), ": holds step ", meta["step"].dump(),
                                    ", the manifest says ", manifest->step));
   }
   if (meta["model"] != ConfigJson(layout_.config())) {
-    return absl::FailedPreconditionError(Cat(step_dir.string(), ": saved model ", meta["model"].dump(),
-                                             " differs from the campaign's ",
+    return absl::FailedPreconditionError(Cat(step_dir.string(), ": saved model ",
+                                             meta["model"].dump(), " differs from the campaign's ",
                                              ConfigJson(layout_.config()).dump()));
   }
   absl::StatusOr<data::LoaderState> loader = data::LoaderStateFromJson(meta["loader"]);
@@ -1008,11 +1049,12 @@ absl::Status Trainer::LoadOwned(const fs::path& step_dir) {
                     optimizer_->v().data() + StateOffset(p)};
     for (size_t k = 0; k < std::size(kPrefixes); ++k) {
       const std::string name = Cat(kPrefixes[k], t.name);
-      for (const ckpt::ShardRange& part : map.Find(name, in_tensor, static_cast<uint64_t>(p.size))) {
+      for (const ckpt::ShardRange& part :
+           map.Find(name, in_tensor, static_cast<uint64_t>(p.size))) {
         absl::StatusOr<const ckpt::ShardReader*> rd = reader(part.rank);
         if (!rd.ok()) return rd.status();
-        absl::Status s = (*rd)->Read(name, part.offset,
-                                     std::span<float>(dst[k] + (part.offset - in_tensor), part.count));
+        absl::Status s = (*rd)->Read(
+            name, part.offset, std::span<float>(dst[k] + (part.offset - in_tensor), part.count));
         if (!s.ok()) return s;
       }
     }
@@ -1046,7 +1088,8 @@ void Trainer::PushToGpu() {
 
 void Trainer::PoisonParametersForTesting() {
   if (gpu_) PullFromGpu();
-  params_[static_cast<size_t>(layout_.at("ln_f.bias").offset)] = std::numeric_limits<float>::quiet_NaN();
+  params_[static_cast<size_t>(layout_.at("ln_f.bias").offset)] =
+      std::numeric_limits<float>::quiet_NaN();
   if (gpu_) PushToGpu();
 }
 
@@ -1076,8 +1119,8 @@ absl::Status Trainer::Resume(const fs::path& dir) {
   if (comm_.rank() == 0) list = *steps;
   CheckCollective(comm_.Broadcast(std::as_writable_bytes(std::span(list)), 0), "broadcast");
   if (list.empty()) {
-    return absl::NotFoundError(Cat(dir.string(), ": no committed checkpoint of campaign ",
-                                   spec_.campaign.name));
+    return absl::NotFoundError(
+        Cat(dir.string(), ": no committed checkpoint of campaign ", spec_.campaign.name));
   }
   absl::Status last_error;
   for (auto it = list.rbegin(); it != list.rend(); ++it) {
@@ -1085,7 +1128,8 @@ absl::Status Trainer::Resume(const fs::path& dir) {
     last_error = LoadStep(step_dir);
     if (last_error.ok()) return last_error;
     if (comm_.rank() == 0) {
-      spdlog::warn("skipping checkpoint {}: {}", step_dir.string(), std::string(last_error.message()));
+      spdlog::warn("skipping checkpoint {}: {}", step_dir.string(),
+                   std::string(last_error.message()));
     }
     // A failed load may have overwritten part of the state: start that part over.
     Reinitialize();

@@ -33,8 +33,8 @@ struct StepMetrics {
   double tokens_per_s = 0;      // batch tokens / step wall time
   double goldfish_dropped = 0;  // fraction of label positions Goldfish excluded
   double step_time_s = 0;
-  int64_t tokens = 0;          // tokens trained on since step 0, this step's batch included
-  uint64_t data_digest = 0;    // sum over the batch's sequences of a hash of their tokens
+  int64_t tokens = 0;        // tokens trained on since step 0, this step's batch included
+  uint64_t data_digest = 0;  // sum over the batch's sequences of a hash of their tokens
   // Payload bytes all ranks sent for this step's collectives (comm::CommStats' volume model),
   // the step's own bookkeeping (this count) excluded.
   int64_t comm_bytes = 0;
@@ -48,8 +48,8 @@ struct StepMetrics {
 struct CheckpointInfo {
   std::filesystem::path step_dir;
   int64_t step = 0;
-  int64_t bytes = 0;   // this rank's shard
-  uint64_t xxh3 = 0;   // of this rank's shard file
+  int64_t bytes = 0;  // this rank's shard
+  uint64_t xxh3 = 0;  // of this rank's shard file
   // The element ranges this rank's shard holds, by logical tensor (what belayd builds the
   // shard map from).
   struct Slice {
@@ -157,7 +157,8 @@ class Trainer {
   // manifest with the shard map, then the commit) and returns this rank's shard. Collective;
   // every rank gets the same outcome. A step directory already there (an abandoned
   // trajectory's, after a rollback) is replaced.
-  absl::StatusOr<CheckpointInfo> SaveCheckpoint(const std::filesystem::path& root, const StepMetrics& last,
+  absl::StatusOr<CheckpointInfo> SaveCheckpoint(const std::filesystem::path& root,
+                                                const StepMetrics& last,
                                                 SaveMode mode = SaveMode::kCommit);
   // SaveCheckpoint in two halves, for checkpoint.async: BeginSave (collective) prepares the
   // step directory and, with `background`, copies this rank's state (parameters, moments) to
@@ -166,8 +167,9 @@ class Trainer {
   // (collective: every rank at the same step) waits for the write, agrees on the outcome and,
   // with kCommit, writes the manifest and commits, exactly as SaveCheckpoint: the files are
   // the same bytes either way. Errors of either half leave no partial step behind.
-  absl::StatusOr<std::unique_ptr<PendingSave>> BeginSave(const std::filesystem::path& root, const StepMetrics& last,
-                                                         SaveMode mode, bool background);
+  absl::StatusOr<std::unique_ptr<PendingSave>> BeginSave(const std::filesystem::path& root,
+                                                         const StepMetrics& last, SaveMode mode,
+                                                         bool background);
   absl::StatusOr<CheckpointInfo> FinishSave(PendingSave& save);
 
   const std::vector<float>& params() const { return params_; }
@@ -216,8 +218,8 @@ class Trainer {
   std::vector<OwnedPiece> owned_;  // this rank's pieces, in shard order
   std::unique_ptr<data::DataLoader> train_data_;
   std::unique_ptr<data::DataLoader> val_data_;  // null without validation data
-  std::unique_ptr<model::Gpt2> model_;    // kCpu
-  std::unique_ptr<model::GpuModel> gpu_;  // kCuda
+  std::unique_ptr<model::Gpt2> model_;          // kCpu
+  std::unique_ptr<model::GpuModel> gpu_;        // kCuda
   std::unique_ptr<optim::AdamW> optimizer_;
   std::vector<float> params_;
   std::vector<float> grads_;       // stages 0, 1: the flat gradient of this rank's micro-batches
@@ -226,10 +228,10 @@ class Trainer {
   class ZeroTwoSink;
   std::unique_ptr<ZeroTwoSink> zero2_;  // stage 2
   std::atomic<Phase> phase_{Phase::kData};
-  double wait_s_ = 0;  // this step's time in blocking collectives, so far
-  int64_t step_ = 0;             // updates done
-  uint64_t next_sequence_ = 0;   // global index of the next training sequence
-  int64_t accum_ = 1;            // micro-batches per update on this rank
+  double wait_s_ = 0;           // this step's time in blocking collectives, so far
+  int64_t step_ = 0;            // updates done
+  uint64_t next_sequence_ = 0;  // global index of the next training sequence
+  int64_t accum_ = 1;           // micro-batches per update on this rank
 
   // Per-step scratch: the tokens and masks of this rank's micro-batches of one update.
   std::vector<int32_t> seqs_, inputs_, targets_;

@@ -41,16 +41,22 @@ class DeviceMemoryRank final : public comm::Communicator {
   int rank() const override { return 0; }
   int world_size() const override { return 1; }
   bool takes_device_memory() const override { return true; }
-  comm::CommHandle StartAllReduceSum(std::span<float> d) override { return single_.StartAllReduceSum(d); }
+  comm::CommHandle StartAllReduceSum(std::span<float> d) override {
+    return single_.StartAllReduceSum(d);
+  }
   comm::CommHandle StartReduceScatterSum(std::span<const float> i, std::span<float> s) override {
     return single_.StartReduceScatterSum(i, s);
   }
   comm::CommHandle StartAllGather(std::span<const float> s, std::span<float> o) override {
     return single_.StartAllGather(s, o);
   }
-  absl::Status Broadcast(std::span<std::byte> d, int root) override { return single_.Broadcast(d, root); }
+  absl::Status Broadcast(std::span<std::byte> d, int root) override {
+    return single_.Broadcast(d, root);
+  }
   absl::Status Barrier() override { return single_.Barrier(); }
-  absl::Status AllReduceSumInt64(std::span<int64_t> d) override { return single_.AllReduceSumInt64(d); }
+  absl::Status AllReduceSumInt64(std::span<int64_t> d) override {
+    return single_.AllReduceSumInt64(d);
+  }
   absl::Status AllGatherInt64(std::span<const int64_t> s, std::span<int64_t> o) override {
     return single_.AllGatherInt64(s, o);
   }
@@ -70,12 +76,15 @@ TEST(TrainerDevice, GpuTrainingTakesEveryZeroStageAndRefusesAnUnknownOne) {
   three.train.zero_stage = 3;  // (the campaign file refuses it already)
   absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(three, comm, Device::kCuda);
   ASSERT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << t.status();
-  EXPECT_NE(t.status().message().find("this trainer has stages 0, 1 and 2"), std::string_view::npos) << t.status();
+  EXPECT_NE(t.status().message().find("this trainer has stages 0, 1 and 2"), std::string_view::npos)
+      << t.status();
   // Stages 0, 1 and 2 on the GPU pass the checks and fail only at the data (which does not
   // exist here), as on the CPU.
   for (int stage : {0, 1, 2}) {
-    absl::StatusOr<std::unique_ptr<Trainer>> other = Trainer::Create(Spec(stage), comm, Device::kCuda);
-    EXPECT_NE(other.status().message().find("shard glob"), std::string_view::npos) << stage << ": " << other.status();
+    absl::StatusOr<std::unique_ptr<Trainer>> other =
+        Trainer::Create(Spec(stage), comm, Device::kCuda);
+    EXPECT_NE(other.status().message().find("shard glob"), std::string_view::npos)
+        << stage << ": " << other.status();
   }
   comm::SingleCommunicator host;
   absl::StatusOr<std::unique_ptr<Trainer>> cpu = Trainer::Create(Spec(2), host, Device::kCpu);

@@ -24,7 +24,7 @@ struct UpdateResult {
 // (1-based) with the schedule's learning rate. grads is scratch of the parameter layout's size.
 UpdateResult UpdateOnBatch(model::Gpt2& model, optim::AdamW& optimizer, const TrainSpec& train,
                            int64_t total_steps, int64_t step, std::span<float> params,
-                           std::span<float> grads, const int32_t* inputs,
-                           const int32_t* targets, const uint8_t* masks, int64_t accum);
+                           std::span<float> grads, const int32_t* inputs, const int32_t* targets,
+                           const uint8_t* masks, int64_t accum);
 
 }  // namespace belay::train

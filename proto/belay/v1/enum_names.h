@@ -13,8 +13,7 @@
 namespace belay::v1 {
 
 template <typename E>
-  requires google::protobuf::is_proto_enum<E>::value
-std::string ShortName(E value) {
+requires google::protobuf::is_proto_enum<E>::value std::string ShortName(E value) {
   const google::protobuf::EnumDescriptor* d = google::protobuf::GetEnumDescriptor<E>();
   const google::protobuf::EnumValueDescriptor* v = d->FindValueByNumber(static_cast<int>(value));
   if (v == nullptr) return std::to_string(static_cast<int>(value));
@@ -26,7 +25,8 @@ std::string ShortName(E value) {
   }
   prefix.push_back('_');
   std::string name(v->name());
-  if (name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0) name.erase(0, prefix.size());
+  if (name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0)
+    name.erase(0, prefix.size());
   for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return name;
 }
