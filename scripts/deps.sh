@@ -10,6 +10,8 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   # the fuzzing lane (scripts/fuzz.sh): clang 14 and its libFuzzer, ASan and UBSan runtimes
   clang libclang-rt-14-dev
+  # the formatting check (scripts/check-format.sh)
+  clang-format
   # RPC and storage
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   librocksdb-dev

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite from a fresh clone: installs what is missing, configures, builds
+# The whole test suite from a fresh clone: installs what is missing, checks the formatting
+# (scripts/check-format.sh), configures, builds
 # (the CUDA path too when nvcc is present), runs every ctest test, then runs the unit tests
 # again under ASan + UBSan, then runs each libFuzzer harness for a short while
 # (scripts/fuzz.sh). Exits non-zero on any failure. BELAY_SKIP_ASAN=1 skips the sanitizer
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
 scripts/deps.sh
+scripts/check-format.sh
 
 cmake --preset default
 cmake --build --preset default -j "$jobs"
