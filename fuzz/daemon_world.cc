@@ -92,7 +92,9 @@ void DaemonWorld::Run(rpc::WorkerLinkService& link, const WorkerLinkCall& call) 
       return Serve(link, nullptr, with_token(call.report_steps()), &Link::ReportSteps);
     case WorkerLinkCall::kReportCheckpointShard: {
       v1::ReportCheckpointShardRequest req = with_token(call.report_checkpoint_shard());
-      if (call.fix_shard_path()) {
+      // Only for a step and rank that have a path (the layout's functions abort on negative
+      // ones; belayd refuses those before it builds a path).
+      if (call.fix_shard_path() && req.shard().step() >= 0 && req.shard().rank() >= 0) {
         v1::CheckpointShard& shard = *req.mutable_shard();
         shard.set_path((ckpt::StepDir(dir_ / "ckpt", campaign_id_, shard.step()) /
                         ckpt::ShardFileName(shard.rank()))
