@@ -62,6 +62,15 @@ inline ::testing::AssertionResult AllClose(const std::vector<float>& got,
                  << rtol;
 }
 
+// What a kernel that accumulates (+=) `grad` into a buffer starting at `start` should hold
+// after `calls` calls.
+inline std::vector<double> Accumulated(const std::vector<float>& start,
+                                       const std::vector<double>& grad, int calls) {
+  std::vector<double> want(start.size());
+  for (size_t i = 0; i < want.size(); ++i) want[i] = start[i] + calls * grad[i];
+  return want;
+}
+
 inline bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
