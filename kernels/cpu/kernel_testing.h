@@ -85,6 +85,19 @@ auto WithThreads(int threads, F f) {
   return result;
 }
 
+// Runs `f` (returning the kernel's outputs as one std::vector<float>) with 1, 2 and 3 OpenMP
+// threads; succeeds when all three give the same bits.
+template <typename F>
+::testing::AssertionResult SameBitsForAnyThreadCount(F f) {
+  const auto one = WithThreads(1, f);
+  for (int threads : {2, 3}) {
+    if (!SameBits(one, WithThreads(threads, f))) {
+      return ::testing::AssertionFailure() << threads << " threads give other bits than 1";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // Central difference of `loss` in x[i] (step h), leaving x as it was.
 template <typename Loss>
 double CentralDifference(std::vector<float>& x, size_t i, float h, Loss loss) {
