@@ -34,8 +34,7 @@ Ref RefXielu(double x, double a_p, double a_n) {
   if (x > 0) return {alpha_p * x * x + kBeta * x, 2 * alpha_p * x + kBeta, x * x * sig_p, 0};
   const double m = std::min(x, kEps);
   return {alpha_n * std::expm1(m) - alpha_n * x + kBeta * x,
-          alpha_n * ((x < kEps ? std::exp(x) : 0) - 1) + kBeta, 0,
-          (std::expm1(m) - x) * sig_n};
+          alpha_n * ((x < kEps ? std::exp(x) : 0) - 1) + kBeta, 0, (std::expm1(m) - x) * sig_n};
 }
 
 std::vector<float> Forward(const std::vector<float>& inp, float a_p, float a_n) {
@@ -52,7 +51,7 @@ TEST(CpuXielu, RawScalarsInvertTheSoftplusMaps) {
 
 TEST(CpuXielu, ForwardMatchesThePublishedFormula) {
   auto inp = testing::Uniform(400, 1, -8.0f, 4.0f);
-  inp[0] = 0.0f;  // the x <= 0 branch: 0
+  inp[0] = 0.0f;    // the x <= 0 branch: 0
   inp[1] = -5e-7f;  // between eps and 0: min(x, eps) = eps
   const float a_p = XieluRawAlphaP(0.8f), a_n = XieluRawAlphaN(1.3f);
   std::vector<double> ref(inp.size());
