@@ -110,8 +110,7 @@ TEST(CpuGqaAttention, ForwardAndBackwardMatchTheExpandedHeadReference) {
     const Reference ref = ReferenceGqa(k);
     EXPECT_TRUE(AllClose(k.Forward(), ref.out, kAtol, kRtol)) << "masked " << masked;
     const auto dqkv0 = testing::Uniform(k.qkv.size(), 2);
-    EXPECT_TRUE(AllClose(k.Backward(dqkv0), testing::Accumulated(dqkv0, ref.dqkv, 1), kAtol,
-                         kRtol))
+    EXPECT_TRUE(AllClose(k.Backward(dqkv0), testing::Accumulated(dqkv0, ref.dqkv, 1), kAtol, kRtol))
         << "masked " << masked;
   }
 }
@@ -124,8 +123,8 @@ TEST(CpuGqaAttention, BackwardMatchesFiniteDifferences) {
   const int64_t W = k.s.QkvWidth();
   const int hs = k.s.hs;
   // A query value; a key and a value of head 0, shared by query heads 0 and 1; in row 1.
-  for (int64_t i : {int64_t{1}, 2 * W + 4 * hs + 1, 5 * W + 6 * hs + 2, 9 * W + 5 * hs + 3,
-                    12 * W + 3 * hs}) {
+  for (int64_t i :
+       {int64_t{1}, 2 * W + 4 * hs + 1, 5 * W + 6 * hs + 2, 9 * W + 5 * hs + 3, 12 * W + 3 * hs}) {
     EXPECT_NEAR(testing::CentralDifference(k.qkv, static_cast<size_t>(i), 1e-2f, loss),
                 dqkv[static_cast<size_t>(i)], 2e-3)
         << "qkv " << i;
