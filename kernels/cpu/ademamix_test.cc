@@ -42,7 +42,7 @@ TEST(CpuAdemamix, SchedulersWarmAlphaLinearlyAndBeta3ByHalfLife) {
   p.step = 0;
   EXPECT_NEAR(AdemamixBeta3(p), p.beta1, 1e-7);  // starts at beta1
   p.step = 50000;
-  EXPECT_GT(AdemamixBeta3(p), 0.999);  // half way in half-life is well past half way in beta
+  EXPECT_GT(AdemamixBeta3(p), 0.999);   // half way in half-life is well past half way in beta
   p.alpha_warmup = p.beta3_warmup = 0;  // no warmup: the final values from the first step
   p.step = 1;
   EXPECT_EQ(AdemamixAlpha(p), 8.0);
