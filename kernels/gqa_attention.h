@@ -6,8 +6,9 @@
 
 namespace belay::kernels::cpu {
 
-// The sizes of one attention call. NKV divides NH; query head h reads key/value head
-// h / (NH / NKV), so consecutive query heads share one (read in place, never copied).
+// The sizes of one attention call. NKV divides NH (the kernels abort otherwise); query head h reads
+// key/value head h / (NH / NKV), so consecutive query heads share one (read in place, never
+// copied).
 struct GqaShape {
   int B = 0, T = 0;
   int NH = 0;   // query heads

@@ -53,7 +53,8 @@ TEST(ApertusTorchReference, EveryBlockMatchesPyTorchAutogradInFloat64) {
   // RMSNorm.
   const int rn = 6, rc = 24;
   const float rms_eps = 1e-5f;
-  const auto rx = testing::Uniform(rn * rc, 1, -2.0f, 3.0f), rw = testing::Uniform(rc, 2, 0.5f, 1.5f);
+  const auto rx = testing::Uniform(rn * rc, 1, -2.0f, 3.0f),
+             rw = testing::Uniform(rc, 2, 0.5f, 1.5f);
   const auto rg = testing::Uniform(rn * rc, 3);
   std::vector<float> ry(rx.size()), rstd(rn), rdx(rx.size(), 0.0f), rdw(rc, 0.0f);
   RmsNormForward(ry.data(), rstd.data(), rx.data(), rw.data(), rn, rc, rms_eps);
@@ -104,7 +105,8 @@ TEST(ApertusTorchReference, EveryBlockMatchesPyTorchAutogradInFloat64) {
 
   // GQA attention over packed documents.
   const GqaShape gs{.B = 2, .T = 9, .NH = 6, .NKV = 2, .hs = 8};
-  const auto gq = testing::Uniform(static_cast<size_t>(gs.B * gs.T * gs.QkvWidth()), 10, -2.0f, 2.0f);
+  const auto gq =
+      testing::Uniform(static_cast<size_t>(gs.B * gs.T * gs.QkvWidth()), 10, -2.0f, 2.0f);
   const auto gg = testing::Uniform(static_cast<size_t>(gs.B * gs.T * gs.NH * gs.hs), 11);
   const std::vector<int32_t> doc = {0, 0, 0, 0, 1, 1, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 1, 1};
   std::vector<float> gy(gg.size()), att(static_cast<size_t>(gs.B * gs.NH * gs.T * gs.T));

@@ -2,12 +2,27 @@
 #include "kernels/gqa_attention.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 namespace belay::kernels::cpu {
+namespace {
+
+// A shape whose key/value heads do not divide the query heads is a caller's bug: stop.
+void CheckShape(const GqaShape& s) {
+  if (s.NKV <= 0 || s.NH % s.NKV != 0 || s.hs <= 0) {
+    std::fprintf(stderr, "GQA attention: NH %d, NKV %d, hs %d (NKV must divide NH)\n", s.NH, s.NKV,
+                 s.hs);
+    std::abort();
+  }
+}
+
+}  // namespace
 
 void GqaAttentionForward(float* out, float* att, const float* qkv, const int32_t* doc,
                          const GqaShape& s) {
+  CheckShape(s);
   const int T = s.T, hs = s.hs;
   const int64_t W = s.QkvWidth();
   const int64_t koff = int64_t{s.NH} * hs;  // first key head in a token's row
@@ -57,6 +72,7 @@ void GqaAttentionForward(float* out, float* att, const float* qkv, const int32_t
 
 void GqaAttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* att,
                           const GqaShape& s) {
+  CheckShape(s);
   const int T = s.T, hs = s.hs;
   const int64_t W = s.QkvWidth();
   const int64_t koff = int64_t{s.NH} * hs;

@@ -170,6 +170,13 @@ TEST(CpuGqaAttention, EqualsMultiHeadAttentionWhenEveryQueryHeadHasItsOwnKeys) {
   EXPECT_TRUE(testing::SameBits(dqkv, k.Backward(std::vector<float>(k.qkv.size(), 0.0f))));
 }
 
+TEST(CpuGqaAttentionDeathTest, KeyValueHeadsMustDivideQueryHeads) {
+  GqaCase k(7);
+  k.s.NKV = 3;  // 4 query heads
+  k.Init(70);
+  EXPECT_DEATH(k.Forward(), "NKV must divide NH");
+}
+
 TEST(CpuGqaAttention, DocumentIdsAndPositionsRestartAfterEachEndOfDocument) {
   constexpr int32_t kEod = 0;
   const std::vector<int32_t> tokens = {5, 0, 7, 8, 0, 0, 9,  //
