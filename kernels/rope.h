@@ -21,10 +21,10 @@ struct RopeParams {
 // The hs/2 inverse frequencies for a head size hs (even), computed in double and rounded once.
 void RopeInverseFrequencies(float* inv_freq, int hs, const RopeParams& p);
 
-// Rotates H heads of hs values for each of N tokens: token n's heads start at
-// inp + n * stride (H * hs contiguous values; stride >= H * hs lets q and k be rotated inside a
-// packed qkv buffer: their heads are adjacent there). pos (N) are the position ids, which
-// restart at 0 at each document start under document masking. out may equal inp.
+// Rotates H heads of hs values (hs even; the kernels abort otherwise) for each of N tokens: token
+// n's heads start at inp + n * stride (H * hs contiguous values; stride >= H * hs lets q and k be
+// rotated inside a packed qkv buffer: their heads are adjacent there). pos (N) are the position
+// ids, which restart at 0 at each document start under document masking. out may equal inp.
 void RopeForward(float* out, const float* inp, const int32_t* pos, int N, int H, int hs,
                  int64_t stride, const RopeParams& p);
 

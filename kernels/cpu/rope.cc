@@ -2,6 +2,8 @@
 #include "kernels/rope.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <numbers>
 #include <vector>
 
@@ -11,6 +13,12 @@ namespace {
 // Rotates every head of every token by +angle (sign 1) or -angle (sign -1).
 void Rotate(float* out, const float* inp, const int32_t* pos, int N, int H, int hs, int64_t stride,
             const RopeParams& p, float sign) {
+  if (hs <= 0 || hs % 2 != 0 || stride < int64_t{H} * hs) {
+    // A caller's bug: half a pair, or heads overlapping the next token's.
+    std::fprintf(stderr, "RoPE: head size %d must be even, stride %lld at least H %d * hs\n", hs,
+                 static_cast<long long>(stride), H);
+    std::abort();
+  }
   const int half = hs / 2;
   std::vector<float> inv_freq(static_cast<size_t>(half));
   RopeInverseFrequencies(inv_freq.data(), hs, p);

@@ -170,6 +170,13 @@ TEST(CpuRope, RotatesQueryAndKeyInPlaceInsidePackedRows) {
   EXPECT_TRUE(AllClose(buf, testing::ToDouble(qkv), 1e-6, 1e-5));
 }
 
+TEST(CpuRopeDeathTest, OddHeadSizeIsRefused) {
+  const std::vector<float> x(6, 1.0f);
+  std::vector<float> y(6);
+  const int32_t pos = 0;
+  EXPECT_DEATH(RopeForward(y.data(), x.data(), &pos, 1, 2, 3, 6, RopeParams{}), "must be even");
+}
+
 TEST(CpuRope, ResultsAreBitIdenticalForAnyThreadCount) {
   constexpr int N = 300, H = 6, hs = 64;
   const RopeParams p = ApertusRope();
