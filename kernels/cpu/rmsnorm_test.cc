@@ -126,6 +126,44 @@ TEST(CpuRmsNorm, BackwardMatchesFiniteDifferences) {
   }
 }
 
+// QK-norm in a packed (q | k | v) row: normalising the query heads in place of their row gives
+// the bits of RMSNorm over the same heads gathered into a contiguous (N * NH, hs) array, and
+// leaves every other value of the output unwritten.
+TEST(CpuRmsNorm, HeadsInsidePackedRowsMatchTheContiguousKernel) {
+  constexpr int N = 5, NH = 4, NKV = 2, hs = 16;
+  constexpr int64_t W = int64_t{NH + 2 * NKV} * hs;
+  const auto qkv = testing::Uniform(N * W, 60, -2.0f, 2.0f);
+  const auto dout = testing::Uniform(qkv.size(), 61);
+  const auto weight = testing::Uniform(hs, 62, 0.5f, 1.5f);
+  auto gather = [&](const std::vector<float>& packed) {
+    std::vector<float> q;
+    for (int n = 0; n < N; ++n) q.insert(q.end(), &packed[n * W], &packed[n * W + NH * hs]);
+    return q;
+  };
+  auto out = testing::Poisoned(qkv.size());
+  std::vector<float> rstd(N * NH);
+  RmsNormHeadsForward(out.data(), rstd.data(), qkv.data(), weight.data(), N, NH, hs, W, 1e-6f);
+  const auto q = gather(qkv), gq = gather(dout);
+  std::vector<float> want(q.size()), want_rstd(N * NH);
+  RmsNormForward(want.data(), want_rstd.data(), q.data(), weight.data(), N * NH, hs, 1e-6f);
+  EXPECT_TRUE(testing::SameBits(gather(out), want));
+  EXPECT_TRUE(testing::SameBits(rstd, want_rstd));
+  for (int n = 0; n < N; ++n) {
+    for (int64_t i = NH * hs; i < W; ++i) EXPECT_TRUE(std::isnan(out[n * W + i])) << n << " " << i;
+  }
+  std::vector<float> dinp(qkv.size(), 0.0f), dw(hs, 0.0f), want_dq(q.size(), 0.0f),
+      want_dw(hs, 0.0f);
+  RmsNormHeadsBackward(dinp.data(), dw.data(), dout.data(), qkv.data(), weight.data(), rstd.data(),
+                       N, NH, hs, W);
+  RmsNormBackward(want_dq.data(), want_dw.data(), gq.data(), q.data(), weight.data(),
+                  want_rstd.data(), N * NH, hs);
+  EXPECT_TRUE(testing::SameBits(gather(dinp), want_dq));
+  EXPECT_TRUE(testing::SameBits(dw, want_dw));
+  for (int n = 0; n < N; ++n) {
+    for (int64_t i = NH * hs; i < W; ++i) EXPECT_EQ(dinp[n * W + i], 0.0f) << n << " " << i;
+  }
+}
+
 TEST(CpuRmsNorm, ResultsAreBitIdenticalForAnyThreadCount) {
   RmsNormCase k(5);
   k.N = 96;
