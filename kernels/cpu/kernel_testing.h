@@ -62,6 +62,15 @@ inline ::testing::AssertionResult AllClose(const std::vector<float>& got,
                  << rtol;
 }
 
+// What a kernel that accumulates (+=) `grad` into a buffer starting at `start` should hold
+// after `calls` calls.
+inline std::vector<double> Accumulated(const std::vector<float>& start,
+                                       const std::vector<double>& grad, int calls) {
+  std::vector<double> want(start.size());
+  for (size_t i = 0; i < want.size(); ++i) want[i] = start[i] + calls * grad[i];
+  return want;
+}
+
 inline bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
@@ -74,6 +83,19 @@ auto WithThreads(int threads, F f) {
   auto result = f();
   omp_set_num_threads(before);
   return result;
+}
+
+// Runs `f` (returning the kernel's outputs as one std::vector<float>) with 1, 2 and 3 OpenMP
+// threads; succeeds when all three give the same bits.
+template <typename F>
+::testing::AssertionResult SameBitsForAnyThreadCount(F f) {
+  const auto one = WithThreads(1, f);
+  for (int threads : {2, 3}) {
+    if (!SameBits(one, WithThreads(threads, f))) {
+      return ::testing::AssertionFailure() << threads << " threads give other bits than 1";
+    }
+  }
+  return ::testing::AssertionSuccess();
 }
 
 // Central difference of `loss` in x[i] (step h), leaving x as it was.

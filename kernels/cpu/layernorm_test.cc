@@ -100,14 +100,12 @@ TEST(CpuLayerNorm, BackwardAccumulatesTheReferenceGradient) {
   for (int calls = 1; calls <= 2; ++calls) {
     LayerNormBackward(dinp.data(), dw.data(), db.data(), k.dout.data(), k.inp.data(),
                       k.weight.data(), fwd.mean.data(), fwd.rstd.data(), k.N, k.C);
-    auto want = [calls](const std::vector<float>& start, const std::vector<double>& grad) {
-      std::vector<double> w(start.size());
-      for (size_t i = 0; i < w.size(); ++i) w[i] = start[i] + calls * grad[i];
-      return w;
-    };
-    EXPECT_TRUE(AllClose(dinp, want(dinp0, ref.dinp), kAtol, kRtol)) << calls << " calls";
-    EXPECT_TRUE(AllClose(dw, want(dw0, ref.dweight), kAtol, kRtol)) << calls << " calls";
-    EXPECT_TRUE(AllClose(db, want(db0, ref.dbias), kAtol, kRtol)) << calls << " calls";
+    EXPECT_TRUE(AllClose(dinp, testing::Accumulated(dinp0, ref.dinp, calls), kAtol, kRtol))
+        << calls << " calls";
+    EXPECT_TRUE(AllClose(dw, testing::Accumulated(dw0, ref.dweight, calls), kAtol, kRtol))
+        << calls << " calls";
+    EXPECT_TRUE(AllClose(db, testing::Accumulated(db0, ref.dbias, calls), kAtol, kRtol))
+        << calls << " calls";
   }
 }
 

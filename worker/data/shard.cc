@@ -74,17 +74,20 @@ absl::Status Validate(const fs::path& path, const std::byte* map, int64_t size, 
                                              kShardHeaderBytes, "-byte shard header")));
   }
   int32_t magic = HeaderWord(map, 0);
-  if (magic != kShardMagic) {
-    return absl::InvalidArgumentError(At(
-        path, 0, Cat("magic is ", magic, ", want ", kShardMagic, " (not an llm.c token shard)")));
+  if (magic != kShardMagic && magic != kShardMagicLlama3) {
+    return absl::InvalidArgumentError(At(path, 0,
+                                         Cat("magic is ", magic, ", want ", kShardMagic, " or ",
+                                             kShardMagicLlama3, " (not an llm.c token shard)")));
   }
   *version = HeaderWord(map, 1);
   int width = TokenWidth(*version);
-  if (width == 0) {
+  if (width == 0 || ShardMagic(*version) != magic) {
     return absl::InvalidArgumentError(
         At(path, 4,
-           Cat("version is ", *version, ", want ", kShardVersionU16, " (uint16 tokens) or ",
-               kShardVersionU32, " (uint32 tokens)")));
+           magic == kShardMagic ? Cat("version is ", *version, ", want ", kShardVersionU16,
+                                      " (uint16 tokens) or ", kShardVersionU32, " (uint32 tokens)")
+                                : Cat("version is ", *version, ", want ", kShardVersionLlama3,
+                                      " (uint32 tokens) under magic ", kShardMagicLlama3)));
   }
   int32_t count = HeaderWord(map, 2);
   if (count < 0) {
@@ -121,7 +124,20 @@ int TokenWidth(int32_t version) {
     case kShardVersionU16:
       return 2;
     case kShardVersionU32:
+    case kShardVersionLlama3:
       return 4;
+    default:
+      return 0;
+  }
+}
+
+int32_t ShardMagic(int32_t version) {
+  switch (version) {
+    case kShardVersionU16:
+    case kShardVersionU32:
+      return kShardMagic;
+    case kShardVersionLlama3:
+      return kShardMagicLlama3;
     default:
       return 0;
   }
@@ -373,7 +389,8 @@ void TokenShard::Read(int64_t first, int64_t count, int32_t* out) const {
 absl::StatusOr<TokenShardWriter> TokenShardWriter::Create(const fs::path& path, int32_t version) {
   if (TokenWidth(version) == 0) {
     return absl::InvalidArgumentError(Cat(path.string(), ": shard version ", version, " is not ",
-                                          kShardVersionU16, " or ", kShardVersionU32));
+                                          kShardVersionU16, ", ", kShardVersionU32, " or ",
+                                          kShardVersionLlama3));
   }
   // Mode 0666: shards get the umask's usual mode, like any other output file.
   absl::StatusOr<AtomicFile> file =
@@ -437,7 +454,8 @@ absl::Status TokenShardWriter::Append(std::span<const int32_t> tokens) {
 absl::Status TokenShardWriter::Commit() {
   if (!error_.ok()) return error_;
   if (committed_) return absl::OkStatus();
-  std::array<int32_t, 3> words = {kShardMagic, version_, static_cast<int32_t>(num_tokens_)};
+  std::array<int32_t, 3> words = {ShardMagic(version_), version_,
+                                  static_cast<int32_t>(num_tokens_)};
   if (absl::Status s = file_->WriteAt(0, std::as_bytes(std::span(words))); !s.ok()) return Fail(s);
   if (absl::Status s = file_->Commit(); !s.ok()) return Fail(s);
   committed_ = true;

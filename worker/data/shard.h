@@ -16,14 +16,17 @@
 namespace belay::data {
 
 // A shard is a header of 256 little-endian int32 followed by the tokens:
-//   header[0] = kShardMagic
-//   header[1] = version: 1 = uint16 tokens (llm.c's format), 2 = uint32 tokens (belay's
-//               variant, for vocabularies over 65,536; llm.c itself writes only version 1)
+//   header[0] = magic: kShardMagic, or kShardMagicLlama3 for version 7
+//   header[1] = version: 1 = uint16 tokens (llm.c's GPT-2 format), 2 = uint32 tokens
+//               (belay's variant, magic kShardMagic), 7 = uint32 tokens under magic
+//               kShardMagicLlama3 (the format llm.c's dev/data scripts write for Llama 3)
 //   header[2] = number of tokens
 // The other 253 header words are written as zero and ignored when read.
 inline constexpr int32_t kShardMagic = 20240520;
+inline constexpr int32_t kShardMagicLlama3 = 20240801;
 inline constexpr int32_t kShardVersionU16 = 1;
 inline constexpr int32_t kShardVersionU32 = 2;
+inline constexpr int32_t kShardVersionLlama3 = 7;
 inline constexpr int64_t kShardHeaderInts = 256;
 inline constexpr int64_t kShardHeaderBytes = kShardHeaderInts * 4;
 // header[2] is an int32, so that is the most tokens one shard holds.
@@ -31,6 +34,8 @@ inline constexpr int64_t kMaxShardTokens = INT32_MAX;
 
 // Bytes per token of a shard version: 2 or 4; 0 for a version that does not exist.
 int TokenWidth(int32_t version);
+// The magic a shard of `version` carries; 0 for a version that does not exist.
+int32_t ShardMagic(int32_t version);
 
 // Megatron-LM indexed datasets ("mmap" format, index version 1), as Megatron's preprocessing
 // writes them: <prefix>.bin holds the tokens of every document back to back, with no header;
@@ -60,8 +65,8 @@ enum class ShardFormat { kLlmc, kMegatron };
 class TokenShard {
  public:
   // Maps `path` and validates it against a vocabulary of `vocab_size` tokens (1 to 2^31):
-  // at least a header long, the magic, a known version, a size of exactly header + count ×
-  // token width, and every token below vocab_size. Each error names the path and the byte
+  // at least a header long, a known magic, a version of that magic, a size of exactly header +
+  // count × token width, and every token below vocab_size. Each error names the path and the byte
   // offset where the problem is: InvalidArgument for a file that is not a shard of this
   // vocabulary (too short for a header, bad magic, unknown version, a token out of range),
   // DataLoss for one whose size disagrees with its header (truncated or with extra bytes),
@@ -84,8 +89,9 @@ class TokenShard {
   ~TokenShard();
 
   const std::filesystem::path& path() const { return path_; }
-  // The token width as an llm.c version: kShardVersionU16 (2 bytes) or kShardVersionU32 (4
-  // bytes), for Megatron data too.
+  // The shard's version: kShardVersionU16 (2-byte tokens), kShardVersionU32 or
+  // kShardVersionLlama3 (4-byte tokens); for Megatron data kShardVersionU16 or
+  // kShardVersionU32 by token width.
   int32_t version() const { return version_; }
   int token_width() const { return TokenWidth(version_); }
   int64_t num_tokens() const { return num_tokens_; }
@@ -115,8 +121,8 @@ class TokenShard {
 // every later call returns it. Move-only, not thread-safe.
 class TokenShardWriter {
  public:
-  // InvalidArgument for a version other than 1 or 2; NotFound / PermissionDenied when the
-  // temporary file cannot be created in path's directory.
+  // InvalidArgument for a version other than 1, 2 or 7 (written with kShardMagicLlama3);
+  // NotFound / PermissionDenied when the temporary file cannot be created in path's directory.
   static absl::StatusOr<TokenShardWriter> Create(const std::filesystem::path& path,
                                                  int32_t version);
 

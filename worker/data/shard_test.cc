@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -68,6 +69,47 @@ std::vector<int32_t> ReadAll(const TokenShard& shard) {
   std::vector<int32_t> out(static_cast<size_t>(shard.num_tokens()));
   shard.Read(0, shard.num_tokens(), out.data());
   return out;
+}
+
+// llm.c's Llama 3 shards (magic 20240801, version 7, uint32 tokens), as its data scripts write
+// them: a Python script with numpy, like dev/data/data_common.py's write_datafile.
+TEST_F(ShardTest, ReadsShardsWrittenLikeLlmcDataScripts) {
+  const std::vector<int32_t> tokens = {0, 1, 65535, 65536, 131071, 128000, 7};
+  for (const std::string kind : {"gpt-2", "llama-3"}) {
+    const fs::path p = dir_ / (kind + ".bin");
+    std::string cmd = "/usr/bin/python3 " BELAY_SOURCE_DIR "/worker/data/llmc_shard.py " +
+                      p.string() + " " + kind;
+    const bool wide = kind == "llama-3";
+    for (int32_t t : tokens) {
+      if (wide || t < 65536) cmd += " " + std::to_string(t);
+    }
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    absl::StatusOr<TokenShard> shard = TokenShard::Open(p, 131072);
+    ASSERT_TRUE(shard.ok()) << shard.status();
+    EXPECT_EQ(shard->version(), wide ? kShardVersionLlama3 : kShardVersionU16);
+    EXPECT_EQ(shard->token_width(), wide ? 4 : 2);
+    std::vector<int32_t> want;
+    for (int32_t t : tokens) {
+      if (wide || t < 65536) want.push_back(t);
+    }
+    EXPECT_EQ(ReadAll(*shard), want) << kind;
+  }
+}
+
+TEST_F(ShardTest, Version7RoundTripsUnderTheLlama3Magic) {
+  const std::vector<int32_t> tokens = {131071, 0, 70000, 2};
+  const fs::path p = dir_ / "l3.bin";
+  ASSERT_TRUE(WriteTokenShard(p, tokens, kShardVersionLlama3).ok());
+  std::ifstream in(p, std::ios::binary);
+  int32_t header[3];
+  in.read(reinterpret_cast<char*>(header), sizeof(header));
+  EXPECT_EQ(header[0], 20240801);
+  EXPECT_EQ(header[1], 7);
+  EXPECT_EQ(header[2], 4);
+  absl::StatusOr<TokenShard> shard = TokenShard::Open(p, 131072);
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  EXPECT_EQ(ReadAll(*shard), tokens);
+  EXPECT_FALSE(TokenShard::Open(p, 131071).ok()) << "token 131071 is outside a 131071 vocabulary";
 }
 
 TEST_F(ShardTest, Version1RoundTripsUint16Tokens) {
@@ -160,7 +202,7 @@ TEST_F(ShardTest, WriteRefusesNegativeToken) {
 TEST_F(ShardTest, WriteRefusesUnknownVersion) {
   absl::Status s = WriteTokenShard(dir_ / "v.bin", std::vector<int32_t>{1}, 3);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(Message(s), (dir_ / "v.bin").string() + ": shard version 3 is not 1 or 2");
+  EXPECT_EQ(Message(s), (dir_ / "v.bin").string() + ": shard version 3 is not 1, 2 or 7");
 }
 
 TEST_F(ShardTest, WriteIntoMissingDirectoryIsNotFound) {
@@ -191,8 +233,18 @@ TEST_F(ShardTest, BadMagicIsNotAShard) {
   fs::path p = WriteRaw("magic.bin", 20240521, 1, 0, "");
   absl::StatusOr<TokenShard> shard = TokenShard::Open(p, 10);
   EXPECT_EQ(shard.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      Message(shard.status()),
+      p.string() +
+          ": byte 0: magic is 20240521, want 20240520 or 20240801 (not an llm.c token shard)");
+}
+
+TEST_F(ShardTest, VersionMustBelongToTheMagic) {
+  fs::path p = WriteRaw("llama3_v1.bin", kShardMagicLlama3, kShardVersionU16, 0, "");
+  absl::StatusOr<TokenShard> shard = TokenShard::Open(p, 10);
+  EXPECT_EQ(shard.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Message(shard.status()),
-            p.string() + ": byte 0: magic is 20240521, want 20240520 (not an llm.c token shard)");
+            p.string() + ": byte 4: version is 1, want 7 (uint32 tokens) under magic 20240801");
 }
 
 TEST_F(ShardTest, UnknownVersionIsRejected) {
