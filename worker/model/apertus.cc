@@ -95,10 +95,10 @@ const TensorView& ApertusLayout::at(std::string_view name) const {
 template <typename T>
 T* ApertusLayout::Views<T>::*ApertusLayout::Field(ApertusTensor kind) {
   using V = Views<T>;
-  static constexpr T* V::*kFields[] = {
-      &V::embed,    &V::attn_norm, &V::qkv,      &V::q_norm,   &V::k_norm,
-      &V::attn_proj, &V::mlp_norm, &V::mlp_up,   &V::xielu_ap, &V::xielu_an,
-      &V::mlp_down, &V::final_norm, &V::lm_head};
+  static constexpr T* V::*kFields[] = {&V::embed,    &V::attn_norm, &V::qkv,      &V::q_norm,
+                                       &V::k_norm,   &V::attn_proj, &V::mlp_norm, &V::mlp_up,
+                                       &V::xielu_ap, &V::xielu_an,  &V::mlp_down, &V::final_norm,
+                                       &V::lm_head};
   static_assert(std::size(kFields) == static_cast<size_t>(ApertusTensor::kCount));
   return kFields[static_cast<size_t>(kind)];
 }

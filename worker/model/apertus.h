@@ -43,17 +43,17 @@ struct ApertusConfig {
 
 // Which tensor a TensorView of ApertusLayout holds (the fields of ApertusLayout::Views).
 enum class ApertusTensor {
-  kEmbed,     // (Vp, C)
-  kAttnNorm,  // (L, C)
-  kQkv,       // (L, (NH + 2·NKV)·hs, C): query heads, then key heads, then value heads
-  kQNorm,     // (L, hs), only with qk_norm
-  kKNorm,     // (L, hs), only with qk_norm
-  kAttnProj,  // (L, C, NH·hs)
-  kMlpNorm,   // (L, C)
-  kMlpUp,     // (L, F, C); SwiGLU: (L, 2F, C), gate rows first
-  kXieluAp,   // (L), only with xIELU
-  kXieluAn,   // (L), only with xIELU
-  kMlpDown,   // (L, C, F)
+  kEmbed,      // (Vp, C)
+  kAttnNorm,   // (L, C)
+  kQkv,        // (L, (NH + 2·NKV)·hs, C): query heads, then key heads, then value heads
+  kQNorm,      // (L, hs), only with qk_norm
+  kKNorm,      // (L, hs), only with qk_norm
+  kAttnProj,   // (L, C, NH·hs)
+  kMlpNorm,    // (L, C)
+  kMlpUp,      // (L, F, C); SwiGLU: (L, 2F, C), gate rows first
+  kXieluAp,    // (L), only with xIELU
+  kXieluAn,    // (L), only with xIELU
+  kMlpDown,    // (L, C, F)
   kFinalNorm,  // (C)
   kLmHead,     // (Vp, C), only when not tied
   kCount
@@ -172,15 +172,15 @@ class ApertusModel {
   std::vector<int32_t> doc_, pos_;
 
   // Forward activations (L× means per layer, layer-major).
-  std::vector<float> resid_;                // (L+1)×(N,C): input of each layer, then the output
-  std::vector<float> h1_, rstd1_;           // L×(N,C), L×N: pre-attention RMSNorm
-  std::vector<float> qkv_raw_, qkv_;        // L×(N,W): projection; after QK-norm and RoPE
-  std::vector<float> qrstd_, krstd_;        // L×(N·NH), L×(N·NKV)
-  std::vector<float> atty_, att_;           // L×(N,NH·hs), L×(B,NH,T,T)
-  std::vector<float> mid_;                  // L×(N,C): residual after attention
-  std::vector<float> h2_, rstd2_;           // L×(N,C), L×N: pre-MLP RMSNorm
-  std::vector<float> up_, act_;             // L×(N,U), L×(N,F)
-  std::vector<float> hf_, rstdf_;           // (N,C), N: final RMSNorm
+  std::vector<float> resid_;          // (L+1)×(N,C): input of each layer, then the output
+  std::vector<float> h1_, rstd1_;     // L×(N,C), L×N: pre-attention RMSNorm
+  std::vector<float> qkv_raw_, qkv_;  // L×(N,W): projection; after QK-norm and RoPE
+  std::vector<float> qrstd_, krstd_;  // L×(N·NH), L×(N·NKV)
+  std::vector<float> atty_, att_;     // L×(N,NH·hs), L×(B,NH,T,T)
+  std::vector<float> mid_;            // L×(N,C): residual after attention
+  std::vector<float> h2_, rstd2_;     // L×(N,C), L×N: pre-MLP RMSNorm
+  std::vector<float> up_, act_;       // L×(N,U), L×(N,F)
+  std::vector<float> hf_, rstdf_;     // (N,C), N: final RMSNorm
   std::vector<float> logits_, probs_, losses_;
 
   // Backward buffers, one layer's worth.

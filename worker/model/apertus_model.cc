@@ -132,13 +132,12 @@ double ApertusModel::Forward(const float* params, const int32_t* inputs, const i
     float* up = up_.data() + lc * NU;
     float* act = act_.data() + lc * NF;
 
-    k::RmsNormForward(h1, rstd1_.data() + lc * Z(N), x, p.attn_norm + lc * Z(C), N, C,
-                      c.norm_eps);
+    k::RmsNormForward(h1, rstd1_.data() + lc * Z(N), x, p.attn_norm + lc * Z(C), N, C, c.norm_eps);
     k::MatmulForward(qkv_raw, h1, p.qkv + lc * Z(W) * Z(C), nullptr, N, C, W);
     std::copy(qkv_raw, qkv_raw + NW, qkv);
     if (c.qk_norm) {
-      k::RmsNormHeadsForward(qkv, qrstd_.data() + lc * Z(N) * Z(NH), qkv_raw,
-                             p.q_norm + lc * Z(hs), N, NH, hs, W, c.norm_eps);
+      k::RmsNormHeadsForward(qkv, qrstd_.data() + lc * Z(N) * Z(NH), qkv_raw, p.q_norm + lc * Z(hs),
+                             N, NH, hs, W, c.norm_eps);
       k::RmsNormHeadsForward(qkv + Z(NH) * Z(hs), krstd_.data() + lc * Z(N) * Z(NKV),
                              qkv_raw + Z(NH) * Z(hs), p.k_norm + lc * Z(hs), N, NKV, hs, W,
                              c.norm_eps);
@@ -150,8 +149,7 @@ double ApertusModel::Forward(const float* params, const int32_t* inputs, const i
     k::MatmulForward(dbranch_.data(), atty, p.attn_proj + lc * Z(C) * Z(NH) * Z(hs), nullptr, N,
                      NH * hs, C);
     k::ResidualForward(mid, x, dbranch_.data(), static_cast<int64_t>(NC));
-    k::RmsNormForward(h2, rstd2_.data() + lc * Z(N), mid, p.mlp_norm + lc * Z(C), N, C,
-                      c.norm_eps);
+    k::RmsNormForward(h2, rstd2_.data() + lc * Z(N), mid, p.mlp_norm + lc * Z(C), N, C, c.norm_eps);
     k::MatmulForward(up, h2, p.mlp_up + lc * Z(U) * Z(C), nullptr, N, C, U);
     switch (c.activation) {
       case MlpActivation::kXielu:
@@ -196,8 +194,8 @@ void ApertusModel::Backward(const float* params, ApertusGradientSink& sink, floa
   k::SoftmaxCrossEntropyBackward(dlogits_.data(), probs_.data(), targets_, loss_mask_.data(),
                                  loss_scale, N, c.vocab_size, Vp);
   Zero(dhf_);
-  k::MatmulBackward(dhf_.data(), c.tie_embeddings ? ge.embed : gf.lm_head, nullptr,
-                    dlogits_.data(), hf_.data(), c.tie_embeddings ? p.embed : p.lm_head, N, C, Vp);
+  k::MatmulBackward(dhf_.data(), c.tie_embeddings ? ge.embed : gf.lm_head, nullptr, dlogits_.data(),
+                    hf_.data(), c.tie_embeddings ? p.embed : p.lm_head, N, C, Vp);
   float* dcur = dres_a_.data();   // gradient w.r.t. the output of the current layer
   float* dnext = dres_b_.data();  // gradient w.r.t. its input
   std::fill(dcur, dcur + NC, 0.0f);
@@ -262,13 +260,13 @@ void ApertusModel::Backward(const float* params, ApertusGradientSink& sink, floa
                               W);
       const size_t k0 = Z(NH) * Z(hs);
       k::RmsNormHeadsBackward(dqkv_raw_.data() + k0, g.k_norm, dqkv_.data() + k0, qkv_raw + k0,
-                              p.k_norm + lc * Z(hs), krstd_.data() + lc * Z(N) * Z(NKV), N, NKV,
-                              hs, W);
+                              p.k_norm + lc * Z(hs), krstd_.data() + lc * Z(N) * Z(NKV), N, NKV, hs,
+                              W);
     } else {
       std::copy(dqkv_.begin(), dqkv_.end(), dqkv_raw_.begin());
     }
-    k::MatmulBackward(dh_.data(), g.qkv, nullptr, dqkv_raw_.data(), h1,
-                      p.qkv + lc * Z(W) * Z(C), N, C, W);
+    k::MatmulBackward(dh_.data(), g.qkv, nullptr, dqkv_raw_.data(), h1, p.qkv + lc * Z(W) * Z(C), N,
+                      C, W);
     k::RmsNormBackward(dnext, g.attn_norm, dh_.data(), x, p.attn_norm + lc * Z(C),
                        rstd1_.data() + lc * Z(N), N, C);
     sink.Release(group);

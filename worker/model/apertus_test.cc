@@ -79,7 +79,8 @@ TEST(ApertusFlops, Apertus70BMatchesTheTechReportAtSeq4096) {
   EXPECT_NEAR(flops, 4.496e11, 0.001 * 4.496e11);
   // Parameters: 80 layers of attention (Q, O: C×C; K, V: C×1024) and MLP (2·C×43008), plus
   // norms, xIELU scalars and the LM head; the input embedding does not count.
-  const int64_t C = 8192, per_layer = 2 * C * C + 2 * C * 1024 + 2 * C * 43008 + 2 * C + 2 * 128 + 2;
+  const int64_t C = 8192,
+                per_layer = 2 * C * C + 2 * C * 1024 + 2 * C * 43008 + 2 * C + 2 * 128 + 2;
   EXPECT_EQ(layout.NonEmbeddingParameters(), 80 * per_layer + C + 131072 * C);
   // A tied head is the embedding: the same FLOPs.
   c.tie_embeddings = true;
