@@ -74,7 +74,10 @@ TEST_P(ApertusTorchReference, LogitsAndGradientsMatchPyTorch) {
   c.d_ff = 96;
   // Head size 16: with an original context of 32 the first frequency is kept, the second
   // interpolated and the rest divided by 8, so every branch of the scaling is used.
-  c.rope = {.theta = 10000.0, .factor = 8.0, .low_freq_factor = 1.0, .high_freq_factor = 4.0,
+  c.rope = {.theta = 10000.0,
+            .factor = 8.0,
+            .low_freq_factor = 1.0,
+            .high_freq_factor = 4.0,
             .original_context = 32};
   c.qk_norm = true;
   c.activation = GetParam().activation;
@@ -125,8 +128,8 @@ TEST_P(ApertusTorchReference, LogitsAndGradientsMatchPyTorch) {
   ASSERT_EQ(m.positions()[14], 0);
   ASSERT_EQ(m.documents()[T + 21], 1);
 
-  std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) /
-                              ("apertus_ref_" + std::to_string(::getpid()));
+  std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) / ("apertus_ref_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   {
     std::ofstream cfg(dir / "config.json");
@@ -137,8 +140,8 @@ TEST_P(ApertusTorchReference, LogitsAndGradientsMatchPyTorch) {
         << ", \"low_freq_factor\": " << c.rope.low_freq_factor
         << ", \"high_freq_factor\": " << c.rope.high_freq_factor
         << ", \"original_context\": " << c.rope.original_context << "}"
-        << ", \"qk_norm\": " << (c.qk_norm ? "true" : "false")
-        << ", \"activation\": \"" << ActivationName(c.activation) << "\""
+        << ", \"qk_norm\": " << (c.qk_norm ? "true" : "false") << ", \"activation\": \""
+        << ActivationName(c.activation) << "\""
         << ", \"tie_embeddings\": " << (c.tie_embeddings ? "true" : "false")
         << ", \"norm_eps\": " << c.norm_eps << ", \"eod_token\": " << c.eod_token
         << ", \"batch\": " << B << ", \"seq_len\": " << T << ", \"tensors\": [";
@@ -178,24 +181,23 @@ TEST_P(ApertusTorchReference, LogitsAndGradientsMatchPyTorch) {
   EXPECT_LE(logits_err, 1e-5);
   for (const model::TensorView& t : layout.tensors()) {
     const size_t o = static_cast<size_t>(t.offset);
-    const double err = RelativeL2([&](size_t i) { return double{grads[o + i]}; },
-                                  [&](size_t i) { return ref_grads[o + i]; },
-                                  static_cast<size_t>(t.size));
+    const double err =
+        RelativeL2([&](size_t i) { return double{grads[o + i]}; },
+                   [&](size_t i) { return ref_grads[o + i]; }, static_cast<size_t>(t.size));
     std::cout << "gradient " << t.name << ": relative L2 error " << err << "\n";
     EXPECT_LE(err, 1e-5) << t.name;
   }
   std::filesystem::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Variants, ApertusTorchReference,
-    ::testing::Values(Variant{model::MlpActivation::kXielu, false},
-                      Variant{model::MlpActivation::kSwiglu, true},
-                      Variant{model::MlpActivation::kGelu, false}),
-    [](const ::testing::TestParamInfo<Variant>& p) {
-      return std::string(ActivationName(p.param.activation)) +
-             (p.param.tie_embeddings ? "Tied" : "Untied");
-    });
+INSTANTIATE_TEST_SUITE_P(Variants, ApertusTorchReference,
+                         ::testing::Values(Variant{model::MlpActivation::kXielu, false},
+                                           Variant{model::MlpActivation::kSwiglu, true},
+                                           Variant{model::MlpActivation::kGelu, false}),
+                         [](const ::testing::TestParamInfo<Variant>& p) {
+                           return std::string(ActivationName(p.param.activation)) +
+                                  (p.param.tie_embeddings ? "Tied" : "Untied");
+                         });
 
 }  // namespace
 }  // namespace belay

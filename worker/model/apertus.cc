@@ -147,6 +147,17 @@ ApertusLayout::Views<float> ApertusFlatGradientSink::Acquire(int group) {
   return v;
 }
 
+ApertusLayout::Views<float> ApertusBindSegments(const ApertusLayout& layout,
+                                                const std::vector<Segment>& segments, float* base) {
+  ApertusLayout::Views<float> v{};
+  int64_t at = 0;
+  for (const Segment& s : segments) {
+    v.*ApertusLayout::Field<float>(layout.kind(Z(s.tensor))) = base + at;
+    at += s.size;
+  }
+  return v;
+}
+
 void InitApertus(const ApertusLayout& layout, std::span<float> params, uint64_t seed) {
   const ApertusConfig& c = layout.config();
   const double resid_std = 0.02 / std::sqrt(2.0 * c.n_layer);

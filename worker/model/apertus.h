@@ -100,6 +100,11 @@ class ApertusLayout {
 //                gradient, which comes first, so this group is open for the whole pass)
 std::vector<std::vector<Segment>> ApertusGradientGroups(const ApertusLayout& layout);
 
+// Pointers for the tensors of `segments` laid out one after another from `base` in segment
+// order (a ZeRO staging buffer); fields of tensors not in `segments` are null.
+ApertusLayout::Views<float> ApertusBindSegments(const ApertusLayout& layout,
+                                                const std::vector<Segment>& segments, float* base);
+
 // GPT-2's GradientSink contract (Acquire(L+1); Acquire(g), Release(g) for g = 0 … L;
 // Release(L+1)) over Apertus' views: for each segment of group g the field of its tensor
 // points at the segment's gradient (layer slices: that layer's slice). Backward ADDS to them.

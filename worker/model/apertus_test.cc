@@ -132,6 +132,68 @@ TEST(ApertusModel, GradientGroupsCoverEveryParameterOnce) {
   EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), layout.total());
 }
 
+// A sink that gives every group its own zeroed staging buffer, as ZeRO-2 does, and records
+// the calls (+g+1 acquire, -(g+1) release).
+class StagingSink final : public ApertusGradientSink {
+ public:
+  explicit StagingSink(const ApertusLayout& layout)
+      : layout_(layout), groups_(ApertusGradientGroups(layout)) {
+    for (const auto& g : groups_) {
+      int64_t n = 0;
+      for (const Segment& s : g) n += s.size;
+      buffers_.emplace_back(static_cast<size_t>(n), 0.0f);
+    }
+  }
+  ApertusLayout::Views<float> Acquire(int group) override {
+    calls_.push_back(group + 1);
+    return ApertusBindSegments(layout_, groups_[static_cast<size_t>(group)],
+                               buffers_[static_cast<size_t>(group)].data());
+  }
+  void Release(int group) override { calls_.push_back(-(group + 1)); }
+  std::vector<float> Gathered() const {
+    std::vector<float> flat(static_cast<size_t>(layout_.total()), -1.0f);
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      const float* at = buffers_[g].data();
+      for (const Segment& s : groups_[g]) {
+        std::copy(at, at + s.size, flat.begin() + s.offset);
+        at += s.size;
+      }
+    }
+    return flat;
+  }
+  const std::vector<int>& calls() const { return calls_; }
+
+ private:
+  const ApertusLayout& layout_;
+  std::vector<std::vector<Segment>> groups_;
+  std::vector<std::vector<float>> buffers_;
+  std::vector<int> calls_;
+};
+
+TEST(ApertusModel, BackwardIntoStagingBuffersEqualsFlatBackward) {
+  for (bool tied : {false, true}) {
+    ApertusConfig c = Small();
+    c.tie_embeddings = tied;
+    ApertusLayout layout(c);
+    const int B = 2, T = 9, L = c.n_layer;
+    Batch b = RandomBatch(layout, B, T, 13);
+    ApertusModel m(layout, B, T);
+    m.Forward(b.params.data(), b.inputs.data(), b.targets.data(), nullptr);
+    std::vector<float> flat(b.params.size(), 0.0f);
+    m.Backward(b.params.data(), flat.data(), 0.1f);
+    StagingSink sink(layout);
+    m.Backward(b.params.data(), sink, 0.1f);
+    EXPECT_EQ(sink.Gathered(), flat) << "tied " << tied;
+    std::vector<int> expected = {L + 2};
+    for (int g = 0; g <= L; ++g) {
+      expected.push_back(g + 1);
+      expected.push_back(-(g + 1));
+    }
+    expected.push_back(-(L + 2));
+    EXPECT_EQ(sink.calls(), expected);
+  }
+}
+
 TEST(ApertusModel, DocumentsDoNotSeeEachOtherAndRestartPositions) {
   ApertusLayout layout(Small());
   const int T = 12;
