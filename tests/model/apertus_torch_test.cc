@@ -62,6 +62,10 @@ struct Variant {
   bool tie_embeddings;
 };
 
+void PrintTo(const Variant& v, std::ostream* os) {
+  *os << ActivationName(v.activation) << (v.tie_embeddings ? ", tied" : ", untied");
+}
+
 class ApertusTorchReference : public ::testing::TestWithParam<Variant> {};
 
 TEST_P(ApertusTorchReference, LogitsAndGradientsMatchPyTorch) {

@@ -53,8 +53,9 @@ Batch RandomBatch(const ApertusLayout& layout, int B, int T, uint64_t seed) {
   for (float& p : b.params) p += static_cast<float>(0.2 * rng.Normal());
   const int V = layout.config().vocab_size;
   for (int i = 0; i < B * T; ++i) {
-    const bool eod = i % T == T / 3 || i % T == 2 * T / 3;
-    b.inputs.push_back(eod ? layout.config().eod_token : 1 + static_cast<int32_t>(rng.Next() % 36));
+    const int32_t eod = layout.config().eod_token;
+    const bool at_eod = eod >= 0 && (i % T == T / 3 || i % T == 2 * T / 3);
+    b.inputs.push_back(at_eod ? eod : 1 + static_cast<int32_t>(rng.Next() % 36));
     b.targets.push_back(static_cast<int32_t>(rng.Next() % static_cast<uint64_t>(V)));
   }
   return b;
