@@ -211,7 +211,10 @@ TEST(ApertusModel, DocumentsDoNotSeeEachOtherAndRestartPositions) {
   const size_t Vp = 128;
   for (size_t t = 5; t < static_cast<size_t>(T); ++t) {
     for (size_t v = 0; v < 37; ++v) {
-      ASSERT_EQ(m1.logits()[t * Vp + v], m2.logits()[(t - 5) * Vp + v]) << t << " " << v;
+      // Equal up to summation order (the keys sit at other offsets): a leak across the
+      // document boundary moves logits by far more.
+      const float want = m2.logits()[(t - 5) * Vp + v];
+      ASSERT_NEAR(m1.logits()[t * Vp + v], want, 1e-5f * (1 + std::abs(want))) << t << " " << v;
     }
   }
   EXPECT_EQ(m1.loss_mask()[4], 0);
