@@ -147,7 +147,9 @@ void ApertusLossMask(uint8_t* out, const int32_t* inputs, const uint8_t* mask, i
 // 2e-5 relative at 70B).
 double ApertusFlopsPerToken(const ApertusLayout& layout, int64_t seq);
 
-// Activations and scratch for one micro-batch shape. Not thread-safe; one per rank.
+// Activations and scratch for one micro-batch shape. Not thread-safe; one per rank. Every
+// reduction runs in a fixed order: logits, losses and gradients are bit-identical for any
+// OpenMP thread count (at a fixed OpenBLAS thread count; see kernels/matmul.h).
 class ApertusModel {
  public:
   ApertusModel(const ApertusLayout& layout, int B, int T);

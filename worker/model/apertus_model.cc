@@ -146,6 +146,7 @@ double ApertusModel::Forward(const float* params, const int32_t* inputs, const i
     k::RopeForward(qkv, qkv, pos_.data(), N, NH + NKV, hs, W, c.rope);
     k::GqaAttentionForward(atty, att_.data() + lc * att, qkv, documents ? doc_.data() : nullptr,
                            shape);
+    // dbranch_ (a backward buffer) holds each branch's output until it joins the residual.
     k::MatmulForward(dbranch_.data(), atty, p.attn_proj + lc * Z(C) * Z(NH) * Z(hs), nullptr, N,
                      NH * hs, C);
     k::ResidualForward(mid, x, dbranch_.data(), static_cast<int64_t>(NC));

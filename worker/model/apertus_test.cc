@@ -195,6 +195,21 @@ TEST(ApertusModel, BackwardIntoStagingBuffersEqualsFlatBackward) {
   }
 }
 
+TEST(ApertusModel, BackwardAddsToTheGradientsItIsGiven) {
+  ApertusLayout layout(Small());
+  const int B = 1, T = 8;
+  Batch b = RandomBatch(layout, B, T, 17);
+  ApertusModel m(layout, B, T);
+  m.Forward(b.params.data(), b.inputs.data(), b.targets.data(), nullptr);
+  std::vector<float> once(b.params.size(), 0.0f), twice(b.params.size(), 0.0f);
+  m.Backward(b.params.data(), once.data(), 0.5f);
+  m.Backward(b.params.data(), twice.data(), 0.5f);
+  m.Backward(b.params.data(), twice.data(), 0.5f);
+  for (size_t i = 0; i < once.size(); ++i) {
+    ASSERT_NEAR(twice[i], 2 * once[i], 1e-6f * (1 + std::abs(once[i]))) << "element " << i;
+  }
+}
+
 TEST(ApertusModel, DocumentsDoNotSeeEachOtherAndRestartPositions) {
   ApertusLayout layout(Small());
   const int T = 12;
