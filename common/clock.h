@@ -5,7 +5,7 @@
 #include <chrono>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 
 namespace belay {
 
@@ -28,16 +28,16 @@ class FakeClock final : public Clock {
   explicit FakeClock(TimePoint start = TimePoint(std::chrono::seconds(1'800'000'000)))
       : now_(start) {}
   TimePoint Now() const override {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return now_;
   }
   void Advance(std::chrono::system_clock::duration d) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     now_ += d;
   }
 
  private:
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   TimePoint now_ ABSL_GUARDED_BY(mu_);
 };
 

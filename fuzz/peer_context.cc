@@ -7,8 +7,8 @@
 #include <memory>
 #include <thread>
 
-#include "absl/synchronization/mutex.h"
 #include "belay/v1/coordinator.grpc.pb.h"
+#include "common/mutex.h"
 #include "fuzz/fuzz_support.h"
 #include "grpcpp/create_channel_posix.h"
 #include "grpcpp/grpcpp.h"
@@ -22,20 +22,20 @@ class ContextCapture final : public v1::Coordinator::Service {
  public:
   grpc::Status GetDaemonInfo(grpc::ServerContext* ctx, const v1::GetDaemonInfoRequest*,
                              v1::GetDaemonInfoResponse*) override {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     ctx_ = ctx;
     mu_.Await(absl::Condition(&never_));
     return grpc::Status::OK;
   }
   grpc::ServerContext* Wait() {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
         +[](grpc::ServerContext** c) { return *c != nullptr; }, &ctx_));
     return ctx_;
   }
 
  private:
-  absl::Mutex mu_;
+  Mutex mu_;
   grpc::ServerContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool never_ = false;
 };

@@ -16,6 +16,8 @@ struct RopeParams {
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   double original_context = 8192;
+
+  bool operator==(const RopeParams&) const = default;
 };
 
 // The hs/2 inverse frequencies for a head size hs (even), computed in double and rounded once.

@@ -6,7 +6,7 @@
 namespace belay::rpc {
 
 void PeerRegistry::Set(int fd, PeerCredentials creds) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   by_fd_[fd] = creds;
 }
 
@@ -17,7 +17,7 @@ std::optional<PeerCredentials> PeerRegistry::Lookup(const std::string& peer) con
   const char* begin = peer.data() + kPrefix.size();
   auto [end, ec] = std::from_chars(begin, peer.data() + peer.size(), fd);
   if (ec != std::errc() || end != peer.data() + peer.size()) return std::nullopt;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = by_fd_.find(fd);
   if (it == by_fd_.end()) return std::nullopt;
   return it->second;

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 
 namespace belay::rpc {
 
@@ -29,7 +29,7 @@ class PeerRegistry {
   std::optional<PeerCredentials> Lookup(const std::string& grpc_peer) const;
 
  private:
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::map<int, PeerCredentials> by_fd_ ABSL_GUARDED_BY(mu_);
 };
 

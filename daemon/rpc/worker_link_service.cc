@@ -147,7 +147,7 @@ grpc::Status WorkerLinkService::Rendezvous(grpc::ServerContext* ctx,
   // its own timeout.
   if (ctx != nullptr)
     deadline = std::min(deadline, absl::FromChrono(ctx->deadline()) - absl::Milliseconds(250));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto found = barriers_.find(key);
   if (found == barriers_.end()) {
     // A new barrier: the barriers of attempts that have ended go first, then the attempt's
@@ -225,7 +225,7 @@ void WorkerLinkService::ForgetEndedAttempts() {
 }
 
 size_t WorkerLinkService::barrier_count() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return barriers_.size();
 }
 

@@ -10,9 +10,9 @@
 #include <tuple>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "belay/v1/worker.grpc.pb.h"
+#include "common/mutex.h"
 #include "daemon/supervisor/supervisor.h"
 
 namespace belay::rpc {
@@ -82,8 +82,8 @@ class WorkerLinkService final : public v1::WorkerLink::Service {
 
   supervisor::Supervisor& supervisor_;
   const absl::Duration max_rendezvous_wait_;
-  mutable absl::Mutex mu_;
-  absl::CondVar barrier_changed_;
+  mutable Mutex mu_;
+  CondVar barrier_changed_;
   std::map<std::tuple<std::string, int32_t, std::string, int64_t>, Barrier> barriers_
       ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, int32_t>, int> barriers_per_attempt_ ABSL_GUARDED_BY(mu_);

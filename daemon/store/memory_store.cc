@@ -4,7 +4,7 @@
 namespace belay::store {
 
 absl::Status MemoryStore::Write(const WriteBatch& batch, Durability durability) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (!error_.ok()) return ReadOnlyError(error_);
   if (!inject_.ok()) {
     error_ = inject_;
@@ -25,7 +25,7 @@ absl::Status MemoryStore::Write(const WriteBatch& batch, Durability durability) 
 
 absl::StatusOr<std::optional<std::string>> MemoryStore::Get(Table table,
                                                             std::string_view key) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const auto& t = tables_[static_cast<size_t>(table)];
   auto it = t.find(key);
   if (it == t.end()) return std::optional<std::string>();
@@ -33,7 +33,7 @@ absl::StatusOr<std::optional<std::string>> MemoryStore::Get(Table table,
 }
 
 absl::StatusOr<Entries> MemoryStore::Scan(Table table, const ScanOptions& o) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const auto& t = tables_[static_cast<size_t>(table)];
   if (!o.end.empty() && o.end <= o.begin) return Entries{};
   auto lo = t.lower_bound(o.begin);
@@ -52,22 +52,22 @@ absl::StatusOr<Entries> MemoryStore::Scan(Table table, const ScanOptions& o) con
 }
 
 absl::Status MemoryStore::write_error() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return error_;
 }
 
 void MemoryStore::FailNextWrite(absl::Status error) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   inject_ = std::move(error);
 }
 
 int MemoryStore::synced_writes() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return synced_;
 }
 
 int MemoryStore::buffered_writes() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return buffered_;
 }
 

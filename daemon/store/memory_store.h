@@ -7,7 +7,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "daemon/store/store.h"
 
 namespace belay::store {
@@ -27,7 +27,7 @@ class MemoryStore final : public Store {
   int buffered_writes() const;
 
  private:
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::array<std::map<std::string, std::string, std::less<>>, std::size(kAllTables)> tables_
       ABSL_GUARDED_BY(mu_);
   absl::Status inject_ ABSL_GUARDED_BY(mu_);

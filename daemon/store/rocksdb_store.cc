@@ -105,7 +105,7 @@ rocksdb::ColumnFamilyHandle* RocksDbStore::handle(Table table) const {
 }
 
 absl::Status RocksDbStore::Write(const WriteBatch& batch, Durability durability) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (!error_.ok()) return ReadOnlyError(error_);
   rocksdb::WriteBatch wb;
   for (const WriteBatch::Op& op : batch.ops()) {
@@ -160,7 +160,7 @@ absl::StatusOr<Entries> RocksDbStore::Scan(Table table, const ScanOptions& o) co
 }
 
 absl::Status RocksDbStore::write_error() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return error_;
 }
 

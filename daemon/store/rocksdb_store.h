@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "daemon/store/store.h"
 
 namespace rocksdb {
@@ -48,7 +48,7 @@ class RocksDbStore final : public Store {
   std::filesystem::path dir_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // by Table; owned, closed in the destructor
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   absl::Status error_ ABSL_GUARDED_BY(mu_);  // the first failed write
 };
 

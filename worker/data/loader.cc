@@ -146,12 +146,12 @@ std::shared_ptr<const DataLoader::ShardOrder> DataLoader::OrderOf(uint64_t epoch
   if (!options_.shuffle) return natural_order_;
   const CacheKey key{epoch, 0};
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (auto hit = Find(orders_, key)) return hit;
   }
   // Computed outside the lock; two threads missing at once both compute the same value.
   auto order = std::make_shared<const ShardOrder>(MakeShardOrder(epoch));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Insert(orders_, key, order, kCachedOrders);
   return order;
 }
@@ -160,13 +160,13 @@ std::shared_ptr<const DataLoader::Permutation> DataLoader::PermutationOf(uint64_
                                                                          uint32_t shard) const {
   const CacheKey key{epoch, shard};
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (auto hit = Find(permutations_, key)) return hit;
   }
   auto perm = std::make_shared<const Permutation>(
       RandomPermutation(static_cast<uint32_t>(sequences_in_shard_[shard]),
                         DeriveSeed(options_.seed, epoch, uint64_t{1} + shard)));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Insert(permutations_, key, perm, kCachedPermutations);
   return perm;
 }

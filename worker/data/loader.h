@@ -12,7 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "worker/data/loader_state.h"
 #include "worker/data/shard.h"
 
@@ -125,7 +125,7 @@ class DataLoader {
   std::shared_ptr<const ShardOrder> natural_order_;  // used when shuffle is off
 
   // Most recently used first; bounded (loader.cc), so memory stays a few permutations.
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   mutable CacheEntries<ShardOrder> orders_ ABSL_GUARDED_BY(mu_);
   mutable CacheEntries<Permutation> permutations_ ABSL_GUARDED_BY(mu_);
 };
