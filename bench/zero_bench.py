@@ -35,6 +35,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "support"))
+import mpi_sandbox  # noqa: E402
+
 parser = argparse.ArgumentParser()
 parser.add_argument("bin_dir")
 parser.add_argument("--steps", type=int, default=10)
@@ -44,10 +47,8 @@ args = parser.parse_args()
 BIN = pathlib.Path(args.bin_dir).resolve()
 
 ENV = dict(os.environ)
-ENV.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_btl="self,vader", OMPI_MCA_btl_vader_single_copy_mechanism="none",
-           OMPI_MCA_oob_tcp_if_include="lo", OMPI_MCA_btl_tcp_if_include="lo",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+ENV.update(mpi_sandbox.environment("one-node"))
+ENV.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 SPEC = """[campaign]
 name = "zero-bench"

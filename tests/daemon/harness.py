@@ -13,6 +13,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "support"))
+import mpi_sandbox  # noqa: E402
+
 BIN = None
 ENV = dict(os.environ)
 # One thread per rank (2 ranks on this machine's cores); reference runs use the same.
@@ -109,14 +112,10 @@ def kill_local_jobs(state):
             pass
 
 
-def mpi_env(btl="self,vader"):
-    """Open MPI on loopback, as root, oversubscribed."""
-    env = dict(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl=btl,
-               OMPI_MCA_oob_tcp_if_include="lo", OMPI_MCA_btl_tcp_if_include="lo",
-               OMPI_MCA_rmaps_base_oversubscribe="1")
-    if "vader" in btl:
-        env["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
-    return env
+def mpi_env(profile="one-node"):
+    """Open MPI on loopback, as root, oversubscribed: a profile of scripts/mpi-sandbox.conf
+    ("one-node": shared memory; "nodes": TCP, for ranks on several virtual nodes)."""
+    return mpi_sandbox.environment(profile)
 
 
 # A tiny campaign (2 layers, d_model 64) over data prepared with `belay data prepare --out data`;
@@ -196,7 +195,7 @@ def slurm_cluster():
 def start_slurm_daemon(state, args=()):
     """belayd with what Open MPI needs inside Slurm jobs to reach ranks on other (virtual)
     nodes over loopback, and `args`."""
-    env = mpi_env(btl="self,tcp")
+    env = mpi_env("nodes")
     daemon = Daemon(state, [a for k, v in env.items() for a in ("--slurm-job-env", f"{k}={v}")] + list(args))
     daemon.start()
     return daemon

@@ -27,6 +27,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "support"))
+import mpi_sandbox  # noqa: E402
+
 BIN = pathlib.Path(sys.argv[1]).resolve()
 TOL = 1e-6
 failures = []
@@ -39,13 +42,8 @@ def fail(msg):
 
 def mpi_env():
     env = dict(os.environ)
-    # Open MPI in a sandbox: ctest may run as root, which mpirun refuses unless told twice;
-    # ranks of one node talk over shared memory without the kernel's cross-memory attach,
-    # which containers often forbid; control traffic stays on loopback; ranks may exceed cores.
-    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_btl="self,vader", OMPI_MCA_btl_vader_single_copy_mechanism="none",
-               OMPI_MCA_oob_tcp_if_include="lo", OMPI_MCA_btl_tcp_if_include="lo",
-               OMPI_MCA_rmaps_base_oversubscribe="1")
+    # Open MPI in a sandbox (root, shared memory, loopback, more ranks than cores).
+    env.update(mpi_sandbox.environment("one-node"))
     # One thread per rank: ranks outnumber the cores, and the 1-rank reference must use the
     # same BLAS threading as the others (sgemm's bits depend on its thread count).
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
@@ -59,7 +57,7 @@ ENV = mpi_env()
 
 
 def train(np, spec, out, *extra, expect_ok=True):
-    cmd = ["mpirun", "--oversubscribe", "-np", str(np), str(BIN / "belay-worker"),
+    cmd = ["mpirun", "-np", str(np), str(BIN / "belay-worker"),
            "--log-level", "warn", "train", "--spec", spec, "--out", out, *extra]
     p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     if expect_ok and p.returncode != 0:

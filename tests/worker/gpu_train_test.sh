@@ -7,6 +7,7 @@
 # Arguments: the bin directory with belay and belay-worker. Exits 77 (skip) without a GPU.
 set -euo pipefail
 bin=$1
+scripts=$(cd "$(dirname "$0")/../../scripts" && pwd)
 if ! nvidia-smi -L >/dev/null 2>&1; then
   echo "SKIP: no GPU (nvidia-smi -L failed)"
   exit 77
@@ -148,12 +149,13 @@ if [ "$gpus" -lt 2 ] || ! command -v mpirun >/dev/null; then
   echo "2-rank NCCL training: skipped ($gpus GPU, mpirun $(command -v mpirun || echo missing))"
   exit 0
 fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Open MPI in a sandbox (scripts/mpi-sandbox.conf): root, shared memory, loopback.
+. "$scripts/mpi-env.sh" one-node
 "$bin/belay-worker" --log-level warn train --spec small.toml --device cuda --out s1 > s1.jsonl
 for stage in 0 1 2; do
   sed -i "s/^zero_stage = .*/zero_stage = $stage/" small.toml
   for run in 1 2; do
-    mpirun --oversubscribe -np 2 "$bin/belay-worker" --log-level warn train --spec small.toml --device cuda \
+    mpirun -np 2 "$bin/belay-worker" --log-level warn train --spec small.toml --device cuda \
       --out "m$stage$run" > "m$stage$run.jsonl" 2> "m$stage$run.err" || fail "2 GPU ranks, stage $stage: $(tail -5 "m$stage$run.err")"
   done
   [ "$(losses "m${stage}1.jsonl")" = "$(losses "m${stage}2.jsonl")" ] || fail "two 2-rank GPU runs at stage $stage differ"
