@@ -37,6 +37,7 @@ import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "support"))
 import mpi_sandbox  # noqa: E402
+import tiny_campaign  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("bin_dir")
@@ -50,31 +51,18 @@ ENV = dict(os.environ)
 ENV.update(mpi_sandbox.environment("one-node"))
 ENV.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
-SPEC = """[campaign]
-name = "zero-bench"
-[model]
-n_layer = 4
-n_head = 4
-d_model = 128
-seq_len = 128
-vocab_size = 257
-[data]
-train = "data/train_*.bin"
-[train]
-total_steps = 1000
-micro_batch = 4
-global_batch = 16
-lr = 1e-3
-warmup_steps = 10
-zero_stage = {stage}
-[checkpoint]
-dir = "ckpt"
-every_steps = 100000
-"""
+# The demo shape, global batch 16 (tests/support/tiny_campaign.py, changed), no evaluation.
+SPEC = tiny_campaign.spec(
+    campaign={"name": "zero-bench"},
+    model={"n_layer": 4, "n_head": 4, "d_model": 128, "seq_len": 128},
+    data={"val": None},
+    train={"total_steps": 1000, "micro_batch": 4, "global_batch": 16, "lr": 1e-3, "warmup_steps": 10,
+           "eval_every": None, "eval_batches": None},
+    checkpoint={"every_steps": 100000})
 
 
 def run(np, stage):
-    pathlib.Path(f"s{stage}.toml").write_text(SPEC.format(stage=stage))
+    tiny_campaign.write(f"s{stage}.toml", SPEC, train={"zero_stage": stage})
     out = f"ck_{np}_{stage}"
     cmd = ["mpirun", "-np", str(np), str(BIN / "belay-worker"), "--log-level", "warn", "train",
            "--spec", f"s{stage}.toml", "--steps", str(args.steps), "--out", out]
