@@ -20,28 +20,16 @@ import sys
 import tempfile
 import time
 
-SPEC = """[campaign]
-name = "saves"
-[model]
-n_layer = 6
-n_head = 6
-d_model = 384
-seq_len = 128
-vocab_size = 257
-[data]
-train = "data/train_*.bin"
-[train]
-total_steps = {steps}
-micro_batch = 4
-global_batch = 4
-lr = 3e-4
-warmup_steps = 2
-[checkpoint]
-dir = "ckpt"
-every_steps = {every}
-keep_last = 2
-async = {async_}
-"""
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "support"))
+import tiny_campaign  # noqa: E402
+
+# 6 layers, d_model 384 (tests/support/tiny_campaign.py, changed): a 130 MB shard; no evaluation.
+SPEC = tiny_campaign.spec(
+    campaign={"name": "saves"},
+    model={"n_layer": 6, "n_head": 6, "d_model": 384, "seq_len": 128},
+    data={"val": None},
+    train={"micro_batch": 4, "global_batch": 4, "lr": 3e-4, "eval_every": None, "eval_batches": None},
+    checkpoint={"keep_last": 2})
 
 
 def main():
@@ -60,7 +48,8 @@ def main():
         for run in range(args.runs):
             for setting in ("true", "false"):  # interleaved, so drift hits both alike
                 spec = work / f"{setting}.toml"
-                spec.write_text(SPEC.format(steps=args.steps, every=args.every, async_=setting))
+                tiny_campaign.write(spec, SPEC, train={"total_steps": args.steps},
+                                    checkpoint={"every_steps": args.every, "async": setting == "true"})
                 out = work / f"out-{setting}"
                 shutil.rmtree(out, ignore_errors=True)
                 start = time.monotonic()

@@ -22,27 +22,16 @@ import subprocess
 import sys
 import tempfile
 
-SPEC = """[campaign]
-name = "zero{stage}"
-[model]
-n_layer = 12
-n_head = 12
-d_model = 768
-seq_len = 1024
-vocab_size = 257
-[data]
-train = "data/train_*.bin"
-[train]
-total_steps = {steps}
-micro_batch = {micro}
-global_batch = {global_batch}
-lr = 3e-4
-warmup_steps = 2
-zero_stage = {stage}
-[checkpoint]
-dir = "ckpt"
-every_steps = 100000
-"""
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "support"))
+import tiny_campaign  # noqa: E402
+
+# GPT-2 124M's shape with the byte vocabulary (tests/support/tiny_campaign.py, changed); no
+# evaluation.
+SPEC = tiny_campaign.spec(
+    model={"n_layer": 12, "n_head": 12, "d_model": 768, "seq_len": 1024},
+    data={"val": None},
+    train={"lr": 3e-4, "eval_every": None, "eval_batches": None},
+    checkpoint={"every_steps": 100000})
 
 
 def prepare_data(bin_dir):
@@ -58,8 +47,9 @@ def prepare_data(bin_dir):
 
 def run(bin_dir, stage, args, tag):
     spec = pathlib.Path(f"{tag}-zero{stage}.toml")
-    spec.write_text(SPEC.format(stage=stage, steps=args.steps, micro=args.micro_batch,
-                                global_batch=2 * args.micro_batch))
+    tiny_campaign.write(spec, SPEC, campaign={"name": f"zero{stage}"},
+                        train={"zero_stage": stage, "total_steps": args.steps, "micro_batch": args.micro_batch,
+                               "global_batch": 2 * args.micro_batch})
     out = pathlib.Path(f"{tag}-out{stage}")
     p = subprocess.run([str(bin_dir / "belay-worker"), "--log-level", "warn", "train", "--spec", str(spec),
                         "--device", "cuda", "--out", str(out)], capture_output=True, text=True, timeout=600)

@@ -13,6 +13,7 @@
 #include "belay/v1/worker.grpc.pb.h"
 #include "common/campaign_spec.h"
 #include "common/clock.h"
+#include "common/testing/tiny_campaign.h"
 #include "daemon/rpc/link_tls.h"
 #include "daemon/rpc/worker_link_service.h"
 #include "daemon/scheduler/fake_scheduler.h"
@@ -84,37 +85,29 @@ class EmptyLink final : public v1::WorkerLink::Service {
 
 // A campaign of `ranks` ranks: Slurm-shaped (4 ranks a node), since a local campaign has at
 // most 1024 ranks; the fake scheduler runs its job.
-constexpr const char* kSpecHead = R"([campaign]
-name = "bench"
-[model]
-n_layer = 1
-n_head = 1
-d_model = 8
-seq_len = 8
-vocab_size = 257
-[data]
-train = "/nonexistent/train_*.bin"
-[checkpoint]
-dir = "/nonexistent/ckpt"
-every_steps = 100000
-[resources]
-scheduler = "slurm"
-ranks_per_node = 4
-)";
+CampaignSpec BenchCampaign(int32_t ranks) {
+  CampaignSpec s = testing::TinyCampaignSpec();
+  s.campaign.name = "bench";
+  s.data.train = {"/nonexistent/train_*.bin"};
+  s.checkpoint.dir = "/nonexistent/ckpt";
+  s.checkpoint.every_steps = 100000;
+  s.resources.scheduler = SchedulerKind::kSlurm;
+  s.resources.ranks_per_node = 4;
+  s.resources.nodes = ranks / 4;
+  s.train.total_steps = 1000000000;
+  s.train.global_batch = ranks / 4 * 4;
+  return s;
+}
 
 }  // namespace
 
 int ServeBelayd(const fs::path& dir, int32_t ranks) {
-  const std::string toml = std::string(kSpecHead) + "nodes = " + std::to_string(ranks / 4) +
-                           "\n[train]\ntotal_steps = 1000000000\nmicro_batch = 1\nglobal_batch = " +
-                           std::to_string(ranks / 4 * 4) + "\nlr = 1e-3\n";
-  SpecParseOptions po;
-  po.check_paths = false;
-  SpecParseResult spec = ParseCampaignSpec(toml, "bench.toml", po);
+  absl::StatusOr<CampaignSpec> spec = testing::ValidatedCampaignSpec(BenchCampaign(ranks));
   if (!spec.ok()) {
-    std::cerr << "link_bench: " << spec.errors[0].ToString() << "\n";
+    std::cerr << "link_bench: " << spec.status() << "\n";
     return 1;
   }
+  const std::string toml = FormatCampaignSpec(*spec);
   absl::StatusOr<std::unique_ptr<store::RocksDbStore>> st =
       store::RocksDbStore::Open(dir / "state" / "store");
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = Credentials(dir);
@@ -128,7 +121,7 @@ int ServeBelayd(const fs::path& dir, int32_t ranks) {
   o.state_dir = dir / "state";
   supervisor::Supervisor sup(**st, scheduler, clock, o);
   absl::StatusOr<v1::Campaign> c =
-      sup.Submit(*spec.spec, toml, (dir / "bench.toml").string(), ::getuid(), "bench");
+      sup.Submit(*spec, toml, (dir / "bench.toml").string(), ::getuid(), "bench");
   if (!c.ok() || !sup.Tick().ok() || scheduler.submitted().empty()) {
     std::cerr << "link_bench: the campaign did not start: " << c.status() << "\n";
     return 1;

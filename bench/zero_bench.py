@@ -35,6 +35,10 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "support"))
+import mpi_sandbox  # noqa: E402
+import tiny_campaign  # noqa: E402
+
 parser = argparse.ArgumentParser()
 parser.add_argument("bin_dir")
 parser.add_argument("--steps", type=int, default=10)
@@ -44,36 +48,21 @@ args = parser.parse_args()
 BIN = pathlib.Path(args.bin_dir).resolve()
 
 ENV = dict(os.environ)
-ENV.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_btl="self,vader", OMPI_MCA_btl_vader_single_copy_mechanism="none",
-           OMPI_MCA_oob_tcp_if_include="lo", OMPI_MCA_btl_tcp_if_include="lo",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+ENV.update(mpi_sandbox.environment("one-node"))
+ENV.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
-SPEC = """[campaign]
-name = "zero-bench"
-[model]
-n_layer = 4
-n_head = 4
-d_model = 128
-seq_len = 128
-vocab_size = 257
-[data]
-train = "data/train_*.bin"
-[train]
-total_steps = 1000
-micro_batch = 4
-global_batch = 16
-lr = 1e-3
-warmup_steps = 10
-zero_stage = {stage}
-[checkpoint]
-dir = "ckpt"
-every_steps = 100000
-"""
+# The demo shape, global batch 16 (tests/support/tiny_campaign.py, changed), no evaluation.
+SPEC = tiny_campaign.spec(
+    campaign={"name": "zero-bench"},
+    model={"n_layer": 4, "n_head": 4, "d_model": 128, "seq_len": 128},
+    data={"val": None},
+    train={"total_steps": 1000, "micro_batch": 4, "global_batch": 16, "lr": 1e-3, "warmup_steps": 10,
+           "eval_every": None, "eval_batches": None},
+    checkpoint={"every_steps": 100000})
 
 
 def run(np, stage):
-    pathlib.Path(f"s{stage}.toml").write_text(SPEC.format(stage=stage))
+    tiny_campaign.write(f"s{stage}.toml", SPEC, train={"zero_stage": stage})
     out = f"ck_{np}_{stage}"
     cmd = ["mpirun", "-np", str(np), str(BIN / "belay-worker"), "--log-level", "warn", "train",
            "--spec", f"s{stage}.toml", "--steps", str(args.steps), "--out", out]

@@ -5,6 +5,7 @@
 
 #include "common/strings.h"
 #include "daemon/checkpoints/catalog.h"
+#include "daemon/rpc/grpc_status.h"
 #include "spdlog/spdlog.h"
 
 namespace belay::rpc {
@@ -84,12 +85,6 @@ std::string Bounded(const std::string& text, size_t max) {
 }
 
 }  // namespace
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())),
-                      std::string(s.message()));
-}
 
 std::chrono::seconds HeartbeatInterval(int32_t world_size) {
   const int64_t spread =

@@ -89,7 +89,4 @@ class WorkerLinkService final : public v1::WorkerLink::Service {
   std::map<std::pair<std::string, int32_t>, int> barriers_per_attempt_ ABSL_GUARDED_BY(mu_);
 };
 
-// grpc::Status from absl::Status, code for code.
-grpc::Status ToGrpc(const absl::Status& s);
-
 }  // namespace belay::rpc

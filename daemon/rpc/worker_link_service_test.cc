@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "common/testing/tiny_campaign.h"
 #include "daemon/rpc/link_tls.h"
 #include "daemon/scheduler/fake_scheduler.h"
 #include "daemon/store/memory_store.h"
@@ -30,31 +31,14 @@ class WorkerLinkTest : public ::testing::Test {
     supervisor::SupervisorOptions o;
     o.state_dir = dir_;
     sup_ = std::make_unique<supervisor::Supervisor>(store_, sched_, clock_, o);
-    SpecParseOptions po;
-    po.check_paths = false;
-    SpecParseResult spec = ParseCampaignSpec(R"([campaign]
-name = "link"
-[model]
-n_layer = 1
-n_head = 1
-d_model = 8
-seq_len = 8
-vocab_size = 257
-[data]
-train = "/d/*.bin"
-[train]
-total_steps = 10
-micro_batch = 1
-global_batch = 3
-lr = 1e-3
-[checkpoint]
-dir = "/ckpt"
-[resources]
-ranks_per_node = 3
-)",
-                                             "link.toml", po);
-    ASSERT_TRUE(spec.ok()) << spec.errors[0].ToString();
-    absl::StatusOr<v1::Campaign> c = sup_->Submit(*spec.spec, "", "link.toml", 0, "root");
+    CampaignSpec tiny = testing::TinyCampaignSpec();
+    tiny.campaign.name = "link";
+    tiny.data.train = {"/d/*.bin"};
+    tiny.train.global_batch = 3;
+    tiny.resources.ranks_per_node = 3;  // three ranks meet at the barriers
+    absl::StatusOr<CampaignSpec> spec = testing::ValidatedCampaignSpec(tiny);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    absl::StatusOr<v1::Campaign> c = sup_->Submit(*spec, "", "link.toml", 0, "root");
     ASSERT_TRUE(c.ok()) << c.status();
     id_ = c->id();
     ASSERT_TRUE(sup_->Tick().ok());

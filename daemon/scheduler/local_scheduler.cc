@@ -16,6 +16,7 @@
 #include "absl/strings/escaping.h"
 #include "common/durable_file.h"
 #include "common/strings.h"
+#include "daemon/scheduler/mpi_sandbox.h"
 #include "daemon/scheduler/rank_files.h"
 #include "nlohmann/json.hpp"
 
@@ -70,13 +71,7 @@ std::string Hostname() {
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> DefaultMpiEnvironment() {
-  return {{"OMPI_ALLOW_RUN_AS_ROOT", "1"},
-          {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
-          {"OMPI_MCA_btl", "self,vader"},
-          {"OMPI_MCA_btl_vader_single_copy_mechanism", "none"},
-          {"OMPI_MCA_oob_tcp_if_include", "lo"},
-          {"OMPI_MCA_btl_tcp_if_include", "lo"},
-          {"OMPI_MCA_rmaps_base_oversubscribe", "1"}};
+  return MpiSandboxEnvironment(MpiSandbox::kOneNode);
 }
 
 LocalScheduler::LocalScheduler(LocalSchedulerOptions options) : options_(std::move(options)) {}

@@ -17,9 +17,9 @@
 
 namespace belay::sched {
 
-// Open MPI settings for CPU ranks on one machine (as scripts/mpi-env.sh): run as root when
-// that is who runs belayd, shared memory without cross-memory attach, loopback only,
-// oversubscription allowed.
+// Open MPI settings for CPU ranks on one machine: the one-node profile of
+// scripts/mpi-sandbox.conf (mpi_sandbox.h): run as root when that is who runs belayd, shared
+// memory without cross-memory attach, loopback only, oversubscription allowed.
 std::vector<std::pair<std::string, std::string>> DefaultMpiEnvironment();
 
 struct LocalSchedulerOptions {

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/strings.h"
+#include "daemon/scheduler/mpi_sandbox.h"
 #include "gtest/gtest.h"
 
 namespace belay::sched {
@@ -35,9 +36,7 @@ class SlurmSchedulerTest : public ::testing::Test {
     SlurmSchedulerOptions o;
     o.conf = conf;
     o.min_poll_interval = 200ms;
-    o.mpi_env = {{"OMPI_ALLOW_RUN_AS_ROOT", "1"},       {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
-                 {"OMPI_MCA_btl", "self,tcp"},          {"OMPI_MCA_btl_tcp_if_include", "lo"},
-                 {"OMPI_MCA_oob_tcp_if_include", "lo"}, {"OMPI_MCA_rmaps_base_oversubscribe", "1"}};
+    o.mpi_env = MpiSandboxEnvironment(MpiSandbox::kNodes);
     sched_ = std::make_unique<SlurmScheduler>(o);
   }
   void TearDown() override {

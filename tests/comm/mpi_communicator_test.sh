@@ -8,13 +8,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# Open MPI in a sandbox: ctest may run as root, which mpirun refuses unless told twice; ranks
-# of one node talk over shared memory (vader) without the kernel's cross-memory attach, which
-# containers often forbid; mpirun's own control traffic stays on loopback; 4 ranks may exceed
-# the cores.
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
-export OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl_tcp_if_include=lo
+# Open MPI in a sandbox (scripts/mpi-sandbox.conf): ctest may run as root, ranks of one node
+# talk over shared memory without cross-memory attach, traffic stays on loopback, 4 ranks may
+# exceed the cores.
+. "$(dirname "$0")/../../scripts/mpi-env.sh" one-node
 # In the sanitizer lane: Open MPI's own allocations are never freed. Full unwinding lets the
 # suppressions see through its plugins, whose frames fast unwinding loses.
 export LSAN_OPTIONS="suppressions=$(dirname "$0")/mpi_lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
@@ -27,7 +24,7 @@ run() {
   local np=$1 log="$tmp/np$1.log"
   shift
   if ! BELAY_COMM_TEST_WORLD_SIZE=$np timeout 60 \
-      mpirun --oversubscribe -np "$np" "$test_bin" --gtest_brief=1 "$@" >"$log" 2>&1; then
+      mpirun -np "$np" "$test_bin" --gtest_brief=1 "$@" >"$log" 2>&1; then
     cat "$log" >&2
     fail "$np ranks: mpirun exited non-zero"
   fi

@@ -60,16 +60,17 @@ def rank_pid(state, cid, attempt, rank):
     return int(m.group(1)) if m else None
 
 
-SPEC = harness.tiny_campaign(2, """[checkpoint]
-dir = "ckpt"
-every_steps = 50
-keep_last = 20
-[resources]
-ranks_per_node = 2
-[restart]
-backoff = {{ initial = "1s", max = "5s", jitter = 0.1 }}
-hang_timeout = "10s"
-""")
+SPEC = {
+    "train": {"zero_stage": 2},
+    "checkpoint": {"dir": "ckpt", "every_steps": 50, "keep_last": 20},
+    "resources": {"ranks_per_node": 2},
+    "restart": {"backoff": {"initial": "1s", "max": "5s", "jitter": 0.1}, "hang_timeout": "10s"},
+}
+
+
+def spec(name, steps, **changes):
+    """SPEC's campaign file named `name`, `steps` long, with `changes` to its sections."""
+    return harness.campaign(name, steps, SPEC, **changes)
 
 
 def main():
@@ -85,7 +86,7 @@ def main():
         DAEMON.start()
 
         # --- A killed rank: restart from the last commit, bit-identical end state.
-        pathlib.Path("kill.toml").write_text(SPEC.format(name="kill", steps=600).replace("keep_last = 20", "keep_last = 3"))
+        pathlib.Path("kill.toml").write_text(spec("kill", 600, checkpoint={"keep_last": 3}))
         cid = belay("submit", "kill.toml").stdout.split()[-1]
         wait_for("a checkpoint at step 100 or later", lambda: [s for s in committed_steps(cid) if s >= 100])
         pid = wait_for("rank 1's pid", lambda: rank_pid(state, cid, 1, 1))
@@ -134,7 +135,7 @@ def main():
         print(f"goodput: saves held the ranks up {ckpt_h * 3600:.2f} rank-s of {spent_h * 3600:.0f}")
 
         # --- A stopped rank: hang detected, killed, restarted.
-        pathlib.Path("hang.toml").write_text(SPEC.format(name="hang", steps=300))
+        pathlib.Path("hang.toml").write_text(spec("hang", 300))
         cid = belay("submit", "hang.toml").stdout.split()[-1]
         wait_for("a checkpoint", lambda: committed_steps(cid))
         pid = wait_for("rank 0's pid", lambda: rank_pid(state, cid, 1, 0))
@@ -153,7 +154,7 @@ def main():
         print(f"SIGSTOP on rank 0: hang detected and recovered; completed {time.time() - t0:.0f} s later")
 
         # --- belayd killed mid-run and restarted: the attempt is re-adopted.
-        pathlib.Path("readopt.toml").write_text(SPEC.format(name="readopt", steps=800))
+        pathlib.Path("readopt.toml").write_text(spec("readopt", 800))
         cid = belay("submit", "readopt.toml").stdout.split()[-1]
         wait_for("a checkpoint", lambda: committed_steps(cid))
         before = committed_steps(cid)
@@ -173,7 +174,7 @@ def main():
 
         # --- A corrupt checkpoint: the attempt after it falls back to the previous one.
         pathlib.Path("corrupt.toml").write_text(
-            SPEC.format(name="corrupt", steps=600).replace('initial = "1s", max = "5s"', 'initial = "6s", max = "10s"'))
+            spec("corrupt", 600, restart={"backoff": {"initial": "6s", "max": "10s"}}))
         cid = belay("submit", "corrupt.toml").stdout.split()[-1]
         wait_for("a checkpoint at step 150 or later", lambda: [s for s in committed_steps(cid) if s >= 150])
         pid = wait_for("rank 1's pid", lambda: rank_pid(state, cid, 1, 1))
@@ -201,7 +202,7 @@ def main():
         # --- A non-finite loss: rollback to the last good checkpoint.
         DAEMON.kill(signal.SIGTERM)
         DAEMON.start({"BELAY_FAULT_NAN_AT_STEP": "130", "BELAY_FAULT_ATTEMPT": "1"})
-        pathlib.Path("nan.toml").write_text(SPEC.format(name="nan", steps=300))
+        pathlib.Path("nan.toml").write_text(spec("nan", 300))
         cid = belay("submit", "nan.toml").stdout.split()[-1]
         w = belay("watch", cid, check=False, timeout=300)
         if w.returncode != 0:
@@ -229,8 +230,7 @@ def main():
                 with open(filler, "wb") as f:  # leave about 1 MB: less than one checkpoint
                     f.write(b"\0" * (11 * 1024 * 1024))
                 pathlib.Path("full.toml").write_text(
-                    SPEC.format(name="full", steps=400).replace('dir = "ckpt"', 'dir = "full/ckpt"')
-                    .replace("keep_last = 20", "keep_last = 2"))
+                    spec("full", 400, checkpoint={"dir": "full/ckpt", "keep_last": 2}))
                 cid = belay("submit", "full.toml").stdout.split()[-1]
                 wait_for("a failed save", lambda: "failed" in belay("events", cid).stdout and "checkpoint at step" in belay("events", cid).stdout)
                 failed_at = int(re.search(r"checkpoint at step (\d+) failed", belay("events", cid).stdout).group(1))
@@ -269,7 +269,7 @@ def main():
             theirs.mkdir()
             os.chown(theirs, nobody, nobody_gid)
             pathlib.Path("theirs.toml").write_text(
-                SPEC.format(name="theirs", steps=50).replace('dir = "ckpt"', f'dir = "{theirs}/ckpt"'))
+                spec("theirs", 50, checkpoint={"dir": f"{theirs}/ckpt"}))
             tid = belay("submit", "theirs.toml", user=nobody).stdout.split()[-1]
             theirs_id = tid
             w = belay("watch", tid, user=nobody, check=False, timeout=300)
@@ -287,8 +287,8 @@ def main():
             hidden.mkdir(mode=0o700)
             shutil.copytree("data", hidden / "data")
             pathlib.Path("hidden.toml").write_text(
-                SPEC.format(name="hidden", steps=10).replace('dir = "ckpt"', f'dir = "{theirs}/ckpt"')
-                .replace('"data/', f'"{hidden}/data/'))
+                spec("hidden", 10, checkpoint={"dir": f"{theirs}/ckpt"},
+                     data={"train": f"{hidden}/data/train_*.bin", "val": f"{hidden}/data/val_*.bin"}))
             p = belay("submit", "hidden.toml", user=nobody, check=False)
             if p.returncode != 2 or not re.search(r"hidden\.toml:\d+:\d+: data\.train: .* matches no file", p.stderr):
                 fail(f"uid {nobody} submitting data only root may read: exit {p.returncode}: {p.stderr}")
@@ -333,14 +333,14 @@ def main():
             print("not root: the second-user check is skipped")
 
         # --- Bad input: refused clearly, and belayd stays up.
-        pathlib.Path("bad.toml").write_text(SPEC.format(name="bad", steps=10).replace("lr = 3e-3", "lr = \"fast\""))
+        pathlib.Path("bad.toml").write_text(spec("bad", 10, train={"lr": "fast"}))
         p = belay("submit", "bad.toml", check=False)
         if p.returncode != 2 or not re.search(r"bad\.toml:\d+:\d+: train\.lr: ", p.stderr):
             fail(f"malformed campaign: exit {p.returncode}: {p.stderr}")
         # 50 mangled campaign files, checked by belayd (--validate-only stores nothing): each is
         # either refused with file:line:col or (when the change left it valid) accepted.
         rng = random.Random(1234)
-        good = SPEC.format(name="mangled", steps=10)
+        good = spec("mangled", 10)
         refused = 0
         for i in range(50):
             text = good
@@ -405,7 +405,7 @@ def main():
 
         # --- Malformed and hostile RPCs on both services, half of them carrying the token of a
         # running attempt (so they reach the handlers behind the token check).
-        pathlib.Path("junk.toml").write_text(SPEC.format(name="junk", steps=100000))
+        pathlib.Path("junk.toml").write_text(spec("junk", 100000))
         cid = belay("submit", "junk.toml").stdout.split()[-1]
         pid = wait_for("rank 0's pid", lambda: rank_pid(state, cid, 1, 0))
         environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")

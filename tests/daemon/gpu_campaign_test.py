@@ -31,16 +31,12 @@ if shutil.which("nvidia-smi") is None or subprocess.run(["nvidia-smi", "-L"], ca
 harness.init(sys.argv[1])
 BIN = harness.BIN
 
-SPEC = harness.tiny_campaign(2, """[checkpoint]
-dir = "ckpt"
-every_steps = 20
-keep_last = 10
-[resources]
-gpus_per_node = 1
-ranks_per_node = 1
-[restart]
-backoff = {{ initial = "1s", max = "5s", jitter = 0.1 }}
-""")
+SPEC = {
+    "train": {"zero_stage": 2},
+    "checkpoint": {"dir": "ckpt", "every_steps": 20, "keep_last": 10},
+    "resources": {"gpus_per_node": 1, "ranks_per_node": 1},
+    "restart": {"backoff": {"initial": "1s", "max": "5s", "jitter": 0.1}},
+}
 
 
 def prepare_data():
@@ -72,7 +68,7 @@ def main():
         # --- A campaign on the GPU, against the same file trained standalone.
         daemon = Daemon(state)
         daemon.start()
-        pathlib.Path("gpu.toml").write_text(SPEC.format(name="gpu", steps=60))
+        pathlib.Path("gpu.toml").write_text(harness.campaign("gpu", 60, SPEC))
         cid = belay("submit", "gpu.toml").stdout.split()[-1]
         watch(cid)
         st = status(cid)
@@ -95,7 +91,7 @@ def main():
         daemon.kill()
         kill_local_jobs(state)
         daemon.start({"BELAY_FAULT_NAN_AT_STEP": "45", "BELAY_FAULT_ATTEMPT": "1"})
-        pathlib.Path("nan.toml").write_text(SPEC.format(name="nan", steps=60))
+        pathlib.Path("nan.toml").write_text(harness.campaign("nan", 60, SPEC))
         cid = belay("submit", "nan.toml").stdout.split()[-1]
         watch(cid)
         st = status(cid)

@@ -13,6 +13,10 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "support"))
+import mpi_sandbox  # noqa: E402
+import tiny_campaign  # noqa: E402
+
 BIN = None
 ENV = dict(os.environ)
 # One thread per rank (2 ranks on this machine's cores); reference runs use the same.
@@ -109,39 +113,18 @@ def kill_local_jobs(state):
             pass
 
 
-def mpi_env(btl="self,vader"):
-    """Open MPI on loopback, as root, oversubscribed."""
-    env = dict(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl=btl,
-               OMPI_MCA_oob_tcp_if_include="lo", OMPI_MCA_btl_tcp_if_include="lo",
-               OMPI_MCA_rmaps_base_oversubscribe="1")
-    if "vader" in btl:
-        env["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
-    return env
+def mpi_env(profile="one-node"):
+    """Open MPI on loopback, as root, oversubscribed: a profile of scripts/mpi-sandbox.conf
+    ("one-node": shared memory; "nodes": TCP, for ranks on several virtual nodes)."""
+    return mpi_sandbox.environment(profile)
 
 
-# A tiny campaign (2 layers, d_model 64) over data prepared with `belay data prepare --out data`;
-# {name} and {steps} are left for str.format, the sections after [train] are the test's.
-def tiny_campaign(zero_stage, rest):
-    return """[campaign]
-name = "{name}"
-[model]
-n_layer = 2
-n_head = 2
-d_model = 64
-seq_len = 32
-vocab_size = 257
-[data]
-train = "data/train_*.bin"
-val = "data/val_*.bin"
-[train]
-total_steps = {steps}
-micro_batch = 2
-global_batch = 8
-lr = 3e-3
-warmup_steps = 2
-eval_every = 100
-eval_batches = 2
-zero_stage = """ + str(zero_stage) + "\n" + rest
+def campaign(name, steps, base, **changes):
+    """The text of a campaign file: the tiny campaign (tests/support/tiny_campaign.py: 2 layers,
+    d_model 64, over data prepared with `belay data prepare --out data`) with the test's
+    sections `base` and then `changes` merged in, named `name`, `steps` steps long."""
+    spec = tiny_campaign.merged(tiny_campaign.merged(tiny_campaign.TINY, base), changes)
+    return tiny_campaign.toml(tiny_campaign.spec(spec, campaign={"name": name}, train={"total_steps": steps}))
 
 
 def prepare_data():
@@ -168,21 +151,17 @@ def assert_same_as_standalone(spec_file, name, cid, step, timeout=600):
     return ours, theirs
 
 
-# A `nodes`-node campaign (2 by default) on the local Slurm cluster's partition "debug", one
-# rank per node, a checkpoint every `every` steps; {name} and {steps} are left for str.format.
-def slurm_campaign(every, time_limit="30m", extra_resources="", nodes=2):
-    return tiny_campaign(1, f"""[checkpoint]
-dir = "ckpt"
-every_steps = {every}
-[resources]
-scheduler = "slurm"
-nodes = {nodes}
-ranks_per_node = 1
-partition = "debug"
-time_limit = "{time_limit}"
-{extra_resources}[restart]
-backoff = {{{{ initial = "1s", max = "5s", jitter = 0.1 }}}}
-""")
+# The sections of a `nodes`-node campaign (2 by default) on the local Slurm cluster's partition
+# "debug", one rank per node, a checkpoint every `every` steps, for campaign(); `resources`
+# adds to its [resources].
+def slurm_campaign(every, time_limit="30m", nodes=2, **resources):
+    return {
+        "train": {"zero_stage": 1},
+        "checkpoint": {"dir": "ckpt", "every_steps": every},
+        "resources": {"scheduler": "slurm", "nodes": nodes, "ranks_per_node": 1, "partition": "debug",
+                      "time_limit": time_limit, **resources},
+        "restart": {"backoff": {"initial": "1s", "max": "5s", "jitter": 0.1}},
+    }
 
 
 def slurm_cluster():
@@ -196,7 +175,7 @@ def slurm_cluster():
 def start_slurm_daemon(state, args=()):
     """belayd with what Open MPI needs inside Slurm jobs to reach ranks on other (virtual)
     nodes over loopback, and `args`."""
-    env = mpi_env(btl="self,tcp")
+    env = mpi_env("nodes")
     daemon = Daemon(state, [a for k, v in env.items() for a in ("--slurm-job-env", f"{k}={v}")] + list(args))
     daemon.start()
     return daemon

@@ -42,7 +42,7 @@ def main():
         harness.prepare_data()
         DAEMON = harness.start_slurm_daemon(tmp / "state")
 
-        pathlib.Path("slurm.toml").write_text(SPEC.format(name="onslurm", steps=300))
+        pathlib.Path("slurm.toml").write_text(harness.campaign("onslurm", 300, SPEC))
         cid = belay("submit", "slurm.toml").stdout.split()[-1]
         job = wait_for("a Slurm job", lambda: (status(cid).get("attempts") or [{}])[0].get("scheduler_job_id"))
         if not job.startswith("slurm-"):

@@ -32,6 +32,7 @@ import time
 
 from harness import ENV, belay, fail, status, wait_for
 import harness
+import tiny_campaign
 
 harness.init(sys.argv[1])
 BIN = harness.BIN
@@ -40,8 +41,8 @@ DAEMON = None
 FROZEN = []
 
 # 12 sequences a step split over 3 ranks and over 2.
-SPEC = harness.slurm_campaign(50, extra_resources="min_nodes = 2\n", nodes=3).replace(
-    "global_batch = 8", "global_batch = 12")
+SPEC = tiny_campaign.merged(harness.slurm_campaign(50, nodes=3, min_nodes=2),
+                            {"train": {"global_batch": 12}})
 
 
 def environ(pid):
@@ -83,7 +84,7 @@ def main():
         os.chdir(tmp)
         harness.prepare_data()
         DAEMON = harness.start_slurm_daemon(tmp / "state", ["--slurm-node-poll", "5"])
-        pathlib.Path("nodefail.toml").write_text(SPEC.format(name="nodefail", steps=400))
+        pathlib.Path("nodefail.toml").write_text(harness.campaign("nodefail", 400, SPEC))
         cid = belay("submit", "nodefail.toml").stdout.split()[-1]
 
         # Checkpoint 100 committed, the job past it.

@@ -27,6 +27,10 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "support"))
+import mpi_sandbox  # noqa: E402
+import tiny_campaign  # noqa: E402
+
 BIN = pathlib.Path(sys.argv[1]).resolve()
 TOL = 1e-6
 failures = []
@@ -39,13 +43,8 @@ def fail(msg):
 
 def mpi_env():
     env = dict(os.environ)
-    # Open MPI in a sandbox: ctest may run as root, which mpirun refuses unless told twice;
-    # ranks of one node talk over shared memory without the kernel's cross-memory attach,
-    # which containers often forbid; control traffic stays on loopback; ranks may exceed cores.
-    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_btl="self,vader", OMPI_MCA_btl_vader_single_copy_mechanism="none",
-               OMPI_MCA_oob_tcp_if_include="lo", OMPI_MCA_btl_tcp_if_include="lo",
-               OMPI_MCA_rmaps_base_oversubscribe="1")
+    # Open MPI in a sandbox (root, shared memory, loopback, more ranks than cores).
+    env.update(mpi_sandbox.environment("one-node"))
     # One thread per rank: ranks outnumber the cores, and the 1-rank reference must use the
     # same BLAS threading as the others (sgemm's bits depend on its thread count).
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
@@ -59,7 +58,7 @@ ENV = mpi_env()
 
 
 def train(np, spec, out, *extra, expect_ok=True):
-    cmd = ["mpirun", "--oversubscribe", "-np", str(np), str(BIN / "belay-worker"),
+    cmd = ["mpirun", "-np", str(np), str(BIN / "belay-worker"),
            "--log-level", "warn", "train", "--spec", spec, "--out", out, *extra]
     p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     if expect_ok and p.returncode != 0:
@@ -113,35 +112,17 @@ def main():
                         "0.1", "/usr/share/common-licenses/GPL-3",
                         "/usr/share/common-licenses/Apache-2.0"],
                        check=True, capture_output=True)
-        base = """[campaign]
-name = "dp"
-[model]
-n_layer = 2
-n_head = 2
-d_model = 32
-seq_len = 32
-vocab_size = 257
-[data]
-train = "data/train_*.bin"
-val = "data/val_*.bin"
-[train]
-total_steps = 20
-micro_batch = 2
-global_batch = {gb}
-lr = 3e-3
-warmup_steps = 2
-goldfish = {{ k = 4, h = 8 }}
-eval_every = 10
-eval_batches = 4
-zero_stage = {stage}
-[checkpoint]
-dir = "ckpt"
-every_steps = 10
-keep_last = 5
-"""
+        base = tiny_campaign.spec(
+            campaign={"name": "dp"}, model={"d_model": 32},
+            train={"total_steps": 20, "goldfish": {"k": 4, "h": 8}, "eval_every": 10, "eval_batches": 4},
+            checkpoint={"every_steps": 10, "keep_last": 5})
+
+        def write(path, gb, stage, base=base, **changes):
+            tiny_campaign.write(path, base, train={"global_batch": gb, "zero_stage": stage}, **changes)
+
         for stage in (0, 1, 2):
             for gb in (24, 8, 6):
-                pathlib.Path(f"s{stage}_g{gb}.toml").write_text(base.format(gb=gb, stage=stage))
+                write(f"s{stage}_g{gb}.toml", gb, stage)
 
         # The reference: one rank.
         _, ref_lines = train(1, "s0_g24.toml", "ref")
@@ -188,8 +169,7 @@ keep_last = 5
         # checkpoint.every_steps = "auto": rank 0 decides and every rank saves the same steps.
         # With a failure every microsecond that is every step; each saved step has all four
         # shards and a manifest (retention kept 16..20), and the state is that of fixed saves.
-        pathlib.Path("auto.toml").write_text(
-            base.format(gb=24, stage=2).replace("every_steps = 10", 'every_steps = "auto"'))
+        write("auto.toml", 24, 2, checkpoint={"every_steps": "auto"})
         _, auto = train(4, "auto.toml", "auto", "--mtbf", "0.000001")
         compare("stage 2 on 4 ranks, auto save interval", steps(auto), runs[(2, 4)][1], exact=True)
         kept = sorted(p.name for p in pathlib.Path("auto/dp").glob("step_*"))
@@ -230,10 +210,9 @@ keep_last = 5
         # Gradients: stage 1 keeps the full gradient and its shard; stage 2 the shard and, during
         # backward, the staging of three buckets (embeddings and two layers) — less than the
         # full gradient once the model has more than a few layers.
-        deep = base.replace("n_layer = 2", "n_layer = 8")
         grads = {}
         for stage in (1, 2):
-            pathlib.Path(f"deep{stage}.toml").write_text(deep.format(gb=8, stage=stage))
+            write(f"deep{stage}.toml", 8, stage, model={"n_layer": 8})
             _, lines = train(4, f"deep{stage}.toml", f"deep{stage}", "--steps", "1")
             mem = memory(lines)
             grads[stage] = mem["gradient_bytes"][0]

@@ -7,6 +7,8 @@
 # Arguments: the bin directory with belay and belay-worker. Exits 77 (skip) without a GPU.
 set -euo pipefail
 bin=$1
+scripts=$(cd "$(dirname "$0")/../../scripts" && pwd)
+support=$(cd "$(dirname "$0")/../support" && pwd)
 if ! nvidia-smi -L >/dev/null 2>&1; then
   echo "SKIP: no GPU (nvidia-smi -L failed)"
   exit 77
@@ -26,33 +28,13 @@ unset SLURM_PROCID SLURM_NTASKS SLURM_LOCALID BELAY_RANK BELAY_WORLD_SIZE BELAY_
 }
 
 # name, heads, width, sequence length: head size 16 (materialised attention) and 64 (fused).
+# The tiny campaign of tests/support/tiny_campaign.py, changed (one "key = value" a line, which
+# the sed edits below rely on).
 campaign() {
-  cat > "$1.toml" <<TOML
-[campaign]
-name = "$1"
-[model]
-n_layer = 2
-n_head = $2
-d_model = $3
-seq_len = $4
-vocab_size = 257
-[data]
-train = "data/train_*.bin"
-val = "data/val_*.bin"
-[train]
-total_steps = 20
-micro_batch = 2
-global_batch = 4
-lr = 3e-3
-warmup_steps = 2
-goldfish = { k = 4, h = 8 }
-eval_every = 10
-eval_batches = 2
-[checkpoint]
-dir = "ckpt"
-every_steps = 10
-keep_last = 5
-TOML
+  python3 "$support/tiny_campaign.py" "$1.toml" campaign.name="$1" model.n_head="$2" \
+    model.d_model="$3" model.seq_len="$4" train.total_steps=20 train.global_batch=4 \
+    train.goldfish.k=4 train.goldfish.h=8 train.eval_every=10 checkpoint.every_steps=10 \
+    checkpoint.keep_last=5
 }
 losses() { grep -o '"loss":[^,}]*' "$1" | cut -d: -f2; }
 # Largest |a - b| - tol·|b| over paired lines of two loss lists; fails when any is > atol.
@@ -148,12 +130,13 @@ if [ "$gpus" -lt 2 ] || ! command -v mpirun >/dev/null; then
   echo "2-rank NCCL training: skipped ($gpus GPU, mpirun $(command -v mpirun || echo missing))"
   exit 0
 fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Open MPI in a sandbox (scripts/mpi-sandbox.conf): root, shared memory, loopback.
+. "$scripts/mpi-env.sh" one-node
 "$bin/belay-worker" --log-level warn train --spec small.toml --device cuda --out s1 > s1.jsonl
 for stage in 0 1 2; do
   sed -i "s/^zero_stage = .*/zero_stage = $stage/" small.toml
   for run in 1 2; do
-    mpirun --oversubscribe -np 2 "$bin/belay-worker" --log-level warn train --spec small.toml --device cuda \
+    mpirun -np 2 "$bin/belay-worker" --log-level warn train --spec small.toml --device cuda \
       --out "m$stage$run" > "m$stage$run.jsonl" 2> "m$stage$run.err" || fail "2 GPU ranks, stage $stage: $(tail -5 "m$stage$run.err")"
   done
   [ "$(losses "m${stage}1.jsonl")" = "$(losses "m${stage}2.jsonl")" ] || fail "two 2-rank GPU runs at stage $stage differ"
