@@ -7,8 +7,8 @@
 // protect are declared ABSL_GUARDED_BY(mu_) as before.
 #pragma once
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 
@@ -51,8 +51,9 @@ class CondVar {
   // their condition, as with any condition variable.
   bool WaitWithDeadline(Mutex* mu, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     std::unique_lock<std::mutex> held(mu->mu_, std::adopt_lock);
-    const auto until = std::chrono::system_clock::now() +
-                       absl::ToChronoNanoseconds(std::max(deadline - absl::Now(), absl::ZeroDuration()));
+    const auto until =
+        std::chrono::system_clock::now() +
+        absl::ToChronoNanoseconds(std::max(deadline - absl::Now(), absl::ZeroDuration()));
     const bool timed_out = cv_.wait_until(held, until) == std::cv_status::timeout;
     held.release();  // still locked: the caller's lock (a MutexLock) unlocks it
     return timed_out;
