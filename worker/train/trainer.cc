@@ -7,81 +7,22 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <limits>
-#include <map>
 #include <optional>
 
 #include "common/checksum.h"
 #include "common/ckpt/layout.h"
-#include "common/ckpt/manifest.h"
 #include "common/strings.h"
 #include "kernels/grad_norm.h"
-#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
-#include "worker/ckpt/shard_file.h"
-#include "worker/data/loader_state.h"
 #include "worker/model/goldfish.h"
 #include "worker/model/schedule.h"
+#include "worker/train/rank_agreement.h"
 
 namespace belay::train {
 namespace {
 
 namespace fs = std::filesystem;
-
-// The three flat buffers a checkpoint holds, each stored tensor by tensor under its logical
-// name, so that a loader can re-partition them over any number of ranks.
-constexpr std::string_view kParamPrefix = "param/";
-constexpr std::string_view kAdamMPrefix = "adam.m/";
-constexpr std::string_view kAdamVPrefix = "adam.v/";
-constexpr std::string_view kPrefixes[] = {kParamPrefix, kAdamMPrefix, kAdamVPrefix};
-
-nlohmann::json ConfigJson(const model::Gpt2Config& c) {
-  return {{"n_layer", c.n_layer},       {"n_head", c.n_head},
-          {"d_model", c.d_model},       {"max_seq_len", c.max_seq_len},
-          {"vocab_size", c.vocab_size}, {"padded_vocab", c.padded_vocab}};
-}
-
-// A failed collective leaves the ranks in states that can no longer be matched up: stop the
-// process (the launcher or belayd sees the exit and restarts from the last checkpoint).
-void CheckCollective(const absl::Status& s, std::string_view what) {
-  if (s.ok()) return;
-  spdlog::critical("{} failed: {}", what, std::string(s.message()));
-  std::abort();
-}
-
-// Every rank's status; see Trainer::Agree.
-absl::Status AgreeOnStatus(comm::Communicator& comm, const absl::Status& local) {
-  const int W = comm.world_size();
-  if (W == 1) return local;
-  // Fixed-size records: [code (1 byte)] [message, NUL-padded].
-  constexpr size_t kRecord = 1024;
-  std::vector<std::byte> mine(kRecord), all(kRecord * static_cast<size_t>(W));
-  mine[0] = static_cast<std::byte>(static_cast<int>(local.code()));
-  const std::string msg(local.message());
-  std::memcpy(mine.data() + 1, msg.data(), std::min(msg.size(), kRecord - 2));
-  CheckCollective(comm.AllGatherBytes(mine, all), "status exchange");
-  for (int r = 0; r < W; ++r) {
-    const std::byte* rec = all.data() + static_cast<size_t>(r) * kRecord;
-    auto code = static_cast<absl::StatusCode>(static_cast<int>(rec[0]));
-    if (code == absl::StatusCode::kOk) continue;
-    const char* text = reinterpret_cast<const char*>(rec + 1);
-    return absl::Status(code,
-                        Cat("rank ", r, ": ", std::string_view(text, strnlen(text, kRecord - 1))));
-  }
-  return absl::OkStatus();
-}
-
-// Sums one double per rank in rank order, the same bits on every rank.
-double SumOverRanks(comm::Communicator& comm, double local) {
-  std::vector<double> all(static_cast<size_t>(comm.world_size()));
-  CheckCollective(comm.AllGatherBytes(std::as_bytes(std::span(&local, 1)),
-                                      std::as_writable_bytes(std::span(all))),
-                  "all-gather");
-  double sum = 0;
-  for (double v : all) sum += v;
-  return sum;
-}
 
 // A hash of one training sequence's tokens: 32 bits, so a batch's sum cannot overflow.
 uint64_t SequenceHash(const int32_t* seq, int T) {
@@ -313,7 +254,8 @@ Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device devi
                  ? std::make_unique<model::Gpt2>(layout_, static_cast<int>(spec.train.micro_batch),
                                                  static_cast<int>(spec.model.seq_len))
                  : nullptr),
-      params_(static_cast<size_t>(layout_.total())) {
+      params_(static_cast<size_t>(layout_.total())),
+      checkpoints_(spec_, comm, layout_, plan_) {
   model::InitGpt2(layout_, params_, spec.train.seed);
   accum_ = spec.grad_accum_steps(comm.world_size());
   const int stage = spec.train.zero_stage;
@@ -375,8 +317,6 @@ MemoryAccounting Trainer::memory() const {
   m.optimizer = optimizer_->state_bytes();
   return m;
 }
-
-absl::Status Trainer::Agree(const absl::Status& local) { return AgreeOnStatus(comm_, local); }
 
 const float* Trainer::OwnedGradients() const {
   return spec_.train.zero_stage == 0 ? grads_.data() : grad_shard_.data();
@@ -772,300 +712,31 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
 absl::StatusOr<std::unique_ptr<PendingSave>> Trainer::BeginSave(const fs::path& root,
                                                                 const StepMetrics& last,
                                                                 SaveMode mode, bool background) {
-  const std::string& campaign = spec_.campaign.name;
-  const int W = comm_.world_size(), r = comm_.rank();
   const Phase was = phase_.exchange(Phase::kCheckpoint);
   if (gpu_) PullFromGpu();
-  const bool standalone = mode == SaveMode::kCommit;
-  // Rank 0 prepares the step directory (standalone: the temporary one); everyone writes into it.
-  absl::Status prepared;
-  if (r == 0 && !standalone) {
-    prepared = ckpt::PrepareStepDir(root, campaign, step_);
-  } else if (r == 0) {
-    prepared = ckpt::BeginStep(root, campaign, step_).status();
-    if (absl::IsAlreadyExists(prepared)) {
-      // Written by an earlier attempt that resumed from before it (a rollback, or a save
-      // belayd never heard of): that trajectory was abandoned, this one replaces it.
-      spdlog::warn("replacing checkpoint step {} of an earlier attempt in {}", step_,
-                   root.string());
-      prepared = ckpt::DeleteStep(root, campaign, step_);
-      if (prepared.ok()) prepared = ckpt::BeginStep(root, campaign, step_).status();
-    }
-  }
-  if (absl::Status s = Agree(prepared); !s.ok()) {
-    phase_ = was;
-    return s;
-  }
-  auto save = std::make_unique<PendingSave>();
-  save->root = root;
-  save->tmp =
-      standalone ? ckpt::StepTempDir(root, campaign, step_) : ckpt::StepDir(root, campaign, step_);
-  save->mode = mode;
-  save->step = step_;
-  save->next_sequence = next_sequence_;
-  save->last = last;
-  // This rank's ranges, by logical tensor name: copied for a background write (training goes
-  // on meanwhile), written from where they are otherwise.
-  int64_t owned = 0;
-  for (const OwnedPiece& p : owned_) owned += p.size;
-  if (background) save->state.resize(static_cast<size_t>(3 * owned));
-  float* to = save->state.data();
-  for (const OwnedPiece& p : owned_) {
-    const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
-    const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
-    const float* bufs[] = {params_.data() + p.flat_offset, optimizer_->m().data() + StateOffset(p),
-                           optimizer_->v().data() + StateOffset(p)};
-    for (size_t k = 0; k < std::size(kPrefixes) && save->local.ok(); ++k) {
-      const float* from = bufs[k];
-      if (background) {
-        from = std::copy(bufs[k], bufs[k] + p.size, to) - p.size;
-        to += p.size;
-      }
-      std::string name = Cat(kPrefixes[k], t.name);
-      save->local = save->writer.Add(name, in_tensor, static_cast<uint64_t>(t.size),
-                                     std::span<const float>(from, static_cast<size_t>(p.size)));
-      save->info.slices.push_back({std::move(name), in_tensor, static_cast<uint64_t>(p.size),
-                                   static_cast<uint64_t>(t.size)});
-    }
-    if (!save->local.ok()) break;
-  }
-  nlohmann::json meta = {
-      {"step", step_},
-      {"world_size", W},
-      {"rank", r},
-      {"zero_stage", spec_.train.zero_stage},
-      {"model", ConfigJson(layout_.config())},
-      {"loader", data::LoaderStateToJson(train_data_->State(next_sequence_))},
-      // Training draws no random numbers after initialisation (no dropout); the seed is
-      // what a resumed run would need to redraw anything.
-      {"rng", {{"init_seed", spec_.train.seed}}},
-  };
-  save->writer.SetMetadata(meta.dump());
-  if (save->local.ok()) {
-    PendingSave* p = save.get();
-    auto write = [p, r] { p->written = p->writer.Write(p->tmp / ckpt::ShardFileName(r)); };
-    if (background) {
-      save->thread = std::thread(write);
-    } else {
-      write();
-    }
-  }
+  absl::StatusOr<std::unique_ptr<PendingSave>> save =
+      checkpoints_.BeginSave(root, last, mode, background, {step_, next_sequence_},
+                             train_data_->State(next_sequence_), HostState());
   phase_ = was;
   return save;
 }
 
 absl::StatusOr<CheckpointInfo> Trainer::FinishSave(PendingSave& save) {
-  const std::string& campaign = spec_.campaign.name;
-  const int W = comm_.world_size(), r = comm_.rank();
   const Phase was = phase_.exchange(Phase::kCheckpoint);
-  struct RestorePhase {
-    std::atomic<Phase>& phase;
-    Phase was;
-    ~RestorePhase() { phase = was; }
-  } restore{phase_, was};
-  if (save.thread.joinable()) save.thread.join();
-  absl::Status local = save.local;
-  ckpt::ShardFileInfo shard;
-  if (local.ok()) {
-    if (save.written.ok()) {
-      shard = *save.written;
-    } else {
-      local = save.written.status();
-    }
-  }
-  const fs::path& tmp = save.tmp;
-  if (absl::Status s = Agree(local); !s.ok()) {
-    // Leave no partial step behind (a full disk must not stay full of it).
-    std::error_code ec;
-    if (r == 0) fs::remove_all(tmp, ec);
-    return s;
-  }
-
-  CheckpointInfo info = std::move(save.info);
-  info.step_dir = ckpt::StepDir(save.root, campaign, save.step);
-  info.step = save.step;
-  info.bytes = static_cast<int64_t>(shard.bytes);
-  info.xxh3 = shard.xxh3;
-  // Under belayd that is all: each rank reports its shard, belayd commits and writes the
-  // manifest.
-  if (save.mode != SaveMode::kCommit) return info;
-
-  // Standalone: rank 0 collects every shard's size and sum for the manifest, writes it and
-  // commits.
-  const int64_t sums[2] = {static_cast<int64_t>(shard.bytes), static_cast<int64_t>(shard.xxh3)};
-  std::vector<int64_t> infos(static_cast<size_t>(2 * W));
-  CheckCollective(comm_.AllGatherInt64(sums, infos), "all-gather of shard sums");
-  absl::Status committed;
-  if (r == 0) {
-    ckpt::Manifest manifest;
-    manifest.campaign = campaign;
-    manifest.step = save.step;
-    manifest.world_size = W;
-    for (int q = 0; q < W; ++q) {
-      manifest.shards.push_back({q, ckpt::ShardFileName(q),
-                                 static_cast<uint64_t>(infos[static_cast<size_t>(2 * q)]),
-                                 static_cast<uint64_t>(infos[static_cast<size_t>(2 * q + 1)])});
-    }
-    // Every rank's ranges, from the same plan the ranks wrote by.
-    ckpt::ShardMap map;
-    for (int q = 0; q < W; ++q) {
-      for (const OwnedPiece& p : plan_.Owned(q)) {
-        const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
-        const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
-        for (std::string_view prefix : kPrefixes) {
-          map.Add(Cat(prefix, t.name), static_cast<uint64_t>(t.size),
-                  {q, in_tensor, static_cast<uint64_t>(p.size)});
-        }
-      }
-    }
-    manifest.shard_map = std::move(map);
-    const StepMetrics& last = save.last;
-    manifest.metrics = {{"loss", last.loss},           {"lr", last.lr},
-                        {"grad_norm", last.grad_norm}, {"sequences_seen", save.next_sequence},
-                        {"tokens", last.tokens},       {"zero_stage", spec_.train.zero_stage}};
-    manifest.created_unix = static_cast<int64_t>(std::time(nullptr));
-    committed = ckpt::WriteManifest(tmp, manifest);
-    if (committed.ok()) committed = ckpt::CommitStep(save.root, campaign, save.step);
-    if (committed.ok()) {
-      absl::StatusOr<std::vector<int64_t>> removed =
-          ckpt::ApplyRetention(save.root, campaign, spec_.checkpoint.keep_last,
-                               spec_.checkpoint.keep_every, /*protect_step=*/save.step);
-      if (!removed.ok()) {
-        spdlog::warn("checkpoint retention: {}", std::string(removed.status().message()));
-      }
-    }
-  }
-  if (absl::Status s = Agree(committed); !s.ok()) {
-    std::error_code ec;
-    if (r == 0) fs::remove_all(tmp, ec);
-    return s;
-  }
+  absl::StatusOr<CheckpointInfo> info = checkpoints_.FinishSave(save);
+  phase_ = was;
   return info;
 }
 
-absl::Status Trainer::LoadOwned(const fs::path& step_dir) {
-  const int r = comm_.rank();
-  absl::StatusOr<ckpt::Manifest> manifest = ckpt::ReadManifest(step_dir);
-  if (!manifest.ok()) return manifest.status();
-  if (manifest->campaign != spec_.campaign.name) {
-    return absl::FailedPreconditionError(Cat(step_dir.string(), ": checkpoint of campaign ",
-                                             manifest->campaign, ", not ", spec_.campaign.name));
-  }
-  if (!manifest->shard_map) {
-    return absl::FailedPreconditionError(
-        Cat(step_dir.string(), "/manifest.json has no shard_map: written by an earlier format"));
-  }
-  const ckpt::ShardMap& map = *manifest->shard_map;
-  const std::string where = Cat(step_dir.string(), "/manifest.json: shard_map");
-  // The map must describe exactly this model's tensors.
-  size_t expected = 0;
-  for (const model::TensorView& t : layout_.tensors()) {
-    for (std::string_view prefix : kPrefixes) {
-      ++expected;
-      auto it = map.totals.find(Cat(prefix, t.name));
-      if (it == map.totals.end())
-        return absl::FailedPreconditionError(Cat(where, ": no tensor ", prefix, t.name));
-      if (it->second != static_cast<uint64_t>(t.size)) {
-        return absl::FailedPreconditionError(Cat(where, ": ", prefix, t.name, " has ", it->second,
-                                                 " elements; this model's has ", t.size));
-      }
-    }
-  }
-  if (map.totals.size() != expected) {
-    return absl::FailedPreconditionError(
-        Cat(where, ": ", map.totals.size(), " tensors; this model has ", expected));
-  }
-  // Rank 0 checks that every shard is there, so that a missing one is reported by name even
-  // when no rank needs its ranges... which cannot happen with a complete map, but a missing
-  // file must never look like a checksum error.
-  if (r == 0) {
-    for (const ckpt::ManifestShard& s : manifest->shards) {
-      std::error_code ec;
-      const uintmax_t size = fs::file_size(step_dir / s.file, ec);
-      if (ec) {
-        return absl::NotFoundError(Cat((step_dir / s.file).string(), ": shard of rank ", s.rank,
-                                       " (of ", manifest->world_size, ") is missing"));
-      }
-      if (size != s.bytes) {
-        return absl::DataLossError(Cat((step_dir / s.file).string(), ": shard of rank ", s.rank,
-                                       " is ", size, " bytes, the manifest says ", s.bytes));
-      }
-    }
-  }
-
-  // Open the shards this rank needs, each verified by checksum, by the manifest's sum and
-  // against the shard map.
-  std::map<int, ckpt::ShardReader> readers;
-  auto reader = [&](int old_rank) -> absl::StatusOr<const ckpt::ShardReader*> {
-    if (auto it = readers.find(old_rank); it != readers.end()) return &it->second;
-    const ckpt::ManifestShard& s = manifest->shards[static_cast<size_t>(old_rank)];
-    absl::StatusOr<ckpt::ShardReader> opened = ckpt::ShardReader::Open(step_dir / s.file);
-    if (!opened.ok()) {
-      if (absl::IsNotFound(opened.status())) {
-        return absl::NotFoundError(Cat((step_dir / s.file).string(), ": shard of rank ", old_rank,
-                                       " (of ", manifest->world_size, ") is missing"));
-      }
-      return opened.status();
-    }
-    std::vector<std::pair<std::string, ckpt::ShardRange>> want = map.OfRank(old_rank), have;
-    for (const ckpt::ShardEntry& e : opened->entries())
-      have.push_back({e.name, {old_rank, e.offset, e.count}});
-    if (want != have) {
-      return absl::DataLossError(Cat(opened->path().string(), ": holds ", have.size(),
-                                     " tensor ranges that do not match the ", want.size(),
-                                     " the manifest's shard map lists for rank ", old_rank));
-    }
-    return &readers.emplace(old_rank, std::move(*opened)).first->second;
-  };
-
-  // Step, model and data position, from the shard of old rank r mod W_old.
-  absl::StatusOr<const ckpt::ShardReader*> first = reader(r % manifest->world_size);
-  if (!first.ok()) return first.status();
-  nlohmann::json meta =
-      nlohmann::json::parse((*first)->metadata(), nullptr, /*allow_exceptions=*/false);
-  if (!meta.is_object() || !meta.contains("model") || !meta.contains("loader") ||
-      !meta.contains("step") || !meta["step"].is_number_integer()) {
-    return absl::DataLossError(
-        Cat((*first)->path().string(), ": metadata lacks model, loader or step"));
-  }
-  if (meta["step"].get<int64_t>() != manifest->step) {
-    return absl::DataLossError(Cat((*first)->path().string(), ": holds step ", meta["step"].dump(),
-                                   ", the manifest says ", manifest->step));
-  }
-  if (meta["model"] != ConfigJson(layout_.config())) {
-    return absl::FailedPreconditionError(Cat(step_dir.string(), ": saved model ",
-                                             meta["model"].dump(), " differs from the campaign's ",
-                                             ConfigJson(layout_.config()).dump()));
-  }
-  absl::StatusOr<data::LoaderState> loader = data::LoaderStateFromJson(meta["loader"]);
-  if (!loader.ok()) return loader.status();
-  if (absl::Status s = train_data_->CheckResume(*loader); !s.ok()) return s;
-
-  // This rank's pieces of parameters and moments, from whichever shards hold them.
-  for (const OwnedPiece& p : owned_) {
-    const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
-    const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
-    float* dst[] = {params_.data() + p.flat_offset, optimizer_->m().data() + StateOffset(p),
-                    optimizer_->v().data() + StateOffset(p)};
-    for (size_t k = 0; k < std::size(kPrefixes); ++k) {
-      const std::string name = Cat(kPrefixes[k], t.name);
-      for (const ckpt::ShardRange& part :
-           map.Find(name, in_tensor, static_cast<uint64_t>(p.size))) {
-        absl::StatusOr<const ckpt::ShardReader*> rd = reader(part.rank);
-        if (!rd.ok()) return rd.status();
-        absl::Status s = (*rd)->Read(
-            name, part.offset, std::span<float>(dst[k] + (part.offset - in_tensor), part.count));
-        if (!s.ok()) return s;
-      }
-    }
-  }
-  step_ = manifest->step;
-  next_sequence_ = loader->next_sequence;
-  return absl::OkStatus();
+RankState Trainer::HostState() {
+  return {params_.data(), optimizer_->m().data(), optimizer_->v().data()};
 }
 
 absl::Status Trainer::LoadStep(const fs::path& step_dir) {
-  if (absl::Status s = Agree(LoadOwned(step_dir)); !s.ok()) return s;
+  absl::StatusOr<TrainingPosition> at = checkpoints_.LoadOwned(step_dir, *train_data_, HostState());
+  if (absl::Status s = AgreeOnStatus(comm_, at.status()); !s.ok()) return s;
+  step_ = at->step;
+  next_sequence_ = at->next_sequence;
   // Each rank read only what it owns; the rest comes from the other ranks.
   CheckCollective(GatherFlat(params_.data()), "parameter all-gather");
   if (spec_.train.zero_stage == 0) {  // every rank keeps all moments
@@ -1110,20 +781,14 @@ absl::Status Trainer::Resume(const fs::path& dir) {
     return s;
   }
   // A checkpoint root: the newest committed step that loads, falling back to older ones.
-  // Every rank lists the same directory; rank 0's list is used so that all try the same steps.
-  absl::StatusOr<std::vector<int64_t>> steps = ckpt::ListCommittedSteps(dir, spec_.campaign.name);
-  if (absl::Status s = Agree(steps.status()); !s.ok()) return s;
-  int64_t count = comm_.rank() == 0 ? static_cast<int64_t>(steps->size()) : 0;
-  CheckCollective(comm_.Broadcast(std::as_writable_bytes(std::span(&count, 1)), 0), "broadcast");
-  std::vector<int64_t> list(static_cast<size_t>(count), 0);
-  if (comm_.rank() == 0) list = *steps;
-  CheckCollective(comm_.Broadcast(std::as_writable_bytes(std::span(list)), 0), "broadcast");
-  if (list.empty()) {
+  absl::StatusOr<std::vector<int64_t>> list = checkpoints_.CommittedSteps(dir);
+  if (!list.ok()) return list.status();
+  if (list->empty()) {
     return absl::NotFoundError(
         Cat(dir.string(), ": no committed checkpoint of campaign ", spec_.campaign.name));
   }
   absl::Status last_error;
-  for (auto it = list.rbegin(); it != list.rend(); ++it) {
+  for (auto it = list->rbegin(); it != list->rend(); ++it) {
     fs::path step_dir = ckpt::StepDir(dir, spec_.campaign.name, *it);
     last_error = LoadStep(step_dir);
     if (last_error.ok()) return last_error;

@@ -14,84 +14,17 @@
 
 #include "absl/status/statusor.h"
 #include "common/campaign_spec.h"
-#include "worker/ckpt/shard_file.h"
 #include "worker/comm/communicator.h"
 #include "worker/data/loader.h"
 #include "worker/model/gpt2.h"
 #include "worker/model/gpu_model.h"
 #include "worker/model/params.h"
 #include "worker/optim/optimizer.h"
+#include "worker/train/checkpoint_io.h"
 #include "worker/train/shard_plan.h"
+#include "worker/train/step_metrics.h"
 
 namespace belay::train {
-
-struct StepMetrics {
-  int64_t step = 0;             // updates done after this one (1-based)
-  double loss = 0;              // mean cross-entropy over the counted positions of the batch
-  double lr = 0;                // learning rate of this update
-  double grad_norm = 0;         // global L2 norm before clipping
-  double tokens_per_s = 0;      // batch tokens / step wall time
-  double goldfish_dropped = 0;  // fraction of label positions Goldfish excluded
-  double step_time_s = 0;
-  int64_t tokens = 0;        // tokens trained on since step 0, this step's batch included
-  uint64_t data_digest = 0;  // sum over the batch's sequences of a hash of their tokens
-  // Payload bytes all ranks sent for this step's collectives (comm::CommStats' volume model),
-  // the step's own bookkeeping (this count) excluded.
-  int64_t comm_bytes = 0;
-  // Per rank (index = rank): the step's wall time, and the part of it spent outside blocking
-  // collectives (data, compute, optimizer). Ranks wait for each other, so wall times agree;
-  // a slow rank shows in its compute time.
-  std::vector<double> rank_step_time_s;
-  std::vector<double> rank_compute_time_s;
-};
-
-struct CheckpointInfo {
-  std::filesystem::path step_dir;
-  int64_t step = 0;
-  int64_t bytes = 0;  // this rank's shard
-  uint64_t xxh3 = 0;  // of this rank's shard file
-  // The element ranges this rank's shard holds, by logical tensor (what belayd builds the
-  // shard map from).
-  struct Slice {
-    std::string name;
-    uint64_t offset = 0;
-    uint64_t count = 0;
-    uint64_t total = 0;  // elements of the whole logical tensor
-  };
-  std::vector<Slice> slices;
-};
-
-// Who commits a checkpoint. kCommit (standalone): the ranks write into a temporary step
-// directory, rank 0 writes the manifest, renames the directory into place and applies
-// retention. kShardsOnly (under belayd): the ranks write straight into step_<N>/ and stop
-// there; each reports its shard, and belayd commits, writes the manifest and applies retention.
-enum class SaveMode { kCommit, kShardsOnly };
-
-// A save under way (Trainer::BeginSave): this rank's state copied at the save step, its
-// shard being written by a thread of its own while training goes on, until FinishSave. The
-// writer's ranges of a background write point into `state`, which nothing else touches; the
-// thread writes `written` and is joined before it is read (or when the save is dropped).
-struct PendingSave {
-  std::filesystem::path root;
-  std::filesystem::path tmp;  // the directory the shard goes to
-  SaveMode mode = SaveMode::kCommit;
-  int64_t step = 0;
-  int64_t next_sequence = 0;
-  StepMetrics last;
-  CheckpointInfo info;
-  std::vector<float> state;  // background writes: this rank's pieces (parameters, m, v), copied
-  ckpt::ShardWriter writer;
-  absl::Status local;  // of the writer's Adds
-  absl::StatusOr<ckpt::ShardFileInfo> written = absl::UnknownError("not written");
-  std::thread thread;
-
-  PendingSave() = default;
-  PendingSave(const PendingSave&) = delete;
-  PendingSave& operator=(const PendingSave&) = delete;
-  ~PendingSave() {
-    if (thread.joinable()) thread.join();
-  }
-};
 
 // Bytes this rank holds for training state (activations and scratch not counted).
 struct MemoryAccounting {
@@ -191,8 +124,8 @@ class Trainer {
   void PushToGpu();
   // Loads one step directory (see Resume). Collective.
   absl::Status LoadStep(const std::filesystem::path& step_dir);
-  // What this rank's part of LoadStep found, before the ranks agree.
-  absl::Status LoadOwned(const std::filesystem::path& step_dir);
+  // The host copies checkpoints are written from and loaded into.
+  RankState HostState();
   // Restores the freshly initialised state after a failed load.
   void Reinitialize();
 
@@ -207,10 +140,6 @@ class Trainer {
   }
   // This rank's gradient for what it owns (stage 0: the flat buffer; 1, 2: the shard).
   const float* OwnedGradients() const;
-  // Every rank's status, agreed: OK when all are OK, else the first failing rank's error
-  // prefixed with its rank (when there are several ranks). Collective.
-  absl::Status Agree(const absl::Status& local);
-
   CampaignSpec spec_;
   comm::Communicator& comm_;
   model::ParameterLayout layout_;
@@ -225,6 +154,7 @@ class Trainer {
   std::vector<float> grads_;       // stages 0, 1: the flat gradient of this rank's micro-batches
   std::vector<float> grad_shard_;  // stages 1, 2: the summed gradient of what this rank owns
   std::vector<float> staging_;     // one padded bucket, for reduce-scatter and all-gather
+  CheckpointIo checkpoints_;
   class ZeroTwoSink;
   std::unique_ptr<ZeroTwoSink> zero2_;  // stage 2
   std::atomic<Phase> phase_{Phase::kData};
