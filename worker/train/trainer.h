@@ -1,15 +1,14 @@
-// The training loop of one rank among W data-parallel ranks: its part of every global batch,
-// Goldfish masks, forward/backward over micro-batches, gradient reduction and the sharded
-// optimizer of the campaign's ZeRO stage, evaluation, and checkpoints that any world size can
-// load.
+// The training state and step of one rank among W data-parallel ranks: its part of every
+// global batch, Goldfish masks, forward and backward over micro-batches with the gradient
+// reduction of the campaign's ZeRO stage (gradient_sync.h), the sharded optimizer,
+// evaluation, and checkpoints that any world size can load (checkpoint_io.h).
 #pragma once
 
-#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -21,8 +20,11 @@
 #include "worker/model/params.h"
 #include "worker/optim/optimizer.h"
 #include "worker/train/checkpoint_io.h"
+#include "worker/train/gradient_device.h"
+#include "worker/train/gradient_sync.h"
 #include "worker/train/shard_plan.h"
 #include "worker/train/step_metrics.h"
+#include "worker/train/step_phase.h"
 
 namespace belay::train {
 
@@ -32,9 +34,6 @@ struct MemoryAccounting {
   int64_t gradients = 0;  // gradient buffers kept between steps or during backward
   int64_t optimizer = 0;  // AdamW m and v
 };
-
-// Where a training step is, for heartbeats (a hang report names each rank's last phase).
-enum class Phase { kData, kForward, kBackward, kCollective, kOptimizer, kEval, kCheckpoint };
 
 // Where the model computes. kCuda: the current CUDA device (chosen by the caller), bf16
 // mixed precision (model::GpuModel); the communicator's float collectives must then take
@@ -109,7 +108,7 @@ class Trainer {
 
   // The phase this rank is in; updated by TrainStep, Evaluate and SaveCheckpoint, readable
   // from any thread.
-  Phase phase() const { return phase_.load(std::memory_order_relaxed); }
+  Phase phase() const { return progress_.phase.load(std::memory_order_relaxed); }
 
   // Fault injection for tests of the NaN path: makes the next step's loss non-finite (the
   // final LayerNorm's first bias becomes NaN on this rank). Every rank must call it.
@@ -129,17 +128,33 @@ class Trainer {
   // Restores the freshly initialised state after a failed load.
   void Reinitialize();
 
+  // The model on the current GPU with this rank's state, and its gradient synchroniser.
+  absl::Status StartGpu();
   // Every rank's slice of every bucket of `flat` (laid out like the parameters) from its
   // owner to all ranks: after it, all ranks hold the owners' values. Collective.
   absl::Status GatherFlat(float* flat);
-  // The gradient reduction of stages 0 and 1 after the last backward pass.
-  absl::Status ReduceGradients();
-  // Offset of an owned piece in this rank's gradient and moment buffers.
-  int64_t StateOffset(const OwnedPiece& p) const {
-    return spec_.train.zero_stage == 0 ? p.flat_offset : p.shard_offset;
-  }
-  // This rank's gradient for what it owns (stage 0: the flat buffer; 1, 2: the shard).
-  const float* OwnedGradients() const;
+
+  // The phases of TrainStep. Over the whole global batch (all ranks): counted label
+  // positions, Goldfish-dropped ones, and the data digest.
+  struct BatchTotals {
+    int64_t counted = 0;
+    int64_t dropped = 0;
+    int64_t digest = 0;
+  };
+  // Reads this rank's sequences of the step and their masks. Collective.
+  BatchTotals LoadBatch();
+  // Micro-batch `micro`: its summed loss, and (with scale > 0) what backward needs.
+  double Forward(int64_t micro, float scale);
+  // Its backward pass, told the synchroniser's hook; after the last micro-batch, the
+  // gradient reduction. Collective.
+  void BackwardAndReduce(int64_t micro, float scale);
+  // The step's loss sum over all ranks, in global micro-batch order. Collective.
+  double SumLosses(const std::vector<double>& micro_loss);
+  // Clipping, AdamW update number step_ + 1, and the parameters to all ranks. Collective.
+  void Update(double lr, double grad_norm);
+  // Every rank's bytes sent and times since t0. Collective.
+  StepMetrics StepBookkeeping(std::chrono::steady_clock::time_point t0, int64_t sent_before);
+
   CampaignSpec spec_;
   comm::Communicator& comm_;
   model::ParameterLayout layout_;
@@ -151,17 +166,14 @@ class Trainer {
   std::unique_ptr<model::GpuModel> gpu_;        // kCuda
   std::unique_ptr<optim::AdamW> optimizer_;
   std::vector<float> params_;
-  std::vector<float> grads_;       // stages 0, 1: the flat gradient of this rank's micro-batches
-  std::vector<float> grad_shard_;  // stages 1, 2: the summed gradient of what this rank owns
-  std::vector<float> staging_;     // one padded bucket, for reduce-scatter and all-gather
+  std::vector<float> staging_;  // one padded bucket, for GatherFlat
   CheckpointIo checkpoints_;
-  class ZeroTwoSink;
-  std::unique_ptr<ZeroTwoSink> zero2_;  // stage 2
-  std::atomic<Phase> phase_{Phase::kData};
-  double wait_s_ = 0;           // this step's time in blocking collectives, so far
-  int64_t step_ = 0;            // updates done
-  uint64_t next_sequence_ = 0;  // global index of the next training sequence
-  int64_t accum_ = 1;           // micro-batches per update on this rank
+  StepProgress progress_;
+  std::unique_ptr<GradientDevice> gradients_;  // where the gradients live
+  std::unique_ptr<GradientSync> sync_;         // the ZeRO stage's gradient path
+  int64_t step_ = 0;                           // updates done
+  uint64_t next_sequence_ = 0;                 // global index of the next training sequence
+  int64_t accum_ = 1;                          // micro-batches per update on this rank
 
   // Per-step scratch: the tokens and masks of this rank's micro-batches of one update.
   std::vector<int32_t> seqs_, inputs_, targets_;
