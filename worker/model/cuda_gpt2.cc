@@ -450,7 +450,7 @@ absl::StatusOr<double> CudaGpt2::Forward(const int32_t* inputs, const int32_t* t
   return sum;
 }
 
-absl::Status CudaGpt2::Backward(const BackwardHooks& hooks) {
+absl::Status CudaGpt2::Backward(BackwardHook* hook) {
   if (!have_grad_pass_) {
     return absl::FailedPreconditionError("Backward needs a Forward with loss_scale > 0 first");
   }
@@ -469,21 +469,24 @@ absl::Status CudaGpt2::Backward(const BackwardHooks& hooks) {
   // buffer, cleared once the caller has let go of it.
   ParameterLayout::Views<float> g{};
   auto acquire = [&](int group) -> absl::Status {
-    if (hooks.acquire) BELAY_RETURN_IF_NOT_OK(hooks.acquire(group));
     const std::vector<Segment>& segments = groups_[static_cast<size_t>(group)];
+    g = {};
     if (grads_ != nullptr) {
-      g = {};
       for (const Segment& s : segments)
         g.*ParameterLayout::Field<float>(static_cast<size_t>(s.tensor)) = grads_ + s.offset;
-      return absl::OkStatus();
+    } else {
+      g = BindSegments(segments, device_group_buffer(group));
     }
-    float* buffer = device_group_buffer(group);
-    BELAY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
-        buffer, 0, static_cast<size_t>(group_buffer_size(group)) * sizeof(float), stream_));
-    g = BindSegments(segments, buffer);
+    if (hook != nullptr) BELAY_RETURN_IF_NOT_OK(hook->Acquire(group, g));
+    if (grads_ != nullptr) return absl::OkStatus();
+    BELAY_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(device_group_buffer(group), 0,
+                        static_cast<size_t>(group_buffer_size(group)) * sizeof(float), stream_));
     return absl::OkStatus();
   };
-  auto release = [&](int group) { return hooks.release ? hooks.release(group) : absl::OkStatus(); };
+  auto release = [&](int group) {
+    return hook != nullptr ? hook->Release(group) : absl::OkStatus();
+  };
 
   // Output head (tied to wte): dlnf = dlogits · wte, dwte += dlogitsᵀ · lnf. The embeddings'
   // gradients stay open for the whole pass (the encoder adds into them last).

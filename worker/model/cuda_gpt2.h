@@ -73,8 +73,9 @@ class CudaGpt2 {
                                  float loss_scale);
 
   // Accumulates (+=) the gradients of the last training Forward; at stage 2 it writes them
-  // into the group buffers instead (each cleared first). `hooks`: see BackwardHooks.
-  absl::Status Backward(const BackwardHooks& hooks = {});
+  // into the group buffers instead (each cleared first). `hook` (when not null): see
+  // BackwardHook.
+  absl::Status Backward(BackwardHook* hook = nullptr);
 
   // The squared L2 norm of the accumulated gradients (deterministic, synchronises).
   absl::StatusOr<double> GradientSumOfSquares();

@@ -20,7 +20,8 @@ namespace {
 void Zero(std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); }
 }  // namespace
 
-Gpt2::Gpt2(const ParameterLayout& layout, int B, int T) : layout_(layout), B_(B), T_(T) {
+Gpt2::Gpt2(const ParameterLayout& layout, int B, int T)
+    : layout_(layout), groups_(GradientGroups(layout)), B_(B), T_(T) {
   const Gpt2Config& c = layout.config();
   const size_t L = static_cast<size_t>(c.n_layer), C = static_cast<size_t>(c.d_model);
   const size_t NH = static_cast<size_t>(c.n_head), Vp = static_cast<size_t>(c.padded_vocab);
@@ -118,23 +119,24 @@ double Gpt2::Forward(const float* params, const int32_t* inputs, const int32_t* 
   return sum;
 }
 
-FlatGradientSink::FlatGradientSink(const ParameterLayout& layout, float* grads)
-    : groups_(GradientGroups(layout)), grads_(grads) {}
+namespace {
 
-ParameterLayout::Views<float> FlatGradientSink::Acquire(int group) {
-  ParameterLayout::Views<float> v{};
-  for (const Segment& s : groups_[static_cast<size_t>(group)]) {
-    v.*ParameterLayout::Field<float>(static_cast<size_t>(s.tensor)) = grads_ + s.offset;
-  }
-  return v;
-}
+// Backward without a hook: every group's gradients where the model would write them.
+class NoHook final : public BackwardHook {
+ public:
+  absl::Status Acquire(int, ParameterLayout::Views<float>&) override { return absl::OkStatus(); }
+  absl::Status Release(int) override { return absl::OkStatus(); }
+};
+
+}  // namespace
 
 void Gpt2::Backward(const float* params, float* grads, float loss_scale) {
-  FlatGradientSink sink(layout_, grads);
-  Backward(params, sink, loss_scale);
+  NoHook none;
+  Backward(params, grads, loss_scale, none).IgnoreError();  // (NoHook never fails)
 }
 
-void Gpt2::Backward(const float* params, GradientSink& sink, float loss_scale) {
+absl::Status Gpt2::Backward(const float* params, float* grads, float loss_scale,
+                            BackwardHook& hook) {
   const Gpt2Config& c = layout_.config();
   const int C = c.d_model, NH = c.n_head, L = c.n_layer, Vp = c.padded_vocab;
   const int N = B_ * T_;
@@ -143,7 +145,17 @@ void Gpt2::Backward(const float* params, GradientSink& sink, float loss_scale) {
   const size_t C1 = static_cast<size_t>(C);
   auto p = layout_.Bind(params);
   const int embed_group = L + 1;
-  ParameterLayout::Views<float> ge = sink.Acquire(embed_group);
+  // Group g's accumulators: its places in `grads`, unless the hook points them elsewhere.
+  auto acquire = [&](int group, ParameterLayout::Views<float>& v) -> absl::Status {
+    v = {};
+    if (grads != nullptr) {
+      for (const Segment& s : groups_[static_cast<size_t>(group)])
+        v.*ParameterLayout::Field<float>(static_cast<size_t>(s.tensor)) = grads + s.offset;
+    }
+    return hook.Acquire(group, v);
+  };
+  ParameterLayout::Views<float> ge{};
+  if (absl::Status s = acquire(embed_group, ge); !s.ok()) return s;
 
   k::SoftmaxCrossEntropyBackward(dlogits_.data(), probs_.data(), targets_, mask_, loss_scale, N,
                                  c.vocab_size, Vp);
@@ -153,10 +165,11 @@ void Gpt2::Backward(const float* params, GradientSink& sink, float loss_scale) {
   float* dnext = dres_b_.data();  // gradient w.r.t. its input
   std::fill(dcur, dcur + NC, 0.0f);
   const float* last = residual3_.data() + static_cast<size_t>(L - 1) * NC;
-  ParameterLayout::Views<float> gf = sink.Acquire(0);
+  ParameterLayout::Views<float> gf{};
+  if (absl::Status s = acquire(0, gf); !s.ok()) return s;
   k::LayerNormBackward(dcur, gf.lnfw, gf.lnfb, dlnf_.data(), last, p.lnfw, lnf_mean_.data(),
                        lnf_rstd_.data(), N, C);
-  sink.Release(0);
+  if (absl::Status s = hook.Release(0); !s.ok()) return s;
 
   for (int l = L - 1; l >= 0; --l) {
     const size_t lc = static_cast<size_t>(l);
@@ -176,7 +189,8 @@ void Gpt2::Backward(const float* params, GradientSink& sink, float loss_scale) {
     }
     std::fill(dnext, dnext + NC, 0.0f);
     const int group = L - l;
-    ParameterLayout::Views<float> g = sink.Acquire(group);  // layer l's slices
+    ParameterLayout::Views<float> g{};  // layer l's slices
+    if (absl::Status s = acquire(group, g); !s.ok()) return s;
 
     k::ResidualBackward(dresidual2_.data(), dfcproj_.data(), dcur, static_cast<int64_t>(NC));
     k::MatmulBackward(dfch_gelu_.data(), g.fcprojw, g.fcprojb, dfcproj_.data(), fch_gelu,
@@ -196,11 +210,11 @@ void Gpt2::Backward(const float* params, GradientSink& sink, float loss_scale) {
                       C, 3 * C);
     k::LayerNormBackward(dnext, g.ln1w, g.ln1b, dln1_.data(), residual, p.ln1w + lc * C1,
                          ln1_mean_.data() + lc * N, ln1_rstd_.data() + lc * N, N, C);
-    sink.Release(group);
+    if (absl::Status s = hook.Release(group); !s.ok()) return s;
     std::swap(dcur, dnext);
   }
   k::EncoderBackward(ge.wte, ge.wpe, dcur, inputs_, B_, T_, C);
-  sink.Release(embed_group);
+  return hook.Release(embed_group);
 }
 
 }  // namespace belay::model

@@ -4,36 +4,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "worker/model/backward_hook.h"
 #include "worker/model/params.h"
 
 namespace belay::model {
-
-// Where Backward accumulates gradients, group by group (GradientGroups numbers the groups).
-// Backward calls Acquire(g) before it first writes group g's gradients and Release(g) once
-// they are complete for this micro-batch; each group is acquired and released exactly once
-// per pass, in the order: Acquire(L+1), then for g = 0 … L: Acquire(g), Release(g); finally
-// Release(L+1). A sink may hand out staging memory and reduce a group as soon as it is
-// released (ZeRO-2), or point into one flat gradient buffer.
-class GradientSink {
- public:
-  virtual ~GradientSink() = default;
-  // The accumulators of group g: for each of its segments, the field of that tensor points
-  // at the segment's gradient (layer slices: at that layer's slice). Backward ADDS to them.
-  virtual ParameterLayout::Views<float> Acquire(int group) = 0;
-  virtual void Release(int group) = 0;
-};
-
-// A sink over one flat gradient buffer laid out like the parameters; Release does nothing.
-class FlatGradientSink final : public GradientSink {
- public:
-  FlatGradientSink(const ParameterLayout& layout, float* grads);
-  ParameterLayout::Views<float> Acquire(int group) override;
-  void Release(int) override {}
-
- private:
-  std::vector<std::vector<Segment>> groups_;
-  float* grads_;
-};
 
 // Activations and scratch for one micro-batch shape. Not thread-safe; one per rank.
 class Gpt2 {
@@ -55,8 +30,9 @@ class Gpt2 {
   // positions of the whole batch) the gradients over all micro-batches add up to the
   // gradient of the batch's mean loss.
   void Backward(const float* params, float* grads, float loss_scale);
-  // The same, handing each group's gradients to `sink` (see GradientSink).
-  void Backward(const float* params, GradientSink& sink, float loss_scale);
+  // The same, telling `hook` about each gradient group (see BackwardHook), which may point
+  // the gradients elsewhere; `grads` may be null when it points every group elsewhere.
+  absl::Status Backward(const float* params, float* grads, float loss_scale, BackwardHook& hook);
 
   // Per-position losses of the last Forward (0 where masked), B×T.
   const std::vector<float>& losses() const { return losses_; }
@@ -65,6 +41,7 @@ class Gpt2 {
 
  private:
   const ParameterLayout& layout_;
+  std::vector<std::vector<Segment>> groups_;  // GradientGroups(layout_)
   int B_, T_;
   const int32_t* inputs_ = nullptr;
   const int32_t* targets_ = nullptr;

@@ -4,7 +4,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -12,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/adamw.h"
+#include "worker/model/backward_hook.h"
 #include "worker/model/params.h"
 
 struct CUevent_st;  // a CUDA event (cudaEvent_t)
@@ -43,17 +43,6 @@ struct ShardedOptimizer {
   std::vector<int64_t> group_padded;
 };
 
-// What Backward tells its caller about the gradient groups (model::GradientGroups order:
-// ln_f, layers L-1..0, embeddings). `acquire(g)` runs before the model first writes group g's
-// gradients (at stage 2, before it clears g's group buffer: the caller must be done with what
-// the buffer held); `release(g)` once the kernels that finish g are queued (Synchronize, then
-// they are complete). The calls of one pass: acquire(L+1); then for g = 0 … L acquire(g),
-// release(g); last release(L+1). An error either returns ends Backward with that error.
-struct BackwardHooks {
-  std::function<absl::Status(int group)> acquire;
-  std::function<absl::Status(int group)> release;
-};
-
 // GPT-2 on the current CUDA device: bf16 activations and parameters, fp32 master weights,
 // gradients and AdamW moments, all in the parameter layout's order (see CudaGpt2).
 class GpuModel {
@@ -72,8 +61,8 @@ class GpuModel {
   virtual absl::StatusOr<double> Forward(const int32_t* inputs, const int32_t* targets,
                                          const uint8_t* mask, float loss_scale) = 0;
   // Accumulates the gradients of the last training Forward (stage 2: writes them into the
-  // group buffers), telling `hooks` about each gradient group.
-  virtual absl::Status Backward(const BackwardHooks& hooks = {}) = 0;
+  // group buffers), telling `hook` (when not null) about each gradient group.
+  virtual absl::Status Backward(BackwardHook* hook = nullptr) = 0;
   // Clears the accumulated gradients (stage 2: the gradient shard).
   virtual absl::Status ZeroGradients() = 0;
   // The fp32 gradients on the device (layout order), for collectives once Synchronize

@@ -40,7 +40,7 @@ class CudaGpuModel final : public GpuModel {
                                  float loss_scale) override {
     return model_->Forward(inputs, targets, mask, loss_scale);
   }
-  absl::Status Backward(const BackwardHooks& hooks) override { return model_->Backward(hooks); }
+  absl::Status Backward(BackwardHook* hook) override { return model_->Backward(hook); }
   absl::Status ZeroGradients() override { return model_->ZeroGradients(); }
   std::span<float> DeviceGradients() override {
     if (model_->device_gradients() == nullptr) return {};

@@ -176,9 +176,9 @@ TEST(Gpt2, GradientMatchesFiniteDifferences) {
   EXPECT_GE(checked, 40);
 }
 
-// A sink that gives every group its own zeroed staging buffer, as ZeRO-2 does, and records
+// A hook that gives every group its own zeroed staging buffer, as ZeRO-2 does, and records
 // the calls; its gradients, copied back, must equal the flat buffer's bit for bit.
-class StagingSink final : public GradientSink {
+class StagingSink final : public BackwardHook {
  public:
   explicit StagingSink(const ParameterLayout& layout) : groups_(GradientGroups(layout)) {
     for (const auto& g : groups_) {
@@ -187,12 +187,16 @@ class StagingSink final : public GradientSink {
       buffers_.emplace_back(static_cast<size_t>(n), 0.0f);
     }
   }
-  ParameterLayout::Views<float> Acquire(int group) override {
+  absl::Status Acquire(int group, ParameterLayout::Views<float>& into) override {
     calls_.push_back(group + 1);
-    return BindSegments(groups_[static_cast<size_t>(group)],
+    into = BindSegments(groups_[static_cast<size_t>(group)],
                         buffers_[static_cast<size_t>(group)].data());
+    return absl::OkStatus();
   }
-  void Release(int group) override { calls_.push_back(-(group + 1)); }
+  absl::Status Release(int group) override {
+    calls_.push_back(-(group + 1));
+    return absl::OkStatus();
+  }
   void CopyTo(std::vector<float>& flat) const {
     for (size_t g = 0; g < groups_.size(); ++g) {
       const float* at = buffers_[g].data();
@@ -241,7 +245,7 @@ TEST(Gpt2, BackwardIntoStagingBuffersEqualsFlatBackward) {
   std::vector<float> flat(params.size(), 0.0f);
   model.Backward(params.data(), flat.data(), 0.1f);
   StagingSink sink(layout);
-  model.Backward(params.data(), sink, 0.1f);
+  ASSERT_TRUE(model.Backward(params.data(), nullptr, 0.1f, sink).ok());
   std::vector<float> staged(params.size(), -1.0f);
   sink.CopyTo(staged);
   EXPECT_EQ(staged, flat);

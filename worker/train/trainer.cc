@@ -1,265 +1,83 @@
-// One rank's training loop: data parallelism with ZeRO stages 0, 1 and 2.
+// One rank's training step: data parallelism with ZeRO stages 0, 1 and 2, in three phases
+// (forward; backward with the gradient reduction; the update), as llm.c's trainer has them.
 #include "worker/train/trainer.h"
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <limits>
-#include <map>
-#include <optional>
 
 #include "common/checksum.h"
 #include "common/ckpt/layout.h"
-#include "common/ckpt/manifest.h"
 #include "common/strings.h"
 #include "kernels/grad_norm.h"
-#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
-#include "worker/ckpt/shard_file.h"
-#include "worker/data/loader_state.h"
 #include "worker/model/goldfish.h"
 #include "worker/model/schedule.h"
+#include "worker/train/rank_agreement.h"
 
 namespace belay::train {
 namespace {
 
 namespace fs = std::filesystem;
 
-// The three flat buffers a checkpoint holds, each stored tensor by tensor under its logical
-// name, so that a loader can re-partition them over any number of ranks.
-constexpr std::string_view kParamPrefix = "param/";
-constexpr std::string_view kAdamMPrefix = "adam.m/";
-constexpr std::string_view kAdamVPrefix = "adam.v/";
-constexpr std::string_view kPrefixes[] = {kParamPrefix, kAdamMPrefix, kAdamVPrefix};
-
-nlohmann::json ConfigJson(const model::Gpt2Config& c) {
-  return {{"n_layer", c.n_layer},       {"n_head", c.n_head},
-          {"d_model", c.d_model},       {"max_seq_len", c.max_seq_len},
-          {"vocab_size", c.vocab_size}, {"padded_vocab", c.padded_vocab}};
-}
-
-// A failed collective leaves the ranks in states that can no longer be matched up: stop the
-// process (the launcher or belayd sees the exit and restarts from the last checkpoint).
-void CheckCollective(const absl::Status& s, std::string_view what) {
-  if (s.ok()) return;
-  spdlog::critical("{} failed: {}", what, std::string(s.message()));
-  std::abort();
-}
-
-// Every rank's status; see Trainer::Agree.
-absl::Status AgreeOnStatus(comm::Communicator& comm, const absl::Status& local) {
-  const int W = comm.world_size();
-  if (W == 1) return local;
-  // Fixed-size records: [code (1 byte)] [message, NUL-padded].
-  constexpr size_t kRecord = 1024;
-  std::vector<std::byte> mine(kRecord), all(kRecord * static_cast<size_t>(W));
-  mine[0] = static_cast<std::byte>(static_cast<int>(local.code()));
-  const std::string msg(local.message());
-  std::memcpy(mine.data() + 1, msg.data(), std::min(msg.size(), kRecord - 2));
-  CheckCollective(comm.AllGatherBytes(mine, all), "status exchange");
-  for (int r = 0; r < W; ++r) {
-    const std::byte* rec = all.data() + static_cast<size_t>(r) * kRecord;
-    auto code = static_cast<absl::StatusCode>(static_cast<int>(rec[0]));
-    if (code == absl::StatusCode::kOk) continue;
-    const char* text = reinterpret_cast<const char*>(rec + 1);
-    return absl::Status(code,
-                        Cat("rank ", r, ": ", std::string_view(text, strnlen(text, kRecord - 1))));
-  }
-  return absl::OkStatus();
-}
-
-// Sums one double per rank in rank order, the same bits on every rank.
-double SumOverRanks(comm::Communicator& comm, double local) {
-  std::vector<double> all(static_cast<size_t>(comm.world_size()));
-  CheckCollective(comm.AllGatherBytes(std::as_bytes(std::span(&local, 1)),
-                                      std::as_writable_bytes(std::span(all))),
-                  "all-gather");
-  double sum = 0;
-  for (double v : all) sum += v;
-  return sum;
-}
-
 // A hash of one training sequence's tokens: 32 bits, so a batch's sum cannot overflow.
 uint64_t SequenceHash(const int32_t* seq, int T) {
   return Xxh3(std::as_bytes(std::span(seq, static_cast<size_t>(T + 1)))) >> 32;
 }
 
-// Adds the time its scope lasts to `total`: how long this rank waits in a blocking collective
-// (the rest of a step is its own work, where a slow rank shows).
-class WaitClock {
- public:
-  explicit WaitClock(double& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
-  ~WaitClock() {
-    total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  }
-  WaitClock(const WaitClock&) = delete;
-  WaitClock& operator=(const WaitClock&) = delete;
-
- private:
-  double& total_;
-  std::chrono::steady_clock::time_point start_;
-};
-
-// Waits for collective `h`: the time goes to `wait_s`, and heartbeats say the rank is in a
-// collective meanwhile (waiting for the other ranks). Aborts the rank if it failed.
-void AwaitCollective(comm::CommHandle& h, std::string_view what, std::atomic<Phase>& phase,
-                     double& wait_s) {
-  const Phase was = phase.exchange(Phase::kCollective);
-  {
-    WaitClock clock(wait_s);
-    CheckCollective(h.Wait(), what);
-  }
-  phase.store(was);
-}
-
-}  // namespace
-
-// ZeRO stage 2's gradient path: Backward writes each bucket into staging memory, and as soon
-// as a bucket is complete its reduce-scatter starts (in place: this rank's slice of the
-// staging buffer receives the sum) while backward goes on with the next bucket; once it is
-// done the slice is added into this rank's gradient shard. Staging is one buffer for the
-// embeddings (their gradient collects from the first to the last kernel of the pass) and a
-// ring of two for the other buckets; a ring buffer is reused once its earlier reduce-scatter
-// has completed. So what stays resident between steps is the shard; during backward, the
-// embeddings' bucket and two others.
-class Trainer::ZeroTwoSink final : public model::GradientSink {
- public:
-  ZeroTwoSink(const ShardPlan& plan, comm::Communicator& comm, std::vector<float>& shard,
-              std::atomic<Phase>& phase, double& wait_s)
-      : plan_(plan), comm_(comm), shard_(shard), phase_(phase), wait_s_(wait_s) {
-    int64_t ring = 0;
-    for (size_t b = 0; b + 1 < plan.buckets().size(); ++b)
-      ring = std::max(ring, plan.buckets()[b].padded);
-    embed_.buffer.resize(static_cast<size_t>(plan.buckets().back().padded));
-    for (Slot& s : ring_) s.buffer.resize(static_cast<size_t>(ring));
-  }
-
-  // Before the backward pass of micro-batch `micro` (0-based) of a step.
-  void BeginMicroBatch(int64_t micro) { micro_ = micro; }
-
-  model::ParameterLayout::Views<float> Acquire(int group) override {
-    Slot& slot = SlotOf(group);
-    Complete(slot);
-    const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
-    std::fill(slot.buffer.begin(), slot.buffer.begin() + b.padded, 0.0f);
-    return model::BindSegments(b.segments, slot.buffer.data());
-  }
-
-  void Release(int group) override {
-    Slot& slot = SlotOf(group);
-    const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
-    std::span<float> input(slot.buffer.data(), static_cast<size_t>(b.padded));
-    slot.bucket = &b;
-    slot.accumulate = micro_ > 0;
-    slot.handle = comm_.StartReduceScatterSum(
-        input,
-        input.subspan(static_cast<size_t>(comm_.rank() * b.slice), static_cast<size_t>(b.slice)));
-  }
-
-  // Completes every reduce-scatter started so far. Call after each backward pass.
-  void Finish() {
-    for (Slot& s : ring_) Complete(s);
-    Complete(embed_);
-  }
-
-  int64_t bytes() const {
-    int64_t n = static_cast<int64_t>(embed_.buffer.size());
-    for (const Slot& s : ring_) n += static_cast<int64_t>(s.buffer.size());
-    return n * static_cast<int64_t>(sizeof(float));
-  }
-
- private:
-  struct Slot {
-    std::vector<float> buffer;  // the bucket's gradient, padded
-    comm::CommHandle handle;
-    const Bucket* bucket = nullptr;  // the bucket in flight, if any
-    bool accumulate = false;         // add into the shard (not the first micro-batch)
-  };
-
-  Slot& SlotOf(int group) {
-    if (static_cast<size_t>(group) + 1 == plan_.buckets().size()) return embed_;
-    return ring_[static_cast<size_t>(group) % ring_.size()];
-  }
-
-  void Complete(Slot& slot) {
-    if (slot.bucket == nullptr) return;
-    AwaitCollective(slot.handle, "gradient reduce-scatter", phase_, wait_s_);
-    const Bucket& b = *slot.bucket;
-    const float* sum = slot.buffer.data() + comm_.rank() * b.slice;
-    float* own = shard_.data() + b.shard_offset;
-    if (slot.accumulate) {
-      for (int64_t i = 0; i < b.slice; ++i) own[i] += sum[i];
-    } else {
-      std::copy(sum, sum + b.slice, own);
-    }
-    slot.bucket = nullptr;
-  }
-
-  const ShardPlan& plan_;
-  comm::Communicator& comm_;
-  std::vector<float>& shard_;
-  std::atomic<Phase>& phase_;
-  double& wait_s_;
-  int64_t micro_ = 0;
-  Slot embed_;
-  std::array<Slot, 2> ring_;
-};
-
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spec,
-                                                         comm::Communicator& comm, Device device) {
+// Why this rank cannot train `spec` on `device` with `comm`; OK when it can.
+absl::Status CheckSetup(const CampaignSpec& spec, const comm::Communicator& comm, Device device) {
   const int W = comm.world_size();
-  absl::Status local;
   if (spec.grad_accum_steps(W) == 0) {
-    local = absl::InvalidArgumentError(
+    return absl::InvalidArgumentError(
         Cat("train.global_batch = ", spec.train.global_batch, " does not divide into micro_batch ",
             spec.train.micro_batch, " × ", W, " ranks = ", spec.train.micro_batch * W,
             " sequences per micro-step; choose a global batch that is a multiple of it"));
-  } else if (spec.train.zero_stage < 0 || spec.train.zero_stage > 2) {
-    local = absl::InvalidArgumentError(
+  }
+  if (spec.train.zero_stage < 0 || spec.train.zero_stage > 2) {
+    return absl::InvalidArgumentError(
         Cat("train.zero_stage = ", spec.train.zero_stage, ": this trainer has stages 0, 1 and 2"));
-  } else if (device == Device::kCuda && !comm.takes_device_memory()) {
-    local = absl::InvalidArgumentError(
+  }
+  if (device == Device::kCuda && !comm.takes_device_memory()) {
+    return absl::InvalidArgumentError(
         "GPU training needs a communicator whose collectives take device memory (NCCL), even for "
         "one rank");
   }
-  std::unique_ptr<data::DataLoader> train, val;
-  if (local.ok()) {
-    data::DataLoaderOptions opts;
-    opts.globs = spec.data.train;
-    opts.seq_len = spec.model.seq_len;
-    opts.vocab_size = spec.model.vocab_size;
-    opts.seed = spec.train.seed;
-    opts.shuffle = spec.data.shuffle;
-    opts.format = spec.data.format == DataFormat::kMegatron ? data::ShardFormat::kMegatron
-                                                            : data::ShardFormat::kLlmc;
-    absl::StatusOr<std::unique_ptr<data::DataLoader>> t = data::DataLoader::Open(opts);
-    if (t.ok()) {
-      train = std::move(*t);
-    } else {
-      local = t.status();
-    }
-    if (local.ok() && !spec.data.val.empty()) {
-      opts.globs = spec.data.val;
-      opts.shuffle = false;  // evaluation always reads the same sequences
-      absl::StatusOr<std::unique_ptr<data::DataLoader>> v = data::DataLoader::Open(opts);
-      if (v.ok()) {
-        val = std::move(*v);
-      } else {
-        local = v.status();
-      }
-    }
-  }
-  if (absl::Status s = AgreeOnStatus(comm, local); !s.ok()) return s;
+  return absl::OkStatus();
+}
 
-  // All ranks must train on the same data: compare what each one opened.
-  std::vector<int64_t> prints(static_cast<size_t>(W));
-  const int64_t mine = static_cast<int64_t>(train->fingerprint());
+// The campaign's training data, and its validation data when it has some (else `val` stays
+// null).
+absl::Status OpenData(const CampaignSpec& spec, std::unique_ptr<data::DataLoader>& train,
+                      std::unique_ptr<data::DataLoader>& val) {
+  data::DataLoaderOptions opts;
+  opts.globs = spec.data.train;
+  opts.seq_len = spec.model.seq_len;
+  opts.vocab_size = spec.model.vocab_size;
+  opts.seed = spec.train.seed;
+  opts.shuffle = spec.data.shuffle;
+  opts.format = spec.data.format == DataFormat::kMegatron ? data::ShardFormat::kMegatron
+                                                          : data::ShardFormat::kLlmc;
+  absl::StatusOr<std::unique_ptr<data::DataLoader>> t = data::DataLoader::Open(opts);
+  if (!t.ok()) return t.status();
+  train = std::move(*t);
+  if (spec.data.val.empty()) return absl::OkStatus();
+  opts.globs = spec.data.val;
+  opts.shuffle = false;  // evaluation always reads the same sequences
+  absl::StatusOr<std::unique_ptr<data::DataLoader>> v = data::DataLoader::Open(opts);
+  if (!v.ok()) return v.status();
+  val = std::move(*v);
+  return absl::OkStatus();
+}
+
+// All ranks must train on the same data: compares what each one opened. Collective.
+absl::Status CheckSameData(comm::Communicator& comm, uint64_t fingerprint) {
+  std::vector<int64_t> prints(static_cast<size_t>(comm.world_size()));
+  const int64_t mine = static_cast<int64_t>(fingerprint);
   CheckCollective(comm.AllGatherInt64(std::span(&mine, 1), prints), "all-gather");
-  for (int r = 0; r < W; ++r) {
+  for (int r = 0; r < comm.world_size(); ++r) {
     if (prints[static_cast<size_t>(r)] != prints[0]) {
       return absl::FailedPreconditionError(Cat(
           "rank ", r, " opened different training data than rank 0 (fingerprint ",
@@ -267,37 +85,54 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spe
           FormatXxh3(static_cast<uint64_t>(prints[0])), "); every rank must see the same shards"));
     }
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spec,
+                                                         comm::Communicator& comm, Device device) {
+  absl::Status local = CheckSetup(spec, comm, device);
+  std::unique_ptr<data::DataLoader> train, val;
+  if (local.ok()) local = OpenData(spec, train, val);
+  if (absl::Status s = AgreeOnStatus(comm, local); !s.ok()) return s;
+  if (absl::Status s = CheckSameData(comm, train->fingerprint()); !s.ok()) return s;
   std::unique_ptr<Trainer> trainer(
       new Trainer(spec, comm, device, std::move(train), std::move(val)));
   if (device == Device::kCuda) {
-    // The model on this rank's GPU, with the freshly initialised parameters; at stages 1 and
-    // 2 it keeps the optimizer state of this rank's pieces only, at stage 2 no whole gradient
-    // either (a buffer per bucket: buckets are the model's gradient groups, in order).
-    model::ShardedOptimizer shard;
-    if (spec.train.zero_stage > 0) {
-      shard.shard_size = trainer->plan_.shard_size();
-      for (const optim::UpdatePiece& p : trainer->optimizer_->pieces()) {
-        shard.pieces.push_back({p.param_offset, p.state_offset, p.size, p.decay});
-      }
-      for (const Bucket& b : trainer->plan_.buckets()) {
-        if (spec.train.zero_stage == 1) {
-          shard.staging = std::max(shard.staging, b.padded);
-        } else {
-          shard.group_padded.push_back(b.padded);
-        }
-      }
-    }
-    absl::StatusOr<std::unique_ptr<model::GpuModel>> gpu = model::CreateGpuModel(
-        trainer->layout_, static_cast<int>(spec.train.micro_batch),
-        static_cast<int>(spec.model.seq_len), spec.train.zero_stage > 0 ? &shard : nullptr);
-    absl::Status made = gpu.status();
-    if (gpu.ok()) {
-      trainer->gpu_ = std::move(*gpu);
-      made = trainer->gpu_->SetState(trainer->params_.data(), nullptr, nullptr);
-    }
-    if (absl::Status s = AgreeOnStatus(comm, made); !s.ok()) return s;
+    if (absl::Status s = AgreeOnStatus(comm, trainer->StartGpu()); !s.ok()) return s;
   }
   return trainer;
+}
+
+absl::Status Trainer::StartGpu() {
+  // The model on this rank's GPU, with the freshly initialised parameters; at stages 1 and
+  // 2 it keeps the optimizer state of this rank's pieces only, at stage 2 no whole gradient
+  // either (a buffer per bucket: buckets are the model's gradient groups, in order).
+  const int stage = spec_.train.zero_stage;
+  model::ShardedOptimizer shard;
+  if (stage > 0) {
+    shard.shard_size = plan_.shard_size();
+    for (const optim::UpdatePiece& p : optimizer_->pieces()) {
+      shard.pieces.push_back({p.param_offset, p.state_offset, p.size, p.decay});
+    }
+    for (const Bucket& b : plan_.buckets()) {
+      if (stage == 1) {
+        shard.staging = std::max(shard.staging, b.padded);
+      } else {
+        shard.group_padded.push_back(b.padded);
+      }
+    }
+  }
+  absl::StatusOr<std::unique_ptr<model::GpuModel>> gpu =
+      model::CreateGpuModel(layout_, static_cast<int>(spec_.train.micro_batch),
+                            static_cast<int>(spec_.model.seq_len), stage > 0 ? &shard : nullptr);
+  if (!gpu.ok()) return gpu.status();
+  gpu_ = std::move(*gpu);
+  if (absl::Status s = gpu_->SetState(params_.data(), nullptr, nullptr); !s.ok()) return s;
+  gradients_ = MakeGpuGradients(plan_, stage, *gpu_, comm_);
+  sync_ = MakeGradientSync(stage, plan_, owned_, comm_, *gradients_, progress_);
+  return absl::OkStatus();
 }
 
 Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device device,
@@ -313,7 +148,8 @@ Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device devi
                  ? std::make_unique<model::Gpt2>(layout_, static_cast<int>(spec.train.micro_batch),
                                                  static_cast<int>(spec.model.seq_len))
                  : nullptr),
-      params_(static_cast<size_t>(layout_.total())) {
+      params_(static_cast<size_t>(layout_.total())),
+      checkpoints_(spec_, comm, layout_, plan_) {
   model::InitGpt2(layout_, params_, spec.train.seed);
   accum_ = spec.grad_accum_steps(comm.world_size());
   const int stage = spec.train.zero_stage;
@@ -326,11 +162,12 @@ Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device devi
                         layout_.tensors()[static_cast<size_t>(p.tensor)].decay});
     }
     optimizer_ = std::make_unique<optim::AdamW>(std::move(pieces), plan_.shard_size(), spec.train);
-    if (device == Device::kCpu) grad_shard_.resize(static_cast<size_t>(plan_.shard_size()));
   }
-  if (stage < 2 && device == Device::kCpu) grads_.resize(static_cast<size_t>(layout_.total()));
-  if (stage == 2 && device == Device::kCpu)
-    zero2_ = std::make_unique<ZeroTwoSink>(plan_, comm_, grad_shard_, phase_, wait_s_);
+  // (On GPUs, StartGpu makes them once the model is on the device.)
+  if (device == Device::kCpu) {
+    gradients_ = MakeHostGradients(plan_, comm.rank(), stage, params_.data());
+    sync_ = MakeGradientSync(stage, plan_, owned_, comm_, *gradients_, progress_);
+  }
   int64_t largest = 0;
   for (const Bucket& b : plan_.buckets()) largest = std::max(largest, b.padded);
   staging_.resize(static_cast<size_t>(largest));
@@ -348,38 +185,19 @@ Trainer::~Trainer() = default;
 
 MemoryAccounting Trainer::memory() const {
   MemoryAccounting m;
+  m.gradients = gradients_->bytes();
   if (gpu_) {
-    // On the device: the bf16 parameters and the fp32 master weights; the moments; the
-    // gradients: whole (stage 1: also the summed shard and two staging slots of the largest
-    // bucket), or (stage 2) the summed shard, the embeddings' bucket buffer and two buffers
-    // of the largest other bucket. Stages 1 and 2 shard the fp32 state.
+    // On the device: the bf16 parameters and the fp32 master weights; the moments. Stages 1
+    // and 2 shard the fp32 state.
     const int64_t P = layout_.total(), f = static_cast<int64_t>(sizeof(float));
-    const int stage = spec_.train.zero_stage;
-    const int64_t state = stage > 0 ? plan_.shard_size() : P;
+    const int64_t state = spec_.train.zero_stage > 0 ? plan_.shard_size() : P;
     m.params = 2 * P + f * state;
-    if (stage == 2) {
-      int64_t ring = 0;
-      for (size_t b = 0; b + 1 < plan_.buckets().size(); ++b)
-        ring = std::max(ring, plan_.buckets()[b].padded);
-      m.gradients = f * (state + plan_.buckets().back().padded + 2 * ((ring + 63) / 64 * 64));
-    } else {
-      m.gradients =
-          f * P + (stage == 1 ? f * (state + 2 * static_cast<int64_t>(staging_.size())) : 0);
-    }
     m.optimizer = 2 * f * state;
     return m;
   }
   m.params = static_cast<int64_t>(params_.size() * sizeof(float));
-  m.gradients = static_cast<int64_t>((grads_.size() + grad_shard_.size()) * sizeof(float));
-  if (zero2_) m.gradients += zero2_->bytes();
   m.optimizer = optimizer_->state_bytes();
   return m;
-}
-
-absl::Status Trainer::Agree(const absl::Status& local) { return AgreeOnStatus(comm_, local); }
-
-const float* Trainer::OwnedGradients() const {
-  return spec_.train.zero_stage == 0 ? grads_.data() : grad_shard_.data();
 }
 
 absl::Status Trainer::GatherFlat(float* flat) {
@@ -403,34 +221,52 @@ absl::Status Trainer::GatherFlat(float* flat) {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::ReduceGradients() {
-  if (spec_.train.zero_stage == 0) return comm_.AllReduceSum(grads_);
-  // Stage 1: the whole gradient was accumulated locally; each rank keeps the sum of its slices.
-  for (size_t b = 0; b < plan_.buckets().size(); ++b) {
-    const Bucket& bucket = plan_.buckets()[b];
-    plan_.Pack(b, grads_.data(), staging_.data());
-    absl::Status s = comm_.ReduceScatterSum(
-        std::span<const float>(staging_.data(), static_cast<size_t>(bucket.padded)),
-        std::span<float>(grad_shard_.data() + bucket.shard_offset,
-                         static_cast<size_t>(bucket.slice)));
-    if (!s.ok()) return s;
+StepMetrics Trainer::TrainStep() {
+  const auto t0 = std::chrono::steady_clock::now();
+  progress_.wait_s = 0;
+  const int64_t sent_before = comm_.bytes_sent().total_bytes();
+  const BatchTotals totals = LoadBatch();
+  // The loss is the mean over the batch's counted positions, so every micro-batch's summed
+  // loss is scaled by the same 1/counted.
+  const float scale = totals.counted > 0 ? 1.0f / static_cast<float>(totals.counted) : 0.0f;
+
+  std::vector<double> micro_loss(static_cast<size_t>(accum_));
+  sync_->BeginStep();
+  for (int64_t a = 0; a < accum_; ++a) {
+    micro_loss[static_cast<size_t>(a)] = Forward(a, scale);
+    BackwardAndReduce(a, scale);
   }
-  return absl::OkStatus();
+  const double loss_sum = SumLosses(micro_loss);
+  const double grad_norm = std::sqrt(sync_->SquaredNorm());
+  const double lr = model::LearningRate(spec_.train, spec_.total_steps(), step_ + 1);
+  Update(lr, grad_norm);
+
+  ++step_;
+  next_sequence_ += static_cast<uint64_t>(spec_.train.global_batch);
+  StepMetrics m = StepBookkeeping(t0, sent_before);
+  const int T = static_cast<int>(spec_.model.seq_len);
+  m.step = step_;
+  m.loss = totals.counted > 0 ? loss_sum / static_cast<double>(totals.counted) : 0.0;
+  m.lr = lr;
+  m.grad_norm = grad_norm;
+  const int64_t positions = spec_.train.global_batch * T;
+  m.goldfish_dropped = static_cast<double>(totals.dropped) / static_cast<double>(positions);
+  m.tokens = static_cast<int64_t>(next_sequence_) * T;
+  m.data_digest = static_cast<uint64_t>(totals.digest);
+  m.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m.tokens_per_s = m.step_time_s > 0 ? static_cast<double>(positions) / m.step_time_s : 0.0;
+  return m;
 }
 
-StepMetrics Trainer::TrainStep() {
-  auto t0 = std::chrono::steady_clock::now();
-  wait_s_ = 0;
-  const int64_t sent_before = comm_.bytes_sent().total_bytes();
+Trainer::BatchTotals Trainer::LoadBatch() {
   const int T = static_cast<int>(spec_.model.seq_len);
   const int M = static_cast<int>(spec_.train.micro_batch);
   const int W = comm_.world_size(), r = comm_.rank();
-  const int stage = spec_.train.zero_stage;
-  // Load this rank's sequences and masks for the whole step first: the loss is normalised by
-  // the counted positions of the whole global batch, which all ranks must know before any
+  // This rank's sequences and masks for the whole step first: the loss is normalised by the
+  // counted positions of the whole global batch, which all ranks must know before any
   // backward pass. Sequence numbers are global (data::MicroBatchStart), so the global batch
   // is the same whatever the number of ranks.
-  phase_ = Phase::kData;
+  progress_.phase = Phase::kData;
   int64_t totals[3] = {0, 0, 0};  // counted positions, Goldfish-dropped positions, data digest
   for (int64_t a = 0; a < accum_; ++a) {
     for (int i = 0; i < M; ++i) {
@@ -452,259 +288,98 @@ StepMetrics Trainer::TrainStep() {
     }
   }
   {
-    WaitClock clock(wait_s_);
+    WaitClock clock(progress_.wait_s);
     CheckCollective(comm_.AllReduceSumInt64(totals), "all-reduce of batch counts");
   }
-  const int64_t counted = totals[0];
-  // The loss is the mean over the batch's counted positions, so every micro-batch's summed
-  // loss is scaled by the same 1/counted.
-  const float scale = counted > 0 ? 1.0f / static_cast<float>(counted) : 0.0f;
+  return {totals[0], totals[1], totals[2]};
+}
 
-  // Forward and backward, micro-batch by micro-batch.
-  const size_t per_micro = static_cast<size_t>(M) * static_cast<size_t>(T);
-  std::vector<double> micro_loss(static_cast<size_t>(accum_));
-  std::fill(grads_.begin(), grads_.end(), 0.0f);
-  model::FlatGradientSink flat(layout_, grads_.data());
-  if (gpu_) CheckCollective(gpu_->ZeroGradients(), "GPU gradient reset");
-  // Stage 1 on GPUs: during the last micro-batch's backward, each bucket is reduce-scattered
-  // as soon as its gradient is complete, on the communicator's stream, while backward goes
-  // on with the next layers (two staging slots: a slot is packed again once its earlier
-  // reduce-scatter is done).
-  // GPU reduce-scatters read what the model's stream wrote: the communicator's stream waits
-  // for a mark of the model's stream (OrderAfter), so the host never drains the model's
-  // queue before a collective. Before waiting for a collective, the host waits for the mark
-  // it started after: that time is the rank's own compute, not the collective's.
-  auto order_after_model = [&](int slot) -> absl::Status {
-    absl::StatusOr<CUevent_st*> mark = gpu_->Mark(slot);
-    if (!mark.ok()) return mark.status();
-    return comm_.OrderAfter(*mark);
-  };
-  std::array<comm::CommHandle, 2> in_flight;
-  auto reduce_bucket = [&](int group) -> absl::Status {
-    const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
-    const int slot = group % 2;
-    if (absl::Status s = gpu_->AwaitMark(slot); !s.ok()) return s;
-    AwaitCollective(in_flight[static_cast<size_t>(slot)], "gradient reduce-scatter", phase_,
-                    wait_s_);
-    if (absl::Status s = gpu_->PackGradients(b.segments, b.padded, slot); !s.ok()) return s;
-    // The bucket's gradients and its packing done before NCCL reads them.
-    if (absl::Status s = order_after_model(slot); !s.ok()) return s;
-    in_flight[static_cast<size_t>(slot)] = comm_.StartReduceScatterSum(
-        gpu_->DeviceStaging(slot).first(static_cast<size_t>(b.padded)),
-        gpu_->DeviceGradientShard().subspan(static_cast<size_t>(b.shard_offset),
-                                            static_cast<size_t>(b.slice)));
-    return absl::OkStatus();
-  };
-  model::BackwardHooks stage1;
-  stage1.release = reduce_bucket;
-  // Stage 2 on GPUs: every micro-batch's backward writes each bucket into a buffer of its
-  // own (the model's group buffers: one for the embeddings, two taking turns for the rest);
-  // once the bucket is complete its reduce-scatter starts in place (this rank's slice of the
-  // buffer receives the sum) while backward goes on. The sum lands in the gradient shard
-  // (copied for the first micro-batch, added after) when the buffer is needed again: two
-  // buckets later, or in the next micro-batch's backward (the embeddings' reduce-scatter
-  // overlaps the next forward), or after the last micro-batch.
-  struct Flight {
-    comm::CommHandle handle;
-    int group = -1;  // the bucket in flight, if any
-    bool accumulate = false;
-  };
-  std::array<Flight, 3> flights;  // ring buffers 0 and 1, the embeddings' buffer
-  static_assert(model::GpuModel::kMarkSlots >= 3, "a mark slot for each buffer in flight");
-  const int embed_group = static_cast<int>(plan_.buckets().size()) - 1;
-  // A group's buffer: its flight, and the model's mark slot its collectives are ordered after.
-  auto buffer_slot = [&](int group) { return group == embed_group ? 2 : group % 2; };
-  auto flight_of = [&](int group) -> Flight& {
-    return flights[static_cast<size_t>(buffer_slot(group))];
-  };
-  auto land = [&](Flight& f) -> absl::Status {
-    if (f.group < 0) return absl::OkStatus();
-    if (absl::Status s = gpu_->AwaitMark(buffer_slot(f.group)); !s.ok()) return s;
-    AwaitCollective(f.handle, "gradient reduce-scatter", phase_, wait_s_);
-    const Bucket& b = plan_.buckets()[static_cast<size_t>(f.group)];
-    f.group = -1;
-    return gpu_->AddToGradientShard(
-        gpu_->DeviceGroupBuffer(b.group).subspan(static_cast<size_t>(r * b.slice),
-                                                 static_cast<size_t>(b.slice)),
-        b.shard_offset, f.accumulate);
-  };
-  int64_t micro = 0;
-  model::BackwardHooks stage2;
-  stage2.acquire = [&](int group) { return land(flight_of(group)); };
-  stage2.release = [&](int group) -> absl::Status {
-    const Bucket& b = plan_.buckets()[static_cast<size_t>(group)];
-    std::span<float> buffer = gpu_->DeviceGroupBuffer(group).first(static_cast<size_t>(b.padded));
-    Flight& f = flight_of(group);
-    // The bucket's gradients complete before NCCL reads them.
-    if (absl::Status s = order_after_model(buffer_slot(group)); !s.ok()) return s;
-    f.handle = comm_.StartReduceScatterSum(
-        buffer, buffer.subspan(static_cast<size_t>(r * b.slice), static_cast<size_t>(b.slice)));
-    f.group = group;
-    f.accumulate = micro > 0;
-    return absl::OkStatus();
-  };
-  for (int64_t a = 0; gpu_ && a < accum_; ++a) {
-    const size_t off = static_cast<size_t>(a) * per_micro;
-    phase_ = Phase::kForward;
-    absl::StatusOr<double> l =
-        gpu_->Forward(inputs_.data() + off, targets_.data() + off, masks_.data() + off, scale);
-    CheckCollective(l.status(), "GPU forward");
-    micro_loss[static_cast<size_t>(a)] = *l;
-    phase_ = Phase::kBackward;
-    micro = a;
-    // (A batch with no counted position has scale 0: Forward only evaluated, the gradient is 0;
-    // at stage 2 the shard ZeroGradients cleared.)
-    if (scale > 0 && stage == 2) {
-      CheckCollective(gpu_->Backward(stage2), "GPU backward");
-    } else if (scale > 0 && stage == 1 && a + 1 == accum_) {
-      CheckCollective(gpu_->Backward(stage1), "GPU backward");
-    } else if (scale > 0) {
-      CheckCollective(gpu_->Backward(), "GPU backward");
-    }
+double Trainer::Forward(int64_t micro, float scale) {
+  const size_t off = static_cast<size_t>(micro) * static_cast<size_t>(spec_.train.micro_batch) *
+                     static_cast<size_t>(spec_.model.seq_len);
+  progress_.phase = Phase::kForward;
+  if (!gpu_) {
+    return model_->Forward(params_.data(), inputs_.data() + off, targets_.data() + off,
+                           masks_.data() + off);
   }
-  // (Stage 1 without any backward: the zero gradient still goes through the reduce-scatters.)
-  for (size_t b = 0; gpu_ && stage == 1 && scale == 0 && b < plan_.buckets().size(); ++b) {
-    CheckCollective(reduce_bucket(static_cast<int>(b)), "gradient reduce-scatter");
-  }
-  // The gradients must be complete before the collective reads them (outside the wait clock:
-  // this is the rank's own compute).
-  if (gpu_) CheckCollective(gpu_->Synchronize(), "GPU backward");
-  for (int64_t a = 0; !gpu_ && a < accum_; ++a) {
-    const size_t off = static_cast<size_t>(a) * per_micro;
-    phase_ = Phase::kForward;
-    micro_loss[static_cast<size_t>(a)] = model_->Forward(
-        params_.data(), inputs_.data() + off, targets_.data() + off, masks_.data() + off);
-    phase_ = Phase::kBackward;
-    if (stage == 2) {
-      zero2_->BeginMicroBatch(a);
-      model_->Backward(params_.data(), *zero2_, scale);
-      zero2_->Finish();
+  absl::StatusOr<double> l =
+      gpu_->Forward(inputs_.data() + off, targets_.data() + off, masks_.data() + off, scale);
+  CheckCollective(l.status(), "GPU forward");
+  return *l;
+}
+
+void Trainer::BackwardAndReduce(int64_t micro, float scale) {
+  progress_.phase = Phase::kBackward;
+  const bool last = micro + 1 == accum_;
+  model::BackwardHook* hook = sync_->HookFor(micro, last);
+  if (gpu_) {
+    // (A batch with no counted position has scale 0: Forward only evaluated, the gradient is
+    // 0, and the synchroniser reduces it without a backward pass.)
+    if (scale > 0) CheckCollective(gpu_->Backward(hook), "GPU backward");
+  } else {
+    std::span<float> whole = gradients_->Whole();
+    float* grads = whole.empty() ? nullptr : whole.data();
+    if (hook != nullptr) {
+      CheckCollective(model_->Backward(params_.data(), grads, scale, *hook), "backward");
     } else {
-      model_->Backward(params_.data(), flat, scale);
+      model_->Backward(params_.data(), grads, scale);
     }
   }
-  phase_ = Phase::kCollective;
-  // Stage 2 on GPUs: the last micro-batch's buckets still in flight (land counts its wait).
-  for (size_t i = 0; gpu_ && stage == 2 && i < flights.size(); ++i) {
-    CheckCollective(land(flights[i]), "gradient reduce-scatter");
-  }
-  std::vector<double> all_loss(static_cast<size_t>(accum_ * W));
+  if (!last) return;
+  progress_.phase = Phase::kCollective;
+  sync_->Reduce();
+}
+
+double Trainer::SumLosses(const std::vector<double>& micro_loss) {
+  const int W = comm_.world_size();
+  std::vector<double> all(static_cast<size_t>(accum_ * W));
   {
-    WaitClock clock(wait_s_);
-    if (gpu_ && stage == 0) {
-      // Stage 0 on GPUs: the whole gradient, summed on the device (NCCL) in rank order.
-      CheckCollective(comm_.AllReduceSum(gpu_->DeviceGradients()), "gradient reduction");
-    } else if (gpu_ && stage == 1) {
-      // Stage 1 on GPUs: the last reduce-scatters started during backward.
-      for (comm::CommHandle& h : in_flight) CheckCollective(h.Wait(), "gradient reduce-scatter");
-    } else if (!gpu_ && stage < 2) {
-      CheckCollective(ReduceGradients(), "gradient reduction");
-    }
-    // The loss: micro-batch sums added in global micro-batch order (micro-step a of rank r is
-    // micro-batch a·W + r), the order one rank adds them in, so the value does not depend on W.
+    WaitClock clock(progress_.wait_s);
     CheckCollective(comm_.AllGatherBytes(std::as_bytes(std::span(micro_loss)),
-                                         std::as_writable_bytes(std::span(all_loss))),
+                                         std::as_writable_bytes(std::span(all))),
                     "all-gather of losses");
   }
-  double loss_sum = 0;
+  // Micro-batch sums added in global micro-batch order (micro-step a of rank r is micro-batch
+  // a·W + r), the order one rank adds them in, so the value does not depend on W.
+  double sum = 0;
   for (int64_t a = 0; a < accum_; ++a) {
-    for (int q = 0; q < W; ++q) loss_sum += all_loss[static_cast<size_t>(q * accum_ + a)];
+    for (int q = 0; q < W; ++q) sum += all[static_cast<size_t>(q * accum_ + a)];
   }
+  return sum;
+}
 
-  // Gradient norm over the shards: each rank sums the squares of what it owns, piece by
-  // piece (the same pieces for every stage), and the ranks' sums add in rank order.
-  // (On GPUs every rank holds the whole summed gradient: each takes the norm of all of it.)
-  double sum_sq = 0;
-  if (gpu_ && stage == 0) {
-    absl::StatusOr<double> sq = gpu_->GradientSumOfSquares();
-    CheckCollective(sq.status(), "GPU gradient norm");
-    sum_sq = *sq;
-  } else if (gpu_) {
-    absl::StatusOr<double> sq = gpu_->GradientShardSumOfSquares();
-    CheckCollective(sq.status(), "GPU gradient norm");
-    WaitClock clock(wait_s_);
-    sum_sq = SumOverRanks(comm_, *sq);
-  } else {
-    const float* g = OwnedGradients();
-    double local_sq = 0;
-    for (const OwnedPiece& p : owned_) {
-      local_sq += kernels::cpu::SumOfSquares(g + StateOffset(p), p.size);
-    }
-    WaitClock clock(wait_s_);
-    sum_sq = SumOverRanks(comm_, local_sq);
-  }
-  const double grad_norm = std::sqrt(sum_sq);
+void Trainer::Update(double lr, double grad_norm) {
   const float clip = kernels::cpu::ClipFactor(grad_norm, spec_.train.grad_clip);
-  if (clip < 1.0f && !gpu_) {
-    std::vector<float>& buf = stage == 0 ? grads_ : grad_shard_;
-    kernels::cpu::Scale(buf.data(), static_cast<int64_t>(buf.size()), clip);
-  }
-
-  const double lr = model::LearningRate(spec_.train, spec_.total_steps(), step_ + 1);
-  phase_ = Phase::kOptimizer;
+  progress_.phase = Phase::kOptimizer;
   if (gpu_) {
     const kernels::cpu::AdamWParams p = optimizer_->Params(lr, step_ + 1);
     const auto wd = static_cast<float>(spec_.train.weight_decay);
-    CheckCollective(stage == 0 ? gpu_->Update(p, wd, clip) : gpu_->UpdateShard(p, wd, clip),
-                    "GPU update");
+    CheckCollective(
+        spec_.train.zero_stage == 0 ? gpu_->Update(p, wd, clip) : gpu_->UpdateShard(p, wd, clip),
+        "GPU update");
     CheckCollective(gpu_->Synchronize(), "GPU update");
   } else {
-    optimizer_->Update(params_.data(), OwnedGradients(), lr, step_ + 1);
+    std::span<float> g = sync_->OwnedGradients();
+    if (clip < 1.0f) kernels::cpu::Scale(g.data(), static_cast<int64_t>(g.size()), clip);
+    optimizer_->Update(params_.data(), g.data(), lr, step_ + 1);
   }
   // Stages 1 and 2 updated only this rank's shard: bring every rank's update to all.
-  phase_ = Phase::kCollective;
-  if (stage > 0 && gpu_) {
-    // Every rank's updated master slice of each bucket, as bf16 parameters on every rank
-    // (the conversion rounds as the owner's update did), through the staging slots in turn
-    // (stage 1) or the bucket's own buffer (stage 2). Two all-gathers are in flight while
-    // the host unpacks: a bucket's all-gather starts once the unpacking of the bucket two
-    // before it (the buffer's last reader) is queued, ordered after it on the device.
-    const std::vector<Bucket>& buckets = plan_.buckets();
-    std::span<float> master = gpu_->DeviceMasterShard();
-    auto slot_of = [&](size_t i) {  // the mark slot that guards bucket i's buffer
-      return stage == 1 ? static_cast<int>(i % 2) : buffer_slot(buckets[i].group);
-    };
-    auto buffer_of = [&](size_t i) {
-      const Bucket& b = buckets[i];
-      return (stage == 1 ? gpu_->DeviceStaging(static_cast<int>(i % 2))
-                         : gpu_->DeviceGroupBuffer(b.group))
-          .first(static_cast<size_t>(b.padded));
-    };
-    auto gather = [&](size_t i) -> comm::CommHandle {
-      if (absl::Status s = order_after_model(slot_of(i)); !s.ok())
-        return comm::CommHandle(std::move(s));
-      const Bucket& b = buckets[i];
-      return comm_.StartAllGather(
-          master.subspan(static_cast<size_t>(b.shard_offset), static_cast<size_t>(b.slice)),
-          buffer_of(i));
-    };
-    std::array<comm::CommHandle, 2> gathers;
-    for (size_t i = 0; i < std::min<size_t>(2, buckets.size()); ++i) gathers[i] = gather(i);
-    for (size_t i = 0; i < buckets.size(); ++i) {
-      CheckCollective(gpu_->AwaitMark(slot_of(i)), "GPU parameter unpacking");
-      AwaitCollective(gathers[i % 2], "parameter all-gather", phase_, wait_s_);
-      CheckCollective(gpu_->UnpackParameters(buckets[i].segments, buffer_of(i)),
-                      "GPU parameter unpacking");
-      if (i + 2 < buckets.size()) gathers[i % 2] = gather(i + 2);
-    }
-    CheckCollective(gpu_->Synchronize(), "GPU parameter unpacking");
-  } else if (stage > 0) {
-    WaitClock clock(wait_s_);
-    CheckCollective(GatherFlat(params_.data()), "parameter all-gather");
-  }
-  phase_ = Phase::kData;
+  progress_.phase = Phase::kCollective;
+  sync_->GatherParameters();
+  progress_.phase = Phase::kData;
+}
 
-  ++step_;
-  next_sequence_ += static_cast<uint64_t>(spec_.train.global_batch);
+StepMetrics Trainer::StepBookkeeping(std::chrono::steady_clock::time_point t0,
+                                     int64_t sent_before) {
   // Every rank's bytes sent, wall time and time outside collectives, gathered: one small
   // collective for the step's bookkeeping (not counted in comm_bytes).
+  const int W = comm_.world_size();
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const int64_t mine[3] = {comm_.bytes_sent().total_bytes() - sent_before,
                            static_cast<int64_t>(wall * 1e9),
-                           static_cast<int64_t>(std::max(0.0, wall - wait_s_) * 1e9)};
+                           static_cast<int64_t>(std::max(0.0, wall - progress_.wait_s) * 1e9)};
   std::vector<int64_t> every(static_cast<size_t>(3 * W));
   CheckCollective(comm_.AllGatherInt64(mine, every), "all-gather of step bookkeeping");
-
   StepMetrics m;
   for (int q = 0; q < W; ++q) {
     m.comm_bytes += every[static_cast<size_t>(3 * q)];
@@ -712,16 +387,6 @@ StepMetrics Trainer::TrainStep() {
     m.rank_compute_time_s.push_back(static_cast<double>(every[static_cast<size_t>(3 * q + 2)]) *
                                     1e-9);
   }
-  m.step = step_;
-  m.loss = counted > 0 ? loss_sum / static_cast<double>(counted) : 0.0;
-  m.lr = lr;
-  m.grad_norm = grad_norm;
-  const int64_t positions = spec_.train.global_batch * T;
-  m.goldfish_dropped = static_cast<double>(totals[1]) / static_cast<double>(positions);
-  m.tokens = static_cast<int64_t>(next_sequence_) * T;
-  m.data_digest = static_cast<uint64_t>(totals[2]);
-  m.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  m.tokens_per_s = m.step_time_s > 0 ? static_cast<double>(positions) / m.step_time_s : 0.0;
   return m;
 }
 
@@ -733,7 +398,7 @@ double Trainer::Evaluate() {
   std::vector<int32_t> seq(static_cast<size_t>(T + 1));
   std::vector<int32_t> inputs(static_cast<size_t>(M * T)), targets(inputs.size());
   std::vector<uint8_t> mask(inputs.size(), 1);
-  phase_ = Phase::kEval;
+  progress_.phase = Phase::kEval;
   // Batch b is evaluated by rank b mod W; the per-batch sums then add in batch order.
   std::vector<double> mine(static_cast<size_t>(batches), 0.0);
   for (int64_t b = r; b < batches; b += W) {
@@ -772,300 +437,31 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
 absl::StatusOr<std::unique_ptr<PendingSave>> Trainer::BeginSave(const fs::path& root,
                                                                 const StepMetrics& last,
                                                                 SaveMode mode, bool background) {
-  const std::string& campaign = spec_.campaign.name;
-  const int W = comm_.world_size(), r = comm_.rank();
-  const Phase was = phase_.exchange(Phase::kCheckpoint);
+  const Phase was = progress_.phase.exchange(Phase::kCheckpoint);
   if (gpu_) PullFromGpu();
-  const bool standalone = mode == SaveMode::kCommit;
-  // Rank 0 prepares the step directory (standalone: the temporary one); everyone writes into it.
-  absl::Status prepared;
-  if (r == 0 && !standalone) {
-    prepared = ckpt::PrepareStepDir(root, campaign, step_);
-  } else if (r == 0) {
-    prepared = ckpt::BeginStep(root, campaign, step_).status();
-    if (absl::IsAlreadyExists(prepared)) {
-      // Written by an earlier attempt that resumed from before it (a rollback, or a save
-      // belayd never heard of): that trajectory was abandoned, this one replaces it.
-      spdlog::warn("replacing checkpoint step {} of an earlier attempt in {}", step_,
-                   root.string());
-      prepared = ckpt::DeleteStep(root, campaign, step_);
-      if (prepared.ok()) prepared = ckpt::BeginStep(root, campaign, step_).status();
-    }
-  }
-  if (absl::Status s = Agree(prepared); !s.ok()) {
-    phase_ = was;
-    return s;
-  }
-  auto save = std::make_unique<PendingSave>();
-  save->root = root;
-  save->tmp =
-      standalone ? ckpt::StepTempDir(root, campaign, step_) : ckpt::StepDir(root, campaign, step_);
-  save->mode = mode;
-  save->step = step_;
-  save->next_sequence = next_sequence_;
-  save->last = last;
-  // This rank's ranges, by logical tensor name: copied for a background write (training goes
-  // on meanwhile), written from where they are otherwise.
-  int64_t owned = 0;
-  for (const OwnedPiece& p : owned_) owned += p.size;
-  if (background) save->state.resize(static_cast<size_t>(3 * owned));
-  float* to = save->state.data();
-  for (const OwnedPiece& p : owned_) {
-    const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
-    const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
-    const float* bufs[] = {params_.data() + p.flat_offset, optimizer_->m().data() + StateOffset(p),
-                           optimizer_->v().data() + StateOffset(p)};
-    for (size_t k = 0; k < std::size(kPrefixes) && save->local.ok(); ++k) {
-      const float* from = bufs[k];
-      if (background) {
-        from = std::copy(bufs[k], bufs[k] + p.size, to) - p.size;
-        to += p.size;
-      }
-      std::string name = Cat(kPrefixes[k], t.name);
-      save->local = save->writer.Add(name, in_tensor, static_cast<uint64_t>(t.size),
-                                     std::span<const float>(from, static_cast<size_t>(p.size)));
-      save->info.slices.push_back({std::move(name), in_tensor, static_cast<uint64_t>(p.size),
-                                   static_cast<uint64_t>(t.size)});
-    }
-    if (!save->local.ok()) break;
-  }
-  nlohmann::json meta = {
-      {"step", step_},
-      {"world_size", W},
-      {"rank", r},
-      {"zero_stage", spec_.train.zero_stage},
-      {"model", ConfigJson(layout_.config())},
-      {"loader", data::LoaderStateToJson(train_data_->State(next_sequence_))},
-      // Training draws no random numbers after initialisation (no dropout); the seed is
-      // what a resumed run would need to redraw anything.
-      {"rng", {{"init_seed", spec_.train.seed}}},
-  };
-  save->writer.SetMetadata(meta.dump());
-  if (save->local.ok()) {
-    PendingSave* p = save.get();
-    auto write = [p, r] { p->written = p->writer.Write(p->tmp / ckpt::ShardFileName(r)); };
-    if (background) {
-      save->thread = std::thread(write);
-    } else {
-      write();
-    }
-  }
-  phase_ = was;
+  absl::StatusOr<std::unique_ptr<PendingSave>> save =
+      checkpoints_.BeginSave(root, last, mode, background, {step_, next_sequence_},
+                             train_data_->State(next_sequence_), HostState());
+  progress_.phase = was;
   return save;
 }
 
 absl::StatusOr<CheckpointInfo> Trainer::FinishSave(PendingSave& save) {
-  const std::string& campaign = spec_.campaign.name;
-  const int W = comm_.world_size(), r = comm_.rank();
-  const Phase was = phase_.exchange(Phase::kCheckpoint);
-  struct RestorePhase {
-    std::atomic<Phase>& phase;
-    Phase was;
-    ~RestorePhase() { phase = was; }
-  } restore{phase_, was};
-  if (save.thread.joinable()) save.thread.join();
-  absl::Status local = save.local;
-  ckpt::ShardFileInfo shard;
-  if (local.ok()) {
-    if (save.written.ok()) {
-      shard = *save.written;
-    } else {
-      local = save.written.status();
-    }
-  }
-  const fs::path& tmp = save.tmp;
-  if (absl::Status s = Agree(local); !s.ok()) {
-    // Leave no partial step behind (a full disk must not stay full of it).
-    std::error_code ec;
-    if (r == 0) fs::remove_all(tmp, ec);
-    return s;
-  }
-
-  CheckpointInfo info = std::move(save.info);
-  info.step_dir = ckpt::StepDir(save.root, campaign, save.step);
-  info.step = save.step;
-  info.bytes = static_cast<int64_t>(shard.bytes);
-  info.xxh3 = shard.xxh3;
-  // Under belayd that is all: each rank reports its shard, belayd commits and writes the
-  // manifest.
-  if (save.mode != SaveMode::kCommit) return info;
-
-  // Standalone: rank 0 collects every shard's size and sum for the manifest, writes it and
-  // commits.
-  const int64_t sums[2] = {static_cast<int64_t>(shard.bytes), static_cast<int64_t>(shard.xxh3)};
-  std::vector<int64_t> infos(static_cast<size_t>(2 * W));
-  CheckCollective(comm_.AllGatherInt64(sums, infos), "all-gather of shard sums");
-  absl::Status committed;
-  if (r == 0) {
-    ckpt::Manifest manifest;
-    manifest.campaign = campaign;
-    manifest.step = save.step;
-    manifest.world_size = W;
-    for (int q = 0; q < W; ++q) {
-      manifest.shards.push_back({q, ckpt::ShardFileName(q),
-                                 static_cast<uint64_t>(infos[static_cast<size_t>(2 * q)]),
-                                 static_cast<uint64_t>(infos[static_cast<size_t>(2 * q + 1)])});
-    }
-    // Every rank's ranges, from the same plan the ranks wrote by.
-    ckpt::ShardMap map;
-    for (int q = 0; q < W; ++q) {
-      for (const OwnedPiece& p : plan_.Owned(q)) {
-        const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
-        const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
-        for (std::string_view prefix : kPrefixes) {
-          map.Add(Cat(prefix, t.name), static_cast<uint64_t>(t.size),
-                  {q, in_tensor, static_cast<uint64_t>(p.size)});
-        }
-      }
-    }
-    manifest.shard_map = std::move(map);
-    const StepMetrics& last = save.last;
-    manifest.metrics = {{"loss", last.loss},           {"lr", last.lr},
-                        {"grad_norm", last.grad_norm}, {"sequences_seen", save.next_sequence},
-                        {"tokens", last.tokens},       {"zero_stage", spec_.train.zero_stage}};
-    manifest.created_unix = static_cast<int64_t>(std::time(nullptr));
-    committed = ckpt::WriteManifest(tmp, manifest);
-    if (committed.ok()) committed = ckpt::CommitStep(save.root, campaign, save.step);
-    if (committed.ok()) {
-      absl::StatusOr<std::vector<int64_t>> removed =
-          ckpt::ApplyRetention(save.root, campaign, spec_.checkpoint.keep_last,
-                               spec_.checkpoint.keep_every, /*protect_step=*/save.step);
-      if (!removed.ok()) {
-        spdlog::warn("checkpoint retention: {}", std::string(removed.status().message()));
-      }
-    }
-  }
-  if (absl::Status s = Agree(committed); !s.ok()) {
-    std::error_code ec;
-    if (r == 0) fs::remove_all(tmp, ec);
-    return s;
-  }
+  const Phase was = progress_.phase.exchange(Phase::kCheckpoint);
+  absl::StatusOr<CheckpointInfo> info = checkpoints_.FinishSave(save);
+  progress_.phase = was;
   return info;
 }
 
-absl::Status Trainer::LoadOwned(const fs::path& step_dir) {
-  const int r = comm_.rank();
-  absl::StatusOr<ckpt::Manifest> manifest = ckpt::ReadManifest(step_dir);
-  if (!manifest.ok()) return manifest.status();
-  if (manifest->campaign != spec_.campaign.name) {
-    return absl::FailedPreconditionError(Cat(step_dir.string(), ": checkpoint of campaign ",
-                                             manifest->campaign, ", not ", spec_.campaign.name));
-  }
-  if (!manifest->shard_map) {
-    return absl::FailedPreconditionError(
-        Cat(step_dir.string(), "/manifest.json has no shard_map: written by an earlier format"));
-  }
-  const ckpt::ShardMap& map = *manifest->shard_map;
-  const std::string where = Cat(step_dir.string(), "/manifest.json: shard_map");
-  // The map must describe exactly this model's tensors.
-  size_t expected = 0;
-  for (const model::TensorView& t : layout_.tensors()) {
-    for (std::string_view prefix : kPrefixes) {
-      ++expected;
-      auto it = map.totals.find(Cat(prefix, t.name));
-      if (it == map.totals.end())
-        return absl::FailedPreconditionError(Cat(where, ": no tensor ", prefix, t.name));
-      if (it->second != static_cast<uint64_t>(t.size)) {
-        return absl::FailedPreconditionError(Cat(where, ": ", prefix, t.name, " has ", it->second,
-                                                 " elements; this model's has ", t.size));
-      }
-    }
-  }
-  if (map.totals.size() != expected) {
-    return absl::FailedPreconditionError(
-        Cat(where, ": ", map.totals.size(), " tensors; this model has ", expected));
-  }
-  // Rank 0 checks that every shard is there, so that a missing one is reported by name even
-  // when no rank needs its ranges... which cannot happen with a complete map, but a missing
-  // file must never look like a checksum error.
-  if (r == 0) {
-    for (const ckpt::ManifestShard& s : manifest->shards) {
-      std::error_code ec;
-      const uintmax_t size = fs::file_size(step_dir / s.file, ec);
-      if (ec) {
-        return absl::NotFoundError(Cat((step_dir / s.file).string(), ": shard of rank ", s.rank,
-                                       " (of ", manifest->world_size, ") is missing"));
-      }
-      if (size != s.bytes) {
-        return absl::DataLossError(Cat((step_dir / s.file).string(), ": shard of rank ", s.rank,
-                                       " is ", size, " bytes, the manifest says ", s.bytes));
-      }
-    }
-  }
-
-  // Open the shards this rank needs, each verified by checksum, by the manifest's sum and
-  // against the shard map.
-  std::map<int, ckpt::ShardReader> readers;
-  auto reader = [&](int old_rank) -> absl::StatusOr<const ckpt::ShardReader*> {
-    if (auto it = readers.find(old_rank); it != readers.end()) return &it->second;
-    const ckpt::ManifestShard& s = manifest->shards[static_cast<size_t>(old_rank)];
-    absl::StatusOr<ckpt::ShardReader> opened = ckpt::ShardReader::Open(step_dir / s.file);
-    if (!opened.ok()) {
-      if (absl::IsNotFound(opened.status())) {
-        return absl::NotFoundError(Cat((step_dir / s.file).string(), ": shard of rank ", old_rank,
-                                       " (of ", manifest->world_size, ") is missing"));
-      }
-      return opened.status();
-    }
-    std::vector<std::pair<std::string, ckpt::ShardRange>> want = map.OfRank(old_rank), have;
-    for (const ckpt::ShardEntry& e : opened->entries())
-      have.push_back({e.name, {old_rank, e.offset, e.count}});
-    if (want != have) {
-      return absl::DataLossError(Cat(opened->path().string(), ": holds ", have.size(),
-                                     " tensor ranges that do not match the ", want.size(),
-                                     " the manifest's shard map lists for rank ", old_rank));
-    }
-    return &readers.emplace(old_rank, std::move(*opened)).first->second;
-  };
-
-  // Step, model and data position, from the shard of old rank r mod W_old.
-  absl::StatusOr<const ckpt::ShardReader*> first = reader(r % manifest->world_size);
-  if (!first.ok()) return first.status();
-  nlohmann::json meta =
-      nlohmann::json::parse((*first)->metadata(), nullptr, /*allow_exceptions=*/false);
-  if (!meta.is_object() || !meta.contains("model") || !meta.contains("loader") ||
-      !meta.contains("step") || !meta["step"].is_number_integer()) {
-    return absl::DataLossError(
-        Cat((*first)->path().string(), ": metadata lacks model, loader or step"));
-  }
-  if (meta["step"].get<int64_t>() != manifest->step) {
-    return absl::DataLossError(Cat((*first)->path().string(), ": holds step ", meta["step"].dump(),
-                                   ", the manifest says ", manifest->step));
-  }
-  if (meta["model"] != ConfigJson(layout_.config())) {
-    return absl::FailedPreconditionError(Cat(step_dir.string(), ": saved model ",
-                                             meta["model"].dump(), " differs from the campaign's ",
-                                             ConfigJson(layout_.config()).dump()));
-  }
-  absl::StatusOr<data::LoaderState> loader = data::LoaderStateFromJson(meta["loader"]);
-  if (!loader.ok()) return loader.status();
-  if (absl::Status s = train_data_->CheckResume(*loader); !s.ok()) return s;
-
-  // This rank's pieces of parameters and moments, from whichever shards hold them.
-  for (const OwnedPiece& p : owned_) {
-    const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
-    const uint64_t in_tensor = static_cast<uint64_t>(p.flat_offset - t.offset);
-    float* dst[] = {params_.data() + p.flat_offset, optimizer_->m().data() + StateOffset(p),
-                    optimizer_->v().data() + StateOffset(p)};
-    for (size_t k = 0; k < std::size(kPrefixes); ++k) {
-      const std::string name = Cat(kPrefixes[k], t.name);
-      for (const ckpt::ShardRange& part :
-           map.Find(name, in_tensor, static_cast<uint64_t>(p.size))) {
-        absl::StatusOr<const ckpt::ShardReader*> rd = reader(part.rank);
-        if (!rd.ok()) return rd.status();
-        absl::Status s = (*rd)->Read(
-            name, part.offset, std::span<float>(dst[k] + (part.offset - in_tensor), part.count));
-        if (!s.ok()) return s;
-      }
-    }
-  }
-  step_ = manifest->step;
-  next_sequence_ = loader->next_sequence;
-  return absl::OkStatus();
+RankState Trainer::HostState() {
+  return {params_.data(), optimizer_->m().data(), optimizer_->v().data()};
 }
 
 absl::Status Trainer::LoadStep(const fs::path& step_dir) {
-  if (absl::Status s = Agree(LoadOwned(step_dir)); !s.ok()) return s;
+  absl::StatusOr<TrainingPosition> at = checkpoints_.LoadOwned(step_dir, *train_data_, HostState());
+  if (absl::Status s = AgreeOnStatus(comm_, at.status()); !s.ok()) return s;
+  step_ = at->step;
+  next_sequence_ = at->next_sequence;
   // Each rank read only what it owns; the rest comes from the other ranks.
   CheckCollective(GatherFlat(params_.data()), "parameter all-gather");
   if (spec_.train.zero_stage == 0) {  // every rank keeps all moments
@@ -1110,20 +506,14 @@ absl::Status Trainer::Resume(const fs::path& dir) {
     return s;
   }
   // A checkpoint root: the newest committed step that loads, falling back to older ones.
-  // Every rank lists the same directory; rank 0's list is used so that all try the same steps.
-  absl::StatusOr<std::vector<int64_t>> steps = ckpt::ListCommittedSteps(dir, spec_.campaign.name);
-  if (absl::Status s = Agree(steps.status()); !s.ok()) return s;
-  int64_t count = comm_.rank() == 0 ? static_cast<int64_t>(steps->size()) : 0;
-  CheckCollective(comm_.Broadcast(std::as_writable_bytes(std::span(&count, 1)), 0), "broadcast");
-  std::vector<int64_t> list(static_cast<size_t>(count), 0);
-  if (comm_.rank() == 0) list = *steps;
-  CheckCollective(comm_.Broadcast(std::as_writable_bytes(std::span(list)), 0), "broadcast");
-  if (list.empty()) {
+  absl::StatusOr<std::vector<int64_t>> list = checkpoints_.CommittedSteps(dir);
+  if (!list.ok()) return list.status();
+  if (list->empty()) {
     return absl::NotFoundError(
         Cat(dir.string(), ": no committed checkpoint of campaign ", spec_.campaign.name));
   }
   absl::Status last_error;
-  for (auto it = list.rbegin(); it != list.rend(); ++it) {
+  for (auto it = list->rbegin(); it != list->rend(); ++it) {
     fs::path step_dir = ckpt::StepDir(dir, spec_.campaign.name, *it);
     last_error = LoadStep(step_dir);
     if (last_error.ok()) return last_error;

@@ -1,97 +1,32 @@
-// The training loop of one rank among W data-parallel ranks: its part of every global batch,
-// Goldfish masks, forward/backward over micro-batches, gradient reduction and the sharded
-// optimizer of the campaign's ZeRO stage, evaluation, and checkpoints that any world size can
-// load.
+// The training state and step of one rank among W data-parallel ranks: its part of every
+// global batch, Goldfish masks, forward and backward over micro-batches with the gradient
+// reduction of the campaign's ZeRO stage (gradient_sync.h), the sharded optimizer,
+// evaluation, and checkpoints that any world size can load (checkpoint_io.h).
 #pragma once
 
-#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/campaign_spec.h"
-#include "worker/ckpt/shard_file.h"
 #include "worker/comm/communicator.h"
 #include "worker/data/loader.h"
 #include "worker/model/gpt2.h"
 #include "worker/model/gpu_model.h"
 #include "worker/model/params.h"
 #include "worker/optim/optimizer.h"
+#include "worker/train/checkpoint_io.h"
+#include "worker/train/gradient_device.h"
+#include "worker/train/gradient_sync.h"
 #include "worker/train/shard_plan.h"
+#include "worker/train/step_metrics.h"
+#include "worker/train/step_phase.h"
 
 namespace belay::train {
-
-struct StepMetrics {
-  int64_t step = 0;             // updates done after this one (1-based)
-  double loss = 0;              // mean cross-entropy over the counted positions of the batch
-  double lr = 0;                // learning rate of this update
-  double grad_norm = 0;         // global L2 norm before clipping
-  double tokens_per_s = 0;      // batch tokens / step wall time
-  double goldfish_dropped = 0;  // fraction of label positions Goldfish excluded
-  double step_time_s = 0;
-  int64_t tokens = 0;        // tokens trained on since step 0, this step's batch included
-  uint64_t data_digest = 0;  // sum over the batch's sequences of a hash of their tokens
-  // Payload bytes all ranks sent for this step's collectives (comm::CommStats' volume model),
-  // the step's own bookkeeping (this count) excluded.
-  int64_t comm_bytes = 0;
-  // Per rank (index = rank): the step's wall time, and the part of it spent outside blocking
-  // collectives (data, compute, optimizer). Ranks wait for each other, so wall times agree;
-  // a slow rank shows in its compute time.
-  std::vector<double> rank_step_time_s;
-  std::vector<double> rank_compute_time_s;
-};
-
-struct CheckpointInfo {
-  std::filesystem::path step_dir;
-  int64_t step = 0;
-  int64_t bytes = 0;  // this rank's shard
-  uint64_t xxh3 = 0;  // of this rank's shard file
-  // The element ranges this rank's shard holds, by logical tensor (what belayd builds the
-  // shard map from).
-  struct Slice {
-    std::string name;
-    uint64_t offset = 0;
-    uint64_t count = 0;
-    uint64_t total = 0;  // elements of the whole logical tensor
-  };
-  std::vector<Slice> slices;
-};
-
-// Who commits a checkpoint. kCommit (standalone): the ranks write into a temporary step
-// directory, rank 0 writes the manifest, renames the directory into place and applies
-// retention. kShardsOnly (under belayd): the ranks write straight into step_<N>/ and stop
-// there; each reports its shard, and belayd commits, writes the manifest and applies retention.
-enum class SaveMode { kCommit, kShardsOnly };
-
-// A save under way (Trainer::BeginSave): this rank's state copied at the save step, its
-// shard being written by a thread of its own while training goes on, until FinishSave. The
-// writer's ranges of a background write point into `state`, which nothing else touches; the
-// thread writes `written` and is joined before it is read (or when the save is dropped).
-struct PendingSave {
-  std::filesystem::path root;
-  std::filesystem::path tmp;  // the directory the shard goes to
-  SaveMode mode = SaveMode::kCommit;
-  int64_t step = 0;
-  int64_t next_sequence = 0;
-  StepMetrics last;
-  CheckpointInfo info;
-  std::vector<float> state;  // background writes: this rank's pieces (parameters, m, v), copied
-  ckpt::ShardWriter writer;
-  absl::Status local;  // of the writer's Adds
-  absl::StatusOr<ckpt::ShardFileInfo> written = absl::UnknownError("not written");
-  std::thread thread;
-
-  PendingSave() = default;
-  PendingSave(const PendingSave&) = delete;
-  PendingSave& operator=(const PendingSave&) = delete;
-  ~PendingSave() {
-    if (thread.joinable()) thread.join();
-  }
-};
 
 // Bytes this rank holds for training state (activations and scratch not counted).
 struct MemoryAccounting {
@@ -99,9 +34,6 @@ struct MemoryAccounting {
   int64_t gradients = 0;  // gradient buffers kept between steps or during backward
   int64_t optimizer = 0;  // AdamW m and v
 };
-
-// Where a training step is, for heartbeats (a hang report names each rank's last phase).
-enum class Phase { kData, kForward, kBackward, kCollective, kOptimizer, kEval, kCheckpoint };
 
 // Where the model computes. kCuda: the current CUDA device (chosen by the caller), bf16
 // mixed precision (model::GpuModel); the communicator's float collectives must then take
@@ -176,7 +108,7 @@ class Trainer {
 
   // The phase this rank is in; updated by TrainStep, Evaluate and SaveCheckpoint, readable
   // from any thread.
-  Phase phase() const { return phase_.load(std::memory_order_relaxed); }
+  Phase phase() const { return progress_.phase.load(std::memory_order_relaxed); }
 
   // Fault injection for tests of the NaN path: makes the next step's loss non-finite (the
   // final LayerNorm's first bias becomes NaN on this rank). Every rank must call it.
@@ -191,25 +123,37 @@ class Trainer {
   void PushToGpu();
   // Loads one step directory (see Resume). Collective.
   absl::Status LoadStep(const std::filesystem::path& step_dir);
-  // What this rank's part of LoadStep found, before the ranks agree.
-  absl::Status LoadOwned(const std::filesystem::path& step_dir);
+  // The host copies checkpoints are written from and loaded into.
+  RankState HostState();
   // Restores the freshly initialised state after a failed load.
   void Reinitialize();
 
+  // The model on the current GPU with this rank's state, and its gradient synchroniser.
+  absl::Status StartGpu();
   // Every rank's slice of every bucket of `flat` (laid out like the parameters) from its
   // owner to all ranks: after it, all ranks hold the owners' values. Collective.
   absl::Status GatherFlat(float* flat);
-  // The gradient reduction of stages 0 and 1 after the last backward pass.
-  absl::Status ReduceGradients();
-  // Offset of an owned piece in this rank's gradient and moment buffers.
-  int64_t StateOffset(const OwnedPiece& p) const {
-    return spec_.train.zero_stage == 0 ? p.flat_offset : p.shard_offset;
-  }
-  // This rank's gradient for what it owns (stage 0: the flat buffer; 1, 2: the shard).
-  const float* OwnedGradients() const;
-  // Every rank's status, agreed: OK when all are OK, else the first failing rank's error
-  // prefixed with its rank (when there are several ranks). Collective.
-  absl::Status Agree(const absl::Status& local);
+
+  // The phases of TrainStep. Over the whole global batch (all ranks): counted label
+  // positions, Goldfish-dropped ones, and the data digest.
+  struct BatchTotals {
+    int64_t counted = 0;
+    int64_t dropped = 0;
+    int64_t digest = 0;
+  };
+  // Reads this rank's sequences of the step and their masks. Collective.
+  BatchTotals LoadBatch();
+  // Micro-batch `micro`: its summed loss, and (with scale > 0) what backward needs.
+  double Forward(int64_t micro, float scale);
+  // Its backward pass, told the synchroniser's hook; after the last micro-batch, the
+  // gradient reduction. Collective.
+  void BackwardAndReduce(int64_t micro, float scale);
+  // The step's loss sum over all ranks, in global micro-batch order. Collective.
+  double SumLosses(const std::vector<double>& micro_loss);
+  // Clipping, AdamW update number step_ + 1, and the parameters to all ranks. Collective.
+  void Update(double lr, double grad_norm);
+  // Every rank's bytes sent and times since t0. Collective.
+  StepMetrics StepBookkeeping(std::chrono::steady_clock::time_point t0, int64_t sent_before);
 
   CampaignSpec spec_;
   comm::Communicator& comm_;
@@ -222,16 +166,14 @@ class Trainer {
   std::unique_ptr<model::GpuModel> gpu_;        // kCuda
   std::unique_ptr<optim::AdamW> optimizer_;
   std::vector<float> params_;
-  std::vector<float> grads_;       // stages 0, 1: the flat gradient of this rank's micro-batches
-  std::vector<float> grad_shard_;  // stages 1, 2: the summed gradient of what this rank owns
-  std::vector<float> staging_;     // one padded bucket, for reduce-scatter and all-gather
-  class ZeroTwoSink;
-  std::unique_ptr<ZeroTwoSink> zero2_;  // stage 2
-  std::atomic<Phase> phase_{Phase::kData};
-  double wait_s_ = 0;           // this step's time in blocking collectives, so far
-  int64_t step_ = 0;            // updates done
-  uint64_t next_sequence_ = 0;  // global index of the next training sequence
-  int64_t accum_ = 1;           // micro-batches per update on this rank
+  std::vector<float> staging_;  // one padded bucket, for GatherFlat
+  CheckpointIo checkpoints_;
+  StepProgress progress_;
+  std::unique_ptr<GradientDevice> gradients_;  // where the gradients live
+  std::unique_ptr<GradientSync> sync_;         // the ZeRO stage's gradient path
+  int64_t step_ = 0;                           // updates done
+  uint64_t next_sequence_ = 0;                 // global index of the next training sequence
+  int64_t accum_ = 1;                          // micro-batches per update on this rank
 
   // Per-step scratch: the tokens and masks of this rank's micro-batches of one update.
   std::vector<int32_t> seqs_, inputs_, targets_;
