@@ -54,58 +54,6 @@ using store::WriteBatch;
 
 constexpr std::string_view kCampaignSeqKey = "next_campaign_seq";
 
-// Whether belayd may write or delete in `dir`, a directory of a campaign's checkpoints: a
-// directory itself (not a symlink to somewhere else) of the campaign's owner or of belayd.
-// (The ranks run as the owner, who could otherwise point belayd, as root, at other places.)
-absl::Status OwnersDirectory(const fs::path& dir, uint32_t owner) {
-  struct stat st {};
-  if (::lstat(dir.c_str(), &st) != 0) {
-    return absl::NotFoundError(Cat(dir.string(), ": ", std::strerror(errno)));
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(
-        Cat(dir.string(), " is not a directory (a symlink?): not touched"));
-  }
-  if (st.st_uid != owner && st.st_uid != ::geteuid()) {
-    return absl::FailedPreconditionError(
-        Cat(dir.string(), " belongs to uid ", st.st_uid,
-            ", neither the campaign's owner nor belayd: not touched"));
-  }
-  return absl::OkStatus();
-}
-
-// File access with the rights of campaign `campaign`'s owner on this thread while the
-// result lives, when belayd runs the owner's ranks as the owner (`as_owner`): what those
-// ranks wrote, belayd then reads, writes and deletes only as the owner could. Otherwise
-// belayd's own rights. Unavailable when the user database does not answer (try later).
-absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> OwnersFileAccess(
-    uint32_t owner, const std::string& campaign, bool as_owner) {
-  return sched::FilesystemIdentity::Assume(as_owner ? owner : static_cast<uint32_t>(::geteuid()),
-                                           Cat("the owner of campaign ", campaign));
-}
-
-// belayd's way into directories of a campaign's checkpoints, to write or delete there: each
-// of `dirs` must be OwnersDirectory, then file access takes the owner's rights
-// (OwnersFileAccess) while the result lives. OwnersDirectory's errors, or OwnersFileAccess's.
-absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> EnterOwnersDirectories(
-    std::initializer_list<fs::path> dirs, uint32_t owner, const std::string& campaign,
-    bool as_owner) {
-  for (const fs::path& d : dirs) {
-    if (absl::Status s = OwnersDirectory(d, owner); !s.ok()) return s;
-  }
-  return OwnersFileAccess(owner, campaign, as_owner);
-}
-
-// The manifest of checkpoint `ck` of a campaign of `owner`, beside its shards.
-absl::Status WriteManifestOf(const pb::Checkpoint& ck, const ckpt::Manifest& m, uint32_t owner,
-                             bool as_owner) {
-  const fs::path step = ck.dir();
-  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> id =
-      EnterOwnersDirectories({step.parent_path(), step}, owner, ck.campaign_id(), as_owner);
-  if (!id.ok()) return id.status();
-  return ckpt::WriteManifest(step, m);
-}
-
 std::string AttemptDirName(int32_t n) { return Cat("attempt_", n); }
 
 // rwx--x--x: what lies above the attempt directories in belayd's state directory.
@@ -114,54 +62,21 @@ constexpr fs::perms kTraverseOnly =
 
 }  // namespace
 
-void SetTime(google::protobuf::Timestamp* ts, TimePoint t) {
-  const auto ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-  ts->set_seconds(ns / 1'000'000'000);
-  ts->set_nanos(static_cast<int32_t>(ns % 1'000'000'000));
-}
-
-TimePoint FromTimestamp(const google::protobuf::Timestamp& ts) {
-  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
-      std::chrono::seconds(ts.seconds()) + std::chrono::nanoseconds(ts.nanos())));
-}
-
 Supervisor::Supervisor(store::Store& store, sched::Scheduler& scheduler, const Clock& clock,
                        SupervisorOptions options)
     : store_(store),
       scheduler_(scheduler),
       clock_(clock),
       options_(std::move(options)),
+      events_(store_, clock_),
+      checkpoint_files_(std::make_unique<checkpoints::DiskCheckpointFiles>(options_.run_as_owner)),
+      checkpoints_(store_, events_, clock_, *checkpoint_files_, options_.verify_in_background),
       attempt_tokens_(options_.token_key.empty() ? AttemptTokens::RandomKey() : options_.token_key),
       watching_since_(clock_.Now()),
       jitter_(options_.jitter_seed) {}
 
 fs::path Supervisor::CampaignDir(const std::string& id) const {
   return options_.state_dir / "campaigns" / id;
-}
-
-absl::Status Supervisor::AddEvent(WriteBatch& batch, const pb::Campaign& c, pb::EventKind kind,
-                                  pb::Severity severity, std::string message, int32_t attempt,
-                                  const std::vector<std::string>& nodes) {
-  auto it = next_event_seq_.find(c.id());
-  if (it == next_event_seq_.end()) {
-    absl::StatusOr<int64_t> last = store::LastEventSeq(store_, c.id());
-    if (!last.ok()) return last.status();
-    it = next_event_seq_.emplace(c.id(), *last + 1).first;
-  }
-  pb::Event e;
-  e.set_campaign_id(c.id());
-  e.set_seq(it->second++);
-  SetTime(e.mutable_time(), clock_.Now());
-  e.set_attempt_number(attempt);
-  for (const std::string& n : nodes) e.add_nodes(n);
-  e.set_kind(kind);
-  e.set_severity(severity);
-  e.set_step(c.current_step());
-  spdlog::info("campaign {}: {}", c.id(), message);
-  e.set_message(std::move(message));
-  store::Put(batch, e);
-  return absl::OkStatus();
 }
 
 absl::Status Supervisor::SetCampaignState(WriteBatch& batch, pb::Campaign& c, pb::CampaignState to,
@@ -175,8 +90,8 @@ absl::Status Supervisor::SetCampaignState(WriteBatch& batch, pb::Campaign& c, pb
   c.set_state(to);
   SetTime(c.mutable_update_time(), clock_.Now());
   if (IsTerminal(to)) SetTime(c.mutable_end_time(), clock_.Now());
-  return AddEvent(batch, c, pb::EVENT_KIND_CAMPAIGN_STATE_CHANGED,
-                  to == pb::CAMPAIGN_STATE_FAILED ? pb::SEVERITY_ERROR : pb::SEVERITY_INFO, msg);
+  return events_.Add(batch, c, pb::EVENT_KIND_CAMPAIGN_STATE_CHANGED,
+                     to == pb::CAMPAIGN_STATE_FAILED ? pb::SEVERITY_ERROR : pb::SEVERITY_INFO, msg);
 }
 
 absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::string spec_toml,
@@ -243,10 +158,10 @@ absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::s
   WriteBatch b;
   b.Put(store::Table::kMeta, std::string(kCampaignSeqKey), std::to_string(seq + 1));
   store::Put(b, c);
-  if (absl::Status s =
-          AddEvent(b, c, pb::EVENT_KIND_CAMPAIGN_SUBMITTED, pb::SEVERITY_INFO,
-                   Cat("submitted by ", c.owner_name(), " (uid ", owner_uid, "): ", c.total_steps(),
-                       " steps on ", spec.resources.world_size(), " ranks"));
+  if (absl::Status s = events_.Add(
+          b, c, pb::EVENT_KIND_CAMPAIGN_SUBMITTED, pb::SEVERITY_INFO,
+          Cat("submitted by ", c.owner_name(), " (uid ", owner_uid, "): ", c.total_steps(),
+              " steps on ", spec.resources.world_size(), " ranks"));
       !s.ok()) {
     return s;
   }
@@ -268,8 +183,8 @@ absl::Status Supervisor::Cancel(const std::string& id) {
   campaign.set_cancel_requested(true);
   WriteBatch b;
   store::Put(b, campaign);
-  if (absl::Status s = AddEvent(b, campaign, pb::EVENT_KIND_CAMPAIGN_CANCEL_REQUESTED,
-                                pb::SEVERITY_INFO, "cancel requested");
+  if (absl::Status s = events_.Add(b, campaign, pb::EVENT_KIND_CAMPAIGN_CANCEL_REQUESTED,
+                                   pb::SEVERITY_INFO, "cancel requested");
       !s.ok()) {
     return s;
   }
@@ -449,8 +364,8 @@ absl::Status Supervisor::Reconcile(Loaded& l,
     c.set_current_attempt(1);
     store::Put(b, a);
     store::Put(b, c);
-    if (absl::Status s =
-            AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO, "attempt 1 queued", 1);
+    if (absl::Status s = events_.Add(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
+                                     "attempt 1 queued", 1);
         !s.ok())
       return s;
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
@@ -493,7 +408,7 @@ absl::Status Supervisor::Reconcile(Loaded& l,
       return s;
     store::Put(b, a);
     store::Put(b, c);
-    if (absl::Status s = AddEvent(
+    if (absl::Status s = events_.Add(
             b, c, pb::EVENT_KIND_ATTEMPT_RUNNING, pb::SEVERITY_INFO,
             Cat("attempt ", a.number(), " running as job ", a.scheduler_job_id()), a.number());
         !s.ok()) {
@@ -535,7 +450,7 @@ absl::Status Supervisor::Reconcile(Loaded& l,
                             a.last_step(),
                             "); last heartbeats: ", DescribeRanks(c.id(), a.number())));
       store::Put(b, a);
-      if (absl::Status s = AddEvent(
+      if (absl::Status s = events_.Add(
               b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_WARNING,
               Cat("attempt ", a.number(), " hangs: ", a.end_message(), "; killing it"), a.number());
           !s.ok()) {
@@ -550,99 +465,6 @@ absl::Status Supervisor::Reconcile(Loaded& l,
     return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
   }
   return absl::OkStatus();
-}
-
-std::optional<std::string> Supervisor::VerifyShardsOf(const pb::Checkpoint& ck, uint32_t owner) {
-  // The shards are read with the owner's rights (their ranks wrote them as the owner): a
-  // shard path that leads elsewhere cannot make belayd read what the owner may not.
-  // nullopt: not known yet (still reading, or the owner's user entry did not answer).
-  auto verify = [ck, owner, as_owner = options_.run_as_owner]() -> std::optional<std::string> {
-    absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> id =
-        OwnersFileAccess(owner, ck.campaign_id(), as_owner);
-    if (absl::IsUnavailable(id.status())) return std::nullopt;
-    if (!id.ok())
-      return Cat("its shards cannot be read as the campaign's owner: ", id.status().message());
-    return checkpoints::VerifyShards(ck);
-  };
-  if (!options_.verify_in_background) return verify();
-  const auto key = std::make_pair(ck.campaign_id(), ck.step());
-  auto it = verifying_.find(key);
-  if (it == verifying_.end()) {
-    // A copy of the record: the thread reads only files.
-    it = verifying_.emplace(key, std::async(std::launch::async, verify).share()).first;
-  }
-  if (it->second.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
-    return std::nullopt;
-  std::optional<std::string> problem = it->second.get();
-  verifying_.erase(it);
-  return problem;
-}
-
-absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b, bool* pending) {
-  pb::Campaign& c = l.campaign;
-  pb::Attempt& a = *l.attempt;
-  *pending = false;
-  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, c.id());
-  if (!all.ok()) return all.status();
-  const int64_t wanted = a.start_checkpoint_step();
-  for (auto it = all->rbegin(); it != all->rend(); ++it) {
-    pb::Checkpoint& ck = *it;
-    if (ck.step() > wanted || ck.state() != pb::CHECKPOINT_STATE_COMMITTED) continue;
-    // Without shard records (nothing to check) a checkpoint is taken as reported.
-    const bool gone = ck.shards_size() > 0 && !ck.dir().empty() && !fs::exists(ck.dir());
-    std::string problem;
-    if (!gone) {
-      std::optional<std::string> verified = VerifyShardsOf(ck, c.owner_uid());
-      if (!verified) {
-        *pending = true;
-        return absl::OkStatus();
-      }
-      problem = std::move(*verified);
-    }
-    if (!gone && problem.empty() && ck.shards_size() > 0 &&
-        !fs::exists(fs::path(ck.dir()) / ckpt::kManifestFileName)) {
-      // Committed, but belayd stopped before it wrote the manifest (or the write failed):
-      // the workers read the manifest, so it is written now.
-      absl::StatusOr<ckpt::Manifest> m = checkpoints::BuildManifest(ck, c.id());
-      absl::Status written =
-          m.ok() ? WriteManifestOf(ck, *m, c.owner_uid(), options_.run_as_owner) : m.status();
-      if (absl::IsUnavailable(written)) {  // the owner's user entry did not answer: later
-        *pending = true;
-        return absl::OkStatus();
-      }
-      if (!written.ok()) problem = Cat("its manifest.json cannot be written: ", written.message());
-    }
-    if (!gone && problem.empty()) {
-      if (ck.step() != wanted) {
-        if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
-                                      Cat("attempt ", a.number(), " resumes from checkpoint step ",
-                                          ck.step(), " instead of ", wanted),
-                                      a.number());
-            !s.ok()) {
-          return s;
-        }
-      }
-      a.set_start_checkpoint_step(ck.step());
-      return absl::OkStatus();
-    }
-    ck.set_state(gone ? pb::CHECKPOINT_STATE_DELETED : pb::CHECKPOINT_STATE_CORRUPT);
-    ck.set_state_message(gone ? "its directory is gone" : problem);
-    store::Put(b, ck);
-    if (absl::Status s = AddEvent(
-            b, c, gone ? pb::EVENT_KIND_CHECKPOINT_DELETED : pb::EVENT_KIND_CHECKPOINT_CORRUPT,
-            gone ? pb::SEVERITY_INFO : pb::SEVERITY_WARNING,
-            Cat("checkpoint step ", ck.step(), gone ? " was removed from disk" : " is corrupt: ",
-                gone ? "" : problem, "; trying an older one"),
-            a.number());
-        !s.ok()) {
-      return s;
-    }
-  }
-  a.clear_start_checkpoint_step();
-  return AddEvent(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
-                  Cat("no usable checkpoint at or before step ", wanted, ": attempt ", a.number(),
-                      " starts from step 0"),
-                  a.number());
 }
 
 absl::Status Supervisor::PlanAttemptNodes(Loaded& l, WriteBatch& b) {
@@ -664,7 +486,7 @@ absl::Status Supervisor::PlanAttemptNodes(Loaded& l, WriteBatch& b) {
   const std::string partition =
       r.partition.empty() ? "the default partition" : Cat("partition ", r.partition);
   if (!plan.readmitted.empty()) {
-    if (absl::Status s = AddEvent(
+    if (absl::Status s = events_.Add(
             b, c, pb::EVENT_KIND_NODE_READMITTED, pb::SEVERITY_WARNING,
             Cat("attempt ", a.number(), " uses excluded node",
                 plan.readmitted.size() == 1 ? " " : "s ",
@@ -683,7 +505,7 @@ absl::Status Supervisor::PlanAttemptNodes(Loaded& l, WriteBatch& b) {
                  " down or drained");
     if (!a.excluded_nodes().empty())
       why += Cat("; belay excludes ", fmt::format("{}", fmt::join(a.excluded_nodes(), ", ")));
-    if (absl::Status s = AddEvent(
+    if (absl::Status s = events_.Add(
             b, c, pb::EVENT_KIND_ATTEMPT_RESIZED, pb::SEVERITY_WARNING,
             Cat("attempt ", a.number(), " runs on ", plan.nodes, " of ", r.nodes, " nodes (",
                 a.world_size(), " ranks instead of ", r.world_size(), "): ", why),
@@ -780,7 +602,7 @@ absl::Status Supervisor::Presubmit(Loaded& l) {
   if (!id.ok()) {
     a.set_successor_refused(true);
     store::Put(b, a);
-    if (absl::Status s = AddEvent(
+    if (absl::Status s = events_.Add(
             b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_WARNING,
             Cat("attempt ", a.number() + 1, " could not be presubmitted: ", id.status().message(),
                 "; it is submitted when attempt ", a.number(), " ends"),
@@ -793,37 +615,29 @@ absl::Status Supervisor::Presubmit(Loaded& l) {
   a.set_successor_job_id(*id);
   successor_tokens_.insert(DigestOf(c.id(), a.number() + 1, a.successor_token_nonce()));
   store::Put(b, a);
-  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
-                                Cat("attempt ", a.number() + 1, " presubmitted as job ", *id,
-                                    ", to start when job ", a.scheduler_job_id(), " ends"),
-                                a.number());
+  if (absl::Status s = events_.Add(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
+                                   Cat("attempt ", a.number() + 1, " presubmitted as job ", *id,
+                                       ", to start when job ", a.scheduler_job_id(), " ends"),
+                                   a.number());
       !s.ok()) {
     return s;
   }
   return store_.Write(b, Durability::kSynced);
 }
 
-absl::Status Supervisor::PrepareResume(Loaded& l, WriteBatch& b, bool* pending) {
-  *pending = false;
-  if (l.attempt->has_start_checkpoint_step()) {
-    if (absl::Status s = PickResumeCheckpoint(l, b, pending); !s.ok() || *pending) return s;
-  }
-  return AbandonPendingSaves(l, b);
-}
-
 absl::Status Supervisor::TakeOverPresubmitted(Loaded& l) {
   pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
   WriteBatch b;
-  bool pending = false;
-  if (absl::Status s = PrepareResume(l, b, &pending); !s.ok()) return s;
-  if (pending)
+  absl::StatusOr<checkpoints::Resume> resume = checkpoints_.PrepareResume(c, a, b);
+  if (!resume.ok()) return resume.status();
+  if (*resume == checkpoints::Resume::kPending)
     return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);  // ranks wait
   a.set_state(pb::ATTEMPT_STATE_STARTING);
   SetTime(a.mutable_start_time(), clock_.Now());
   store::Put(b, a);
   store::Put(b, c);
-  if (absl::Status s = AddEvent(
+  if (absl::Status s = events_.Add(
           b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
           Cat("attempt ", a.number(), " takes over job ", a.scheduler_job_id(),
               ", presubmitted during attempt ", a.number() - 1, " (", a.world_size(), " ranks",
@@ -837,7 +651,7 @@ absl::Status Supervisor::TakeOverPresubmitted(Loaded& l) {
   }
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   // The job's ranks, if already started, wait for their registration: nothing is written yet.
-  RemoveUncommittedSteps(l);
+  checkpoints_.RemoveUncommittedSteps(c, l.spec.checkpoint.dir);
   const std::string digest = DigestOf(c.id(), a.number(), a.worker_token_nonce());
   successor_tokens_.erase(digest);
   tokens_[digest] = RefOf(l);
@@ -851,10 +665,11 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
     // The token's nonce and the verified checkpoint first (synced): a retried Submit after a
     // crash must hand out the same ones.
     WriteBatch b;
-    bool pending = false;
-    if (absl::Status s = PrepareResume(l, b, &pending); !s.ok()) return s;
+    absl::StatusOr<checkpoints::Resume> resume = checkpoints_.PrepareResume(c, a, b);
+    if (!resume.ok()) return resume.status();
     // Still hashing: what was found so far (corrupt checkpoints) is kept; next round.
-    if (pending) return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);
+    if (*resume == checkpoints::Resume::kPending)
+      return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);
     a.set_worker_token_nonce(AttemptTokens::NewNonce());
     if (c.scheduler() == pb::SCHEDULER_KIND_SLURM) {
       if (absl::Status s = PlanAttemptNodes(l, b); !s.ok()) return s;
@@ -862,7 +677,7 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
     store::Put(b, a);
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
     // No rank of the campaign runs now: what earlier attempts left half-written goes.
-    RemoveUncommittedSteps(l);
+    checkpoints_.RemoveUncommittedSteps(c, l.spec.checkpoint.dir);
   }
   const sched::JobSpec job =
       JobFor(l, a.number(), a.worker_token_nonce(), /*resume_from_coordinator=*/false);
@@ -888,7 +703,7 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
   tokens_[DigestOf(c.id(), a.number(), a.worker_token_nonce())] = RefOf(l);
   store::Put(b, a);
   store::Put(b, c);
-  if (absl::Status s = AddEvent(
+  if (absl::Status s = events_.Add(
           b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
           Cat("attempt ", a.number(), " started as job ", *id, " (", a.world_size(), " ranks",
               a.has_start_checkpoint_step()
@@ -956,13 +771,13 @@ absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c,
         ranks += Cat(ranks.empty() ? "" : ", ", r, " (",
                      std::round(means[static_cast<size_t>(r)] * 1000) / 1000, " s)");
       }
-      if (absl::Status st =
-              AddEvent(b, c, pb::EVENT_KIND_NODE_SLOW, pb::SEVERITY_WARNING,
-                       Cat("node ", name, ": rank", s->second.size() == 1 ? " " : "s ", ranks,
-                           " computed persistently slower than the ranks' median of ",
-                           std::round(Median(means) * 1000) / 1000, " s per step in attempt ",
-                           a.number(), "; reputation ", std::round(after.reputation() * 100) / 100),
-                       a.number(), {name});
+      if (absl::Status st = events_.Add(
+              b, c, pb::EVENT_KIND_NODE_SLOW, pb::SEVERITY_WARNING,
+              Cat("node ", name, ": rank", s->second.size() == 1 ? " " : "s ", ranks,
+                  " computed persistently slower than the ranks' median of ",
+                  std::round(Median(means) * 1000) / 1000, " s per step in attempt ", a.number(),
+                  "; reputation ", std::round(after.reputation() * 100) / 100),
+              a.number(), {name});
           !st.ok()) {
         return st;
       }
@@ -971,7 +786,7 @@ absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c,
     store::Put(b, after);
   }
   if (newly_excluded.empty()) return absl::OkStatus();
-  return AddEvent(
+  return events_.Add(
       b, c, pb::EVENT_KIND_NODE_EXCLUDED, pb::SEVERITY_WARNING,
       Cat("node", newly_excluded.size() == 1 ? " " : "s ",
           fmt::format("{}", fmt::join(newly_excluded, ", ")),
@@ -1030,10 +845,10 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
       (cls.reason == pb::END_REASON_TIME_LIMIT || cls.reason == pb::END_REASON_PREEMPTED);
   const std::string give_up = a.successor_job_id().empty() || take_over ? "" : a.successor_job_id();
   if (!give_up.empty()) {
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_INFO,
-                                  Cat("presubmitted job ", give_up, " cancelled: attempt ",
-                                      a.number(), " ended ", Name(cls.reason)),
-                                  a.number());
+    if (absl::Status s = events_.Add(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_INFO,
+                                     Cat("presubmitted job ", give_up, " cancelled: attempt ",
+                                         a.number(), " ended ", Name(cls.reason)),
+                                     a.number());
         !s.ok()) {
       return s;
     }
@@ -1041,11 +856,11 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   const bool bad = cls.reason != pb::END_REASON_COMPLETED &&
                    cls.reason != pb::END_REASON_TIME_LIMIT &&
                    cls.reason != pb::END_REASON_CANCELLED_BY_USER;
-  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED,
-                                bad ? pb::SEVERITY_WARNING : pb::SEVERITY_INFO,
-                                Cat("attempt ", a.number(), " ended: ", Name(cls.reason), ": ",
-                                    cls.message, "; ", d.message),
-                                a.number());
+  if (absl::Status s = events_.Add(b, c, pb::EVENT_KIND_ATTEMPT_ENDED,
+                                   bad ? pb::SEVERITY_WARNING : pb::SEVERITY_INFO,
+                                   Cat("attempt ", a.number(), " ended: ", Name(cls.reason), ": ",
+                                       cls.message, "; ", d.message),
+                                   a.number());
       !s.ok()) {
     return s;
   }
@@ -1093,20 +908,20 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
         next.set_start_checkpoint_step(c.last_checkpoint_step());
       }
       if (rollback) {
-        st = AbandonCheckpointsAfter(
+        st = checkpoints_.AbandonAfter(
             b, c, next.has_start_checkpoint_step() ? next.start_checkpoint_step() : -1, a.number());
         if (!st.ok()) break;
       }
       c.set_current_attempt(next.number());
       store::Put(b, next);
-      st = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
-                    Cat("attempt ", next.number(), " queued",
-                        next.has_start_checkpoint_step()
-                            ? Cat(" to resume from step ", next.start_checkpoint_step())
-                            : " to start from step 0",
-                        d.delay.count() > 0 ? Cat(", starts in ", d.delay.count(), " s") : "",
-                        take_over ? Cat(", as presubmitted job ", next.scheduler_job_id()) : ""),
-                    next.number());
+      st = events_.Add(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
+                       Cat("attempt ", next.number(), " queued",
+                           next.has_start_checkpoint_step()
+                               ? Cat(" to resume from step ", next.start_checkpoint_step())
+                               : " to start from step 0",
+                           d.delay.count() > 0 ? Cat(", starts in ", d.delay.count(), " s") : "",
+                           take_over ? Cat(", as presubmitted job ", next.scheduler_job_id()) : ""),
+                       next.number());
       break;
     }
   }
@@ -1193,10 +1008,11 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
     pb::StepRange* skip = a.add_skipped_data();
     skip->set_first(m.step());
     skip->set_last(m.step());
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
-                                  Cat("non-finite loss at step ", m.step(), ": stopping attempt ",
-                                      attempt, " to roll back to the last good checkpoint"),
-                                  attempt);
+    if (absl::Status s =
+            events_.Add(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
+                        Cat("non-finite loss at step ", m.step(), ": stopping attempt ", attempt,
+                            " to roll back to the last good checkpoint"),
+                        attempt);
         !s.ok()) {
       return s;
     }
@@ -1207,21 +1023,8 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
        c.last_good_checkpoint_step() < c.last_checkpoint_step()) &&
       m.step() >= c.last_checkpoint_step() + options_.good_after_steps &&
       a.end_reason() == pb::END_REASON_UNSPECIFIED) {
-    c.set_last_good_checkpoint_step(c.last_checkpoint_step());
-    absl::StatusOr<std::optional<pb::Checkpoint>> ck =
-        store::GetCheckpoint(store_, id, c.last_checkpoint_step());
-    if (!ck.ok()) return ck.status();
-    if (ck->has_value()) {
-      (*ck)->set_good(true);
-      store::Put(b, **ck);
-    }
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_GOOD, pb::SEVERITY_INFO,
-                                  Cat("checkpoint step ", c.last_checkpoint_step(), " is good (",
-                                      options_.good_after_steps, " healthy steps after it)"),
-                                  attempt);
-        !s.ok()) {
+    if (absl::Status s = checkpoints_.MarkGood(b, c, options_.good_after_steps, attempt); !s.ok())
       return s;
-    }
     durability = Durability::kSynced;
   }
   // The attempt record (with the nodes of a large job, hundreds of KB) is rewritten for its
@@ -1254,97 +1057,6 @@ absl::Status Supervisor::OnEval(const std::string& id, int32_t attempt, pb::Eval
   return store_.Write(b, Durability::kBuffered);
 }
 
-absl::Status Supervisor::GiveUp(WriteBatch& b, const pb::Campaign& c, pb::Checkpoint& ck,
-                                std::string why, int32_t attempt) {
-  ck.set_state(pb::CHECKPOINT_STATE_DELETED);
-  ck.set_state_message(std::move(why));
-  store::Put(b, ck);
-  return AddEvent(
-      b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
-      Cat("checkpoint step ", ck.step(), ": ", ck.state_message(), "; its files are removed"),
-      attempt);
-}
-
-absl::Status Supervisor::AbandonCheckpointsAfter(WriteBatch& b, pb::Campaign& c, int64_t target,
-                                                 int32_t attempt) {
-  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, c.id());
-  if (!all.ok()) return all.status();
-  for (pb::Checkpoint& ck : *all) {
-    if (ck.step() <= target || ck.state() != pb::CHECKPOINT_STATE_COMMITTED) continue;
-    if (absl::Status s =
-            GiveUp(b, c, ck, Cat("given up by the rollback to step ", std::max<int64_t>(target, 0)),
-                   attempt);
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (target >= 0) {
-    c.set_last_checkpoint_step(target);
-  } else {
-    c.clear_last_checkpoint_step();
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Supervisor::AbandonPendingSaves(Loaded& l, WriteBatch& b) {
-  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, l.campaign.id());
-  if (!all.ok()) return all.status();
-  for (pb::Checkpoint& ck : *all) {
-    if (ck.state() != pb::CHECKPOINT_STATE_PENDING) continue;
-    if (absl::Status s = GiveUp(b, l.campaign, ck,
-                                Cat("save of attempt ", ck.attempt_number(), " never completed (",
-                                    ck.shards_size(), " of ", ck.world_size(), " shards reported)"),
-                                ck.attempt_number());
-        !s.ok()) {
-      return s;
-    }
-  }
-  return absl::OkStatus();
-}
-
-void Supervisor::RemoveUncommittedSteps(const Loaded& l) {
-  const fs::path root = l.spec.checkpoint.dir;
-  const std::string& id = l.campaign.id();
-  if (root.empty()) return;
-  // The catalog first: the store is not read with the owner's rights.
-  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, id);
-  if (!all.ok()) return;
-  std::map<int64_t, pb::CheckpointState> state;
-  for (const pb::Checkpoint& ck : *all) state[ck.step()] = ck.state();
-  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_owner = EnterOwnersDirectories(
-      {ckpt::CampaignDir(root, id)}, l.campaign.owner_uid(), id, options_.run_as_owner);
-  if (!as_owner.ok()) {
-    if (!absl::IsNotFound(as_owner.status())) {
-      spdlog::warn("campaign {}: uncommitted steps not removed: {}", id,
-                   std::string(as_owner.status().message()));
-    }
-    return;
-  }
-  absl::StatusOr<std::vector<fs::path>> leftovers = ckpt::RemoveIncomplete(root, id);
-  if (!leftovers.ok()) {
-    spdlog::warn("campaign {}: {}", id, std::string(leftovers.status().message()));
-  }
-  std::error_code ec;
-  for (const fs::directory_entry& e : fs::directory_iterator(ckpt::CampaignDir(root, id), ec)) {
-    std::optional<int64_t> step = ckpt::ParseStepDirName(e.path().filename().string());
-    if (!step) continue;
-    auto it = state.find(*step);
-    // Committed checkpoints stay, and corrupt ones for inspection; the rest never committed
-    // (or were given up) in the catalog.
-    if (it != state.end() && (it->second == pb::CHECKPOINT_STATE_COMMITTED ||
-                              it->second == pb::CHECKPOINT_STATE_CORRUPT)) {
-      continue;
-    }
-    if (absl::Status s = ckpt::DeleteStep(root, id, *step); !s.ok()) {
-      spdlog::warn("campaign {}: removing uncommitted step {}: {}", id, *step,
-                   std::string(s.message()));
-    } else {
-      spdlog::info("campaign {}: removed uncommitted checkpoint step {} ({})", id, *step,
-                   e.path().string());
-    }
-  }
-}
-
 absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& id, int32_t attempt,
                                                              const pb::CheckpointShard& shard,
                                                              const pb::StepMetrics* metrics) {
@@ -1365,147 +1077,7 @@ absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& 
         "the attempt is stopping after a non-finite loss: its checkpoints are not committed";
     return out;
   }
-  const fs::path root = l->spec.checkpoint.dir;
-  absl::StatusOr<std::optional<pb::Checkpoint>> existing =
-      store::GetCheckpoint(store_, id, shard.step());
-  if (!existing.ok()) return existing.status();
-  WriteBatch b;
-  pb::Checkpoint ck;
-  if (existing->has_value() && (*existing)->attempt_number() == attempt &&
-      ((*existing)->state() == pb::CHECKPOINT_STATE_PENDING ||
-       (*existing)->state() == pb::CHECKPOINT_STATE_COMMITTED)) {
-    ck = **existing;
-  } else {
-    if (existing->has_value() && (*existing)->state() != pb::CHECKPOINT_STATE_DELETED) {
-      // An earlier attempt's save of this step, on a trajectory given up since (the ranks
-      // overwrite its directory).
-      if (absl::Status s =
-              AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
-                       Cat("checkpoint step ", shard.step(), " of attempt ",
-                           (*existing)->attempt_number(), " (", Name((*existing)->state()),
-                           ") is replaced by attempt ", attempt, "'s save"),
-                       attempt);
-          !s.ok()) {
-        return s;
-      }
-    }
-    ck = checkpoints::NewPending(id, shard.step(), attempt, a.world_size(),
-                                 ckpt::StepDir(root, id, shard.step()));
-  }
-  const bool was_committed = ck.state() == pb::CHECKPOINT_STATE_COMMITTED;
-  absl::StatusOr<checkpoints::ShardAdded> added = checkpoints::AddShard(ck, shard);
-  if (!added.ok()) return added.status();
-  out.reported = ck.shards_size();
-  if (*added == checkpoints::ShardAdded::kRepeat) {
-    out.committed = was_committed;
-    return out;
-  }
-  if (was_committed)
-    return absl::FailedPreconditionError(
-        Cat("checkpoint step ", shard.step(), " is already committed"));
-  if (metrics != nullptr && shard.rank() == 0) *ck.mutable_metrics() = *metrics;
-  if (*added == checkpoints::ShardAdded::kAdded) {
-    // Phase one: the report is kept (synced: a restarted belayd must not forget it).
-    store::Put(b, ck);
-    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-    return out;
-  }
-  // Phase two: every rank has reported. The commit is one synced write.
-  SetTime(ck.mutable_committed_time(), clock_.Now());
-  absl::StatusOr<ckpt::Manifest> manifest = checkpoints::BuildManifest(ck, id);
-  if (!manifest.ok()) {
-    ck.set_state(pb::CHECKPOINT_STATE_CORRUPT);
-    ck.set_state_message(std::string(manifest.status().message()));
-    store::Put(b, ck);
-    if (absl::Status s = AddEvent(
-            b, c, pb::EVENT_KIND_CHECKPOINT_CORRUPT, pb::SEVERITY_ERROR,
-            Cat("checkpoint step ", ck.step(), " cannot be committed: ", ck.state_message()),
-            attempt);
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-    out.message = ck.state_message();
-    return out;
-  }
-  ck.set_state(pb::CHECKPOINT_STATE_COMMITTED);
-  store::Put(b, ck);
-  if (!c.has_last_checkpoint_step() || ck.step() > c.last_checkpoint_step())
-    c.set_last_checkpoint_step(ck.step());
-  store::Put(b, c);
-  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_COMMITTED, pb::SEVERITY_INFO,
-                                Cat("checkpoint step ", ck.step(), " committed (", ck.world_size(),
-                                    " shards, ", ck.total_bytes(), " bytes) in ", ck.dir()),
-                                attempt);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-  out.committed = true;
-  // Then the manifest beside the shards (a failure here is made good before a resume).
-  if (absl::Status s = WriteManifestOf(ck, *manifest, c.owner_uid(), options_.run_as_owner);
-      !s.ok()) {
-    WriteBatch w;
-    if (absl::Status e =
-            AddEvent(w, c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
-                     Cat("manifest.json of checkpoint step ", ck.step(),
-                         " not written: ", s.message(), "; it is written again before a resume"),
-                     attempt);
-        e.ok()) {
-      store_.Write(w, Durability::kBuffered).IgnoreError();
-    }
-  }
-  if (absl::Status s = ApplyRetention(*l); !s.ok()) return s;
-  return out;
-}
-
-absl::Status Supervisor::ApplyRetention(Loaded& l) {
-  pb::Campaign& c = l.campaign;
-  const CheckpointSpec& spec = l.spec.checkpoint;
-  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, c.id());
-  if (!all.ok()) return all.status();
-  std::vector<int64_t> protect;
-  if (c.has_last_good_checkpoint_step()) protect.push_back(c.last_good_checkpoint_step());
-  const std::vector<int64_t> doomed =
-      checkpoints::PlanRetention(*all, {spec.keep_last, spec.keep_every}, protect);
-  if (doomed.empty()) return absl::OkStatus();
-  // The catalog first (synced), then the files: a crash in between leaves directories the
-  // next attempt's start removes, never a record pointing at deleted files.
-  WriteBatch b;
-  std::string steps;
-  for (pb::Checkpoint& ck : *all) {
-    if (std::find(doomed.begin(), doomed.end(), ck.step()) == doomed.end()) continue;
-    ck.set_state(pb::CHECKPOINT_STATE_DELETED);
-    ck.set_state_message(
-        Cat("retention (keep_last ", spec.keep_last, ", keep_every ", spec.keep_every, ")"));
-    store::Put(b, ck);
-    steps += Cat(steps.empty() ? "" : ", ", ck.step());
-  }
-  if (absl::Status s =
-          AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
-                   Cat("retention (keep_last ", spec.keep_last, ", keep_every ", spec.keep_every,
-                       ") deletes checkpoint step", doomed.size() > 1 ? "s " : " ", steps),
-                   l.attempt ? l.attempt->number() : 0);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-  // (Steps left behind here are DELETED in the catalog: RemoveUncommittedSteps takes them
-  // before the next attempt.)
-  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_owner = EnterOwnersDirectories(
-      {ckpt::CampaignDir(spec.dir, c.id())}, c.owner_uid(), c.id(), options_.run_as_owner);
-  if (!as_owner.ok()) {
-    spdlog::warn("campaign {}: retention deletes nothing: {}", c.id(),
-                 std::string(as_owner.status().message()));
-    return absl::OkStatus();
-  }
-  for (int64_t step : doomed) {
-    if (absl::Status s = ckpt::DeleteStep(spec.dir, c.id(), step); !s.ok()) {
-      spdlog::warn("campaign {}: retention could not delete step {}: {}", c.id(), step,
-                   std::string(s.message()));
-    }
-  }
-  return absl::OkStatus();
+  return checkpoints_.AddShard(c, l->spec.checkpoint, attempt, a.world_size(), shard, metrics);
 }
 
 absl::Status Supervisor::OnSaveFailed(const std::string& id, int32_t attempt, int64_t step,
@@ -1515,10 +1087,11 @@ absl::Status Supervisor::OnSaveFailed(const std::string& id, int32_t attempt, in
   if (!c.ok()) return c.status();
   if (!c->has_value()) return absl::NotFoundError(Cat("no campaign ", id));
   WriteBatch b;
-  if (absl::Status s = AddEvent(b, **c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
-                                Cat("checkpoint at step ", step,
-                                    " failed: ", message.substr(0, 2000), "; training goes on"),
-                                attempt);
+  if (absl::Status s =
+          events_.Add(b, **c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
+                      Cat("checkpoint at step ", step, " failed: ", message.substr(0, 2000),
+                          "; training goes on"),
+                      attempt);
       !s.ok()) {
     return s;
   }

@@ -25,7 +25,10 @@
 #include "common/campaign_spec.h"
 #include "common/clock.h"
 #include "common/rng.h"
+#include "daemon/checkpoints/checkpoint_files.h"
+#include "daemon/checkpoints/keeper.h"
 #include "daemon/scheduler/scheduler.h"
+#include "daemon/store/event_log.h"
 #include "daemon/store/store.h"
 #include "daemon/supervisor/attempt_tokens.h"
 #include "daemon/supervisor/node_health.h"
@@ -131,12 +134,7 @@ class Supervisor {
   // shards and applies retention. `metrics` (rank 0's) are the saved step's. Invalid reports
   // (wrong path, rank, a changed sum) are InvalidArgument / FailedPrecondition; reports of an
   // attempt that is not running are ignored (`message` says so).
-  struct ShardReceipt {
-    bool committed = false;
-    int32_t reported = 0;  // shards of the step recorded so far
-    int32_t expected = 0;  // the attempt's world size
-    std::string message;
-  };
+  using ShardReceipt = checkpoints::ShardReceipt;
   absl::StatusOr<ShardReceipt> OnShard(const std::string& campaign_id, int32_t attempt,
                                        const pb::CheckpointShard& shard,
                                        const pb::StepMetrics* metrics);
@@ -203,43 +201,7 @@ class Supervisor {
   // A Slurm attempt's size and exclusions (node_health.h PlanNodes), once, before its first
   // submission; events for a smaller world size and for readmitted nodes go into `b`.
   absl::Status PlanAttemptNodes(Loaded& l, store::WriteBatch& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Before an attempt resumes: the newest committed checkpoint at or below the one planned
-  // whose recorded shards verify (size and xxh3). Checkpoints that fail are marked CORRUPT,
-  // those whose directory is gone DELETED, each with an event; without any usable one the
-  // attempt starts from step 0.
-  // Sets `*pending` (and picks nothing yet) while a candidate's shards are still being hashed
-  // in the background; the caller writes `batch` and asks again next round.
-  absl::Status PickResumeCheckpoint(Loaded& l, store::WriteBatch& batch, bool* pending)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Before an attempt's first start: its resume checkpoint picked (PickResumeCheckpoint,
-  // `*pending` while still hashing) and then earlier attempts' unfinished saves abandoned.
-  absl::Status PrepareResume(Loaded& l, store::WriteBatch& batch, bool* pending)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // checkpoints::VerifyShards of `ck`, read with the rights of the campaign's owner `owner`
-  // when the ranks run as the owner: its result, or nullopt while a background hash of it
-  // runs (started by the first call) or while the owner's user entry does not answer.
-  std::optional<std::string> VerifyShardsOf(const pb::Checkpoint& ck, uint32_t owner)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status EndAttempt(Loaded& l, const sched::JobStatus& job)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Checkpoint housekeeping. Before a new attempt: PENDING saves of earlier attempts become
-  // DELETED (in `batch`), and after that is written, step directories with no COMMITTED or
-  // CORRUPT record are removed. On a rollback to `target` (-1: step 0), COMMITTED checkpoints
-  // after it are given up (their directories go at the next attempt's start). After a commit,
-  // retention: records marked DELETED (synced), then the directories removed.
-  absl::Status AbandonPendingSaves(Loaded& l, store::WriteBatch& batch)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RemoveUncommittedSteps(const Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status AbandonCheckpointsAfter(store::WriteBatch& batch, pb::Campaign& c, int64_t target,
-                                       int32_t attempt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ApplyRetention(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Marks `ck` DELETED for `why` (its directory goes at the next attempt's start), with an event.
-  absl::Status GiveUp(store::WriteBatch& batch, const pb::Campaign& c, pb::Checkpoint& ck,
-                      std::string why, int32_t attempt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Appends an event for the campaign to `batch` (sequence numbers are kept per campaign).
-  absl::Status AddEvent(store::WriteBatch& batch, const pb::Campaign& c, pb::EventKind kind,
-                        pb::Severity severity, std::string message, int32_t attempt = 0,
-                        const std::vector<std::string>& nodes = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SetCampaignState(store::WriteBatch& batch, pb::Campaign& c, pb::CampaignState to,
                                 const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -256,6 +218,9 @@ class Supervisor {
   sched::Scheduler& scheduler_;
   const Clock& clock_;
   SupervisorOptions options_;  // coordinator_address guarded by mu_
+  store::EventLog events_;
+  const std::unique_ptr<checkpoints::CheckpointFiles> checkpoint_files_;
+  checkpoints::CheckpointKeeper checkpoints_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, int64_t> next_event_seq_ ABSL_GUARDED_BY(mu_);
@@ -267,9 +232,6 @@ class Supervisor {
   std::unordered_set<std::string, DigestHash, DigestEqual> successor_tokens_ ABSL_GUARDED_BY(mu_);
   // When this Supervisor (this belayd) started: no hang is judged on time before it.
   const TimePoint watching_since_;
-  // Background shard hashes by (campaign, step) (verify_in_background).
-  std::map<std::pair<std::string, int64_t>, std::shared_future<std::optional<std::string>>>
-      verifying_ ABSL_GUARDED_BY(mu_);
   // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends
   // it again).
   std::map<std::string, TimePoint> cancel_signalled_ ABSL_GUARDED_BY(mu_);
@@ -323,8 +285,7 @@ class Supervisor {
   std::string DescribeRanks(const std::string& campaign_id, int32_t attempt) const;
 };
 
-// Protobuf timestamps from and to the clock's time points.
-void SetTime(google::protobuf::Timestamp* ts, TimePoint t);
-TimePoint FromTimestamp(const google::protobuf::Timestamp& ts);
+using store::FromTimestamp;
+using store::SetTime;
 
 }  // namespace belay::supervisor

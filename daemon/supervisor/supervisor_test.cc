@@ -17,6 +17,7 @@
 #include "common/ckpt/layout.h"
 #include "common/ckpt/manifest.h"
 #include "common/strings.h"
+#include "daemon/checkpoints/fake_checkpoint_files.h"
 #include "daemon/scheduler/fake_scheduler.h"
 #include "daemon/store/memory_store.h"
 #include "daemon/store/records.h"
@@ -219,18 +220,8 @@ class SupervisorTest : public ::testing::Test {
       for (const fs::path& p : {d.parent_path(), d, f})
         EXPECT_EQ(::lchown(p.c_str(), files_owner_, static_cast<gid_t>(-1)), 0);
     }
-    pb::CheckpointShard sh;
-    sh.set_step(step);
-    sh.set_rank(rank);
-    sh.set_path(f.string());
-    sh.set_bytes(static_cast<int64_t>(fs::file_size(f)));
-    sh.set_xxh3(Xxh3File(f).value());
-    pb::TensorSlice* t = sh.add_tensors();
-    t->set_name("w");
-    t->set_dtype("f32");
-    t->add_shape(10);
-    t->set_element_offset(5 * rank);
-    t->set_element_count(5);
+    const pb::CheckpointShard sh = checkpoints::HalfOfTensorW(
+        step, rank, f.string(), static_cast<int64_t>(fs::file_size(f)), Xxh3File(f).value());
     pb::StepMetrics m;
     m.set_step(step);
     m.set_loss(2.5);
