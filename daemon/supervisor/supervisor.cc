@@ -71,6 +71,10 @@ Supervisor::Supervisor(store::Store& store, sched::Scheduler& scheduler, const C
       events_(store_, clock_),
       checkpoint_files_(std::make_unique<checkpoints::DiskCheckpointFiles>(options_.run_as_owner)),
       checkpoints_(store_, events_, clock_, *checkpoint_files_, options_.verify_in_background),
+      monitor_(
+          store_, clock_,
+          {options_.default_hang_timeout, options_.auto_hang_floor, options_.rank_sums_interval,
+           options_.attempt_write_interval, options_.evidence_steps}),
       attempt_tokens_(options_.token_key.empty() ? AttemptTokens::RandomKey() : options_.token_key),
       watching_since_(clock_.Now()),
       jitter_(options_.jitter_seed) {}
@@ -218,15 +222,7 @@ absl::StatusOr<Supervisor::Loaded> Supervisor::Load(const std::string& id) {
     if (a->has_value()) l.attempt = std::move(**a);
   }
   // Step reports write the attempt's progress at a bounded rate; the latest is in memory.
-  if (l.attempt) {
-    if (auto p = pace_.find({id, l.attempt->number()});
-        p != pace_.end() && p->second.progress_time) {
-      l.attempt->set_last_step(std::max(l.attempt->last_step(), p->second.progress_step));
-      if (FromTimestamp(l.attempt->last_progress_time()) < *p->second.progress_time) {
-        SetTime(l.attempt->mutable_last_progress_time(), *p->second.progress_time);
-      }
-    }
-  }
+  if (l.attempt) monitor_.ShowProgress(id, *l.attempt);
   return l;
 }
 
@@ -437,7 +433,8 @@ absl::Status Supervisor::Reconcile(Loaded& l,
   // only at their next try.
   if (a.state() == pb::ATTEMPT_STATE_RUNNING && a.end_reason() == pb::END_REASON_UNSPECIFIED &&
       now - watching_since_ >= options_.restart_grace) {
-    const std::chrono::seconds timeout = HangTimeout(l);
+    const std::chrono::seconds timeout =
+        monitor_.HangTimeout(c.id(), a, l.spec.restart.hang_timeout);
     TimePoint last = FromTimestamp(a.running_time());
     if (a.has_last_progress_time()) last = std::max(last, FromTimestamp(a.last_progress_time()));
     // Only time this belayd watched counts: while belayd was down (a restart, an upgrade) the
@@ -448,7 +445,7 @@ absl::Status Supervisor::Reconcile(Loaded& l,
       a.set_end_reason(pb::END_REASON_HANG);  // pending: the attempt ends once the job is gone
       a.set_end_message(Cat("no step progress for ", timeout.count(), " s (last step ",
                             a.last_step(),
-                            "); last heartbeats: ", DescribeRanks(c.id(), a.number())));
+                            "); last heartbeats: ", monitor_.DescribeRanks(c.id(), a.number())));
       store::Put(b, a);
       if (absl::Status s = events_.Add(
               b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_WARNING,
@@ -727,10 +724,9 @@ absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c,
   const TimePoint now = clock_.Now();
   // Persistently slow ranks, over the whole attempt, on the nodes they registered from.
   std::map<std::string, std::vector<int>> slow;  // node -> its slow ranks
-  std::vector<double> means;
-  if (const Pace& p = PaceOf(c.id(), a); p.rank_time_steps >= options_.node_health.slow_min_steps) {
-    for (double sum : p.rank_time_sum)
-      means.push_back(sum / static_cast<double>(p.rank_time_steps));
+  const std::vector<double> means =
+      monitor_.RankMeans(c.id(), a, options_.node_health.slow_min_steps);
+  if (!means.empty()) {
     const std::vector<int> slow_ranks = SlowRanks(means, options_.node_health);
     std::map<int32_t, std::string>
         rank_nodes;  // of the slow ranks' attempt, read only when there are some
@@ -929,23 +925,13 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   SetTime(c.mutable_update_time(), now);
   store::Put(b, a);
   store::Put(b, c);
-  if (auto p = pace_.find({c.id(), a.number()}); p != pace_.end()) {
-    if (p->second.rank_time_steps > 0) PutRankTimeSums(b, c.id(), a.number(), p->second);
-    // The steps before a failure, with every rank's times, are the evidence worth keeping.
-    const bool incident =
-        cls.reason == pb::END_REASON_NAN || cls.reason == pb::END_REASON_LOSS_SPIKE ||
-        cls.reason == pb::END_REASON_HANG || cls.reason == pb::END_REASON_RANK_CRASH ||
-        cls.reason == pb::END_REASON_NODE_FAILURE || cls.reason == pb::END_REASON_OUT_OF_MEMORY;
-    if (incident) {
-      for (const pb::StepMetrics& m : p->second.last_reports) store::PutStepEvidence(b, c.id(), m);
-    }
-  }
+  // The steps before a failure, with every rank's times, are the evidence worth keeping.
+  const bool incident =
+      cls.reason == pb::END_REASON_NAN || cls.reason == pb::END_REASON_LOSS_SPIKE ||
+      cls.reason == pb::END_REASON_HANG || cls.reason == pb::END_REASON_RANK_CRASH ||
+      cls.reason == pb::END_REASON_NODE_FAILURE || cls.reason == pb::END_REASON_OUT_OF_MEMORY;
+  monitor_.EndOf(b, c.id(), a.number(), incident);
   tokens_.erase(DigestOf(c.id(), a.number(), a.worker_token_nonce()));
-  pace_.erase({c.id(), a.number()});
-  {
-    absl::MutexLock beats_lock(&beats_mu_);
-    beats_.erase({c.id(), a.number()});
-  }
   cancel_signalled_.erase(c.id());
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   if (!give_up.empty()) {
@@ -992,15 +978,7 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
     attempt_changed = true;
   }
   SetTime(a.mutable_last_progress_time(), clock_.Now());
-  Pace& pace = PaceOf(id, a);
-  pace.progress_step = a.last_step();
-  pace.progress_time = clock_.Now();
-  AddToPace(pace, m, clock_.Now(), a.world_size());
-  if (pace.rank_time_steps > 0 &&
-      (!pace.sums_written || clock_.Now() - *pace.sums_written >= options_.rank_sums_interval)) {
-    PutRankTimeSums(b, id, attempt, pace);
-    pace.sums_written = clock_.Now();
-  }
+  monitor_.OnStep(b, id, a, m);
   if (!std::isfinite(m.loss()) && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
     attempt_changed = true;
     a.set_end_reason(pb::END_REASON_NAN);
@@ -1029,18 +1007,10 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
   }
   // The attempt record (with the nodes of a large job, hundreds of KB) is rewritten for its
   // progress at most every attempt_write_interval; Load() shows the latest from memory.
-  if (attempt_changed || !pace.attempt_written ||
-      clock_.Now() - *pace.attempt_written >= options_.attempt_write_interval) {
-    store::Put(b, a);
-    pace.attempt_written = clock_.Now();
-  }
+  if (monitor_.AttemptRecordDue(id, attempt, attempt_changed)) store::Put(b, a);
   store::Put(b, c);
   absl::Status s = store_.Write(b, durability);
-  if (options_.evidence_steps > 0 &&
-      (m.rank_step_time_s_size() > 0 || m.rank_compute_time_s_size() > 0)) {
-    if (pace.last_reports.size() >= options_.evidence_steps) pace.last_reports.pop_front();
-    pace.last_reports.push_back(std::move(m));
-  }
+  monitor_.KeepEvidence(id, attempt, std::move(m));
   if (s.ok() && a.end_reason() == pb::END_REASON_NAN && durability == Durability::kSynced) {
     return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
   }
@@ -1100,147 +1070,7 @@ absl::Status Supervisor::OnSaveFailed(const std::string& id, int32_t attempt, in
 
 void Supervisor::OnHeartbeat(const std::string& id, int32_t attempt, int32_t rank, int64_t step,
                              pb::WorkerPhase phase) {
-  absl::MutexLock lock(&beats_mu_);
-  beats_[{id, attempt}][rank] = Beat{step, phase, clock_.Now()};
-}
-
-void Supervisor::AddToPace(Pace& p, const pb::StepMetrics& m, TimePoint at, int32_t world_size) {
-  // Gaps count once the attempt is past its first steps (start-up, warm-up are not repeated).
-  if (p.steps >= kPaceSteps)
-    p.longest_gap_s =
-        std::max(p.longest_gap_s, std::chrono::duration<double>(at - p.last_report).count());
-  p.last_report = at;
-  ++p.steps;
-  constexpr size_t kPaceWindow = 64;
-  if (m.rank_compute_time_s_size() == world_size && world_size > 0) {
-    p.rank_time_sum.resize(static_cast<size_t>(world_size), 0.0);
-    for (int r = 0; r < world_size; ++r)
-      p.rank_time_sum[static_cast<size_t>(r)] += m.rank_compute_time_s(r);
-    ++p.rank_time_steps;
-    p.rank_time_through = m.step();
-  }
-  if (p.recent.size() < kPaceWindow) {
-    p.recent.push_back(m.step_time_s());
-  } else {
-    p.recent[p.next] = m.step_time_s();
-    p.next = (p.next + 1) % kPaceWindow;
-  }
-}
-
-Supervisor::Pace& Supervisor::PaceOf(const std::string& id, const pb::Attempt& a) {
-  const auto key = std::make_pair(id, a.number());
-  if (auto it = pace_.find(key); it != pace_.end()) return it->second;
-  Pace& p = pace_[key];
-  // Not in memory: belayd was restarted while the attempt ran. Its step reports are in the
-  // store, with the times they arrived: the same pace again, from the last kPaceRebuildSteps
-  // of them (enough for the step-time window and the gaps, without reading a long attempt's
-  // every report). The slow-rank sums come from their own record (stored step reports carry
-  // no per-rank arrays, except those of an older belayd).
-  constexpr size_t kPaceRebuildSteps = 2000;
-  if (a.last_step() > 0) {
-    absl::StatusOr<std::vector<pb::StepMetrics>> reported = store::ListStepMetrics(
-        store_, id, a.first_step(), a.last_step() + 1, kPaceRebuildSteps, /*latest=*/true);
-    if (reported.ok()) {
-      for (const pb::StepMetrics& m : *reported) {
-        if (m.attempt_number() == a.number() && m.has_time())
-          AddToPace(p, m, FromTimestamp(m.time()), a.world_size());
-      }
-    } else {
-      spdlog::warn(
-          "campaign {}: the step reports of attempt {} cannot be read ({}); its pace starts over",
-          id, a.number(), std::string(reported.status().message()));
-    }
-    absl::StatusOr<std::optional<pb::RankTimeSums>> sums =
-        store::GetRankTimeSums(store_, id, a.number());
-    if (!sums.ok()) {
-      spdlog::warn(
-          "campaign {}: the rank times of attempt {} cannot be read ({}); its slow-rank sums start "
-          "over",
-          id, a.number(), std::string(sums.status().message()));
-    } else if (sums->has_value() && (*sums)->compute_time_sum_s_size() == a.world_size()) {
-      p.rank_time_sum.assign((*sums)->compute_time_sum_s().begin(),
-                             (*sums)->compute_time_sum_s().end());
-      p.rank_time_steps = (*sums)->steps();
-      p.rank_time_through = (*sums)->through_step();
-    }
-  }
-  return p;
-}
-
-void Supervisor::PutRankTimeSums(WriteBatch& b, const std::string& id, int32_t attempt,
-                                 const Pace& p) {
-  pb::RankTimeSums sums;
-  sums.set_attempt_number(attempt);
-  sums.set_steps(p.rank_time_steps);
-  sums.set_through_step(p.rank_time_through);
-  sums.mutable_compute_time_sum_s()->Add(p.rank_time_sum.begin(), p.rank_time_sum.end());
-  store::Put(b, id, sums);
-}
-
-std::chrono::seconds Supervisor::HangTimeout(const Loaded& l) {
-  if (l.spec.restart.hang_timeout) return *l.spec.restart.hang_timeout;
-  const pb::Attempt& a = *l.attempt;
-  StepPace pace;
-  {
-    const Pace& p = PaceOf(l.campaign.id(), a);
-    pace.steps = p.steps;
-    pace.longest_gap_s = p.longest_gap_s;
-    std::vector<double> sorted = p.recent;
-    if (!sorted.empty()) {
-      std::nth_element(sorted.begin(),
-                       sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2),
-                       sorted.end());
-      pace.median_step_s = sorted[sorted.size() / 2];
-    }
-  }
-  {
-    absl::MutexLock lock(&beats_mu_);
-    if (auto it = beats_.find({l.campaign.id(), a.number()}); it != beats_.end()) {
-      for (const auto& [rank, b] : it->second) {
-        if (b.phase == pb::WORKER_PHASE_CHECKPOINT || b.phase == pb::WORKER_PHASE_EVAL)
-          pace.busy_elsewhere = true;
-      }
-    }
-  }
-  return AutoHangTimeout(pace, {options_.default_hang_timeout, options_.auto_hang_floor});
-}
-
-std::string Supervisor::DescribeRanks(const std::string& id, int32_t attempt) const {
-  absl::MutexLock lock(&beats_mu_);
-  auto it = beats_.find({id, attempt});
-  if (it == beats_.end()) return "no heartbeats received";
-  // The ranks furthest behind (lowest step, then the oldest heartbeat), in rank order: the
-  // description goes into the attempt record and an event, which must not grow with the world.
-  constexpr size_t kDescribed = 16;
-  std::vector<std::pair<int32_t, const Beat*>> ranks;
-  for (const auto& [rank, b] : it->second) ranks.emplace_back(rank, &b);
-  const size_t shown = std::min(ranks.size(), kDescribed);
-  std::partial_sort(ranks.begin(), ranks.begin() + static_cast<std::ptrdiff_t>(shown), ranks.end(),
-                    [](const auto& x, const auto& y) {
-                      return std::tie(x.second->step, x.second->time, x.first) <
-                             std::tie(y.second->step, y.second->time, y.first);
-                    });
-  int64_t rest_lo = std::numeric_limits<int64_t>::max(),
-          rest_hi = std::numeric_limits<int64_t>::min();
-  for (size_t i = shown; i < ranks.size(); ++i) {
-    rest_lo = std::min(rest_lo, ranks[i].second->step);
-    rest_hi = std::max(rest_hi, ranks[i].second->step);
-  }
-  ranks.resize(shown);
-  std::sort(ranks.begin(), ranks.end());
-  std::string out;
-  const TimePoint now = clock_.Now();
-  for (const auto& [rank, b] : ranks) {
-    const std::string phase = pb::ShortName(b->phase);
-    out += Cat(out.empty() ? "" : "; ", "rank ", rank, ": step ", b->step, ", ", phase, ", ",
-               std::chrono::duration_cast<std::chrono::seconds>(now - b->time).count(), " s ago");
-  }
-  if (const size_t more = it->second.size() - shown; more > 0) {
-    out +=
-        Cat("; ", more, " more rank", more == 1 ? "" : "s", " at step",
-            rest_lo == rest_hi ? " " : "s ", rest_lo, rest_lo == rest_hi ? "" : Cat("-", rest_hi));
-  }
-  return out;
+  monitor_.OnHeartbeat(id, attempt, rank, step, phase);
 }
 
 absl::Status Supervisor::OnFinish(const std::string& id, int32_t attempt, pb::RankExit exit) {

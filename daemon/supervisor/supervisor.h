@@ -30,6 +30,7 @@
 #include "daemon/scheduler/scheduler.h"
 #include "daemon/store/event_log.h"
 #include "daemon/store/store.h"
+#include "daemon/supervisor/attempt_monitor.h"
 #include "daemon/supervisor/attempt_tokens.h"
 #include "daemon/supervisor/node_health.h"
 #include "daemon/supervisor/policy.h"
@@ -221,6 +222,7 @@ class Supervisor {
   store::EventLog events_;
   const std::unique_ptr<checkpoints::CheckpointFiles> checkpoint_files_;
   checkpoints::CheckpointKeeper checkpoints_;
+  AttemptMonitor monitor_;  // heartbeats, pace, slow-rank sums
 
   mutable absl::Mutex mu_;
   std::map<std::string, int64_t> next_event_seq_ ABSL_GUARDED_BY(mu_);
@@ -237,52 +239,8 @@ class Supervisor {
   std::map<std::string, TimePoint> cancel_signalled_ ABSL_GUARDED_BY(mu_);
   std::optional<TimePoint> node_states_at_ ABSL_GUARDED_BY(mu_);  // last RefreshNodeStates
   SplitMix64 jitter_ ABSL_GUARDED_BY(mu_);
-  // Last heartbeat per (campaign, attempt) and rank: step, phase, time. Its own lock, so that
-  // heartbeats never wait for a supervision round.
-  struct Beat {
-    int64_t step = 0;
-    pb::WorkerPhase phase = pb::WORKER_PHASE_UNSPECIFIED;
-    TimePoint time;
-  };
-  // Per (campaign, attempt): recent step times and the longest gap between step reports, for
-  // hang_timeout = "auto", and the ranks' compute times for slow-rank detection. Kept in
-  // memory; a restarted belayd rebuilds it from the attempt's stored step reports (PaceOf).
-  struct Pace {
-    int64_t steps = 0;
-    std::vector<double> recent;  // ring of the last kPaceWindow step times
-    size_t next = 0;
-    TimePoint last_report;
-    double longest_gap_s = 0;
-    // Sum of each rank's compute time over the steps that reported every rank's, and when it
-    // was last written to the store (RankTimeSums, at most every rank_sums_interval).
-    std::vector<double> rank_time_sum;
-    int64_t rank_time_steps = 0;
-    int64_t rank_time_through = 0;
-    std::optional<TimePoint> sums_written;
-    // The attempt's progress as last reported (not yet written while attempt_written is less
-    // than attempt_write_interval ago).
-    int64_t progress_step = 0;
-    std::optional<TimePoint> progress_time;
-    std::optional<TimePoint> attempt_written;
-    // The last evidence_steps step reports with their per-rank arrays (not rebuilt after a
-    // restart: the store has only summaries).
-    std::deque<pb::StepMetrics> last_reports;
-  };
-  std::map<std::pair<std::string, int32_t>, Pace> pace_ ABSL_GUARDED_BY(mu_);
-  std::chrono::seconds HangTimeout(const Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The pace of attempt `a` of campaign `id`: from memory, or rebuilt from its step reports.
-  Pace& PaceOf(const std::string& id, const pb::Attempt& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  static void AddToPace(Pace& p, const pb::StepMetrics& m, TimePoint at, int32_t world_size);
-  // The slow-rank sums of attempt `attempt` as a record, into `b`.
-  static void PutRankTimeSums(store::WriteBatch& b, const std::string& id, int32_t attempt,
-                              const Pace& p);
   // The rank records of attempt `a` (with what an older belayd kept in the attempt record).
   absl::StatusOr<std::vector<pb::RankRecord>> RanksOf(const pb::Attempt& a) const;
-  mutable absl::Mutex beats_mu_;
-  std::map<std::pair<std::string, int32_t>, std::map<int32_t, Beat>> beats_
-      ABSL_GUARDED_BY(beats_mu_);
-  // "rank 0: step 57, backward, 12 s ago; ..." for an attempt's ranks.
-  std::string DescribeRanks(const std::string& campaign_id, int32_t attempt) const;
 };
 
 using store::FromTimestamp;
