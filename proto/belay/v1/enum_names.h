@@ -8,6 +8,7 @@
 #include <string>
 #include <type_traits>
 
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/generated_enum_reflection.h"
 
 namespace belay::v1 {
