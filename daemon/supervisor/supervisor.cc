@@ -28,25 +28,13 @@
 #include "daemon/store/records.h"
 #include "daemon/supervisor/goodput.h"
 #include "daemon/supervisor/policy.h"
+#include "daemon/supervisor/rank_records.h"
 #include "daemon/supervisor/rank_times.h"
 #include "fmt/format.h"
 #include "spdlog/spdlog.h"
 
 namespace belay::supervisor {
 namespace {
-
-// Rank `rank`'s record of an attempt, or a new one.
-absl::StatusOr<pb::RankRecord> RankRecordOf(const store::Store& st, const std::string& id,
-                                            int32_t attempt, int32_t rank) {
-  absl::StatusOr<std::optional<pb::RankRecord>> r = store::GetRankRecord(st, id, attempt, rank);
-  if (!r.ok()) return r.status();
-  if (r->has_value()) return std::move(**r);
-  pb::RankRecord fresh;
-  fresh.set_campaign_id(id);
-  fresh.set_attempt_number(attempt);
-  fresh.set_rank(rank);
-  return fresh;
-}
 
 namespace fs = std::filesystem;
 using store::Durability;
@@ -75,6 +63,8 @@ Supervisor::Supervisor(store::Store& store, sched::Scheduler& scheduler, const C
           store_, clock_,
           {options_.default_hang_timeout, options_.auto_hang_floor, options_.rank_sums_interval,
            options_.attempt_write_interval, options_.evidence_steps}),
+      nodes_(store_, scheduler_, events_, clock_, options_.node_health,
+             options_.node_state_interval),
       attempt_tokens_(options_.token_key.empty() ? AttemptTokens::RandomKey() : options_.token_key),
       watching_since_(clock_.Now()),
       jitter_(options_.jitter_seed) {}
@@ -276,11 +266,8 @@ absl::Status Supervisor::Tick() {
   const bool slurm_active = std::any_of(active.begin(), active.end(), [](const Loaded& l) {
     return l.campaign.scheduler() == pb::SCHEDULER_KIND_SLURM;
   });
-  const TimePoint now = clock_.Now();
-  if (slurm_active && unreachable.count(pb::SCHEDULER_KIND_SLURM) == 0 &&
-      (!node_states_at_ || now - *node_states_at_ >= options_.node_state_interval)) {
-    node_states_at_ = now;
-    if (absl::Status s = RefreshNodeStates(); !s.ok()) {
+  if (slurm_active && unreachable.count(pb::SCHEDULER_KIND_SLURM) == 0) {
+    if (absl::Status s = nodes_.RefreshStatesIfDue(); !s.ok()) {
       if (!store_.write_error().ok()) return s;
       spdlog::warn("node states not refreshed: {}", std::string(s.message()));
     }
@@ -298,40 +285,6 @@ absl::Status Supervisor::Tick() {
     }
   }
   return absl::OkStatus();
-}
-
-absl::Status Supervisor::RefreshNodeStates() {
-  absl::StatusOr<std::vector<sched::NodeState>> states = scheduler_.NodeStates();
-  if (!states.ok()) return states.status();
-  absl::StatusOr<std::vector<pb::Node>> stored =
-      store::ListNodes(store_);  // one read, not one per node
-  if (!stored.ok()) return stored.status();
-  std::map<std::string, pb::Node> records;
-  for (pb::Node& n : *stored) records.emplace(n.name(), std::move(n));
-  WriteBatch b;
-  int changed = 0;
-  for (const sched::NodeState& n : *states) {
-    if (!store::ValidateId("node name", n.name).ok()) continue;
-    auto old = records.find(n.name);
-    pb::Node rec;
-    if (old != records.end()) {
-      rec = old->second;
-    } else {
-      rec.set_name(n.name);
-      rec.set_reputation(1.0);
-    }
-    const std::string before = rec.SerializeAsString();
-    rec.set_slurm_state(n.state);
-    rec.set_slurm_available(!n.down && !n.drain);
-    rec.clear_slurm_partitions();
-    for (const std::string& p : n.partitions) rec.add_slurm_partitions(p);
-    rec.set_slurm_default_partition(n.in_default_partition);
-    if (old != records.end() && rec.SerializeAsString() == before) continue;
-    store::Put(b, rec);
-    ++changed;
-  }
-  if (changed == 0) return absl::OkStatus();
-  return store_.Write(b, Durability::kSynced);
 }
 
 absl::Status Supervisor::Reconcile(Loaded& l,
@@ -412,10 +365,7 @@ absl::Status Supervisor::Reconcile(Loaded& l,
     }
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   }
-  if (a.state() == pb::ATTEMPT_STATE_RUNNING && a.end_reason() == pb::END_REASON_UNSPECIFIED &&
-      !c.cancel_requested() && l.spec.resources.presubmit &&
-      c.scheduler() == pb::SCHEDULER_KIND_SLURM && a.successor_job_id().empty() &&
-      !a.successor_refused()) {
+  if (WantsPresubmit(c, a, l.spec)) {
     if (absl::Status s = Presubmit(l); !s.ok()) return s;
   }
   if (c.cancel_requested()) {
@@ -460,56 +410,6 @@ absl::Status Supervisor::Reconcile(Loaded& l,
   if (a.end_reason() != pb::END_REASON_UNSPECIFIED) {
     // A pending end (hang, nan): make sure the job goes.
     return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Supervisor::PlanAttemptNodes(Loaded& l, WriteBatch& b) {
-  pb::Campaign& c = l.campaign;
-  pb::Attempt& a = *l.attempt;
-  const ResourcesSpec& r = l.spec.resources;
-  absl::StatusOr<std::vector<pb::Node>> nodes = store::ListNodes(store_);
-  if (!nodes.ok()) return nodes.status();
-  NodeRequest req;
-  req.nodes = r.nodes;
-  req.min_nodes = r.min_nodes_or_nodes();
-  req.valid = [&](int64_t n) { return l.spec.grad_accum_steps(n * r.ranks_per_node) > 0; };
-  req.partition = r.partition;
-  req.exclude_failed = l.spec.restart.exclude_failed_nodes;
-  const NodePlan plan = PlanNodes(*nodes, clock_.Now(), req, options_.node_health);
-  a.set_world_size(static_cast<int32_t>(plan.nodes * r.ranks_per_node));
-  a.clear_excluded_nodes();
-  for (const std::string& n : plan.exclude) a.add_excluded_nodes(n);
-  const std::string partition =
-      r.partition.empty() ? "the default partition" : Cat("partition ", r.partition);
-  if (!plan.readmitted.empty()) {
-    if (absl::Status s = events_.Add(
-            b, c, pb::EVENT_KIND_NODE_READMITTED, pb::SEVERITY_WARNING,
-            Cat("attempt ", a.number(), " uses excluded node",
-                plan.readmitted.size() == 1 ? " " : "s ",
-                fmt::format("{}", fmt::join(plan.readmitted, ", ")), " again: without ",
-                plan.readmitted.size() == 1 ? "it" : "them",
-                " fewer than min_nodes = ", req.min_nodes, " nodes of ", partition, " are usable"),
-            a.number(), plan.readmitted);
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (plan.nodes < r.nodes) {
-    std::string why = Cat("only ", plan.usable, " of ", partition, "'s nodes usable");
-    if (!plan.unavailable.empty())
-      why += Cat("; Slurm has ", fmt::format("{}", fmt::join(plan.unavailable, ", ")),
-                 " down or drained");
-    if (!a.excluded_nodes().empty())
-      why += Cat("; belay excludes ", fmt::format("{}", fmt::join(a.excluded_nodes(), ", ")));
-    if (absl::Status s = events_.Add(
-            b, c, pb::EVENT_KIND_ATTEMPT_RESIZED, pb::SEVERITY_WARNING,
-            Cat("attempt ", a.number(), " runs on ", plan.nodes, " of ", r.nodes, " nodes (",
-                a.world_size(), " ranks instead of ", r.world_size(), "): ", why),
-            a.number());
-        !s.ok()) {
-      return s;
-    }
   }
   return absl::OkStatus();
 }
@@ -581,45 +481,16 @@ sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::st
 }
 
 absl::Status Supervisor::Presubmit(Loaded& l) {
-  pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
-  if (a.successor_token_nonce().empty()) {
-    // The token's nonce first (synced): a retried Submit after a crash finds the same job.
-    a.set_successor_token_nonce(AttemptTokens::NewNonce());
-    WriteBatch b;
-    store::Put(b, a);
-    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  if (absl::Status s = nodes_.PrepareSuccessor(a); !s.ok()) return s;
+  absl::StatusOr<std::optional<std::string>> id = nodes_.Presubmit(
+      l.campaign, a,
+      JobFor(l, a.number() + 1, a.successor_token_nonce(), /*resume_from_coordinator=*/true));
+  if (!id.ok()) return id.status();
+  if (id->has_value()) {
+    successor_tokens_.insert(DigestOf(l.campaign.id(), a.number() + 1, a.successor_token_nonce()));
   }
-  sched::JobSpec job =
-      JobFor(l, a.number() + 1, a.successor_token_nonce(), /*resume_from_coordinator=*/true);
-  job.after_job = a.scheduler_job_id();
-  absl::StatusOr<std::string> id = scheduler_.Submit(job);
-  if (absl::IsUnavailable(id.status())) return absl::OkStatus();  // next round
-  WriteBatch b;
-  if (!id.ok()) {
-    a.set_successor_refused(true);
-    store::Put(b, a);
-    if (absl::Status s = events_.Add(
-            b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_WARNING,
-            Cat("attempt ", a.number() + 1, " could not be presubmitted: ", id.status().message(),
-                "; it is submitted when attempt ", a.number(), " ends"),
-            a.number());
-        !s.ok()) {
-      return s;
-    }
-    return store_.Write(b, Durability::kSynced);
-  }
-  a.set_successor_job_id(*id);
-  successor_tokens_.insert(DigestOf(c.id(), a.number() + 1, a.successor_token_nonce()));
-  store::Put(b, a);
-  if (absl::Status s = events_.Add(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
-                                   Cat("attempt ", a.number() + 1, " presubmitted as job ", *id,
-                                       ", to start when job ", a.scheduler_job_id(), " ends"),
-                                   a.number());
-      !s.ok()) {
-    return s;
-  }
-  return store_.Write(b, Durability::kSynced);
+  return absl::OkStatus();
 }
 
 absl::Status Supervisor::TakeOverPresubmitted(Loaded& l) {
@@ -669,7 +540,7 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
       return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);
     a.set_worker_token_nonce(AttemptTokens::NewNonce());
     if (c.scheduler() == pb::SCHEDULER_KIND_SLURM) {
-      if (absl::Status s = PlanAttemptNodes(l, b); !s.ok()) return s;
+      if (absl::Status s = nodes_.PlanAttempt(b, c, a, l.spec); !s.ok()) return s;
     }
     store::Put(b, a);
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
@@ -714,89 +585,13 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
   return store_.Write(b, Durability::kSynced);
 }
 
-absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c,
-                                          const pb::Attempt& a, const Classification& cls) {
-  // Only a Slurm campaign's nodes are nodes belay can avoid; the local backend runs here.
-  if (c.scheduler() != pb::SCHEDULER_KIND_SLURM) return absl::OkStatus();
-  std::set<std::string> names(a.nodes().begin(), a.nodes().end());
-  names.insert(cls.failed_nodes.begin(), cls.failed_nodes.end());
-  const std::set<std::string> failed(cls.failed_nodes.begin(), cls.failed_nodes.end());
-  const TimePoint now = clock_.Now();
-  // Persistently slow ranks, over the whole attempt, on the nodes they registered from.
-  std::map<std::string, std::vector<int>> slow;  // node -> its slow ranks
-  const std::vector<double> means =
-      monitor_.RankMeans(c.id(), a, options_.node_health.slow_min_steps);
-  if (!means.empty()) {
-    const std::vector<int> slow_ranks = SlowRanks(means, options_.node_health);
-    std::map<int32_t, std::string>
-        rank_nodes;  // of the slow ranks' attempt, read only when there are some
-    if (!slow_ranks.empty()) {
-      absl::StatusOr<std::vector<pb::RankRecord>> ranks = RanksOf(a);
-      if (!ranks.ok()) return ranks.status();
-      for (const pb::RankRecord& r : *ranks) {
-        if (!r.node().empty()) rank_nodes[r.rank()] = r.node();
-      }
-    }
-    for (int r : slow_ranks) {
-      auto it = rank_nodes.find(r);  // not registered: nowhere to attribute
-      if (it != rank_nodes.end() && failed.count(it->second) == 0 &&
-          store::ValidateId("node name", it->second).ok()) {
-        slow[it->second].push_back(r);
-        names.insert(it->second);
-      }
-    }
-  }
-  std::vector<std::string> newly_excluded;
-  for (const std::string& name : names) {
-    if (!store::ValidateId("node name", name).ok()) continue;  // never a key we cannot store
-    absl::StatusOr<std::optional<pb::Node>> old = store::GetNode(store_, name);
-    if (!old.ok()) return old.status();
-    pb::Node before;
-    if (old->has_value()) {
-      before = **old;
-    } else {
-      before.set_name(name);
-    }
-    pb::Node after =
-        AfterAttempt(before, failed.count(name) > 0 ? cls.reason : pb::END_REASON_UNSPECIFIED, now,
-                     options_.node_health);
-    if (auto s = slow.find(name); s != slow.end()) {
-      after = AfterSlowAttempt(after, now, options_.node_health);
-      std::string ranks;
-      for (int r : s->second) {
-        ranks += Cat(ranks.empty() ? "" : ", ", r, " (",
-                     std::round(means[static_cast<size_t>(r)] * 1000) / 1000, " s)");
-      }
-      if (absl::Status st = events_.Add(
-              b, c, pb::EVENT_KIND_NODE_SLOW, pb::SEVERITY_WARNING,
-              Cat("node ", name, ": rank", s->second.size() == 1 ? " " : "s ", ranks,
-                  " computed persistently slower than the ranks' median of ",
-                  std::round(Median(means) * 1000) / 1000, " s per step in attempt ", a.number(),
-                  "; reputation ", std::round(after.reputation() * 100) / 100),
-              a.number(), {name});
-          !st.ok()) {
-        return st;
-      }
-    }
-    if (ExcludedAt(after, now) && !ExcludedAt(before, now)) newly_excluded.push_back(name);
-    store::Put(b, after);
-  }
-  if (newly_excluded.empty()) return absl::OkStatus();
-  return events_.Add(
-      b, c, pb::EVENT_KIND_NODE_EXCLUDED, pb::SEVERITY_WARNING,
-      Cat("node", newly_excluded.size() == 1 ? " " : "s ",
-          fmt::format("{}", fmt::join(newly_excluded, ", ")),
-          " excluded from new submissions after ", Name(cls.reason), " in attempt ", a.number()),
-      a.number(), newly_excluded);
-}
-
 absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
   const TimePoint now = clock_.Now();
   EndEvidence ev;
   ev.job = job;
-  absl::StatusOr<std::vector<pb::RankRecord>> ranks = RanksOf(a);
+  absl::StatusOr<std::vector<pb::RankRecord>> ranks = RanksOf(store_, a);
   if (!ranks.ok()) return ranks.status();
   for (const pb::RankRecord& r : *ranks) {
     if (r.has_exit()) ev.finishes.push_back(r.exit());
@@ -832,7 +627,12 @@ absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
   if (d.counts_as_node_failure) c.set_node_failures(c.node_failures() + 1);
 
   WriteBatch b;
-  if (absl::Status s = RecordNodeHealth(b, c, a, cls); !s.ok()) return s;
+  // Slow ranks count against Slurm nodes only (the local backend runs here).
+  const std::vector<double> means =
+      c.scheduler() == pb::SCHEDULER_KIND_SLURM
+          ? monitor_.RankMeans(c.id(), a, options_.node_health.slow_min_steps)
+          : std::vector<double>{};
+  if (absl::Status s = nodes_.RecordHealth(b, c, a, cls, means); !s.ok()) return s;
   // The presubmitted job is taken over when the next attempt needs nothing different: it
   // continues at once after a time limit or a preemption, on the same nodes and size.
   // Otherwise (another attempt size or exclusions, a backoff, the campaign's end) it goes.
@@ -1106,29 +906,6 @@ absl::Status Supervisor::OnRegister(const std::string& campaign_id, int32_t atte
   WriteBatch b;
   store::Put(b, *r);
   return store_.Write(b, Durability::kBuffered);
-}
-
-absl::StatusOr<std::vector<pb::RankRecord>> Supervisor::RanksOf(const pb::Attempt& a) const {
-  absl::StatusOr<std::vector<pb::RankRecord>> ranks =
-      store::ListRankRecords(store_, a.campaign_id(), a.number());
-  if (!ranks.ok() || (a.rank_nodes().empty() && a.rank_exits().empty())) return ranks;
-  // An attempt an older belayd started: what it learnt is in the attempt record.
-  std::map<int32_t, pb::RankRecord> by_rank;
-  auto at = [&](int32_t rank) -> pb::RankRecord& {
-    pb::RankRecord& r = by_rank[rank];
-    r.set_rank(rank);
-    return r;
-  };
-  for (pb::RankRecord& r : *ranks) by_rank[r.rank()] = std::move(r);
-  for (const auto& [rank, node] : a.rank_nodes()) {
-    if (at(rank).node().empty()) at(rank).set_node(node);
-  }
-  for (const pb::RankExit& e : a.rank_exits()) {
-    if (!at(e.rank()).has_exit()) *at(e.rank()).mutable_exit() = e;
-  }
-  std::vector<pb::RankRecord> out;
-  for (auto& [rank, r] : by_rank) out.push_back(std::move(r));
-  return out;
 }
 
 std::string Supervisor::DigestOf(const std::string& campaign_id, int32_t attempt,

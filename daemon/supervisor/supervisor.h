@@ -33,6 +33,7 @@
 #include "daemon/supervisor/attempt_monitor.h"
 #include "daemon/supervisor/attempt_tokens.h"
 #include "daemon/supervisor/node_health.h"
+#include "daemon/supervisor/node_planner.h"
 #include "daemon/supervisor/policy.h"
 
 namespace belay::supervisor {
@@ -199,21 +200,11 @@ class Supervisor {
   // A queued attempt takes over the job presubmitted for it: its resume checkpoint is
   // verified now and the job is treated as started.
   absl::Status TakeOverPresubmitted(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A Slurm attempt's size and exclusions (node_health.h PlanNodes), once, before its first
-  // submission; events for a smaller world size and for readmitted nodes go into `b`.
-  absl::Status PlanAttemptNodes(Loaded& l, store::WriteBatch& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status EndAttempt(Loaded& l, const sched::JobStatus& job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SetCampaignState(store::WriteBatch& batch, pb::Campaign& c, pb::CampaignState to,
                                 const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::filesystem::path CampaignDir(const std::string& id) const;
-  // Node records after attempt `a` ended as `cls` (Slurm campaigns only), into the batch;
-  // an event for each node that becomes excluded.
-  // Copies the scheduler's node states into the node records (changed ones only).
-  absl::Status RefreshNodeStates() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status RecordNodeHealth(store::WriteBatch& batch, const pb::Campaign& c,
-                                const pb::Attempt& a, const Classification& cls)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   store::Store& store_;
   sched::Scheduler& scheduler_;
@@ -223,9 +214,9 @@ class Supervisor {
   const std::unique_ptr<checkpoints::CheckpointFiles> checkpoint_files_;
   checkpoints::CheckpointKeeper checkpoints_;
   AttemptMonitor monitor_;  // heartbeats, pace, slow-rank sums
+  NodePlanner nodes_;       // node records, attempt sizes, presubmitted jobs
 
   mutable absl::Mutex mu_;
-  std::map<std::string, int64_t> next_event_seq_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, CampaignSpec> specs_ ABSL_GUARDED_BY(mu_);  // effective specs, by campaign
   // The token digests (AttemptTokens::Digest) of running attempts, and of presubmitted jobs
   // no attempt has taken over yet.
@@ -237,10 +228,7 @@ class Supervisor {
   // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends
   // it again).
   std::map<std::string, TimePoint> cancel_signalled_ ABSL_GUARDED_BY(mu_);
-  std::optional<TimePoint> node_states_at_ ABSL_GUARDED_BY(mu_);  // last RefreshNodeStates
   SplitMix64 jitter_ ABSL_GUARDED_BY(mu_);
-  // The rank records of attempt `a` (with what an older belayd kept in the attempt record).
-  absl::StatusOr<std::vector<pb::RankRecord>> RanksOf(const pb::Attempt& a) const;
 };
 
 using store::FromTimestamp;
