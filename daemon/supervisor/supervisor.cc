@@ -76,16 +76,9 @@ fs::path Supervisor::CampaignDir(const std::string& id) const {
 absl::Status Supervisor::SetCampaignState(WriteBatch& batch, pb::Campaign& c, pb::CampaignState to,
                                           const std::string& why) {
   if (c.state() == to) return absl::OkStatus();
-  if (!CampaignTransitionAllowed(c.state(), to)) {
-    return absl::InternalError(
-        Cat("campaign ", c.id(), ": no transition from ", Name(c.state()), " to ", Name(to)));
-  }
-  const std::string msg = Cat(Name(c.state()), " -> ", Name(to), why.empty() ? "" : ": ", why);
-  c.set_state(to);
-  SetTime(c.mutable_update_time(), clock_.Now());
-  if (IsTerminal(to)) SetTime(c.mutable_end_time(), clock_.Now());
-  return events_.Add(batch, c, pb::EVENT_KIND_CAMPAIGN_STATE_CHANGED,
-                     to == pb::CAMPAIGN_STATE_FAILED ? pb::SEVERITY_ERROR : pb::SEVERITY_INFO, msg);
+  absl::StatusOr<PlannedEvent> e = ChangeCampaignState(c, to, why, clock_.Now());
+  if (!e.ok()) return e.status();
+  return events_.Add(batch, c, e->kind, e->severity, std::move(e->message));
 }
 
 absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::string spec_toml,
@@ -586,160 +579,65 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
 }
 
 absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
-  pb::Campaign& c = l.campaign;
-  pb::Attempt& a = *l.attempt;
-  const TimePoint now = clock_.Now();
-  EndEvidence ev;
-  ev.job = job;
+  const pb::Campaign& c = l.campaign;
+  const pb::Attempt& a = *l.attempt;
+  AttemptEndFacts facts;
+  facts.job = job;
+  facts.now = clock_.Now();
   absl::StatusOr<std::vector<pb::RankRecord>> ranks = RanksOf(store_, a);
   if (!ranks.ok()) return ranks.status();
   for (const pb::RankRecord& r : *ranks) {
-    if (r.has_exit()) ev.finishes.push_back(r.exit());
+    if (r.has_exit()) facts.finishes.push_back(r.exit());
   }
-  ev.killed_for_hang = a.end_reason() == pb::END_REASON_HANG;
-  ev.cancel_requested = c.cancel_requested();
-  if (a.end_reason() == pb::END_REASON_NAN || a.end_reason() == pb::END_REASON_LOSS_SPIKE)
-    ev.reported = a.end_reason();
-  ev.world_size = a.world_size();
-  Classification cls = Classify(ev);
-  if (cls.reason == pb::END_REASON_HANG) cls.message = a.end_message();
-  if (cls.reason == pb::END_REASON_RANK_CRASH && c.total_steps() > 0 &&
-      c.current_step() >= c.total_steps() && ev.finishes.empty()) {
-    cls.reason = pb::END_REASON_COMPLETED;  // ranks that reached the last step and exited 0
-    cls.message = "ranks reached the last step";
-  }
-  a.set_state(pb::ATTEMPT_STATE_ENDED);
-  a.set_end_reason(cls.reason);
-  a.set_end_message(cls.message);
-  SetTime(a.mutable_end_time(), now);
-  for (const std::string& n : cls.failed_nodes) a.add_failed_nodes(n);
-
   absl::StatusOr<std::vector<pb::Attempt>> history = store::ListAttempts(store_, c.id());
   if (!history.ok()) return history.status();
-  for (pb::Attempt& h : *history) {
-    if (h.number() == a.number()) h = a;
-  }
-  const double jitter = 2.0 * jitter_.Uniform() - 1.0;
-  Decision d = Decide(cls.reason, c, *history, l.spec.restart, jitter);
-  a.set_counted_as_restart(d.counts_as_restart);
-  if (d.counts_as_restart) c.set_restarts_used(c.restarts_used() + 1);
-  if (d.counts_as_rollback) c.set_rollbacks_used(c.rollbacks_used() + 1);
-  if (d.counts_as_node_failure) c.set_node_failures(c.node_failures() + 1);
+  facts.history = std::move(*history);
+  facts.jitter = 2.0 * jitter_.Uniform() - 1.0;
+  absl::StatusOr<AttemptEndPlan> plan = PlanAttemptEnd(c, a, l.spec.restart, facts);
+  if (!plan.ok()) return plan.status();
+  l.campaign = plan->campaign;
+  l.attempt = plan->ended;
+  return CarryOutEnd(l, *plan);
+}
 
+absl::Status Supervisor::CarryOutEnd(Loaded& l, const AttemptEndPlan& p) {
+  pb::Campaign& c = l.campaign;
+  const pb::Attempt& a = p.ended;
   WriteBatch b;
   // Slow ranks count against Slurm nodes only (the local backend runs here).
   const std::vector<double> means =
       c.scheduler() == pb::SCHEDULER_KIND_SLURM
           ? monitor_.RankMeans(c.id(), a, options_.node_health.slow_min_steps)
           : std::vector<double>{};
-  if (absl::Status s = nodes_.RecordHealth(b, c, a, cls, means); !s.ok()) return s;
-  // The presubmitted job is taken over when the next attempt needs nothing different: it
-  // continues at once after a time limit or a preemption, on the same nodes and size.
-  // Otherwise (another attempt size or exclusions, a backoff, the campaign's end) it goes.
-  const bool take_over =
-      !a.successor_job_id().empty() && d.next == NextStep::kRestart && d.delay.count() == 0 &&
-      (cls.reason == pb::END_REASON_TIME_LIMIT || cls.reason == pb::END_REASON_PREEMPTED);
-  const std::string give_up = a.successor_job_id().empty() || take_over ? "" : a.successor_job_id();
-  if (!give_up.empty()) {
-    if (absl::Status s = events_.Add(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_INFO,
-                                     Cat("presubmitted job ", give_up, " cancelled: attempt ",
-                                         a.number(), " ended ", Name(cls.reason)),
-                                     a.number());
+  if (absl::Status s = nodes_.RecordHealth(b, c, a, p.cls, means); !s.ok()) return s;
+  for (const PlannedEvent& e : p.events) {
+    if (absl::Status s = events_.Add(b, c, e.kind, e.severity, e.message, e.attempt); !s.ok())
+      return s;
+  }
+  if (p.rollback_to) {
+    if (absl::Status s = checkpoints_.AbandonAfter(b, c, *p.rollback_to, a.number()); !s.ok())
+      return s;
+  }
+  if (p.next && p.queued) {
+    store::Put(b, *p.next);
+    if (absl::Status s = events_.Add(b, c, p.queued->kind, p.queued->severity, p.queued->message,
+                                     p.queued->attempt);
         !s.ok()) {
       return s;
     }
   }
-  const bool bad = cls.reason != pb::END_REASON_COMPLETED &&
-                   cls.reason != pb::END_REASON_TIME_LIMIT &&
-                   cls.reason != pb::END_REASON_CANCELLED_BY_USER;
-  if (absl::Status s = events_.Add(b, c, pb::EVENT_KIND_ATTEMPT_ENDED,
-                                   bad ? pb::SEVERITY_WARNING : pb::SEVERITY_INFO,
-                                   Cat("attempt ", a.number(), " ended: ", Name(cls.reason), ": ",
-                                       cls.message, "; ", d.message),
-                                   a.number());
-      !s.ok()) {
-    return s;
-  }
-  absl::Status st;
-  switch (d.next) {
-    case NextStep::kComplete:
-      c.set_end_reason(pb::END_REASON_COMPLETED);
-      st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_COMPLETED, d.message);
-      break;
-    case NextStep::kCancel:
-      c.set_end_reason(pb::END_REASON_CANCELLED_BY_USER);
-      st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_CANCELLED, d.message);
-      break;
-    case NextStep::kFail:
-      c.set_end_reason(d.fail_reason);
-      c.set_end_message(d.message);
-      st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_FAILED, d.message);
-      break;
-    case NextStep::kRestart: {
-      if (c.state() == pb::CAMPAIGN_STATE_SUBMITTED) {
-        st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RUNNING, "");
-        if (!st.ok()) break;
-      }
-      st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RECOVERING, Name(cls.reason));
-      if (!st.ok()) break;
-      pb::Attempt next;
-      next.set_campaign_id(c.id());
-      next.set_number(a.number() + 1);
-      next.set_state(pb::ATTEMPT_STATE_QUEUED);
-      next.set_world_size(a.world_size());
-      next.set_ranks_per_node(a.ranks_per_node());
-      next.set_scheduler(a.scheduler());
-      SetTime(next.mutable_queue_time(), now + d.delay);  // not started before
-      if (take_over) {
-        next.set_presubmitted(true);
-        next.set_worker_token_nonce(a.successor_token_nonce());
-        next.set_scheduler_job_id(a.successor_job_id());
-        for (const std::string& n : a.excluded_nodes()) next.add_excluded_nodes(n);
-      }
-      // Otherwise which nodes it avoids is decided when it is submitted, from the node records.
-      const bool rollback = d.counts_as_rollback;
-      if (rollback && c.has_last_good_checkpoint_step()) {
-        next.set_start_checkpoint_step(c.last_good_checkpoint_step());
-      } else if (!rollback && c.has_last_checkpoint_step()) {
-        next.set_start_checkpoint_step(c.last_checkpoint_step());
-      }
-      if (rollback) {
-        st = checkpoints_.AbandonAfter(
-            b, c, next.has_start_checkpoint_step() ? next.start_checkpoint_step() : -1, a.number());
-        if (!st.ok()) break;
-      }
-      c.set_current_attempt(next.number());
-      store::Put(b, next);
-      st = events_.Add(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
-                       Cat("attempt ", next.number(), " queued",
-                           next.has_start_checkpoint_step()
-                               ? Cat(" to resume from step ", next.start_checkpoint_step())
-                               : " to start from step 0",
-                           d.delay.count() > 0 ? Cat(", starts in ", d.delay.count(), " s") : "",
-                           take_over ? Cat(", as presubmitted job ", next.scheduler_job_id()) : ""),
-                       next.number());
-      break;
-    }
-  }
-  if (!st.ok()) return st;
-  SetTime(c.mutable_update_time(), now);
   store::Put(b, a);
   store::Put(b, c);
-  // The steps before a failure, with every rank's times, are the evidence worth keeping.
-  const bool incident =
-      cls.reason == pb::END_REASON_NAN || cls.reason == pb::END_REASON_LOSS_SPIKE ||
-      cls.reason == pb::END_REASON_HANG || cls.reason == pb::END_REASON_RANK_CRASH ||
-      cls.reason == pb::END_REASON_NODE_FAILURE || cls.reason == pb::END_REASON_OUT_OF_MEMORY;
-  monitor_.EndOf(b, c.id(), a.number(), incident);
+  monitor_.EndOf(b, c.id(), a.number(), p.incident);
   tokens_.erase(DigestOf(c.id(), a.number(), a.worker_token_nonce()));
   cancel_signalled_.erase(c.id());
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-  if (!give_up.empty()) {
+  if (!p.cancel_job.empty()) {
     successor_tokens_.erase(DigestOf(c.id(), a.number() + 1, a.successor_token_nonce()));
     // Still queued behind the job that just ended, or just started: either way it goes. If
     // the controller cannot be reached now, its ranks find their token refused and exit.
-    if (absl::Status s = scheduler_.Signal(give_up, SIGKILL); !s.ok()) {
-      spdlog::warn("campaign {}: presubmitted job {} not cancelled: {}", c.id(), give_up,
+    if (absl::Status s = scheduler_.Signal(p.cancel_job, SIGKILL); !s.ok()) {
+      spdlog::warn("campaign {}: presubmitted job {} not cancelled: {}", c.id(), p.cancel_job,
                    std::string(s.message()));
     }
   }

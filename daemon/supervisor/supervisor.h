@@ -30,6 +30,7 @@
 #include "daemon/scheduler/scheduler.h"
 #include "daemon/store/event_log.h"
 #include "daemon/store/store.h"
+#include "daemon/supervisor/attempt_end.h"
 #include "daemon/supervisor/attempt_monitor.h"
 #include "daemon/supervisor/attempt_tokens.h"
 #include "daemon/supervisor/node_health.h"
@@ -200,8 +201,13 @@ class Supervisor {
   // A queued attempt takes over the job presubmitted for it: its resume checkpoint is
   // verified now and the job is treated as started.
   absl::Status TakeOverPresubmitted(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job of the current attempt ended as `job`: PlanAttemptEnd over what the store
+  // knows, then CarryOutEnd.
   absl::Status EndAttempt(Loaded& l, const sched::JobStatus& job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes `p` (with the node records it changes) in one synced batch, then cancels the
+  // presubmitted job it gives up.
+  absl::Status CarryOutEnd(Loaded& l, const AttemptEndPlan& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SetCampaignState(store::WriteBatch& batch, pb::Campaign& c, pb::CampaignState to,
                                 const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::filesystem::path CampaignDir(const std::string& id) const;
