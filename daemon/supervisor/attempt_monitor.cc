@@ -174,6 +174,17 @@ std::chrono::seconds AttemptMonitor::HangTimeout(const std::string& id, const pb
   return AutoHangTimeout(pace, {options_.default_hang_timeout, options_.auto_hang_floor});
 }
 
+std::optional<std::chrono::seconds> AttemptMonitor::Overdue(
+    const std::string& id, const pb::Attempt& a, std::optional<std::chrono::seconds> fixed,
+    TimePoint watching_since) {
+  const std::chrono::seconds timeout = HangTimeout(id, a, fixed);
+  TimePoint last = FromTimestamp(a.running_time());
+  if (a.has_last_progress_time()) last = std::max(last, FromTimestamp(a.last_progress_time()));
+  last = std::max(last, watching_since);
+  if (clock_.Now() - last > timeout) return timeout;
+  return std::nullopt;
+}
+
 std::string AttemptMonitor::DescribeRanks(const std::string& id, int32_t attempt) const {
   absl::MutexLock lock(&beats_mu_);
   auto it = beats_.find({id, attempt});

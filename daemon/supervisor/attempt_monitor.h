@@ -64,6 +64,13 @@ class AttemptMonitor {
   std::chrono::seconds HangTimeout(const std::string& campaign_id, const pb::Attempt& a,
                                    std::optional<std::chrono::seconds> fixed)
       ABSL_LOCKS_EXCLUDED(mu_, beats_mu_);
+  // The hang timeout attempt `a` (RUNNING) has gone past without step progress, counting only
+  // time since `watching_since` (while belayd was down — a restart, an upgrade — the ranks'
+  // reports had nowhere to go, and they resend them once it is back); nullopt if none.
+  std::optional<std::chrono::seconds> Overdue(const std::string& campaign_id, const pb::Attempt& a,
+                                              std::optional<std::chrono::seconds> fixed,
+                                              TimePoint watching_since)
+      ABSL_LOCKS_EXCLUDED(mu_, beats_mu_);
   // "rank 0: step 57, backward, 12 s ago; ..." for the ranks furthest behind.
   std::string DescribeRanks(const std::string& campaign_id, int32_t attempt) const
       ABSL_LOCKS_EXCLUDED(beats_mu_);

@@ -2,35 +2,20 @@
 #include "daemon/supervisor/supervisor.h"
 
 #include <signal.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
-#include <limits>
-#include <random>
 #include <set>
-#include <tuple>
 
 #include "belay/v1/enum_names.h"
-#include "common/checksum.h"
 #include "common/ckpt/layout.h"
-#include "common/ckpt/manifest.h"
-#include "common/durable_file.h"
-#include "common/duration.h"
 #include "common/strings.h"
-#include "daemon/checkpoints/catalog.h"
-#include "daemon/scheduler/identity.h"
 #include "daemon/store/records.h"
+#include "daemon/supervisor/campaign_files.h"
 #include "daemon/supervisor/goodput.h"
 #include "daemon/supervisor/policy.h"
 #include "daemon/supervisor/rank_records.h"
 #include "daemon/supervisor/rank_times.h"
-#include "fmt/format.h"
 #include "spdlog/spdlog.h"
 
 namespace belay::supervisor {
@@ -41,12 +26,6 @@ using store::Durability;
 using store::WriteBatch;
 
 constexpr std::string_view kCampaignSeqKey = "next_campaign_seq";
-
-std::string AttemptDirName(int32_t n) { return Cat("attempt_", n); }
-
-// rwx--x--x: what lies above the attempt directories in belayd's state directory.
-constexpr fs::perms kTraverseOnly =
-    fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec;
 
 }  // namespace
 
@@ -69,10 +48,6 @@ Supervisor::Supervisor(store::Store& store, sched::Scheduler& scheduler, const C
       watching_since_(clock_.Now()),
       jitter_(options_.jitter_seed) {}
 
-fs::path Supervisor::CampaignDir(const std::string& id) const {
-  return options_.state_dir / "campaigns" / id;
-}
-
 absl::Status Supervisor::SetCampaignState(WriteBatch& batch, pb::Campaign& c, pb::CampaignState to,
                                           const std::string& why) {
   if (c.state() == to) return absl::OkStatus();
@@ -93,13 +68,11 @@ absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::s
   // store (a belayd whose state was reset, another daemon): its checkpoints are not this
   // campaign's to clean up or overwrite, so the number is skipped.
   for (int skipped = 0; skipped < 1000; ++skipped) {
-    const fs::path taken =
-        ckpt::CampaignDir(spec.checkpoint.dir, Cat(spec.campaign.name, "-", seq));
-    std::error_code exists_ec;
-    if (!fs::exists(fs::symlink_status(taken, exists_ec))) break;
+    const std::string next = Cat(spec.campaign.name, "-", seq);
+    if (!CheckpointDirTaken(spec.checkpoint.dir, next)) break;
     spdlog::warn(
         "{} exists and is not from this belayd's campaigns: the new campaign is not numbered {}",
-        taken.string(), seq);
+        ckpt::CampaignDir(spec.checkpoint.dir, next).string(), seq);
     ++seq;
   }
   pb::Campaign c;
@@ -125,22 +98,11 @@ absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::s
   // directory); written before the campaign exists in the store, so a stored campaign always
   // has it. Only belayd reads this one; the campaign's directory lets the owner's ranks
   // through to their attempt directories and lists nothing.
-  std::error_code ec;
-  fs::create_directories(CampaignDir(c.id()), ec);
-  if (ec) return absl::InternalError(Cat(CampaignDir(c.id()).string(), ": ", ec.message()));
-  for (const fs::path& d : {CampaignDir(c.id()).parent_path(), CampaignDir(c.id())}) {
-    fs::permissions(d, kTraverseOnly, fs::perm_options::replace, ec);
-    if (ec) return absl::InternalError(Cat(d.string(), ": ", ec.message()));
-  }
-  absl::StatusOr<AtomicFile> file =
-      AtomicFile::Create(CampaignDir(c.id()) / "campaign.toml", {.mode = 0600});
-  if (!file.ok()) return file.status();
   // Checkpoints of the campaign live under <checkpoint dir>/<campaign id>: the workers' copy
   // is named by the id, so that two campaigns of one name never share a directory.
   CampaignSpec effective = spec;
   effective.campaign.name = c.id();
-  if (absl::Status s = file->Append(FormatCampaignSpec(effective)); !s.ok()) return s;
-  if (absl::Status s = file->Commit(); !s.ok()) return s;
+  if (absl::Status s = WriteEffectiveSpec(options_.state_dir, c.id(), effective); !s.ok()) return s;
 
   WriteBatch b;
   b.Put(store::Table::kMeta, std::string(kCampaignSeqKey), std::to_string(seq + 1));
@@ -187,15 +149,9 @@ absl::StatusOr<Supervisor::Loaded> Supervisor::Load(const std::string& id) {
   // The effective spec never changes after Submit: parsed once per campaign per belayd.
   auto cached = specs_.find(id);
   if (cached == specs_.end()) {
-    SpecParseOptions po;
-    po.check_paths = false;  // checked at submit; the worker reports missing data itself
-    const fs::path spec_path = CampaignDir(id) / "campaign.toml";
-    SpecParseResult parsed = LoadCampaignSpec(spec_path, po);
-    if (!parsed.ok()) {
-      return absl::DataLossError(
-          Cat(spec_path.string(), ": ", parsed.errors.empty() ? "" : parsed.errors[0].ToString()));
-    }
-    cached = specs_.emplace(id, std::move(*parsed.spec)).first;
+    absl::StatusOr<CampaignSpec> spec = ReadEffectiveSpec(options_.state_dir, id);
+    if (!spec.ok()) return spec.status();
+    cached = specs_.emplace(id, std::move(*spec)).first;
   }
   l.spec = cached->second;
   if (l.campaign.current_attempt() > 0) {
@@ -280,38 +236,44 @@ absl::Status Supervisor::Tick() {
   return absl::OkStatus();
 }
 
+absl::Status Supervisor::QueueFirstAttempt(Loaded& l) {
+  pb::Campaign& c = l.campaign;
+  WriteBatch b;
+  if (c.cancel_requested()) {
+    if (absl::Status s = SetCampaignState(b, c, pb::CAMPAIGN_STATE_CANCELLED, "before any attempt");
+        !s.ok())
+      return s;
+    c.set_end_reason(pb::END_REASON_CANCELLED_BY_USER);
+    store::Put(b, c);
+    return store_.Write(b, Durability::kSynced);
+  }
+  pb::Attempt a;
+  a.set_campaign_id(c.id());
+  a.set_number(1);
+  a.set_state(pb::ATTEMPT_STATE_QUEUED);
+  a.set_world_size(static_cast<int32_t>(l.spec.resources.world_size()));
+  a.set_ranks_per_node(static_cast<int32_t>(l.spec.resources.ranks_per_node));
+  a.set_scheduler(c.scheduler());
+  SetTime(a.mutable_queue_time(), clock_.Now());
+  c.set_current_attempt(1);
+  store::Put(b, a);
+  store::Put(b, c);
+  if (absl::Status s = events_.Add(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
+                                   "attempt 1 queued", 1);
+      !s.ok())
+    return s;
+  if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  l.attempt = a;
+  return absl::OkStatus();
+}
+
 absl::Status Supervisor::Reconcile(Loaded& l,
                                    const std::map<std::string, sched::JobStatus>& polled) {
   pb::Campaign& c = l.campaign;
   const TimePoint now = clock_.Now();
   if (!l.attempt) {
-    WriteBatch b;
-    if (c.cancel_requested()) {
-      if (absl::Status s =
-              SetCampaignState(b, c, pb::CAMPAIGN_STATE_CANCELLED, "before any attempt");
-          !s.ok())
-        return s;
-      c.set_end_reason(pb::END_REASON_CANCELLED_BY_USER);
-      store::Put(b, c);
-      return store_.Write(b, Durability::kSynced);
-    }
-    pb::Attempt a;
-    a.set_campaign_id(c.id());
-    a.set_number(1);
-    a.set_state(pb::ATTEMPT_STATE_QUEUED);
-    a.set_world_size(static_cast<int32_t>(l.spec.resources.world_size()));
-    a.set_ranks_per_node(static_cast<int32_t>(l.spec.resources.ranks_per_node));
-    a.set_scheduler(c.scheduler());
-    SetTime(a.mutable_queue_time(), now);
-    c.set_current_attempt(1);
-    store::Put(b, a);
-    store::Put(b, c);
-    if (absl::Status s = events_.Add(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
-                                     "attempt 1 queued", 1);
-        !s.ok())
-      return s;
-    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-    l.attempt = a;
+    absl::Status s = QueueFirstAttempt(l);
+    if (!s.ok() || !l.attempt) return s;  // (cancelled before any attempt)
   }
   pb::Attempt& a = *l.attempt;
   if (a.state() == pb::ATTEMPT_STATE_QUEUED && a.presubmitted() && !a.scheduler_job_id().empty()) {
@@ -340,27 +302,40 @@ absl::Status Supervisor::Reconcile(Loaded& l,
     return EndAttempt(l, lost);
   }
   if (job.state == sched::JobState::kRunning && a.state() == pb::ATTEMPT_STATE_STARTING) {
-    WriteBatch b;
-    a.set_state(pb::ATTEMPT_STATE_RUNNING);
-    SetTime(a.mutable_running_time(), now);
-    for (const std::string& n : job.nodes) a.add_nodes(n);
-    if (absl::Status s = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RUNNING,
-                                          Cat("attempt ", a.number(), " running"));
-        !s.ok())
-      return s;
-    store::Put(b, a);
-    store::Put(b, c);
-    if (absl::Status s = events_.Add(
-            b, c, pb::EVENT_KIND_ATTEMPT_RUNNING, pb::SEVERITY_INFO,
-            Cat("attempt ", a.number(), " running as job ", a.scheduler_job_id()), a.number());
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+    if (absl::Status s = MarkRunning(l, job); !s.ok()) return s;
   }
   if (WantsPresubmit(c, a, l.spec)) {
     if (absl::Status s = Presubmit(l); !s.ok()) return s;
   }
+  return WatchRunning(l);
+}
+
+absl::Status Supervisor::MarkRunning(Loaded& l, const sched::JobStatus& job) {
+  pb::Campaign& c = l.campaign;
+  pb::Attempt& a = *l.attempt;
+  WriteBatch b;
+  a.set_state(pb::ATTEMPT_STATE_RUNNING);
+  SetTime(a.mutable_running_time(), clock_.Now());
+  for (const std::string& n : job.nodes) a.add_nodes(n);
+  if (absl::Status s = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RUNNING,
+                                        Cat("attempt ", a.number(), " running"));
+      !s.ok())
+    return s;
+  store::Put(b, a);
+  store::Put(b, c);
+  if (absl::Status s = events_.Add(
+          b, c, pb::EVENT_KIND_ATTEMPT_RUNNING, pb::SEVERITY_INFO,
+          Cat("attempt ", a.number(), " running as job ", a.scheduler_job_id()), a.number());
+      !s.ok()) {
+    return s;
+  }
+  return store_.Write(b, Durability::kSynced);
+}
+
+absl::Status Supervisor::WatchRunning(Loaded& l) {
+  const pb::Campaign& c = l.campaign;
+  pb::Attempt& a = *l.attempt;
+  const TimePoint now = clock_.Now();
   if (c.cancel_requested()) {
     auto sent = cancel_signalled_.find(c.id());
     if (sent == cancel_signalled_.end()) {
@@ -376,17 +351,11 @@ absl::Status Supervisor::Reconcile(Loaded& l,
   // only at their next try.
   if (a.state() == pb::ATTEMPT_STATE_RUNNING && a.end_reason() == pb::END_REASON_UNSPECIFIED &&
       now - watching_since_ >= options_.restart_grace) {
-    const std::chrono::seconds timeout =
-        monitor_.HangTimeout(c.id(), a, l.spec.restart.hang_timeout);
-    TimePoint last = FromTimestamp(a.running_time());
-    if (a.has_last_progress_time()) last = std::max(last, FromTimestamp(a.last_progress_time()));
-    // Only time this belayd watched counts: while belayd was down (a restart, an upgrade) the
-    // ranks' reports had nowhere to go, and they resend them once it is back.
-    last = std::max(last, watching_since_);
-    if (now - last > timeout) {
+    if (const std::optional<std::chrono::seconds> timeout =
+            monitor_.Overdue(c.id(), a, l.spec.restart.hang_timeout, watching_since_)) {
       WriteBatch b;
       a.set_end_reason(pb::END_REASON_HANG);  // pending: the attempt ends once the job is gone
-      a.set_end_message(Cat("no step progress for ", timeout.count(), " s (last step ",
+      a.set_end_message(Cat("no step progress for ", timeout->count(), " s (last step ",
                             a.last_step(),
                             "); last heartbeats: ", monitor_.DescribeRanks(c.id(), a.number())));
       store::Put(b, a);
@@ -420,57 +389,21 @@ Supervisor::AttemptRef Supervisor::RefOf(const Loaded& l) const {
 sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::string& nonce,
                                   bool resume_from_coordinator) {
   const pb::Campaign& c = l.campaign;
-  const pb::Attempt& a = *l.attempt;
-  sched::JobSpec job;
-  job.campaign_id = c.id();
-  job.attempt = number;
-  job.world_size = a.world_size();
-  job.ranks_per_node = a.ranks_per_node();
-  job.log_dir = CampaignDir(c.id()) / AttemptDirName(number);
-  job.files = {{"campaign.toml", FormatCampaignSpec(l.spec)}};
-  job.command = {options_.worker_program,
-                 "--log-level",
-                 "info",
-                 "train",
-                 "--spec",
-                 (job.log_dir / "campaign.toml").string()};
-  if (resume_from_coordinator) {
-    // Which checkpoint is decided when the job starts, not now.
-    job.command.push_back("--resume-from-coordinator");
-  } else if (a.has_start_checkpoint_step()) {
-    job.command.push_back("--resume");
-    job.command.push_back(
-        ckpt::StepDir(l.spec.checkpoint.dir, c.id(), a.start_checkpoint_step()).string());
-  }
-  job.env = {{"BELAY_CAMPAIGN", c.id()},
-             {"BELAY_ATTEMPT", std::to_string(number)},
-             {"BELAY_TOKEN", attempt_tokens_.Token(c.id(), number, nonce)}};
-  if (!options_.coordinator_address.empty())
-    job.env.push_back({"BELAY_COORDINATOR", options_.coordinator_address});
-  if (!options_.coordinator_ca_pem.empty()) {
-    job.files.emplace_back("coordinator-ca.pem", options_.coordinator_ca_pem);
-    job.env.push_back({"BELAY_COORDINATOR_CA", (job.log_dir / "coordinator-ca.pem").string()});
-    if (!options_.coordinator_tls_name.empty()) {
-      job.env.push_back({"BELAY_COORDINATOR_TLS_NAME", options_.coordinator_tls_name});
-    }
-  }
+  JobRequest r;
+  r.number = number;
+  r.token = attempt_tokens_.Token(c.id(), number, nonce);
+  r.log_dir = AttemptLogDir(options_.state_dir, c.id(), number);
+  r.resume_from_coordinator = resume_from_coordinator;
   if (!l.spec.checkpoint.every_steps) {
     // The save interval follows the failures seen so far (a store read error: the prior).
     absl::StatusOr<std::vector<pb::Attempt>> attempts = store::ListAttempts(store_, c.id());
-    const std::chrono::seconds mtbf = EstimateMtbf(
-        attempts.ok() ? *attempts : std::vector<pb::Attempt>{}, options_.checkpoint_mtbf_prior);
-    job.env.push_back({"BELAY_CHECKPOINT_MTBF", FormatDuration(mtbf)});
+    r.mtbf = EstimateMtbf(attempts.ok() ? *attempts : std::vector<pb::Attempt>{},
+                          options_.checkpoint_mtbf_prior);
   }
-  if (l.spec.resources.time_limit) job.time_limit = *l.spec.resources.time_limit;
-  for (const std::string& n : a.excluded_nodes()) job.exclude_nodes.push_back(n);
-  job.kind = c.scheduler();
-  job.partition = l.spec.resources.partition;
-  job.account = l.spec.resources.account;
-  job.sbatch_options = l.spec.resources.sbatch_options;
-  job.pre_limit_signal = l.spec.resources.pre_limit_signal;
-  job.gpus_per_node = static_cast<int>(l.spec.resources.gpus_per_node);
-  if (options_.run_as_owner) job.run_as_uid = c.owner_uid();
-  return job;
+  const WorkerSettings w{options_.worker_program, options_.coordinator_address,
+                         options_.coordinator_ca_pem, options_.coordinator_tls_name,
+                         options_.run_as_owner};
+  return BuildJobSpec(w, c, *l.attempt, l.spec, r);
 }
 
 absl::Status Supervisor::Presubmit(Loaded& l) {
@@ -773,37 +706,13 @@ void Supervisor::OnHeartbeat(const std::string& id, int32_t attempt, int32_t ran
 
 absl::Status Supervisor::OnFinish(const std::string& id, int32_t attempt, pb::RankExit exit) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, id, attempt);
-  if (!a.ok()) return a.status();
-  if (!a->has_value() || (*a)->state() == pb::ATTEMPT_STATE_ENDED || exit.rank() < 0 ||
-      exit.rank() >= (*a)->world_size()) {
-    return absl::OkStatus();
-  }
-  absl::StatusOr<pb::RankRecord> r = RankRecordOf(store_, id, attempt, exit.rank());
-  if (!r.ok()) return r.status();
-  *r->mutable_exit() = std::move(exit);
-  WriteBatch b;
-  store::Put(b, *r);
-  return store_.Write(b, Durability::kSynced);
+  return RecordRankExit(store_, id, attempt, std::move(exit));
 }
 
 absl::Status Supervisor::OnRegister(const std::string& campaign_id, int32_t attempt, int32_t rank,
                                     const std::string& node) {
   absl::MutexLock lock(&mu_);
-  if (node.empty() || node.size() > 256) return absl::OkStatus();
-  absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, campaign_id, attempt);
-  if (!a.ok()) return a.status();
-  if (!a->has_value() || (*a)->state() == pb::ATTEMPT_STATE_ENDED || rank < 0 ||
-      rank >= (*a)->world_size()) {
-    return absl::OkStatus();
-  }
-  absl::StatusOr<pb::RankRecord> r = RankRecordOf(store_, campaign_id, attempt, rank);
-  if (!r.ok()) return r.status();
-  if (r->node() == node) return absl::OkStatus();
-  r->set_node(node);
-  WriteBatch b;
-  store::Put(b, *r);
-  return store_.Write(b, Durability::kBuffered);
+  return RecordRankNode(store_, campaign_id, attempt, rank, node);
 }
 
 std::string Supervisor::DigestOf(const std::string& campaign_id, int32_t attempt,

@@ -2,14 +2,14 @@
 // each campaign wants with what the scheduler and the workers report, decides with the pure
 // functions of policy.h, writes every transition to the store (synced) before acting on it,
 // and acts idempotently (submit, signal), so a belayd restarted at any point picks up where
-// the last one stopped.
+// the last one stopped. It keeps the lifecycle, the rounds and the workers' tokens; the
+// checkpoints are CheckpointKeeper's, running attempts' heartbeats and pace AttemptMonitor's,
+// the nodes NodePlanner's, and what follows an attempt's end is PlanAttemptEnd's plan.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <filesystem>
-#include <future>
 #include <map>
 #include <optional>
 #include <set>
@@ -33,6 +33,7 @@
 #include "daemon/supervisor/attempt_end.h"
 #include "daemon/supervisor/attempt_monitor.h"
 #include "daemon/supervisor/attempt_tokens.h"
+#include "daemon/supervisor/job_spec.h"
 #include "daemon/supervisor/node_health.h"
 #include "daemon/supervisor/node_planner.h"
 #include "daemon/supervisor/policy.h"
@@ -187,7 +188,14 @@ class Supervisor {
   absl::StatusOr<Loaded> Load(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Reconcile(Loaded& l, const std::map<std::string, sched::JobStatus>& polled)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A campaign without an attempt: its first one queued, or, cancelled, it ends here.
+  absl::Status QueueFirstAttempt(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status StartAttempt(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The scheduler runs the job of a STARTING attempt (on `job`'s nodes).
+  absl::Status MarkRunning(Loaded& l, const sched::JobStatus& job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A running job, each round: a cancel's signals, hang detection, a pending end's kill.
+  absl::Status WatchRunning(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job of attempt `number` whose worker token has nonce `nonce` (world size and
   // exclusions from the current attempt record).
   sched::JobSpec JobFor(const Loaded& l, int32_t number, const std::string& nonce,
@@ -210,7 +218,6 @@ class Supervisor {
   absl::Status CarryOutEnd(Loaded& l, const AttemptEndPlan& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SetCampaignState(store::WriteBatch& batch, pb::Campaign& c, pb::CampaignState to,
                                 const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::filesystem::path CampaignDir(const std::string& id) const;
 
   store::Store& store_;
   sched::Scheduler& scheduler_;
