@@ -64,6 +64,21 @@ TEST_F(AttemptMonitorTest, AnAutoHangTimeoutFollowsThePaceOnceItIsKnown) {
   EXPECT_EQ(monitor_->HangTimeout("c-1", attempt_, std::nullopt), 600s);  // saving
 }
 
+TEST_F(AttemptMonitorTest, AnAttemptIsOverdueOnlyForTimeBelaydWatched) {
+  const TimePoint t0 = clock_.Now();
+  store::SetTime(attempt_.mutable_running_time(), t0);
+  clock_.Advance(30s);
+  EXPECT_FALSE(monitor_->Overdue("c-1", attempt_, 60s, t0).has_value());
+  clock_.Advance(31s);
+  EXPECT_EQ(monitor_->Overdue("c-1", attempt_, 60s, t0), 60s);
+  EXPECT_FALSE(monitor_->Overdue("c-1", attempt_, 60s, t0 + 50s).has_value());  // belayd was away
+  store::SetTime(attempt_.mutable_last_progress_time(), t0 + 100s);
+  clock_.Advance(89s);  // t0 + 150 s
+  EXPECT_FALSE(monitor_->Overdue("c-1", attempt_, 60s, t0).has_value());
+  clock_.Advance(11s);
+  EXPECT_EQ(monitor_->Overdue("c-1", attempt_, 60s, t0), 60s);
+}
+
 TEST_F(AttemptMonitorTest, ARestartedMonitorRebuildsThePaceAndTheSlowRankSums) {
   for (int64_t s = 1; s <= 20; ++s) Step(s, {0.1, 0.2, 0.3});
   const std::vector<double> means = monitor_->RankMeans("c-1", attempt_, 1);
