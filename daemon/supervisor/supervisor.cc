@@ -2,51 +2,24 @@
 #include "daemon/supervisor/supervisor.h"
 
 #include <signal.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
-#include <limits>
-#include <random>
 #include <set>
-#include <tuple>
 
 #include "belay/v1/enum_names.h"
-#include "common/checksum.h"
 #include "common/ckpt/layout.h"
-#include "common/ckpt/manifest.h"
-#include "common/durable_file.h"
-#include "common/duration.h"
 #include "common/strings.h"
-#include "daemon/checkpoints/catalog.h"
-#include "daemon/scheduler/identity.h"
 #include "daemon/store/records.h"
+#include "daemon/supervisor/campaign_files.h"
 #include "daemon/supervisor/goodput.h"
 #include "daemon/supervisor/policy.h"
+#include "daemon/supervisor/rank_records.h"
 #include "daemon/supervisor/rank_times.h"
-#include "fmt/format.h"
 #include "spdlog/spdlog.h"
 
 namespace belay::supervisor {
 namespace {
-
-// Rank `rank`'s record of an attempt, or a new one.
-absl::StatusOr<pb::RankRecord> RankRecordOf(const store::Store& st, const std::string& id,
-                                            int32_t attempt, int32_t rank) {
-  absl::StatusOr<std::optional<pb::RankRecord>> r = store::GetRankRecord(st, id, attempt, rank);
-  if (!r.ok()) return r.status();
-  if (r->has_value()) return std::move(**r);
-  pb::RankRecord fresh;
-  fresh.set_campaign_id(id);
-  fresh.set_attempt_number(attempt);
-  fresh.set_rank(rank);
-  return fresh;
-}
 
 namespace fs = std::filesystem;
 using store::Durability;
@@ -54,77 +27,7 @@ using store::WriteBatch;
 
 constexpr std::string_view kCampaignSeqKey = "next_campaign_seq";
 
-// Whether belayd may write or delete in `dir`, a directory of a campaign's checkpoints: a
-// directory itself (not a symlink to somewhere else) of the campaign's owner or of belayd.
-// (The ranks run as the owner, who could otherwise point belayd, as root, at other places.)
-absl::Status OwnersDirectory(const fs::path& dir, uint32_t owner) {
-  struct stat st {};
-  if (::lstat(dir.c_str(), &st) != 0) {
-    return absl::NotFoundError(Cat(dir.string(), ": ", std::strerror(errno)));
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(
-        Cat(dir.string(), " is not a directory (a symlink?): not touched"));
-  }
-  if (st.st_uid != owner && st.st_uid != ::geteuid()) {
-    return absl::FailedPreconditionError(
-        Cat(dir.string(), " belongs to uid ", st.st_uid,
-            ", neither the campaign's owner nor belayd: not touched"));
-  }
-  return absl::OkStatus();
-}
-
-// File access with the rights of campaign `campaign`'s owner on this thread while the
-// result lives, when belayd runs the owner's ranks as the owner (`as_owner`): what those
-// ranks wrote, belayd then reads, writes and deletes only as the owner could. Otherwise
-// belayd's own rights. Unavailable when the user database does not answer (try later).
-absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> OwnersFileAccess(
-    uint32_t owner, const std::string& campaign, bool as_owner) {
-  return sched::FilesystemIdentity::Assume(as_owner ? owner : static_cast<uint32_t>(::geteuid()),
-                                           Cat("the owner of campaign ", campaign));
-}
-
-// belayd's way into directories of a campaign's checkpoints, to write or delete there: each
-// of `dirs` must be OwnersDirectory, then file access takes the owner's rights
-// (OwnersFileAccess) while the result lives. OwnersDirectory's errors, or OwnersFileAccess's.
-absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> EnterOwnersDirectories(
-    std::initializer_list<fs::path> dirs, uint32_t owner, const std::string& campaign,
-    bool as_owner) {
-  for (const fs::path& d : dirs) {
-    if (absl::Status s = OwnersDirectory(d, owner); !s.ok()) return s;
-  }
-  return OwnersFileAccess(owner, campaign, as_owner);
-}
-
-// The manifest of checkpoint `ck` of a campaign of `owner`, beside its shards.
-absl::Status WriteManifestOf(const pb::Checkpoint& ck, const ckpt::Manifest& m, uint32_t owner,
-                             bool as_owner) {
-  const fs::path step = ck.dir();
-  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> id =
-      EnterOwnersDirectories({step.parent_path(), step}, owner, ck.campaign_id(), as_owner);
-  if (!id.ok()) return id.status();
-  return ckpt::WriteManifest(step, m);
-}
-
-std::string AttemptDirName(int32_t n) { return Cat("attempt_", n); }
-
-// rwx--x--x: what lies above the attempt directories in belayd's state directory.
-constexpr fs::perms kTraverseOnly =
-    fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec;
-
 }  // namespace
-
-void SetTime(google::protobuf::Timestamp* ts, TimePoint t) {
-  const auto ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-  ts->set_seconds(ns / 1'000'000'000);
-  ts->set_nanos(static_cast<int32_t>(ns % 1'000'000'000));
-}
-
-TimePoint FromTimestamp(const google::protobuf::Timestamp& ts) {
-  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
-      std::chrono::seconds(ts.seconds()) + std::chrono::nanoseconds(ts.nanos())));
-}
 
 Supervisor::Supervisor(store::Store& store, sched::Scheduler& scheduler, const Clock& clock,
                        SupervisorOptions options)
@@ -132,51 +35,25 @@ Supervisor::Supervisor(store::Store& store, sched::Scheduler& scheduler, const C
       scheduler_(scheduler),
       clock_(clock),
       options_(std::move(options)),
+      events_(store_, clock_),
+      checkpoint_files_(std::make_unique<checkpoints::DiskCheckpointFiles>(options_.run_as_owner)),
+      checkpoints_(store_, events_, clock_, *checkpoint_files_, options_.verify_in_background),
+      monitor_(
+          store_, clock_,
+          {options_.default_hang_timeout, options_.auto_hang_floor, options_.rank_sums_interval,
+           options_.attempt_write_interval, options_.evidence_steps}),
+      nodes_(store_, scheduler_, events_, clock_, options_.node_health,
+             options_.node_state_interval),
       attempt_tokens_(options_.token_key.empty() ? AttemptTokens::RandomKey() : options_.token_key),
       watching_since_(clock_.Now()),
       jitter_(options_.jitter_seed) {}
 
-fs::path Supervisor::CampaignDir(const std::string& id) const {
-  return options_.state_dir / "campaigns" / id;
-}
-
-absl::Status Supervisor::AddEvent(WriteBatch& batch, const pb::Campaign& c, pb::EventKind kind,
-                                  pb::Severity severity, std::string message, int32_t attempt,
-                                  const std::vector<std::string>& nodes) {
-  auto it = next_event_seq_.find(c.id());
-  if (it == next_event_seq_.end()) {
-    absl::StatusOr<int64_t> last = store::LastEventSeq(store_, c.id());
-    if (!last.ok()) return last.status();
-    it = next_event_seq_.emplace(c.id(), *last + 1).first;
-  }
-  pb::Event e;
-  e.set_campaign_id(c.id());
-  e.set_seq(it->second++);
-  SetTime(e.mutable_time(), clock_.Now());
-  e.set_attempt_number(attempt);
-  for (const std::string& n : nodes) e.add_nodes(n);
-  e.set_kind(kind);
-  e.set_severity(severity);
-  e.set_step(c.current_step());
-  spdlog::info("campaign {}: {}", c.id(), message);
-  e.set_message(std::move(message));
-  store::Put(batch, e);
-  return absl::OkStatus();
-}
-
 absl::Status Supervisor::SetCampaignState(WriteBatch& batch, pb::Campaign& c, pb::CampaignState to,
                                           const std::string& why) {
   if (c.state() == to) return absl::OkStatus();
-  if (!CampaignTransitionAllowed(c.state(), to)) {
-    return absl::InternalError(
-        Cat("campaign ", c.id(), ": no transition from ", Name(c.state()), " to ", Name(to)));
-  }
-  const std::string msg = Cat(Name(c.state()), " -> ", Name(to), why.empty() ? "" : ": ", why);
-  c.set_state(to);
-  SetTime(c.mutable_update_time(), clock_.Now());
-  if (IsTerminal(to)) SetTime(c.mutable_end_time(), clock_.Now());
-  return AddEvent(batch, c, pb::EVENT_KIND_CAMPAIGN_STATE_CHANGED,
-                  to == pb::CAMPAIGN_STATE_FAILED ? pb::SEVERITY_ERROR : pb::SEVERITY_INFO, msg);
+  absl::StatusOr<PlannedEvent> e = ChangeCampaignState(c, to, why, clock_.Now());
+  if (!e.ok()) return e.status();
+  return events_.Add(batch, c, e->kind, e->severity, std::move(e->message));
 }
 
 absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::string spec_toml,
@@ -191,13 +68,11 @@ absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::s
   // store (a belayd whose state was reset, another daemon): its checkpoints are not this
   // campaign's to clean up or overwrite, so the number is skipped.
   for (int skipped = 0; skipped < 1000; ++skipped) {
-    const fs::path taken =
-        ckpt::CampaignDir(spec.checkpoint.dir, Cat(spec.campaign.name, "-", seq));
-    std::error_code exists_ec;
-    if (!fs::exists(fs::symlink_status(taken, exists_ec))) break;
+    const std::string next = Cat(spec.campaign.name, "-", seq);
+    if (!CheckpointDirTaken(spec.checkpoint.dir, next)) break;
     spdlog::warn(
         "{} exists and is not from this belayd's campaigns: the new campaign is not numbered {}",
-        taken.string(), seq);
+        ckpt::CampaignDir(spec.checkpoint.dir, next).string(), seq);
     ++seq;
   }
   pb::Campaign c;
@@ -223,30 +98,19 @@ absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::s
   // directory); written before the campaign exists in the store, so a stored campaign always
   // has it. Only belayd reads this one; the campaign's directory lets the owner's ranks
   // through to their attempt directories and lists nothing.
-  std::error_code ec;
-  fs::create_directories(CampaignDir(c.id()), ec);
-  if (ec) return absl::InternalError(Cat(CampaignDir(c.id()).string(), ": ", ec.message()));
-  for (const fs::path& d : {CampaignDir(c.id()).parent_path(), CampaignDir(c.id())}) {
-    fs::permissions(d, kTraverseOnly, fs::perm_options::replace, ec);
-    if (ec) return absl::InternalError(Cat(d.string(), ": ", ec.message()));
-  }
-  absl::StatusOr<AtomicFile> file =
-      AtomicFile::Create(CampaignDir(c.id()) / "campaign.toml", {.mode = 0600});
-  if (!file.ok()) return file.status();
   // Checkpoints of the campaign live under <checkpoint dir>/<campaign id>: the workers' copy
   // is named by the id, so that two campaigns of one name never share a directory.
   CampaignSpec effective = spec;
   effective.campaign.name = c.id();
-  if (absl::Status s = file->Append(FormatCampaignSpec(effective)); !s.ok()) return s;
-  if (absl::Status s = file->Commit(); !s.ok()) return s;
+  if (absl::Status s = WriteEffectiveSpec(options_.state_dir, c.id(), effective); !s.ok()) return s;
 
   WriteBatch b;
   b.Put(store::Table::kMeta, std::string(kCampaignSeqKey), std::to_string(seq + 1));
   store::Put(b, c);
-  if (absl::Status s =
-          AddEvent(b, c, pb::EVENT_KIND_CAMPAIGN_SUBMITTED, pb::SEVERITY_INFO,
-                   Cat("submitted by ", c.owner_name(), " (uid ", owner_uid, "): ", c.total_steps(),
-                       " steps on ", spec.resources.world_size(), " ranks"));
+  if (absl::Status s = events_.Add(
+          b, c, pb::EVENT_KIND_CAMPAIGN_SUBMITTED, pb::SEVERITY_INFO,
+          Cat("submitted by ", c.owner_name(), " (uid ", owner_uid, "): ", c.total_steps(),
+              " steps on ", spec.resources.world_size(), " ranks"));
       !s.ok()) {
     return s;
   }
@@ -268,8 +132,8 @@ absl::Status Supervisor::Cancel(const std::string& id) {
   campaign.set_cancel_requested(true);
   WriteBatch b;
   store::Put(b, campaign);
-  if (absl::Status s = AddEvent(b, campaign, pb::EVENT_KIND_CAMPAIGN_CANCEL_REQUESTED,
-                                pb::SEVERITY_INFO, "cancel requested");
+  if (absl::Status s = events_.Add(b, campaign, pb::EVENT_KIND_CAMPAIGN_CANCEL_REQUESTED,
+                                   pb::SEVERITY_INFO, "cancel requested");
       !s.ok()) {
     return s;
   }
@@ -285,15 +149,9 @@ absl::StatusOr<Supervisor::Loaded> Supervisor::Load(const std::string& id) {
   // The effective spec never changes after Submit: parsed once per campaign per belayd.
   auto cached = specs_.find(id);
   if (cached == specs_.end()) {
-    SpecParseOptions po;
-    po.check_paths = false;  // checked at submit; the worker reports missing data itself
-    const fs::path spec_path = CampaignDir(id) / "campaign.toml";
-    SpecParseResult parsed = LoadCampaignSpec(spec_path, po);
-    if (!parsed.ok()) {
-      return absl::DataLossError(
-          Cat(spec_path.string(), ": ", parsed.errors.empty() ? "" : parsed.errors[0].ToString()));
-    }
-    cached = specs_.emplace(id, std::move(*parsed.spec)).first;
+    absl::StatusOr<CampaignSpec> spec = ReadEffectiveSpec(options_.state_dir, id);
+    if (!spec.ok()) return spec.status();
+    cached = specs_.emplace(id, std::move(*spec)).first;
   }
   l.spec = cached->second;
   if (l.campaign.current_attempt() > 0) {
@@ -303,15 +161,7 @@ absl::StatusOr<Supervisor::Loaded> Supervisor::Load(const std::string& id) {
     if (a->has_value()) l.attempt = std::move(**a);
   }
   // Step reports write the attempt's progress at a bounded rate; the latest is in memory.
-  if (l.attempt) {
-    if (auto p = pace_.find({id, l.attempt->number()});
-        p != pace_.end() && p->second.progress_time) {
-      l.attempt->set_last_step(std::max(l.attempt->last_step(), p->second.progress_step));
-      if (FromTimestamp(l.attempt->last_progress_time()) < *p->second.progress_time) {
-        SetTime(l.attempt->mutable_last_progress_time(), *p->second.progress_time);
-      }
-    }
-  }
+  if (l.attempt) monitor_.ShowProgress(id, *l.attempt);
   return l;
 }
 
@@ -365,11 +215,8 @@ absl::Status Supervisor::Tick() {
   const bool slurm_active = std::any_of(active.begin(), active.end(), [](const Loaded& l) {
     return l.campaign.scheduler() == pb::SCHEDULER_KIND_SLURM;
   });
-  const TimePoint now = clock_.Now();
-  if (slurm_active && unreachable.count(pb::SCHEDULER_KIND_SLURM) == 0 &&
-      (!node_states_at_ || now - *node_states_at_ >= options_.node_state_interval)) {
-    node_states_at_ = now;
-    if (absl::Status s = RefreshNodeStates(); !s.ok()) {
+  if (slurm_active && unreachable.count(pb::SCHEDULER_KIND_SLURM) == 0) {
+    if (absl::Status s = nodes_.RefreshStatesIfDue(); !s.ok()) {
       if (!store_.write_error().ok()) return s;
       spdlog::warn("node states not refreshed: {}", std::string(s.message()));
     }
@@ -389,38 +236,35 @@ absl::Status Supervisor::Tick() {
   return absl::OkStatus();
 }
 
-absl::Status Supervisor::RefreshNodeStates() {
-  absl::StatusOr<std::vector<sched::NodeState>> states = scheduler_.NodeStates();
-  if (!states.ok()) return states.status();
-  absl::StatusOr<std::vector<pb::Node>> stored =
-      store::ListNodes(store_);  // one read, not one per node
-  if (!stored.ok()) return stored.status();
-  std::map<std::string, pb::Node> records;
-  for (pb::Node& n : *stored) records.emplace(n.name(), std::move(n));
+absl::Status Supervisor::QueueFirstAttempt(Loaded& l) {
+  pb::Campaign& c = l.campaign;
   WriteBatch b;
-  int changed = 0;
-  for (const sched::NodeState& n : *states) {
-    if (!store::ValidateId("node name", n.name).ok()) continue;
-    auto old = records.find(n.name);
-    pb::Node rec;
-    if (old != records.end()) {
-      rec = old->second;
-    } else {
-      rec.set_name(n.name);
-      rec.set_reputation(1.0);
-    }
-    const std::string before = rec.SerializeAsString();
-    rec.set_slurm_state(n.state);
-    rec.set_slurm_available(!n.down && !n.drain);
-    rec.clear_slurm_partitions();
-    for (const std::string& p : n.partitions) rec.add_slurm_partitions(p);
-    rec.set_slurm_default_partition(n.in_default_partition);
-    if (old != records.end() && rec.SerializeAsString() == before) continue;
-    store::Put(b, rec);
-    ++changed;
+  if (c.cancel_requested()) {
+    if (absl::Status s = SetCampaignState(b, c, pb::CAMPAIGN_STATE_CANCELLED, "before any attempt");
+        !s.ok())
+      return s;
+    c.set_end_reason(pb::END_REASON_CANCELLED_BY_USER);
+    store::Put(b, c);
+    return store_.Write(b, Durability::kSynced);
   }
-  if (changed == 0) return absl::OkStatus();
-  return store_.Write(b, Durability::kSynced);
+  pb::Attempt a;
+  a.set_campaign_id(c.id());
+  a.set_number(1);
+  a.set_state(pb::ATTEMPT_STATE_QUEUED);
+  a.set_world_size(static_cast<int32_t>(l.spec.resources.world_size()));
+  a.set_ranks_per_node(static_cast<int32_t>(l.spec.resources.ranks_per_node));
+  a.set_scheduler(c.scheduler());
+  SetTime(a.mutable_queue_time(), clock_.Now());
+  c.set_current_attempt(1);
+  store::Put(b, a);
+  store::Put(b, c);
+  if (absl::Status s = events_.Add(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
+                                   "attempt 1 queued", 1);
+      !s.ok())
+    return s;
+  if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  l.attempt = a;
+  return absl::OkStatus();
 }
 
 absl::Status Supervisor::Reconcile(Loaded& l,
@@ -428,33 +272,8 @@ absl::Status Supervisor::Reconcile(Loaded& l,
   pb::Campaign& c = l.campaign;
   const TimePoint now = clock_.Now();
   if (!l.attempt) {
-    WriteBatch b;
-    if (c.cancel_requested()) {
-      if (absl::Status s =
-              SetCampaignState(b, c, pb::CAMPAIGN_STATE_CANCELLED, "before any attempt");
-          !s.ok())
-        return s;
-      c.set_end_reason(pb::END_REASON_CANCELLED_BY_USER);
-      store::Put(b, c);
-      return store_.Write(b, Durability::kSynced);
-    }
-    pb::Attempt a;
-    a.set_campaign_id(c.id());
-    a.set_number(1);
-    a.set_state(pb::ATTEMPT_STATE_QUEUED);
-    a.set_world_size(static_cast<int32_t>(l.spec.resources.world_size()));
-    a.set_ranks_per_node(static_cast<int32_t>(l.spec.resources.ranks_per_node));
-    a.set_scheduler(c.scheduler());
-    SetTime(a.mutable_queue_time(), now);
-    c.set_current_attempt(1);
-    store::Put(b, a);
-    store::Put(b, c);
-    if (absl::Status s =
-            AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO, "attempt 1 queued", 1);
-        !s.ok())
-      return s;
-    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-    l.attempt = a;
+    absl::Status s = QueueFirstAttempt(l);
+    if (!s.ok() || !l.attempt) return s;  // (cancelled before any attempt)
   }
   pb::Attempt& a = *l.attempt;
   if (a.state() == pb::ATTEMPT_STATE_QUEUED && a.presubmitted() && !a.scheduler_job_id().empty()) {
@@ -483,30 +302,40 @@ absl::Status Supervisor::Reconcile(Loaded& l,
     return EndAttempt(l, lost);
   }
   if (job.state == sched::JobState::kRunning && a.state() == pb::ATTEMPT_STATE_STARTING) {
-    WriteBatch b;
-    a.set_state(pb::ATTEMPT_STATE_RUNNING);
-    SetTime(a.mutable_running_time(), now);
-    for (const std::string& n : job.nodes) a.add_nodes(n);
-    if (absl::Status s = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RUNNING,
-                                          Cat("attempt ", a.number(), " running"));
-        !s.ok())
-      return s;
-    store::Put(b, a);
-    store::Put(b, c);
-    if (absl::Status s = AddEvent(
-            b, c, pb::EVENT_KIND_ATTEMPT_RUNNING, pb::SEVERITY_INFO,
-            Cat("attempt ", a.number(), " running as job ", a.scheduler_job_id()), a.number());
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+    if (absl::Status s = MarkRunning(l, job); !s.ok()) return s;
   }
-  if (a.state() == pb::ATTEMPT_STATE_RUNNING && a.end_reason() == pb::END_REASON_UNSPECIFIED &&
-      !c.cancel_requested() && l.spec.resources.presubmit &&
-      c.scheduler() == pb::SCHEDULER_KIND_SLURM && a.successor_job_id().empty() &&
-      !a.successor_refused()) {
+  if (WantsPresubmit(c, a, l.spec)) {
     if (absl::Status s = Presubmit(l); !s.ok()) return s;
   }
+  return WatchRunning(l);
+}
+
+absl::Status Supervisor::MarkRunning(Loaded& l, const sched::JobStatus& job) {
+  pb::Campaign& c = l.campaign;
+  pb::Attempt& a = *l.attempt;
+  WriteBatch b;
+  a.set_state(pb::ATTEMPT_STATE_RUNNING);
+  SetTime(a.mutable_running_time(), clock_.Now());
+  for (const std::string& n : job.nodes) a.add_nodes(n);
+  if (absl::Status s = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RUNNING,
+                                        Cat("attempt ", a.number(), " running"));
+      !s.ok())
+    return s;
+  store::Put(b, a);
+  store::Put(b, c);
+  if (absl::Status s = events_.Add(
+          b, c, pb::EVENT_KIND_ATTEMPT_RUNNING, pb::SEVERITY_INFO,
+          Cat("attempt ", a.number(), " running as job ", a.scheduler_job_id()), a.number());
+      !s.ok()) {
+    return s;
+  }
+  return store_.Write(b, Durability::kSynced);
+}
+
+absl::Status Supervisor::WatchRunning(Loaded& l) {
+  const pb::Campaign& c = l.campaign;
+  pb::Attempt& a = *l.attempt;
+  const TimePoint now = clock_.Now();
   if (c.cancel_requested()) {
     auto sent = cancel_signalled_.find(c.id());
     if (sent == cancel_signalled_.end()) {
@@ -522,20 +351,15 @@ absl::Status Supervisor::Reconcile(Loaded& l,
   // only at their next try.
   if (a.state() == pb::ATTEMPT_STATE_RUNNING && a.end_reason() == pb::END_REASON_UNSPECIFIED &&
       now - watching_since_ >= options_.restart_grace) {
-    const std::chrono::seconds timeout = HangTimeout(l);
-    TimePoint last = FromTimestamp(a.running_time());
-    if (a.has_last_progress_time()) last = std::max(last, FromTimestamp(a.last_progress_time()));
-    // Only time this belayd watched counts: while belayd was down (a restart, an upgrade) the
-    // ranks' reports had nowhere to go, and they resend them once it is back.
-    last = std::max(last, watching_since_);
-    if (now - last > timeout) {
+    if (const std::optional<std::chrono::seconds> timeout =
+            monitor_.Overdue(c.id(), a, l.spec.restart.hang_timeout, watching_since_)) {
       WriteBatch b;
       a.set_end_reason(pb::END_REASON_HANG);  // pending: the attempt ends once the job is gone
-      a.set_end_message(Cat("no step progress for ", timeout.count(), " s (last step ",
+      a.set_end_message(Cat("no step progress for ", timeout->count(), " s (last step ",
                             a.last_step(),
-                            "); last heartbeats: ", DescribeRanks(c.id(), a.number())));
+                            "); last heartbeats: ", monitor_.DescribeRanks(c.id(), a.number())));
       store::Put(b, a);
-      if (absl::Status s = AddEvent(
+      if (absl::Status s = events_.Add(
               b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_WARNING,
               Cat("attempt ", a.number(), " hangs: ", a.end_message(), "; killing it"), a.number());
           !s.ok()) {
@@ -548,149 +372,6 @@ absl::Status Supervisor::Reconcile(Loaded& l,
   if (a.end_reason() != pb::END_REASON_UNSPECIFIED) {
     // A pending end (hang, nan): make sure the job goes.
     return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
-  }
-  return absl::OkStatus();
-}
-
-std::optional<std::string> Supervisor::VerifyShardsOf(const pb::Checkpoint& ck, uint32_t owner) {
-  // The shards are read with the owner's rights (their ranks wrote them as the owner): a
-  // shard path that leads elsewhere cannot make belayd read what the owner may not.
-  // nullopt: not known yet (still reading, or the owner's user entry did not answer).
-  auto verify = [ck, owner, as_owner = options_.run_as_owner]() -> std::optional<std::string> {
-    absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> id =
-        OwnersFileAccess(owner, ck.campaign_id(), as_owner);
-    if (absl::IsUnavailable(id.status())) return std::nullopt;
-    if (!id.ok())
-      return Cat("its shards cannot be read as the campaign's owner: ", id.status().message());
-    return checkpoints::VerifyShards(ck);
-  };
-  if (!options_.verify_in_background) return verify();
-  const auto key = std::make_pair(ck.campaign_id(), ck.step());
-  auto it = verifying_.find(key);
-  if (it == verifying_.end()) {
-    // A copy of the record: the thread reads only files.
-    it = verifying_.emplace(key, std::async(std::launch::async, verify).share()).first;
-  }
-  if (it->second.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
-    return std::nullopt;
-  std::optional<std::string> problem = it->second.get();
-  verifying_.erase(it);
-  return problem;
-}
-
-absl::Status Supervisor::PickResumeCheckpoint(Loaded& l, WriteBatch& b, bool* pending) {
-  pb::Campaign& c = l.campaign;
-  pb::Attempt& a = *l.attempt;
-  *pending = false;
-  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, c.id());
-  if (!all.ok()) return all.status();
-  const int64_t wanted = a.start_checkpoint_step();
-  for (auto it = all->rbegin(); it != all->rend(); ++it) {
-    pb::Checkpoint& ck = *it;
-    if (ck.step() > wanted || ck.state() != pb::CHECKPOINT_STATE_COMMITTED) continue;
-    // Without shard records (nothing to check) a checkpoint is taken as reported.
-    const bool gone = ck.shards_size() > 0 && !ck.dir().empty() && !fs::exists(ck.dir());
-    std::string problem;
-    if (!gone) {
-      std::optional<std::string> verified = VerifyShardsOf(ck, c.owner_uid());
-      if (!verified) {
-        *pending = true;
-        return absl::OkStatus();
-      }
-      problem = std::move(*verified);
-    }
-    if (!gone && problem.empty() && ck.shards_size() > 0 &&
-        !fs::exists(fs::path(ck.dir()) / ckpt::kManifestFileName)) {
-      // Committed, but belayd stopped before it wrote the manifest (or the write failed):
-      // the workers read the manifest, so it is written now.
-      absl::StatusOr<ckpt::Manifest> m = checkpoints::BuildManifest(ck, c.id());
-      absl::Status written =
-          m.ok() ? WriteManifestOf(ck, *m, c.owner_uid(), options_.run_as_owner) : m.status();
-      if (absl::IsUnavailable(written)) {  // the owner's user entry did not answer: later
-        *pending = true;
-        return absl::OkStatus();
-      }
-      if (!written.ok()) problem = Cat("its manifest.json cannot be written: ", written.message());
-    }
-    if (!gone && problem.empty()) {
-      if (ck.step() != wanted) {
-        if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
-                                      Cat("attempt ", a.number(), " resumes from checkpoint step ",
-                                          ck.step(), " instead of ", wanted),
-                                      a.number());
-            !s.ok()) {
-          return s;
-        }
-      }
-      a.set_start_checkpoint_step(ck.step());
-      return absl::OkStatus();
-    }
-    ck.set_state(gone ? pb::CHECKPOINT_STATE_DELETED : pb::CHECKPOINT_STATE_CORRUPT);
-    ck.set_state_message(gone ? "its directory is gone" : problem);
-    store::Put(b, ck);
-    if (absl::Status s = AddEvent(
-            b, c, gone ? pb::EVENT_KIND_CHECKPOINT_DELETED : pb::EVENT_KIND_CHECKPOINT_CORRUPT,
-            gone ? pb::SEVERITY_INFO : pb::SEVERITY_WARNING,
-            Cat("checkpoint step ", ck.step(), gone ? " was removed from disk" : " is corrupt: ",
-                gone ? "" : problem, "; trying an older one"),
-            a.number());
-        !s.ok()) {
-      return s;
-    }
-  }
-  a.clear_start_checkpoint_step();
-  return AddEvent(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
-                  Cat("no usable checkpoint at or before step ", wanted, ": attempt ", a.number(),
-                      " starts from step 0"),
-                  a.number());
-}
-
-absl::Status Supervisor::PlanAttemptNodes(Loaded& l, WriteBatch& b) {
-  pb::Campaign& c = l.campaign;
-  pb::Attempt& a = *l.attempt;
-  const ResourcesSpec& r = l.spec.resources;
-  absl::StatusOr<std::vector<pb::Node>> nodes = store::ListNodes(store_);
-  if (!nodes.ok()) return nodes.status();
-  NodeRequest req;
-  req.nodes = r.nodes;
-  req.min_nodes = r.min_nodes_or_nodes();
-  req.valid = [&](int64_t n) { return l.spec.grad_accum_steps(n * r.ranks_per_node) > 0; };
-  req.partition = r.partition;
-  req.exclude_failed = l.spec.restart.exclude_failed_nodes;
-  const NodePlan plan = PlanNodes(*nodes, clock_.Now(), req, options_.node_health);
-  a.set_world_size(static_cast<int32_t>(plan.nodes * r.ranks_per_node));
-  a.clear_excluded_nodes();
-  for (const std::string& n : plan.exclude) a.add_excluded_nodes(n);
-  const std::string partition =
-      r.partition.empty() ? "the default partition" : Cat("partition ", r.partition);
-  if (!plan.readmitted.empty()) {
-    if (absl::Status s = AddEvent(
-            b, c, pb::EVENT_KIND_NODE_READMITTED, pb::SEVERITY_WARNING,
-            Cat("attempt ", a.number(), " uses excluded node",
-                plan.readmitted.size() == 1 ? " " : "s ",
-                fmt::format("{}", fmt::join(plan.readmitted, ", ")), " again: without ",
-                plan.readmitted.size() == 1 ? "it" : "them",
-                " fewer than min_nodes = ", req.min_nodes, " nodes of ", partition, " are usable"),
-            a.number(), plan.readmitted);
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (plan.nodes < r.nodes) {
-    std::string why = Cat("only ", plan.usable, " of ", partition, "'s nodes usable");
-    if (!plan.unavailable.empty())
-      why += Cat("; Slurm has ", fmt::format("{}", fmt::join(plan.unavailable, ", ")),
-                 " down or drained");
-    if (!a.excluded_nodes().empty())
-      why += Cat("; belay excludes ", fmt::format("{}", fmt::join(a.excluded_nodes(), ", ")));
-    if (absl::Status s = AddEvent(
-            b, c, pb::EVENT_KIND_ATTEMPT_RESIZED, pb::SEVERITY_WARNING,
-            Cat("attempt ", a.number(), " runs on ", plan.nodes, " of ", r.nodes, " nodes (",
-                a.world_size(), " ranks instead of ", r.world_size(), "): ", why),
-            a.number());
-        !s.ok()) {
-      return s;
-    }
   }
   return absl::OkStatus();
 }
@@ -708,122 +389,49 @@ Supervisor::AttemptRef Supervisor::RefOf(const Loaded& l) const {
 sched::JobSpec Supervisor::JobFor(const Loaded& l, int32_t number, const std::string& nonce,
                                   bool resume_from_coordinator) {
   const pb::Campaign& c = l.campaign;
-  const pb::Attempt& a = *l.attempt;
-  sched::JobSpec job;
-  job.campaign_id = c.id();
-  job.attempt = number;
-  job.world_size = a.world_size();
-  job.ranks_per_node = a.ranks_per_node();
-  job.log_dir = CampaignDir(c.id()) / AttemptDirName(number);
-  job.files = {{"campaign.toml", FormatCampaignSpec(l.spec)}};
-  job.command = {options_.worker_program,
-                 "--log-level",
-                 "info",
-                 "train",
-                 "--spec",
-                 (job.log_dir / "campaign.toml").string()};
-  if (resume_from_coordinator) {
-    // Which checkpoint is decided when the job starts, not now.
-    job.command.push_back("--resume-from-coordinator");
-  } else if (a.has_start_checkpoint_step()) {
-    job.command.push_back("--resume");
-    job.command.push_back(
-        ckpt::StepDir(l.spec.checkpoint.dir, c.id(), a.start_checkpoint_step()).string());
-  }
-  job.env = {{"BELAY_CAMPAIGN", c.id()},
-             {"BELAY_ATTEMPT", std::to_string(number)},
-             {"BELAY_TOKEN", attempt_tokens_.Token(c.id(), number, nonce)}};
-  if (!options_.coordinator_address.empty())
-    job.env.push_back({"BELAY_COORDINATOR", options_.coordinator_address});
-  if (!options_.coordinator_ca_pem.empty()) {
-    job.files.emplace_back("coordinator-ca.pem", options_.coordinator_ca_pem);
-    job.env.push_back({"BELAY_COORDINATOR_CA", (job.log_dir / "coordinator-ca.pem").string()});
-    if (!options_.coordinator_tls_name.empty()) {
-      job.env.push_back({"BELAY_COORDINATOR_TLS_NAME", options_.coordinator_tls_name});
-    }
-  }
+  JobRequest r;
+  r.number = number;
+  r.token = attempt_tokens_.Token(c.id(), number, nonce);
+  r.log_dir = AttemptLogDir(options_.state_dir, c.id(), number);
+  r.resume_from_coordinator = resume_from_coordinator;
   if (!l.spec.checkpoint.every_steps) {
     // The save interval follows the failures seen so far (a store read error: the prior).
     absl::StatusOr<std::vector<pb::Attempt>> attempts = store::ListAttempts(store_, c.id());
-    const std::chrono::seconds mtbf = EstimateMtbf(
-        attempts.ok() ? *attempts : std::vector<pb::Attempt>{}, options_.checkpoint_mtbf_prior);
-    job.env.push_back({"BELAY_CHECKPOINT_MTBF", FormatDuration(mtbf)});
+    r.mtbf = EstimateMtbf(attempts.ok() ? *attempts : std::vector<pb::Attempt>{},
+                          options_.checkpoint_mtbf_prior);
   }
-  if (l.spec.resources.time_limit) job.time_limit = *l.spec.resources.time_limit;
-  for (const std::string& n : a.excluded_nodes()) job.exclude_nodes.push_back(n);
-  job.kind = c.scheduler();
-  job.partition = l.spec.resources.partition;
-  job.account = l.spec.resources.account;
-  job.sbatch_options = l.spec.resources.sbatch_options;
-  job.pre_limit_signal = l.spec.resources.pre_limit_signal;
-  job.gpus_per_node = static_cast<int>(l.spec.resources.gpus_per_node);
-  if (options_.run_as_owner) job.run_as_uid = c.owner_uid();
-  return job;
+  const WorkerSettings w{options_.worker_program, options_.coordinator_address,
+                         options_.coordinator_ca_pem, options_.coordinator_tls_name,
+                         options_.run_as_owner};
+  return BuildJobSpec(w, c, *l.attempt, l.spec, r);
 }
 
 absl::Status Supervisor::Presubmit(Loaded& l) {
-  pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
-  if (a.successor_token_nonce().empty()) {
-    // The token's nonce first (synced): a retried Submit after a crash finds the same job.
-    a.set_successor_token_nonce(AttemptTokens::NewNonce());
-    WriteBatch b;
-    store::Put(b, a);
-    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
+  if (absl::Status s = nodes_.PrepareSuccessor(a); !s.ok()) return s;
+  absl::StatusOr<std::optional<std::string>> id = nodes_.Presubmit(
+      l.campaign, a,
+      JobFor(l, a.number() + 1, a.successor_token_nonce(), /*resume_from_coordinator=*/true));
+  if (!id.ok()) return id.status();
+  if (id->has_value()) {
+    successor_tokens_.insert(DigestOf(l.campaign.id(), a.number() + 1, a.successor_token_nonce()));
   }
-  sched::JobSpec job =
-      JobFor(l, a.number() + 1, a.successor_token_nonce(), /*resume_from_coordinator=*/true);
-  job.after_job = a.scheduler_job_id();
-  absl::StatusOr<std::string> id = scheduler_.Submit(job);
-  if (absl::IsUnavailable(id.status())) return absl::OkStatus();  // next round
-  WriteBatch b;
-  if (!id.ok()) {
-    a.set_successor_refused(true);
-    store::Put(b, a);
-    if (absl::Status s = AddEvent(
-            b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_WARNING,
-            Cat("attempt ", a.number() + 1, " could not be presubmitted: ", id.status().message(),
-                "; it is submitted when attempt ", a.number(), " ends"),
-            a.number());
-        !s.ok()) {
-      return s;
-    }
-    return store_.Write(b, Durability::kSynced);
-  }
-  a.set_successor_job_id(*id);
-  successor_tokens_.insert(DigestOf(c.id(), a.number() + 1, a.successor_token_nonce()));
-  store::Put(b, a);
-  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
-                                Cat("attempt ", a.number() + 1, " presubmitted as job ", *id,
-                                    ", to start when job ", a.scheduler_job_id(), " ends"),
-                                a.number());
-      !s.ok()) {
-    return s;
-  }
-  return store_.Write(b, Durability::kSynced);
-}
-
-absl::Status Supervisor::PrepareResume(Loaded& l, WriteBatch& b, bool* pending) {
-  *pending = false;
-  if (l.attempt->has_start_checkpoint_step()) {
-    if (absl::Status s = PickResumeCheckpoint(l, b, pending); !s.ok() || *pending) return s;
-  }
-  return AbandonPendingSaves(l, b);
+  return absl::OkStatus();
 }
 
 absl::Status Supervisor::TakeOverPresubmitted(Loaded& l) {
   pb::Campaign& c = l.campaign;
   pb::Attempt& a = *l.attempt;
   WriteBatch b;
-  bool pending = false;
-  if (absl::Status s = PrepareResume(l, b, &pending); !s.ok()) return s;
-  if (pending)
+  absl::StatusOr<checkpoints::Resume> resume = checkpoints_.PrepareResume(c, a, b);
+  if (!resume.ok()) return resume.status();
+  if (*resume == checkpoints::Resume::kPending)
     return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);  // ranks wait
   a.set_state(pb::ATTEMPT_STATE_STARTING);
   SetTime(a.mutable_start_time(), clock_.Now());
   store::Put(b, a);
   store::Put(b, c);
-  if (absl::Status s = AddEvent(
+  if (absl::Status s = events_.Add(
           b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
           Cat("attempt ", a.number(), " takes over job ", a.scheduler_job_id(),
               ", presubmitted during attempt ", a.number() - 1, " (", a.world_size(), " ranks",
@@ -837,7 +445,7 @@ absl::Status Supervisor::TakeOverPresubmitted(Loaded& l) {
   }
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
   // The job's ranks, if already started, wait for their registration: nothing is written yet.
-  RemoveUncommittedSteps(l);
+  checkpoints_.RemoveUncommittedSteps(c, l.spec.checkpoint.dir);
   const std::string digest = DigestOf(c.id(), a.number(), a.worker_token_nonce());
   successor_tokens_.erase(digest);
   tokens_[digest] = RefOf(l);
@@ -851,18 +459,19 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
     // The token's nonce and the verified checkpoint first (synced): a retried Submit after a
     // crash must hand out the same ones.
     WriteBatch b;
-    bool pending = false;
-    if (absl::Status s = PrepareResume(l, b, &pending); !s.ok()) return s;
+    absl::StatusOr<checkpoints::Resume> resume = checkpoints_.PrepareResume(c, a, b);
+    if (!resume.ok()) return resume.status();
     // Still hashing: what was found so far (corrupt checkpoints) is kept; next round.
-    if (pending) return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);
+    if (*resume == checkpoints::Resume::kPending)
+      return b.empty() ? absl::OkStatus() : store_.Write(b, Durability::kSynced);
     a.set_worker_token_nonce(AttemptTokens::NewNonce());
     if (c.scheduler() == pb::SCHEDULER_KIND_SLURM) {
-      if (absl::Status s = PlanAttemptNodes(l, b); !s.ok()) return s;
+      if (absl::Status s = nodes_.PlanAttempt(b, c, a, l.spec); !s.ok()) return s;
     }
     store::Put(b, a);
     if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
     // No rank of the campaign runs now: what earlier attempts left half-written goes.
-    RemoveUncommittedSteps(l);
+    checkpoints_.RemoveUncommittedSteps(c, l.spec.checkpoint.dir);
   }
   const sched::JobSpec job =
       JobFor(l, a.number(), a.worker_token_nonce(), /*resume_from_coordinator=*/false);
@@ -888,7 +497,7 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
   tokens_[DigestOf(c.id(), a.number(), a.worker_token_nonce())] = RefOf(l);
   store::Put(b, a);
   store::Put(b, c);
-  if (absl::Status s = AddEvent(
+  if (absl::Status s = events_.Add(
           b, c, pb::EVENT_KIND_ATTEMPT_STARTING, pb::SEVERITY_INFO,
           Cat("attempt ", a.number(), " started as job ", *id, " (", a.world_size(), " ranks",
               a.has_start_checkpoint_step()
@@ -902,243 +511,66 @@ absl::Status Supervisor::StartAttempt(Loaded& l) {
   return store_.Write(b, Durability::kSynced);
 }
 
-absl::Status Supervisor::RecordNodeHealth(WriteBatch& b, const pb::Campaign& c,
-                                          const pb::Attempt& a, const Classification& cls) {
-  // Only a Slurm campaign's nodes are nodes belay can avoid; the local backend runs here.
-  if (c.scheduler() != pb::SCHEDULER_KIND_SLURM) return absl::OkStatus();
-  std::set<std::string> names(a.nodes().begin(), a.nodes().end());
-  names.insert(cls.failed_nodes.begin(), cls.failed_nodes.end());
-  const std::set<std::string> failed(cls.failed_nodes.begin(), cls.failed_nodes.end());
-  const TimePoint now = clock_.Now();
-  // Persistently slow ranks, over the whole attempt, on the nodes they registered from.
-  std::map<std::string, std::vector<int>> slow;  // node -> its slow ranks
-  std::vector<double> means;
-  if (const Pace& p = PaceOf(c.id(), a); p.rank_time_steps >= options_.node_health.slow_min_steps) {
-    for (double sum : p.rank_time_sum)
-      means.push_back(sum / static_cast<double>(p.rank_time_steps));
-    const std::vector<int> slow_ranks = SlowRanks(means, options_.node_health);
-    std::map<int32_t, std::string>
-        rank_nodes;  // of the slow ranks' attempt, read only when there are some
-    if (!slow_ranks.empty()) {
-      absl::StatusOr<std::vector<pb::RankRecord>> ranks = RanksOf(a);
-      if (!ranks.ok()) return ranks.status();
-      for (const pb::RankRecord& r : *ranks) {
-        if (!r.node().empty()) rank_nodes[r.rank()] = r.node();
-      }
-    }
-    for (int r : slow_ranks) {
-      auto it = rank_nodes.find(r);  // not registered: nowhere to attribute
-      if (it != rank_nodes.end() && failed.count(it->second) == 0 &&
-          store::ValidateId("node name", it->second).ok()) {
-        slow[it->second].push_back(r);
-        names.insert(it->second);
-      }
-    }
-  }
-  std::vector<std::string> newly_excluded;
-  for (const std::string& name : names) {
-    if (!store::ValidateId("node name", name).ok()) continue;  // never a key we cannot store
-    absl::StatusOr<std::optional<pb::Node>> old = store::GetNode(store_, name);
-    if (!old.ok()) return old.status();
-    pb::Node before;
-    if (old->has_value()) {
-      before = **old;
-    } else {
-      before.set_name(name);
-    }
-    pb::Node after =
-        AfterAttempt(before, failed.count(name) > 0 ? cls.reason : pb::END_REASON_UNSPECIFIED, now,
-                     options_.node_health);
-    if (auto s = slow.find(name); s != slow.end()) {
-      after = AfterSlowAttempt(after, now, options_.node_health);
-      std::string ranks;
-      for (int r : s->second) {
-        ranks += Cat(ranks.empty() ? "" : ", ", r, " (",
-                     std::round(means[static_cast<size_t>(r)] * 1000) / 1000, " s)");
-      }
-      if (absl::Status st =
-              AddEvent(b, c, pb::EVENT_KIND_NODE_SLOW, pb::SEVERITY_WARNING,
-                       Cat("node ", name, ": rank", s->second.size() == 1 ? " " : "s ", ranks,
-                           " computed persistently slower than the ranks' median of ",
-                           std::round(Median(means) * 1000) / 1000, " s per step in attempt ",
-                           a.number(), "; reputation ", std::round(after.reputation() * 100) / 100),
-                       a.number(), {name});
-          !st.ok()) {
-        return st;
-      }
-    }
-    if (ExcludedAt(after, now) && !ExcludedAt(before, now)) newly_excluded.push_back(name);
-    store::Put(b, after);
-  }
-  if (newly_excluded.empty()) return absl::OkStatus();
-  return AddEvent(
-      b, c, pb::EVENT_KIND_NODE_EXCLUDED, pb::SEVERITY_WARNING,
-      Cat("node", newly_excluded.size() == 1 ? " " : "s ",
-          fmt::format("{}", fmt::join(newly_excluded, ", ")),
-          " excluded from new submissions after ", Name(cls.reason), " in attempt ", a.number()),
-      a.number(), newly_excluded);
-}
-
 absl::Status Supervisor::EndAttempt(Loaded& l, const sched::JobStatus& job) {
-  pb::Campaign& c = l.campaign;
-  pb::Attempt& a = *l.attempt;
-  const TimePoint now = clock_.Now();
-  EndEvidence ev;
-  ev.job = job;
-  absl::StatusOr<std::vector<pb::RankRecord>> ranks = RanksOf(a);
+  const pb::Campaign& c = l.campaign;
+  const pb::Attempt& a = *l.attempt;
+  AttemptEndFacts facts;
+  facts.job = job;
+  facts.now = clock_.Now();
+  absl::StatusOr<std::vector<pb::RankRecord>> ranks = RanksOf(store_, a);
   if (!ranks.ok()) return ranks.status();
   for (const pb::RankRecord& r : *ranks) {
-    if (r.has_exit()) ev.finishes.push_back(r.exit());
+    if (r.has_exit()) facts.finishes.push_back(r.exit());
   }
-  ev.killed_for_hang = a.end_reason() == pb::END_REASON_HANG;
-  ev.cancel_requested = c.cancel_requested();
-  if (a.end_reason() == pb::END_REASON_NAN || a.end_reason() == pb::END_REASON_LOSS_SPIKE)
-    ev.reported = a.end_reason();
-  ev.world_size = a.world_size();
-  Classification cls = Classify(ev);
-  if (cls.reason == pb::END_REASON_HANG) cls.message = a.end_message();
-  if (cls.reason == pb::END_REASON_RANK_CRASH && c.total_steps() > 0 &&
-      c.current_step() >= c.total_steps() && ev.finishes.empty()) {
-    cls.reason = pb::END_REASON_COMPLETED;  // ranks that reached the last step and exited 0
-    cls.message = "ranks reached the last step";
-  }
-  a.set_state(pb::ATTEMPT_STATE_ENDED);
-  a.set_end_reason(cls.reason);
-  a.set_end_message(cls.message);
-  SetTime(a.mutable_end_time(), now);
-  for (const std::string& n : cls.failed_nodes) a.add_failed_nodes(n);
-
   absl::StatusOr<std::vector<pb::Attempt>> history = store::ListAttempts(store_, c.id());
   if (!history.ok()) return history.status();
-  for (pb::Attempt& h : *history) {
-    if (h.number() == a.number()) h = a;
-  }
-  const double jitter = 2.0 * jitter_.Uniform() - 1.0;
-  Decision d = Decide(cls.reason, c, *history, l.spec.restart, jitter);
-  a.set_counted_as_restart(d.counts_as_restart);
-  if (d.counts_as_restart) c.set_restarts_used(c.restarts_used() + 1);
-  if (d.counts_as_rollback) c.set_rollbacks_used(c.rollbacks_used() + 1);
-  if (d.counts_as_node_failure) c.set_node_failures(c.node_failures() + 1);
+  facts.history = std::move(*history);
+  facts.jitter = 2.0 * jitter_.Uniform() - 1.0;
+  absl::StatusOr<AttemptEndPlan> plan = PlanAttemptEnd(c, a, l.spec.restart, facts);
+  if (!plan.ok()) return plan.status();
+  l.campaign = plan->campaign;
+  l.attempt = plan->ended;
+  return CarryOutEnd(l, *plan);
+}
 
+absl::Status Supervisor::CarryOutEnd(Loaded& l, const AttemptEndPlan& p) {
+  pb::Campaign& c = l.campaign;
+  const pb::Attempt& a = p.ended;
   WriteBatch b;
-  if (absl::Status s = RecordNodeHealth(b, c, a, cls); !s.ok()) return s;
-  // The presubmitted job is taken over when the next attempt needs nothing different: it
-  // continues at once after a time limit or a preemption, on the same nodes and size.
-  // Otherwise (another attempt size or exclusions, a backoff, the campaign's end) it goes.
-  const bool take_over =
-      !a.successor_job_id().empty() && d.next == NextStep::kRestart && d.delay.count() == 0 &&
-      (cls.reason == pb::END_REASON_TIME_LIMIT || cls.reason == pb::END_REASON_PREEMPTED);
-  const std::string give_up = a.successor_job_id().empty() || take_over ? "" : a.successor_job_id();
-  if (!give_up.empty()) {
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED, pb::SEVERITY_INFO,
-                                  Cat("presubmitted job ", give_up, " cancelled: attempt ",
-                                      a.number(), " ended ", Name(cls.reason)),
-                                  a.number());
+  // Slow ranks count against Slurm nodes only (the local backend runs here).
+  const std::vector<double> means =
+      c.scheduler() == pb::SCHEDULER_KIND_SLURM
+          ? monitor_.RankMeans(c.id(), a, options_.node_health.slow_min_steps)
+          : std::vector<double>{};
+  if (absl::Status s = nodes_.RecordHealth(b, c, a, p.cls, means); !s.ok()) return s;
+  for (const PlannedEvent& e : p.events) {
+    if (absl::Status s = events_.Add(b, c, e.kind, e.severity, e.message, e.attempt); !s.ok())
+      return s;
+  }
+  if (p.rollback_to) {
+    if (absl::Status s = checkpoints_.AbandonAfter(b, c, *p.rollback_to, a.number()); !s.ok())
+      return s;
+  }
+  if (p.next && p.queued) {
+    store::Put(b, *p.next);
+    if (absl::Status s = events_.Add(b, c, p.queued->kind, p.queued->severity, p.queued->message,
+                                     p.queued->attempt);
         !s.ok()) {
       return s;
     }
   }
-  const bool bad = cls.reason != pb::END_REASON_COMPLETED &&
-                   cls.reason != pb::END_REASON_TIME_LIMIT &&
-                   cls.reason != pb::END_REASON_CANCELLED_BY_USER;
-  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_ENDED,
-                                bad ? pb::SEVERITY_WARNING : pb::SEVERITY_INFO,
-                                Cat("attempt ", a.number(), " ended: ", Name(cls.reason), ": ",
-                                    cls.message, "; ", d.message),
-                                a.number());
-      !s.ok()) {
-    return s;
-  }
-  absl::Status st;
-  switch (d.next) {
-    case NextStep::kComplete:
-      c.set_end_reason(pb::END_REASON_COMPLETED);
-      st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_COMPLETED, d.message);
-      break;
-    case NextStep::kCancel:
-      c.set_end_reason(pb::END_REASON_CANCELLED_BY_USER);
-      st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_CANCELLED, d.message);
-      break;
-    case NextStep::kFail:
-      c.set_end_reason(d.fail_reason);
-      c.set_end_message(d.message);
-      st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_FAILED, d.message);
-      break;
-    case NextStep::kRestart: {
-      if (c.state() == pb::CAMPAIGN_STATE_SUBMITTED) {
-        st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RUNNING, "");
-        if (!st.ok()) break;
-      }
-      st = SetCampaignState(b, c, pb::CAMPAIGN_STATE_RECOVERING, Name(cls.reason));
-      if (!st.ok()) break;
-      pb::Attempt next;
-      next.set_campaign_id(c.id());
-      next.set_number(a.number() + 1);
-      next.set_state(pb::ATTEMPT_STATE_QUEUED);
-      next.set_world_size(a.world_size());
-      next.set_ranks_per_node(a.ranks_per_node());
-      next.set_scheduler(a.scheduler());
-      SetTime(next.mutable_queue_time(), now + d.delay);  // not started before
-      if (take_over) {
-        next.set_presubmitted(true);
-        next.set_worker_token_nonce(a.successor_token_nonce());
-        next.set_scheduler_job_id(a.successor_job_id());
-        for (const std::string& n : a.excluded_nodes()) next.add_excluded_nodes(n);
-      }
-      // Otherwise which nodes it avoids is decided when it is submitted, from the node records.
-      const bool rollback = d.counts_as_rollback;
-      if (rollback && c.has_last_good_checkpoint_step()) {
-        next.set_start_checkpoint_step(c.last_good_checkpoint_step());
-      } else if (!rollback && c.has_last_checkpoint_step()) {
-        next.set_start_checkpoint_step(c.last_checkpoint_step());
-      }
-      if (rollback) {
-        st = AbandonCheckpointsAfter(
-            b, c, next.has_start_checkpoint_step() ? next.start_checkpoint_step() : -1, a.number());
-        if (!st.ok()) break;
-      }
-      c.set_current_attempt(next.number());
-      store::Put(b, next);
-      st = AddEvent(b, c, pb::EVENT_KIND_ATTEMPT_QUEUED, pb::SEVERITY_INFO,
-                    Cat("attempt ", next.number(), " queued",
-                        next.has_start_checkpoint_step()
-                            ? Cat(" to resume from step ", next.start_checkpoint_step())
-                            : " to start from step 0",
-                        d.delay.count() > 0 ? Cat(", starts in ", d.delay.count(), " s") : "",
-                        take_over ? Cat(", as presubmitted job ", next.scheduler_job_id()) : ""),
-                    next.number());
-      break;
-    }
-  }
-  if (!st.ok()) return st;
-  SetTime(c.mutable_update_time(), now);
   store::Put(b, a);
   store::Put(b, c);
-  if (auto p = pace_.find({c.id(), a.number()}); p != pace_.end()) {
-    if (p->second.rank_time_steps > 0) PutRankTimeSums(b, c.id(), a.number(), p->second);
-    // The steps before a failure, with every rank's times, are the evidence worth keeping.
-    const bool incident =
-        cls.reason == pb::END_REASON_NAN || cls.reason == pb::END_REASON_LOSS_SPIKE ||
-        cls.reason == pb::END_REASON_HANG || cls.reason == pb::END_REASON_RANK_CRASH ||
-        cls.reason == pb::END_REASON_NODE_FAILURE || cls.reason == pb::END_REASON_OUT_OF_MEMORY;
-    if (incident) {
-      for (const pb::StepMetrics& m : p->second.last_reports) store::PutStepEvidence(b, c.id(), m);
-    }
-  }
+  monitor_.EndOf(b, c.id(), a.number(), p.incident);
   tokens_.erase(DigestOf(c.id(), a.number(), a.worker_token_nonce()));
-  pace_.erase({c.id(), a.number()});
-  {
-    absl::MutexLock beats_lock(&beats_mu_);
-    beats_.erase({c.id(), a.number()});
-  }
   cancel_signalled_.erase(c.id());
   if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-  if (!give_up.empty()) {
+  if (!p.cancel_job.empty()) {
     successor_tokens_.erase(DigestOf(c.id(), a.number() + 1, a.successor_token_nonce()));
     // Still queued behind the job that just ended, or just started: either way it goes. If
     // the controller cannot be reached now, its ranks find their token refused and exit.
-    if (absl::Status s = scheduler_.Signal(give_up, SIGKILL); !s.ok()) {
-      spdlog::warn("campaign {}: presubmitted job {} not cancelled: {}", c.id(), give_up,
+    if (absl::Status s = scheduler_.Signal(p.cancel_job, SIGKILL); !s.ok()) {
+      spdlog::warn("campaign {}: presubmitted job {} not cancelled: {}", c.id(), p.cancel_job,
                    std::string(s.message()));
     }
   }
@@ -1177,15 +609,7 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
     attempt_changed = true;
   }
   SetTime(a.mutable_last_progress_time(), clock_.Now());
-  Pace& pace = PaceOf(id, a);
-  pace.progress_step = a.last_step();
-  pace.progress_time = clock_.Now();
-  AddToPace(pace, m, clock_.Now(), a.world_size());
-  if (pace.rank_time_steps > 0 &&
-      (!pace.sums_written || clock_.Now() - *pace.sums_written >= options_.rank_sums_interval)) {
-    PutRankTimeSums(b, id, attempt, pace);
-    pace.sums_written = clock_.Now();
-  }
+  monitor_.OnStep(b, id, a, m);
   if (!std::isfinite(m.loss()) && a.end_reason() == pb::END_REASON_UNSPECIFIED) {
     attempt_changed = true;
     a.set_end_reason(pb::END_REASON_NAN);
@@ -1193,10 +617,11 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
     pb::StepRange* skip = a.add_skipped_data();
     skip->set_first(m.step());
     skip->set_last(m.step());
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
-                                  Cat("non-finite loss at step ", m.step(), ": stopping attempt ",
-                                      attempt, " to roll back to the last good checkpoint"),
-                                  attempt);
+    if (absl::Status s =
+            events_.Add(b, c, pb::EVENT_KIND_ROLLBACK, pb::SEVERITY_WARNING,
+                        Cat("non-finite loss at step ", m.step(), ": stopping attempt ", attempt,
+                            " to roll back to the last good checkpoint"),
+                        attempt);
         !s.ok()) {
       return s;
     }
@@ -1207,37 +632,16 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
        c.last_good_checkpoint_step() < c.last_checkpoint_step()) &&
       m.step() >= c.last_checkpoint_step() + options_.good_after_steps &&
       a.end_reason() == pb::END_REASON_UNSPECIFIED) {
-    c.set_last_good_checkpoint_step(c.last_checkpoint_step());
-    absl::StatusOr<std::optional<pb::Checkpoint>> ck =
-        store::GetCheckpoint(store_, id, c.last_checkpoint_step());
-    if (!ck.ok()) return ck.status();
-    if (ck->has_value()) {
-      (*ck)->set_good(true);
-      store::Put(b, **ck);
-    }
-    if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_GOOD, pb::SEVERITY_INFO,
-                                  Cat("checkpoint step ", c.last_checkpoint_step(), " is good (",
-                                      options_.good_after_steps, " healthy steps after it)"),
-                                  attempt);
-        !s.ok()) {
+    if (absl::Status s = checkpoints_.MarkGood(b, c, options_.good_after_steps, attempt); !s.ok())
       return s;
-    }
     durability = Durability::kSynced;
   }
   // The attempt record (with the nodes of a large job, hundreds of KB) is rewritten for its
   // progress at most every attempt_write_interval; Load() shows the latest from memory.
-  if (attempt_changed || !pace.attempt_written ||
-      clock_.Now() - *pace.attempt_written >= options_.attempt_write_interval) {
-    store::Put(b, a);
-    pace.attempt_written = clock_.Now();
-  }
+  if (monitor_.AttemptRecordDue(id, attempt, attempt_changed)) store::Put(b, a);
   store::Put(b, c);
   absl::Status s = store_.Write(b, durability);
-  if (options_.evidence_steps > 0 &&
-      (m.rank_step_time_s_size() > 0 || m.rank_compute_time_s_size() > 0)) {
-    if (pace.last_reports.size() >= options_.evidence_steps) pace.last_reports.pop_front();
-    pace.last_reports.push_back(std::move(m));
-  }
+  monitor_.KeepEvidence(id, attempt, std::move(m));
   if (s.ok() && a.end_reason() == pb::END_REASON_NAN && durability == Durability::kSynced) {
     return scheduler_.Signal(a.scheduler_job_id(), SIGKILL);
   }
@@ -1252,97 +656,6 @@ absl::Status Supervisor::OnEval(const std::string& id, int32_t attempt, pb::Eval
   WriteBatch b;
   store::Put(b, id, m);
   return store_.Write(b, Durability::kBuffered);
-}
-
-absl::Status Supervisor::GiveUp(WriteBatch& b, const pb::Campaign& c, pb::Checkpoint& ck,
-                                std::string why, int32_t attempt) {
-  ck.set_state(pb::CHECKPOINT_STATE_DELETED);
-  ck.set_state_message(std::move(why));
-  store::Put(b, ck);
-  return AddEvent(
-      b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
-      Cat("checkpoint step ", ck.step(), ": ", ck.state_message(), "; its files are removed"),
-      attempt);
-}
-
-absl::Status Supervisor::AbandonCheckpointsAfter(WriteBatch& b, pb::Campaign& c, int64_t target,
-                                                 int32_t attempt) {
-  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, c.id());
-  if (!all.ok()) return all.status();
-  for (pb::Checkpoint& ck : *all) {
-    if (ck.step() <= target || ck.state() != pb::CHECKPOINT_STATE_COMMITTED) continue;
-    if (absl::Status s =
-            GiveUp(b, c, ck, Cat("given up by the rollback to step ", std::max<int64_t>(target, 0)),
-                   attempt);
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (target >= 0) {
-    c.set_last_checkpoint_step(target);
-  } else {
-    c.clear_last_checkpoint_step();
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Supervisor::AbandonPendingSaves(Loaded& l, WriteBatch& b) {
-  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, l.campaign.id());
-  if (!all.ok()) return all.status();
-  for (pb::Checkpoint& ck : *all) {
-    if (ck.state() != pb::CHECKPOINT_STATE_PENDING) continue;
-    if (absl::Status s = GiveUp(b, l.campaign, ck,
-                                Cat("save of attempt ", ck.attempt_number(), " never completed (",
-                                    ck.shards_size(), " of ", ck.world_size(), " shards reported)"),
-                                ck.attempt_number());
-        !s.ok()) {
-      return s;
-    }
-  }
-  return absl::OkStatus();
-}
-
-void Supervisor::RemoveUncommittedSteps(const Loaded& l) {
-  const fs::path root = l.spec.checkpoint.dir;
-  const std::string& id = l.campaign.id();
-  if (root.empty()) return;
-  // The catalog first: the store is not read with the owner's rights.
-  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, id);
-  if (!all.ok()) return;
-  std::map<int64_t, pb::CheckpointState> state;
-  for (const pb::Checkpoint& ck : *all) state[ck.step()] = ck.state();
-  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_owner = EnterOwnersDirectories(
-      {ckpt::CampaignDir(root, id)}, l.campaign.owner_uid(), id, options_.run_as_owner);
-  if (!as_owner.ok()) {
-    if (!absl::IsNotFound(as_owner.status())) {
-      spdlog::warn("campaign {}: uncommitted steps not removed: {}", id,
-                   std::string(as_owner.status().message()));
-    }
-    return;
-  }
-  absl::StatusOr<std::vector<fs::path>> leftovers = ckpt::RemoveIncomplete(root, id);
-  if (!leftovers.ok()) {
-    spdlog::warn("campaign {}: {}", id, std::string(leftovers.status().message()));
-  }
-  std::error_code ec;
-  for (const fs::directory_entry& e : fs::directory_iterator(ckpt::CampaignDir(root, id), ec)) {
-    std::optional<int64_t> step = ckpt::ParseStepDirName(e.path().filename().string());
-    if (!step) continue;
-    auto it = state.find(*step);
-    // Committed checkpoints stay, and corrupt ones for inspection; the rest never committed
-    // (or were given up) in the catalog.
-    if (it != state.end() && (it->second == pb::CHECKPOINT_STATE_COMMITTED ||
-                              it->second == pb::CHECKPOINT_STATE_CORRUPT)) {
-      continue;
-    }
-    if (absl::Status s = ckpt::DeleteStep(root, id, *step); !s.ok()) {
-      spdlog::warn("campaign {}: removing uncommitted step {}: {}", id, *step,
-                   std::string(s.message()));
-    } else {
-      spdlog::info("campaign {}: removed uncommitted checkpoint step {} ({})", id, *step,
-                   e.path().string());
-    }
-  }
 }
 
 absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& id, int32_t attempt,
@@ -1365,147 +678,7 @@ absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& 
         "the attempt is stopping after a non-finite loss: its checkpoints are not committed";
     return out;
   }
-  const fs::path root = l->spec.checkpoint.dir;
-  absl::StatusOr<std::optional<pb::Checkpoint>> existing =
-      store::GetCheckpoint(store_, id, shard.step());
-  if (!existing.ok()) return existing.status();
-  WriteBatch b;
-  pb::Checkpoint ck;
-  if (existing->has_value() && (*existing)->attempt_number() == attempt &&
-      ((*existing)->state() == pb::CHECKPOINT_STATE_PENDING ||
-       (*existing)->state() == pb::CHECKPOINT_STATE_COMMITTED)) {
-    ck = **existing;
-  } else {
-    if (existing->has_value() && (*existing)->state() != pb::CHECKPOINT_STATE_DELETED) {
-      // An earlier attempt's save of this step, on a trajectory given up since (the ranks
-      // overwrite its directory).
-      if (absl::Status s =
-              AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
-                       Cat("checkpoint step ", shard.step(), " of attempt ",
-                           (*existing)->attempt_number(), " (", Name((*existing)->state()),
-                           ") is replaced by attempt ", attempt, "'s save"),
-                       attempt);
-          !s.ok()) {
-        return s;
-      }
-    }
-    ck = checkpoints::NewPending(id, shard.step(), attempt, a.world_size(),
-                                 ckpt::StepDir(root, id, shard.step()));
-  }
-  const bool was_committed = ck.state() == pb::CHECKPOINT_STATE_COMMITTED;
-  absl::StatusOr<checkpoints::ShardAdded> added = checkpoints::AddShard(ck, shard);
-  if (!added.ok()) return added.status();
-  out.reported = ck.shards_size();
-  if (*added == checkpoints::ShardAdded::kRepeat) {
-    out.committed = was_committed;
-    return out;
-  }
-  if (was_committed)
-    return absl::FailedPreconditionError(
-        Cat("checkpoint step ", shard.step(), " is already committed"));
-  if (metrics != nullptr && shard.rank() == 0) *ck.mutable_metrics() = *metrics;
-  if (*added == checkpoints::ShardAdded::kAdded) {
-    // Phase one: the report is kept (synced: a restarted belayd must not forget it).
-    store::Put(b, ck);
-    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-    return out;
-  }
-  // Phase two: every rank has reported. The commit is one synced write.
-  SetTime(ck.mutable_committed_time(), clock_.Now());
-  absl::StatusOr<ckpt::Manifest> manifest = checkpoints::BuildManifest(ck, id);
-  if (!manifest.ok()) {
-    ck.set_state(pb::CHECKPOINT_STATE_CORRUPT);
-    ck.set_state_message(std::string(manifest.status().message()));
-    store::Put(b, ck);
-    if (absl::Status s = AddEvent(
-            b, c, pb::EVENT_KIND_CHECKPOINT_CORRUPT, pb::SEVERITY_ERROR,
-            Cat("checkpoint step ", ck.step(), " cannot be committed: ", ck.state_message()),
-            attempt);
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-    out.message = ck.state_message();
-    return out;
-  }
-  ck.set_state(pb::CHECKPOINT_STATE_COMMITTED);
-  store::Put(b, ck);
-  if (!c.has_last_checkpoint_step() || ck.step() > c.last_checkpoint_step())
-    c.set_last_checkpoint_step(ck.step());
-  store::Put(b, c);
-  if (absl::Status s = AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_COMMITTED, pb::SEVERITY_INFO,
-                                Cat("checkpoint step ", ck.step(), " committed (", ck.world_size(),
-                                    " shards, ", ck.total_bytes(), " bytes) in ", ck.dir()),
-                                attempt);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-  out.committed = true;
-  // Then the manifest beside the shards (a failure here is made good before a resume).
-  if (absl::Status s = WriteManifestOf(ck, *manifest, c.owner_uid(), options_.run_as_owner);
-      !s.ok()) {
-    WriteBatch w;
-    if (absl::Status e =
-            AddEvent(w, c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
-                     Cat("manifest.json of checkpoint step ", ck.step(),
-                         " not written: ", s.message(), "; it is written again before a resume"),
-                     attempt);
-        e.ok()) {
-      store_.Write(w, Durability::kBuffered).IgnoreError();
-    }
-  }
-  if (absl::Status s = ApplyRetention(*l); !s.ok()) return s;
-  return out;
-}
-
-absl::Status Supervisor::ApplyRetention(Loaded& l) {
-  pb::Campaign& c = l.campaign;
-  const CheckpointSpec& spec = l.spec.checkpoint;
-  absl::StatusOr<std::vector<pb::Checkpoint>> all = store::ListCheckpoints(store_, c.id());
-  if (!all.ok()) return all.status();
-  std::vector<int64_t> protect;
-  if (c.has_last_good_checkpoint_step()) protect.push_back(c.last_good_checkpoint_step());
-  const std::vector<int64_t> doomed =
-      checkpoints::PlanRetention(*all, {spec.keep_last, spec.keep_every}, protect);
-  if (doomed.empty()) return absl::OkStatus();
-  // The catalog first (synced), then the files: a crash in between leaves directories the
-  // next attempt's start removes, never a record pointing at deleted files.
-  WriteBatch b;
-  std::string steps;
-  for (pb::Checkpoint& ck : *all) {
-    if (std::find(doomed.begin(), doomed.end(), ck.step()) == doomed.end()) continue;
-    ck.set_state(pb::CHECKPOINT_STATE_DELETED);
-    ck.set_state_message(
-        Cat("retention (keep_last ", spec.keep_last, ", keep_every ", spec.keep_every, ")"));
-    store::Put(b, ck);
-    steps += Cat(steps.empty() ? "" : ", ", ck.step());
-  }
-  if (absl::Status s =
-          AddEvent(b, c, pb::EVENT_KIND_CHECKPOINT_DELETED, pb::SEVERITY_INFO,
-                   Cat("retention (keep_last ", spec.keep_last, ", keep_every ", spec.keep_every,
-                       ") deletes checkpoint step", doomed.size() > 1 ? "s " : " ", steps),
-                   l.attempt ? l.attempt->number() : 0);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = store_.Write(b, Durability::kSynced); !s.ok()) return s;
-  // (Steps left behind here are DELETED in the catalog: RemoveUncommittedSteps takes them
-  // before the next attempt.)
-  absl::StatusOr<std::unique_ptr<sched::FilesystemIdentity>> as_owner = EnterOwnersDirectories(
-      {ckpt::CampaignDir(spec.dir, c.id())}, c.owner_uid(), c.id(), options_.run_as_owner);
-  if (!as_owner.ok()) {
-    spdlog::warn("campaign {}: retention deletes nothing: {}", c.id(),
-                 std::string(as_owner.status().message()));
-    return absl::OkStatus();
-  }
-  for (int64_t step : doomed) {
-    if (absl::Status s = ckpt::DeleteStep(spec.dir, c.id(), step); !s.ok()) {
-      spdlog::warn("campaign {}: retention could not delete step {}: {}", c.id(), step,
-                   std::string(s.message()));
-    }
-  }
-  return absl::OkStatus();
+  return checkpoints_.AddShard(c, l->spec.checkpoint, attempt, a.world_size(), shard, metrics);
 }
 
 absl::Status Supervisor::OnSaveFailed(const std::string& id, int32_t attempt, int64_t step,
@@ -1515,10 +688,11 @@ absl::Status Supervisor::OnSaveFailed(const std::string& id, int32_t attempt, in
   if (!c.ok()) return c.status();
   if (!c->has_value()) return absl::NotFoundError(Cat("no campaign ", id));
   WriteBatch b;
-  if (absl::Status s = AddEvent(b, **c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
-                                Cat("checkpoint at step ", step,
-                                    " failed: ", message.substr(0, 2000), "; training goes on"),
-                                attempt);
+  if (absl::Status s =
+          events_.Add(b, **c, pb::EVENT_KIND_CHECKPOINT_SAVE_FAILED, pb::SEVERITY_WARNING,
+                      Cat("checkpoint at step ", step, " failed: ", message.substr(0, 2000),
+                          "; training goes on"),
+                      attempt);
       !s.ok()) {
     return s;
   }
@@ -1527,205 +701,18 @@ absl::Status Supervisor::OnSaveFailed(const std::string& id, int32_t attempt, in
 
 void Supervisor::OnHeartbeat(const std::string& id, int32_t attempt, int32_t rank, int64_t step,
                              pb::WorkerPhase phase) {
-  absl::MutexLock lock(&beats_mu_);
-  beats_[{id, attempt}][rank] = Beat{step, phase, clock_.Now()};
-}
-
-void Supervisor::AddToPace(Pace& p, const pb::StepMetrics& m, TimePoint at, int32_t world_size) {
-  // Gaps count once the attempt is past its first steps (start-up, warm-up are not repeated).
-  if (p.steps >= kPaceSteps)
-    p.longest_gap_s =
-        std::max(p.longest_gap_s, std::chrono::duration<double>(at - p.last_report).count());
-  p.last_report = at;
-  ++p.steps;
-  constexpr size_t kPaceWindow = 64;
-  if (m.rank_compute_time_s_size() == world_size && world_size > 0) {
-    p.rank_time_sum.resize(static_cast<size_t>(world_size), 0.0);
-    for (int r = 0; r < world_size; ++r)
-      p.rank_time_sum[static_cast<size_t>(r)] += m.rank_compute_time_s(r);
-    ++p.rank_time_steps;
-    p.rank_time_through = m.step();
-  }
-  if (p.recent.size() < kPaceWindow) {
-    p.recent.push_back(m.step_time_s());
-  } else {
-    p.recent[p.next] = m.step_time_s();
-    p.next = (p.next + 1) % kPaceWindow;
-  }
-}
-
-Supervisor::Pace& Supervisor::PaceOf(const std::string& id, const pb::Attempt& a) {
-  const auto key = std::make_pair(id, a.number());
-  if (auto it = pace_.find(key); it != pace_.end()) return it->second;
-  Pace& p = pace_[key];
-  // Not in memory: belayd was restarted while the attempt ran. Its step reports are in the
-  // store, with the times they arrived: the same pace again, from the last kPaceRebuildSteps
-  // of them (enough for the step-time window and the gaps, without reading a long attempt's
-  // every report). The slow-rank sums come from their own record (stored step reports carry
-  // no per-rank arrays, except those of an older belayd).
-  constexpr size_t kPaceRebuildSteps = 2000;
-  if (a.last_step() > 0) {
-    absl::StatusOr<std::vector<pb::StepMetrics>> reported = store::ListStepMetrics(
-        store_, id, a.first_step(), a.last_step() + 1, kPaceRebuildSteps, /*latest=*/true);
-    if (reported.ok()) {
-      for (const pb::StepMetrics& m : *reported) {
-        if (m.attempt_number() == a.number() && m.has_time())
-          AddToPace(p, m, FromTimestamp(m.time()), a.world_size());
-      }
-    } else {
-      spdlog::warn(
-          "campaign {}: the step reports of attempt {} cannot be read ({}); its pace starts over",
-          id, a.number(), std::string(reported.status().message()));
-    }
-    absl::StatusOr<std::optional<pb::RankTimeSums>> sums =
-        store::GetRankTimeSums(store_, id, a.number());
-    if (!sums.ok()) {
-      spdlog::warn(
-          "campaign {}: the rank times of attempt {} cannot be read ({}); its slow-rank sums start "
-          "over",
-          id, a.number(), std::string(sums.status().message()));
-    } else if (sums->has_value() && (*sums)->compute_time_sum_s_size() == a.world_size()) {
-      p.rank_time_sum.assign((*sums)->compute_time_sum_s().begin(),
-                             (*sums)->compute_time_sum_s().end());
-      p.rank_time_steps = (*sums)->steps();
-      p.rank_time_through = (*sums)->through_step();
-    }
-  }
-  return p;
-}
-
-void Supervisor::PutRankTimeSums(WriteBatch& b, const std::string& id, int32_t attempt,
-                                 const Pace& p) {
-  pb::RankTimeSums sums;
-  sums.set_attempt_number(attempt);
-  sums.set_steps(p.rank_time_steps);
-  sums.set_through_step(p.rank_time_through);
-  sums.mutable_compute_time_sum_s()->Add(p.rank_time_sum.begin(), p.rank_time_sum.end());
-  store::Put(b, id, sums);
-}
-
-std::chrono::seconds Supervisor::HangTimeout(const Loaded& l) {
-  if (l.spec.restart.hang_timeout) return *l.spec.restart.hang_timeout;
-  const pb::Attempt& a = *l.attempt;
-  StepPace pace;
-  {
-    const Pace& p = PaceOf(l.campaign.id(), a);
-    pace.steps = p.steps;
-    pace.longest_gap_s = p.longest_gap_s;
-    std::vector<double> sorted = p.recent;
-    if (!sorted.empty()) {
-      std::nth_element(sorted.begin(),
-                       sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2),
-                       sorted.end());
-      pace.median_step_s = sorted[sorted.size() / 2];
-    }
-  }
-  {
-    absl::MutexLock lock(&beats_mu_);
-    if (auto it = beats_.find({l.campaign.id(), a.number()}); it != beats_.end()) {
-      for (const auto& [rank, b] : it->second) {
-        if (b.phase == pb::WORKER_PHASE_CHECKPOINT || b.phase == pb::WORKER_PHASE_EVAL)
-          pace.busy_elsewhere = true;
-      }
-    }
-  }
-  return AutoHangTimeout(pace, {options_.default_hang_timeout, options_.auto_hang_floor});
-}
-
-std::string Supervisor::DescribeRanks(const std::string& id, int32_t attempt) const {
-  absl::MutexLock lock(&beats_mu_);
-  auto it = beats_.find({id, attempt});
-  if (it == beats_.end()) return "no heartbeats received";
-  // The ranks furthest behind (lowest step, then the oldest heartbeat), in rank order: the
-  // description goes into the attempt record and an event, which must not grow with the world.
-  constexpr size_t kDescribed = 16;
-  std::vector<std::pair<int32_t, const Beat*>> ranks;
-  for (const auto& [rank, b] : it->second) ranks.emplace_back(rank, &b);
-  const size_t shown = std::min(ranks.size(), kDescribed);
-  std::partial_sort(ranks.begin(), ranks.begin() + static_cast<std::ptrdiff_t>(shown), ranks.end(),
-                    [](const auto& x, const auto& y) {
-                      return std::tie(x.second->step, x.second->time, x.first) <
-                             std::tie(y.second->step, y.second->time, y.first);
-                    });
-  int64_t rest_lo = std::numeric_limits<int64_t>::max(),
-          rest_hi = std::numeric_limits<int64_t>::min();
-  for (size_t i = shown; i < ranks.size(); ++i) {
-    rest_lo = std::min(rest_lo, ranks[i].second->step);
-    rest_hi = std::max(rest_hi, ranks[i].second->step);
-  }
-  ranks.resize(shown);
-  std::sort(ranks.begin(), ranks.end());
-  std::string out;
-  const TimePoint now = clock_.Now();
-  for (const auto& [rank, b] : ranks) {
-    const std::string phase = pb::ShortName(b->phase);
-    out += Cat(out.empty() ? "" : "; ", "rank ", rank, ": step ", b->step, ", ", phase, ", ",
-               std::chrono::duration_cast<std::chrono::seconds>(now - b->time).count(), " s ago");
-  }
-  if (const size_t more = it->second.size() - shown; more > 0) {
-    out +=
-        Cat("; ", more, " more rank", more == 1 ? "" : "s", " at step",
-            rest_lo == rest_hi ? " " : "s ", rest_lo, rest_lo == rest_hi ? "" : Cat("-", rest_hi));
-  }
-  return out;
+  monitor_.OnHeartbeat(id, attempt, rank, step, phase);
 }
 
 absl::Status Supervisor::OnFinish(const std::string& id, int32_t attempt, pb::RankExit exit) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, id, attempt);
-  if (!a.ok()) return a.status();
-  if (!a->has_value() || (*a)->state() == pb::ATTEMPT_STATE_ENDED || exit.rank() < 0 ||
-      exit.rank() >= (*a)->world_size()) {
-    return absl::OkStatus();
-  }
-  absl::StatusOr<pb::RankRecord> r = RankRecordOf(store_, id, attempt, exit.rank());
-  if (!r.ok()) return r.status();
-  *r->mutable_exit() = std::move(exit);
-  WriteBatch b;
-  store::Put(b, *r);
-  return store_.Write(b, Durability::kSynced);
+  return RecordRankExit(store_, id, attempt, std::move(exit));
 }
 
 absl::Status Supervisor::OnRegister(const std::string& campaign_id, int32_t attempt, int32_t rank,
                                     const std::string& node) {
   absl::MutexLock lock(&mu_);
-  if (node.empty() || node.size() > 256) return absl::OkStatus();
-  absl::StatusOr<std::optional<pb::Attempt>> a = store::GetAttempt(store_, campaign_id, attempt);
-  if (!a.ok()) return a.status();
-  if (!a->has_value() || (*a)->state() == pb::ATTEMPT_STATE_ENDED || rank < 0 ||
-      rank >= (*a)->world_size()) {
-    return absl::OkStatus();
-  }
-  absl::StatusOr<pb::RankRecord> r = RankRecordOf(store_, campaign_id, attempt, rank);
-  if (!r.ok()) return r.status();
-  if (r->node() == node) return absl::OkStatus();
-  r->set_node(node);
-  WriteBatch b;
-  store::Put(b, *r);
-  return store_.Write(b, Durability::kBuffered);
-}
-
-absl::StatusOr<std::vector<pb::RankRecord>> Supervisor::RanksOf(const pb::Attempt& a) const {
-  absl::StatusOr<std::vector<pb::RankRecord>> ranks =
-      store::ListRankRecords(store_, a.campaign_id(), a.number());
-  if (!ranks.ok() || (a.rank_nodes().empty() && a.rank_exits().empty())) return ranks;
-  // An attempt an older belayd started: what it learnt is in the attempt record.
-  std::map<int32_t, pb::RankRecord> by_rank;
-  auto at = [&](int32_t rank) -> pb::RankRecord& {
-    pb::RankRecord& r = by_rank[rank];
-    r.set_rank(rank);
-    return r;
-  };
-  for (pb::RankRecord& r : *ranks) by_rank[r.rank()] = std::move(r);
-  for (const auto& [rank, node] : a.rank_nodes()) {
-    if (at(rank).node().empty()) at(rank).set_node(node);
-  }
-  for (const pb::RankExit& e : a.rank_exits()) {
-    if (!at(e.rank()).has_exit()) *at(e.rank()).mutable_exit() = e;
-  }
-  std::vector<pb::RankRecord> out;
-  for (auto& [rank, r] : by_rank) out.push_back(std::move(r));
-  return out;
+  return RecordRankNode(store_, campaign_id, attempt, rank, node);
 }
 
 std::string Supervisor::DigestOf(const std::string& campaign_id, int32_t attempt,

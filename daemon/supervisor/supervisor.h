@@ -2,14 +2,14 @@
 // each campaign wants with what the scheduler and the workers report, decides with the pure
 // functions of policy.h, writes every transition to the store (synced) before acting on it,
 // and acts idempotently (submit, signal), so a belayd restarted at any point picks up where
-// the last one stopped.
+// the last one stopped. It keeps the lifecycle, the rounds and the workers' tokens; the
+// checkpoints are CheckpointKeeper's, running attempts' heartbeats and pace AttemptMonitor's,
+// the nodes NodePlanner's, and what follows an attempt's end is PlanAttemptEnd's plan.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <filesystem>
-#include <future>
 #include <map>
 #include <optional>
 #include <set>
@@ -25,10 +25,17 @@
 #include "common/campaign_spec.h"
 #include "common/clock.h"
 #include "common/rng.h"
+#include "daemon/checkpoints/checkpoint_files.h"
+#include "daemon/checkpoints/keeper.h"
 #include "daemon/scheduler/scheduler.h"
+#include "daemon/store/event_log.h"
 #include "daemon/store/store.h"
+#include "daemon/supervisor/attempt_end.h"
+#include "daemon/supervisor/attempt_monitor.h"
 #include "daemon/supervisor/attempt_tokens.h"
+#include "daemon/supervisor/job_spec.h"
 #include "daemon/supervisor/node_health.h"
+#include "daemon/supervisor/node_planner.h"
 #include "daemon/supervisor/policy.h"
 
 namespace belay::supervisor {
@@ -131,12 +138,7 @@ class Supervisor {
   // shards and applies retention. `metrics` (rank 0's) are the saved step's. Invalid reports
   // (wrong path, rank, a changed sum) are InvalidArgument / FailedPrecondition; reports of an
   // attempt that is not running are ignored (`message` says so).
-  struct ShardReceipt {
-    bool committed = false;
-    int32_t reported = 0;  // shards of the step recorded so far
-    int32_t expected = 0;  // the attempt's world size
-    std::string message;
-  };
+  using ShardReceipt = checkpoints::ShardReceipt;
   absl::StatusOr<ShardReceipt> OnShard(const std::string& campaign_id, int32_t attempt,
                                        const pb::CheckpointShard& shard,
                                        const pb::StepMetrics* metrics);
@@ -186,7 +188,14 @@ class Supervisor {
   absl::StatusOr<Loaded> Load(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Reconcile(Loaded& l, const std::map<std::string, sched::JobStatus>& polled)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A campaign without an attempt: its first one queued, or, cancelled, it ends here.
+  absl::Status QueueFirstAttempt(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status StartAttempt(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The scheduler runs the job of a STARTING attempt (on `job`'s nodes).
+  absl::Status MarkRunning(Loaded& l, const sched::JobStatus& job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A running job, each round: a cancel's signals, hang detection, a pending end's kill.
+  absl::Status WatchRunning(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job of attempt `number` whose worker token has nonce `nonce` (world size and
   // exclusions from the current attempt record).
   sched::JobSpec JobFor(const Loaded& l, int32_t number, const std::string& nonce,
@@ -200,65 +209,27 @@ class Supervisor {
   // A queued attempt takes over the job presubmitted for it: its resume checkpoint is
   // verified now and the job is treated as started.
   absl::Status TakeOverPresubmitted(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A Slurm attempt's size and exclusions (node_health.h PlanNodes), once, before its first
-  // submission; events for a smaller world size and for readmitted nodes go into `b`.
-  absl::Status PlanAttemptNodes(Loaded& l, store::WriteBatch& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Before an attempt resumes: the newest committed checkpoint at or below the one planned
-  // whose recorded shards verify (size and xxh3). Checkpoints that fail are marked CORRUPT,
-  // those whose directory is gone DELETED, each with an event; without any usable one the
-  // attempt starts from step 0.
-  // Sets `*pending` (and picks nothing yet) while a candidate's shards are still being hashed
-  // in the background; the caller writes `batch` and asks again next round.
-  absl::Status PickResumeCheckpoint(Loaded& l, store::WriteBatch& batch, bool* pending)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Before an attempt's first start: its resume checkpoint picked (PickResumeCheckpoint,
-  // `*pending` while still hashing) and then earlier attempts' unfinished saves abandoned.
-  absl::Status PrepareResume(Loaded& l, store::WriteBatch& batch, bool* pending)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // checkpoints::VerifyShards of `ck`, read with the rights of the campaign's owner `owner`
-  // when the ranks run as the owner: its result, or nullopt while a background hash of it
-  // runs (started by the first call) or while the owner's user entry does not answer.
-  std::optional<std::string> VerifyShardsOf(const pb::Checkpoint& ck, uint32_t owner)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job of the current attempt ended as `job`: PlanAttemptEnd over what the store
+  // knows, then CarryOutEnd.
   absl::Status EndAttempt(Loaded& l, const sched::JobStatus& job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Checkpoint housekeeping. Before a new attempt: PENDING saves of earlier attempts become
-  // DELETED (in `batch`), and after that is written, step directories with no COMMITTED or
-  // CORRUPT record are removed. On a rollback to `target` (-1: step 0), COMMITTED checkpoints
-  // after it are given up (their directories go at the next attempt's start). After a commit,
-  // retention: records marked DELETED (synced), then the directories removed.
-  absl::Status AbandonPendingSaves(Loaded& l, store::WriteBatch& batch)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RemoveUncommittedSteps(const Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status AbandonCheckpointsAfter(store::WriteBatch& batch, pb::Campaign& c, int64_t target,
-                                       int32_t attempt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ApplyRetention(Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Marks `ck` DELETED for `why` (its directory goes at the next attempt's start), with an event.
-  absl::Status GiveUp(store::WriteBatch& batch, const pb::Campaign& c, pb::Checkpoint& ck,
-                      std::string why, int32_t attempt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Appends an event for the campaign to `batch` (sequence numbers are kept per campaign).
-  absl::Status AddEvent(store::WriteBatch& batch, const pb::Campaign& c, pb::EventKind kind,
-                        pb::Severity severity, std::string message, int32_t attempt = 0,
-                        const std::vector<std::string>& nodes = {})
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes `p` (with the node records it changes) in one synced batch, then cancels the
+  // presubmitted job it gives up.
+  absl::Status CarryOutEnd(Loaded& l, const AttemptEndPlan& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SetCampaignState(store::WriteBatch& batch, pb::Campaign& c, pb::CampaignState to,
                                 const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::filesystem::path CampaignDir(const std::string& id) const;
-  // Node records after attempt `a` ended as `cls` (Slurm campaigns only), into the batch;
-  // an event for each node that becomes excluded.
-  // Copies the scheduler's node states into the node records (changed ones only).
-  absl::Status RefreshNodeStates() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status RecordNodeHealth(store::WriteBatch& batch, const pb::Campaign& c,
-                                const pb::Attempt& a, const Classification& cls)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   store::Store& store_;
   sched::Scheduler& scheduler_;
   const Clock& clock_;
   SupervisorOptions options_;  // coordinator_address guarded by mu_
+  store::EventLog events_;
+  const std::unique_ptr<checkpoints::CheckpointFiles> checkpoint_files_;
+  checkpoints::CheckpointKeeper checkpoints_;
+  AttemptMonitor monitor_;  // heartbeats, pace, slow-rank sums
+  NodePlanner nodes_;       // node records, attempt sizes, presubmitted jobs
 
   mutable absl::Mutex mu_;
-  std::map<std::string, int64_t> next_event_seq_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, CampaignSpec> specs_ ABSL_GUARDED_BY(mu_);  // effective specs, by campaign
   // The token digests (AttemptTokens::Digest) of running attempts, and of presubmitted jobs
   // no attempt has taken over yet.
@@ -267,64 +238,13 @@ class Supervisor {
   std::unordered_set<std::string, DigestHash, DigestEqual> successor_tokens_ ABSL_GUARDED_BY(mu_);
   // When this Supervisor (this belayd) started: no hang is judged on time before it.
   const TimePoint watching_since_;
-  // Background shard hashes by (campaign, step) (verify_in_background).
-  std::map<std::pair<std::string, int64_t>, std::shared_future<std::optional<std::string>>>
-      verifying_ ABSL_GUARDED_BY(mu_);
   // When a cancel's SIGUSR1 went out, per campaign (not persisted: a restarted belayd sends
   // it again).
   std::map<std::string, TimePoint> cancel_signalled_ ABSL_GUARDED_BY(mu_);
-  std::optional<TimePoint> node_states_at_ ABSL_GUARDED_BY(mu_);  // last RefreshNodeStates
   SplitMix64 jitter_ ABSL_GUARDED_BY(mu_);
-  // Last heartbeat per (campaign, attempt) and rank: step, phase, time. Its own lock, so that
-  // heartbeats never wait for a supervision round.
-  struct Beat {
-    int64_t step = 0;
-    pb::WorkerPhase phase = pb::WORKER_PHASE_UNSPECIFIED;
-    TimePoint time;
-  };
-  // Per (campaign, attempt): recent step times and the longest gap between step reports, for
-  // hang_timeout = "auto", and the ranks' compute times for slow-rank detection. Kept in
-  // memory; a restarted belayd rebuilds it from the attempt's stored step reports (PaceOf).
-  struct Pace {
-    int64_t steps = 0;
-    std::vector<double> recent;  // ring of the last kPaceWindow step times
-    size_t next = 0;
-    TimePoint last_report;
-    double longest_gap_s = 0;
-    // Sum of each rank's compute time over the steps that reported every rank's, and when it
-    // was last written to the store (RankTimeSums, at most every rank_sums_interval).
-    std::vector<double> rank_time_sum;
-    int64_t rank_time_steps = 0;
-    int64_t rank_time_through = 0;
-    std::optional<TimePoint> sums_written;
-    // The attempt's progress as last reported (not yet written while attempt_written is less
-    // than attempt_write_interval ago).
-    int64_t progress_step = 0;
-    std::optional<TimePoint> progress_time;
-    std::optional<TimePoint> attempt_written;
-    // The last evidence_steps step reports with their per-rank arrays (not rebuilt after a
-    // restart: the store has only summaries).
-    std::deque<pb::StepMetrics> last_reports;
-  };
-  std::map<std::pair<std::string, int32_t>, Pace> pace_ ABSL_GUARDED_BY(mu_);
-  std::chrono::seconds HangTimeout(const Loaded& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The pace of attempt `a` of campaign `id`: from memory, or rebuilt from its step reports.
-  Pace& PaceOf(const std::string& id, const pb::Attempt& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  static void AddToPace(Pace& p, const pb::StepMetrics& m, TimePoint at, int32_t world_size);
-  // The slow-rank sums of attempt `attempt` as a record, into `b`.
-  static void PutRankTimeSums(store::WriteBatch& b, const std::string& id, int32_t attempt,
-                              const Pace& p);
-  // The rank records of attempt `a` (with what an older belayd kept in the attempt record).
-  absl::StatusOr<std::vector<pb::RankRecord>> RanksOf(const pb::Attempt& a) const;
-  mutable absl::Mutex beats_mu_;
-  std::map<std::pair<std::string, int32_t>, std::map<int32_t, Beat>> beats_
-      ABSL_GUARDED_BY(beats_mu_);
-  // "rank 0: step 57, backward, 12 s ago; ..." for an attempt's ranks.
-  std::string DescribeRanks(const std::string& campaign_id, int32_t attempt) const;
 };
 
-// Protobuf timestamps from and to the clock's time points.
-void SetTime(google::protobuf::Timestamp* ts, TimePoint t);
-TimePoint FromTimestamp(const google::protobuf::Timestamp& ts);
+using store::FromTimestamp;
+using store::SetTime;
 
 }  // namespace belay::supervisor
