@@ -8,7 +8,6 @@
 #pragma once
 
 #include <algorithm>
-#include <chrono>
 #include <condition_variable>
 #include <mutex>
 
@@ -47,16 +46,20 @@ class ABSL_SCOPED_LOCKABLE MutexLock {
 class CondVar {
  public:
   // Releases `mu`, waits until signalled, `deadline` passes or a spurious wake-up, and takes
-  // `mu` again. Returns true if it returned because the deadline passed. Callers loop on
-  // their condition, as with any condition variable.
+  // `mu` again. Returns true if the deadline has passed. Callers loop on their condition, as
+  // with any condition variable. A far deadline (absl::InfiniteFuture()) is waited for a
+  // day at a time.
   bool WaitWithDeadline(Mutex* mu, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const absl::Duration left =
+        std::clamp(deadline - absl::Now(), absl::ZeroDuration(), absl::Hours(24));
     std::unique_lock<std::mutex> held(mu->mu_, std::adopt_lock);
-    const auto until =
-        std::chrono::system_clock::now() +
-        absl::ToChronoNanoseconds(std::max(deadline - absl::Now(), absl::ZeroDuration()));
-    const bool timed_out = cv_.wait_until(held, until) == std::cv_status::timeout;
+    cv_.wait_for(held, absl::ToChronoNanoseconds(left));
     held.release();  // still locked: the caller's lock (a MutexLock) unlocks it
-    return timed_out;
+    return absl::Now() >= deadline;
+  }
+  // Releases `mu`, waits until signalled (or a spurious wake-up), and takes `mu` again.
+  void Wait(Mutex* mu) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    WaitWithDeadline(mu, absl::InfiniteFuture());
   }
   void Signal() { cv_.notify_one(); }
   void SignalAll() { cv_.notify_all(); }

@@ -44,6 +44,23 @@ TEST(CondVar, AWaitEndsWhenSignalledWithTheMutexHeldAgain) {
   setter.join();
 }
 
+TEST(CondVar, AWaitWithoutDeadlineEndsWhenSignalled) {
+  Mutex mu;
+  CondVar changed;
+  bool ready = false;
+  std::thread setter([&] {
+    MutexLock lock(&mu);
+    ready = true;
+    changed.Signal();
+  });
+  {
+    MutexLock lock(&mu);
+    while (!ready) changed.Wait(&mu);
+  }
+  setter.join();
+  EXPECT_TRUE(ready);
+}
+
 TEST(CondVar, AWaitWithoutASignalEndsAtItsDeadline) {
   Mutex mu;
   CondVar never;

@@ -26,45 +26,45 @@ pb::CheckpointShard HalfOfTensorW(int64_t step, int rank, const std::string& pat
 }
 
 void FakeCheckpointFiles::AddStep(const fs::path& root, const std::string& campaign, int64_t step) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   paths_.insert(ckpt::CampaignDir(root, campaign));
   paths_.insert(ckpt::StepDir(root, campaign, step));
 }
 
 void FakeCheckpointFiles::SetProblem(const fs::path& dir, std::string problem) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   problems_[dir] = std::move(problem);
 }
 
 void FakeCheckpointFiles::FailVerify(absl::Status status) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   verify_error_ = std::move(status);
 }
 
 void FakeCheckpointFiles::FailManifest(absl::Status status) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   manifest_error_ = std::move(status);
 }
 
 void FakeCheckpointFiles::FailDelete(int64_t step) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   undeletable_.insert(step);
 }
 
 void FakeCheckpointFiles::HoldVerify(bool hold) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   hold_ = hold;
+  hold_changed_.SignalAll();
 }
 
 bool FakeCheckpointFiles::Exists(const fs::path& path) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return paths_.contains(path);
 }
 
 absl::StatusOr<std::string> FakeCheckpointFiles::Verify(const pb::Checkpoint& ck, uint32_t) {
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(
-      +[](bool* hold) { return !*hold; }, &hold_));
+  MutexLock lock(&mu_);
+  while (hold_) hold_changed_.Wait(&mu_);
   ++verified_;
   if (!verify_error_.ok()) return verify_error_;
   if (!paths_.contains(fs::path(ck.dir()))) return Cat(ck.dir(), ": no such directory");
@@ -74,7 +74,7 @@ absl::StatusOr<std::string> FakeCheckpointFiles::Verify(const pb::Checkpoint& ck
 
 absl::Status FakeCheckpointFiles::WriteManifest(const pb::Checkpoint& ck, const ckpt::Manifest& m,
                                                 uint32_t) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (!manifest_error_.ok()) return manifest_error_;
   manifests_[ck.dir()] = m;
   paths_.insert(fs::path(ck.dir()) / ckpt::kManifestFileName);
@@ -83,7 +83,7 @@ absl::Status FakeCheckpointFiles::WriteManifest(const pb::Checkpoint& ck, const 
 
 absl::StatusOr<std::vector<int64_t>> FakeCheckpointFiles::TidyAndListSteps(
     const fs::path& root, const std::string& campaign, uint32_t) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const fs::path dir = ckpt::CampaignDir(root, campaign);
   if (!paths_.contains(dir)) return absl::NotFoundError(Cat(dir.string(), ": no such directory"));
   std::vector<int64_t> steps;
@@ -98,7 +98,7 @@ absl::StatusOr<std::vector<int64_t>> FakeCheckpointFiles::TidyAndListSteps(
 
 absl::Status FakeCheckpointFiles::DeleteStep(const fs::path& root, const std::string& campaign,
                                              int64_t step, uint32_t) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (undeletable_.contains(step)) {
     return absl::PermissionDeniedError(Cat("step ", step, ": permission denied"));
   }
@@ -108,12 +108,12 @@ absl::Status FakeCheckpointFiles::DeleteStep(const fs::path& root, const std::st
 }
 
 int FakeCheckpointFiles::verified() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return verified_;
 }
 
 std::map<fs::path, ckpt::Manifest> FakeCheckpointFiles::manifests() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return manifests_;
 }
 

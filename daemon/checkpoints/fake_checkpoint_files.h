@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "daemon/checkpoints/checkpoint_files.h"
 
 namespace belay::checkpoints {
@@ -51,13 +51,14 @@ class FakeCheckpointFiles final : public CheckpointFiles {
   std::map<std::filesystem::path, ckpt::Manifest> manifests() const;
 
  private:
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::set<std::filesystem::path> paths_ ABSL_GUARDED_BY(mu_);
   std::map<std::filesystem::path, std::string> problems_ ABSL_GUARDED_BY(mu_);
   absl::Status verify_error_ ABSL_GUARDED_BY(mu_);
   absl::Status manifest_error_ ABSL_GUARDED_BY(mu_);
   std::set<int64_t> undeletable_ ABSL_GUARDED_BY(mu_);
   bool hold_ ABSL_GUARDED_BY(mu_) = false;
+  CondVar hold_changed_;
   int verified_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::filesystem::path, ckpt::Manifest> manifests_ ABSL_GUARDED_BY(mu_);
 };

@@ -190,7 +190,7 @@ std::optional<std::string> CheckpointKeeper::VerifyOf(const pb::Checkpoint& ck, 
     return std::move(*problem);
   };
   if (!verify_in_background_) return verify();
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const auto key = std::make_pair(ck.campaign_id(), ck.step());
   auto it = verifying_.find(key);
   if (it == verifying_.end()) {

@@ -17,10 +17,10 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "belay/v1/types.pb.h"
 #include "common/campaign_spec.h"
 #include "common/clock.h"
+#include "common/mutex.h"
 #include "daemon/checkpoints/checkpoint_files.h"
 #include "daemon/store/event_log.h"
 #include "daemon/store/store.h"
@@ -120,7 +120,7 @@ class CheckpointKeeper {
   CheckpointFiles& files_;
   const bool verify_in_background_;
 
-  absl::Mutex mu_;
+  Mutex mu_;
   // Background shard hashes by (campaign, step).
   std::map<std::pair<std::string, int64_t>, std::shared_future<std::optional<std::string>>>
       verifying_ ABSL_GUARDED_BY(mu_);

@@ -23,7 +23,7 @@ absl::Status EventLog::Add(WriteBatch& batch, const pb::Campaign& c, pb::EventKi
                            const std::vector<std::string>& nodes) {
   pb::Event e;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = next_seq_.find(c.id());
     if (it == next_seq_.end()) {
       absl::StatusOr<int64_t> last = LastEventSeq(store_, c.id());

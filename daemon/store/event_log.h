@@ -9,9 +9,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "belay/v1/types.pb.h"
 #include "common/clock.h"
+#include "common/mutex.h"
 #include "daemon/store/store.h"
 
 namespace belay::store {
@@ -37,7 +37,7 @@ class EventLog {
  private:
   const Store& store_;
   const Clock& clock_;
-  absl::Mutex mu_;
+  Mutex mu_;
   std::map<std::string, int64_t> next_seq_ ABSL_GUARDED_BY(mu_);  // by campaign
 };
 

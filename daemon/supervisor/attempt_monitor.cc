@@ -19,13 +19,13 @@ using store::WriteBatch;
 
 void AttemptMonitor::OnHeartbeat(const std::string& id, int32_t attempt, int32_t rank, int64_t step,
                                  pb::WorkerPhase phase) {
-  absl::MutexLock lock(&beats_mu_);
+  MutexLock lock(&beats_mu_);
   beats_[{id, attempt}][rank] = Beat{step, phase, clock_.Now()};
 }
 
 void AttemptMonitor::OnStep(WriteBatch& b, const std::string& id, const pb::Attempt& a,
                             const pb::StepMetrics& m) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const TimePoint now = clock_.Now();
   Pace& pace = PaceOf(id, a);
   pace.progress_step = a.last_step();
@@ -39,7 +39,7 @@ void AttemptMonitor::OnStep(WriteBatch& b, const std::string& id, const pb::Atte
 }
 
 bool AttemptMonitor::AttemptRecordDue(const std::string& id, int32_t attempt, bool changed) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Pace& pace = pace_[{id, attempt}];
   const TimePoint now = clock_.Now();
   if (!changed && pace.attempt_written &&
@@ -55,14 +55,14 @@ void AttemptMonitor::KeepEvidence(const std::string& id, int32_t attempt, pb::St
       (m.rank_step_time_s_size() == 0 && m.rank_compute_time_s_size() == 0)) {
     return;
   }
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::deque<pb::StepMetrics>& kept = pace_[{id, attempt}].last_reports;
   if (kept.size() >= options_.evidence_steps) kept.pop_front();
   kept.push_back(std::move(m));
 }
 
 void AttemptMonitor::ShowProgress(const std::string& id, pb::Attempt& a) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto p = pace_.find({id, a.number()});
   if (p == pace_.end() || !p->second.progress_time) return;
   a.set_last_step(std::max(a.last_step(), p->second.progress_step));
@@ -150,7 +150,7 @@ std::chrono::seconds AttemptMonitor::HangTimeout(const std::string& id, const pb
   if (fixed) return *fixed;
   StepPace pace;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     const Pace& p = PaceOf(id, a);
     pace.steps = p.steps;
     pace.longest_gap_s = p.longest_gap_s;
@@ -163,7 +163,7 @@ std::chrono::seconds AttemptMonitor::HangTimeout(const std::string& id, const pb
     }
   }
   {
-    absl::MutexLock lock(&beats_mu_);
+    MutexLock lock(&beats_mu_);
     if (auto it = beats_.find({id, a.number()}); it != beats_.end()) {
       for (const auto& [rank, b] : it->second) {
         if (b.phase == pb::WORKER_PHASE_CHECKPOINT || b.phase == pb::WORKER_PHASE_EVAL)
@@ -186,7 +186,7 @@ std::optional<std::chrono::seconds> AttemptMonitor::Overdue(
 }
 
 std::string AttemptMonitor::DescribeRanks(const std::string& id, int32_t attempt) const {
-  absl::MutexLock lock(&beats_mu_);
+  MutexLock lock(&beats_mu_);
   auto it = beats_.find({id, attempt});
   if (it == beats_.end()) return "no heartbeats received";
   // The ranks furthest behind (lowest step, then the oldest heartbeat), in rank order: the
@@ -225,7 +225,7 @@ std::string AttemptMonitor::DescribeRanks(const std::string& id, int32_t attempt
 
 std::vector<double> AttemptMonitor::RankMeans(const std::string& id, const pb::Attempt& a,
                                               int64_t min_steps) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const Pace& p = PaceOf(id, a);
   std::vector<double> means;
   if (p.rank_time_steps < min_steps) return means;
@@ -235,7 +235,7 @@ std::vector<double> AttemptMonitor::RankMeans(const std::string& id, const pb::A
 
 void AttemptMonitor::EndOf(WriteBatch& b, const std::string& id, int32_t attempt, bool incident) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (auto p = pace_.find({id, attempt}); p != pace_.end()) {
       if (p->second.rank_time_steps > 0) PutRankTimeSums(b, id, attempt, p->second);
       // The steps before a failure, with every rank's times, are the evidence worth keeping.
@@ -245,7 +245,7 @@ void AttemptMonitor::EndOf(WriteBatch& b, const std::string& id, int32_t attempt
       pace_.erase(p);
     }
   }
-  absl::MutexLock lock(&beats_mu_);
+  MutexLock lock(&beats_mu_);
   beats_.erase({id, attempt});
 }
 

@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "belay/v1/types.pb.h"
 #include "common/clock.h"
+#include "common/mutex.h"
 #include "daemon/store/store.h"
 
 namespace belay::supervisor {
@@ -126,9 +126,9 @@ class AttemptMonitor {
   const Clock& clock_;
   const MonitorOptions options_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::map<Key, Pace> pace_ ABSL_GUARDED_BY(mu_);
-  mutable absl::Mutex beats_mu_;
+  mutable Mutex beats_mu_;
   std::map<Key, std::map<int32_t, Beat>> beats_ ABSL_GUARDED_BY(beats_mu_);
 };
 

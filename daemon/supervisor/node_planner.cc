@@ -25,7 +25,7 @@ bool WantsPresubmit(const pb::Campaign& c, const pb::Attempt& a, const CampaignS
 
 absl::Status NodePlanner::RefreshStatesIfDue() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     const TimePoint now = clock_.Now();
     if (states_at_ && now - *states_at_ < state_interval_) return absl::OkStatus();
     states_at_ = now;

@@ -12,10 +12,10 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "belay/v1/types.pb.h"
 #include "common/campaign_spec.h"
 #include "common/clock.h"
+#include "common/mutex.h"
 #include "daemon/scheduler/scheduler.h"
 #include "daemon/store/event_log.h"
 #include "daemon/store/store.h"
@@ -78,7 +78,7 @@ class NodePlanner {
   const NodeHealthPolicy policy_;
   const std::chrono::seconds state_interval_;
 
-  absl::Mutex mu_;
+  Mutex mu_;
   std::optional<TimePoint> states_at_ ABSL_GUARDED_BY(mu_);  // the last copy of node states
 };
 

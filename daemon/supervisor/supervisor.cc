@@ -59,7 +59,7 @@ absl::Status Supervisor::SetCampaignState(WriteBatch& batch, pb::Campaign& c, pb
 absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::string spec_toml,
                                                 std::string spec_file, uint32_t owner_uid,
                                                 std::string owner_name) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::StatusOr<std::optional<std::string>> seq_text =
       store_.Get(store::Table::kMeta, kCampaignSeqKey);
   if (!seq_text.ok()) return seq_text.status();
@@ -119,7 +119,7 @@ absl::StatusOr<pb::Campaign> Supervisor::Submit(const CampaignSpec& spec, std::s
 }
 
 absl::Status Supervisor::Cancel(const std::string& id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::StatusOr<std::optional<pb::Campaign>> c = store::GetCampaign(store_, id);
   if (!c.ok()) return c.status();
   if (!c->has_value()) return absl::NotFoundError(Cat("no campaign ", id));
@@ -166,7 +166,7 @@ absl::StatusOr<Supervisor::Loaded> Supervisor::Load(const std::string& id) {
 }
 
 absl::Status Supervisor::Tick() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (absl::Status s = store_.write_error(); !s.ok()) return store::ReadOnlyError(s);
   absl::StatusOr<std::vector<pb::Campaign>> all = store::ListCampaigns(store_);
   if (!all.ok()) return all.status();
@@ -581,7 +581,7 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
   // The summaries of a large attempt's arrays take a while: not under the lock heartbeats
   // and other calls wait for.
   pb::StepMetrics stored = StoredStepRecord(m);
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::StatusOr<Loaded> l = Load(id);
   if (!l.ok()) return l.status();
   if (!l->attempt || l->attempt->number() != attempt ||
@@ -649,7 +649,7 @@ absl::Status Supervisor::OnStep(const std::string& id, int32_t attempt, pb::Step
 }
 
 absl::Status Supervisor::OnEval(const std::string& id, int32_t attempt, pb::EvalMetrics m) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   m.set_attempt_number(attempt);
   if (!m.has_time()) SetTime(m.mutable_time(), clock_.Now());
   if (m.dataset().empty()) m.set_dataset("val");
@@ -661,7 +661,7 @@ absl::Status Supervisor::OnEval(const std::string& id, int32_t attempt, pb::Eval
 absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& id, int32_t attempt,
                                                              const pb::CheckpointShard& shard,
                                                              const pb::StepMetrics* metrics) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::StatusOr<Loaded> l = Load(id);
   if (!l.ok()) return l.status();
   ShardReceipt out;
@@ -683,7 +683,7 @@ absl::StatusOr<Supervisor::ShardReceipt> Supervisor::OnShard(const std::string& 
 
 absl::Status Supervisor::OnSaveFailed(const std::string& id, int32_t attempt, int64_t step,
                                       const std::string& message) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::StatusOr<std::optional<pb::Campaign>> c = store::GetCampaign(store_, id);
   if (!c.ok()) return c.status();
   if (!c->has_value()) return absl::NotFoundError(Cat("no campaign ", id));
@@ -705,13 +705,13 @@ void Supervisor::OnHeartbeat(const std::string& id, int32_t attempt, int32_t ran
 }
 
 absl::Status Supervisor::OnFinish(const std::string& id, int32_t attempt, pb::RankExit exit) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return RecordRankExit(store_, id, attempt, std::move(exit));
 }
 
 absl::Status Supervisor::OnRegister(const std::string& campaign_id, int32_t attempt, int32_t rank,
                                     const std::string& node) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return RecordRankNode(store_, campaign_id, attempt, rank, node);
 }
 
@@ -721,7 +721,7 @@ std::string Supervisor::DigestOf(const std::string& campaign_id, int32_t attempt
 }
 
 bool Supervisor::IsRunning(const std::string& id, int32_t attempt) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (const auto& [digest, ref] : tokens_) {
     if (ref.campaign_id == id && ref.attempt == attempt) return true;
   }
@@ -731,14 +731,14 @@ bool Supervisor::IsRunning(const std::string& id, int32_t attempt) const {
 bool Supervisor::IsWaitingSuccessorToken(const std::string& token) const {
   if (token.empty()) return false;
   const std::string digest = attempt_tokens_.Digest(token);
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return successor_tokens_.contains(digest);
 }
 
 std::optional<Supervisor::AttemptRef> Supervisor::AttemptOfToken(const std::string& token) const {
   if (token.empty()) return std::nullopt;
   const std::string digest = attempt_tokens_.Digest(token);
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = tokens_.find(digest);
   if (it == tokens_.end()) return std::nullopt;
   return it->second;

@@ -20,10 +20,10 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "belay/v1/types.pb.h"
 #include "common/campaign_spec.h"
 #include "common/clock.h"
+#include "common/mutex.h"
 #include "common/rng.h"
 #include "daemon/checkpoints/checkpoint_files.h"
 #include "daemon/checkpoints/keeper.h"
@@ -158,7 +158,7 @@ class Supervisor {
   // Where workers reach belayd, for attempts started from now on (belayd knows its port only
   // once the worker link listens).
   void set_coordinator_address(std::string address) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     options_.coordinator_address = std::move(address);
   }
 
@@ -229,7 +229,7 @@ class Supervisor {
   AttemptMonitor monitor_;  // heartbeats, pace, slow-rank sums
   NodePlanner nodes_;       // node records, attempt sizes, presubmitted jobs
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::map<std::string, CampaignSpec> specs_ ABSL_GUARDED_BY(mu_);  // effective specs, by campaign
   // The token digests (AttemptTokens::Digest) of running attempts, and of presubmitted jobs
   // no attempt has taken over yet.
