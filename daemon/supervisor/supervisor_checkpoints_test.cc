@@ -243,7 +243,7 @@ TEST_F(SupervisorTest, AsRootTheOwnersCheckpointFilesAreHandledWithTheOwnersRigh
   fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                             fs::perms::others_read | fs::perms::others_exec);
   absl::StatusOr<pb::Campaign> c =
-      sup_->Submit(spec_, kSpec, "/home/nobody/tiny.toml", nobody->pw_uid, "nobody");
+      sup_->Submit(spec_, SpecText(), "/home/nobody/tiny.toml", nobody->pw_uid, "nobody");
   ASSERT_TRUE(c.ok()) << c.status();
   const std::string id = c->id();
   Tick();

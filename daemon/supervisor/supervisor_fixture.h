@@ -16,6 +16,7 @@
 #include "common/ckpt/layout.h"
 #include "common/ckpt/manifest.h"
 #include "common/strings.h"
+#include "common/testing/tiny_campaign.h"
 #include "daemon/checkpoints/fake_checkpoint_files.h"
 #include "daemon/scheduler/fake_scheduler.h"
 #include "daemon/store/memory_store.h"
@@ -29,33 +30,32 @@ namespace belay::supervisor {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-inline constexpr const char* kSpec = R"(
-[campaign]
-name = "tiny"
-[model]
-n_layer = 2
-n_head = 2
-d_model = 32
-seq_len = 32
-vocab_size = 257
-[data]
-train = "/data/train_*.bin"
-[train]
-total_steps = 100
-micro_batch = 2
-global_batch = 4
-lr = 1e-3
-[checkpoint]
-dir = "/ckpt"
-every_steps = 10
-[resources]
-ranks_per_node = 2
-[restart]
-max_restarts = 3
-max_rollbacks = 2
-hang_timeout = "5m"
-backoff = { initial = "30s", max = "10m", jitter = 0.0 }
-)";
+// The campaign the supervisor's tests run: the tests' tiny campaign, 2 layers of width 32
+// on 2 ranks, 100 steps with a checkpoint every 10, and restart limits small enough to reach.
+inline CampaignSpec SupervisorTestSpec() {
+  CampaignSpec s = testing::TinyCampaignSpec();
+  s.model.n_layer = 2;
+  s.model.n_head = 2;
+  s.model.d_model = 32;
+  s.model.seq_len = 32;
+  s.train.total_steps = 100;
+  s.train.micro_batch = 2;
+  s.train.global_batch = 4;
+  s.checkpoint.every_steps = 10;
+  s.resources.ranks_per_node = 2;
+  s.restart.max_restarts = 3;
+  s.restart.max_rollbacks = 2;
+  s.restart.hang_timeout = std::chrono::minutes(5);
+  s.restart.backoff = {
+      .initial = std::chrono::seconds(30), .max = std::chrono::minutes(10), .jitter = 0.0};
+  return s;
+}
+
+// Its campaign file, as submitted.
+inline const std::string& SpecText() {
+  static const std::string text = FormatCampaignSpec(SupervisorTestSpec());
+  return text;
+}
 
 inline std::string EnvOf(const sched::JobSpec& job, const std::string& key) {
   for (const auto& [k, v] : job.env) {
@@ -75,11 +75,9 @@ class SupervisorTest : public ::testing::Test {
            ("belay_supervisor_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
-    SpecParseOptions o;
-    o.check_paths = false;
-    SpecParseResult parsed = ParseCampaignSpec(kSpec, "tiny.toml", o);
-    ASSERT_TRUE(parsed.ok()) << parsed.errors[0].ToString();
-    spec_ = *parsed.spec;
+    absl::StatusOr<CampaignSpec> validated = testing::ValidatedCampaignSpec(SupervisorTestSpec());
+    ASSERT_TRUE(validated.ok()) << validated.status();
+    spec_ = *validated;
     spec_.checkpoint.dir = (dir_ / "ckpt").string();
     MakeSupervisor();
   }
@@ -98,7 +96,8 @@ class SupervisorTest : public ::testing::Test {
   }
 
   std::string SubmitAndStart() {
-    absl::StatusOr<pb::Campaign> c = sup_->Submit(spec_, kSpec, "/home/u/tiny.toml", 1000, "u");
+    absl::StatusOr<pb::Campaign> c =
+        sup_->Submit(spec_, SpecText(), "/home/u/tiny.toml", 1000, "u");
     EXPECT_TRUE(c.ok()) << c.status();
     Tick();
     return c->id();

@@ -276,7 +276,7 @@ TEST_F(SupervisorTest, AJobTheSchedulerForgotEndsAsLostAndIsReplaced) {
 }
 
 TEST_F(SupervisorTest, AStoreWriteFailureStopsEveryActionAfterIt) {
-  absl::StatusOr<pb::Campaign> c = sup_->Submit(spec_, kSpec, "tiny.toml", 1000, "u");
+  absl::StatusOr<pb::Campaign> c = sup_->Submit(spec_, SpecText(), "tiny.toml", 1000, "u");
   ASSERT_TRUE(c.ok());
   store_.FailNextWrite(absl::InternalError("No space left on device"));
   absl::Status s = sup_->Tick();

@@ -4,6 +4,7 @@
 # Arguments: the build's bin directory.
 set -euo pipefail
 bin=$1
+support=$(cd "$(dirname "$0")/../support" && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -13,32 +14,16 @@ cd "$tmp"
 "$bin/belay" data prepare --out data --val-fraction 0.1 /usr/share/common-licenses/GPL-3 \
   /usr/share/common-licenses/Apache-2.0 >/dev/null
 
-cat > c.toml <<'TOML'
-[campaign]
-name = "tiny"
-[model]
-n_layer = 2
-n_head = 2
-d_model = 32
-seq_len = 32
-vocab_size = 257
-[data]
-train = "data/train_*.bin"
-val = "data/val_*.bin"
-[train]
-total_steps = 20
-micro_batch = 2
-global_batch = 4
-lr = 3e-3
-warmup_steps = 2
-goldfish = { k = 4, h = 8 }
-eval_every = 10
-eval_batches = 2
-[checkpoint]
-dir = "ckpt"
-every_steps = 10
-keep_last = 5
-TOML
+# The tiny campaign of tests/support/tiny_campaign.py, changed; further settings
+# (section.key=value) after the file name.
+campaign() {
+  local file=$1
+  shift
+  python3 "$support/tiny_campaign.py" "$file" model.d_model=32 train.total_steps=20 \
+    train.global_batch=4 train.goldfish.k=4 train.goldfish.h=8 train.eval_every=10 \
+    checkpoint.every_steps=10 checkpoint.keep_last=5 "$@"
+}
+campaign c.toml
 
 train() { "$bin/belay-worker" --log-level warn train --spec c.toml "$@"; }
 
@@ -59,7 +44,7 @@ cmp a/tiny/step_000000020/rank_00000.bin b/tiny/step_000000020/rank_00000.bin \
   || fail "two runs end in different states"
 # Saves are asynchronous by default (the shard of step 10 is written while step 11 trains):
 # written at once instead (checkpoint.async = false), every shard has the same bytes.
-sed 's/^keep_last = 5$/keep_last = 5\nasync = false/' c.toml > sync.toml
+campaign sync.toml checkpoint.async=false
 grep -q '^async = false$' sync.toml || fail "sync.toml lacks async = false"
 "$bin/belay-worker" --log-level warn train --spec sync.toml --out s > s.jsonl
 [ "$(losses a.jsonl)" = "$(losses s.jsonl)" ] || fail "synchronous saves change the losses"
@@ -88,8 +73,7 @@ for src in sorted(glob.glob("data/*.bin")):
         f.write(struct.pack(f"<{len(lengths)}q", *(width * i for i in starts)))
         f.write(struct.pack(f"<{len(lengths) + 1}q", *range(len(lengths) + 1)))
 PY
-sed -e 's|^train = "data/train_\*.bin"$|format = "megatron"\ntrain = "mega/train_*"|' \
-    -e 's|^val = "data/val_\*.bin"$|val = "mega/val_*.bin"|' c.toml > mega.toml
+campaign mega.toml data.format=megatron 'data.train=mega/train_*' 'data.val=mega/val_*.bin'
 grep -q '^format = "megatron"$' mega.toml || fail "mega.toml lacks format = \"megatron\""
 "$bin/belay-worker" --log-level warn train --spec mega.toml --out m > m.jsonl 2> m.err || fail "training on Megatron data failed: $(cat m.err)"
 [ "$(losses a.jsonl)" = "$(losses m.jsonl)" ] || fail "Megatron data trains differently: $(losses m.jsonl)"
@@ -108,7 +92,7 @@ set -e
 # checkpoint.every_steps = "auto" (Young/Daly). Failures a year apart: no save but those of
 # keep_every's multiples and the last step. A failure every microsecond: a save after every
 # step (keep_last 5 and keep_every 10 retained). The losses and the saved states never change.
-sed 's/^every_steps = 10$/every_steps = "auto"\nkeep_every = 10/' c.toml > auto.toml
+campaign auto.toml checkpoint.every_steps=auto checkpoint.keep_every=10
 grep -q '^every_steps = "auto"$' auto.toml || fail "auto.toml lacks every_steps = \"auto\""
 BELAY_CHECKPOINT_MTBF=365d "$bin/belay-worker" --log-level warn train --spec auto.toml --out v > v.jsonl
 [ "$(losses a.jsonl)" = "$(losses v.jsonl)" ] || fail "auto save intervals change the losses"

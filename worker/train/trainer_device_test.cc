@@ -1,5 +1,6 @@
 // What Trainer::Create refuses for the GPU path before touching data or a device.
 #include "common/campaign_spec.h"
+#include "common/testing/tiny_campaign.h"
 #include "gtest/gtest.h"
 #include "worker/comm/single_communicator.h"
 #include "worker/train/trainer.h"
@@ -8,30 +9,15 @@ namespace belay::train {
 namespace {
 
 CampaignSpec Spec(int zero_stage) {
-  SpecParseOptions po;
-  po.check_paths = false;
-  SpecParseResult parsed = ParseCampaignSpec(R"([campaign]
-name = "gpu"
-[model]
-n_layer = 1
-n_head = 1
-d_model = 8
-seq_len = 8
-vocab_size = 257
-[data]
-train = "/nonexistent/train_*.bin"
-[train]
-total_steps = 2
-micro_batch = 1
-global_batch = 1
-lr = 1e-3
-zero_stage = )" + std::to_string(zero_stage) + R"(
-[checkpoint]
-dir = "/tmp/unused"
-)",
-                                             "gpu.toml", po);
-  EXPECT_TRUE(parsed.ok()) << parsed.errors[0].ToString();
-  return *parsed.spec;
+  CampaignSpec spec = testing::TinyCampaignSpec();
+  spec.campaign.name = "gpu";
+  spec.data.train = {"/nonexistent/train_*.bin"};
+  spec.train.total_steps = 2;
+  spec.train.zero_stage = zero_stage;
+  spec.checkpoint.dir = "/tmp/unused";
+  absl::StatusOr<CampaignSpec> validated = testing::ValidatedCampaignSpec(spec);
+  EXPECT_TRUE(validated.ok()) << validated.status();
+  return *validated;
 }
 
 // One rank whose float collectives claim device memory: what the argument checks see of an
