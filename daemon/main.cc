@@ -120,46 +120,39 @@ bool IsLoopback(const std::string& listen) {
   return host.starts_with("127.") || host == "localhost" || host == "[::1]" || host == "::1";
 }
 
-int Run(const Options& o) {
-  if (absl::Status s = belay::InitLogging("belayd", o.log_level); !s.ok()) {
-    std::cerr << "belayd: " << s.message() << "\n";
-    return 2;
-  }
-  const fs::path state = fs::absolute(o.state_dir.empty() ? DefaultStateDir() : o.state_dir);
-  // Nothing belayd keeps is for other users: the state directory lets them through to the
-  // socket and their own attempt directories (mode 0711) and everything in it is private.
+// The state directory and its parts, each belayd's own with its mode. Nothing belayd keeps is
+// for other users: the state directory lets them through to the socket and their own attempt
+// directories (mode 0711) and everything in it is private.
+absl::Status PrepareStateDir(const fs::path& state) {
   for (const auto& [dir, mode] :
        {std::pair{state, fs::perms(0711)}, std::pair{state / "store", fs::perms(0700)},
         std::pair{state / "jobs", fs::perms(0700)},
         std::pair{state / "campaigns", fs::perms(0711)}}) {
-    if (absl::Status s = MakeOwnDirectory(dir, mode); !s.ok()) {
-      spdlog::critical("{}", std::string(s.message()));
-      return 1;
-    }
+    if (absl::Status s = MakeOwnDirectory(dir, mode); !s.ok()) return s;
   }
-  absl::StatusOr<std::string> token_key =
-      belay::supervisor::AttemptTokens::LoadOrCreateKey(state / "token.key");
-  if (!token_key.ok()) {
-    spdlog::critical("{}", std::string(token_key.status().message()));
-    return 1;
+  return absl::OkStatus();
+}
+
+// The Slurm cluster's slurm.conf: --slurm-conf, $SLURM_CONF or the default path; empty when
+// that file does not exist (no Slurm campaigns then).
+std::string FindSlurmConf(const Options& o) {
+  std::string conf = o.slurm_conf;
+  if (conf.empty()) {
+    const char* env = std::getenv("SLURM_CONF");
+    conf = env != nullptr && *env != '\0' ? env : "/etc/slurm/slurm.conf";
   }
-  absl::StatusOr<std::unique_ptr<belay::store::RocksDbStore>> store =
-      belay::store::RocksDbStore::Open(state / "store");
-  if (!store.ok()) {
-    spdlog::critical("{}", std::string(store.status().message()));
-    return 1;
-  }
-  belay::SystemClock clock;
+  if (!std::filesystem::exists(conf)) conf.clear();
+  return conf;
+}
+
+// Local campaigns go to the local scheduler; campaigns with scheduler = "slurm" to libslurm,
+// created when the first one needs it.
+std::unique_ptr<belay::sched::RoutingScheduler> MakeScheduler(const Options& o,
+                                                              const fs::path& state,
+                                                              const std::string& slurm_conf) {
   belay::sched::LocalSchedulerOptions so;
   so.jobs_dir = state / "jobs";
-  // Campaigns with scheduler = "slurm" go to libslurm, created when the first one needs it.
-  std::string slurm_conf = o.slurm_conf;
-  if (slurm_conf.empty()) {
-    const char* env = std::getenv("SLURM_CONF");
-    slurm_conf = env != nullptr && *env != '\0' ? env : "/etc/slurm/slurm.conf";
-  }
-  if (!std::filesystem::exists(slurm_conf)) slurm_conf.clear();
-  belay::sched::RoutingScheduler scheduler(
+  return std::make_unique<belay::sched::RoutingScheduler>(
       std::make_unique<belay::sched::LocalScheduler>(so),
       [&o, slurm_conf]() -> absl::StatusOr<std::unique_ptr<belay::sched::Scheduler>> {
         belay::sched::SlurmSchedulerOptions sl;
@@ -176,40 +169,43 @@ int Run(const Options& o) {
         spdlog::info("Slurm backend: {}", sl.conf);
         return std::make_unique<belay::sched::SlurmScheduler>(std::move(sl));
       });
+}
 
-  belay::supervisor::SupervisorOptions sup_options;
-  sup_options.node_state_interval = std::chrono::seconds(o.slurm_node_poll_s);
-  sup_options.state_dir = state;
-  sup_options.worker_program = o.worker;
-  // As root, every campaign's ranks run as the user who submitted it; otherwise belayd runs
-  // only its own user's campaigns (the coordinator API refuses other users' submissions).
-  sup_options.run_as_owner = ::geteuid() == 0;
-  sup_options.token_key = *std::move(token_key);
-  // The worker link is TLS unless the operator says otherwise: tokens cross the network.
-  std::shared_ptr<grpc::ServerCredentials> link_credentials = grpc::InsecureServerCredentials();
-  if (!o.insecure_worker_link) {
-    absl::StatusOr<belay::rpc::LinkTls> tls =
-        o.tls_cert.empty() ? belay::rpc::LoadOrCreateLinkTls(state / "tls")
-                           : belay::rpc::LoadGivenLinkTls(o.tls_cert, o.tls_key, o.tls_ca);
-    if (!tls.ok()) {
-      spdlog::critical("worker link TLS: {}", std::string(tls.status().message()));
-      return 1;
+// The worker link's server credentials: TLS unless the operator says otherwise (tokens cross
+// the network), with the CA and name the ranks check it by put into `sup`.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> WorkerLinkCredentials(
+    const Options& o, const fs::path& state, belay::supervisor::SupervisorOptions& sup) {
+  if (o.insecure_worker_link) {
+    if (!IsLoopback(o.listen)) {
+      spdlog::warn("--insecure-worker-link on {}: attempt tokens cross the network in plain text",
+                   o.listen);
     }
-    grpc::SslServerCredentialsOptions ssl;
-    ssl.pem_key_cert_pairs.push_back({tls->key_pem, tls->cert_pem});
-    link_credentials = grpc::SslServerCredentials(ssl);
-    sup_options.coordinator_ca_pem = tls->ca_pem;
-    sup_options.coordinator_tls_name = tls->server_name;
-  } else if (!IsLoopback(o.listen)) {
-    spdlog::warn("--insecure-worker-link on {}: attempt tokens cross the network in plain text",
-                 o.listen);
+    return grpc::InsecureServerCredentials();
   }
-  belay::supervisor::Supervisor supervisor(**store, scheduler, clock, sup_options);
+  absl::StatusOr<belay::rpc::LinkTls> tls =
+      o.tls_cert.empty() ? belay::rpc::LoadOrCreateLinkTls(state / "tls")
+                         : belay::rpc::LoadGivenLinkTls(o.tls_cert, o.tls_key, o.tls_ca);
+  if (!tls.ok())
+    return absl::Status(tls.status().code(), Cat("worker link TLS: ", tls.status().message()));
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({tls->key_pem, tls->cert_pem});
+  sup.coordinator_ca_pem = tls->ca_pem;
+  sup.coordinator_tls_name = tls->server_name;
+  return grpc::SslServerCredentials(ssl);
+}
 
-  // The worker link; its address goes into every attempt's environment. With port 0, the port
-  // of the previous run is taken again if it is free, so that workers still running from
-  // before a restart reach this belayd.
-  belay::rpc::WorkerLinkService link(supervisor);
+struct WorkerLinkServer {
+  std::unique_ptr<grpc::Server> server;
+  std::string address;  // host:port, as the ranks are told
+};
+
+// Serves the worker link on --listen. With port 0, the port of the previous run is taken again
+// if it is free, so that workers still running from before a restart reach this belayd; the
+// address is kept in <state>/worker_address.
+absl::StatusOr<WorkerLinkServer> StartWorkerLink(
+    const Options& o, const fs::path& state,
+    const std::shared_ptr<grpc::ServerCredentials>& credentials,
+    belay::rpc::WorkerLinkService& link) {
   const fs::path address_file = state / "worker_address";
   std::string listen = o.listen;
   if (listen.ends_with(":0")) {
@@ -218,48 +214,32 @@ int Run(const Options& o) {
     if (std::getline(in, previous) && previous.starts_with(listen.substr(0, listen.size() - 1)))
       listen = previous;
   }
-  std::unique_ptr<grpc::Server> link_server;
+  WorkerLinkServer out;
   int port = 0;
   for (const std::string& address : {listen, o.listen}) {
     grpc::ServerBuilder link_builder;
-    link_builder.AddListeningPort(address, link_credentials, &port);
+    link_builder.AddListeningPort(address, credentials, &port);
     link_builder.RegisterService(&link);
-    link_server = link_builder.BuildAndStart();
-    if (link_server && port != 0) break;
+    out.server = link_builder.BuildAndStart();
+    if (out.server && port != 0) break;
     spdlog::warn("cannot listen for workers on {}", address);
   }
-  if (!link_server || port == 0) {
-    spdlog::critical("cannot listen for workers on {}", o.listen);
-    return 1;
+  if (!out.server || port == 0) {
+    return absl::UnavailableError(Cat("cannot listen for workers on ", o.listen));
   }
-  const std::string worker_address = Cat(o.listen.substr(0, o.listen.rfind(':')), ":", port);
+  out.address = Cat(o.listen.substr(0, o.listen.rfind(':')), ":", port);
   if (absl::StatusOr<belay::AtomicFile> f = belay::AtomicFile::Create(address_file, {.mode = 0600});
       f.ok()) {
-    if (absl::Status s = f->Append(worker_address + "\n"); s.ok()) s = f->Commit();
+    if (absl::Status s = f->Append(out.address + "\n"); s.ok()) s = f->Commit();
   }
-  supervisor.set_coordinator_address(worker_address);
+  return out;
+}
 
-  // The coordinator API: connections accepted here, credentials read, then handed to gRPC.
-  belay::rpc::PeerRegistry peers;
-  belay::rpc::DaemonFacts facts;
-  facts.version = belay::VersionLine("belayd");
-  facts.state_dir = state;
-  facts.worker_listen_address = worker_address;
-  facts.start_time = clock.Now();
-  facts.slurm_conf = slurm_conf;
-  facts.slurm_calls = [&scheduler] { return scheduler.controller_calls(); };
-  facts.slurm_rpc_budget_per_minute = o.slurm_rpc_budget;
-  belay::rpc::CoordinatorService coordinator(supervisor, **store, peers, clock, facts);
-  grpc::ServerBuilder api_builder;
-  api_builder.RegisterService(&coordinator);
-  std::unique_ptr<grpc::Server> api_server = api_builder.BuildAndStart();
-  const fs::path socket_path = o.socket.empty() ? state / "belayd.sock" : fs::path(o.socket);
-  const int listen_fd = ListenUnix(socket_path);
-  if (listen_fd < 0) {
-    spdlog::critical("cannot listen on {}: {}", socket_path.string(), std::strerror(errno));
-    return 1;
-  }
-  std::thread acceptor([&] {
+// Accepts the coordinator API's connections on `listen_fd` until stopped: reads each peer's
+// credentials, then hands the connection to gRPC.
+std::thread StartAcceptor(int listen_fd, const fs::path& socket_path,
+                          belay::rpc::PeerRegistry& peers, grpc::Server* api_server) {
+  return std::thread([listen_fd, socket_path, &peers, api_server] {
     while (!g_stop) {
       int fd =
           ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);  // gRPC polls it
@@ -277,34 +257,104 @@ int Run(const Options& o) {
         continue;
       }
       peers.Set(fd, {cred.uid, cred.gid, cred.pid});
-      grpc::AddInsecureChannelFromFd(api_server.get(), fd);
+      grpc::AddInsecureChannelFromFd(api_server, fd);
     }
   });
+}
 
-  spdlog::info("{}: state in {}, API on {}, workers on {}, local scheduler{}", facts.version,
-               state.string(), socket_path.string(), worker_address,
-               slurm_conf.empty() ? "" : Cat(", Slurm cluster of ", slurm_conf));
-  ::signal(SIGTERM, OnSignal);
-  ::signal(SIGINT, OnSignal);
-  const auto tick = std::chrono::milliseconds(static_cast<int64_t>(o.tick_s * 1000));
+// Supervision rounds every tick_s seconds until SIGTERM or SIGINT.
+void SuperviseUntilStopped(belay::supervisor::Supervisor& supervisor,
+                           const belay::store::RocksDbStore& store, double tick_s) {
+  const auto tick = std::chrono::milliseconds(static_cast<int64_t>(tick_s * 1000));
   bool read_only_reported = false;
   while (!g_stop) {
     absl::Status s = supervisor.Tick();
     if (!s.ok() && !read_only_reported) {
       spdlog::critical("supervision stopped: {}", std::string(s.message()));
-      read_only_reported = !(*store)->write_error().ok();
+      read_only_reported = !store.write_error().ok();
     }
     for (auto waited = std::chrono::milliseconds(0); waited < tick && !g_stop;
          waited += std::chrono::milliseconds(50)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
+}
+
+int Fail(const absl::Status& s) {
+  spdlog::critical("{}", std::string(s.message()));
+  return 1;
+}
+
+int Run(const Options& o) {
+  if (absl::Status s = belay::InitLogging("belayd", o.log_level); !s.ok()) {
+    std::cerr << "belayd: " << s.message() << "\n";
+    return 2;
+  }
+  const fs::path state = fs::absolute(o.state_dir.empty() ? DefaultStateDir() : o.state_dir);
+  if (absl::Status s = PrepareStateDir(state); !s.ok()) return Fail(s);
+  absl::StatusOr<std::string> token_key =
+      belay::supervisor::AttemptTokens::LoadOrCreateKey(state / "token.key");
+  if (!token_key.ok()) return Fail(token_key.status());
+  absl::StatusOr<std::unique_ptr<belay::store::RocksDbStore>> store =
+      belay::store::RocksDbStore::Open(state / "store");
+  if (!store.ok()) return Fail(store.status());
+  belay::SystemClock clock;
+  const std::string slurm_conf = FindSlurmConf(o);
+  std::unique_ptr<belay::sched::RoutingScheduler> scheduler = MakeScheduler(o, state, slurm_conf);
+
+  belay::supervisor::SupervisorOptions sup_options;
+  sup_options.node_state_interval = std::chrono::seconds(o.slurm_node_poll_s);
+  sup_options.state_dir = state;
+  sup_options.worker_program = o.worker;
+  // As root, every campaign's ranks run as the user who submitted it; otherwise belayd runs
+  // only its own user's campaigns (the coordinator API refuses other users' submissions).
+  sup_options.run_as_owner = ::geteuid() == 0;
+  sup_options.token_key = *std::move(token_key);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> link_credentials =
+      WorkerLinkCredentials(o, state, sup_options);
+  if (!link_credentials.ok()) return Fail(link_credentials.status());
+  belay::supervisor::Supervisor supervisor(**store, *scheduler, clock, sup_options);
+
+  // The worker link; its address goes into every attempt's environment.
+  belay::rpc::WorkerLinkService link(supervisor);
+  absl::StatusOr<WorkerLinkServer> link_server = StartWorkerLink(o, state, *link_credentials, link);
+  if (!link_server.ok()) return Fail(link_server.status());
+  supervisor.set_coordinator_address(link_server->address);
+
+  // The coordinator API: connections accepted here, credentials read, then handed to gRPC.
+  belay::rpc::PeerRegistry peers;
+  belay::rpc::DaemonFacts facts;
+  facts.version = belay::VersionLine("belayd");
+  facts.state_dir = state;
+  facts.worker_listen_address = link_server->address;
+  facts.start_time = clock.Now();
+  facts.slurm_conf = slurm_conf;
+  facts.slurm_calls = [&scheduler] { return scheduler->controller_calls(); };
+  facts.slurm_rpc_budget_per_minute = o.slurm_rpc_budget;
+  belay::rpc::CoordinatorService coordinator(supervisor, **store, peers, clock, facts);
+  grpc::ServerBuilder api_builder;
+  api_builder.RegisterService(&coordinator);
+  std::unique_ptr<grpc::Server> api_server = api_builder.BuildAndStart();
+  const fs::path socket_path = o.socket.empty() ? state / "belayd.sock" : fs::path(o.socket);
+  const int listen_fd = ListenUnix(socket_path);
+  if (listen_fd < 0) {
+    spdlog::critical("cannot listen on {}: {}", socket_path.string(), std::strerror(errno));
+    return 1;
+  }
+  std::thread acceptor = StartAcceptor(listen_fd, socket_path, peers, api_server.get());
+
+  spdlog::info("{}: state in {}, API on {}, workers on {}, local scheduler{}", facts.version,
+               state.string(), socket_path.string(), link_server->address,
+               slurm_conf.empty() ? "" : Cat(", Slurm cluster of ", slurm_conf));
+  ::signal(SIGTERM, OnSignal);
+  ::signal(SIGINT, OnSignal);
+  SuperviseUntilStopped(supervisor, **store, o.tick_s);
   spdlog::info("stopping; running attempts keep running and are re-adopted at the next start");
   ::shutdown(listen_fd, SHUT_RDWR);
   ::close(listen_fd);
   acceptor.join();
   api_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  link_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  link_server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   ::unlink(socket_path.c_str());
   return 0;
 }

@@ -68,6 +68,83 @@ std::string Hostname() {
   return buf;
 }
 
+// The job's command line: as the campaign's owner where belayd acts for one (setpriv), under
+// mpirun for more than one rank, each rank through the wrapper that records its exit.
+std::vector<std::string> LaunchArgv(const LocalSchedulerOptions& options, const JobSpec& job,
+                                    const std::optional<RunAs>& as) {
+  std::vector<std::string> argv;
+  if (as) {
+    // Everything the job starts (mpirun included) runs as that user, with its groups.
+    argv = {options.setpriv, Cat("--reuid=", as->uid), Cat("--regid=", as->gid), "--init-groups",
+            "--"};
+  }
+  if (job.world_size > 1) {
+    for (const char* a : {options.mpirun.c_str(), "-np"}) argv.emplace_back(a);
+    argv.push_back(std::to_string(job.world_size));
+  }
+  for (const char* a : {"/bin/sh", "-c", kRankWrapper, "belay-rank"}) argv.emplace_back(a);
+  argv.insert(argv.end(), job.command.begin(), job.command.end());
+  return argv;
+}
+
+// The environment: the daemon's, minus any rank variables of its own, plus the job's.
+std::map<std::string, std::string> LaunchEnvironment(const LocalSchedulerOptions& options,
+                                                     const JobSpec& job,
+                                                     const std::optional<RunAs>& as,
+                                                     const fs::path& log_dir) {
+  std::map<std::string, std::string> env = InheritedEnvironment();
+  if (as) MakeEnvironmentOf(*as, env);
+  if (job.world_size > 1) {
+    for (const auto& [k, v] : options.mpi_env) env[k] = v;
+  } else {
+    env["BELAY_RANK"] = "0";
+    env["BELAY_WORLD_SIZE"] = "1";
+    env["BELAY_LOCAL_RANK"] = "0";
+  }
+  for (const auto& [k, v] : job.env) env[k] = v;
+  env["BELAY_LOG_DIR"] = log_dir.string();
+  return env;
+}
+
+// Starts argv in a session of its own (the job survives belayd and is signalled as one
+// process group), stdin from /dev/null, stdout and stderr to <log_dir>/launcher.log.
+absl::StatusOr<pid_t> SpawnSession(std::vector<std::string> argv,
+                                   const std::map<std::string, std::string>& env,
+                                   const fs::path& log_dir, const std::string& work_dir) {
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp, argp;
+  for (std::string& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  for (std::string& s : argv) argp.push_back(s.data());
+  argp.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawnattr_init(&attr);
+  const std::string launcher_log = (log_dir / "launcher.log").string();
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  // (Not through a symlink, nor blocking on a FIFO: the directory may be the job's user's.)
+  posix_spawn_file_actions_addopen(&actions, 1, launcher_log.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  if (!work_dir.empty()) posix_spawn_file_actions_addchdir_np(&actions, work_dir.c_str());
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  pid_t pid = 0;
+  int rc = posix_spawnp(&pid, argp[0], &actions, &attr, argp.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return absl::InternalError(std::strerror(rc));
+  return pid;
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> DefaultMpiEnvironment() {
@@ -101,67 +178,15 @@ absl::StatusOr<std::string> LocalScheduler::Submit(const JobSpec& job) {
   if (!as.ok()) return as.status();
   if (absl::Status s = PrepareLogDirectory(job, *as); !s.ok()) return s;
 
-  std::vector<std::string> argv;
-  if (*as) {
-    // Everything the job starts (mpirun included) runs as that user, with its groups.
-    argv = {options_.setpriv, Cat("--reuid=", (*as)->uid), Cat("--regid=", (*as)->gid),
-            "--init-groups", "--"};
+  const std::vector<std::string> argv = LaunchArgv(options_, job, *as);
+  absl::StatusOr<pid_t> spawned =
+      SpawnSession(argv, LaunchEnvironment(options_, job, *as, log_dir), log_dir, job.work_dir);
+  if (!spawned.ok()) {
+    return absl::Status(spawned.status().code(),
+                        Cat("cannot start ", argv[0], " for campaign ", job.campaign_id,
+                            " attempt ", job.attempt, ": ", spawned.status().message()));
   }
-  if (job.world_size > 1) {
-    for (const char* a : {options_.mpirun.c_str(), "-np"}) argv.emplace_back(a);
-    argv.push_back(std::to_string(job.world_size));
-  }
-  for (const char* a : {"/bin/sh", "-c", kRankWrapper, "belay-rank"}) argv.emplace_back(a);
-  argv.insert(argv.end(), job.command.begin(), job.command.end());
-
-  // The environment: the daemon's, minus any rank variables of its own, plus the job's.
-  std::map<std::string, std::string> env = InheritedEnvironment();
-  if (*as) MakeEnvironmentOf(**as, env);
-  if (job.world_size > 1) {
-    for (const auto& [k, v] : options_.mpi_env) env[k] = v;
-  } else {
-    env["BELAY_RANK"] = "0";
-    env["BELAY_WORLD_SIZE"] = "1";
-    env["BELAY_LOCAL_RANK"] = "0";
-  }
-  for (const auto& [k, v] : job.env) env[k] = v;
-  env["BELAY_LOG_DIR"] = log_dir.string();
-
-  std::vector<std::string> env_strings;
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp, argp;
-  for (std::string& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  for (std::string& s : argv) argp.push_back(s.data());
-  argp.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawnattr_init(&attr);
-  const std::string launcher_log = (log_dir / "launcher.log").string();
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  // (Not through a symlink, nor blocking on a FIFO: the directory may be the job's user's.)
-  posix_spawn_file_actions_addopen(&actions, 1, launcher_log.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  if (!job.work_dir.empty()) posix_spawn_file_actions_addchdir_np(&actions, job.work_dir.c_str());
-  // A session of its own: the job survives belayd and is signalled as one process group.
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  pid_t pid = 0;
-  int rc = posix_spawnp(&pid, argp[0], &actions, &attr, argp.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    return absl::InternalError(Cat("cannot start ", argv[0], " for campaign ", job.campaign_id,
-                                   " attempt ", job.attempt, ": ", std::strerror(rc)));
-  }
+  const pid_t pid = *spawned;
   children_.insert(pid);
   std::optional<std::pair<char, unsigned long long>> stat = ProcStat(pid);
   Record record;

@@ -61,6 +61,48 @@ std::optional<uint32_t> ParseJobId(const std::string& id) {
   return v;
 }
 
+// The sbatch options belay passes through libslurm, by the rule `belay validate` applies.
+struct PassedOptions {
+  std::string qos, reservation, constraint;
+  bool exclusive = false;
+};
+
+absl::StatusOr<PassedOptions> ParsePassedOptions(const std::vector<std::string>& options) {
+  PassedOptions out;
+  for (const std::string& o : options) {
+    absl::StatusOr<SbatchOption> opt = ParseSbatchOption(o);
+    if (!opt.ok()) return opt.status();
+    switch (opt->kind) {
+      case SbatchOption::Kind::kQos:
+        out.qos = opt->value;
+        break;
+      case SbatchOption::Kind::kReservation:
+        out.reservation = opt->value;
+        break;
+      case SbatchOption::Kind::kConstraint:
+        out.constraint = opt->value;
+        break;
+      case SbatchOption::Kind::kExclusive:
+        out.exclusive = true;
+        break;
+    }
+  }
+  return out;
+}
+
+// The job's environment as KEY=VALUE strings: belayd's, minus rank and scheduler variables of
+// its own, plus the job's.
+std::vector<std::string> JobEnvironment(const SlurmSchedulerOptions& options, const JobSpec& job,
+                                        const std::optional<RunAs>& as) {
+  std::map<std::string, std::string> env = InheritedEnvironment();
+  if (as) MakeEnvironmentOf(*as, env);
+  for (const auto& [k, v] : options.mpi_env) env[k] = v;
+  for (const auto& [k, v] : job.env) env[k] = v;
+  std::vector<std::string> kvs;
+  for (const auto& [k, v] : env) kvs.push_back(k + "=" + v);
+  return kvs;
+}
+
 }  // namespace
 
 SlurmScheduler::SlurmScheduler(SlurmSchedulerOptions options) : options_(std::move(options)) {
@@ -178,35 +220,9 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   for (const std::string& n : job.exclude_nodes) exclude += (exclude.empty() ? "" : ",") + n;
   std::string partition = job.partition.empty() ? options_.partition : job.partition;
   std::string account = job.account.empty() ? options_.account : job.account;
-  // The sbatch options belay passes through libslurm, by the rule `belay validate` applies.
-  std::string qos, reservation, constraint;
-  bool exclusive = false;
-  for (const std::string& o : job.sbatch_options) {
-    absl::StatusOr<SbatchOption> opt = ParseSbatchOption(o);
-    if (!opt.ok()) return opt.status();
-    switch (opt->kind) {
-      case SbatchOption::Kind::kQos:
-        qos = opt->value;
-        break;
-      case SbatchOption::Kind::kReservation:
-        reservation = opt->value;
-        break;
-      case SbatchOption::Kind::kConstraint:
-        constraint = opt->value;
-        break;
-      case SbatchOption::Kind::kExclusive:
-        exclusive = true;
-        break;
-    }
-  }
-
-  // The environment: belayd's, minus rank and scheduler variables of its own, plus the job's.
-  std::map<std::string, std::string> env = InheritedEnvironment();
-  if (*as) MakeEnvironmentOf(**as, env);
-  for (const auto& [k, v] : options_.mpi_env) env[k] = v;
-  for (const auto& [k, v] : job.env) env[k] = v;
-  std::vector<std::string> kvs;
-  for (const auto& [k, v] : env) kvs.push_back(k + "=" + v);
+  absl::StatusOr<PassedOptions> passed = ParsePassedOptions(job.sbatch_options);
+  if (!passed.ok()) return passed.status();
+  std::vector<std::string> kvs = JobEnvironment(options_, job, *as);
   std::vector<char*> envp;
   for (std::string& kv : kvs) envp.push_back(kv.data());
   envp.push_back(nullptr);
@@ -229,10 +245,10 @@ absl::StatusOr<std::string> SlurmScheduler::Submit(const JobSpec& job) {
   if (!gpus.empty()) d.tres_per_node = gpus.data();
   if (!partition.empty()) d.partition = partition.data();
   if (!account.empty()) d.account = account.data();
-  if (!qos.empty()) d.qos = qos.data();
-  if (!reservation.empty()) d.reservation = reservation.data();
-  if (!constraint.empty()) d.features = constraint.data();
-  if (exclusive) d.shared = JOB_SHARED_NONE;
+  if (!passed->qos.empty()) d.qos = passed->qos.data();
+  if (!passed->reservation.empty()) d.reservation = passed->reservation.data();
+  if (!passed->constraint.empty()) d.features = passed->constraint.data();
+  if (passed->exclusive) d.shared = JOB_SHARED_NONE;
   d.std_out = std_out.data();
   d.work_dir = work_dir.data();
   d.environment = envp.data();
