@@ -38,9 +38,11 @@ SOURCE = pathlib.Path(__file__).resolve().parents[2]
 DAEMON = None
 STEPS = 700
 
-# Eight sequences per rank per step: slow enough that one attempt cannot finish the campaign.
+# Sixteen sequences per rank per step: slow enough that one attempt cannot finish the campaign
+# within the hard limit either, on a fast machine and should the warning signal be lost while
+# slurmctld is down (with eight, an idle machine finished all 700 steps in one 2-minute job).
 SPEC = tiny_campaign.merged(harness.slurm_campaign(100, time_limit="2m", pre_limit_signal="45s", presubmit=True),
-                            {"train": {"micro_batch": 8, "global_batch": 16}})
+                            {"train": {"micro_batch": 16, "global_batch": 32}})
 
 
 def main():
