@@ -24,20 +24,19 @@ class ContextCapture final : public v1::Coordinator::Service {
                              v1::GetDaemonInfoResponse*) override {
     MutexLock lock(&mu_);
     ctx_ = ctx;
-    mu_.Await(absl::Condition(&never_));
-    return grpc::Status::OK;
+    captured_.SignalAll();
+    while (true) captured_.Wait(&mu_);  // the call stays open for the harness's lifetime
   }
   grpc::ServerContext* Wait() {
     MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(
-        +[](grpc::ServerContext** c) { return *c != nullptr; }, &ctx_));
+    while (ctx_ == nullptr) captured_.Wait(&mu_);
     return ctx_;
   }
 
  private:
   Mutex mu_;
+  CondVar captured_;
   grpc::ServerContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
-  bool never_ = false;
 };
 
 PeerContext Start() {
