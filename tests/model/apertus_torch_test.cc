@@ -13,26 +13,14 @@
 #include <vector>
 
 #include "common/rng.h"
+#include "tests/model/raw_files.h"
 #include "worker/model/apertus.h"
 
 namespace belay {
 namespace {
 
-template <typename T>
-void WriteRaw(const std::filesystem::path& p, const std::vector<T>& v) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(v.data()),
-            static_cast<std::streamsize>(v.size() * sizeof(T)));
-}
-
-std::vector<double> ReadF64(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary | std::ios::ate);
-  std::vector<double> v(static_cast<size_t>(in.tellg()) / sizeof(double));
-  in.seekg(0);
-  in.read(reinterpret_cast<char*>(v.data()),
-          static_cast<std::streamsize>(v.size() * sizeof(double)));
-  return v;
-}
+using testing::ReadF64;
+using testing::WriteRaw;
 
 template <typename A, typename B>
 double RelativeL2(A a, B b, size_t count) {
