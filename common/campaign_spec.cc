@@ -457,7 +457,9 @@ std::string SpecError::ToString() const {
     static constexpr std::string_view kNames[] = {__VA_ARGS__}; \
     return kNames[static_cast<size_t>(v)];                      \
   }
-BELAY_ENUM_NAMES(ModelArch, "gpt2")
+BELAY_ENUM_NAMES(ModelArch, "gpt2", "apertus")
+BELAY_ENUM_NAMES(MlpActivation, "xielu", "swiglu", "gelu")
+BELAY_ENUM_NAMES(OptimizerKind, "adamw", "ademamix")
 BELAY_ENUM_NAMES(DataFormat, "llmc", "megatron")
 BELAY_ENUM_NAMES(LrSchedule, "cosine", "wsd")
 BELAY_ENUM_NAMES(CooldownShape, "linear", "1-sqrt")

@@ -29,7 +29,9 @@ struct SpecError {
   std::string ToString() const;
 };
 
-enum class ModelArch { kGpt2 };
+enum class ModelArch { kGpt2, kApertus };
+enum class MlpActivation { kXielu, kSwiglu, kGelu };
+enum class OptimizerKind { kAdamW, kAdemamix };
 enum class DataFormat { kLlmc, kMegatron };
 enum class LrSchedule { kCosine, kWsd };
 enum class CooldownShape { kLinear, kOneMinusSqrt };
@@ -38,6 +40,8 @@ enum class SchedulerKind { kLocal, kSlurm };
 enum class NanPolicy { kRollback, kStop };
 
 std::string_view ToString(ModelArch v);
+std::string_view ToString(MlpActivation v);
+std::string_view ToString(OptimizerKind v);
 std::string_view ToString(DataFormat v);
 std::string_view ToString(LrSchedule v);
 std::string_view ToString(CooldownShape v);
@@ -52,6 +56,16 @@ struct CampaignSection {
   bool operator==(const CampaignSection&) const = default;
 };
 
+// Llama-3 style RoPE frequency scaling (model.rope_scaling).
+struct RopeScalingSpec {
+  double factor = 8.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_context = 8192;
+
+  bool operator==(const RopeScalingSpec&) const = default;
+};
+
 struct ModelSpec {
   ModelArch arch = ModelArch::kGpt2;
   int64_t n_layer = 0;
@@ -59,6 +73,18 @@ struct ModelSpec {
   int64_t d_model = 0;
   int64_t seq_len = 0;     // tokens per sequence (context length)
   int64_t vocab_size = 0;  // tokens; the model pads it to a multiple of 128
+
+  // Apertus only (arch = "apertus"); a file that sets them for gpt2 is refused.
+  int64_t n_kv_head = 0;  // key/value heads (GQA), dividing n_head; 0 (not parsed): n_head
+  int64_t d_ff = 0;       // MLP hidden size (SwiGLU: of each of gate and up)
+  double rope_theta = 500000.0;
+  std::optional<RopeScalingSpec> rope_scaling;  // Llama-3 frequency scaling; nullopt: none
+  bool qk_norm = true;
+  MlpActivation activation = MlpActivation::kXielu;
+  bool tie_embeddings = false;
+  double norm_eps = 1e-5;
+
+  int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
 
   bool operator==(const ModelSpec&) const = default;
 };
@@ -70,6 +96,10 @@ struct DataSpec {
   std::vector<std::string> train;
   std::vector<std::string> val;
   bool shuffle = true;
+  // Documents end at eod_token (apertus only): attention never crosses it, positions restart
+  // after it, and the loss at its position is masked.
+  bool document_masking = false;
+  int64_t eod_token = -1;  // set (>= 0, < vocab_size) exactly when document_masking is
 
   bool operator==(const DataSpec&) const = default;
 };
@@ -106,6 +136,19 @@ struct TrainSpec {
   int64_t eval_batches = 20;
 
   bool operator==(const TrainSpec&) const = default;
+};
+
+// [optimizer]: the update rule. Both use train.beta1, train.beta2, train.eps and
+// train.weight_decay; AdEMAMix adds a slow EMA of the gradient (beta3) mixed in with weight
+// alpha, each warmed up over its own number of steps (0: none).
+struct OptimizerSpec {
+  OptimizerKind name = OptimizerKind::kAdamW;
+  double beta3 = 0.9999;
+  double alpha = 8.0;
+  int64_t alpha_warmup_steps = 0;
+  int64_t beta3_warmup_steps = 0;
+
+  bool operator==(const OptimizerSpec&) const = default;
 };
 
 struct CheckpointSpec {
@@ -165,6 +208,7 @@ struct CampaignSpec {
   ModelSpec model;
   DataSpec data;
   TrainSpec train;
+  OptimizerSpec optimizer;
   CheckpointSpec checkpoint;
   ResourcesSpec resources;
   RestartSpec restart;
