@@ -115,7 +115,7 @@ int MeasureBelay(const Shape& s, int threads, int warmup, int steps) {
   }
 
   model::Gpt2 gpt(layout, s.micro_batch, s.seq_len);
-  optim::AdamW opt(layout, ts);
+  optim::Optimizer opt(optim::WholeTensors(layout.tensors()), layout.total(), ts, {});
   const int64_t total = warmup + steps;
   std::vector<double> times;
   double loss = 0;

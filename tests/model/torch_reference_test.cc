@@ -77,7 +77,7 @@ TEST(TorchReference, TrainingStepsMatchPyTorch) {
   ASSERT_GT(dropped, n / 10) << "the test should exercise masking";
 
   model::Gpt2 model(layout, M, T);
-  optim::AdamW opt(layout, ts);
+  optim::Optimizer opt(optim::WholeTensors(layout.tensors()), layout.total(), ts, {});
   std::vector<double> losses, norms, lrs;
   std::vector<float> grads1, logits1;
   for (int64_t s = 0; s < steps; ++s) {

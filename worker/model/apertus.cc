@@ -136,25 +136,9 @@ std::vector<std::vector<Segment>> ApertusGradientGroups(const ApertusLayout& lay
   return groups;
 }
 
-ApertusFlatGradientSink::ApertusFlatGradientSink(const ApertusLayout& layout, float* grads)
-    : layout_(layout), groups_(ApertusGradientGroups(layout)), grads_(grads) {}
-
-ApertusLayout::Views<float> ApertusFlatGradientSink::Acquire(int group) {
-  ApertusLayout::Views<float> v{};
-  for (const Segment& s : groups_[Z(group)]) {
-    v.*ApertusLayout::Field<float>(layout_.kind(Z(s.tensor))) = grads_ + s.offset;
-  }
-  return v;
-}
-
-ApertusLayout::Views<float> ApertusBindSegments(const ApertusLayout& layout,
-                                                const std::vector<Segment>& segments, float* base) {
-  ApertusLayout::Views<float> v{};
-  int64_t at = 0;
-  for (const Segment& s : segments) {
-    v.*ApertusLayout::Field<float>(layout.kind(Z(s.tensor))) = base + at;
-    at += s.size;
-  }
+ApertusLayout::Views<float> ApertusLayout::ViewsOf(std::span<float* const> pointers) const {
+  Views<float> v{};
+  for (size_t i = 0; i < pointers.size(); ++i) v.*Field<float>(kinds_[i]) = pointers[i];
   return v;
 }
 

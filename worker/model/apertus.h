@@ -10,11 +10,14 @@
 
 #include "kernels/gqa_attention.h"
 #include "kernels/rope.h"
+#include "worker/model/backward_hook.h"
+#include "worker/model/cpu_model.h"
 #include "worker/model/params.h"
 
 namespace belay::model {
 
-enum class MlpActivation { kXielu, kSwiglu, kGelu };
+// The MLP's activation: the campaign file's model.activation.
+using belay::MlpActivation;
 
 struct ApertusConfig {
   int vocab_size = 0;  // V: real tokens
@@ -86,6 +89,8 @@ class ApertusLayout {
   Views<T> Bind(T* flat) const;
   template <typename T>
   static T* Views<T>::*Field(ApertusTensor kind);
+  // The named views of per-tensor pointers (tensors() order), as BackwardHook passes them.
+  Views<float> ViewsOf(std::span<float* const> pointers) const;
 
  private:
   ApertusConfig config_;
@@ -94,39 +99,12 @@ class ApertusLayout {
   int64_t total_ = 0;
 };
 
-// Gradient groups, completed by ApertusModel::Backward in this order (GPT-2's protocol):
+// Gradient groups, completed by ApertusModel::Backward in this order (BackwardHook's protocol):
 //   0            final norm and the LM head (untied)
 //   1 … L        layer L−1 … layer 0: that layer's slice of every layered tensor
 //   L + 1        the input embedding (with tied embeddings it also collects the head's
 //                gradient, which comes first, so this group is open for the whole pass)
 std::vector<std::vector<Segment>> ApertusGradientGroups(const ApertusLayout& layout);
-
-// Pointers for the tensors of `segments` laid out one after another from `base` in segment
-// order (a ZeRO staging buffer); fields of tensors not in `segments` are null.
-ApertusLayout::Views<float> ApertusBindSegments(const ApertusLayout& layout,
-                                                const std::vector<Segment>& segments, float* base);
-
-// GPT-2's GradientSink contract (Acquire(L+1); Acquire(g), Release(g) for g = 0 … L;
-// Release(L+1)) over Apertus' views: for each segment of group g the field of its tensor
-// points at the segment's gradient (layer slices: that layer's slice). Backward ADDS to them.
-class ApertusGradientSink {
- public:
-  virtual ~ApertusGradientSink() = default;
-  virtual ApertusLayout::Views<float> Acquire(int group) = 0;
-  virtual void Release(int group) = 0;
-};
-
-class ApertusFlatGradientSink final : public ApertusGradientSink {
- public:
-  ApertusFlatGradientSink(const ApertusLayout& layout, float* grads);
-  ApertusLayout::Views<float> Acquire(int group) override;
-  void Release(int) override {}
-
- private:
-  const ApertusLayout& layout_;
-  std::vector<std::vector<Segment>> groups_;
-  float* grads_;
-};
 
 // Initialisation from `seed`: matrices and embeddings N(0, 0.02), output projections into the
 // residual stream (attention and MLP down) N(0, 0.02 / sqrt(2·n_layer)), RMSNorm weights 1,
@@ -150,18 +128,25 @@ double ApertusFlopsPerToken(const ApertusLayout& layout, int64_t seq);
 // Activations and scratch for one micro-batch shape. Not thread-safe; one per rank. Every
 // reduction runs in a fixed order: logits, losses and gradients are bit-identical for any
 // OpenMP thread count (at a fixed OpenBLAS thread count; see kernels/matmul.h).
-class ApertusModel {
+class ApertusModel final : public CpuModel {
  public:
   ApertusModel(const ApertusLayout& layout, int B, int T);
+
+  int B() const override { return B_; }
+  int T() const override { return T_; }
 
   // Runs the model on inputs (B,T) and returns the summed cross-entropy over the positions
   // ApertusLossMask(inputs, mask) counts (mask may be null). Keeps what Backward needs.
   double Forward(const float* params, const int32_t* inputs, const int32_t* targets,
-                 const uint8_t* mask);
+                 const uint8_t* mask) override;
 
   // Backpropagates loss_scale × (the summed loss of the last Forward), ADDING the gradients.
-  void Backward(const float* params, float* grads, float loss_scale);
-  void Backward(const float* params, ApertusGradientSink& sink, float loss_scale);
+  void Backward(const float* params, float* grads, float loss_scale) override;
+  // The same, telling `hook` about each gradient group (ApertusGradientGroups' order), which
+  // may point the gradients elsewhere; `grads` may be null when it points every group
+  // elsewhere.
+  absl::Status Backward(const float* params, float* grads, float loss_scale,
+                        BackwardHook& hook) override;
 
   // Logits of the last Forward, B×T×Vp; per-position losses (0 where not counted).
   const std::vector<float>& logits() const { return logits_; }
@@ -175,6 +160,7 @@ class ApertusModel {
   kernels::cpu::GqaShape Shape() const;
 
   const ApertusLayout& layout_;
+  std::vector<std::vector<Segment>> groups_;  // ApertusGradientGroups(layout_)
   int B_, T_;
   const int32_t* inputs_ = nullptr;
   const int32_t* targets_ = nullptr;

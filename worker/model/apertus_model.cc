@@ -50,7 +50,7 @@ Sizes SizesOf(const ApertusConfig& c, const k::GqaShape& s) {
 }  // namespace
 
 ApertusModel::ApertusModel(const ApertusLayout& layout, int B, int T)
-    : layout_(layout), B_(B), T_(T) {
+    : layout_(layout), groups_(ApertusGradientGroups(layout)), B_(B), T_(T) {
   const ApertusConfig& c = layout.config();
   const size_t L = Z(c.n_layer), C = Z(c.d_model), N = Z(int64_t{B} * T);
   const size_t NH = Z(c.n_head), NKV = Z(c.n_kv_head), hs = Z(c.head_size());
@@ -178,20 +178,44 @@ double ApertusModel::Forward(const float* params, const int32_t* inputs, const i
   return sum;
 }
 
+namespace {
+
+// Backward without a hook: every group's gradients where the model would write them.
+class NoHook final : public BackwardHook {
+ public:
+  absl::Status Acquire(int, std::span<float*>) override { return absl::OkStatus(); }
+  absl::Status Release(int) override { return absl::OkStatus(); }
+};
+
+}  // namespace
+
 void ApertusModel::Backward(const float* params, float* grads, float loss_scale) {
-  ApertusFlatGradientSink sink(layout_, grads);
-  Backward(params, sink, loss_scale);
+  NoHook none;
+  Backward(params, grads, loss_scale, none).IgnoreError();  // (NoHook never fails)
 }
 
-void ApertusModel::Backward(const float* params, ApertusGradientSink& sink, float loss_scale) {
+absl::Status ApertusModel::Backward(const float* params, float* grads, float loss_scale,
+                                    BackwardHook& hook) {
   const ApertusConfig& c = layout_.config();
   const k::GqaShape shape = Shape();
   const auto [C, L, NH, NKV, hs, F, Vp, N, U, W, NC, NW, NU, NF, NA, att] = SizesOf(c, shape);
   auto p = layout_.Bind(params);
   const int embed_group = L + 1;
-  ApertusLayout::Views<float> ge = sink.Acquire(embed_group);
-
-  ApertusLayout::Views<float> gf = sink.Acquire(0);
+  // Group g's accumulators: its places in `grads`, unless the hook points them elsewhere.
+  std::vector<float*> into(layout_.tensors().size());
+  auto acquire = [&](int group, ApertusLayout::Views<float>& v) -> absl::Status {
+    if (grads != nullptr) {
+      PointAtFlat(groups_[Z(group)], grads, into);
+    } else {
+      std::fill(into.begin(), into.end(), nullptr);
+    }
+    if (absl::Status s = hook.Acquire(group, into); !s.ok()) return s;
+    v = layout_.ViewsOf(into);
+    return absl::OkStatus();
+  };
+  ApertusLayout::Views<float> ge{}, gf{}, g{};
+  if (absl::Status s = acquire(embed_group, ge); !s.ok()) return s;
+  if (absl::Status s = acquire(0, gf); !s.ok()) return s;
   k::SoftmaxCrossEntropyBackward(dlogits_.data(), probs_.data(), targets_, loss_mask_.data(),
                                  loss_scale, N, c.vocab_size, Vp);
   Zero(dhf_);
@@ -202,7 +226,7 @@ void ApertusModel::Backward(const float* params, ApertusGradientSink& sink, floa
   std::fill(dcur, dcur + NC, 0.0f);
   k::RmsNormBackward(dcur, gf.final_norm, dhf_.data(), resid_.data() + Z(L) * NC, p.final_norm,
                      rstdf_.data(), N, C);
-  sink.Release(0);
+  if (absl::Status s = hook.Release(0); !s.ok()) return s;
 
   for (int l = L - 1; l >= 0; --l) {
     const size_t lc = Z(l);
@@ -218,7 +242,7 @@ void ApertusModel::Backward(const float* params, ApertusGradientSink& sink, floa
     for (auto* v : {&dmid_, &dbranch_, &dact_, &dup_, &dh_, &datty_, &dqkv_, &dqkv_raw_}) Zero(*v);
     std::fill(dnext, dnext + NC, 0.0f);
     const int group = L - l;
-    ApertusLayout::Views<float> g = sink.Acquire(group);  // layer l's slices
+    if (absl::Status s = acquire(group, g); !s.ok()) return s;  // layer l's slices
 
     // MLP branch.
     k::ResidualBackward(dmid_.data(), dbranch_.data(), dcur, static_cast<int64_t>(NC));
@@ -270,7 +294,7 @@ void ApertusModel::Backward(const float* params, ApertusGradientSink& sink, floa
                       C, W);
     k::RmsNormBackward(dnext, g.attn_norm, dh_.data(), x, p.attn_norm + lc * Z(C),
                        rstd1_.data() + lc * Z(N), N, C);
-    sink.Release(group);
+    if (absl::Status s = hook.Release(group); !s.ok()) return s;
     std::swap(dcur, dnext);
   }
   // Embedding rows: each token's row gets its positions' gradients in position order.
@@ -279,7 +303,7 @@ void ApertusModel::Backward(const float* params, ApertusGradientSink& sink, floa
     const float* d = dcur + Z(i) * Z(C);
     for (int j = 0; j < C; ++j) row[j] += d[j];
   }
-  sink.Release(embed_group);
+  return hook.Release(embed_group);
 }
 
 }  // namespace belay::model

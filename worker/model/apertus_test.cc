@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/rng.h"
+#include "worker/model/testing/staging_hook.h"
 
 namespace belay::model {
 namespace {
@@ -133,44 +134,6 @@ TEST(ApertusModel, GradientGroupsCoverEveryParameterOnce) {
   EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), layout.total());
 }
 
-// A sink that gives every group its own zeroed staging buffer, as ZeRO-2 does, and records
-// the calls (+g+1 acquire, -(g+1) release).
-class StagingSink final : public ApertusGradientSink {
- public:
-  explicit StagingSink(const ApertusLayout& layout)
-      : layout_(layout), groups_(ApertusGradientGroups(layout)) {
-    for (const auto& g : groups_) {
-      int64_t n = 0;
-      for (const Segment& s : g) n += s.size;
-      buffers_.emplace_back(static_cast<size_t>(n), 0.0f);
-    }
-  }
-  ApertusLayout::Views<float> Acquire(int group) override {
-    calls_.push_back(group + 1);
-    return ApertusBindSegments(layout_, groups_[static_cast<size_t>(group)],
-                               buffers_[static_cast<size_t>(group)].data());
-  }
-  void Release(int group) override { calls_.push_back(-(group + 1)); }
-  std::vector<float> Gathered() const {
-    std::vector<float> flat(static_cast<size_t>(layout_.total()), -1.0f);
-    for (size_t g = 0; g < groups_.size(); ++g) {
-      const float* at = buffers_[g].data();
-      for (const Segment& s : groups_[g]) {
-        std::copy(at, at + s.size, flat.begin() + s.offset);
-        at += s.size;
-      }
-    }
-    return flat;
-  }
-  const std::vector<int>& calls() const { return calls_; }
-
- private:
-  const ApertusLayout& layout_;
-  std::vector<std::vector<Segment>> groups_;
-  std::vector<std::vector<float>> buffers_;
-  std::vector<int> calls_;
-};
-
 TEST(ApertusModel, BackwardIntoStagingBuffersEqualsFlatBackward) {
   for (bool tied : {false, true}) {
     ApertusConfig c = Small();
@@ -182,16 +145,10 @@ TEST(ApertusModel, BackwardIntoStagingBuffersEqualsFlatBackward) {
     m.Forward(b.params.data(), b.inputs.data(), b.targets.data(), nullptr);
     std::vector<float> flat(b.params.size(), 0.0f);
     m.Backward(b.params.data(), flat.data(), 0.1f);
-    StagingSink sink(layout);
-    m.Backward(b.params.data(), sink, 0.1f);
-    EXPECT_EQ(sink.Gathered(), flat) << "tied " << tied;
-    std::vector<int> expected = {L + 2};
-    for (int g = 0; g <= L; ++g) {
-      expected.push_back(g + 1);
-      expected.push_back(-(g + 1));
-    }
-    expected.push_back(-(L + 2));
-    EXPECT_EQ(sink.calls(), expected);
+    testing::StagingHook hook(ApertusGradientGroups(layout), layout.total());
+    ASSERT_TRUE(m.Backward(b.params.data(), nullptr, 0.1f, hook).ok());
+    EXPECT_EQ(hook.Gathered(), flat) << "tied " << tied;
+    EXPECT_EQ(hook.calls(), testing::StagingHook::ExpectedCalls(L));
   }
 }
 

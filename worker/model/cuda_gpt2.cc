@@ -468,16 +468,16 @@ absl::Status CudaGpt2::Backward(BackwardHook* hook) {
   // Where group g's gradients go: its places in the whole gradient, or (stage 2) its group
   // buffer, cleared once the caller has let go of it.
   ParameterLayout::Views<float> g{};
+  std::vector<float*> into(layout_.tensors().size());
   auto acquire = [&](int group) -> absl::Status {
     const std::vector<Segment>& segments = groups_[static_cast<size_t>(group)];
-    g = {};
     if (grads_ != nullptr) {
-      for (const Segment& s : segments)
-        g.*ParameterLayout::Field<float>(static_cast<size_t>(s.tensor)) = grads_ + s.offset;
+      PointAtFlat(segments, grads_, into);
     } else {
-      g = BindSegments(segments, device_group_buffer(group));
+      PointAtPacked(segments, device_group_buffer(group), into);
     }
-    if (hook != nullptr) BELAY_RETURN_IF_NOT_OK(hook->Acquire(group, g));
+    if (hook != nullptr) BELAY_RETURN_IF_NOT_OK(hook->Acquire(group, into));
+    g = ParameterLayout::ViewsOf(into);
     if (grads_ != nullptr) return absl::OkStatus();
     BELAY_CUDA_RETURN_IF_ERROR(
         cudaMemsetAsync(device_group_buffer(group), 0,

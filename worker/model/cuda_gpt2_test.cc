@@ -132,7 +132,7 @@ void CheckTrainingStep(const Gpt2Config& config, int B, int T, CudaGpt2::Attenti
 struct FunctionHook final : BackwardHook {
   std::function<absl::Status(int group)> acquire;
   std::function<absl::Status(int group)> release;
-  absl::Status Acquire(int group, ParameterLayout::Views<float>&) override {
+  absl::Status Acquire(int group, std::span<float*>) override {
     return acquire ? acquire(group) : absl::OkStatus();
   }
   absl::Status Release(int group) override { return release ? release(group) : absl::OkStatus(); }
@@ -192,7 +192,7 @@ TEST(CudaGpt2, AdamWStepsFollowCpuModel) {
   Gpt2 cpu(layout, B, T);
   TrainSpec train;
   train.weight_decay = 0.1;
-  optim::AdamW adamw(layout, train);
+  optim::Optimizer adamw(optim::WholeTensors(layout.tensors()), layout.total(), train, {});
   const float scale = 1.0f / static_cast<float>(Counted(batch));
   for (int s = 1; s <= steps; ++s) {
     std::fill(grads.begin(), grads.end(), 0.0f);

@@ -124,7 +124,7 @@ namespace {
 // Backward without a hook: every group's gradients where the model would write them.
 class NoHook final : public BackwardHook {
  public:
-  absl::Status Acquire(int, ParameterLayout::Views<float>&) override { return absl::OkStatus(); }
+  absl::Status Acquire(int, std::span<float*>) override { return absl::OkStatus(); }
   absl::Status Release(int) override { return absl::OkStatus(); }
 };
 
@@ -146,13 +146,16 @@ absl::Status Gpt2::Backward(const float* params, float* grads, float loss_scale,
   auto p = layout_.Bind(params);
   const int embed_group = L + 1;
   // Group g's accumulators: its places in `grads`, unless the hook points them elsewhere.
+  std::vector<float*> into(layout_.tensors().size());
   auto acquire = [&](int group, ParameterLayout::Views<float>& v) -> absl::Status {
-    v = {};
     if (grads != nullptr) {
-      for (const Segment& s : groups_[static_cast<size_t>(group)])
-        v.*ParameterLayout::Field<float>(static_cast<size_t>(s.tensor)) = grads + s.offset;
+      PointAtFlat(groups_[static_cast<size_t>(group)], grads, into);
+    } else {
+      std::fill(into.begin(), into.end(), nullptr);
     }
-    return hook.Acquire(group, v);
+    if (absl::Status s = hook.Acquire(group, into); !s.ok()) return s;
+    v = ParameterLayout::ViewsOf(into);
+    return absl::OkStatus();
   };
   ParameterLayout::Views<float> ge{};
   if (absl::Status s = acquire(embed_group, ge); !s.ok()) return s;

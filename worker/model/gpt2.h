@@ -6,33 +6,35 @@
 
 #include "absl/status/status.h"
 #include "worker/model/backward_hook.h"
+#include "worker/model/cpu_model.h"
 #include "worker/model/params.h"
 
 namespace belay::model {
 
 // Activations and scratch for one micro-batch shape. Not thread-safe; one per rank.
-class Gpt2 {
+class Gpt2 final : public CpuModel {
  public:
   // B sequences of T tokens (T <= config.max_seq_len).
   Gpt2(const ParameterLayout& layout, int B, int T);
 
-  int B() const { return B_; }
-  int T() const { return T_; }
+  int B() const override { return B_; }
+  int T() const override { return T_; }
 
   // Runs the model on inputs (B,T) and returns the sum of the per-position cross-entropy
   // losses over positions whose mask is 1 (targets (B,T), mask (B,T)). Keeps the
   // activations that Backward needs.
   double Forward(const float* params, const int32_t* inputs, const int32_t* targets,
-                 const uint8_t* mask);
+                 const uint8_t* mask) override;
 
   // Backpropagates loss_scale × (the summed loss of the last Forward) and ACCUMULATES the
   // parameter gradients into grads (same layout as params). With loss_scale = 1 / (counted
   // positions of the whole batch) the gradients over all micro-batches add up to the
   // gradient of the batch's mean loss.
-  void Backward(const float* params, float* grads, float loss_scale);
+  void Backward(const float* params, float* grads, float loss_scale) override;
   // The same, telling `hook` about each gradient group (see BackwardHook), which may point
   // the gradients elsewhere; `grads` may be null when it points every group elsewhere.
-  absl::Status Backward(const float* params, float* grads, float loss_scale, BackwardHook& hook);
+  absl::Status Backward(const float* params, float* grads, float loss_scale,
+                        BackwardHook& hook) override;
 
   // Per-position losses of the last Forward (0 where masked), B×T.
   const std::vector<float>& losses() const { return losses_; }

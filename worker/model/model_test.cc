@@ -11,6 +11,7 @@
 #include "worker/model/gpt2.h"
 #include "worker/model/params.h"
 #include "worker/model/schedule.h"
+#include "worker/model/testing/staging_hook.h"
 
 namespace belay::model {
 namespace {
@@ -176,44 +177,6 @@ TEST(Gpt2, GradientMatchesFiniteDifferences) {
   EXPECT_GE(checked, 40);
 }
 
-// A hook that gives every group its own zeroed staging buffer, as ZeRO-2 does, and records
-// the calls; its gradients, copied back, must equal the flat buffer's bit for bit.
-class StagingSink final : public BackwardHook {
- public:
-  explicit StagingSink(const ParameterLayout& layout) : groups_(GradientGroups(layout)) {
-    for (const auto& g : groups_) {
-      int64_t n = 0;
-      for (const Segment& s : g) n += s.size;
-      buffers_.emplace_back(static_cast<size_t>(n), 0.0f);
-    }
-  }
-  absl::Status Acquire(int group, ParameterLayout::Views<float>& into) override {
-    calls_.push_back(group + 1);
-    into = BindSegments(groups_[static_cast<size_t>(group)],
-                        buffers_[static_cast<size_t>(group)].data());
-    return absl::OkStatus();
-  }
-  absl::Status Release(int group) override {
-    calls_.push_back(-(group + 1));
-    return absl::OkStatus();
-  }
-  void CopyTo(std::vector<float>& flat) const {
-    for (size_t g = 0; g < groups_.size(); ++g) {
-      const float* at = buffers_[g].data();
-      for (const Segment& s : groups_[g]) {
-        std::copy(at, at + s.size, flat.begin() + s.offset);
-        at += s.size;
-      }
-    }
-  }
-  const std::vector<int>& calls() const { return calls_; }
-
- private:
-  std::vector<std::vector<Segment>> groups_;
-  std::vector<std::vector<float>> buffers_;
-  std::vector<int> calls_;  // +g+1 acquire, -(g+1) release
-};
-
 TEST(Gpt2, GradientGroupsCoverEveryParameterOnce) {
   ParameterLayout layout(Tiny());
   std::vector<int> seen(static_cast<size_t>(layout.total()), 0);
@@ -244,20 +207,10 @@ TEST(Gpt2, BackwardIntoStagingBuffersEqualsFlatBackward) {
   model.Forward(params.data(), inputs.data(), targets.data(), mask.data());
   std::vector<float> flat(params.size(), 0.0f);
   model.Backward(params.data(), flat.data(), 0.1f);
-  StagingSink sink(layout);
-  ASSERT_TRUE(model.Backward(params.data(), nullptr, 0.1f, sink).ok());
-  std::vector<float> staged(params.size(), -1.0f);
-  sink.CopyTo(staged);
-  EXPECT_EQ(staged, flat);
-
-  // Acquire(L+1); then each group g = 0 … L acquired and released in turn; Release(L+1) last.
-  std::vector<int> expected = {L + 2};
-  for (int g = 0; g <= L; ++g) {
-    expected.push_back(g + 1);
-    expected.push_back(-(g + 1));
-  }
-  expected.push_back(-(L + 2));
-  EXPECT_EQ(sink.calls(), expected);
+  testing::StagingHook hook(GradientGroups(layout), layout.total());
+  ASSERT_TRUE(model.Backward(params.data(), nullptr, 0.1f, hook).ok());
+  EXPECT_EQ(hook.Gathered(), flat);
+  EXPECT_EQ(hook.calls(), testing::StagingHook::ExpectedCalls(L));
 }
 
 }  // namespace

@@ -112,14 +112,24 @@ std::vector<std::vector<Segment>> GradientGroups(const ParameterLayout& layout) 
   return groups;
 }
 
-ParameterLayout::Views<float> BindSegments(const std::vector<Segment>& segments, float* base) {
-  ParameterLayout::Views<float> v{};
+ParameterLayout::Views<float> ParameterLayout::ViewsOf(std::span<float* const> pointers) {
+  Views<float> v{};
+  for (size_t i = 0; i < pointers.size(); ++i) v.*Field<float>(i) = pointers[i];
+  return v;
+}
+
+void PointAtFlat(const std::vector<Segment>& segments, float* flat, std::span<float*> into) {
+  std::fill(into.begin(), into.end(), nullptr);
+  for (const Segment& s : segments) into[static_cast<size_t>(s.tensor)] = flat + s.offset;
+}
+
+void PointAtPacked(const std::vector<Segment>& segments, float* base, std::span<float*> into) {
+  std::fill(into.begin(), into.end(), nullptr);
   int64_t at = 0;
   for (const Segment& s : segments) {
-    v.*ParameterLayout::Field<float>(static_cast<size_t>(s.tensor)) = base + at;
+    into[static_cast<size_t>(s.tensor)] = base + at;
     at += s.size;
   }
-  return v;
 }
 
 void InitGpt2(const ParameterLayout& layout, std::span<float> params, uint64_t seed) {

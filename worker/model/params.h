@@ -54,6 +54,8 @@ class ParameterLayout {
   // The field of Views that holds tensor `index` (tensors() order is the order of the fields).
   template <typename T>
   static T* Views<T>::*Field(size_t index);
+  // The named views of per-tensor pointers (tensors() order), as BackwardHook passes them.
+  static Views<float> ViewsOf(std::span<float* const> pointers);
 
  private:
   Gpt2Config config_;
@@ -78,10 +80,16 @@ struct Segment {
 // Every parameter is in exactly one group; segments are in tensor order.
 std::vector<std::vector<Segment>> GradientGroups(const ParameterLayout& layout);
 
-// Pointers for the tensors of `segments`, laid out one after another from `base` in segment
-// order: the field of a segment's tensor points at that segment's first element. Fields of
-// tensors not in `segments` are null.
-ParameterLayout::Views<float> BindSegments(const std::vector<Segment>& segments, float* base);
+// Where a backward pass writes gradients, whatever the architecture: one pointer per tensor
+// of the layout (in its tensors() order). For each segment of a gradient group, its tensor's
+// entry points at the segment's gradient (a layer slice: that layer's slice); null for the
+// tensors not in the group.
+//
+// PointAtFlat: the segments' places in a buffer laid out like the parameters. PointAtPacked:
+// the segments laid out one after another from `base`, in segment order (a ZeRO staging
+// buffer). Both clear the other entries.
+void PointAtFlat(const std::vector<Segment>& segments, float* flat, std::span<float*> into);
+void PointAtPacked(const std::vector<Segment>& segments, float* base, std::span<float*> into);
 
 // GPT-2 initialisation from `seed`: weights N(0, 0.02), residual projections
 // N(0, 0.02 / sqrt(2·n_layer)), biases 0, LayerNorm weights 1, padded vocabulary rows 0.

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <ctime>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "common/ckpt/layout.h"
@@ -12,6 +13,7 @@
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "worker/data/loader_state.h"
+#include "worker/optim/optimizer.h"
 #include "worker/train/rank_agreement.h"
 
 namespace belay::train {
@@ -19,23 +21,22 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The three flat buffers a checkpoint holds, each stored tensor by tensor under its logical
-// name, so that a loader can re-partition them over any number of ranks.
+// The flat buffers a checkpoint holds, each stored tensor by tensor under its logical name
+// ("param/<tensor>", then "<state>/<tensor>" for each of the optimizer's states), so that a
+// loader can re-partition them over any number of ranks.
 constexpr std::string_view kParamPrefix = "param/";
-constexpr std::string_view kAdamMPrefix = "adam.m/";
-constexpr std::string_view kAdamVPrefix = "adam.v/";
-constexpr std::string_view kPrefixes[] = {kParamPrefix, kAdamMPrefix, kAdamVPrefix};
 
-nlohmann::json ConfigJson(const model::Gpt2Config& c) {
-  return {{"n_layer", c.n_layer},       {"n_head", c.n_head},
-          {"d_model", c.d_model},       {"max_seq_len", c.max_seq_len},
-          {"vocab_size", c.vocab_size}, {"padded_vocab", c.padded_vocab}};
+std::vector<std::string> PrefixesOf(OptimizerKind optimizer) {
+  std::vector<std::string> prefixes = {std::string(kParamPrefix)};
+  for (std::string_view state : optim::Optimizer::StateNames(optimizer)) {
+    prefixes.push_back(Cat(state, "/"));
+  }
+  return prefixes;
 }
 
 // Where an owned piece starts inside its tensor.
-uint64_t OffsetInTensor(const model::ParameterLayout& layout, const OwnedPiece& p) {
-  return static_cast<uint64_t>(p.flat_offset -
-                               layout.tensors()[static_cast<size_t>(p.tensor)].offset);
+uint64_t OffsetInTensor(const std::vector<model::TensorView>& tensors, const OwnedPiece& p) {
+  return static_cast<uint64_t>(p.flat_offset - tensors[static_cast<size_t>(p.tensor)].offset);
 }
 
 absl::Status MissingShard(const fs::path& file, int rank, int world_size) {
@@ -43,12 +44,29 @@ absl::Status MissingShard(const fs::path& file, int rank, int world_size) {
       Cat(file.string(), ": shard of rank ", rank, " (of ", world_size, ") is missing"));
 }
 
-// The shard map must describe exactly this model's tensors.
-absl::Status CheckShardMapTensors(const ckpt::ShardMap& map, const model::ParameterLayout& layout,
-                                  const std::string& where) {
+// The optimizer whose states a shard map holds, when it is one this build knows.
+std::optional<OptimizerKind> OptimizerOfMap(const ckpt::ShardMap& map) {
+  for (OptimizerKind kind : {OptimizerKind::kAdamW, OptimizerKind::kAdemamix}) {
+    const std::string first = Cat(optim::Optimizer::StateNames(kind)[0], "/");
+    for (const auto& [name, total] : map.totals) {
+      if (name.starts_with(first)) return kind;
+    }
+  }
+  return std::nullopt;
+}
+
+// The shard map must describe exactly this model's tensors and this optimizer's states.
+absl::Status CheckShardMapTensors(const ckpt::ShardMap& map,
+                                  const std::vector<model::TensorView>& tensors,
+                                  OptimizerKind optimizer, const std::string& where) {
+  if (std::optional<OptimizerKind> saved = OptimizerOfMap(map); saved && *saved != optimizer) {
+    return absl::FailedPreconditionError(Cat(where, ": holds the state of optimizer ",
+                                             ToString(*saved), "; this campaign's is ",
+                                             ToString(optimizer), " (optimizer.name)"));
+  }
   size_t expected = 0;
-  for (const model::TensorView& t : layout.tensors()) {
-    for (std::string_view prefix : kPrefixes) {
+  for (const model::TensorView& t : tensors) {
+    for (const std::string& prefix : PrefixesOf(optimizer)) {
       ++expected;
       auto it = map.totals.find(Cat(prefix, t.name));
       if (it == map.totals.end())
@@ -121,7 +139,7 @@ class ShardReaders {
 absl::StatusOr<data::LoaderState> CheckMetadata(const ckpt::ShardReader& shard,
                                                 const ckpt::Manifest& manifest,
                                                 const fs::path& step_dir,
-                                                const model::Gpt2Config& config,
+                                                const model::Architecture& arch,
                                                 const data::DataLoader& data) {
   nlohmann::json meta =
       nlohmann::json::parse(shard.metadata(), nullptr, /*allow_exceptions=*/false);
@@ -134,10 +152,16 @@ absl::StatusOr<data::LoaderState> CheckMetadata(const ckpt::ShardReader& shard,
     return absl::DataLossError(Cat(shard.path().string(), ": holds step ", meta["step"].dump(),
                                    ", the manifest says ", manifest.step));
   }
-  if (meta["model"] != ConfigJson(config)) {
-    return absl::FailedPreconditionError(Cat(step_dir.string(), ": saved model ",
-                                             meta["model"].dump(), " differs from the campaign's ",
-                                             ConfigJson(config).dump()));
+  const nlohmann::json saved = model::NormalizedConfig(meta["model"]);
+  const nlohmann::json ours = model::NormalizedConfig(arch.Config());
+  if (saved.is_object() && saved["arch"] != ours["arch"]) {
+    return absl::FailedPreconditionError(
+        Cat(step_dir.string(), ": checkpoint of a model of architecture ", saved["arch"].dump(),
+            "; this campaign trains ", ours["arch"].dump(), " (model.arch)"));
+  }
+  if (saved != ours) {
+    return absl::FailedPreconditionError(Cat(step_dir.string(), ": saved model ", saved.dump(),
+                                             " differs from the campaign's ", ours.dump()));
   }
   absl::StatusOr<data::LoaderState> loader = data::LoaderStateFromJson(meta["loader"]);
   if (!loader.ok()) return loader.status();
@@ -154,8 +178,13 @@ void RemovePartialStep(const fs::path& dir) {
 }  // namespace
 
 CheckpointIo::CheckpointIo(const CampaignSpec& spec, comm::Communicator& comm,
-                           const model::ParameterLayout& layout, const ShardPlan& plan)
-    : spec_(spec), comm_(comm), layout_(layout), plan_(plan), owned_(plan.Owned(comm.rank())) {}
+                           const model::Architecture& arch, const ShardPlan& plan)
+    : spec_(spec),
+      comm_(comm),
+      arch_(arch),
+      plan_(plan),
+      owned_(plan.Owned(comm.rank())),
+      prefixes_(PrefixesOf(spec.optimizer.name)) {}
 
 absl::StatusOr<std::unique_ptr<PendingSave>> CheckpointIo::BeginSave(
     const fs::path& root, const StepMetrics& last, SaveMode mode, bool background,
@@ -193,7 +222,8 @@ absl::StatusOr<std::unique_ptr<PendingSave>> CheckpointIo::BeginSave(
       {"world_size", W},
       {"rank", r},
       {"zero_stage", spec_.train.zero_stage},
-      {"model", ConfigJson(layout_.config())},
+      {"model", arch_.Config()},
+      {"optimizer", ToString(spec_.optimizer.name)},
       {"loader", data::LoaderStateToJson(loader)},
       // Training draws no random numbers after initialisation (no dropout); the seed is
       // what a resumed run would need to redraw anything.
@@ -217,20 +247,22 @@ void CheckpointIo::AddRanges(PendingSave& save, bool background, RankState state
   // on meanwhile), written from where they are otherwise.
   int64_t owned = 0;
   for (const OwnedPiece& p : owned_) owned += p.size;
-  if (background) save.state.resize(static_cast<size_t>(3 * owned));
+  if (background) save.state.resize(prefixes_.size() * static_cast<size_t>(owned));
   float* to = save.state.data();
+  const std::vector<model::TensorView>& tensors = arch_.tensors();
+  std::vector<const float*> bufs(prefixes_.size());
   for (const OwnedPiece& p : owned_) {
-    const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
-    const uint64_t in_tensor = OffsetInTensor(layout_, p);
-    const float* bufs[] = {state.params + p.flat_offset, state.m + StateOffset(p),
-                           state.v + StateOffset(p)};
-    for (size_t k = 0; k < std::size(kPrefixes) && save.local.ok(); ++k) {
+    const model::TensorView& t = tensors[static_cast<size_t>(p.tensor)];
+    const uint64_t in_tensor = OffsetInTensor(tensors, p);
+    bufs[0] = state.params + p.flat_offset;
+    for (size_t k = 1; k < bufs.size(); ++k) bufs[k] = state.states[k - 1] + StateOffset(p);
+    for (size_t k = 0; k < prefixes_.size() && save.local.ok(); ++k) {
       const float* from = bufs[k];
       if (background) {
         from = std::copy(bufs[k], bufs[k] + p.size, to) - p.size;
         to += p.size;
       }
-      std::string name = Cat(kPrefixes[k], t.name);
+      std::string name = Cat(prefixes_[k], t.name);
       save.local = save.writer.Add(name, in_tensor, static_cast<uint64_t>(t.size),
                                    std::span<const float>(from, static_cast<size_t>(p.size)));
       save.info.slices.push_back({std::move(name), in_tensor, static_cast<uint64_t>(p.size),
@@ -295,10 +327,10 @@ absl::Status CheckpointIo::Commit(const PendingSave& save, const std::vector<int
   ckpt::ShardMap map;
   for (int q = 0; q < W; ++q) {
     for (const OwnedPiece& p : plan_.Owned(q)) {
-      const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
-      for (std::string_view prefix : kPrefixes) {
+      const model::TensorView& t = arch_.tensors()[static_cast<size_t>(p.tensor)];
+      for (const std::string& prefix : prefixes_) {
         map.Add(Cat(prefix, t.name), static_cast<uint64_t>(t.size),
-                {q, OffsetInTensor(layout_, p), static_cast<uint64_t>(p.size)});
+                {q, OffsetInTensor(arch_.tensors(), p), static_cast<uint64_t>(p.size)});
       }
     }
   }
@@ -336,8 +368,8 @@ absl::StatusOr<TrainingPosition> CheckpointIo::LoadOwned(const fs::path& step_di
         Cat(step_dir.string(), "/manifest.json has no shard_map: written by an earlier format"));
   }
   const ckpt::ShardMap& map = *manifest->shard_map;
-  if (absl::Status s =
-          CheckShardMapTensors(map, layout_, Cat(step_dir.string(), "/manifest.json: shard_map"));
+  if (absl::Status s = CheckShardMapTensors(map, arch_.tensors(), spec_.optimizer.name,
+                                            Cat(step_dir.string(), "/manifest.json: shard_map"));
       !s.ok()) {
     return s;
   }
@@ -351,17 +383,19 @@ absl::StatusOr<TrainingPosition> CheckpointIo::LoadOwned(const fs::path& step_di
   absl::StatusOr<const ckpt::ShardReader*> first = readers.Of(r % manifest->world_size);
   if (!first.ok()) return first.status();
   absl::StatusOr<data::LoaderState> loader =
-      CheckMetadata(**first, *manifest, step_dir, layout_.config(), data);
+      CheckMetadata(**first, *manifest, step_dir, arch_, data);
   if (!loader.ok()) return loader.status();
 
   // This rank's pieces of parameters and moments, from whichever shards hold them.
+  const std::vector<model::TensorView>& tensors = arch_.tensors();
+  std::vector<float*> dst(prefixes_.size());
   for (const OwnedPiece& p : owned_) {
-    const model::TensorView& t = layout_.tensors()[static_cast<size_t>(p.tensor)];
-    const uint64_t in_tensor = OffsetInTensor(layout_, p);
-    float* dst[] = {state.params + p.flat_offset, state.m + StateOffset(p),
-                    state.v + StateOffset(p)};
-    for (size_t k = 0; k < std::size(kPrefixes); ++k) {
-      const std::string name = Cat(kPrefixes[k], t.name);
+    const model::TensorView& t = tensors[static_cast<size_t>(p.tensor)];
+    const uint64_t in_tensor = OffsetInTensor(tensors, p);
+    dst[0] = state.params + p.flat_offset;
+    for (size_t k = 1; k < dst.size(); ++k) dst[k] = state.states[k - 1] + StateOffset(p);
+    for (size_t k = 0; k < prefixes_.size(); ++k) {
+      const std::string name = Cat(prefixes_[k], t.name);
       for (const ckpt::ShardRange& part :
            map.Find(name, in_tensor, static_cast<uint64_t>(p.size))) {
         absl::StatusOr<const ckpt::ShardReader*> rd = readers.Of(part.rank);

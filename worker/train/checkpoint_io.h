@@ -15,7 +15,7 @@
 #include "worker/ckpt/shard_file.h"
 #include "worker/comm/communicator.h"
 #include "worker/data/loader.h"
-#include "worker/model/params.h"
+#include "worker/model/architecture.h"
 #include "worker/train/shard_plan.h"
 #include "worker/train/step_metrics.h"
 
@@ -55,7 +55,7 @@ struct PendingSave {
   int64_t next_sequence = 0;
   StepMetrics last;
   CheckpointInfo info;
-  std::vector<float> state;  // background writes: this rank's pieces (parameters, m, v), copied
+  std::vector<float> state;  // background writes: this rank's pieces (parameters, states), copied
   ckpt::ShardWriter writer;
   absl::Status local;  // of the writer's Adds
   absl::StatusOr<ckpt::ShardFileInfo> written = absl::UnknownError("not written");
@@ -70,11 +70,11 @@ struct PendingSave {
 };
 
 // Host memory of one rank's checkpointed state: the parameters, whole (layout order), and
-// AdamW's moments, whole at stage 0 and the rank's shard at stages 1 and 2.
+// the optimizer's states (optim::Optimizer::StateNames order), whole at stage 0 and the
+// rank's shard at stages 1 and 2.
 struct RankState {
   float* params = nullptr;
-  float* m = nullptr;
-  float* v = nullptr;
+  std::vector<float*> states;
 };
 
 // Where training stands: the updates done and the next global training sequence.
@@ -88,8 +88,8 @@ struct TrainingPosition {
 class CheckpointIo {
  public:
   // Keeps references to all four.
-  CheckpointIo(const CampaignSpec& spec, comm::Communicator& comm,
-               const model::ParameterLayout& layout, const ShardPlan& plan);
+  CheckpointIo(const CampaignSpec& spec, comm::Communicator& comm, const model::Architecture& arch,
+               const ShardPlan& plan);
 
   // Prepares the step directory of `at.step` (rank 0; a step already there, of an abandoned
   // trajectory, is replaced) and starts this rank's shard: with `background` from a copy of
@@ -130,9 +130,10 @@ class CheckpointIo {
 
   const CampaignSpec& spec_;
   comm::Communicator& comm_;
-  const model::ParameterLayout& layout_;
+  const model::Architecture& arch_;
   const ShardPlan& plan_;
-  std::vector<OwnedPiece> owned_;  // this rank's pieces, in shard order
+  std::vector<OwnedPiece> owned_;      // this rank's pieces, in shard order
+  std::vector<std::string> prefixes_;  // "param/", then each optimizer state's
 };
 
 }  // namespace belay::train

@@ -56,10 +56,10 @@ class HostGradients final : public GradientDevice {
     if (static_cast<size_t>(group) + 1 == plan_.buckets().size()) return embed_;
     return ring_[static_cast<size_t>(group) % ring_.size()];
   }
-  void PrepareGroupBuffer(const Bucket& b, model::ParameterLayout::Views<float>& into) override {
+  void PrepareGroupBuffer(const Bucket& b, std::span<float*> into) override {
     std::span<float> buffer = GroupBuffer(b.group);
     std::fill(buffer.begin(), buffer.begin() + b.padded, 0.0f);
-    into = model::BindSegments(b.segments, buffer.data());
+    model::PointAtPacked(b.segments, buffer.data(), into);
   }
   absl::Status AddToShard(std::span<const float> from, int64_t shard_offset,
                           bool accumulate) override {
@@ -150,7 +150,7 @@ class GpuGradients final : public GradientDevice {
   }
 
   std::span<float> GroupBuffer(int group) override { return gpu_.DeviceGroupBuffer(group); }
-  void PrepareGroupBuffer(const Bucket&, model::ParameterLayout::Views<float>&) override {}
+  void PrepareGroupBuffer(const Bucket&, std::span<float*>) override {}
   absl::Status AddToShard(std::span<const float> from, int64_t shard_offset,
                           bool accumulate) override {
     return gpu_.AddToGradientShard(from, shard_offset, accumulate);

@@ -51,7 +51,7 @@ class GradientDevice {
   // model writes the group: on the host it clears it and points `into` at it; the GPU model
   // binds and clears its own buffer.
   virtual std::span<float> GroupBuffer(int group) = 0;
-  virtual void PrepareGroupBuffer(const Bucket& b, model::ParameterLayout::Views<float>& into) = 0;
+  virtual void PrepareGroupBuffer(const Bucket& b, std::span<float*> into) = 0;
   // Shard[shard_offset, +from.size()) = `from`, or += it with `accumulate`.
   virtual absl::Status AddToShard(std::span<const float> from, int64_t shard_offset,
                                   bool accumulate) = 0;

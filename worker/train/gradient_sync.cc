@@ -103,9 +103,7 @@ class ZeroStage1 final : public SyncBase, public model::BackwardHook {
   }
   model::BackwardHook* HookFor(int64_t, bool last) override { return last ? this : nullptr; }
 
-  absl::Status Acquire(int, model::ParameterLayout::Views<float>&) override {
-    return absl::OkStatus();
-  }
+  absl::Status Acquire(int, std::span<float*>) override { return absl::OkStatus(); }
   absl::Status Release(int group) override { return ReduceBucket(static_cast<size_t>(group)); }
 
   void Reduce() override {
@@ -170,7 +168,7 @@ class ZeroStage2 final : public SyncBase, public model::BackwardHook {
     return this;
   }
 
-  absl::Status Acquire(int group, model::ParameterLayout::Views<float>& into) override {
+  absl::Status Acquire(int group, std::span<float*> into) override {
     if (absl::Status s = Land(FlightOf(group)); !s.ok()) return s;
     device_.PrepareGroupBuffer(plan_.buckets()[static_cast<size_t>(group)], into);
     return absl::OkStatus();

@@ -32,13 +32,15 @@ struct OwnedPiece {
   bool operator==(const OwnedPiece&) const = default;
 };
 
-// Buckets are model::GradientGroups in the order backward completes them (ln_f, layers
-// L−1 … 0, embeddings). A rank's shard is its slice of every bucket, in bucket order, so all
-// ranks have shards of the same size, shard_size() (the sum of the slices). The plan depends
-// only on the layout and W: every rank computes the same one, and a checkpoint loader can
+// Buckets are the model's gradient groups in the order backward completes them (the final
+// norm, layers L−1 … 0, embeddings). A rank's shard is its slice of every bucket, in bucket order,
+// so all ranks have shards of the same size, shard_size() (the sum of the slices). The plan depends
+// only on the model and W: every rank computes the same one, and a checkpoint loader can
 // compute the plan of the world size that wrote it.
 class ShardPlan {
  public:
+  // Over an architecture's gradient groups (Architecture::GradientGroups), or GPT-2's.
+  ShardPlan(std::vector<std::vector<model::Segment>> groups, int world_size);
   ShardPlan(const model::ParameterLayout& layout, int world_size);
 
   int world_size() const { return world_size_; }

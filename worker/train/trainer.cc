@@ -40,6 +40,14 @@ absl::Status CheckSetup(const CampaignSpec& spec, const comm::Communicator& comm
     return absl::InvalidArgumentError(
         Cat("train.zero_stage = ", spec.train.zero_stage, ": this trainer has stages 0, 1 and 2"));
   }
+  if (device == Device::kCuda && spec.model.arch != ModelArch::kGpt2) {
+    return absl::UnimplementedError(Cat("model.arch = \"", ToString(spec.model.arch),
+                                        "\" has no GPU model yet; train it on CPUs"));
+  }
+  if (device == Device::kCuda && spec.optimizer.name != OptimizerKind::kAdamW) {
+    return absl::UnimplementedError(Cat("optimizer.name = \"", ToString(spec.optimizer.name),
+                                        "\" has no GPU update yet; the GPU path has adamw"));
+  }
   if (device == Device::kCuda && !comm.takes_device_memory()) {
     return absl::InvalidArgumentError(
         "GPU training needs a communicator whose collectives take device memory (NCCL), even for "
@@ -93,12 +101,19 @@ absl::Status CheckSameData(comm::Communicator& comm, uint64_t fingerprint) {
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const CampaignSpec& spec,
                                                          comm::Communicator& comm, Device device) {
   absl::Status local = CheckSetup(spec, comm, device);
+  std::unique_ptr<const model::Architecture> arch;
+  if (local.ok()) {
+    absl::StatusOr<std::unique_ptr<const model::Architecture>> a =
+        model::Architecture::FromSpec(spec);
+    local = a.status();
+    if (a.ok()) arch = std::move(*a);
+  }
   std::unique_ptr<data::DataLoader> train, val;
   if (local.ok()) local = OpenData(spec, train, val);
   if (absl::Status s = AgreeOnStatus(comm, local); !s.ok()) return s;
   if (absl::Status s = CheckSameData(comm, train->fingerprint()); !s.ok()) return s;
   std::unique_ptr<Trainer> trainer(
-      new Trainer(spec, comm, device, std::move(train), std::move(val)));
+      new Trainer(spec, comm, device, std::move(arch), std::move(train), std::move(val)));
   if (device == Device::kCuda) {
     if (absl::Status s = AgreeOnStatus(comm, trainer->StartGpu()); !s.ok()) return s;
   }
@@ -125,7 +140,7 @@ absl::Status Trainer::StartGpu() {
     }
   }
   absl::StatusOr<std::unique_ptr<model::GpuModel>> gpu =
-      model::CreateGpuModel(layout_, static_cast<int>(spec_.train.micro_batch),
+      model::CreateGpuModel(*arch_->gpt2(), static_cast<int>(spec_.train.micro_batch),
                             static_cast<int>(spec_.model.seq_len), stage > 0 ? &shard : nullptr);
   if (!gpu.ok()) return gpu.status();
   gpu_ = std::move(*gpu);
@@ -136,32 +151,34 @@ absl::Status Trainer::StartGpu() {
 }
 
 Trainer::Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device device,
+                 std::unique_ptr<const model::Architecture> arch,
                  std::unique_ptr<data::DataLoader> train, std::unique_ptr<data::DataLoader> val)
     : spec_(spec),
       comm_(comm),
-      layout_(model::Gpt2Config::FromSpec(spec.model)),
-      plan_(layout_, comm.world_size()),
+      arch_(std::move(arch)),
+      plan_(arch_->GradientGroups(), comm.world_size()),
       owned_(plan_.Owned(comm.rank())),
       train_data_(std::move(train)),
       val_data_(std::move(val)),
-      model_(device == Device::kCpu
-                 ? std::make_unique<model::Gpt2>(layout_, static_cast<int>(spec.train.micro_batch),
-                                                 static_cast<int>(spec.model.seq_len))
-                 : nullptr),
-      params_(static_cast<size_t>(layout_.total())),
-      checkpoints_(spec_, comm, layout_, plan_) {
-  model::InitGpt2(layout_, params_, spec.train.seed);
+      model_(device == Device::kCpu ? arch_->NewCpuModel(static_cast<int>(spec.train.micro_batch),
+                                                         static_cast<int>(spec.model.seq_len))
+                                    : nullptr),
+      params_(static_cast<size_t>(arch_->total())),
+      checkpoints_(spec_, comm, *arch_, plan_) {
+  arch_->Init(params_, spec.train.seed);
   accum_ = spec.grad_accum_steps(comm.world_size());
   const int stage = spec.train.zero_stage;
   if (stage == 0) {
-    optimizer_ = std::make_unique<optim::AdamW>(layout_, spec.train);
+    optimizer_ = std::make_unique<optim::Optimizer>(optim::WholeTensors(arch_->tensors()),
+                                                    arch_->total(), spec.train, spec.optimizer);
   } else {
     std::vector<optim::UpdatePiece> pieces;
     for (const OwnedPiece& p : owned_) {
       pieces.push_back({p.flat_offset, p.shard_offset, p.size,
-                        layout_.tensors()[static_cast<size_t>(p.tensor)].decay});
+                        arch_->tensors()[static_cast<size_t>(p.tensor)].decay});
     }
-    optimizer_ = std::make_unique<optim::AdamW>(std::move(pieces), plan_.shard_size(), spec.train);
+    optimizer_ = std::make_unique<optim::Optimizer>(std::move(pieces), plan_.shard_size(),
+                                                    spec.train, spec.optimizer);
   }
   // (On GPUs, StartGpu makes them once the model is on the device.)
   if (device == Device::kCpu) {
@@ -189,7 +206,7 @@ MemoryAccounting Trainer::memory() const {
   if (gpu_) {
     // On the device: the bf16 parameters and the fp32 master weights; the moments. Stages 1
     // and 2 shard the fp32 state.
-    const int64_t P = layout_.total(), f = static_cast<int64_t>(sizeof(float));
+    const int64_t P = arch_->total(), f = static_cast<int64_t>(sizeof(float));
     const int64_t state = spec_.train.zero_stage > 0 ? plan_.shard_size() : P;
     m.params = 2 * P + f * state;
     m.optimizer = 2 * f * state;
@@ -284,6 +301,7 @@ Trainer::BatchTotals Trainer::LoadBatch() {
       } else {
         std::fill(mask, mask + T, uint8_t{1});
       }
+      MaskDocumentEnds(seq, mask, T);
       totals[0] += std::count(mask, mask + T, uint8_t{1});
     }
   }
@@ -352,7 +370,7 @@ void Trainer::Update(double lr, double grad_norm) {
   const float clip = kernels::cpu::ClipFactor(grad_norm, spec_.train.grad_clip);
   progress_.phase = Phase::kOptimizer;
   if (gpu_) {
-    const kernels::cpu::AdamWParams p = optimizer_->Params(lr, step_ + 1);
+    const kernels::cpu::AdamWParams p = optimizer_->AdamWParams(lr, step_ + 1);
     const auto wd = static_cast<float>(spec_.train.weight_decay);
     CheckCollective(
         spec_.train.zero_stage == 0 ? gpu_->Update(p, wd, clip) : gpu_->UpdateShard(p, wd, clip),
@@ -399,15 +417,20 @@ double Trainer::Evaluate() {
   std::vector<int32_t> inputs(static_cast<size_t>(M * T)), targets(inputs.size());
   std::vector<uint8_t> mask(inputs.size(), 1);
   progress_.phase = Phase::kEval;
-  // Batch b is evaluated by rank b mod W; the per-batch sums then add in batch order.
-  std::vector<double> mine(static_cast<size_t>(batches), 0.0);
+  // Batch b is evaluated by rank b mod W; the per-batch sums and counted positions then add
+  // in batch order.
+  std::vector<double> mine(static_cast<size_t>(2 * batches), 0.0);
   for (int64_t b = r; b < batches; b += W) {
     for (int i = 0; i < M; ++i) {
       uint64_t g = static_cast<uint64_t>(b * M + i);
       val_data_->Sequence(g % val_data_->sequences_per_epoch(), seq.data());
       std::copy(seq.begin(), seq.begin() + T, inputs.begin() + i * T);
       std::copy(seq.begin() + 1, seq.end(), targets.begin() + i * T);
+      std::fill(mask.begin() + i * T, mask.begin() + (i + 1) * T, uint8_t{1});
+      MaskDocumentEnds(seq.data(), mask.data() + i * T, T);
     }
+    mine[static_cast<size_t>(batches + b)] =
+        static_cast<double>(std::count(mask.begin(), mask.end(), uint8_t{1}));
     if (gpu_) {
       absl::StatusOr<double> l = gpu_->Forward(inputs.data(), targets.data(), mask.data(), 0.0f);
       CheckCollective(l.status(), "GPU evaluation");
@@ -417,13 +440,23 @@ double Trainer::Evaluate() {
           model_->Forward(params_.data(), inputs.data(), targets.data(), mask.data());
     }
   }
-  std::vector<double> all(static_cast<size_t>(batches * W));
+  std::vector<double> all(static_cast<size_t>(2 * batches * W));
   CheckCollective(
       comm_.AllGatherBytes(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(all))),
       "all-gather of evaluation losses");
-  double sum = 0;
-  for (int64_t b = 0; b < batches; ++b) sum += all[static_cast<size_t>((b % W) * batches + b)];
-  return sum / static_cast<double>(batches * M * T);
+  double sum = 0, counted = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    const size_t at = static_cast<size_t>((b % W) * 2 * batches + b);
+    sum += all[at];
+    counted += all[at + static_cast<size_t>(batches)];
+  }
+  return counted > 0 ? sum / counted : 0.0;
+}
+
+void Trainer::MaskDocumentEnds(const int32_t* seq, uint8_t* mask, int T) const {
+  // (The model masks the same positions itself; the trainer must know them to normalise.)
+  if (!spec_.data.document_masking) return;
+  model::ApertusLossMask(mask, seq, mask, T, static_cast<int32_t>(spec_.data.eod_token));
 }
 
 absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(const fs::path& root,
@@ -454,7 +487,9 @@ absl::StatusOr<CheckpointInfo> Trainer::FinishSave(PendingSave& save) {
 }
 
 RankState Trainer::HostState() {
-  return {params_.data(), optimizer_->m().data(), optimizer_->v().data()};
+  RankState state{params_.data(), {}};
+  for (std::vector<float>& s : optimizer_->states()) state.states.push_back(s.data());
+  return state;
 }
 
 absl::Status Trainer::LoadStep(const fs::path& step_dir) {
@@ -464,35 +499,37 @@ absl::Status Trainer::LoadStep(const fs::path& step_dir) {
   next_sequence_ = at->next_sequence;
   // Each rank read only what it owns; the rest comes from the other ranks.
   CheckCollective(GatherFlat(params_.data()), "parameter all-gather");
-  if (spec_.train.zero_stage == 0) {  // every rank keeps all moments
-    CheckCollective(GatherFlat(optimizer_->m().data()), "moment all-gather");
-    CheckCollective(GatherFlat(optimizer_->v().data()), "moment all-gather");
+  if (spec_.train.zero_stage == 0) {  // every rank keeps all optimizer states
+    for (std::vector<float>& state : optimizer_->states()) {
+      CheckCollective(GatherFlat(state.data()), "optimizer state all-gather");
+    }
   }
   if (gpu_) PushToGpu();
   return absl::OkStatus();
 }
 
 void Trainer::PullFromGpu() {
-  CheckCollective(gpu_->GetState(params_.data(), optimizer_->m().data(), optimizer_->v().data()),
+  std::vector<std::vector<float>>& s = optimizer_->states();  // AdamW's m and v
+  CheckCollective(gpu_->GetState(params_.data(), s[0].data(), s[1].data()),
                   "copy of the training state from the GPU");
 }
 
 void Trainer::PushToGpu() {
-  CheckCollective(gpu_->SetState(params_.data(), optimizer_->m().data(), optimizer_->v().data()),
+  std::vector<std::vector<float>>& s = optimizer_->states();  // AdamW's m and v
+  CheckCollective(gpu_->SetState(params_.data(), s[0].data(), s[1].data()),
                   "copy of the training state to the GPU");
 }
 
 void Trainer::PoisonParametersForTesting() {
   if (gpu_) PullFromGpu();
-  params_[static_cast<size_t>(layout_.at("ln_f.bias").offset)] =
-      std::numeric_limits<float>::quiet_NaN();
+  params_[static_cast<size_t>(arch_->PoisonOffset())] = std::numeric_limits<float>::quiet_NaN();
   if (gpu_) PushToGpu();
 }
 
 void Trainer::Reinitialize() {
-  model::InitGpt2(layout_, params_, spec_.train.seed);
-  std::fill(optimizer_->m().begin(), optimizer_->m().end(), 0.0f);
-  std::fill(optimizer_->v().begin(), optimizer_->v().end(), 0.0f);
+  arch_->Init(params_, spec_.train.seed);
+  for (std::vector<float>& state : optimizer_->states())
+    std::fill(state.begin(), state.end(), 0.0f);
   step_ = 0;
   next_sequence_ = 0;
   if (gpu_) PushToGpu();

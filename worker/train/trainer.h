@@ -15,9 +15,8 @@
 #include "common/campaign_spec.h"
 #include "worker/comm/communicator.h"
 #include "worker/data/loader.h"
-#include "worker/model/gpt2.h"
+#include "worker/model/architecture.h"
 #include "worker/model/gpu_model.h"
-#include "worker/model/params.h"
 #include "worker/optim/optimizer.h"
 #include "worker/train/checkpoint_io.h"
 #include "worker/train/gradient_device.h"
@@ -32,7 +31,7 @@ namespace belay::train {
 struct MemoryAccounting {
   int64_t params = 0;     // the full fp32 parameters every rank computes with
   int64_t gradients = 0;  // gradient buffers kept between steps or during backward
-  int64_t optimizer = 0;  // AdamW m and v
+  int64_t optimizer = 0;  // the optimizer's states (AdamW: m, v; AdEMAMix: three)
 };
 
 // Where the model computes. kCuda: the current CUDA device (chosen by the caller), bf16
@@ -49,7 +48,8 @@ class Trainer {
   // micro_batch × world size, or for a ZeRO stage this trainer does not have (it has 0, 1
   // and 2, on CPUs and GPUs), or on kCuda with a communicator whose collectives take host
   // memory. On kCuda the model is created on the current device; not fitting there is
-  // ResourceExhausted, a build without CUDA Unimplemented.
+  // ResourceExhausted, a build without CUDA Unimplemented, and so are a model other than
+  // GPT-2 and an optimizer other than AdamW (the GPU path has those only).
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const CampaignSpec& spec,
                                                          comm::Communicator& comm,
                                                          Device device = Device::kCpu);
@@ -81,7 +81,8 @@ class Trainer {
   StepMetrics TrainStep();
 
   // Mean loss over eval_batches micro-batches of the validation split (always the same
-  // sequences, shared out over the ranks), no Goldfish masking. Requires validation data.
+  // sequences, shared out over the ranks), no Goldfish masking (end-of-document positions
+  // are not counted under document masking). Requires validation data.
   // The same value on every rank and for every world size. Collective.
   double Evaluate();
 
@@ -110,13 +111,14 @@ class Trainer {
   // from any thread.
   Phase phase() const { return progress_.phase.load(std::memory_order_relaxed); }
 
-  // Fault injection for tests of the NaN path: makes the next step's loss non-finite (the
-  // final LayerNorm's first bias becomes NaN on this rank). Every rank must call it.
+  // Fault injection for tests of the NaN path: makes the next step's loss non-finite (a
+  // parameter of the final norm becomes NaN on this rank). Every rank must call it.
   void PoisonParametersForTesting();
 
  private:
   Trainer(const CampaignSpec& spec, comm::Communicator& comm, Device device,
-          std::unique_ptr<data::DataLoader> train, std::unique_ptr<data::DataLoader> val);
+          std::unique_ptr<const model::Architecture> arch, std::unique_ptr<data::DataLoader> train,
+          std::unique_ptr<data::DataLoader> val);
 
   // Device state <-> the host copies checkpoints are written from and loaded into.
   void PullFromGpu();
@@ -141,6 +143,9 @@ class Trainer {
     int64_t dropped = 0;
     int64_t digest = 0;
   };
+  // Clears the mask (T positions of sequence `seq`) where the input is the end-of-document
+  // token, under data.document_masking: the loss there is not counted.
+  void MaskDocumentEnds(const int32_t* seq, uint8_t* mask, int T) const;
   // Reads this rank's sequences of the step and their masks. Collective.
   BatchTotals LoadBatch();
   // Micro-batch `micro`: its summed loss, and (with scale > 0) what backward needs.
@@ -150,21 +155,22 @@ class Trainer {
   void BackwardAndReduce(int64_t micro, float scale);
   // The step's loss sum over all ranks, in global micro-batch order. Collective.
   double SumLosses(const std::vector<double>& micro_loss);
-  // Clipping, AdamW update number step_ + 1, and the parameters to all ranks. Collective.
+  // Clipping, the optimizer's update number step_ + 1, and the parameters to all ranks.
+  // Collective.
   void Update(double lr, double grad_norm);
   // Every rank's bytes sent and times since t0. Collective.
   StepMetrics StepBookkeeping(std::chrono::steady_clock::time_point t0, int64_t sent_before);
 
   CampaignSpec spec_;
   comm::Communicator& comm_;
-  model::ParameterLayout layout_;
+  std::unique_ptr<const model::Architecture> arch_;
   ShardPlan plan_;
   std::vector<OwnedPiece> owned_;  // this rank's pieces, in shard order
   std::unique_ptr<data::DataLoader> train_data_;
   std::unique_ptr<data::DataLoader> val_data_;  // null without validation data
-  std::unique_ptr<model::Gpt2> model_;          // kCpu
+  std::unique_ptr<model::CpuModel> model_;      // kCpu
   std::unique_ptr<model::GpuModel> gpu_;        // kCuda
-  std::unique_ptr<optim::AdamW> optimizer_;
+  std::unique_ptr<optim::Optimizer> optimizer_;
   std::vector<float> params_;
   std::vector<float> staging_;  // one padded bucket, for GatherFlat
   CheckpointIo checkpoints_;

@@ -1,4 +1,4 @@
-// Forward/backward over the micro-batches of one update, clipping, AdamW.
+// Forward/backward over the micro-batches of one update, clipping, the optimizer's update.
 #include "worker/train/update.h"
 
 #include <algorithm>
@@ -9,10 +9,10 @@
 
 namespace belay::train {
 
-UpdateResult UpdateOnBatch(model::Gpt2& model, optim::AdamW& optimizer, const TrainSpec& train,
-                           int64_t total_steps, int64_t step, std::span<float> params,
-                           std::span<float> grads, const int32_t* inputs, const int32_t* targets,
-                           const uint8_t* masks, int64_t accum) {
+UpdateResult UpdateOnBatch(model::CpuModel& model, optim::Optimizer& optimizer,
+                           const TrainSpec& train, int64_t total_steps, int64_t step,
+                           std::span<float> params, std::span<float> grads, const int32_t* inputs,
+                           const int32_t* targets, const uint8_t* masks, int64_t accum) {
   const size_t per_micro = static_cast<size_t>(model.B()) * static_cast<size_t>(model.T());
   const size_t positions = per_micro * static_cast<size_t>(accum);
   UpdateResult r;

@@ -6,7 +6,7 @@
 #include <span>
 
 #include "common/campaign_spec.h"
-#include "worker/model/gpt2.h"
+#include "worker/model/cpu_model.h"
 #include "worker/optim/optimizer.h"
 
 namespace belay::train {
@@ -20,11 +20,12 @@ struct UpdateResult {
 
 // Runs forward and backward over `accum` micro-batches laid out one after another in
 // inputs/targets/masks (each model.B() × model.T()), normalising by the counted positions of
-// the whole batch, clips to train.grad_clip and applies AdamW update number `step`
-// (1-based) with the schedule's learning rate. grads is scratch of the parameter layout's size.
-UpdateResult UpdateOnBatch(model::Gpt2& model, optim::AdamW& optimizer, const TrainSpec& train,
-                           int64_t total_steps, int64_t step, std::span<float> params,
-                           std::span<float> grads, const int32_t* inputs, const int32_t* targets,
-                           const uint8_t* masks, int64_t accum);
+// the whole batch, clips to train.grad_clip and applies update number `step`
+// (1-based) of the campaign's optimizer with the schedule's learning rate. grads is scratch of the
+// parameter layout's size.
+UpdateResult UpdateOnBatch(model::CpuModel& model, optim::Optimizer& optimizer,
+                           const TrainSpec& train, int64_t total_steps, int64_t step,
+                           std::span<float> params, std::span<float> grads, const int32_t* inputs,
+                           const int32_t* targets, const uint8_t* masks, int64_t accum);
 
 }  // namespace belay::train
