@@ -21,38 +21,12 @@ for f in "$src"/deploy/examples/*.toml; do
   [[ $out == OK\ * ]] || fail "validate $f printed '$out'"
 done
 
-# Apertus with AdEMAMix validates on CPU ranks. With GPUs both are refused at their keys: the
-# GPU trainer has the GPT-2 model and the AdamW update only.
-cat > "$tmp/apertus.toml" <<'TOML'
-[campaign]
-name = "apertus"
-[model]
-arch = "apertus"
-n_layer = 2
-n_head = 4
-n_kv_head = 2
-d_model = 16
-d_ff = 48
-seq_len = 32
-vocab_size = 128
-[data]
-train = "data/train_*.bin"
-document_masking = true
-eod_token = 3
-[train]
-total_steps = 10
-micro_batch = 1
-global_batch = 4
-lr = 1e-3
-[optimizer]
-name = "ademamix"
-[checkpoint]
-dir = "ckpt"
-[resources]
-ranks_per_node = 4
-TOML
+# Apertus with AdEMAMix and document masking (the fuzzing seed, so that it stays valid)
+# validates on CPU ranks. With GPUs both are refused at their keys: the GPU trainer has the
+# GPT-2 model and the AdamW update only.
+cp "$src/fuzz/corpus/campaign_spec/apertus_ademamix.toml" "$tmp/apertus.toml"
 out=$("$bin/belay" validate --offline "$tmp/apertus.toml") || fail "apertus on CPU is invalid"
-[[ $out == "OK apertus" ]] || fail "validate apertus.toml printed '$out'"
+[[ $out == "OK apertus-ademamix" ]] || fail "validate apertus.toml printed '$out'"
 printf 'gpus_per_node = 4\n' >> "$tmp/apertus.toml"
 set +e
 err=$("$bin/belay" validate --offline "$tmp/apertus.toml" 2>&1 >/dev/null)
