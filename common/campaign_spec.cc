@@ -59,26 +59,120 @@ void ReadCampaign(TomlReader r, CampaignSection* c) {
   r.ReportUnknownKeys();
 }
 
-void ReadModel(TomlReader r, ModelSpec* m) {
-  SetChoice(&m->arch, r.Choice("arch", {"gpt2"}, false, {"apertus"}));
+// [model.rope_scaling]: each key optional, defaulting to Llama 3's values.
+void ReadRopeScaling(TomlReader r, ModelSpec* m) {
+  if (!r.present()) return;
+  RopeScalingSpec s;
+  Set(&s.factor, r.Float("factor", 1.0, 1024.0, false));
+  std::optional<double> low =
+      r.Float("low_freq_factor", 0.0, 1024.0, false, /*min_exclusive=*/true);
+  std::optional<double> high =
+      r.Float("high_freq_factor", 0.0, 1024.0, false, /*min_exclusive=*/true);
+  Set(&s.original_context, r.Int("original_context", 1, 1 << 20, false));
+  Set(&s.low_freq_factor, low);
+  Set(&s.high_freq_factor, high);
+  // The scaling interpolates between the two wavelength bounds and divides by their gap.
+  if ((low || !r.has("low_freq_factor")) && (high || !r.has("high_freq_factor")) &&
+      s.high_freq_factor <= s.low_freq_factor) {
+    r.errors()->Add(r.PosOf("high_freq_factor"), r.KeyPath("high_freq_factor"),
+                    Cat(s.high_freq_factor, " is not above model.rope_scaling.low_freq_factor = ",
+                        s.low_freq_factor, "; allowed: > low_freq_factor"));
+  }
+  r.ReportUnknownKeys();
+  m->rope_scaling = s;
+}
+
+// The [model] keys only the Apertus model reads.
+constexpr std::string_view kApertusKeys[] = {"n_kv_head",      "d_ff",    "rope_theta",
+                                             "rope_scaling",   "qk_norm", "activation",
+                                             "tie_embeddings", "norm_eps"};
+
+// Shape rules of the Apertus model, on top of those every model has.
+void CheckApertusShape(TomlReader& r, ModelSpec* m) {
+  if (!r.has("n_kv_head")) m->n_kv_head = m->n_head;  // no grouping unless asked
+  if (m->n_kv_head > 0 && m->n_head > 0 && m->n_head % m->n_kv_head != 0) {
+    r.errors()->Add(r.PosOf("n_kv_head"), r.KeyPath("n_kv_head"),
+                    Cat(m->n_kv_head, " does not divide model.n_head = ", m->n_head,
+                        "; allowed: a divisor of n_head"));
+  }
+  if (m->n_head > 0 && m->d_model > 0 && m->d_model % m->n_head == 0 &&
+      (m->d_model / m->n_head) % 2 != 0) {
+    r.errors()->Add(r.PosOf("d_model"), r.KeyPath("d_model"),
+                    Cat(m->d_model, " / model.n_head = ", m->n_head, " is a head size of ",
+                        m->d_model / m->n_head,
+                        "; arch = \"apertus\" needs an even head size (RoPE rotates pairs)"));
+  }
+}
+
+// Returns the architecture, or nullopt when model.arch is rejected: the rules that depend on
+// it are then not checked.
+std::optional<ModelArch> ReadModel(TomlReader r, ModelSpec* m) {
+  std::optional<size_t> arch = r.Choice("arch", {"gpt2", "apertus"}, false);
+  SetChoice(&m->arch, arch);
+  const bool arch_known = arch || !r.has("arch");
+  const bool apertus = m->arch == ModelArch::kApertus;
   Set(&m->n_layer, r.Int("n_layer", 1, 1024, true));
   Set(&m->n_head, r.Int("n_head", 1, 1024, true));
   Set(&m->d_model, r.Int("d_model", 1, 65536, true));
   Set(&m->seq_len, r.Int("seq_len", 1, 1 << 20, true));
   Set(&m->vocab_size, r.Int("vocab_size", 2, 1 << 24, true));
+  Set(&m->n_kv_head, r.Int("n_kv_head", 1, 1024, false));
+  Set(&m->d_ff, r.Int("d_ff", 1, 1 << 20, apertus));
+  Set(&m->rope_theta, r.Float("rope_theta", 0.0, 1e12, false, /*min_exclusive=*/true));
+  ReadRopeScaling(r.Table("rope_scaling", false), m);
+  Set(&m->qk_norm, r.Bool("qk_norm"));
+  SetChoice(&m->activation, r.Choice("activation", {"xielu", "swiglu", "gelu"}, false));
+  Set(&m->tie_embeddings, r.Bool("tie_embeddings"));
+  Set(&m->norm_eps, r.Float("norm_eps", 0.0, 1.0, false, /*min_exclusive=*/true,
+                            /*max_exclusive=*/true));
   if (m->n_head > 0 && m->d_model > 0 && m->d_model % m->n_head != 0) {
     r.errors()->Add(r.PosOf("d_model"), r.KeyPath("d_model"),
                     Cat(m->d_model, " is not divisible by model.n_head = ", m->n_head,
                         "; allowed: a multiple of n_head"));
   }
+  if (apertus) {
+    CheckApertusShape(r, m);
+  } else if (arch_known) {
+    for (std::string_view key : kApertusKeys) {
+      if (r.has(key)) {
+        r.errors()->Add(r.PosOf(key), r.KeyPath(key),
+                        Cat("only for arch = \"apertus\" (it is \"", ToString(m->arch), "\")"));
+      }
+    }
+  }
   r.ReportUnknownKeys();
+  return arch_known ? std::optional(m->arch) : std::nullopt;
 }
 
-void ReadData(TomlReader r, DataSpec* d) {
+// `arch` is nullopt when model.arch was rejected; `vocab_size` 0 when model.vocab_size was.
+void ReadData(TomlReader r, std::optional<ModelArch> arch, int64_t vocab_size, DataSpec* d) {
   SetChoice(&d->format, r.Choice("format", {"llmc", "megatron"}, false));
   Set(&d->train, r.StringList("train", true));
   Set(&d->val, r.StringList("val", false));
   Set(&d->shuffle, r.Bool("shuffle"));
+  std::optional<bool> masking = r.Bool("document_masking");
+  std::optional<int64_t> eod = r.Int("eod_token", 0, (1 << 24) - 1, false);
+  Set(&d->document_masking, masking);
+  if (d->document_masking) {
+    if (arch == ModelArch::kGpt2) {
+      r.errors()->Add(r.PosOf("document_masking"), r.KeyPath("document_masking"),
+                      "true needs model.arch = \"apertus\" (it is \"gpt2\"; the GPT-2 model "
+                      "has no document mask)");
+    }
+    if (!r.has("eod_token")) {
+      r.errors()->Add(r.PosOf("document_masking"), r.KeyPath("eod_token"),
+                      "missing: document_masking = true needs data.eod_token");
+    } else if (eod && vocab_size > 0 && *eod >= vocab_size) {
+      r.errors()->Add(r.PosOf("eod_token"), r.KeyPath("eod_token"),
+                      Cat(*eod, " is not a token of the vocabulary (model.vocab_size = ",
+                          vocab_size, "); allowed: 0..", vocab_size - 1));
+    } else {
+      Set(&d->eod_token, eod);
+    }
+  } else if (r.has("eod_token") && (masking || !r.has("document_masking"))) {
+    r.errors()->Add(r.PosOf("eod_token"), r.KeyPath("eod_token"),
+                    "only applies to document_masking = true (it is false)");
+  }
   r.ReportUnknownKeys();
 }
 
@@ -159,6 +253,25 @@ void ReadTrain(TomlReader r, TrainSpec* t) {
       if (r.has(key)) {
         r.errors()->Add(r.PosOf(key), r.KeyPath(key),
                         "only applies to lr_schedule = \"wsd\" (the schedule is \"cosine\")");
+      }
+    }
+  }
+  r.ReportUnknownKeys();
+}
+
+void ReadOptimizer(TomlReader r, OptimizerSpec* o) {
+  std::optional<size_t> name = r.Choice("name", {"adamw", "ademamix"}, false);
+  SetChoice(&o->name, name);
+  Set(&o->beta3, r.Float("beta3", 0.0, 1.0, false, /*min_exclusive=*/true,
+                         /*max_exclusive=*/true));
+  Set(&o->alpha, r.Float("alpha", 0.0, 1000.0, false));
+  Set(&o->alpha_warmup_steps, r.Int("alpha_warmup_steps", 0, kBig, false));
+  Set(&o->beta3_warmup_steps, r.Int("beta3_warmup_steps", 0, kBig, false));
+  if (o->name == OptimizerKind::kAdamW && (name || !r.has("name"))) {
+    for (std::string_view key : {"beta3", "alpha", "alpha_warmup_steps", "beta3_warmup_steps"}) {
+      if (r.has(key)) {
+        r.errors()->Add(r.PosOf(key), r.KeyPath(key),
+                        "only applies to optimizer.name = \"ademamix\" (it is \"adamw\")");
       }
     }
   }
@@ -370,6 +483,22 @@ void CheckCrossSection(CampaignSpec& s, TomlReader& train, TomlReader& data, Tom
   }
 }
 
+// What the GPU trainer cannot run yet, refused at the key that asks for it.
+void CheckGpuSupport(const CampaignSpec& s, TomlReader& model, TomlReader& optimizer,
+                     SpecErrorSink* errors) {
+  if (s.resources.gpus_per_node == 0) return;
+  if (s.model.arch == ModelArch::kApertus) {
+    errors->Add(model.PosOf("arch"), model.KeyPath("arch"),
+                "\"apertus\" is not supported on GPUs yet (resources.gpus_per_node > 0); "
+                "allowed with GPUs: \"gpt2\"");
+  }
+  if (s.optimizer.name == OptimizerKind::kAdemamix) {
+    errors->Add(optimizer.PosOf("name"), optimizer.KeyPath("name"),
+                "\"ademamix\" is not supported on GPUs yet (resources.gpus_per_node > 0; the "
+                "GPU update is AdamW); allowed with GPUs: \"adamw\"");
+  }
+}
+
 std::string Resolve(const std::filesystem::path& base, const std::string& p) {
   std::filesystem::path path(p);
   if (path.is_relative()) path = base / path;
@@ -518,11 +647,14 @@ SpecParseResult ParseCampaignSpec(std::string_view text, std::string_view file,
   CampaignSpec spec;
   TomlReader top(&root, "", kTop, &errors);
   ReadCampaign(top.Table("campaign", true), &spec.campaign);
-  ReadModel(top.Table("model", true), &spec.model);
+  TomlReader model = top.Table("model", true);
+  std::optional<ModelArch> arch = ReadModel(model, &spec.model);
   TomlReader data = top.Table("data", true);
-  ReadData(data, &spec.data);
+  ReadData(data, arch, spec.model.vocab_size, &spec.data);
   TomlReader train = top.Table("train", true);
   ReadTrain(train, &spec.train);
+  TomlReader optimizer = top.Table("optimizer", false);
+  ReadOptimizer(optimizer, &spec.optimizer);
   TomlReader ckpt = top.Table("checkpoint", true);
   ReadCheckpoint(ckpt, &spec.checkpoint);
   TomlReader resources = top.Table("resources", false);
@@ -531,6 +663,7 @@ SpecParseResult ParseCampaignSpec(std::string_view text, std::string_view file,
   top.ReportUnknownKeys();
 
   CheckCrossSection(spec, train, data, resources, &errors);
+  CheckGpuSupport(spec, model, optimizer, &errors);
 
   std::error_code ec;
   std::filesystem::path base =

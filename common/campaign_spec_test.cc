@@ -56,6 +56,12 @@ std::string With(std::string_view from, std::string_view to) {
 
 std::string Append(std::string_view extra) { return std::string(kBase) + std::string(extra); }
 
+// kBase as an Apertus model: `arch` at line 5, `d_ff = 32` at line 6, then `keys` (whole
+// lines) from line 7; every later line of kBase moves down by two plus those lines.
+std::string Apertus(std::string_view keys = "") {
+  return With("n_layer = 2", "arch = \"apertus\"\nd_ff = 32\n" + std::string(keys) + "n_layer = 2");
+}
+
 SpecParseResult Parse(std::string_view text) {
   SpecParseOptions opts;
   opts.check_paths = false;
@@ -190,8 +196,103 @@ INSTANTIATE_TEST_SUITE_P(
                 "c.toml:2:8: campaign.name: \"my campaign\" is not a valid name; allowed: "
                 "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 "
                 "bytes"},
-        BadCase{"ArchNotYetSupported", With("n_layer = 2", "arch = \"apertus\"\nn_layer = 2"),
-                "c.toml:5:8: model.arch: \"apertus\" is not supported yet; allowed: \"gpt2\""},
+        BadCase{"UnknownArch", With("n_layer = 2", "arch = \"llama\"\nd_ff = 32\nn_layer = 2"),
+                "c.toml:5:8: model.arch: \"llama\" is not allowed; allowed: \"gpt2\", "
+                "\"apertus\""},
+        BadCase{"ApertusWithoutMlpSize", With("n_layer = 2", "arch = \"apertus\"\nn_layer = 2"),
+                "c.toml:4:1: model.d_ff: missing required key"},
+        BadCase{"MlpSizeZero", Edit(Apertus(), "d_ff = 32", "d_ff = 0"),
+                "c.toml:6:8: model.d_ff: 0 is out of range; allowed: 1..1048576"},
+        BadCase{"KvHeadsNotDividingHeads", Apertus("n_kv_head = 3\n"),
+                "c.toml:7:13: model.n_kv_head: 3 does not divide model.n_head = 2; allowed: a "
+                "divisor of n_head"},
+        BadCase{"ApertusOddHeadSize", Edit(Apertus(), "d_model = 8", "d_model = 6"),
+                "c.toml:9:11: model.d_model: 6 / model.n_head = 2 is a head size of 3; arch = "
+                "\"apertus\" needs an even head size (RoPE rotates pairs)"},
+        BadCase{"RopeThetaZero", Apertus("rope_theta = 0\n"),
+                "c.toml:7:14: model.rope_theta: 0 is out of range; allowed: > 0 and <= 1e+12"},
+        BadCase{"RopeScalingFactorBelowOne", Apertus("rope_scaling = { factor = 0.5 }\n"),
+                "c.toml:7:27: model.rope_scaling.factor: 0.5 is out of range; allowed: >= 1 and "
+                "<= 1024"},
+        BadCase{"RopeScalingHighFactorNotAboveLow",
+                Apertus() + "\n[model.rope_scaling]\nlow_freq_factor = 4\nhigh_freq_factor = 4\n",
+                "c.toml:31:20: model.rope_scaling.high_freq_factor: 4 is not above "
+                "model.rope_scaling.low_freq_factor = 4; allowed: > low_freq_factor"},
+        BadCase{"RopeScalingHighFactorNotAboveDefaultLow",
+                Apertus("rope_scaling = { high_freq_factor = 0.5 }\n"),
+                "c.toml:7:37: model.rope_scaling.high_freq_factor: 0.5 is not above "
+                "model.rope_scaling.low_freq_factor = 1; allowed: > low_freq_factor"},
+        BadCase{"RopeScalingZeroLowFactor", Apertus("rope_scaling = { low_freq_factor = 0 }\n"),
+                "c.toml:7:36: model.rope_scaling.low_freq_factor: 0 is out of range; allowed: > 0 "
+                "and <= 1024"},
+        BadCase{"RopeScalingZeroOriginalContext",
+                Apertus("rope_scaling = { original_context = 0 }\n"),
+                "c.toml:7:37: model.rope_scaling.original_context: 0 is out of range; allowed: "
+                "1..1048576"},
+        BadCase{"UnknownRopeScalingKey", Apertus("rope_scaling = { factor = 8, theta = 1 }\n"),
+                "c.toml:7:30: model.rope_scaling.theta: unknown key; allowed keys: factor, "
+                "high_freq_factor, low_freq_factor, original_context"},
+        BadCase{"UnknownActivation", Apertus("activation = \"relu\"\n"),
+                "c.toml:7:14: model.activation: \"relu\" is not allowed; allowed: \"xielu\", "
+                "\"swiglu\", \"gelu\""},
+        BadCase{"NormEpsOne", Apertus("norm_eps = 1\n"),
+                "c.toml:7:12: model.norm_eps: 1 is out of range; allowed: > 0 and < 1"},
+        BadCase{"QkNormAsString", Apertus("qk_norm = \"yes\"\n"),
+                "c.toml:7:11: model.qk_norm: expected a boolean (true or false), got string "
+                "\"yes\""},
+        BadCase{"ApertusKeyWithExplicitGpt2",
+                With("n_layer = 2", "arch = \"gpt2\"\nn_kv_head = 1\nn_layer = 2"),
+                "c.toml:6:13: model.n_kv_head: only for arch = \"apertus\" (it is \"gpt2\")"},
+        BadCase{"DocumentMaskingWithoutEodToken",
+                Edit(Apertus(), "val = \"data/val_*.bin\"",
+                     "val = \"data/val_*.bin\"\ndocument_masking = true"),
+                "c.toml:16:20: data.eod_token: missing: document_masking = true needs "
+                "data.eod_token"},
+        BadCase{"EodTokenOutsideVocabulary",
+                Edit(Apertus(), "val = \"data/val_*.bin\"",
+                     "val = \"data/val_*.bin\"\ndocument_masking = true\neod_token = 64"),
+                "c.toml:17:13: data.eod_token: 64 is not a token of the vocabulary "
+                "(model.vocab_size = 64); allowed: 0..63"},
+        BadCase{"NegativeEodToken",
+                Edit(Apertus(), "val = \"data/val_*.bin\"",
+                     "val = \"data/val_*.bin\"\ndocument_masking = true\neod_token = -1"),
+                "c.toml:17:13: data.eod_token: -1 is out of range; allowed: 0..16777215"},
+        BadCase{
+            "EodTokenWithoutDocumentMasking",
+            Edit(Apertus(), "val = \"data/val_*.bin\"", "val = \"data/val_*.bin\"\neod_token = 0"),
+            "c.toml:16:13: data.eod_token: only applies to document_masking = true (it is "
+            "false)"},
+        BadCase{"EodTokenWithDocumentMaskingOff",
+                Edit(Apertus(), "val = \"data/val_*.bin\"",
+                     "val = \"data/val_*.bin\"\ndocument_masking = false\neod_token = 0"),
+                "c.toml:17:13: data.eod_token: only applies to document_masking = true (it is "
+                "false)"},
+        BadCase{"DocumentMaskingWithGpt2",
+                With("val = \"data/val_*.bin\"",
+                     "val = \"data/val_*.bin\"\ndocument_masking = true\neod_token = 0"),
+                "c.toml:14:20: data.document_masking: true needs model.arch = \"apertus\" (it is "
+                "\"gpt2\"; the GPT-2 model has no document mask)"},
+        BadCase{"UnknownOptimizer", Append("\n[optimizer]\nname = \"adam\"\n"),
+                "c.toml:28:8: optimizer.name: \"adam\" is not allowed; allowed: \"adamw\", "
+                "\"ademamix\""},
+        BadCase{"AdemamixKeyWithDefaultAdamW", Append("\n[optimizer]\nbeta3 = 0.999\n"),
+                "c.toml:28:9: optimizer.beta3: only applies to optimizer.name = \"ademamix\" (it "
+                "is \"adamw\")"},
+        BadCase{"AdemamixKeyWithAdamW",
+                Append("\n[optimizer]\nname = \"adamw\"\nalpha_warmup_steps = 5\n"),
+                "c.toml:29:22: optimizer.alpha_warmup_steps: only applies to optimizer.name = "
+                "\"ademamix\" (it is \"adamw\")"},
+        BadCase{"Beta3One", Append("\n[optimizer]\nname = \"ademamix\"\nbeta3 = 1.0\n"),
+                "c.toml:29:9: optimizer.beta3: 1 is out of range; allowed: > 0 and < 1"},
+        BadCase{"NegativeAlpha", Append("\n[optimizer]\nname = \"ademamix\"\nalpha = -1\n"),
+                "c.toml:29:9: optimizer.alpha: -1 is out of range; allowed: >= 0 and <= 1000"},
+        BadCase{"NegativeBeta3Warmup",
+                Append("\n[optimizer]\nname = \"ademamix\"\nbeta3_warmup_steps = -1\n"),
+                "c.toml:29:22: optimizer.beta3_warmup_steps: -1 is out of range; allowed: "
+                "0..1125899906842624"},
+        BadCase{"TrainKeyInOptimizer", Append("\n[optimizer]\nlr = 1e-3\n"),
+                "c.toml:28:1: optimizer.lr: unknown key; allowed keys: alpha, "
+                "alpha_warmup_steps, beta3, beta3_warmup_steps, name"},
         BadCase{"UnknownSchedule", With("lr = 1e-3", "lr = 1e-3\nlr_schedule = \"linear\""),
                 "c.toml:20:15: train.lr_schedule: \"linear\" is not allowed; allowed: "
                 "\"cosine\", \"wsd\""},
@@ -205,9 +306,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "c.toml:13:1: data.shufle: unknown key; did you mean 'shuffle'?"},
         BadCase{"MisspelledRequiredKey", With("d_model = 8", "dmodel = 8"),
                 "c.toml:7:1: model.dmodel: unknown key; did you mean 'd_model'?", 2},
-        BadCase{"UnknownSection", Append("\n[optimizer]\nname = \"adam\"\n"),
-                "c.toml:27:2: optimizer: unknown key; allowed keys: campaign, checkpoint, data, "
-                "model, resources, restart, train"},
+        BadCase{"UnknownSection", Append("\n[logging]\nlevel = \"debug\"\n"),
+                "c.toml:27:2: logging: unknown key; allowed keys: campaign, checkpoint, data, "
+                "model, optimizer, resources, restart, train"},
         BadCase{"UnknownGoldfishKey",
                 With("lr = 1e-3", "lr = 1e-3\ngoldfish = { k = 50, h = 5, seed = 3 }"),
                 "c.toml:20:29: train.goldfish.seed: unknown key; allowed keys: h, k"},
@@ -262,6 +363,13 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"Bf16OnCpu", With("lr = 1e-3", "lr = 1e-3\ndtype = \"bf16\""),
                 "c.toml:20:9: train.dtype: \"bf16\" needs GPUs (resources.gpus_per_node = 0); "
                 "allowed on CPU: \"fp32\""},
+        BadCase{"ApertusOnGpus", Apertus() + "gpus_per_node = 2\n",
+                "c.toml:5:8: model.arch: \"apertus\" is not supported on GPUs yet "
+                "(resources.gpus_per_node > 0); allowed with GPUs: \"gpt2\""},
+        BadCase{"AdemamixOnGpus", Append("gpus_per_node = 2\n\n[optimizer]\nname = \"ademamix\"\n"),
+                "c.toml:29:8: optimizer.name: \"ademamix\" is not supported on GPUs yet "
+                "(resources.gpus_per_node > 0; the GPU update is AdamW); allowed with GPUs: "
+                "\"adamw\""},
         BadCase{"PartitionWithLocalScheduler", Append("partition = \"normal\"\n"),
                 "c.toml:26:13: resources.partition: only applies to resources.scheduler = "
                 "\"slurm\" (it is \"local\")"},
@@ -390,6 +498,145 @@ TEST(CampaignSpec, EveryZeroStageIsAcceptedOnGpus) {
   }
 }
 
+TEST(CampaignSpec, Gpt2RefusesEachApertusKey) {
+  for (std::string_view line :
+       {"n_kv_head = 2", "d_ff = 32", "rope_theta = 10000", "rope_scaling = { factor = 8 }",
+        "qk_norm = true", "activation = \"swiglu\"", "tie_embeddings = true", "norm_eps = 1e-6"}) {
+    SCOPED_TRACE(line);
+    const std::string_view key = line.substr(0, line.find(' '));
+    SpecParseResult r = Parse(With("n_layer = 2", std::string(line) + "\nn_layer = 2"));
+    ASSERT_EQ(r.errors.size(), 1u);
+    EXPECT_EQ(r.errors[0].ToString(), "c.toml:5:" + std::to_string(key.size() + 4) + ": model." +
+                                          std::string(key) +
+                                          ": only for arch = \"apertus\" (it is \"gpt2\")");
+  }
+}
+
+TEST(CampaignSpec, ApertusKeysTakeTheirDefaults) {
+  SpecParseResult r = Parse(Apertus());
+  ASSERT_TRUE(r.ok()) << r.errors.front().ToString();
+  const ModelSpec& m = r.spec->model;
+  EXPECT_EQ(m.arch, ModelArch::kApertus);
+  EXPECT_EQ(m.n_kv_head, 2);  // n_head: no grouping
+  EXPECT_EQ(m.kv_heads(), 2);
+  EXPECT_EQ(m.d_ff, 32);
+  EXPECT_DOUBLE_EQ(m.rope_theta, 500000.0);
+  EXPECT_FALSE(m.rope_scaling.has_value());
+  EXPECT_TRUE(m.qk_norm);
+  EXPECT_EQ(m.activation, MlpActivation::kXielu);
+  EXPECT_FALSE(m.tie_embeddings);
+  EXPECT_DOUBLE_EQ(m.norm_eps, 1e-5);
+  EXPECT_FALSE(r.spec->data.document_masking);
+  EXPECT_EQ(r.spec->data.eod_token, -1);
+  EXPECT_TRUE(r.spec->optimizer == OptimizerSpec());
+  EXPECT_EQ(r.spec->optimizer.name, OptimizerKind::kAdamW);
+}
+
+TEST(CampaignSpec, RopeScalingKeysDefaultToLlama3s) {
+  SpecParseResult r = Parse(Apertus("rope_scaling = { factor = 16 }\n"));
+  ASSERT_TRUE(r.ok()) << r.errors.front().ToString();
+  ASSERT_TRUE(r.spec->model.rope_scaling.has_value());
+  EXPECT_DOUBLE_EQ(r.spec->model.rope_scaling->factor, 16.0);
+  EXPECT_DOUBLE_EQ(r.spec->model.rope_scaling->low_freq_factor, 1.0);
+  EXPECT_DOUBLE_EQ(r.spec->model.rope_scaling->high_freq_factor, 4.0);
+  EXPECT_EQ(r.spec->model.rope_scaling->original_context, 8192);
+}
+
+TEST(CampaignSpec, AdemamixKeysTakeTheirDefaults) {
+  SpecParseResult r = Parse(Append("\n[optimizer]\nname = \"ademamix\"\n"));
+  ASSERT_TRUE(r.ok()) << r.errors.front().ToString();
+  const OptimizerSpec& o = r.spec->optimizer;
+  EXPECT_EQ(o.name, OptimizerKind::kAdemamix);
+  EXPECT_DOUBLE_EQ(o.beta3, 0.9999);
+  EXPECT_DOUBLE_EQ(o.alpha, 8.0);
+  EXPECT_EQ(o.alpha_warmup_steps, 0);
+  EXPECT_EQ(o.beta3_warmup_steps, 0);
+}
+
+// Every Apertus, document-masking and AdEMAMix key set away from its default.
+constexpr std::string_view kApertusAdemamix = R"([campaign]
+name = "apertus-ademamix"
+
+[model]
+arch = "apertus"
+n_layer = 2
+n_head = 4
+n_kv_head = 2
+d_model = 16
+d_ff = 48
+seq_len = 32
+vocab_size = 128
+rope_theta = 10000
+qk_norm = false
+activation = "swiglu"
+tie_embeddings = true
+norm_eps = 1e-6
+
+[model.rope_scaling]
+factor = 4
+low_freq_factor = 2
+high_freq_factor = 8
+original_context = 16
+
+[data]
+train = "data/train_*.bin"
+document_masking = true
+eod_token = 3
+
+[train]
+total_steps = 10
+micro_batch = 2
+global_batch = 4
+lr = 1e-3
+beta1 = 0.8
+
+[optimizer]
+name = "ademamix"
+beta3 = 0.999
+alpha = 5
+alpha_warmup_steps = 10
+beta3_warmup_steps = 7
+
+[checkpoint]
+dir = "ckpt"
+)";
+
+TEST(CampaignSpec, ApertusWithAdemamixOnCpuRoundTrips) {
+  SpecParseResult r = Parse(kApertusAdemamix);
+  ASSERT_TRUE(r.ok()) << r.errors.front().ToString();
+  const CampaignSpec& s = *r.spec;
+  EXPECT_EQ(s.model.kv_heads(), 2);
+  EXPECT_EQ(s.model.d_ff, 48);
+  EXPECT_DOUBLE_EQ(s.model.rope_theta, 10000.0);
+  EXPECT_TRUE(s.model.rope_scaling == (RopeScalingSpec{4.0, 2.0, 8.0, 16}));
+  EXPECT_FALSE(s.model.qk_norm);
+  EXPECT_EQ(s.model.activation, MlpActivation::kSwiglu);
+  EXPECT_TRUE(s.model.tie_embeddings);
+  EXPECT_DOUBLE_EQ(s.model.norm_eps, 1e-6);
+  EXPECT_TRUE(s.data.document_masking);
+  EXPECT_EQ(s.data.eod_token, 3);
+  EXPECT_TRUE(s.optimizer == (OptimizerSpec{OptimizerKind::kAdemamix, 0.999, 5.0, 10, 7}));
+  EXPECT_DOUBLE_EQ(s.train.beta1, 0.8);  // shared by both optimizers
+
+  std::string text = FormatCampaignSpec(s);
+  SpecParseResult again = Parse(text);
+  ASSERT_TRUE(again.ok()) << again.errors.front().ToString() << "\n" << text;
+  EXPECT_TRUE(*again.spec == s) << text;
+  EXPECT_EQ(FormatCampaignSpec(*again.spec), text);
+}
+
+TEST(CampaignSpec, EffectiveGpt2SpecHoldsNoApertusOrAdemamixKeys) {
+  SpecParseResult r = Parse(kBase);
+  ASSERT_TRUE(r.ok());
+  std::string text = FormatCampaignSpec(*r.spec);
+  for (std::string_view key :
+       {"n_kv_head", "d_ff", "rope_theta", "rope_scaling", "qk_norm", "activation",
+        "tie_embeddings", "norm_eps", "document_masking", "eod_token", "beta3", "alpha"}) {
+    EXPECT_EQ(text.find(key), std::string::npos) << key << " in\n" << text;
+  }
+  EXPECT_NE(text.find("\n[optimizer]\nname = \"adamw\"\n\n"), std::string::npos) << text;
+}
+
 TEST(CampaignSpec, TotalTokensRoundUpToWholeSteps) {
   // One step is global_batch × seq_len = 4 × 16 = 64 tokens.
   SpecParseResult r = Parse(With("total_steps = 10", "total_tokens = 641"));
@@ -507,6 +754,13 @@ TEST(CampaignSpec, EffectiveSpecsOfEarlierVersionsStillParse) {
       Parse(Edit(FormatCampaignSpec(*slurm.spec), "presubmit", "spare_nodes = 0\npresubmit"));
   ASSERT_TRUE(old_slurm.ok()) << old_slurm.errors.front().ToString();
   EXPECT_TRUE(*old_slurm.spec == *slurm.spec);
+  // Versions before the Apertus keys wrote no [optimizer] section.
+  const std::string no_optimizer =
+      Edit(FormatCampaignSpec(*local.spec), "\n[optimizer]\nname = \"adamw\"\n", "");
+  ASSERT_EQ(no_optimizer.find("optimizer"), std::string::npos) << no_optimizer;
+  SpecParseResult old_adamw = Parse(no_optimizer);
+  ASSERT_TRUE(old_adamw.ok()) << old_adamw.errors.front().ToString();
+  EXPECT_TRUE(*old_adamw.spec == *local.spec);
 }
 
 TEST(SbatchOption, WhatTheSlurmBackendSetsParsesAndNothingElse) {

@@ -55,12 +55,31 @@ std::string FormatCampaignSpec(const CampaignSpec& s) {
   kv("d_model", num(s.model.d_model));
   kv("seq_len", num(s.model.seq_len));
   kv("vocab_size", num(s.model.vocab_size));
+  if (s.model.arch == ModelArch::kApertus) {
+    const ModelSpec& m = s.model;
+    kv("n_kv_head", num(m.kv_heads()));
+    kv("d_ff", num(m.d_ff));
+    kv("rope_theta", num(m.rope_theta));
+    if (const std::optional<RopeScalingSpec>& rs = m.rope_scaling) {
+      kv("rope_scaling", Cat("{ factor = ", rs->factor, ", low_freq_factor = ", rs->low_freq_factor,
+                             ", high_freq_factor = ", rs->high_freq_factor,
+                             ", original_context = ", rs->original_context, " }"));
+    }
+    kv("qk_norm", Bool(m.qk_norm));
+    kv("activation", TomlString(ToString(m.activation)));
+    kv("tie_embeddings", Bool(m.tie_embeddings));
+    kv("norm_eps", num(m.norm_eps));
+  }
 
   o += "\n[data]\n";
   kv("format", TomlString(ToString(s.data.format)));
   kv("train", TomlStrings(s.data.train));
   if (!s.data.val.empty()) kv("val", TomlStrings(s.data.val));
   kv("shuffle", Bool(s.data.shuffle));
+  if (s.data.document_masking) {
+    kv("document_masking", Bool(true));
+    kv("eod_token", num(s.data.eod_token));
+  }
 
   const TrainSpec& t = s.train;
   o += "\n[train]\n";
@@ -87,6 +106,16 @@ std::string FormatCampaignSpec(const CampaignSpec& s) {
   if (t.goldfish) kv("goldfish", Cat("{ k = ", t.goldfish->k, ", h = ", t.goldfish->h, " }"));
   kv("eval_every", num(t.eval_every));
   kv("eval_batches", num(t.eval_batches));
+
+  const OptimizerSpec& opt = s.optimizer;
+  o += "\n[optimizer]\n";
+  kv("name", TomlString(ToString(opt.name)));
+  if (opt.name == OptimizerKind::kAdemamix) {
+    kv("beta3", num(opt.beta3));
+    kv("alpha", num(opt.alpha));
+    kv("alpha_warmup_steps", num(opt.alpha_warmup_steps));
+    kv("beta3_warmup_steps", num(opt.beta3_warmup_steps));
+  }
 
   const CheckpointSpec& c = s.checkpoint;
   o += "\n[checkpoint]\n";

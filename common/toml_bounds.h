@@ -1,7 +1,7 @@
 // Bounds on the shape of a TOML document, checked by a lexer-level pass before a parser builds
 // it. toml++ recurses over the tree it builds: a 600 KB file of one dotted key 300,000 parts
 // long (`a.a.a… = 1`) overflows its stack, and its own nesting check (arrays and inline
-// tables only) does not see it. A campaign nests 3 levels deep and has about 70 keys, so the
+// tables only) does not see it. A campaign nests 3 levels deep and has about 90 keys, so the
 // bounds are far above any campaign and far below what the parser survives.
 #pragma once
 

@@ -173,7 +173,7 @@ std::optional<int64_t> TomlReader::Int(std::string_view key, int64_t min, int64_
 }
 
 std::optional<double> TomlReader::Float(std::string_view key, double min, double max, bool required,
-                                        bool min_exclusive) {
+                                        bool min_exclusive, bool max_exclusive) {
   const toml::node* n = Get(key);
   if (n == nullptr) {
     if (required) Missing(key);
@@ -189,10 +189,12 @@ std::optional<double> TomlReader::Float(std::string_view key, double min, double
     return std::nullopt;
   }
   bool below = min_exclusive ? !(value > min) : !(value >= min);
-  if (!std::isfinite(value) || below || value > max) {
+  bool above = max_exclusive ? !(value < max) : !(value <= max);
+  if (!std::isfinite(value) || below || above) {
     errors_->Add(n->source().begin, KeyPath(key),
-                 Cat(FormatFloat(value), " is out of range; allowed: ",
-                     min_exclusive ? "> " : ">= ", FormatFloat(min), " and <= ", FormatFloat(max)));
+                 Cat(FormatFloat(value),
+                     " is out of range; allowed: ", min_exclusive ? "> " : ">= ", FormatFloat(min),
+                     max_exclusive ? " and < " : " and <= ", FormatFloat(max)));
     return std::nullopt;
   }
   return value;

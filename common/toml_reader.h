@@ -47,10 +47,10 @@ class TomlReader {
 
   // Integers in [min, max]. A float, string or other type is a type error.
   std::optional<int64_t> Int(std::string_view key, int64_t min, int64_t max, bool required);
-  // Floats (integers are accepted as floats) in [min, max]; `min_exclusive` makes the lower
-  // bound strict (e.g. a learning rate must be > 0).
+  // Floats (integers are accepted as floats) in [min, max]; `min_exclusive` and
+  // `max_exclusive` make a bound strict (a learning rate must be > 0, an EMA decay < 1).
   std::optional<double> Float(std::string_view key, double min, double max, bool required,
-                              bool min_exclusive = false);
+                              bool min_exclusive = false, bool max_exclusive = false);
   std::optional<bool> Bool(std::string_view key);
   // Strings of 1..max_len bytes.
   std::optional<std::string> String(std::string_view key, bool required, size_t max_len = 4096);

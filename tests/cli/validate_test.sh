@@ -21,6 +21,26 @@ for f in "$src"/deploy/examples/*.toml; do
   [[ $out == OK\ * ]] || fail "validate $f printed '$out'"
 done
 
+# Apertus with AdEMAMix and document masking (the fuzzing seed, so that it stays valid)
+# validates on CPU ranks. With GPUs both are refused at their keys: the GPU trainer has the
+# GPT-2 model and the AdamW update only.
+cp "$src/fuzz/corpus/campaign_spec/apertus_ademamix.toml" "$tmp/apertus.toml"
+out=$("$bin/belay" validate --offline "$tmp/apertus.toml") || fail "apertus on CPU is invalid"
+[[ $out == "OK apertus-ademamix" ]] || fail "validate apertus.toml printed '$out'"
+printf 'gpus_per_node = 4\n' >> "$tmp/apertus.toml"
+set +e
+err=$("$bin/belay" validate --offline "$tmp/apertus.toml" 2>&1 >/dev/null)
+rc=$?
+set -e
+[[ $rc == 2 ]] || fail "apertus on GPUs: exit $rc, want 2"
+arch_line=$(grep -n '^arch = ' "$tmp/apertus.toml" | cut -d: -f1)
+name_line=$(grep -n '^name = "ademamix"' "$tmp/apertus.toml" | cut -d: -f1)
+want="$tmp/apertus.toml:$arch_line:8: model.arch: \"apertus\" is not supported on GPUs yet"
+want+=" (resources.gpus_per_node > 0); allowed with GPUs: \"gpt2\""
+want+=$'\n'"$tmp/apertus.toml:$name_line:8: optimizer.name: \"ademamix\" is not supported on GPUs yet"
+want+=" (resources.gpus_per_node > 0; the GPU update is AdamW); allowed with GPUs: \"adamw\""
+[[ $err == "$want" ]] || fail "apertus on GPUs: got '$err'"
+
 # A campaign whose data exists validates with file-system checks on; paths are relative to
 # the campaign file, not to the working directory.
 mkdir -p "$tmp/c/data" "$tmp/elsewhere"
