@@ -38,6 +38,7 @@ shim=$(cd "$(dirname "$0")/.." && pwd)/bench/llmc_cuda13.h
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$src"/. "$work"/
+chmod -R u+w "$work"  # a read-only source stays removable
 rm -f "$work/train_gpt2cu"
 # Variables given on make's command line override the Makefile's own (its NVML link included).
 (cd "$work" && PATH="$(dirname "$nvcc"):$PATH" make train_gpt2cu NVCC="$nvcc" NO_MULTI_GPU=1 \
