@@ -148,8 +148,7 @@ else
   llmc_bin=$work/train_gpt2cu
   if wait "$llmc_build_pid"; then
     llmc_how="built here (scripts/llmc-build.sh)"
-  elif [ -x "$llmc/train_gpt2cu" ]; then
-    llmc_bin=$(readlink -f "$llmc/train_gpt2cu")
+  elif [ -f "$llmc/train_gpt2cu" ] && cp "$llmc/train_gpt2cu" "$llmc_bin" && chmod +x "$llmc_bin"; then
     llmc_how="prebuilt by scripts/llmc-prepare.sh (build here failed: $(tail -1 "$logs/llmc_build.log"))"
   else
     llmc_bin=""
