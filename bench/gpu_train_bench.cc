@@ -1,6 +1,8 @@
 // GPT-2 124M training steps on one GPU (bf16, the CUDA kernels): tokens/s and MFU as llm.c
-// counts it. scripts/gpu-check.sh runs it beside the same shapes in PyTorch and prints the
-// ratio. Output: human lines, then one JSON line.
+// counts it. scripts/gpu-check.sh runs it beside the same shapes in PyTorch and llm.c and prints
+// the ratios. Every step trains on the same B*T+1 tokens: random ones, or with --data the first
+// of an llm.c token shard (the batch llm.c's train_gpt2cu -a 1 takes from the same file).
+// Output: human lines, then one JSON line.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "kernels/device.h"
+#include "worker/data/shard.h"
 #include "worker/model/cuda_gpt2.h"
 #include "worker/model/params.h"
 
@@ -21,7 +24,8 @@ int Usage() {
   std::fprintf(stderr,
                "usage: gpu_train_bench [--batch B (default: the largest of 64, 32, 16, 8 that "
                "fits)] [--seq T (1024)] [--steps N (10)] [--warmup N (3)] [--layers L (12)] "
-               "[--materialised-attention]\n");
+               "[--materialised-attention] [--data SHARD (llm.c token shard: its first B*T+1 "
+               "tokens instead of random ones)]\n");
   return 2;
 }
 
@@ -31,9 +35,14 @@ int main(int argc, char** argv) {
   using belay::model::CudaGpt2;
   int batch = 0, seq = 1024, steps = 10, warmup = 3, layers = 12;
   auto attention = CudaGpt2::Attention::kAuto;
+  std::string data;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--materialised-attention") == 0) {
       attention = CudaGpt2::Attention::kMaterialised;
+      continue;
+    }
+    if (std::strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
+      data = argv[++i];
       continue;
     }
     auto next = [&](int* out) {
@@ -88,9 +97,23 @@ int main(int argc, char** argv) {
   }
   const int B = model->B(), T = model->T();
   const int N = B * T;
-  std::mt19937 rng(1);
   std::vector<int32_t> tokens(static_cast<size_t>(N) + 1);
-  for (auto& t : tokens) t = static_cast<int32_t>(rng() % 50257u);
+  if (data.empty()) {
+    std::mt19937 rng(1);
+    for (auto& t : tokens) t = static_cast<int32_t>(rng() % 50257u);
+  } else {
+    auto shard = belay::data::TokenShard::Open(data, spec.vocab_size);
+    if (!shard.ok()) {
+      std::fprintf(stderr, "gpu_train_bench: %s\n", shard.status().ToString().c_str());
+      return 1;
+    }
+    if (shard->num_tokens() < N + 1) {
+      std::fprintf(stderr, "gpu_train_bench: %s has %lld tokens, B=%d T=%d needs %d\n",
+                   data.c_str(), static_cast<long long>(shard->num_tokens()), B, T, N + 1);
+      return 1;
+    }
+    shard->Read(0, N + 1, tokens.data());
+  }
   std::vector<int32_t> inputs(tokens.begin(), tokens.end() - 1),
       targets(tokens.begin() + 1, tokens.end());
   std::vector<uint8_t> mask(static_cast<size_t>(N), 1);
