@@ -8,9 +8,11 @@
 namespace belay::train {
 
 ShardPlan::ShardPlan(const model::ParameterLayout& layout, int world_size)
+    : ShardPlan(model::GradientGroups(layout), world_size) {}
+
+ShardPlan::ShardPlan(std::vector<std::vector<model::Segment>> groups, int world_size)
     : world_size_(world_size) {
   assert(world_size >= 1);
-  std::vector<std::vector<model::Segment>> groups = model::GradientGroups(layout);
   for (size_t g = 0; g < groups.size(); ++g) {
     Bucket b;
     b.group = static_cast<int>(g);

@@ -40,6 +40,9 @@ struct OwnedPiece {
 class ShardPlan {
  public:
   ShardPlan(const model::ParameterLayout& layout, int world_size);
+  // The plan of any model's gradient groups, in the order backward completes them (the
+  // last one the embeddings'), e.g. model::ApertusGradientGroups.
+  ShardPlan(std::vector<std::vector<model::Segment>> groups, int world_size);
 
   int world_size() const { return world_size_; }
   const std::vector<Bucket>& buckets() const { return buckets_; }
