@@ -171,6 +171,10 @@ class ApertusModel {
   const std::vector<int32_t>& positions() const { return pos_; }
   const std::vector<int32_t>& documents() const { return doc_; }
 
+  // Bytes of the activation and scratch buffers this object holds for its B×T shape (every
+  // buffer member below counts: a new one belongs in the sum).
+  int64_t ActivationBytes() const;
+
  private:
   kernels::cpu::GqaShape Shape() const;
 
