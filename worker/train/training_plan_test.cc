@@ -328,10 +328,12 @@ TEST(TrainingPlan, PublishedApertus8BAnd70BShapes) {
   const TrainingPlan p70 = *PlanTraining(PublishedApertus(80, 8192, 64, 43008, 2048));
   PrintPlan("Apertus-8B", p8);
   PrintPlan("Apertus-70B", p70);
-  // The released 8B checkpoint has 8,053,338,176 parameters (its xIELU scalars included);
-  // the vocabulary is a multiple of 128, so no padding rows are added.
+  // The released 8B checkpoint is reported to load with 8,053,338,176 parameters (its xIELU
+  // scalars included); the vocabulary is a multiple of 128, so no padding rows are added.
   EXPECT_EQ(p8.parameters, 8053338176);
-  // The 70B: "70B" in the report, 70.6B on the released checkpoint.
+  // The 70B: "70B" in the report; 80 layers of 855,654,658 parameters, two 131072×8192
+  // embeddings and the final norm.
+  EXPECT_EQ(p70.parameters, 80 * int64_t{855654658} + 2 * int64_t{131072} * 8192 + 8192);
   EXPECT_EQ(p70.parameters, 70599864480);
   EXPECT_NEAR(static_cast<double>(p70.parameters), 70.6e9, 0.05e9);
   // The tech report's 4.496e11 FLOPs/token at seq 4096, to the digits it gives.
