@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System test of `belay plan`: its text and JSON for the shipped examples, the fit against
-# --memory and --gpu-memory, and exit codes. Run by ctest with the build's bin directory and
+# System test of `belay plan`: its text and JSON for the shipped examples, its figures against
+# what belay-worker reports holding, the fit against --memory and --gpu-memory, and exit
+# codes. Run by ctest with the build's bin directory and
 # the source tree as arguments.
 set -euo pipefail
 bin=$1
@@ -35,6 +36,24 @@ j=$("$bin/belay" plan --json --memory 64GiB "$demo")
 j=$("$bin/belay" plan --json --memory 40MiB "$demo")
 [[ $(json 'd["fits"], d["available_per_rank"]' <<<"$j") == "False 20971520" ]] \
   || fail "demo json small memory: $j"
+
+# What a real rank reports holding (belay-worker's memory line, one rank, one step) is what
+# the plan says, at every stage.
+python3 -c "print(' '.join(['the quick brown fox jumps over the lazy dog'] * 2000))" >"$tmp/text.txt"
+"$bin/belay" data prepare --out "$tmp/data" "$tmp/text.txt" >/dev/null
+sed -e "s#../../var/demo/data/#$tmp/data/#" -e "s#../../var/demo/checkpoints#$tmp/ckpt#" \
+  -e 's/^ranks_per_node = .*/ranks_per_node = 1/' -e 's/^global_batch = .*/global_batch = 8/' \
+  -e 's/^eval_every = .*/eval_every = 0/' "$demo" >"$tmp/one.toml"
+for stage in 0 1 2; do
+  sed -i "s/^zero_stage = .*/zero_stage = $stage/" "$tmp/one.toml"
+  lines=$("$bin/belay-worker" train --spec "$tmp/one.toml" --steps 1 --out "$tmp/ckpt$stage" \
+    2>"$tmp/worker.log") || fail "worker stage $stage: $(cat "$tmp/worker.log")"
+  got=$(head -1 <<<"$lines" |
+    json 'd["param_bytes"][0], d["gradient_bytes"][0], d["optimizer_bytes"][0]')
+  want=$("$bin/belay" plan --json "$tmp/one.toml" |
+    json 'd["per_rank"]["weights"], d["per_rank"]["gradients"], d["per_rank"]["optimizer"]')
+  [[ $got == "$want" ]] || fail "stage $stage: the worker holds $got, the plan says $want"
+done
 
 # GPU ranks: without a GPU size the fit is unknown; a named GPU or a size decides it.
 j=$("$bin/belay" plan --json "$gh200")
