@@ -17,6 +17,10 @@ inline constexpr int kExitCampaignFailed =
 // `belay validate FILE...`. The command stores its exit code in *exit_code when it runs.
 void AddValidateCommand(CLI::App& app, int* exit_code);
 
+// `belay plan FILE [--json] [--memory SIZE] [--gpu-memory SIZE|NAME]`: parameters, FLOPs and
+// memory per rank of a campaign. Stores its exit code in *exit_code when it runs.
+void AddPlanCommand(CLI::App& app, int* exit_code);
+
 // `belay data prepare --out DIR [--val-fraction F] [--shard-tokens N] FILE...`: text files to
 // byte-level token shards. Stores its exit code in *exit_code when it runs.
 void AddDataCommand(CLI::App& app, int* exit_code);

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
                  "directory)")
       ->envname("BELAY_SOCKET");
   belay::cli::AddValidateCommand(app, &exit_code);
+  belay::cli::AddPlanCommand(app, &exit_code);
   belay::cli::AddDataCommand(app, &exit_code);
   belay::cli::AddCampaignCommands(app, &socket, &exit_code);
   try {

@@ -156,6 +156,10 @@ class ApertusModel final : public CpuModel {
   const std::vector<int32_t>& positions() const { return pos_; }
   const std::vector<int32_t>& documents() const { return doc_; }
 
+  // Bytes of the activation and scratch buffers this object holds for its B×T shape (every
+  // buffer member below counts: a new one belongs in the sum).
+  int64_t ActivationBytes() const;
+
  private:
   kernels::cpu::GqaShape Shape() const;
 

@@ -94,6 +94,19 @@ ApertusModel::ApertusModel(const ApertusLayout& layout, int B, int T)
   dqkv_raw_.resize(N * W);
 }
 
+int64_t ApertusModel::ActivationBytes() const {
+  size_t n = 0;
+  for (const std::vector<float>* v :
+       {&resid_,   &h1_,    &rstd1_,  &qkv_raw_, &qkv_,   &qrstd_,  &krstd_,   &atty_,
+        &att_,     &mid_,   &h2_,     &rstd2_,   &up_,    &act_,    &hf_,      &rstdf_,
+        &logits_,  &probs_, &losses_, &dlogits_, &dhf_,   &dres_a_, &dres_b_,  &dmid_,
+        &dbranch_, &dact_,  &dup_,    &dh_,      &datty_, &dqkv_,   &dqkv_raw_}) {
+    n += v->size() * sizeof(float);
+  }
+  n += loss_mask_.size() * sizeof(uint8_t) + (doc_.size() + pos_.size()) * sizeof(int32_t);
+  return static_cast<int64_t>(n);
+}
+
 k::GqaShape ApertusModel::Shape() const {
   const ApertusConfig& c = layout_.config();
   return k::GqaShape{.B = B_, .T = T_, .NH = c.n_head, .NKV = c.n_kv_head, .hs = c.head_size()};

@@ -66,6 +66,20 @@ Gpt2::Gpt2(const ParameterLayout& layout, int B, int T)
   att_scratch_.resize(att);
 }
 
+int64_t Gpt2::ActivationBytes() const {
+  size_t n = 0;
+  for (const std::vector<float>* v :
+       {&encoded_,  &ln1_,      &ln1_mean_,   &ln1_rstd_,  &qkv_,       &atty_,
+        &att_,      &attproj_,  &residual2_,  &ln2_,       &ln2_mean_,  &ln2_rstd_,
+        &fch_,      &fch_gelu_, &fcproj_,     &residual3_, &lnf_,       &lnf_mean_,
+        &lnf_rstd_, &logits_,   &probs_,      &losses_,    &dlogits_,   &dlnf_,
+        &dres_a_,   &dres_b_,   &dresidual2_, &dfcproj_,   &dfch_gelu_, &dfch_,
+        &dln2_,     &dattproj_, &datty_,      &dqkv_,      &dln1_,      &att_scratch_}) {
+    n += v->size();
+  }
+  return static_cast<int64_t>(n * sizeof(float));
+}
+
 double Gpt2::Forward(const float* params, const int32_t* inputs, const int32_t* targets,
                      const uint8_t* mask) {
   const Gpt2Config& c = layout_.config();

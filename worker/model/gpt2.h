@@ -41,6 +41,10 @@ class Gpt2 final : public CpuModel {
   // Logits of the last Forward, B×T×Vp (padding columns included).
   const std::vector<float>& logits() const { return logits_; }
 
+  // Bytes of the activation and scratch buffers this object holds for its B×T shape (every
+  // buffer member below counts: a new one belongs in the sum).
+  int64_t ActivationBytes() const;
+
  private:
   const ParameterLayout& layout_;
   std::vector<std::vector<Segment>> groups_;  // GradientGroups(layout_)

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# System test of `belay plan`: its text and JSON for the shipped examples, its figures against
+# what belay-worker reports holding, the fit against --memory and --gpu-memory, and exit
+# codes. Run by ctest with the build's bin directory and
+# the source tree as arguments.
+set -euo pipefail
+bin=$1
+src=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+json() { python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
+
+demo=$src/deploy/examples/demo.toml
+gh200=$src/deploy/examples/gh200-gpt2-124m.toml
+"$bin/belay" --help | grep -qw plan || fail "belay --help does not list plan"
+
+# The demo (GPT-2, 4 layers, d_model 128, 2 CPU ranks, ZeRO stage 2): its parameters, the
+# stage table with the campaign's stage marked, and a fit against the node's memory.
+out=$("$bin/belay" plan --memory 64GiB "$demo") || fail "plan demo: exit $?"
+grep -q '^parameters        858,880 (non-embedding 793,344)$' <<<"$out" || fail "demo: $out"
+grep -q 'stage 2 \*' <<<"$out" || fail "demo: campaign's stage not marked: $out"
+grep -q '^available         32.0 GiB per rank (the node.s 64.0 GiB (--memory) / 2 ranks)$' \
+  <<<"$out" || fail "demo: available: $out"
+grep -q '^fits              yes: stage 2 needs ' <<<"$out" || fail "demo: fit: $out"
+
+# --json: the same figures; the campaign's stage is its row of the table.
+j=$("$bin/belay" plan --json --memory 64GiB "$demo")
+[[ $(json 'd["parameters"], d["zero_stage"], d["world_size"], d["tokens_per_step"]' <<<"$j") \
+  == "858880 2 2 2048" ]] || fail "demo json: $j"
+[[ $(json 'd["per_rank"] == d["per_rank_by_stage"][2], d["fits"]' <<<"$j") == "True True" ]] \
+  || fail "demo json stage row: $j"
+[[ $(json 'd["per_rank"]["weights"] == 4 * d["parameters"]' <<<"$j") == True ]] \
+  || fail "demo json weights: $j"
+# Too little memory: the plan says so (and still exits 0: it is a plan, not a check).
+j=$("$bin/belay" plan --json --memory 40MiB "$demo")
+[[ $(json 'd["fits"], d["available_per_rank"]' <<<"$j") == "False 20971520" ]] \
+  || fail "demo json small memory: $j"
+
+# What a real rank reports holding (belay-worker's memory line, one rank, one step) is what
+# the plan says, at every stage.
+python3 -c "print(' '.join(['the quick brown fox jumps over the lazy dog'] * 2000))" >"$tmp/text.txt"
+"$bin/belay" data prepare --out "$tmp/data" "$tmp/text.txt" >/dev/null
+sed -e "s#../../var/demo/data/#$tmp/data/#" -e "s#../../var/demo/checkpoints#$tmp/ckpt#" \
+  -e 's/^ranks_per_node = .*/ranks_per_node = 1/' -e 's/^global_batch = .*/global_batch = 8/' \
+  -e 's/^eval_every = .*/eval_every = 0/' "$demo" >"$tmp/one.toml"
+for stage in 0 1 2; do
+  sed -i "s/^zero_stage = .*/zero_stage = $stage/" "$tmp/one.toml"
+  lines=$("$bin/belay-worker" train --spec "$tmp/one.toml" --steps 1 --out "$tmp/ckpt$stage" \
+    2>"$tmp/worker.log") || fail "worker stage $stage: $(cat "$tmp/worker.log")"
+  got=$(head -1 <<<"$lines" |
+    json 'd["param_bytes"][0], d["gradient_bytes"][0], d["optimizer_bytes"][0]')
+  want=$("$bin/belay" plan --json "$tmp/one.toml" |
+    json 'd["per_rank"]["weights"], d["per_rank"]["gradients"], d["per_rank"]["optimizer"]')
+  [[ $got == "$want" ]] || fail "stage $stage: the worker holds $got, the plan says $want"
+done
+
+# GPU ranks: without a GPU size the fit is unknown; a named GPU or a size decides it.
+j=$("$bin/belay" plan --json "$gh200")
+[[ $(json 'd["device"], d["fits"], d["flops_per_token"]' <<<"$j") == "gpu None 803478528.0" ]] \
+  || fail "gh200 json: $j"
+[[ $(json 'd["fits"]' <<<"$("$bin/belay" plan --json --gpu-memory h100 "$gh200")") == True ]] \
+  || fail "gh200 on h100 does not fit"
+[[ $(json 'd["fits"]' <<<"$("$bin/belay" plan --json --gpu-memory 4GiB "$gh200")") == False ]] \
+  || fail "gh200 in 4 GiB fits"
+out=$("$bin/belay" plan --gpu-memory gh200 "$gh200")
+grep -q '^available         96.0 GiB per rank (gh200: 96.0 GiB per GPU)$' <<<"$out" \
+  || fail "gh200 text: $out"
+grep -q 'estimate: ' <<<"$out" || fail "gh200 text names no estimate: $out"
+
+# Bad memory sizes and GPU names: exit 2 with what is accepted.
+set +e
+err=$("$bin/belay" plan --gpu-memory h900 "$gh200" 2>&1 >/dev/null)
+rc=$?
+set -e
+[[ $rc == 2 && $err == *"or a GPU name: a100-40"*h100*h200*gh200* ]] || fail "h900: $rc '$err'"
+set +e
+err=$("$bin/belay" plan --memory lots "$demo" 2>&1 >/dev/null)
+rc=$?
+set -e
+[[ $rc == 2 && $err == *'"lots" is not a memory size'* ]] || fail "--memory lots: $rc '$err'"
+
+# An invalid campaign file: exit 2 and the parser's file:line:column errors.
+printf '[campaign]\nname = 5\n' >"$tmp/bad.toml"
+set +e
+err=$("$bin/belay" plan "$tmp/bad.toml" 2>&1 >/dev/null)
+rc=$?
+set -e
+[[ $rc == 2 ]] || fail "bad file: exit $rc, want 2"
+grep -q "^$tmp/bad.toml:2:8: campaign.name: expected a string, got integer 5$" <<<"$err" \
+  || fail "bad file: stderr '$err'"
+set +e
+err=$("$bin/belay" plan "$tmp/nope.toml" 2>&1 >/dev/null)
+rc=$?
+set -e
+[[ $rc == 2 && $err == "$tmp/nope.toml:1:1: cannot open: No such file or directory" ]] \
+  || fail "missing file: $rc '$err'"
+set +e
+"$bin/belay" plan >/dev/null 2>&1
+rc=$?
+set -e
+[[ $rc == 2 ]] || fail "no file: exit $rc, want 2"
+
+echo "PASS"
