@@ -1,6 +1,6 @@
 // Apertus (Llama-family) model on the CPU kernels: config, parameter layout, initialisation,
 // forward and backward for micro-batches of B×T tokens, and model FLOPs per token for MFU.
-// Not wired into the trainer or the campaign spec yet.
+// The trainer reaches it through model::Architecture (model.arch = "apertus").
 #pragma once
 
 #include <cstdint>

@@ -39,12 +39,10 @@ struct OwnedPiece {
 // compute the plan of the world size that wrote it.
 class ShardPlan {
  public:
-  // Over an architecture's gradient groups (Architecture::GradientGroups), or GPT-2's.
+  // Over a model's gradient groups, in the order backward completes them (the last one the
+  // embeddings'): Architecture::GradientGroups, or GPT-2's of a layout.
   ShardPlan(std::vector<std::vector<model::Segment>> groups, int world_size);
   ShardPlan(const model::ParameterLayout& layout, int world_size);
-  // The plan of any model's gradient groups, in the order backward completes them (the
-  // last one the embeddings'), e.g. model::ApertusGradientGroups.
-  ShardPlan(std::vector<std::vector<model::Segment>> groups, int world_size);
 
   int world_size() const { return world_size_; }
   const std::vector<Bucket>& buckets() const { return buckets_; }

@@ -150,10 +150,6 @@ absl::StatusOr<ModelShape> ShapeOf(const CampaignSpec& spec, bool gpu, TrainingP
   m.fused_attention = gpu;
   m.activations =
       gpu ? ApertusGpuActivationBytes(*config, B, T) : ApertusActivationBytes(*config, B, T);
-  plan.estimates.push_back(
-      "Apertus is not wired into the trainer yet: its rank is taken to allocate as GPT-2's "
-      "does (the same shard plan over its gradient groups, gradient buffers, optimizer and "
-      "trainer buffers)");
   if (gpu) {
     plan.estimates.push_back(
         "Apertus has no GPU model yet: activations are the CPU model's buffers in bf16 with "
