@@ -78,53 +78,85 @@ __device__ __forceinline__ void StoreRow(bf16* dst, const float (&values)[kChunk
   }
 }
 
-__device__ __forceinline__ int32_t DocOf(const int32_t* doc, int t) {
-  return doc == nullptr ? 0 : doc[t];
+// Token t's document id; 0 for every token without a mask, and past T.
+__device__ __forceinline__ int32_t DocOf(const int32_t* bdoc, int t, int T) {
+  return bdoc == nullptr || t >= T ? 0 : bdoc[t];
+}
+
+// Where query head h, key head g and value head g start in a token's qkv values.
+__device__ __forceinline__ int64_t QOffset(const Dims& n, int h) { return int64_t{h} * n.hs; }
+__device__ __forceinline__ int64_t KOffset(const Dims& n, int g) {
+  return int64_t{n.NH + g} * n.hs;
+}
+__device__ __forceinline__ int64_t VOffset(const Dims& n, int g) {
+  return int64_t{n.NH + n.NKV + g} * n.hs;
+}
+
+// Batch row b's qkv rows, document ids (null: no mask) and output-gradient rows.
+struct BatchRow {
+  const bf16* qkv;
+  const int32_t* doc;
+  const bf16* dout;
+};
+
+__device__ __forceinline__ BatchRow RowOf(const bf16* qkv, const int32_t* doc, const bf16* dout,
+                                          const Dims& n, int b) {
+  return {qkv + int64_t{b} * n.T * n.W, doc == nullptr ? nullptr : doc + int64_t{b} * n.T,
+          dout == nullptr ? nullptr : dout + int64_t{b} * n.T * n.NH * n.hs};
+}
+
+// Keys and values k0 .. k0 + kTile - 1 of head g, with their document ids.
+struct KeyTile {
+  Tile k, v;
+  int32_t doc[kTile];
+};
+
+__device__ void LoadKeyTile(KeyTile& dst, const BatchRow& row, int g, int k0, const Dims& n) {
+  LoadTile(dst.k, row.qkv + KOffset(n, g), n.W, k0, n.T, n.hs);
+  LoadTile(dst.v, row.qkv + VOffset(n, g), n.W, k0, n.T, n.hs);
+  if (threadIdx.x < kTile) dst.doc[threadIdx.x] = DocOf(row.doc, k0 + threadIdx.x, n.T);
+}
+
+// Queries q0 .. q0 + kTile - 1 of head h and their output gradients (backward).
+__device__ void LoadQueryTile(Tile& q, Tile& dout, const BatchRow& row, int h, int q0,
+                              const Dims& n) {
+  LoadTile(q, row.qkv + QOffset(n, h), n.W, q0, n.T, n.hs);
+  LoadTile(dout, row.dout + int64_t{h} * n.hs, int64_t{n.NH} * n.hs, q0, n.T, n.hs);
 }
 
 // Grid (query tiles, NH, B). Row r of the tile (warp r % kWarps) keeps its running max m,
 // sum l and output accumulator; each key tile updates them once (online softmax).
 __global__ void ForwardKernel(bf16* out, float* lse, const bf16* qkv, const int32_t* doc, Dims n) {
-  __shared__ Tile qs, ks, vs;
-  __shared__ int32_t kdoc[kTile];
+  __shared__ Tile qs;
+  __shared__ KeyTile kv;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int q0 = blockIdx.x * kTile, h = blockIdx.y, b = blockIdx.z;
-  const int g = h / n.group;
-  const bf16* base = qkv + int64_t{b} * n.T * n.W;
-  const int32_t* bdoc = doc == nullptr ? nullptr : doc + int64_t{b} * n.T;
-  const bf16* kbase = base + int64_t{n.NH} * n.hs + int64_t{g} * n.hs;
-  const bf16* vbase = kbase + int64_t{n.NKV} * n.hs;
-  LoadTile(qs, base + int64_t{h} * n.hs, n.W, q0, n.T, n.hs);
+  const BatchRow row = RowOf(qkv, doc, nullptr, n, b);
+  LoadTile(qs, row.qkv + QOffset(n, h), n.W, q0, n.T, n.hs);
   float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][kChunks] = {};
   int32_t qdoc[kRowsPerWarp];
   for (int i = 0; i < kRowsPerWarp; ++i) {
-    const int t = q0 + warp + kWarps * i;
     m[i] = -INFINITY;
     l[i] = 0;
-    qdoc[i] = t < n.T ? DocOf(bdoc, t) : 0;
+    qdoc[i] = DocOf(row.doc, q0 + warp + kWarps * i, n.T);
   }
   const int last = min(n.T, q0 + kTile) - 1;  // the tile's last query: no key after it counts
   for (int k0 = 0; k0 <= last; k0 += kTile) {
     __syncthreads();  // the previous key tile is no longer read
-    LoadTile(ks, kbase, n.W, k0, n.T, n.hs);
-    LoadTile(vs, vbase, n.W, k0, n.T, n.hs);
-    if (threadIdx.x < kTile) {
-      kdoc[threadIdx.x] = k0 + threadIdx.x < n.T ? DocOf(bdoc, k0 + threadIdx.x) : 0;
-    }
+    LoadKeyTile(kv, row, h / n.group, k0, n);
     __syncthreads();
     for (int i = 0; i < kRowsPerWarp; ++i) {
       const int r = warp + kWarps * i, t = q0 + r;
       if (t >= n.T) continue;  // whole warps: the row is the warp's
-      const int key = k0 + lane;
-      const bool visible = key <= t && kdoc[lane] == qdoc[i];
-      const float s = visible ? Dot(qs[r], ks[lane], n.hs) * n.scale : -INFINITY;
+      const bool visible = k0 + lane <= t && kv.doc[lane] == qdoc[i];
+      const float s = visible ? Dot(qs[r], kv.k[lane], n.hs) * n.scale : -INFINITY;
       const float m_new = fmaxf(m[i], WarpMax(s));
       if (m_new == -INFINITY) continue;  // nothing visible to this row yet
       const float p = visible ? expf(s - m_new) : 0.0f;
       const float corr = expf(m[i] - m_new);  // 0 while m is still -inf
       l[i] = l[i] * corr + WarpSum(p);
       for (int c = 0; c < kChunks; ++c) acc[i][c] *= corr;
-      AddWeightedRows(acc[i], p, vs, n.hs);
+      AddWeightedRows(acc[i], p, kv.v, n.hs);
       m[i] = m_new;
     }
   }
@@ -157,59 +189,48 @@ struct RowStats {
 };
 
 __device__ __forceinline__ RowStats StatsOf(const float* lse, const float* delta,
-                                            const int32_t* bdoc, const Dims& n, int b, int h,
+                                            const BatchRow& row, const Dims& n, int b, int h,
                                             int t) {
   if (t >= n.T) return {0, 0, 0};
   return {lse[(int64_t{b} * n.NH + h) * n.T + t], delta[(int64_t{b} * n.T + t) * n.NH + h],
-          DocOf(bdoc, t)};
+          DocOf(row.doc, t, n.T)};
 }
 
 // dQ: grid (query tiles, NH, B). For query row t and key j: p = exp(s - lse_t),
 // ds = p * (dout_t . v_j - delta_t); dq_t = scale * sum_j ds * k_j.
 __global__ void DqKernel(bf16* dqkv, const float* delta, const bf16* dout, const bf16* qkv,
                          const float* lse, const int32_t* doc, Dims n) {
-  __shared__ Tile qs, dos, ks, vs;
-  __shared__ int32_t kdoc[kTile];
+  __shared__ Tile qs, dos;
+  __shared__ KeyTile kv;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int q0 = blockIdx.x * kTile, h = blockIdx.y, b = blockIdx.z;
-  const int g = h / n.group;
-  const bf16* base = qkv + int64_t{b} * n.T * n.W;
-  const int32_t* bdoc = doc == nullptr ? nullptr : doc + int64_t{b} * n.T;
-  const bf16* kbase = base + int64_t{n.NH} * n.hs + int64_t{g} * n.hs;
-  const bf16* vbase = kbase + int64_t{n.NKV} * n.hs;
-  const int64_t out_width = int64_t{n.NH} * n.hs;
-  LoadTile(qs, base + int64_t{h} * n.hs, n.W, q0, n.T, n.hs);
-  LoadTile(dos, dout + int64_t{b} * n.T * out_width + int64_t{h} * n.hs, out_width, q0, n.T, n.hs);
+  const BatchRow row = RowOf(qkv, doc, dout, n, b);
+  LoadQueryTile(qs, dos, row, h, q0, n);
   float dq[kRowsPerWarp][kChunks] = {};
-  RowStats row[kRowsPerWarp];
+  RowStats stats[kRowsPerWarp];
   for (int i = 0; i < kRowsPerWarp; ++i) {
-    row[i] = StatsOf(lse, delta, bdoc, n, b, h, q0 + warp + kWarps * i);
+    stats[i] = StatsOf(lse, delta, row, n, b, h, q0 + warp + kWarps * i);
   }
   const int last = min(n.T, q0 + kTile) - 1;
   for (int k0 = 0; k0 <= last; k0 += kTile) {
     __syncthreads();
-    LoadTile(ks, kbase, n.W, k0, n.T, n.hs);
-    LoadTile(vs, vbase, n.W, k0, n.T, n.hs);
-    if (threadIdx.x < kTile) {
-      kdoc[threadIdx.x] = k0 + threadIdx.x < n.T ? DocOf(bdoc, k0 + threadIdx.x) : 0;
-    }
+    LoadKeyTile(kv, row, h / n.group, k0, n);
     __syncthreads();
     for (int i = 0; i < kRowsPerWarp; ++i) {
       const int r = warp + kWarps * i, t = q0 + r;
       if (t >= n.T) continue;
-      const int key = k0 + lane;
       float ds = 0;
-      if (key <= t && kdoc[lane] == row[i].doc) {
-        const float p = expf(Dot(qs[r], ks[lane], n.hs) * n.scale - row[i].lse);
-        ds = p * (Dot(dos[r], vs[lane], n.hs) - row[i].delta);
+      if (k0 + lane <= t && kv.doc[lane] == stats[i].doc) {
+        const float p = expf(Dot(qs[r], kv.k[lane], n.hs) * n.scale - stats[i].lse);
+        ds = p * (Dot(dos[r], kv.v[lane], n.hs) - stats[i].delta);
       }
-      AddWeightedRows(dq[i], ds, ks, n.hs);
+      AddWeightedRows(dq[i], ds, kv.k, n.hs);
     }
   }
   for (int i = 0; i < kRowsPerWarp; ++i) {
     const int t = q0 + warp + kWarps * i;
     if (t >= n.T) continue;
-    StoreRow(dqkv + (int64_t{b} * n.T + t) * n.W + int64_t{h} * n.hs, dq[i], n.scale, n.hs);
+    StoreRow(dqkv + (int64_t{b} * n.T + t) * n.W + QOffset(n, h), dq[i], n.scale, n.hs);
   }
 }
 
@@ -218,40 +239,29 @@ __global__ void DqKernel(bf16* dqkv, const float* delta, const bf16* dout, const
 // dk_u = scale * sum ds * q_t.
 __global__ void DkvKernel(bf16* dqkv, const float* delta, const bf16* dout, const bf16* qkv,
                           const float* lse, const int32_t* doc, Dims n) {
-  __shared__ Tile ks, vs, qs, dos;
+  __shared__ KeyTile kv;
+  __shared__ Tile qs, dos;
   __shared__ RowStats qrow[kTile];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int k0 = blockIdx.x * kTile, g = blockIdx.y, b = blockIdx.z;
-  const bf16* base = qkv + int64_t{b} * n.T * n.W;
-  const int32_t* bdoc = doc == nullptr ? nullptr : doc + int64_t{b} * n.T;
-  const int64_t koff = int64_t{n.NH} * n.hs + int64_t{g} * n.hs;
-  const int64_t voff = koff + int64_t{n.NKV} * n.hs;
-  const int64_t out_width = int64_t{n.NH} * n.hs;
-  LoadTile(ks, base + koff, n.W, k0, n.T, n.hs);
-  LoadTile(vs, base + voff, n.W, k0, n.T, n.hs);
+  const BatchRow row = RowOf(qkv, doc, dout, n, b);
+  LoadKeyTile(kv, row, g, k0, n);
   float dk[kRowsPerWarp][kChunks] = {}, dv[kRowsPerWarp][kChunks] = {};
-  int32_t kdoc[kRowsPerWarp];
-  for (int i = 0; i < kRowsPerWarp; ++i) {
-    const int u = k0 + warp + kWarps * i;
-    kdoc[i] = u < n.T ? DocOf(bdoc, u) : 0;
-  }
   for (int h = g * n.group; h < (g + 1) * n.group; ++h) {
     for (int q0 = k0; q0 < n.T; q0 += kTile) {  // earlier queries never see these keys
       __syncthreads();
-      LoadTile(qs, base + int64_t{h} * n.hs, n.W, q0, n.T, n.hs);
-      LoadTile(dos, dout + int64_t{b} * n.T * out_width + int64_t{h} * n.hs, out_width, q0, n.T,
-               n.hs);
+      LoadQueryTile(qs, dos, row, h, q0, n);
       if (threadIdx.x < kTile)
-        qrow[threadIdx.x] = StatsOf(lse, delta, bdoc, n, b, h, q0 + threadIdx.x);
+        qrow[threadIdx.x] = StatsOf(lse, delta, row, n, b, h, q0 + threadIdx.x);
       __syncthreads();
       for (int i = 0; i < kRowsPerWarp; ++i) {
         const int r = warp + kWarps * i, u = k0 + r;
         if (u >= n.T) continue;
         const int t = q0 + lane;
         float p = 0, ds = 0;
-        if (t < n.T && t >= u && qrow[lane].doc == kdoc[i]) {
-          p = expf(Dot(qs[lane], ks[r], n.hs) * n.scale - qrow[lane].lse);
-          ds = p * (Dot(dos[lane], vs[r], n.hs) - qrow[lane].delta);
+        if (t < n.T && t >= u && qrow[lane].doc == kv.doc[r]) {
+          p = expf(Dot(qs[lane], kv.k[r], n.hs) * n.scale - qrow[lane].lse);
+          ds = p * (Dot(dos[lane], kv.v[r], n.hs) - qrow[lane].delta);
         }
         AddWeightedRows(dv[i], p, dos, n.hs);
         AddWeightedRows(dk[i], ds, qs, n.hs);
@@ -261,9 +271,9 @@ __global__ void DkvKernel(bf16* dqkv, const float* delta, const bf16* dout, cons
   for (int i = 0; i < kRowsPerWarp; ++i) {
     const int u = k0 + warp + kWarps * i;
     if (u >= n.T) continue;
-    bf16* row = dqkv + (int64_t{b} * n.T + u) * n.W;
-    StoreRow(row + koff, dk[i], n.scale, n.hs);
-    StoreRow(row + voff, dv[i], 1.0f, n.hs);
+    bf16* drow = dqkv + (int64_t{b} * n.T + u) * n.W;
+    StoreRow(drow + KOffset(n, g), dk[i], n.scale, n.hs);
+    StoreRow(drow + VOffset(n, g), dv[i], 1.0f, n.hs);
   }
 }
 
