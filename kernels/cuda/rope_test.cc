@@ -30,15 +30,9 @@ using testing::ToFloat;
 // of the host's), so a value may round to the other neighbouring bf16 at most.
 constexpr double kAtol = 1e-6, kRtol = 2 * kBf16Eps;
 
-cpu::RopeParams Llama31() {
-  cpu::RopeParams p;
-  p.theta = 500000.0;
-  p.factor = 8.0;
-  p.low_freq_factor = 1.0;
-  p.high_freq_factor = 4.0;
-  p.original_context = 8192;
-  return p;
-}
+// Apertus' RoPE: theta 500,000 with Llama-3 scaling factor 8 (the other fields' defaults: low 1,
+// high 4, original context 8192).
+cpu::RopeParams Llama31() { return {.theta = 500000.0, .factor = 8.0}; }
 
 // Position ids that restart at 0 at document starts, with some long positions.
 std::vector<int32_t> Positions(int N, uint32_t seed) {
