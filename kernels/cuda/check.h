@@ -22,6 +22,12 @@ inline absl::Status CublasStatus(cublasStatus_t st, const char* what, const char
       absl::StrCat(file, ":", line, ": ", what, ": cuBLAS status ", static_cast<int>(st)));
 }
 
+// InvalidArgument naming the launcher: "op: " followed by the pieces of the message.
+template <typename... Args>
+absl::Status InvalidArgument(const char* op, const Args&... args) {
+  return absl::InvalidArgumentError(absl::StrCat(op, ": ", args...));
+}
+
 }  // namespace belay::kernels
 
 // Evaluates a CUDA runtime call and returns its error as absl::Status from the caller.

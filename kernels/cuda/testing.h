@@ -133,4 +133,20 @@ inline bool SameBytes(const void* a, const void* b, size_t bytes) {
 // bf16 keeps 8 significant bits: one rounding is a relative error of at most 2^-8.
 inline constexpr double kBf16Eps = 1.0 / 256.0;
 
+// An optimizer's bf16 working copy after an update: the new fp32 master weights rounded once
+// (written), or still the poison it started as (the launcher was given no copy to write).
+inline void ExpectWorkingCopy(const std::vector<bf16>& copy, const std::vector<float>& master,
+                              bool written) {
+  ASSERT_EQ(copy.size(), master.size());
+  for (size_t i = 0; i < copy.size(); ++i) {
+    const float got = __bfloat162float(copy[i]);
+    if (!written) {
+      ASSERT_TRUE(std::isnan(got)) << "working copy written though null, at " << i;
+    } else {
+      ASSERT_LE(std::fabs(static_cast<double>(got) - master[i]), kBf16Eps * std::fabs(master[i]))
+          << "working copy at " << i << ": " << got << " for master " << master[i];
+    }
+  }
+}
+
 }  // namespace belay::kernels::cuda::testing
