@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
       ->envname("BELAY_SOCKET");
   belay::cli::AddValidateCommand(app, &exit_code);
   belay::cli::AddDataCommand(app, &exit_code);
+  belay::cli::AddExportCommand(app, &exit_code);
   belay::cli::AddCampaignCommands(app, &socket, &exit_code);
   try {
     app.parse(argc, argv);
