@@ -149,19 +149,7 @@ class ApertusExport : public ExportReferenceTest,
                       public ::testing::WithParamInterface<ApertusVariant> {};
 
 TEST_P(ApertusExport, HuggingFaceLayoutComputesBelaysLogits) {
-  model::ApertusConfig c;
-  c.vocab_size = 97;
-  c.n_layer = 2;
-  c.d_model = 64;
-  c.n_head = 4;
-  c.n_kv_head = 2;
-  c.d_ff = 96;
-  // Head size 16 and an original context of 32: every branch of the Llama-3 scaling is used.
-  c.rope = {.theta = 10000.0,
-            .factor = 8.0,
-            .low_freq_factor = 1.0,
-            .high_freq_factor = 4.0,
-            .original_context = 32};
+  model::ApertusConfig c = hf::testing::SmallApertusConfig();
   c.activation = GetParam().activation;
   c.tie_embeddings = GetParam().tie_embeddings;
   const model::ApertusLayout layout(c);

@@ -107,14 +107,7 @@ TEST(ModelConfigFromJson, AnUnknownArchIsRefusedByName) {
 }
 
 TEST(ModelConfigFromJson, ApertusKeysRoundTrip) {
-  model::ApertusConfig c;
-  c.vocab_size = 97;
-  c.n_layer = 2;
-  c.d_model = 32;
-  c.n_head = 4;
-  c.n_kv_head = 2;
-  c.d_ff = 48;
-  c.rope = {.theta = 10000.0, .factor = 8.0, .original_context = 32};
+  model::ApertusConfig c = testing::SmallApertusConfig();
   c.eod_token = 3;
   absl::StatusOr<SavedModelConfig> back = ModelConfigFromJson(testing::ApertusModelJson(c, 64));
   ASSERT_TRUE(back.ok()) << back.status();
@@ -130,12 +123,7 @@ class ApertusCheckpointTest : public ckpt::TempDirTest {
  protected:
   void SetUp() override {
     ckpt::TempDirTest::SetUp();
-    config_.vocab_size = 97;
-    config_.n_layer = 2;
-    config_.d_model = 32;
-    config_.n_head = 4;
-    config_.n_kv_head = 2;
-    config_.d_ff = 48;
+    config_ = testing::SmallApertusConfig();
   }
   void Write(int world) {
     const model::ApertusLayout layout(config_);
@@ -244,7 +232,7 @@ TEST_F(ApertusCheckpointTest, TheFusedProjectionSplitsIntoQueryKeyAndValueRows) 
   ASSERT_TRUE(hf.ok()) << hf.status();
   const model::ApertusLayout layout(config_);
   const model::TensorView& qkv = layout.at("h.attn.qkv.weight");
-  const int64_t C = 32, hs = 8, W = (4 + 2 * 2) * hs;
+  const int64_t C = 64, hs = 16, W = (4 + 2 * 2) * hs;
   for (const NamedTensor& t : hf->tensors) {
     // Layer 1's value projection: rows (NH + NKV)·hs … of layer 1's fused weight.
     if (t.name != "model.layers.1.self_attn.v_proj.weight") continue;
