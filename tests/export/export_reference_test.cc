@@ -16,6 +16,7 @@
 #include "common/ckpt/manifest.h"
 #include "common/rng.h"
 #include "tests/model/raw_files.h"
+#include "tests/model/small_apertus.h"
 #include "worker/export/checkpoint_model.h"
 #include "worker/export/export.h"
 #include "worker/export/test_checkpoint.h"
@@ -149,7 +150,7 @@ class ApertusExport : public ExportReferenceTest,
                       public ::testing::WithParamInterface<ApertusVariant> {};
 
 TEST_P(ApertusExport, HuggingFaceLayoutComputesBelaysLogits) {
-  model::ApertusConfig c = hf::testing::SmallApertusConfig();
+  model::ApertusConfig c = ::belay::testing::SmallApertusConfig();
   c.activation = GetParam().activation;
   c.tie_embeddings = GetParam().tie_embeddings;
   const model::ApertusLayout layout(c);

@@ -17,6 +17,7 @@
 
 #include "common/ckpt/test_dir.h"
 #include "common/rng.h"
+#include "tests/model/small_apertus.h"
 #include "worker/export/checkpoint_model.h"
 #include "worker/export/hf_model.h"
 #include "worker/export/safetensors.h"
@@ -107,7 +108,7 @@ TEST(ModelConfigFromJson, AnUnknownArchIsRefusedByName) {
 }
 
 TEST(ModelConfigFromJson, ApertusKeysRoundTrip) {
-  model::ApertusConfig c = testing::SmallApertusConfig();
+  model::ApertusConfig c = ::belay::testing::SmallApertusConfig();
   c.eod_token = 3;
   absl::StatusOr<SavedModelConfig> back = ModelConfigFromJson(testing::ApertusModelJson(c, 64));
   ASSERT_TRUE(back.ok()) << back.status();
@@ -123,7 +124,7 @@ class ApertusCheckpointTest : public ckpt::TempDirTest {
  protected:
   void SetUp() override {
     ckpt::TempDirTest::SetUp();
-    config_ = testing::SmallApertusConfig();
+    config_ = ::belay::testing::SmallApertusConfig();
   }
   void Write(int world) {
     const model::ApertusLayout layout(config_);

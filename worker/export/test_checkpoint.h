@@ -68,25 +68,6 @@ inline absl::Status WriteTestCheckpoint(const std::filesystem::path& root,
   return ckpt::CommitStep(root, campaign, step);
 }
 
-// A small Apertus with GQA and QK-norm (head size 16) whose Llama-3 RoPE scaling, with an
-// original context of 32, keeps the first frequency, interpolates the second and divides the
-// rest: every branch is used.
-inline model::ApertusConfig SmallApertusConfig() {
-  model::ApertusConfig c;
-  c.vocab_size = 97;  // padded to 128
-  c.n_layer = 2;
-  c.d_model = 64;
-  c.n_head = 4;
-  c.n_kv_head = 2;
-  c.d_ff = 96;
-  c.rope = {.theta = 10000.0,
-            .factor = 8.0,
-            .low_freq_factor = 1.0,
-            .high_freq_factor = 4.0,
-            .original_context = 32};
-  return c;
-}
-
 // The "model" object of an Apertus checkpoint for `c` (the trainer's keys).
 inline nlohmann::json ApertusModelJson(const model::ApertusConfig& c, int max_seq_len) {
   nlohmann::json scaling = nullptr;
