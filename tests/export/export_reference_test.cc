@@ -1,5 +1,5 @@
 // `belay export` against an independent reader: checkpoints of GPT-2 written by belay-worker
-// (one rank; two MPI ranks with ZeRO 1) and of Apertus written through the shard writer are
+// (one rank; two MPI ranks with ZeRO 1 and 2) and of Apertus written through the shard writer are
 // exported in fp32 and bf16; tests/export/hf_reference.py reads the files by hand, checks the
 // bf16 rounding, loads the fp32 weights into the float64 PyTorch references of tests/model
 // and its logits must match belay's own forward on the same tokens to 1e-5 relative L2.
@@ -130,7 +130,8 @@ TEST_P(Gpt2Export, HuggingFaceLayoutComputesBelaysLogits) {
   EXPECT_LE(err, 1e-5);
 }
 
-INSTANTIATE_TEST_SUITE_P(Worlds, Gpt2Export, ::testing::Values(Gpt2Run{1, 0}, Gpt2Run{2, 1}),
+INSTANTIATE_TEST_SUITE_P(Worlds, Gpt2Export,
+                         ::testing::Values(Gpt2Run{1, 0}, Gpt2Run{2, 1}, Gpt2Run{2, 2}),
                          [](const ::testing::TestParamInfo<Gpt2Run>& p) {
                            return std::to_string(p.param.ranks) + "Ranks" + "Zero" +
                                   std::to_string(p.param.zero_stage);
