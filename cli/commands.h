@@ -25,6 +25,10 @@ void AddPlanCommand(CLI::App& app, int* exit_code);
 // byte-level token shards. Stores its exit code in *exit_code when it runs.
 void AddDataCommand(CLI::App& app, int* exit_code);
 
+// `belay export CHECKPOINT --out DIR [--dtype bf16|fp32]`: a committed checkpoint as a
+// Hugging Face model directory. Stores its exit code in *exit_code when it runs.
+void AddExportCommand(CLI::App& app, int* exit_code);
+
 // The commands that talk to belayd: submit, ls, status, watch, loss, events, ckpt, cancel,
 // logs, nodes, daemon. `socket` is the global --socket flag.
 void AddCampaignCommands(CLI::App& app, const std::string* socket, int* exit_code);

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   belay::cli::AddValidateCommand(app, &exit_code);
   belay::cli::AddPlanCommand(app, &exit_code);
   belay::cli::AddDataCommand(app, &exit_code);
+  belay::cli::AddExportCommand(app, &exit_code);
   belay::cli::AddCampaignCommands(app, &socket, &exit_code);
   try {
     app.parse(argc, argv);

@@ -14,12 +14,14 @@
 
 #include "common/rng.h"
 #include "tests/model/raw_files.h"
+#include "tests/model/small_apertus.h"
 #include "worker/model/apertus.h"
 
 namespace belay {
 namespace {
 
 using testing::ReadF64;
+using testing::SmallApertusConfig;
 using testing::WriteRaw;
 
 template <typename A, typename B>
@@ -57,21 +59,7 @@ void PrintTo(const Variant& v, std::ostream* os) {
 class ApertusTorchReference : public ::testing::TestWithParam<Variant> {};
 
 TEST_P(ApertusTorchReference, LogitsAndGradientsMatchPyTorch) {
-  model::ApertusConfig c;
-  c.vocab_size = 97;  // padded to 128
-  c.n_layer = 2;
-  c.d_model = 64;
-  c.n_head = 4;
-  c.n_kv_head = 2;
-  c.d_ff = 96;
-  // Head size 16: with an original context of 32 the first frequency is kept, the second
-  // interpolated and the rest divided by 8, so every branch of the scaling is used.
-  c.rope = {.theta = 10000.0,
-            .factor = 8.0,
-            .low_freq_factor = 1.0,
-            .high_freq_factor = 4.0,
-            .original_context = 32};
-  c.qk_norm = true;
+  model::ApertusConfig c = SmallApertusConfig();
   c.activation = GetParam().activation;
   c.tie_embeddings = GetParam().tie_embeddings;
   c.eod_token = 3;

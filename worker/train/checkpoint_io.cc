@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <ctime>
-#include <map>
 #include <optional>
 #include <utility>
 
@@ -12,6 +11,7 @@
 #include "common/strings.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
+#include "worker/ckpt/step_shards.h"
 #include "worker/data/loader_state.h"
 #include "worker/optim/optimizer.h"
 #include "worker/train/rank_agreement.h"
@@ -37,11 +37,6 @@ std::vector<std::string> PrefixesOf(OptimizerKind optimizer) {
 // Where an owned piece starts inside its tensor.
 uint64_t OffsetInTensor(const std::vector<model::TensorView>& tensors, const OwnedPiece& p) {
   return static_cast<uint64_t>(p.flat_offset - tensors[static_cast<size_t>(p.tensor)].offset);
-}
-
-absl::Status MissingShard(const fs::path& file, int rank, int world_size) {
-  return absl::NotFoundError(
-      Cat(file.string(), ": shard of rank ", rank, " (of ", world_size, ") is missing"));
 }
 
 // The optimizer whose states a shard map holds, when it is one this build knows.
@@ -83,56 +78,6 @@ absl::Status CheckShardMapTensors(const ckpt::ShardMap& map,
   }
   return absl::OkStatus();
 }
-
-// Every shard the manifest lists is there with its size: a missing file must never look like
-// a checksum error.
-absl::Status CheckShardFiles(const ckpt::Manifest& manifest, const fs::path& step_dir) {
-  for (const ckpt::ManifestShard& s : manifest.shards) {
-    std::error_code ec;
-    const uintmax_t size = fs::file_size(step_dir / s.file, ec);
-    if (ec) return MissingShard(step_dir / s.file, s.rank, manifest.world_size);
-    if (size != s.bytes) {
-      return absl::DataLossError(Cat((step_dir / s.file).string(), ": shard of rank ", s.rank,
-                                     " is ", size, " bytes, the manifest says ", s.bytes));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// The shards of one step directory, each opened once when first needed and verified by
-// checksum and against the manifest's shard map.
-class ShardReaders {
- public:
-  ShardReaders(const fs::path& step_dir, const ckpt::Manifest& manifest)
-      : step_dir_(step_dir), manifest_(manifest) {}
-
-  absl::StatusOr<const ckpt::ShardReader*> Of(int old_rank) {
-    if (auto it = readers_.find(old_rank); it != readers_.end()) return &it->second;
-    const ckpt::ManifestShard& s = manifest_.shards[static_cast<size_t>(old_rank)];
-    absl::StatusOr<ckpt::ShardReader> opened = ckpt::ShardReader::Open(step_dir_ / s.file);
-    if (!opened.ok()) {
-      if (absl::IsNotFound(opened.status()))
-        return MissingShard(step_dir_ / s.file, old_rank, manifest_.world_size);
-      return opened.status();
-    }
-    std::vector<std::pair<std::string, ckpt::ShardRange>> want =
-        manifest_.shard_map->OfRank(old_rank);
-    std::vector<std::pair<std::string, ckpt::ShardRange>> have;
-    for (const ckpt::ShardEntry& e : opened->entries())
-      have.push_back({e.name, {old_rank, e.offset, e.count}});
-    if (want != have) {
-      return absl::DataLossError(Cat(opened->path().string(), ": holds ", have.size(),
-                                     " tensor ranges that do not match the ", want.size(),
-                                     " the manifest's shard map lists for rank ", old_rank));
-    }
-    return &readers_.emplace(old_rank, std::move(*opened)).first->second;
-  }
-
- private:
-  fs::path step_dir_;
-  const ckpt::Manifest& manifest_;
-  std::map<int, ckpt::ShardReader> readers_;
-};
 
 // A shard's metadata: the step the manifest names, the campaign's model shape, and the data
 // loader's state, which must fit `data`.
@@ -376,9 +321,9 @@ absl::StatusOr<TrainingPosition> CheckpointIo::LoadOwned(const fs::path& step_di
   // Rank 0 checks that every shard is there, so that a missing one is reported by name even
   // when no rank needs its ranges.
   if (r == 0) {
-    if (absl::Status s = CheckShardFiles(*manifest, step_dir); !s.ok()) return s;
+    if (absl::Status s = ckpt::CheckShardFiles(*manifest, step_dir); !s.ok()) return s;
   }
-  ShardReaders readers(step_dir, *manifest);
+  ckpt::StepShards readers(step_dir, *manifest);
   // Step, model and data position, from the shard of old rank r mod W_old.
   absl::StatusOr<const ckpt::ShardReader*> first = readers.Of(r % manifest->world_size);
   if (!first.ok()) return first.status();
