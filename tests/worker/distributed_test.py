@@ -3,7 +3,12 @@
 0, 1 and 2 against one rank, determinism, resharding checkpoints, memory accounting and the
 configurations that must be refused before training.
 
-Usage: distributed_test.py BIN_DIR
+Usage: distributed_test.py BIN_DIR [--arch apertus]
+
+With --arch apertus the same checks run on a small Apertus model (GQA, QK-norm, RoPE with
+Llama-3 scaling, xIELU, untied head, document masking at the end-of-text token) trained with
+AdEMAMix (three optimizer states per parameter, sharded by ZeRO like AdamW's two), plus: a
+checkpoint of one architecture or optimizer is refused by a campaign of another, by name.
 
 Tolerance. One rank and W ranks train on the same global batch (24 sequences: micro-batches
 of 2, so 12, 6, 4 or 3 micro-steps per rank on 1, 2, 3 or 4 ranks), but add the per-sequence
@@ -32,6 +37,9 @@ import mpi_sandbox  # noqa: E402
 import tiny_campaign  # noqa: E402
 
 BIN = pathlib.Path(sys.argv[1]).resolve()
+APERTUS = sys.argv[2:] == ["--arch", "apertus"]
+# Optimizer state per parameter: AdamW's m and v, or AdEMAMix's m_fast, m_slow and v (fp32).
+STATE_BYTES = 12 if APERTUS else 8
 TOL = 1e-6
 failures = []
 
@@ -116,6 +124,14 @@ def main():
             campaign={"name": "dp"}, model={"d_model": 32},
             train={"total_steps": 20, "goldfish": {"k": 4, "h": 8}, "eval_every": 10, "eval_batches": 4},
             checkpoint={"every_steps": 10, "keep_last": 5})
+        gpt2_base = base
+        if APERTUS:
+            base = tiny_campaign.spec(
+                base,
+                model={"arch": "apertus", "n_head": 4, "n_kv_head": 2, "d_ff": 64,
+                       "rope_scaling": {"factor": 8.0, "original_context": 16}},
+                data={"document_masking": True, "eod_token": 256},
+                optimizer={"name": "ademamix", "alpha_warmup_steps": 8, "beta3_warmup_steps": 8})
 
         def write(path, gb, stage, base=base, **changes):
             tiny_campaign.write(path, base, train={"global_batch": gb, "zero_stage": stage}, **changes)
@@ -186,7 +202,8 @@ def main():
         print("auto save interval: four ranks saved every step together")
 
         # Memory: optimizer state per rank shrinks as 1/W under stages 1 and 2.
-        print(f"optimizer bytes per rank ({n_params} parameters, 8 bytes each for m and v):")
+        print(f"optimizer bytes per rank ({n_params} parameters, {STATE_BYTES} bytes each for "
+              "the optimizer's states):")
         for (stage, np), (lines, _) in sorted(runs.items()):
             mem = memory(lines)
             opt = mem["optimizer_bytes"]
@@ -195,16 +212,18 @@ def main():
             if len(opt) != np or len(set(opt)) != 1:
                 fail(f"stage {stage}, {np} ranks: optimizer bytes differ between ranks: {opt}")
             if stage == 0:
-                if opt[0] != 8 * n_params:
-                    fail(f"stage 0 holds {opt[0]} optimizer bytes, expected {8 * n_params}")
+                if opt[0] != STATE_BYTES * n_params:
+                    fail(f"stage 0 holds {opt[0]} optimizer bytes, expected "
+                         f"{STATE_BYTES * n_params}")
             else:
-                if opt[0] != 8 * mem["shard_elements"]:
+                if opt[0] != STATE_BYTES * mem["shard_elements"]:
                     fail(f"stage {stage}: {opt[0]} optimizer bytes for a shard of "
                          f"{mem['shard_elements']} elements")
                 # Padding: less than one element per rank per bucket (n_layer + 2 buckets).
-                if not 8 * n_params <= np * opt[0] < 8 * (n_params + np * (2 + 2)):
+                if not (STATE_BYTES * n_params <= np * opt[0] <
+                        STATE_BYTES * (n_params + np * (2 + 2))):
                     fail(f"stage {stage}, {np} ranks: {np} × {opt[0]} bytes is not the "
-                         f"{8 * n_params} of one rank split {np} ways")
+                         f"{STATE_BYTES * n_params} of one rank split {np} ways")
         print("  one rank:", ref_mem["optimizer_bytes"])
 
         # Gradients: stage 1 keeps the full gradient and its shard; stage 2 the shard and, during
@@ -261,6 +280,19 @@ def main():
             dst = pathlib.Path(name) / "dp" / "step_000000010"
             shutil.copytree(saved, dst)
             return dst
+
+        if APERTUS:
+            # A checkpoint of another architecture, or of another optimizer, is refused by name.
+            tiny_campaign.write("gpt2.toml", gpt2_base, train={"global_batch": 24, "zero_stage": 2})
+            refused("GPT-2 campaign, Apertus checkpoint", 2, "gpt2.toml", "bad6",
+                    r"checkpoint of a model of architecture \"apertus\"; this campaign trains "
+                    r"\"gpt2\" \(model\.arch\)", "--resume", saved)
+            tiny_campaign.write("adamw.toml", base, train={"global_batch": 24, "zero_stage": 2},
+                                optimizer={"name": "adamw", "alpha_warmup_steps": None,
+                                           "beta3_warmup_steps": None})
+            refused("AdamW campaign, AdEMAMix checkpoint", 2, "adamw.toml", "bad7",
+                    r"holds the state of optimizer ademamix; this campaign's is adamw "
+                    r"\(optimizer\.name\)", "--resume", saved)
 
         d = copy_step("corrupt_map")
         manifest = json.loads((d / "manifest.json").read_text())

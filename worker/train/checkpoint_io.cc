@@ -313,11 +313,6 @@ absl::StatusOr<TrainingPosition> CheckpointIo::LoadOwned(const fs::path& step_di
         Cat(step_dir.string(), "/manifest.json has no shard_map: written by an earlier format"));
   }
   const ckpt::ShardMap& map = *manifest->shard_map;
-  if (absl::Status s = CheckShardMapTensors(map, arch_.tensors(), spec_.optimizer.name,
-                                            Cat(step_dir.string(), "/manifest.json: shard_map"));
-      !s.ok()) {
-    return s;
-  }
   // Rank 0 checks that every shard is there, so that a missing one is reported by name even
   // when no rank needs its ranges.
   if (r == 0) {
@@ -330,6 +325,12 @@ absl::StatusOr<TrainingPosition> CheckpointIo::LoadOwned(const fs::path& step_di
   absl::StatusOr<data::LoaderState> loader =
       CheckMetadata(**first, *manifest, step_dir, arch_, data);
   if (!loader.ok()) return loader.status();
+  // (After the model record: another architecture is named as such, not as missing tensors.)
+  if (absl::Status s = CheckShardMapTensors(map, arch_.tensors(), spec_.optimizer.name,
+                                            Cat(step_dir.string(), "/manifest.json: shard_map"));
+      !s.ok()) {
+    return s;
+  }
 
   // This rank's pieces of parameters and moments, from whichever shards hold them.
   const std::vector<model::TensorView>& tensors = arch_.tensors();
