@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/rng.h"
+#include "tests/model/compare.h"
 #include "tests/model/raw_files.h"
 #include "tests/model/small_apertus.h"
 #include "worker/model/apertus.h"

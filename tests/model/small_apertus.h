@@ -3,8 +3,6 @@
 // tests/model/apertus_reference.py is told about it.
 #pragma once
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <ostream>
 #include <vector>
@@ -79,18 +77,6 @@ inline void WriteApertusReferenceKeys(std::ostream& out, const model::ApertusLay
     out << "]}";
   }
   out << "]";
-}
-
-// sqrt(Σ (a_i − b_i)²) / sqrt(Σ b_i²) over i < count.
-template <typename A, typename B>
-double RelativeL2(A a, B b, size_t count) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < count; ++i) {
-    const double d = a(i) - b(i);
-    num += d * d;
-    den += b(i) * b(i);
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
 }
 
 }  // namespace belay::testing
