@@ -10,7 +10,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-"$here/../export/train_gpt2.sh" "$bin" "$tmp" 1 0
+"$here/../export/train_tiny.sh" "$bin" "$tmp" 1 0
 cd "$tmp"
 step=ckpt/tiny/step_000000004
 

@@ -118,6 +118,9 @@ def apertus(cfg, w):
     if scaling is not None:
         if scaling["rope_type"] != "llama3":
             fail(f"config.json: rope_scaling {scaling}")
+        if not isinstance(scaling["original_max_position_embeddings"], int):
+            fail(f"config.json: original_max_position_embeddings "
+                 f"{scaling['original_max_position_embeddings']!r} is not an integer")
         rope.update(factor=scaling["factor"], low_freq_factor=scaling["low_freq_factor"],
                     high_freq_factor=scaling["high_freq_factor"],
                     original_context=scaling["original_max_position_embeddings"])

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/rng.h"
+#include "tests/model/compare.h"
 #include "tests/model/raw_files.h"
 #include "tests/model/small_apertus.h"
 #include "worker/model/apertus.h"
@@ -20,32 +21,12 @@
 namespace belay {
 namespace {
 
+using testing::NoisyApertusParams;
 using testing::ReadF64;
+using testing::RelativeL2;
 using testing::SmallApertusConfig;
+using testing::WriteApertusReferenceKeys;
 using testing::WriteRaw;
-
-template <typename A, typename B>
-double RelativeL2(A a, B b, size_t count) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < count; ++i) {
-    const double d = a(i) - b(i);
-    num += d * d;
-    den += b(i) * b(i);
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
-const char* ActivationName(model::MlpActivation a) {
-  switch (a) {
-    case model::MlpActivation::kXielu:
-      return "xielu";
-    case model::MlpActivation::kSwiglu:
-      return "swiglu";
-    case model::MlpActivation::kGelu:
-      return "gelu";
-  }
-  return "";
-}
 
 struct Variant {
   model::MlpActivation activation;
@@ -53,7 +34,7 @@ struct Variant {
 };
 
 void PrintTo(const Variant& v, std::ostream* os) {
-  *os << ActivationName(v.activation) << (v.tie_embeddings ? ", tied" : ", untied");
+  *os << ToString(v.activation) << (v.tie_embeddings ? ", tied" : ", untied");
 }
 
 class ApertusTorchReference : public ::testing::TestWithParam<Variant> {};
@@ -67,21 +48,7 @@ TEST_P(ApertusTorchReference, LogitsAndGradientsMatchPyTorch) {
   const int64_t n = int64_t{B} * T;
 
   model::ApertusLayout layout(c);
-  std::vector<float> params(static_cast<size_t>(layout.total()));
-  model::InitApertus(layout, params, 77);
-  // Larger than initial weights, so every op works in its non-linear range; padded
-  // vocabulary rows stay 0.
-  SplitMix64 noise(8);
-  for (size_t i = 0; i < layout.tensors().size(); ++i) {
-    const model::TensorView& t = layout.tensors()[i];
-    const model::ApertusTensor kind = layout.kind(i);
-    const bool vocab =
-        kind == model::ApertusTensor::kEmbed || kind == model::ApertusTensor::kLmHead;
-    const int64_t real = vocab ? int64_t{c.vocab_size} * c.d_model : t.size;
-    for (int64_t j = 0; j < real; ++j) {
-      params[static_cast<size_t>(t.offset + j)] += static_cast<float>(0.1 * noise.Normal());
-    }
-  }
+  std::vector<float> params = NoisyApertusParams(layout, 77, 8);
 
   // Two documents per row: EOD at a different place in each row; a caller mask drops a few
   // more positions.
@@ -113,26 +80,9 @@ TEST_P(ApertusTorchReference, LogitsAndGradientsMatchPyTorch) {
   std::filesystem::create_directories(dir);
   {
     std::ofstream cfg(dir / "config.json");
-    cfg << "{\"vocab_size\": " << c.vocab_size << ", \"n_layer\": " << c.n_layer
-        << ", \"d_model\": " << c.d_model << ", \"n_head\": " << c.n_head
-        << ", \"n_kv_head\": " << c.n_kv_head << ", \"d_ff\": " << c.d_ff
-        << ", \"rope\": {\"theta\": " << c.rope.theta << ", \"factor\": " << c.rope.factor
-        << ", \"low_freq_factor\": " << c.rope.low_freq_factor
-        << ", \"high_freq_factor\": " << c.rope.high_freq_factor
-        << ", \"original_context\": " << c.rope.original_context << "}"
-        << ", \"qk_norm\": " << (c.qk_norm ? "true" : "false") << ", \"activation\": \""
-        << ActivationName(c.activation) << "\""
-        << ", \"tie_embeddings\": " << (c.tie_embeddings ? "true" : "false")
-        << ", \"norm_eps\": " << c.norm_eps << ", \"eod_token\": " << c.eod_token
-        << ", \"batch\": " << B << ", \"seq_len\": " << T << ", \"tensors\": [";
-    for (size_t i = 0; i < layout.tensors().size(); ++i) {
-      const model::TensorView& t = layout.tensors()[i];
-      cfg << (i ? ", " : "") << "{\"name\": \"" << t.name << "\", \"offset\": " << t.offset
-          << ", \"shape\": [";
-      for (size_t j = 0; j < t.shape.size(); ++j) cfg << (j ? ", " : "") << t.shape[j];
-      cfg << "]}";
-    }
-    cfg << "]}\n";
+    cfg << "{";
+    WriteApertusReferenceKeys(cfg, layout);
+    cfg << ", \"batch\": " << B << ", \"seq_len\": " << T << "}\n";
   }
   WriteRaw(dir / "params.f32", params);
   WriteRaw(dir / "inputs.i32", inputs);
@@ -175,7 +125,7 @@ INSTANTIATE_TEST_SUITE_P(Variants, ApertusTorchReference,
                                            Variant{model::MlpActivation::kSwiglu, true},
                                            Variant{model::MlpActivation::kGelu, false}),
                          [](const ::testing::TestParamInfo<Variant>& p) {
-                           return std::string(ActivationName(p.param.activation)) +
+                           return std::string(ToString(p.param.activation)) +
                                   (p.param.tie_embeddings ? "Tied" : "Untied");
                          });
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/rng.h"
+#include "tests/model/compare.h"
 #include "tests/model/raw_files.h"
 #include "worker/model/goldfish.h"
 #include "worker/model/gpt2.h"
@@ -151,25 +152,18 @@ TEST(TorchReference, TrainingStepsMatchPyTorch) {
 
   // Logits of the first micro-batch (real vocabulary columns) and the first step's gradient,
   // tensor by tensor: relative L2 error ≤ 1e-4 (fp32 against float64; measured ~1e-7).
-  auto rel_l2 = [](auto get_a, auto get_b, size_t count) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < count; ++i) {
-      double d = get_a(i) - get_b(i);
-      num += d * d;
-      den += get_b(i) * get_b(i);
-    }
-    return std::sqrt(num / std::max(den, 1e-300));
-  };
   const size_t V = 50, Vp = static_cast<size_t>(layout.config().padded_vocab);
   ASSERT_EQ(ref_logits.size(), static_cast<size_t>(M * T) * V);
-  double logits_err = rel_l2([&](size_t i) { return double{logits1[(i / V) * Vp + i % V]}; },
-                             [&](size_t i) { return ref_logits[i]; }, ref_logits.size());
+  double logits_err =
+      testing::RelativeL2([&](size_t i) { return double{logits1[(i / V) * Vp + i % V]}; },
+                          [&](size_t i) { return ref_logits[i]; }, ref_logits.size());
   std::cout << "logits: relative L2 error " << logits_err << "\n";
   EXPECT_LE(logits_err, 1e-4);
   for (const model::TensorView& t : layout.tensors()) {
     size_t o = static_cast<size_t>(t.offset);
-    double err = rel_l2([&](size_t i) { return double{grads1[o + i]}; },
-                        [&](size_t i) { return ref_grads1[o + i]; }, static_cast<size_t>(t.size));
+    double err = testing::RelativeL2([&](size_t i) { return double{grads1[o + i]}; },
+                                     [&](size_t i) { return ref_grads1[o + i]; },
+                                     static_cast<size_t>(t.size));
     std::cout << "gradient " << t.name << ": relative L2 error " << err << "\n";
     EXPECT_LE(err, 1e-4) << t.name;
   }
@@ -178,18 +172,10 @@ TEST(TorchReference, TrainingStepsMatchPyTorch) {
   // gradient's running RMS, so for elements whose gradient is at fp32's rounding level the
   // direction of a step is noise; such elements (well under 1%) may differ by up to 2·lr per
   // step. The rest agree to 1e-5; a wrong formula moves most elements (and the losses above).
-  size_t off_tight = 0, off_loose = 0;
-  double max_diff = 0;
-  for (size_t i = 0; i < params.size(); ++i) {
-    double d = std::abs(params[i] - ref_params[i]);
-    max_diff = std::max(max_diff, d);
-    if (d > 1e-5) ++off_tight;
-    if (d > 2 * ts.lr * steps) ++off_loose;
-  }
-  std::cout << "parameters off by more than 1e-5: " << off_tight << " of " << params.size()
-            << "; largest difference " << max_diff << "\n";
-  EXPECT_EQ(off_loose, 0u);
-  EXPECT_LT(off_tight, params.size() / 100);
+  const testing::ParameterDrift drift =
+      testing::CompareParameters(params, ref_params, 1e-5, 2 * ts.lr * steps);
+  EXPECT_EQ(drift.off_loose, 0u);
+  EXPECT_LT(drift.off_tight, params.size() / 100);
   std::filesystem::remove_all(dir);
 }
 

@@ -145,7 +145,9 @@ absl::StatusOr<HfModel> ApertusToHf(const SavedApertus& saved, const std::vector
                {"factor", c.rope.factor},
                {"low_freq_factor", c.rope.low_freq_factor},
                {"high_freq_factor", c.rope.high_freq_factor},
-               {"original_max_position_embeddings", c.rope.original_context}};
+               // A context length: an integer, as Hugging Face's configs write it (the
+               // campaign file's original_context is one; the kernels hold it as a double).
+               {"original_max_position_embeddings", static_cast<int64_t>(c.rope.original_context)}};
     rope = scaling;
     rope["rope_theta"] = c.rope.theta;
   }
