@@ -153,7 +153,8 @@ absl::StatusOr<ModelShape> ShapeOf(const CampaignSpec& spec, bool gpu, TrainingP
   if (gpu) {
     plan.estimates.push_back(
         "Apertus has no GPU model yet: activations are the CPU model's buffers in bf16 with "
-        "fused attention (no T×T weights kept), RMSNorm statistics and losses in fp32");
+        "fused attention (no T×T weights kept), RMSNorm statistics and losses in fp32, and "
+        "the rest is counted as a GPT-2 GPU rank allocates it");
   }
   return m;
 }
@@ -250,9 +251,10 @@ absl::StatusOr<TrainingPlan> PlanTraining(const CampaignSpec& spec) {
         plan.gpu ? GpuRank(spec, shards, *m, stage, plan.optimizer_states)
                  : CpuRank(spec, shards, *m, stage, plan.optimizer_states, plan.grad_accum_steps);
   }
-  if (plan.optimizer == OptimizerKind::kAdemamix) {
+  if (plan.gpu && plan.optimizer == OptimizerKind::kAdemamix) {
     plan.estimates.push_back(
-        "the trainer has no AdEMAMix yet: its three states are counted as AdamW's two are");
+        "the GPU trainer has no AdEMAMix yet: its three states are counted on the device as "
+        "AdamW's two are");
   }
   if (plan.gpu) {
     plan.estimates.push_back(
