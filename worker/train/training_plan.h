@@ -1,7 +1,8 @@
 // What a campaign asks of each rank, from its spec alone (`belay plan`): parameters, model
 // FLOPs per token, tokens per step, and the memory one rank holds under each ZeRO stage, as
 // the trainer allocates it. On CPUs every figure is what the trainer and the model classes
-// allocate; on GPUs the activations are an estimate (docs/trainer.md, "Memory per rank").
+// allocate; on GPUs the activations are an estimate, and so are Apertus and AdEMAMix ranks,
+// which the GPU trainer does not have yet (docs/trainer.md, "Memory per rank").
 #pragma once
 
 #include <array>
