@@ -16,6 +16,7 @@
 #include "worker/comm/single_communicator.h"
 #include "worker/data/shard.h"
 #include "worker/model/apertus.h"
+#include "worker/model/architecture.h"
 #include "worker/model/gpt2.h"
 #include "worker/optim/optimizer.h"
 #include "worker/train/gradient_device.h"
@@ -229,7 +230,7 @@ TEST(TrainingPlan, CpuApertusMatchesWhatTheModelAndTheShardPlanAllocate) {
       CampaignSpec spec = ApertusSpec(c, seq, micro);
       absl::StatusOr<TrainingPlan> plan = PlanTraining(spec);
       ASSERT_TRUE(plan.ok()) << plan.status();
-      const model::ApertusLayout layout(*ApertusConfigFromSpec(spec.model, spec.data));
+      const model::ApertusLayout layout(*model::ApertusConfigFromSpec(spec));
       EXPECT_EQ(layout.config(), c);
       EXPECT_EQ(plan->parameters, layout.total());
       EXPECT_EQ(plan->non_embedding, layout.NonEmbeddingParameters());
