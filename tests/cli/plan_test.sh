@@ -38,22 +38,71 @@ j=$("$bin/belay" plan --json --memory 40MiB "$demo")
   || fail "demo json small memory: $j"
 
 # What a real rank reports holding (belay-worker's memory line, one rank, one step) is what
-# the plan says, at every stage.
+# the plan says, at every stage: weights, gradients, optimizer states and activations.
+worker_holds_plan() {  # campaign file with a zero_stage line
+  local file=$1 stage lines got want
+  for stage in 0 1 2; do
+    sed -i "s/^zero_stage = .*/zero_stage = $stage/" "$file"
+    grep -q "^zero_stage = $stage\$" "$file" || fail "$file has no zero_stage line"
+    lines=$("$bin/belay-worker" train --spec "$file" --steps 1 --out "$tmp/ckpt$stage" \
+      2>"$tmp/worker.log") || fail "worker $file stage $stage: $(cat "$tmp/worker.log")"
+    got=$(head -1 <<<"$lines" | json 'd["param_bytes"][0], d["gradient_bytes"][0],
+      d["optimizer_bytes"][0], d["activation_bytes"][0]')
+    want=$("$bin/belay" plan --json "$file" | json 'd["per_rank"]["weights"],
+      d["per_rank"]["gradients"], d["per_rank"]["optimizer"], d["per_rank"]["activations"]')
+    [[ $got == "$want" ]] || fail "$file stage $stage: the worker holds $got, the plan says $want"
+    rm -rf "$tmp/ckpt$stage"
+  done
+}
 python3 -c "print(' '.join(['the quick brown fox jumps over the lazy dog'] * 2000))" >"$tmp/text.txt"
 "$bin/belay" data prepare --out "$tmp/data" "$tmp/text.txt" >/dev/null
 sed -e "s#../../var/demo/data/#$tmp/data/#" -e "s#../../var/demo/checkpoints#$tmp/ckpt#" \
   -e 's/^ranks_per_node = .*/ranks_per_node = 1/' -e 's/^global_batch = .*/global_batch = 8/' \
   -e 's/^eval_every = .*/eval_every = 0/' "$demo" >"$tmp/one.toml"
-for stage in 0 1 2; do
-  sed -i "s/^zero_stage = .*/zero_stage = $stage/" "$tmp/one.toml"
-  lines=$("$bin/belay-worker" train --spec "$tmp/one.toml" --steps 1 --out "$tmp/ckpt$stage" \
-    2>"$tmp/worker.log") || fail "worker stage $stage: $(cat "$tmp/worker.log")"
-  got=$(head -1 <<<"$lines" |
-    json 'd["param_bytes"][0], d["gradient_bytes"][0], d["optimizer_bytes"][0]')
-  want=$("$bin/belay" plan --json "$tmp/one.toml" |
-    json 'd["per_rank"]["weights"], d["per_rank"]["gradients"], d["per_rank"]["optimizer"]')
-  [[ $got == "$want" ]] || fail "stage $stage: the worker holds $got, the plan says $want"
-done
+worker_holds_plan "$tmp/one.toml"
+
+# Apertus (xIELU, GQA, untied embeddings, document masking at the end-of-text token) with
+# AdEMAMix's three states, two micro-batches a step: the same, and on CPU ranks the plan
+# names no estimate.
+cat >"$tmp/apertus.toml" <<EOF
+[campaign]
+name = "plan-apertus"
+[model]
+arch = "apertus"
+n_layer = 2
+n_head = 4
+n_kv_head = 2
+d_model = 64
+d_ff = 96
+seq_len = 64
+vocab_size = 257
+activation = "xielu"
+tie_embeddings = false
+[data]
+train = "$tmp/data/train_*.bin"
+document_masking = true
+eod_token = 256
+[train]
+total_steps = 10
+micro_batch = 2
+global_batch = 4
+lr = 1e-3
+zero_stage = 0
+[optimizer]
+name = "ademamix"
+[checkpoint]
+dir = "$tmp/ckpt"
+[resources]
+ranks_per_node = 1
+EOF
+j=$("$bin/belay" plan --json "$tmp/apertus.toml")
+[[ $(json 'd["arch"], d["optimizer"], d["optimizer_states"], d["grad_accum_steps"]' <<<"$j") \
+  == "apertus ademamix 3 2" ]] || fail "apertus json: $j"
+[[ $(json 'd["per_rank_by_stage"][0]["optimizer"] == 3 * d["per_rank"]["weights"]' <<<"$j") \
+  == True ]] || fail "apertus json: AdEMAMix's states at stage 0: $j"
+out=$("$bin/belay" plan "$tmp/apertus.toml")
+! grep -q 'estimate' <<<"$out" || fail "apertus on CPU names an estimate: $out"
+worker_holds_plan "$tmp/apertus.toml"
 
 # GPU ranks: without a GPU size the fit is unknown; a named GPU or a size decides it.
 j=$("$bin/belay" plan --json "$gh200")

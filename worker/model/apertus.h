@@ -158,7 +158,7 @@ class ApertusModel final : public CpuModel {
 
   // Bytes of the activation and scratch buffers this object holds for its B×T shape (every
   // buffer member below counts: a new one belongs in the sum).
-  int64_t ActivationBytes() const;
+  int64_t ActivationBytes() const override;
 
  private:
   kernels::cpu::GqaShape Shape() const;

@@ -93,7 +93,9 @@ class ApertusArchitecture final : public Architecture {
   int64_t seq_len_;
 };
 
-ApertusConfig ApertusConfigOf(const CampaignSpec& spec) {
+}  // namespace
+
+absl::StatusOr<ApertusConfig> ApertusConfigFromSpec(const CampaignSpec& spec) {
   const ModelSpec& m = spec.model;
   ApertusConfig c;
   c.vocab_size = static_cast<int>(m.vocab_size);
@@ -114,10 +116,11 @@ ApertusConfig ApertusConfigOf(const CampaignSpec& spec) {
   c.tie_embeddings = m.tie_embeddings;
   c.norm_eps = static_cast<float>(m.norm_eps);
   c.eod_token = spec.data.document_masking ? static_cast<int32_t>(spec.data.eod_token) : -1;
+  if (std::string why = c.Invalid(); !why.empty()) {
+    return absl::InvalidArgumentError(Cat("model: not an Apertus model: ", why));
+  }
   return c;
 }
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<const Architecture>> Architecture::FromSpec(
     const CampaignSpec& spec) {
@@ -125,11 +128,9 @@ absl::StatusOr<std::unique_ptr<const Architecture>> Architecture::FromSpec(
     case ModelArch::kGpt2:
       return std::make_unique<const Gpt2Architecture>(Gpt2Config::FromSpec(spec.model));
     case ModelArch::kApertus: {
-      const ApertusConfig c = ApertusConfigOf(spec);
-      if (std::string why = c.Invalid(); !why.empty()) {
-        return absl::InvalidArgumentError(Cat("model: not an Apertus model: ", why));
-      }
-      return std::make_unique<const ApertusArchitecture>(c, spec.model.seq_len);
+      absl::StatusOr<ApertusConfig> c = ApertusConfigFromSpec(spec);
+      if (!c.ok()) return c.status();
+      return std::make_unique<const ApertusArchitecture>(*c, spec.model.seq_len);
     }
   }
   return absl::InvalidArgumentError("model.arch: unknown architecture");

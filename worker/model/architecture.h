@@ -49,6 +49,11 @@ class Architecture {
   virtual const ApertusLayout* apertus() const { return nullptr; }
 };
 
+// The Apertus model of `spec` (its model section; data.document_masking's end-of-document
+// token), as the trainer builds it and `belay plan` counts it. InvalidArgument when the shape
+// is not one ApertusModel takes.
+absl::StatusOr<ApertusConfig> ApertusConfigFromSpec(const CampaignSpec& spec);
+
 // A checkpoint's model record (Architecture::Config) as it is compared: records written
 // before architectures were recorded are GPT-2's, so a record without "arch" gets "gpt2".
 nlohmann::json NormalizedConfig(nlohmann::json config);

@@ -30,6 +30,9 @@ class CpuModel {
   // points every group elsewhere.
   virtual absl::Status Backward(const float* params, float* grads, float loss_scale,
                                 BackwardHook& hook) = 0;
+
+  // Bytes of the activation and scratch buffers the model holds for its B×T shape.
+  virtual int64_t ActivationBytes() const = 0;
 };
 
 }  // namespace belay::model

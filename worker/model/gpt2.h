@@ -43,7 +43,7 @@ class Gpt2 final : public CpuModel {
 
   // Bytes of the activation and scratch buffers this object holds for its B×T shape (every
   // buffer member below counts: a new one belongs in the sum).
-  int64_t ActivationBytes() const;
+  int64_t ActivationBytes() const override;
 
  private:
   const ParameterLayout& layout_;

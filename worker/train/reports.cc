@@ -31,8 +31,8 @@ void PrintEval(int64_t step, double val_loss) {
 
 absl::Status PrintMemory(const Trainer& trainer, comm::Communicator& comm) {
   const MemoryAccounting m = trainer.memory();
-  const int64_t mine[3] = {m.params, m.gradients, m.optimizer};
-  std::vector<int64_t> all(static_cast<size_t>(3 * comm.world_size()));
+  const int64_t mine[4] = {m.params, m.gradients, m.optimizer, m.activations};
+  std::vector<int64_t> all(static_cast<size_t>(4 * comm.world_size()));
   if (absl::Status s = comm.AllGatherInt64(mine, all); !s.ok()) return s;
   if (comm.rank() != 0) return absl::OkStatus();
   nlohmann::json j = {{"event", "memory"},
@@ -41,11 +41,11 @@ absl::Status PrintMemory(const Trainer& trainer, comm::Communicator& comm) {
                       {"device", trainer.device() == Device::kCuda ? "cuda" : "cpu"},
                       {"shard_elements", trainer.plan().shard_size()},
                       {"param_elements", trainer.params().size()}};
-  const char* keys[] = {"param_bytes", "gradient_bytes", "optimizer_bytes"};
-  for (size_t k = 0; k < 3; ++k) {
+  const char* keys[] = {"param_bytes", "gradient_bytes", "optimizer_bytes", "activation_bytes"};
+  for (size_t k = 0; k < 4; ++k) {
     nlohmann::json per_rank = nlohmann::json::array();
     for (int r = 0; r < comm.world_size(); ++r)
-      per_rank.push_back(all[static_cast<size_t>(3 * r) + k]);
+      per_rank.push_back(all[static_cast<size_t>(4 * r) + k]);
     j[keys[k]] = per_rank;
   }
   std::cout << j.dump() << std::endl;

@@ -214,6 +214,7 @@ MemoryAccounting Trainer::memory() const {
   }
   m.params = static_cast<int64_t>(params_.size() * sizeof(float));
   m.optimizer = optimizer_->state_bytes();
+  m.activations = model_->ActivationBytes();
   return m;
 }
 

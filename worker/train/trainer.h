@@ -27,11 +27,14 @@
 
 namespace belay::train {
 
-// Bytes this rank holds for training state (activations and scratch not counted).
+// Bytes this rank holds for training state and the model's activations.
 struct MemoryAccounting {
   int64_t params = 0;     // the full fp32 parameters every rank computes with
   int64_t gradients = 0;  // gradient buffers kept between steps or during backward
   int64_t optimizer = 0;  // the optimizer's states (AdamW: m, v; AdEMAMix: three)
+  // The CPU model's activation and scratch buffers for one micro-batch; 0 on GPUs, where
+  // they are not counted.
+  int64_t activations = 0;
 };
 
 // Where the model computes. kCuda: the current CUDA device (chosen by the caller), bf16

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "common/strings.h"
+#include "worker/model/architecture.h"
 #include "worker/train/shard_plan.h"
 
 namespace belay::train {
@@ -140,7 +141,7 @@ absl::StatusOr<ModelShape> ShapeOf(const CampaignSpec& spec, bool gpu, TrainingP
     }
     return m;
   }
-  absl::StatusOr<model::ApertusConfig> config = ApertusConfigFromSpec(spec.model, spec.data);
+  absl::StatusOr<model::ApertusConfig> config = model::ApertusConfigFromSpec(spec);
   if (!config.ok()) return config.status();
   const model::ApertusLayout layout(*config);
   m.parameters = layout.total();
@@ -153,7 +154,8 @@ absl::StatusOr<ModelShape> ShapeOf(const CampaignSpec& spec, bool gpu, TrainingP
   if (gpu) {
     plan.estimates.push_back(
         "Apertus has no GPU model yet: activations are the CPU model's buffers in bf16 with "
-        "fused attention (no T×T weights kept), RMSNorm statistics and losses in fp32");
+        "fused attention (no T×T weights kept), RMSNorm statistics and losses in fp32, and "
+        "the rest is counted as a GPT-2 GPU rank allocates it");
   }
   return m;
 }
@@ -164,34 +166,6 @@ double Gpt2FlopsPerToken(const model::ParameterLayout& layout, int64_t seq) {
   const model::Gpt2Config& c = layout.config();
   return 6.0 * static_cast<double>(layout.total()) +
          6.0 * c.n_layer * static_cast<double>(c.d_model) * static_cast<double>(seq);
-}
-
-absl::StatusOr<model::ApertusConfig> ApertusConfigFromSpec(const ModelSpec& m, const DataSpec& d) {
-  model::ApertusConfig c;
-  c.vocab_size = static_cast<int>(m.vocab_size);
-  c.n_layer = static_cast<int>(m.n_layer);
-  c.d_model = static_cast<int>(m.d_model);
-  c.n_head = static_cast<int>(m.n_head);
-  c.n_kv_head = static_cast<int>(m.kv_heads());
-  c.d_ff = static_cast<int>(m.d_ff);
-  c.rope = {.theta = m.rope_theta, .factor = 1.0};
-  if (m.rope_scaling) {
-    c.rope.factor = m.rope_scaling->factor;
-    c.rope.low_freq_factor = m.rope_scaling->low_freq_factor;
-    c.rope.high_freq_factor = m.rope_scaling->high_freq_factor;
-    c.rope.original_context = static_cast<double>(m.rope_scaling->original_context);
-  }
-  c.qk_norm = m.qk_norm;
-  c.activation = m.activation == MlpActivation::kSwiglu ? model::MlpActivation::kSwiglu
-                 : m.activation == MlpActivation::kGelu ? model::MlpActivation::kGelu
-                                                        : model::MlpActivation::kXielu;
-  c.tie_embeddings = m.tie_embeddings;
-  c.norm_eps = static_cast<float>(m.norm_eps);
-  c.eod_token = d.document_masking ? static_cast<int32_t>(d.eod_token) : -1;
-  if (std::string why = c.Invalid(); !why.empty()) {
-    return absl::InvalidArgumentError(Cat("model: ", why));
-  }
-  return c;
 }
 
 int64_t Gpt2ActivationBytes(const model::Gpt2Config& c, int64_t B, int64_t T) {
@@ -250,9 +224,10 @@ absl::StatusOr<TrainingPlan> PlanTraining(const CampaignSpec& spec) {
         plan.gpu ? GpuRank(spec, shards, *m, stage, plan.optimizer_states)
                  : CpuRank(spec, shards, *m, stage, plan.optimizer_states, plan.grad_accum_steps);
   }
-  if (plan.optimizer == OptimizerKind::kAdemamix) {
+  if (plan.gpu && plan.optimizer == OptimizerKind::kAdemamix) {
     plan.estimates.push_back(
-        "the trainer has no AdEMAMix yet: its three states are counted as AdamW's two are");
+        "the GPU trainer has no AdEMAMix yet: its three states are counted on the device as "
+        "AdamW's two are");
   }
   if (plan.gpu) {
     plan.estimates.push_back(

@@ -1,7 +1,8 @@
 // What a campaign asks of each rank, from its spec alone (`belay plan`): parameters, model
 // FLOPs per token, tokens per step, and the memory one rank holds under each ZeRO stage, as
 // the trainer allocates it. On CPUs every figure is what the trainer and the model classes
-// allocate; on GPUs the activations are an estimate (docs/trainer.md, "Memory per rank").
+// allocate; on GPUs the activations are an estimate, and so are Apertus and AdEMAMix ranks,
+// which the GPU trainer does not have yet (docs/trainer.md, "Memory per rank").
 #pragma once
 
 #include <array>
@@ -80,8 +81,6 @@ absl::StatusOr<TrainingPlan> PlanTraining(const CampaignSpec& spec);
 // Model FLOPs per token of GPT-2, as llm.c and bench/gpu_train_bench count them for MFU:
 // 6 per parameter (all of them) + 6·L·C·seq for attention.
 double Gpt2FlopsPerToken(const model::ParameterLayout& layout, int64_t seq);
-// The Apertus model of a campaign's model section; InvalidArgument when it is not one.
-absl::StatusOr<model::ApertusConfig> ApertusConfigFromSpec(const ModelSpec& m, const DataSpec& d);
 // Bytes model::Gpt2 / model::ApertusModel allocate for a B×T micro-batch.
 int64_t Gpt2ActivationBytes(const model::Gpt2Config& c, int64_t B, int64_t T);
 int64_t ApertusActivationBytes(const model::ApertusConfig& c, int64_t B, int64_t T);

@@ -1,6 +1,7 @@
-// The plan of `belay plan` against what the code allocates: real Trainers (one rank, ZeRO
-// stages 0, 1 and 2), the gradient buffers and optimizers of every rank of larger worlds, and
-// the model classes' activation buffers; and the published Apertus 8B and 70B shapes.
+// The plan of `belay plan` against what the code allocates: real Trainers (GPT-2 and Apertus,
+// AdamW and AdEMAMix; one rank, ZeRO stages 0, 1 and 2), the gradient buffers and optimizers
+// of every rank of larger worlds, and the model classes' activation buffers; and the published
+// Apertus 8B and 70B shapes.
 #include "worker/train/training_plan.h"
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include "worker/comm/single_communicator.h"
 #include "worker/data/shard.h"
 #include "worker/model/apertus.h"
+#include "worker/model/architecture.h"
 #include "worker/model/gpt2.h"
 #include "worker/optim/optimizer.h"
 #include "worker/train/gradient_device.h"
@@ -69,41 +71,52 @@ class TrainingPlanTest : public ::testing::Test {
   fs::path dir_;
 };
 
+// A real one-rank Trainer of `spec` holds what the plan says at the spec's stage: weights,
+// gradients and optimizer states as Trainer::memory() counts them, its model's activation
+// buffers, and an asynchronous save's copy of what the rank owns.
+void ExpectTrainerHoldsThePlan(const CampaignSpec& spec, const fs::path& ckpt) {
+  absl::StatusOr<TrainingPlan> plan = PlanTraining(spec);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_TRUE(plan->estimates.empty());
+  comm::SingleCommunicator comm;
+  absl::StatusOr<std::unique_ptr<Trainer>> trainer = Trainer::Create(spec, comm);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  const MemoryAccounting measured = (*trainer)->memory();
+  const RankBytes& planned = plan->memory();
+  EXPECT_EQ(planned.weights, measured.params);
+  EXPECT_EQ(planned.gradients, measured.gradients);
+  EXPECT_EQ(planned.optimizer, measured.optimizer);
+  EXPECT_EQ(planned.activations, measured.activations);
+  EXPECT_EQ(plan->parameters, static_cast<int64_t>((*trainer)->params().size()));
+  absl::StatusOr<std::unique_ptr<PendingSave>> save =
+      (*trainer)->BeginSave(ckpt, StepMetrics{}, SaveMode::kCommit, true);
+  ASSERT_TRUE(save.ok()) << save.status();
+  EXPECT_EQ(planned.save_copy, static_cast<int64_t>((*save)->state.size() * sizeof(float)));
+  ASSERT_TRUE((*trainer)->FinishSave(**save).ok());
+  fs::remove_all(ckpt);
+  // Every stage's row is the plan of that stage.
+  EXPECT_EQ(planned, plan->stages[static_cast<size_t>(spec.train.zero_stage)]);
+}
+
+constexpr OptimizerKind kOptimizers[] = {OptimizerKind::kAdamW, OptimizerKind::kAdemamix};
+
 TEST_F(TrainingPlanTest, CpuGpt2MatchesWhatATrainerAndItsModelAllocate) {
   for (const Gpt2Shape& shape : kGpt2Shapes) {
-    for (int stage : {0, 1, 2}) {
-      SCOPED_TRACE(::testing::Message() << "layers " << shape.n_layer << " stage " << stage);
-      const CampaignSpec spec = Gpt2Spec(shape, stage, Glob());
-      absl::StatusOr<TrainingPlan> plan = PlanTraining(spec);
-      ASSERT_TRUE(plan.ok()) << plan.status();
-      EXPECT_TRUE(plan->estimates.empty());
-      comm::SingleCommunicator comm;
-      absl::StatusOr<std::unique_ptr<Trainer>> trainer = Trainer::Create(spec, comm);
-      ASSERT_TRUE(trainer.ok()) << trainer.status();
-      const MemoryAccounting measured = (*trainer)->memory();
-      const RankBytes& planned = plan->memory();
-      EXPECT_EQ(planned.weights, measured.params);
-      EXPECT_EQ(planned.gradients, measured.gradients);
-      EXPECT_EQ(planned.optimizer, measured.optimizer);
-      EXPECT_EQ(plan->parameters, static_cast<int64_t>((*trainer)->params().size()));
-      // An asynchronous save's copy of what the rank owns.
-      absl::StatusOr<std::unique_ptr<PendingSave>> save =
-          (*trainer)->BeginSave(dir_ / "ckpt", StepMetrics{}, SaveMode::kCommit, true);
-      ASSERT_TRUE(save.ok()) << save.status();
-      EXPECT_EQ(planned.save_copy, static_cast<int64_t>((*save)->state.size() * sizeof(float)));
-      ASSERT_TRUE((*trainer)->FinishSave(**save).ok());
-
-      const model::ParameterLayout layout(model::Gpt2Config::FromSpec(spec.model));
-      const model::Gpt2 model(layout, shape.micro_batch, shape.seq_len);
-      EXPECT_EQ(planned.activations, model.ActivationBytes());
-      // Every stage's row is the plan of that stage.
-      EXPECT_EQ(planned, plan->stages[static_cast<size_t>(stage)]);
+    for (OptimizerKind optimizer : kOptimizers) {
+      for (int stage : {0, 1, 2}) {
+        SCOPED_TRACE(::testing::Message() << "layers " << shape.n_layer << " "
+                                          << ToString(optimizer) << " stage " << stage);
+        CampaignSpec spec = Gpt2Spec(shape, stage, Glob());
+        spec.optimizer.name = optimizer;
+        ExpectTrainerHoldsThePlan(spec, dir_ / "ckpt");
+      }
     }
   }
 }
 
 // The gradient buffers and optimizer states of every rank of W ranks: the same host
-// gradients and AdamW the trainer makes for that rank, built here without the other ranks.
+// gradients and optim::Optimizer (the spec's: AdamW or AdEMAMix) the trainer makes for that
+// rank, built here without the other ranks.
 void ExpectRanksMatch(const CampaignSpec& spec, const std::vector<std::vector<model::Segment>>& g,
                       int64_t parameters) {
   const TrainingPlan plan = *PlanTraining(spec);
@@ -133,6 +146,7 @@ void ExpectRanksMatch(const CampaignSpec& spec, const std::vector<std::vector<mo
                                        stage == 0 ? parameters : shards.shard_size(), spec.train,
                                        spec.optimizer);
       EXPECT_EQ(planned.optimizer, optimizer.state_bytes());
+      EXPECT_EQ(static_cast<size_t>(plan.optimizer_states), optimizer.states().size());
       EXPECT_EQ(planned.weights, 4 * parameters);
     }
   }
@@ -140,13 +154,16 @@ void ExpectRanksMatch(const CampaignSpec& spec, const std::vector<std::vector<mo
 
 TEST(TrainingPlan, Gpt2RanksOfLargerWorldsHoldWhatTheShardPlanGivesThem) {
   for (const Gpt2Shape& shape : kGpt2Shapes) {
-    for (int world : {2, 3, 4}) {
-      CampaignSpec spec = Gpt2Spec(shape, 0, "/data/train_*.bin");
-      spec.resources.ranks_per_node = world;
-      spec.train.micro_batch = 1;
-      spec.train.global_batch = world;
-      const model::ParameterLayout layout(model::Gpt2Config::FromSpec(spec.model));
-      ExpectRanksMatch(spec, model::GradientGroups(layout), layout.total());
+    for (OptimizerKind optimizer : kOptimizers) {
+      for (int world : {2, 3, 4}) {
+        CampaignSpec spec = Gpt2Spec(shape, 0, "/data/train_*.bin");
+        spec.optimizer.name = optimizer;
+        spec.resources.ranks_per_node = world;
+        spec.train.micro_batch = 1;
+        spec.train.global_batch = world;
+        const model::ParameterLayout layout(model::Gpt2Config::FromSpec(spec.model));
+        ExpectRanksMatch(spec, model::GradientGroups(layout), layout.total());
+      }
     }
   }
 }
@@ -213,7 +230,7 @@ TEST(TrainingPlan, CpuApertusMatchesWhatTheModelAndTheShardPlanAllocate) {
       CampaignSpec spec = ApertusSpec(c, seq, micro);
       absl::StatusOr<TrainingPlan> plan = PlanTraining(spec);
       ASSERT_TRUE(plan.ok()) << plan.status();
-      const model::ApertusLayout layout(*ApertusConfigFromSpec(spec.model, spec.data));
+      const model::ApertusLayout layout(*model::ApertusConfigFromSpec(spec));
       EXPECT_EQ(layout.config(), c);
       EXPECT_EQ(plan->parameters, layout.total());
       EXPECT_EQ(plan->non_embedding, layout.NonEmbeddingParameters());
@@ -221,10 +238,39 @@ TEST(TrainingPlan, CpuApertusMatchesWhatTheModelAndTheShardPlanAllocate) {
       const model::ApertusModel model(layout, micro, seq);
       for (const RankBytes& stage : plan->stages)
         EXPECT_EQ(stage.activations, model.ActivationBytes());
-      for (int world : {1, 2, 3}) {
-        spec.resources.ranks_per_node = world;
-        spec.train.global_batch = micro * world;
-        ExpectRanksMatch(spec, model::ApertusGradientGroups(layout), layout.total());
+      for (OptimizerKind optimizer : kOptimizers) {
+        for (int world : {1, 2, 3}) {
+          spec.optimizer.name = optimizer;
+          spec.resources.ranks_per_node = world;
+          spec.train.global_batch = micro * world;
+          ExpectRanksMatch(spec, model::ApertusGradientGroups(layout), layout.total());
+        }
+      }
+    }
+  }
+}
+
+// Real Apertus trainers (xIELU with GQA and untied embeddings; SwiGLU with tied ones; GELU
+// without QK-norm), with and without document masking, with AdamW and AdEMAMix, at every
+// stage, over two micro-batches a step.
+TEST_F(TrainingPlanTest, CpuApertusMatchesWhatATrainerAndItsModelAllocate) {
+  for (const model::ApertusConfig& c : ApertusVariants()) {
+    for (bool documents : {false, true}) {
+      for (OptimizerKind optimizer : kOptimizers) {
+        for (int stage : {0, 1, 2}) {
+          SCOPED_TRACE(::testing::Message()
+                       << "layers " << c.n_layer << " " << ToString(c.activation)
+                       << (documents ? " documents " : " ") << ToString(optimizer) << " stage "
+                       << stage);
+          CampaignSpec spec = ApertusSpec(c, 16, 2);
+          spec.train.global_batch = 4;
+          spec.train.zero_stage = stage;
+          spec.optimizer.name = optimizer;
+          spec.data.train = {Glob()};
+          spec.data.document_masking = documents;
+          spec.data.eod_token = documents ? 0 : -1;
+          ExpectTrainerHoldsThePlan(spec, dir_ / "ckpt");
+        }
       }
     }
   }
@@ -237,7 +283,6 @@ TEST(TrainingPlan, AdemamixKeepsThreeStatesWhereAdamwKeepsTwo) {
   spec.optimizer.name = OptimizerKind::kAdemamix;
   const TrainingPlan ademamix = *PlanTraining(spec);
   EXPECT_EQ(ademamix.optimizer_states, 3);
-  EXPECT_FALSE(ademamix.estimates.empty());
   const int64_t P = adamw.parameters, S = adamw.shard_elements;
   for (size_t stage = 0; stage < 3; ++stage) {
     const int64_t elements = stage == 0 ? P : S;
@@ -247,6 +292,27 @@ TEST(TrainingPlan, AdemamixKeepsThreeStatesWhereAdamwKeepsTwo) {
     EXPECT_EQ(ademamix.stages[stage].save_copy * 3, adamw.stages[stage].save_copy * 4);
     EXPECT_EQ(ademamix.stages[stage].gradients, adamw.stages[stage].gradients);
   }
+}
+
+// AdEMAMix's states are what the CPU trainer allocates (CpuGpt2MatchesWhatATrainer…); the GPU
+// trainer has no AdEMAMix, so there its third state is an estimate and the plan says so.
+TEST(TrainingPlan, AdemamixIsAnEstimateOnGpuRanksOnly) {
+  const auto about_ademamix = [](const TrainingPlan& plan) {
+    return std::count_if(plan.estimates.begin(), plan.estimates.end(),
+                         [](const std::string& e) { return e.find("AdEMAMix") != e.npos; });
+  };
+  CampaignSpec spec = Gpt2Spec(kGpt2Shapes[1], 0, "/data/train_*.bin");
+  spec.optimizer.name = OptimizerKind::kAdemamix;
+  const TrainingPlan cpu = *PlanTraining(spec);
+  EXPECT_TRUE(cpu.estimates.empty());
+  spec.resources.gpus_per_node = 1;
+  spec.train.dtype = DType::kBf16;
+  const TrainingPlan gpu = *PlanTraining(spec);
+  EXPECT_EQ(about_ademamix(gpu), 1);
+  spec.optimizer.name = OptimizerKind::kAdamW;
+  const TrainingPlan gpu_adamw = *PlanTraining(spec);
+  EXPECT_FALSE(gpu_adamw.estimates.empty());
+  EXPECT_EQ(about_ademamix(gpu_adamw), 0);
 }
 
 TEST(TrainingPlan, ShardedStagesNeedLessPerRankAndPaddingCounts) {
