@@ -250,10 +250,6 @@ absl::StatusOr<TrainingPlan> PlanTraining(const CampaignSpec& spec) {
         plan.gpu ? GpuRank(spec, shards, *m, stage, plan.optimizer_states)
                  : CpuRank(spec, shards, *m, stage, plan.optimizer_states, plan.grad_accum_steps);
   }
-  if (plan.optimizer == OptimizerKind::kAdemamix) {
-    plan.estimates.push_back(
-        "the trainer has no AdEMAMix yet: its three states are counted as AdamW's two are");
-  }
   if (plan.gpu) {
     plan.estimates.push_back(
         "GPU memory leaves out the CUDA context, NCCL's buffers and the allocator's rounding; "

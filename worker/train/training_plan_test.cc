@@ -237,7 +237,10 @@ TEST(TrainingPlan, AdemamixKeepsThreeStatesWhereAdamwKeepsTwo) {
   spec.optimizer.name = OptimizerKind::kAdemamix;
   const TrainingPlan ademamix = *PlanTraining(spec);
   EXPECT_EQ(ademamix.optimizer_states, 3);
-  EXPECT_FALSE(ademamix.estimates.empty());
+  // Measured, not estimated: every rank's optimizer is the trainer's AdEMAMix.
+  EXPECT_TRUE(ademamix.estimates.empty());
+  const model::ParameterLayout layout(model::Gpt2Config::FromSpec(spec.model));
+  ExpectRanksMatch(spec, model::GradientGroups(layout), layout.total());
   const int64_t P = adamw.parameters, S = adamw.shard_elements;
   for (size_t stage = 0; stage < 3; ++stage) {
     const int64_t elements = stage == 0 ? P : S;
