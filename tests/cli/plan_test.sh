@@ -12,6 +12,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 json() { python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
 
 demo=$src/deploy/examples/demo.toml
+apertus=$src/deploy/examples/apertus-small.toml
 gh200=$src/deploy/examples/gh200-gpt2-124m.toml
 "$bin/belay" --help | grep -qw plan || fail "belay --help does not list plan"
 
@@ -37,22 +38,36 @@ j=$("$bin/belay" plan --json --memory 40MiB "$demo")
 [[ $(json 'd["fits"], d["available_per_rank"]' <<<"$j") == "False 20971520" ]] \
   || fail "demo json small memory: $j"
 
+# The Apertus example (AdEMAMix, ZeRO stage 1): its shape, three optimizer states, and no
+# estimate: the trainer runs both on CPU ranks.
+out=$("$bin/belay" plan --memory 64GiB "$apertus") || fail "plan apertus: exit $?"
+grep -q '^campaign apertus-small: apertus, 4 layers, d_model 128, 4 heads (2 KV), d_ff 512, seq 128, vocab 257$' \
+  <<<"$out" || fail "apertus: $out"
+grep -q '^optimizer         ademamix, 3 states per parameter; ZeRO stage 1 ' <<<"$out" \
+  || fail "apertus: optimizer: $out"
+grep -q 'stage 1 \*' <<<"$out" || fail "apertus: campaign's stage not marked: $out"
+! grep -q 'estimate: ' <<<"$out" || fail "apertus on CPU ranks names an estimate: $out"
+
 # What a real rank reports holding (belay-worker's memory line, one rank, one step) is what
-# the plan says, at every stage.
+# the plan says, at every stage: the demo (GPT-2, AdamW) and the Apertus example (AdEMAMix).
 python3 -c "print(' '.join(['the quick brown fox jumps over the lazy dog'] * 2000))" >"$tmp/text.txt"
 "$bin/belay" data prepare --out "$tmp/data" "$tmp/text.txt" >/dev/null
-sed -e "s#../../var/demo/data/#$tmp/data/#" -e "s#../../var/demo/checkpoints#$tmp/ckpt#" \
-  -e 's/^ranks_per_node = .*/ranks_per_node = 1/' -e 's/^global_batch = .*/global_batch = 8/' \
-  -e 's/^eval_every = .*/eval_every = 0/' "$demo" >"$tmp/one.toml"
-for stage in 0 1 2; do
-  sed -i "s/^zero_stage = .*/zero_stage = $stage/" "$tmp/one.toml"
-  lines=$("$bin/belay-worker" train --spec "$tmp/one.toml" --steps 1 --out "$tmp/ckpt$stage" \
-    2>"$tmp/worker.log") || fail "worker stage $stage: $(cat "$tmp/worker.log")"
-  got=$(head -1 <<<"$lines" |
-    json 'd["param_bytes"][0], d["gradient_bytes"][0], d["optimizer_bytes"][0]')
-  want=$("$bin/belay" plan --json "$tmp/one.toml" |
-    json 'd["per_rank"]["weights"], d["per_rank"]["gradients"], d["per_rank"]["optimizer"]')
-  [[ $got == "$want" ]] || fail "stage $stage: the worker holds $got, the plan says $want"
+for example in "$demo" "$apertus"; do
+  sed -e "s#../../var/demo/data/#$tmp/data/#" -e "s#../../var/demo/checkpoints#$tmp/ckpt#" \
+    -e 's/^ranks_per_node = .*/ranks_per_node = 1/' -e 's/^global_batch = .*/global_batch = 8/' \
+    -e 's/^eval_every = .*/eval_every = 0/' "$example" >"$tmp/one.toml"
+  for stage in 0 1 2; do
+    sed -i "s/^zero_stage = .*/zero_stage = $stage/" "$tmp/one.toml"
+    rm -rf "$tmp/ckpt$stage"
+    lines=$("$bin/belay-worker" train --spec "$tmp/one.toml" --steps 1 --out "$tmp/ckpt$stage" \
+      2>"$tmp/worker.log") || fail "${example##*/} worker stage $stage: $(cat "$tmp/worker.log")"
+    got=$(head -1 <<<"$lines" |
+      json 'd["param_bytes"][0], d["gradient_bytes"][0], d["optimizer_bytes"][0]')
+    want=$("$bin/belay" plan --json "$tmp/one.toml" |
+      json 'd["per_rank"]["weights"], d["per_rank"]["gradients"], d["per_rank"]["optimizer"]')
+    [[ $got == "$want" ]] ||
+      fail "${example##*/} stage $stage: the worker holds $got, the plan says $want"
+  done
 done
 
 # GPU ranks: without a GPU size the fit is unknown; a named GPU or a size decides it.
