@@ -18,11 +18,7 @@ spec=deploy/examples/demo.toml
 echo
 "$bin/belay-worker" --version
 "$bin/belay" validate "$spec" 2>/dev/null && [ -d var/demo/text ] || {
-  mkdir -p var/demo/text
-  bible Gen1:1-Mal4:6 > var/demo/text/1-old-testament.txt
-  bible Mat1:1-Rev22:21 > var/demo/text/2-new-testament.txt
-  rm -rf var/demo/data
-  "$bin/belay" data prepare --out var/demo/data var/demo/text/*.txt
+  scripts/demo-corpus.sh var/demo "$bin"
   "$bin/belay" validate "$spec"
 }
 

@@ -12,6 +12,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 json() { python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
 
 demo=$src/deploy/examples/demo.toml
+apertus=$src/deploy/examples/apertus-small.toml
 gh200=$src/deploy/examples/gh200-gpt2-124m.toml
 "$bin/belay" --help | grep -qw plan || fail "belay --help does not list plan"
 
@@ -36,6 +37,16 @@ j=$("$bin/belay" plan --json --memory 64GiB "$demo")
 j=$("$bin/belay" plan --json --memory 40MiB "$demo")
 [[ $(json 'd["fits"], d["available_per_rank"]' <<<"$j") == "False 20971520" ]] \
   || fail "demo json small memory: $j"
+
+# The Apertus example (AdEMAMix, ZeRO stage 1): its shape, three optimizer states, and no
+# estimate: the trainer runs both on CPU ranks.
+out=$("$bin/belay" plan --memory 64GiB "$apertus") || fail "plan apertus: exit $?"
+grep -q '^campaign apertus-small: apertus, 4 layers, d_model 128, 4 heads (2 KV), d_ff 512, seq 128, vocab 257$' \
+  <<<"$out" || fail "apertus: $out"
+grep -q '^optimizer         ademamix, 3 states per parameter; ZeRO stage 1 ' <<<"$out" \
+  || fail "apertus: optimizer: $out"
+grep -q 'stage 1 \*' <<<"$out" || fail "apertus: campaign's stage not marked: $out"
+! grep -q 'estimate: ' <<<"$out" || fail "apertus on CPU ranks names an estimate: $out"
 
 # What a real rank reports holding (belay-worker's memory line, one rank, one step) is what
 # the plan says, at every stage: weights, gradients, optimizer states and activations.

@@ -38,18 +38,13 @@ import sys
 import tempfile
 import time
 
-from harness import Daemon, belay, fail, kill_local_jobs, status, wait_for
+from harness import Daemon, belay, committed_steps, fail, kill_local_jobs, status, wait_for
 import harness
 
 harness.init(sys.argv[1])
 BIN = harness.BIN
 RPC_JUNK = pathlib.Path(sys.argv[2]).resolve()
 DAEMON = None
-
-
-def committed_steps(cid):
-    out = json.loads(belay("ckpt", "ls", cid, "--json").stdout)
-    return sorted(int(c["step"]) for c in out.get("checkpoints", []) if c.get("state") == "CHECKPOINT_STATE_COMMITTED")
 
 
 def rank_pid(state, cid, attempt, rank):

@@ -103,10 +103,7 @@ def main():
             fail(f"after the rollback: {json.dumps(st['campaign'])[:2000]}")
         print("NaN at step 45 on the GPU: rolled back to step 20, resumed on the GPU, completed")
     finally:
-        if daemon is not None and daemon.alive():
-            daemon.kill()
-        kill_local_jobs(state)
-        shutil.rmtree(tmp, ignore_errors=True)
+        harness.clean_up(daemon, tmp)
 
 
 if __name__ == "__main__":

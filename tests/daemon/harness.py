@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,6 +84,12 @@ def status(cid):
     return json.loads(belay("status", cid, "--json").stdout)
 
 
+def committed_steps(cid):
+    """The steps of campaign `cid`'s committed checkpoints, as `belay ckpt ls` lists them."""
+    out = json.loads(belay("ckpt", "ls", cid, "--json").stdout)
+    return sorted(int(c["step"]) for c in out.get("checkpoints", []) if c.get("state") == "CHECKPOINT_STATE_COMMITTED")
+
+
 def wait_for(what, pred, timeout=240):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -111,6 +118,16 @@ def kill_local_jobs(state):
                 os.kill(int(proc.name), signal.SIGKILL)
         except (OSError, ValueError, IndexError):
             pass
+
+
+def clean_up(daemon, tmp):
+    """The end of a test that ran in `tmp` with its belayd's state in tmp/state: belayd killed
+    if it runs, what its local scheduler started killed, `tmp` removed."""
+    if daemon is not None and daemon.alive():
+        daemon.kill()
+    kill_local_jobs(tmp / "state")
+    os.chdir("/")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def mpi_env(profile="one-node"):
