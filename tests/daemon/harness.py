@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,6 +112,26 @@ def kill_local_jobs(state):
                 os.kill(int(proc.name), signal.SIGKILL)
         except (OSError, ValueError, IndexError):
             pass
+
+
+def rank_pid(state, cid, attempt, rank):
+    """The pid of a rank of attempt `attempt` of campaign `cid`, from its log's first line, or
+    None while the log does not name it yet."""
+    log = state / "campaigns" / cid / f"attempt_{attempt}" / f"rank_{rank:05d}.log"
+    if not log.exists():
+        return None
+    m = re.search(r"belay-worker\[(\d+)\]", log.read_text(errors="replace"))
+    return int(m.group(1)) if m else None
+
+
+def clean_up(daemon, tmp):
+    """What a local-scheduler test leaves, also after a failed check: belayd `daemon` (None:
+    none started) killed, the jobs under tmp/state ended, the temporary directory `tmp` removed."""
+    if daemon and daemon.proc and daemon.alive():
+        daemon.kill()
+    kill_local_jobs(tmp / "state")
+    os.chdir("/")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def mpi_env(profile="one-node"):

@@ -17,7 +17,6 @@ Checked:
 import json
 import os
 import pathlib
-import re
 import shutil
 import signal
 import socket
@@ -28,7 +27,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from harness import Daemon, belay, fail, kill_local_jobs, wait_for
+from harness import Daemon, belay, fail, rank_pid, wait_for
 import harness
 
 harness.init(sys.argv[1])
@@ -47,14 +46,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def rank_pid(state, cid, attempt, rank):
-    log = state / "campaigns" / cid / f"attempt_{attempt}" / f"rank_{rank:05d}.log"
-    if not log.exists():
-        return None
-    m = re.search(r"belay-worker\[(\d+)\]", log.read_text(errors="replace"))
-    return int(m.group(1)) if m else None
 
 
 class Prometheus:
@@ -165,11 +156,7 @@ def main():
     finally:
         if prom:
             prom.stop()
-        if daemon and daemon.proc and daemon.alive():
-            daemon.kill()
-        kill_local_jobs(tmp / "state")
-        os.chdir("/")
-        shutil.rmtree(tmp, ignore_errors=True)
+        harness.clean_up(daemon, tmp)
 
 
 main()
