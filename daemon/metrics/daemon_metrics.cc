@@ -1,9 +1,9 @@
 // DaemonMetrics: the families, the worker link's interceptor, the timed store.
 #include "daemon/metrics/daemon_metrics.h"
 
-#include <array>
 #include <chrono>
 
+#include "absl/status/status.h"
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
 
@@ -89,25 +89,9 @@ class LinkInterceptorFactory final : public grpc::experimental::ServerIntercepto
 }  // namespace
 
 std::string CodeName(grpc::StatusCode code) {
-  static constexpr std::array<const char*, 17> kNames = {"OK",
-                                                         "CANCELLED",
-                                                         "UNKNOWN",
-                                                         "INVALID_ARGUMENT",
-                                                         "DEADLINE_EXCEEDED",
-                                                         "NOT_FOUND",
-                                                         "ALREADY_EXISTS",
-                                                         "PERMISSION_DENIED",
-                                                         "RESOURCE_EXHAUSTED",
-                                                         "FAILED_PRECONDITION",
-                                                         "ABORTED",
-                                                         "OUT_OF_RANGE",
-                                                         "UNIMPLEMENTED",
-                                                         "INTERNAL",
-                                                         "UNAVAILABLE",
-                                                         "DATA_LOSS",
-                                                         "UNAUTHENTICATED"};
-  const auto i = static_cast<size_t>(code);
-  return i < kNames.size() ? kNames[i] : "UNKNOWN";
+  // gRPC's codes are the canonical ones absl::StatusCode numbers the same way.
+  std::string name = absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+  return name.empty() ? "UNKNOWN" : name;
 }
 
 DaemonMetrics::DaemonMetrics(std::vector<std::string> worker_link_methods,
