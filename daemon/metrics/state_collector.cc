@@ -1,8 +1,10 @@
 // StateCollector: campaigns and nodes as Prometheus samples.
 #include "daemon/metrics/state_collector.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -101,6 +103,38 @@ void DeclareAll(Families& f) {
             "Attempt failures attributed to the node");
 }
 
+// The newest step report of the campaign's newest attempt `current` (nullptr: none yet), or
+// of the attempt before it while `current` has reported none. Step records are keyed by step:
+// an attempt that resumed from a checkpoint rewrites the steps after it one by one, and until
+// it passes the step its predecessor reached, the highest record is the predecessor's. Its
+// own newest one is then found by reading forward from its stored last step (at most
+// attempt_write_interval old) to the first record another attempt wrote.
+absl::StatusOr<std::optional<pb::StepMetrics>> LastStepReport(const store::Store& store,
+                                                              const std::string& id,
+                                                              const pb::Attempt* current) {
+  absl::StatusOr<std::vector<pb::StepMetrics>> highest =
+      store::ListStepMetrics(store, id, 0, -1, 1, true);
+  if (!highest.ok()) return highest.status();
+  if (highest->empty()) return std::nullopt;
+  std::optional<pb::StepMetrics> last = highest->back();
+  if (current == nullptr || current->first_step() == 0 ||
+      last->attempt_number() == current->number()) {
+    return last;
+  }
+  constexpr size_t kPage = 256;
+  for (int64_t from = std::max(current->first_step(), current->last_step());;) {
+    absl::StatusOr<std::vector<pb::StepMetrics>> page =
+        store::ListStepMetrics(store, id, from, -1, kPage);
+    if (!page.ok()) return page.status();
+    for (pb::StepMetrics& m : *page) {
+      if (m.attempt_number() != current->number()) return last;
+      last = std::move(m);
+    }
+    if (page->size() < kPage) return last;
+    from = last->step() + 1;
+  }
+}
+
 // The samples of one campaign; a failed read leaves the samples that need it out.
 void AddCampaign(const store::Store& store, const pb::Campaign& c, TimePoint now, Families& f) {
   const std::string owner = c.owner_name().empty() ? Cat("uid", c.owner_uid()) : c.owner_name();
@@ -120,10 +154,11 @@ void AddCampaign(const store::Store& store, const pb::Campaign& c, TimePoint now
   f.Add("belay_campaign_rollbacks_total", id, c.rollbacks_used());
   f.Add("belay_campaign_max_rollbacks", id, c.max_rollbacks());
 
-  absl::StatusOr<std::vector<pb::StepMetrics>> last =
-      store::ListStepMetrics(store, c.id(), 0, -1, 1, true);
-  if (last.ok() && !last->empty()) {
-    const pb::StepMetrics& m = last->back();
+  absl::StatusOr<std::vector<pb::Attempt>> attempts = store::ListAttempts(store, c.id());
+  absl::StatusOr<std::optional<pb::StepMetrics>> last = LastStepReport(
+      store, c.id(), attempts.ok() && !attempts->empty() ? &attempts->back() : nullptr);
+  if (last.ok() && last->has_value()) {
+    const pb::StepMetrics& m = **last;
     const Labels at = With(id, {{"attempt", Cat(m.attempt_number())}});
     f.Add("belay_campaign_train_loss", at, m.loss());
     f.Add("belay_campaign_tokens_per_second", at, m.tokens_per_s());
@@ -141,13 +176,17 @@ void AddCampaign(const store::Store& store, const pb::Campaign& c, TimePoint now
             With(id, {{"attempt", Cat(e->attempt_number())}, {"dataset", dataset}}), e->loss());
     }
   }
-  absl::StatusOr<std::vector<pb::Attempt>> attempts = store::ListAttempts(store, c.id());
   absl::StatusOr<std::vector<pb::Checkpoint>> checkpoints = store::ListCheckpoints(store, c.id());
-  if (!attempts.ok() || !checkpoints.ok() || !last.ok() || !evals.ok()) {
-    spdlog::warn("metrics of campaign {}: a store read failed", c.id());
+  for (const absl::Status& s :
+       {attempts.status(), last.status(), evals.status(), checkpoints.status()}) {
+    if (!s.ok()) {
+      spdlog::warn("metrics of campaign {} left out: {}", c.id(), s.ToString());
+      break;
+    }
   }
-  if (checkpoints.ok() && c.has_last_checkpoint_step()) {
+  if (c.has_last_checkpoint_step())
     f.Add("belay_campaign_last_checkpoint_step", id, static_cast<double>(c.last_checkpoint_step()));
+  if (checkpoints.ok() && c.has_last_checkpoint_step()) {
     for (const pb::Checkpoint& ck : *checkpoints) {
       if (ck.step() == c.last_checkpoint_step() && ck.has_committed_time()) {
         f.Add("belay_campaign_last_checkpoint_age_seconds", id,

@@ -89,6 +89,29 @@ TEST_F(StateCollectorTest, AKilledRankCountsARestartAndTheCampaignRecovers) {
   EXPECT_EQ(Sample(f, "belay_campaign_state", {{"campaign", id}, {"state", "running"}}), 0);
 }
 
+TEST_F(StateCollectorTest, ALossIsTheCurrentAttemptsWhileItReplaysStepsItsPredecessorRan) {
+  const std::string id = SubmitAndStart();
+  Tick();
+  for (int64_t s = 1; s <= 20; ++s) Step(id, 1, s, 3.0, 1000);
+  Save(id, 1, 20);
+  Step(id, 1, 21, 3.0, 1000);
+  Step(id, 1, 22, 3.0, 1000);
+  Step(id, 1, 23, 3.0, 1000);
+  sched_.End(JobOf(id, 1), Crash(1, SIGKILL));
+  Tick();
+  clock_.Advance(31s);
+  Tick();  // attempt 2 starts from step 20
+  Tick();
+  ASSERT_EQ(Campaign(id).state(), pb::CAMPAIGN_STATE_RUNNING);
+  Step(id, 2, 21, 1.5, 500);
+  clock_.Advance(3s);
+  const auto f = Scrape();
+  EXPECT_EQ(SampleCount(f, "belay_campaign_train_loss"), 1u);
+  EXPECT_EQ(Sample(f, "belay_campaign_train_loss", {{"campaign", id}, {"attempt", "2"}}), 1.5);
+  EXPECT_EQ(Sample(f, "belay_campaign_tokens_per_second", {{"attempt", "2"}}), 500);
+  EXPECT_EQ(Sample(f, "belay_campaign_last_step_age_seconds", {{"attempt", "2"}}), 3);
+}
+
 TEST_F(StateCollectorTest, AnEndedCampaignLeavesAfterTheWindow) {
   const std::string id = SubmitAndStart();
   Tick();
