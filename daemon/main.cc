@@ -281,17 +281,11 @@ std::vector<std::string> WorkerLinkMethods() {
   return out;
 }
 
-// Serves /metrics on --metrics-listen (nullptr when not asked for). Only a loopback address
-// unless --public-metrics: the metrics name every user's campaigns.
+// Serves /metrics on --metrics-listen (nullptr when not asked for; main() has refused an
+// address that is not loopback without --public-metrics).
 absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetrics(
     const Options& o, const std::vector<std::shared_ptr<prometheus::Collectable>>& collectables) {
   if (o.metrics_listen.empty()) return nullptr;
-  if (!IsLoopback(o.metrics_listen) && !o.public_metrics) {
-    return absl::InvalidArgumentError(
-        Cat("--metrics-listen ", o.metrics_listen,
-            " is not a loopback address: add --public-metrics to serve the metrics (campaign "
-            "names, owners, progress, nodes) to whoever reaches it"));
-  }
   std::unique_ptr<prometheus::Exposer> exposer;
   try {
     exposer = std::make_unique<prometheus::Exposer>(o.metrics_listen, 2);
@@ -478,6 +472,13 @@ int main(int argc, char** argv) {
     std::cerr
         << "belayd: --tls-cert and --tls-key go together (with --tls-ca optionally), and not with "
            "--insecure-worker-link\n";
+    return 2;
+  }
+  // The metrics name every user's campaigns: off this machine only when said on purpose.
+  if (!o.metrics_listen.empty() && !IsLoopback(o.metrics_listen) && !o.public_metrics) {
+    std::cerr << "belayd: --metrics-listen " << o.metrics_listen
+              << " is not a loopback address: add --public-metrics to serve the metrics "
+                 "(campaign names, owners, progress, nodes) to whoever reaches it\n";
     return 2;
   }
   if (o.worker.empty()) {

@@ -11,7 +11,7 @@ Checked:
   - a 2-rank campaign's train-loss series has values in Prometheus, several scrapes of them;
   - the campaign's restarts counter is 0, and rises to 1 after rank 1 is killed with SIGKILL;
   - worker link requests are counted (ReportSteps answered OK);
-  - a non-loopback --metrics-listen without --public-metrics is refused.
+  - a non-loopback --metrics-listen without --public-metrics is refused (exit 2, nothing created).
 """
 
 import json
@@ -106,10 +106,11 @@ def main():
     tmp = pathlib.Path(tempfile.mkdtemp())
     try:
         os.chdir(tmp)
-        # Refused before anything is served: the metrics name every user's campaigns.
+        # Refused as invalid input before anything is opened: the metrics name every user's
+        # campaigns.
         p = subprocess.run([str(BIN / "belayd"), "--state-dir", str(tmp / "refused"), "--metrics-listen",
                             "0.0.0.0:9"], capture_output=True, text=True, timeout=30)
-        if p.returncode == 0 or "--public-metrics" not in p.stderr + p.stdout:
+        if p.returncode != 2 or "--public-metrics" not in p.stderr or (tmp / "refused").exists():
             fail(f"a non-loopback --metrics-listen was not refused: {p.returncode} {p.stderr[-1000:]}")
 
         harness.prepare_data()
