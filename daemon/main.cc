@@ -1,5 +1,6 @@
 // belayd: the coordinator daemon. Wiring only: the store, the scheduler, the supervisor and
-// its loop, the worker link on TCP and the coordinator API on a Unix socket.
+// its loop, the worker link on TCP, the coordinator API on a Unix socket and, when asked for,
+// Prometheus metrics over HTTP.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -23,6 +24,8 @@
 #include "common/logging.h"
 #include "common/strings.h"
 #include "common/version.h"
+#include "daemon/metrics/daemon_metrics.h"
+#include "daemon/metrics/state_collector.h"
 #include "daemon/rpc/coordinator_service.h"
 #include "daemon/rpc/link_tls.h"
 #include "daemon/rpc/peer_registry.h"
@@ -36,6 +39,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_posix.h"
+#include "prometheus/exposer.h"
 #include "spdlog/spdlog.h"
 
 namespace {
@@ -59,6 +63,8 @@ struct Options {
   int slurm_node_poll_s = 60;
   std::string tls_cert, tls_key, tls_ca;  // empty: belayd's own CA in <state>/tls
   bool insecure_worker_link = false;
+  std::string metrics_listen;  // empty: no /metrics
+  bool public_metrics = false;
 };
 
 std::string DefaultStateDir() {
@@ -205,7 +211,7 @@ struct WorkerLinkServer {
 absl::StatusOr<WorkerLinkServer> StartWorkerLink(
     const Options& o, const fs::path& state,
     const std::shared_ptr<grpc::ServerCredentials>& credentials,
-    belay::rpc::WorkerLinkService& link) {
+    belay::rpc::WorkerLinkService& link, belay::metrics::DaemonMetrics& metrics) {
   const fs::path address_file = state / "worker_address";
   std::string listen = o.listen;
   if (listen.ends_with(":0")) {
@@ -220,6 +226,9 @@ absl::StatusOr<WorkerLinkServer> StartWorkerLink(
     grpc::ServerBuilder link_builder;
     link_builder.AddListeningPort(address, credentials, &port);
     link_builder.RegisterService(&link);
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counted;
+    counted.push_back(metrics.WorkerLinkInterceptors());
+    link_builder.experimental().SetInterceptorCreators(std::move(counted));
     out.server = link_builder.BuildAndStart();
     if (out.server && port != 0) break;
     spdlog::warn("cannot listen for workers on {}", address);
@@ -262,13 +271,44 @@ std::thread StartAcceptor(int listen_fd, const fs::path& socket_path,
   });
 }
 
+// The worker link's method names, for the metrics' method label.
+std::vector<std::string> WorkerLinkMethods() {
+  std::vector<std::string> out;
+  const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName("belay.v1.WorkerLink");
+  for (int i = 0; service != nullptr && i < service->method_count(); ++i)
+    out.push_back(service->method(i)->name());
+  return out;
+}
+
+// Serves /metrics on --metrics-listen (nullptr when not asked for; main() has refused an
+// address that is not loopback without --public-metrics).
+absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetrics(
+    const Options& o, const std::vector<std::shared_ptr<prometheus::Collectable>>& collectables) {
+  if (o.metrics_listen.empty()) return nullptr;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(o.metrics_listen, 2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        Cat("cannot serve metrics on ", o.metrics_listen, ": ", e.what()));
+  }
+  for (const std::shared_ptr<prometheus::Collectable>& c : collectables)
+    exposer->RegisterCollectable(c);
+  return exposer;
+}
+
 // Supervision rounds every tick_s seconds until SIGTERM or SIGINT.
 void SuperviseUntilStopped(belay::supervisor::Supervisor& supervisor,
-                           const belay::store::RocksDbStore& store, double tick_s) {
+                           const belay::store::Store& store, double tick_s,
+                           belay::metrics::DaemonMetrics& metrics) {
   const auto tick = std::chrono::milliseconds(static_cast<int64_t>(tick_s * 1000));
   bool read_only_reported = false;
   while (!g_stop) {
+    const auto round_start = std::chrono::steady_clock::now();
     absl::Status s = supervisor.Tick();
+    metrics.SupervisorRound(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count());
     if (!s.ok() && !read_only_reported) {
       spdlog::critical("supervision stopped: {}", std::string(s.message()));
       read_only_reported = !store.write_error().ok();
@@ -295,12 +335,15 @@ int Run(const Options& o) {
   absl::StatusOr<std::string> token_key =
       belay::supervisor::AttemptTokens::LoadOrCreateKey(state / "token.key");
   if (!token_key.ok()) return Fail(token_key.status());
-  absl::StatusOr<std::unique_ptr<belay::store::RocksDbStore>> store =
+  absl::StatusOr<std::unique_ptr<belay::store::RocksDbStore>> rocksdb =
       belay::store::RocksDbStore::Open(state / "store");
-  if (!store.ok()) return Fail(store.status());
+  if (!rocksdb.ok()) return Fail(rocksdb.status());
   belay::SystemClock clock;
   const std::string slurm_conf = FindSlurmConf(o);
   std::unique_ptr<belay::sched::RoutingScheduler> scheduler = MakeScheduler(o, state, slurm_conf);
+  belay::metrics::DaemonMetrics metrics(WorkerLinkMethods(),
+                                        [&scheduler] { return scheduler->controller_calls(); });
+  belay::metrics::TimedStore store(**rocksdb, metrics);
 
   belay::supervisor::SupervisorOptions sup_options;
   sup_options.node_state_interval = std::chrono::seconds(o.slurm_node_poll_s);
@@ -313,11 +356,19 @@ int Run(const Options& o) {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> link_credentials =
       WorkerLinkCredentials(o, state, sup_options);
   if (!link_credentials.ok()) return Fail(link_credentials.status());
-  belay::supervisor::Supervisor supervisor(**store, *scheduler, clock, sup_options);
+  belay::supervisor::Supervisor supervisor(store, *scheduler, clock, sup_options);
+
+  // Campaigns and nodes are read from the store at scrape time (state_collector.h says why).
+  std::vector<std::shared_ptr<prometheus::Collectable>> collectables = metrics.collectables();
+  collectables.push_back(
+      std::make_shared<belay::metrics::StateCollector>(store, clock, supervisor.node_health()));
+  absl::StatusOr<std::unique_ptr<prometheus::Exposer>> exposer = StartMetrics(o, collectables);
+  if (!exposer.ok()) return Fail(exposer.status());
 
   // The worker link; its address goes into every attempt's environment.
   belay::rpc::WorkerLinkService link(supervisor);
-  absl::StatusOr<WorkerLinkServer> link_server = StartWorkerLink(o, state, *link_credentials, link);
+  absl::StatusOr<WorkerLinkServer> link_server =
+      StartWorkerLink(o, state, *link_credentials, link, metrics);
   if (!link_server.ok()) return Fail(link_server.status());
   supervisor.set_coordinator_address(link_server->address);
 
@@ -331,7 +382,7 @@ int Run(const Options& o) {
   facts.slurm_conf = slurm_conf;
   facts.slurm_calls = [&scheduler] { return scheduler->controller_calls(); };
   facts.slurm_rpc_budget_per_minute = o.slurm_rpc_budget;
-  belay::rpc::CoordinatorService coordinator(supervisor, **store, peers, clock, facts);
+  belay::rpc::CoordinatorService coordinator(supervisor, store, peers, clock, facts);
   grpc::ServerBuilder api_builder;
   api_builder.RegisterService(&coordinator);
   std::unique_ptr<grpc::Server> api_server = api_builder.BuildAndStart();
@@ -343,12 +394,14 @@ int Run(const Options& o) {
   }
   std::thread acceptor = StartAcceptor(listen_fd, socket_path, peers, api_server.get());
 
-  spdlog::info("{}: state in {}, API on {}, workers on {}, local scheduler{}", facts.version,
-               state.string(), socket_path.string(), link_server->address,
-               slurm_conf.empty() ? "" : Cat(", Slurm cluster of ", slurm_conf));
+  spdlog::info(
+      "{}: state in {}, API on {}, workers on {}, local scheduler{}{}", facts.version,
+      state.string(), socket_path.string(), link_server->address,
+      slurm_conf.empty() ? "" : Cat(", Slurm cluster of ", slurm_conf),
+      *exposer == nullptr ? "" : Cat(", metrics on http://", o.metrics_listen, "/metrics"));
   ::signal(SIGTERM, OnSignal);
   ::signal(SIGINT, OnSignal);
-  SuperviseUntilStopped(supervisor, **store, o.tick_s);
+  SuperviseUntilStopped(supervisor, store, o.tick_s, metrics);
   spdlog::info("stopping; running attempts keep running and are re-adopted at the next start");
   ::shutdown(listen_fd, SHUT_RDWR);
   ::close(listen_fd);
@@ -402,6 +455,12 @@ int main(int argc, char** argv) {
   app.add_flag("--insecure-worker-link", o.insecure_worker_link,
                "serve the worker link without TLS (attempt tokens in plain text; for a trusted "
                "network only)");
+  app.add_option("--metrics-listen", o.metrics_listen,
+                 "HOST:PORT to serve Prometheus metrics on at /metrics (default: none; a "
+                 "loopback address unless --public-metrics)");
+  app.add_flag("--public-metrics", o.public_metrics,
+               "allow --metrics-listen on a non-loopback address (the metrics name campaigns, "
+               "owners and nodes; they hold no tokens)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -413,6 +472,13 @@ int main(int argc, char** argv) {
     std::cerr
         << "belayd: --tls-cert and --tls-key go together (with --tls-ca optionally), and not with "
            "--insecure-worker-link\n";
+    return 2;
+  }
+  // The metrics name every user's campaigns: off this machine only when said on purpose.
+  if (!o.metrics_listen.empty() && !IsLoopback(o.metrics_listen) && !o.public_metrics) {
+    std::cerr << "belayd: --metrics-listen " << o.metrics_listen
+              << " is not a loopback address: add --public-metrics to serve the metrics "
+                 "(campaign names, owners, progress, nodes) to whoever reaches it\n";
     return 2;
   }
   if (o.worker.empty()) {

@@ -23,8 +23,12 @@ packages=(
   libopenblas-dev libopenmpi-dev openmpi-bin
   # Slurm client library
   libslurm-dev
-  # tests
-  libgtest-dev libgmock-dev
+  # belayd's /metrics (prometheus-cpp's pull exposer)
+  prometheus-cpp-dev
+  # tests; the Prometheus server scrapes belayd in tests/daemon/metrics_test.py (run on its
+  # own port and data directory: the packaged service, enabled on :9090 where systemd runs,
+  # is not used, and left as it is)
+  libgtest-dev libgmock-dev prometheus
   # the numerical reference for the model (run with /usr/bin/python3)
   python3-torch python3-numpy python3-xxhash
   # demo corpus: the King James Bible as plain text (`bible Gen1:1-Rev22:21`), see docs/data.md

@@ -204,6 +204,16 @@ absl::StatusOr<std::vector<pb::EvalMetrics>> ListEvalMetrics(const Store& s, std
   kind.push_back('e');
   return ScanAll<pb::EvalMetrics>(s, Table::kMetrics, PrefixScan(kind));
 }
+absl::StatusOr<std::vector<pb::EvalMetrics>> ListLatestEvalMetrics(const Store& s,
+                                                                   std::string_view c,
+                                                                   size_t limit) {
+  std::string kind = Prefix(c);
+  kind.push_back('e');
+  ScanOptions o = PrefixScan(kind);
+  o.limit = limit;
+  o.reverse = true;
+  return ScanAll<pb::EvalMetrics>(s, Table::kMetrics, o);
+}
 absl::StatusOr<std::vector<pb::Event>> ListEvents(const Store& s, std::string_view c,
                                                   int64_t after_seq, size_t limit) {
   if (after_seq == std::numeric_limits<int64_t>::max())

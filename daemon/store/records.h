@@ -86,6 +86,10 @@ absl::StatusOr<std::vector<pb::StepMetrics>> ListStepMetrics(const Store& store,
                                                              size_t limit = 0, bool latest = false);
 absl::StatusOr<std::vector<pb::EvalMetrics>> ListEvalMetrics(const Store& store,
                                                              std::string_view campaign);
+// The campaign's last `limit` evaluation records (by step, then dataset), newest first.
+absl::StatusOr<std::vector<pb::EvalMetrics>> ListLatestEvalMetrics(const Store& store,
+                                                                   std::string_view campaign,
+                                                                   size_t limit);
 // Events with seq > after_seq, in order, at most `limit` (0: all).
 absl::StatusOr<std::vector<pb::Event>> ListEvents(const Store& store, std::string_view campaign,
                                                   int64_t after_seq = -1, size_t limit = 0);

@@ -38,7 +38,8 @@ import sys
 import tempfile
 import time
 
-from harness import Daemon, belay, committed_steps, fail, kill_local_jobs, status, wait_for
+from harness import (Daemon, belay, committed_steps, fail, kill_local_jobs, rank_pid, status,
+                     wait_for)
 import harness
 
 harness.init(sys.argv[1])
@@ -47,12 +48,6 @@ RPC_JUNK = pathlib.Path(sys.argv[2]).resolve()
 DAEMON = None
 
 
-def rank_pid(state, cid, attempt, rank):
-    log = state / "campaigns" / cid / f"attempt_{attempt}" / f"rank_{rank:05d}.log"
-    if not log.exists():
-        return None
-    m = re.search(r"belay-worker\[(\d+)\]", log.read_text(errors="replace"))
-    return int(m.group(1)) if m else None
 
 
 SPEC = {
@@ -455,11 +450,7 @@ def main():
         DAEMON.kill(signal.SIGTERM)
         print("belayd_test: all checks passed")
     finally:
-        if DAEMON and DAEMON.proc and DAEMON.alive():
-            DAEMON.kill()
-        kill_local_jobs(tmp / "state")
-        os.chdir("/")
-        shutil.rmtree(tmp, ignore_errors=True)
+        harness.clean_up(DAEMON, tmp)
 
 
 main()

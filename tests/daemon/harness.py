@@ -120,6 +120,16 @@ def kill_local_jobs(state):
             pass
 
 
+def rank_pid(state, cid, attempt, rank):
+    """The pid of a rank of attempt `attempt` of campaign `cid`, from its log's first line, or
+    None while the log does not name it yet."""
+    log = state / "campaigns" / cid / f"attempt_{attempt}" / f"rank_{rank:05d}.log"
+    if not log.exists():
+        return None
+    m = re.search(r"belay-worker\[(\d+)\]", log.read_text(errors="replace"))
+    return int(m.group(1)) if m else None
+
+
 def clean_up(daemon, tmp):
     """The end of a test that ran in `tmp` with its belayd's state in tmp/state: belayd killed
     if it runs, what its local scheduler started killed, `tmp` removed."""
