@@ -217,8 +217,8 @@ TEST_F(ExportReferenceTest, ApertusGeluTiedComputesBelaysLogits) {
   const std::vector<float> params = ::belay::testing::NoisyApertusParams(layout, 77, 8);
   const int B = 2, T = 32;
   ASSERT_TRUE(hf::testing::WriteTestCheckpoint(dir_ / "ckpt", "apertus", 5,
-                                               hf::testing::ApertusModelJson(c, T),
-                                               layout.tensors(), params, 1)
+                                               model::ApertusRecord(c, T), layout.tensors(), params,
+                                               1)
                   .ok());
   const std::vector<int32_t> tokens = RandomTokens(int64_t{B} * T, c.vocab_size, 12);
   model::ApertusModel m(layout, B, T);

@@ -110,11 +110,11 @@ TEST(ModelConfigFromJson, AnUnknownArchIsRefusedByName) {
 TEST(ModelConfigFromJson, ApertusKeysRoundTrip) {
   model::ApertusConfig c = ::belay::testing::SmallApertusConfig();
   c.eod_token = 3;
-  absl::StatusOr<SavedModelConfig> back = ModelConfigFromJson(testing::ApertusModelJson(c, 64));
+  absl::StatusOr<SavedModelConfig> back = ModelConfigFromJson(model::ApertusRecord(c, 64));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(std::get<SavedApertus>(*back).config, c);
   EXPECT_EQ(std::get<SavedApertus>(*back).max_seq_len, 64);
-  nlohmann::json broken = testing::ApertusModelJson(c, 64);
+  nlohmann::json broken = model::ApertusRecord(c, 64);
   broken.erase("n_kv_head");
   EXPECT_THAT(ModelConfigFromJson(broken).status().message(), HasSubstr("model.n_kv_head"));
 }
@@ -132,7 +132,7 @@ class ApertusCheckpointTest : public ckpt::TempDirTest {
     SplitMix64 rng(3);
     for (float& p : params_) p = static_cast<float>(rng.Normal());
     const absl::Status s = testing::WriteTestCheckpoint(
-        dir(), "camp", 7, testing::ApertusModelJson(config_, 64), layout.tensors(), params_, world);
+        dir(), "camp", 7, model::ApertusRecord(config_, 64), layout.tensors(), params_, world);
     ASSERT_TRUE(s.ok()) << s;
   }
   fs::path StepDir() const { return ckpt::StepDir(dir(), "camp", 7); }
@@ -154,7 +154,7 @@ TEST_F(ApertusCheckpointTest, ParametersReadBackWholeFromThreeShards) {
 TEST_F(ApertusCheckpointTest, RootAndCampaignDirectoryResolveToTheNewestStep) {
   Write(1);
   const model::ApertusLayout layout(config_);
-  ASSERT_TRUE(testing::WriteTestCheckpoint(dir(), "camp", 9, testing::ApertusModelJson(config_, 64),
+  ASSERT_TRUE(testing::WriteTestCheckpoint(dir(), "camp", 9, model::ApertusRecord(config_, 64),
                                            layout.tensors(), params_, 1)
                   .ok());
   EXPECT_EQ(*ResolveStepDir(dir()), ckpt::StepDir(dir(), "camp", 9));
@@ -194,7 +194,7 @@ TEST_F(ApertusCheckpointTest, AMissingShardIsRefusedNamingTheFile) {
 TEST_F(ApertusCheckpointTest, AnUnknownArchIsRefused) {
   const model::ApertusLayout layout(config_);
   params_.assign(static_cast<size_t>(layout.total()), 0.0f);
-  nlohmann::json model = testing::ApertusModelJson(config_, 64);
+  nlohmann::json model = belay::model::ApertusRecord(config_, 64);
   model["arch"] = "rwkv";
   ASSERT_TRUE(
       testing::WriteTestCheckpoint(dir(), "camp", 7, model, layout.tensors(), params_, 1).ok());
@@ -216,9 +216,8 @@ TEST_F(ApertusCheckpointTest, SwigluAndModelsWithoutQkNormAreRefused) {
   config_.qk_norm = false;
   const model::ApertusLayout layout(config_);
   std::vector<float> params(static_cast<size_t>(layout.total()), 1.0f);
-  ASSERT_TRUE(testing::WriteTestCheckpoint(dir(), "other", 1,
-                                           testing::ApertusModelJson(config_, 64), layout.tensors(),
-                                           params, 1)
+  ASSERT_TRUE(testing::WriteTestCheckpoint(dir(), "other", 1, model::ApertusRecord(config_, 64),
+                                           layout.tensors(), params, 1)
                   .ok());
   s = ExportCheckpoint({.checkpoint = dir() / "other", .out = dir() / "hf"});
   EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);

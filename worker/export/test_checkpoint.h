@@ -16,6 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "worker/ckpt/shard_file.h"
 #include "worker/model/apertus.h"
+#include "worker/model/architecture.h"
 #include "worker/model/params.h"
 
 namespace belay::hf::testing {
@@ -66,28 +67,6 @@ inline absl::Status WriteTestCheckpoint(const std::filesystem::path& root,
   manifest.shard_map = std::move(map);
   if (absl::Status s = ckpt::WriteManifest(*tmp, manifest); !s.ok()) return s;
   return ckpt::CommitStep(root, campaign, step);
-}
-
-// The "model" object of an Apertus checkpoint for `c` (the trainer's keys).
-inline nlohmann::json ApertusModelJson(const model::ApertusConfig& c, int max_seq_len) {
-  nlohmann::json scaling = nullptr;
-  if (c.rope.factor != 1.0) {
-    scaling = {{"factor", c.rope.factor},
-               {"low_freq_factor", c.rope.low_freq_factor},
-               {"high_freq_factor", c.rope.high_freq_factor},
-               {"original_context", c.rope.original_context}};
-  }
-  const char* activation = c.activation == model::MlpActivation::kXielu    ? "xielu"
-                           : c.activation == model::MlpActivation::kSwiglu ? "swiglu"
-                                                                           : "gelu";
-  return {{"arch", "apertus"},          {"n_layer", c.n_layer},
-          {"n_head", c.n_head},         {"n_kv_head", c.n_kv_head},
-          {"d_model", c.d_model},       {"d_ff", c.d_ff},
-          {"vocab_size", c.vocab_size}, {"padded_vocab", c.padded_vocab()},
-          {"max_seq_len", max_seq_len}, {"rope_theta", c.rope.theta},
-          {"rope_scaling", scaling},    {"qk_norm", c.qk_norm},
-          {"activation", activation},   {"tie_embeddings", c.tie_embeddings},
-          {"norm_eps", c.norm_eps},     {"eod_token", c.eod_token}};
 }
 
 }  // namespace belay::hf::testing

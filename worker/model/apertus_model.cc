@@ -191,20 +191,9 @@ double ApertusModel::Forward(const float* params, const int32_t* inputs, const i
   return sum;
 }
 
-namespace {
-
-// Backward without a hook: every group's gradients where the model would write them.
-class NoHook final : public BackwardHook {
- public:
-  absl::Status Acquire(int, std::span<float*>) override { return absl::OkStatus(); }
-  absl::Status Release(int) override { return absl::OkStatus(); }
-};
-
-}  // namespace
-
 void ApertusModel::Backward(const float* params, float* grads, float loss_scale) {
-  NoHook none;
-  Backward(params, grads, loss_scale, none).IgnoreError();  // (NoHook never fails)
+  NoBackwardHook none;
+  Backward(params, grads, loss_scale, none).IgnoreError();  // (NoBackwardHook never fails)
 }
 
 absl::Status ApertusModel::Backward(const float* params, float* grads, float loss_scale,

@@ -56,32 +56,7 @@ class ApertusArchitecture final : public Architecture {
   void Init(std::span<float> params, uint64_t seed) const override {
     InitApertus(layout_, params, seed);
   }
-  nlohmann::json Config() const override {
-    const ApertusConfig& c = layout_.config();
-    nlohmann::json scaling = nullptr;
-    if (c.rope.factor != 1.0) {
-      scaling = {{"factor", c.rope.factor},
-                 {"low_freq_factor", c.rope.low_freq_factor},
-                 {"high_freq_factor", c.rope.high_freq_factor},
-                 {"original_context", c.rope.original_context}};
-    }
-    return {{"arch", "apertus"},
-            {"n_layer", c.n_layer},
-            {"n_head", c.n_head},
-            {"n_kv_head", c.n_kv_head},
-            {"d_model", c.d_model},
-            {"d_ff", c.d_ff},
-            {"vocab_size", c.vocab_size},
-            {"padded_vocab", c.padded_vocab()},
-            {"max_seq_len", seq_len_},
-            {"rope_theta", c.rope.theta},
-            {"rope_scaling", scaling},
-            {"qk_norm", c.qk_norm},
-            {"activation", ToString(c.activation)},
-            {"tie_embeddings", c.tie_embeddings},
-            {"norm_eps", c.norm_eps},
-            {"eod_token", c.eod_token}};
-  }
+  nlohmann::json Config() const override { return ApertusRecord(layout_.config(), seq_len_); }
   std::unique_ptr<CpuModel> NewCpuModel(int B, int T) const override {
     return std::make_unique<ApertusModel>(layout_, B, T);
   }
@@ -134,6 +109,32 @@ absl::StatusOr<std::unique_ptr<const Architecture>> Architecture::FromSpec(
     }
   }
   return absl::InvalidArgumentError("model.arch: unknown architecture");
+}
+
+nlohmann::json ApertusRecord(const ApertusConfig& c, int64_t max_seq_len) {
+  nlohmann::json scaling = nullptr;
+  if (c.rope.factor != 1.0) {
+    scaling = {{"factor", c.rope.factor},
+               {"low_freq_factor", c.rope.low_freq_factor},
+               {"high_freq_factor", c.rope.high_freq_factor},
+               {"original_context", c.rope.original_context}};
+  }
+  return {{"arch", "apertus"},
+          {"n_layer", c.n_layer},
+          {"n_head", c.n_head},
+          {"n_kv_head", c.n_kv_head},
+          {"d_model", c.d_model},
+          {"d_ff", c.d_ff},
+          {"vocab_size", c.vocab_size},
+          {"padded_vocab", c.padded_vocab()},
+          {"max_seq_len", max_seq_len},
+          {"rope_theta", c.rope.theta},
+          {"rope_scaling", scaling},
+          {"qk_norm", c.qk_norm},
+          {"activation", ToString(c.activation)},
+          {"tie_embeddings", c.tie_embeddings},
+          {"norm_eps", c.norm_eps},
+          {"eod_token", c.eod_token}};
 }
 
 nlohmann::json NormalizedConfig(nlohmann::json config) {

@@ -54,6 +54,10 @@ class Architecture {
 // is not one ApertusModel takes.
 absl::StatusOr<ApertusConfig> ApertusConfigFromSpec(const CampaignSpec& spec);
 
+// The model record of an Apertus checkpoint (what Architecture::Config gives for it) of a
+// model trained at context length max_seq_len.
+nlohmann::json ApertusRecord(const ApertusConfig& c, int64_t max_seq_len);
+
 // A checkpoint's model record (Architecture::Config) as it is compared: records written
 // before architectures were recorded are GPT-2's, so a record without "arch" gets "gpt2".
 nlohmann::json NormalizedConfig(nlohmann::json config);

@@ -32,4 +32,11 @@ class BackwardHook {
   virtual absl::Status Release(int group) = 0;
 };
 
+// Backward without a hook: every group's gradients where the model would write them.
+class NoBackwardHook final : public BackwardHook {
+ public:
+  absl::Status Acquire(int, std::span<float*>) override { return absl::OkStatus(); }
+  absl::Status Release(int) override { return absl::OkStatus(); }
+};
+
 }  // namespace belay::model

@@ -133,20 +133,9 @@ double Gpt2::Forward(const float* params, const int32_t* inputs, const int32_t* 
   return sum;
 }
 
-namespace {
-
-// Backward without a hook: every group's gradients where the model would write them.
-class NoHook final : public BackwardHook {
- public:
-  absl::Status Acquire(int, std::span<float*>) override { return absl::OkStatus(); }
-  absl::Status Release(int) override { return absl::OkStatus(); }
-};
-
-}  // namespace
-
 void Gpt2::Backward(const float* params, float* grads, float loss_scale) {
-  NoHook none;
-  Backward(params, grads, loss_scale, none).IgnoreError();  // (NoHook never fails)
+  NoBackwardHook none;
+  Backward(params, grads, loss_scale, none).IgnoreError();  // (NoBackwardHook never fails)
 }
 
 absl::Status Gpt2::Backward(const float* params, float* grads, float loss_scale,
